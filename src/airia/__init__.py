@@ -1,0 +1,46 @@
+"""Python SDK for the Airia Conversations API.
+
+```python
+from airia import AiriaClient
+
+client = AiriaClient(api_key="your_api_key")
+conversation = client.conversations.create_conversation(user_id="user_123")
+```
+"""
+
+from ._client import AiriaAsyncClient, AiriaClient
+from ._exceptions import (
+    AiriaAPIError,
+    APIConnectionError,
+    APIResponseValidationError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    InternalServerError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    UnprocessableEntityError,
+)
+from ._version import __version__
+
+__all__ = [
+    "APIConnectionError",
+    "APIResponseValidationError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AiriaAPIError",
+    "AiriaAsyncClient",
+    "AiriaClient",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConflictError",
+    "InternalServerError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "UnprocessableEntityError",
+    "__version__",
+]

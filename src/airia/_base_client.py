@@ -1,0 +1,243 @@
+"""Everything the sync and async clients share: all of it does no I/O.
+
+Configuration, URL joining, headers, the correlation id, retry decisions,
+error mapping, response parsing and request logging live here, so that
+``AiriaClient`` and ``AiriaAsyncClient`` differ only in how they send.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import uuid
+from typing import Any, TypeVar
+from urllib.parse import quote, urljoin
+
+import httpx
+import pydantic
+
+from ._constants import (
+    API_KEY_ENV,
+    BASE_URL_ENV,
+    DEFAULT_BASE_URL,
+    IDEMPOTENT_METHODS,
+    INITIAL_RETRY_DELAY,
+    LOGGER_NAME,
+    MAX_RETRY_AFTER,
+    MAX_RETRY_DELAY,
+    RETRYABLE_STATUS_CODES,
+)
+from ._exceptions import (
+    AiriaAPIError,
+    APIConnectionError,
+    APIResponseValidationError,
+    APITimeoutError,
+    make_status_error,
+    parse_retry_after,
+)
+from ._version import __version__
+
+ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
+
+USER_AGENT = f"airia-conversations-python/{__version__}"
+_REDACTED = "[REDACTED]"
+
+
+def resolve_credentials(
+    api_key: str | None, bearer_token: str | None
+) -> tuple[str | None, str | None]:
+    """Return ``(api_key, bearer_token)`` with exactly one set, or raise ValueError.
+
+    The environment is consulted only when neither was given, so an explicit
+    bearer token is never silently paired with a key from the environment.
+    """
+    if api_key and bearer_token:
+        raise ValueError(
+            "Cannot provide both api_key and bearer_token. "
+            "Please use only one authentication method."
+        )
+    if bearer_token:
+        return None, bearer_token
+    if api_key:
+        return api_key, None
+    env_key = os.environ.get(API_KEY_ENV)
+    if env_key:
+        return env_key, None
+    raise ValueError(
+        f"Authentication required. Provide either api_key (or set {API_KEY_ENV} "
+        "environment variable) or bearer_token."
+    )
+
+
+def resolve_base_url(base_url: str | None) -> str:
+    """Argument, then ``AIRIA_BASE_URL``, then the default; always with a trailing slash.
+
+    The trailing slash matters: ``urljoin`` would otherwise drop the last
+    path segment of a base URL such as ``https://host/airia``.
+    """
+    url = base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+    return url if url.endswith("/") else url + "/"
+
+
+def path_segment(value: str) -> str:
+    """Quote a value for use as one URL path segment (``/``, ``?``, ``#``, ``..`` included)."""
+    quoted = quote(str(value), safe="")
+    # Dot segments would be resolved away by urljoin and change the target.
+    if quoted in (".", ".."):
+        quoted = quoted.replace(".", "%2E")
+    return quoted
+
+
+class BaseClient:
+    """Configuration and the no-I/O half of every request."""
+
+    _http: Any
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None,
+        api_key: str | None,
+        bearer_token: str | None,
+        timeout: float,
+        log_requests: bool,
+        custom_logger: logging.Logger | None,
+        max_retries: int,
+    ) -> None:
+        self.api_key, self.bearer_token = resolve_credentials(api_key, bearer_token)
+        self.base_url = resolve_base_url(base_url)
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.log_requests = log_requests
+        self.logger = custom_logger or logging.getLogger(LOGGER_NAME)
+
+    def __repr__(self) -> str:
+        auth = "api_key" if self.api_key else "bearer_token"
+        return f"{type(self).__name__}(base_url={self.base_url!r}, auth={auth})"
+
+    # -- building requests ---------------------------------------------------
+
+    def _url(self, path: str) -> str:
+        return urljoin(self.base_url, path)
+
+    def _headers(self, correlation_id: str) -> dict[str, str]:
+        headers = {
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+            "X-Correlation-ID": correlation_id,
+        }
+        if self.api_key:
+            headers["X-API-KEY"] = self.api_key
+        else:
+            headers["Authorization"] = f"Bearer {self.bearer_token}"
+        return headers
+
+    def _build_request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        correlation_id: str | None = None,
+    ) -> httpx.Request:
+        correlation_id = correlation_id or str(uuid.uuid4())
+        return self._http.build_request(
+            method,
+            self._url(path),
+            params=params,
+            json=json,
+            headers=self._headers(correlation_id),
+            timeout=httpx.Timeout(self.timeout),
+        )
+
+    # -- retries ---------------------------------------------------------------
+
+    def _retry_delay(
+        self, request: httpx.Request, attempt: int, response: httpx.Response | None
+    ) -> float | None:
+        """Seconds to wait before retrying, or None when the request must not be retried.
+
+        ``response`` is None for a transport error. POST is never retried: the
+        server has no idempotency keys yet, so a retry could create twice.
+        """
+        if attempt >= self.max_retries or request.method not in IDEMPOTENT_METHODS:
+            return None
+        if response is not None:
+            if response.status_code not in RETRYABLE_STATUS_CODES:
+                return None
+            retry_after = parse_retry_after(response.headers)
+            if retry_after is not None:
+                return retry_after if retry_after <= MAX_RETRY_AFTER else None
+        backoff = min(MAX_RETRY_DELAY, INITIAL_RETRY_DELAY * 2**attempt)
+        # Jitter down by up to a quarter so clients that failed together spread out.
+        return backoff * (1 - 0.25 * random.random())
+
+    # -- responses and errors --------------------------------------------------
+
+    def _redact(self, text: str) -> str:
+        for secret in (self.api_key, self.bearer_token):
+            if secret:
+                text = text.replace(secret, _REDACTED)
+        return text
+
+    def _status_error(self, request: httpx.Request, response: httpx.Response) -> AiriaAPIError:
+        return make_status_error(
+            response, correlation_id=request.headers.get("x-correlation-id"), redact=self._redact
+        )
+
+    def _transport_error(self, request: httpx.Request, exc: httpx.TransportError) -> AiriaAPIError:
+        correlation_id = request.headers.get("x-correlation-id")
+        detail = self._redact(str(exc)) or type(exc).__name__
+        if isinstance(exc, httpx.TimeoutException):
+            return APITimeoutError(
+                f"Request to {request.url} timed out: {detail}", correlation_id=correlation_id
+            )
+        return APIConnectionError(
+            f"Could not connect to {request.url}: {detail}", correlation_id=correlation_id
+        )
+
+    def _parse(
+        self, request: httpx.Request, response: httpx.Response, cast_to: type[ModelT] | None
+    ):
+        if cast_to is None:
+            return None
+        try:
+            return cast_to.model_validate(response.json())
+        except (ValueError, pydantic.ValidationError) as exc:
+            raise APIResponseValidationError(
+                response.status_code,
+                f"Unexpected response body for {cast_to.__name__}",
+                self._redact(response.text),
+                correlation_id=request.headers.get("x-correlation-id"),
+                response=response,
+            ) from exc
+
+    # -- logging ---------------------------------------------------------------
+
+    def _log_response(
+        self, request: httpx.Request, response: httpx.Response, elapsed: float
+    ) -> None:
+        if self.log_requests:
+            self.logger.info(
+                "%s %s -> %s (%.1f ms) correlation_id=%s",
+                request.method,
+                self._redact(str(request.url)),
+                response.status_code,
+                elapsed * 1000,
+                request.headers.get("x-correlation-id"),
+            )
+
+    def _log_retry(self, request: httpx.Request, attempt: int, delay: float, reason: str) -> None:
+        if self.log_requests:
+            self.logger.warning(
+                "%s %s failed (%s); retry %d of %d in %.2f s correlation_id=%s",
+                request.method,
+                self._redact(str(request.url)),
+                self._redact(reason),
+                attempt + 1,
+                self.max_retries,
+                delay,
+                request.headers.get("x-correlation-id"),
+            )

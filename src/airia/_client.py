@@ -1,0 +1,258 @@
+"""``AiriaClient`` and ``AiriaAsyncClient``: the only code that does network I/O."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import httpx
+
+from ._base_client import BaseClient, ModelT
+from ._constants import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
+from .resources.conversations import AsyncConversations, Conversations
+
+# Module-level so tests can replace them and never wait on the real clock.
+_sleep = time.sleep
+_async_sleep = asyncio.sleep
+
+
+def _alias(name: str) -> property:
+    """Expose ``client.<name>`` as ``client.conversations.<name>`` (the seed uses both)."""
+
+    def get(self: Any) -> Any:
+        return getattr(self.conversations, name)
+
+    return property(get, doc=f"Alias of ``conversations.{name}``.")
+
+
+class _ConversationAliases:
+    create_conversation = _alias("create_conversation")
+    get_conversation = _alias("get_conversation")
+    delete_conversation = _alias("delete_conversation")
+    update_conversation = _alias("update_conversation")
+    get_conversations_feed = _alias("get_conversations_feed")
+
+
+class AiriaClient(_ConversationAliases, BaseClient):
+    """Synchronous client for the Airia Conversations API.
+
+    Example:
+        ```python
+        from airia import AiriaClient
+
+        with AiriaClient(api_key="your_api_key") as client:
+            conversation = client.conversations.create_conversation(user_id="user_123")
+        ```
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        bearer_token: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        log_requests: bool = False,
+        custom_logger: logging.Logger | None = None,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        http_client: httpx.Client | None = None,
+    ) -> None:
+        """Create a client.
+
+        Args:
+            base_url: Server URL; else ``AIRIA_BASE_URL``; else ``http://localhost:8000/``.
+            api_key: API key; else ``AIRIA_API_KEY`` when no bearer token is given either.
+            bearer_token: Bearer token (JWT), instead of an API key.
+            timeout: Timeout in seconds for each attempt.
+            log_requests: Log each request (method, URL, status, time, correlation id).
+            custom_logger: Logger to use instead of ``logging.getLogger("airia")``.
+            max_retries: Retries of idempotent requests on transient failures.
+            http_client: An ``httpx.Client`` to send through; the caller keeps ownership.
+        """
+        super().__init__(
+            base_url=base_url,
+            api_key=api_key,
+            bearer_token=bearer_token,
+            timeout=timeout,
+            log_requests=log_requests,
+            custom_logger=custom_logger,
+            max_retries=max_retries,
+        )
+        self._owns_http = http_client is None
+        self._http = http_client if http_client is not None else httpx.Client()
+        self.conversations = Conversations(self)
+
+    @classmethod
+    def with_bearer_token(
+        cls,
+        bearer_token: str,
+        base_url: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        log_requests: bool = False,
+        custom_logger: logging.Logger | None = None,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        http_client: httpx.Client | None = None,
+    ) -> AiriaClient:
+        """Create a client that authenticates with ``Authorization: Bearer <token>``."""
+        return cls(
+            base_url=base_url,
+            bearer_token=bearer_token,
+            timeout=timeout,
+            log_requests=log_requests,
+            custom_logger=custom_logger,
+            max_retries=max_retries,
+            http_client=http_client,
+        )
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        correlation_id: str | None = None,
+        cast_to: type[ModelT] | None = None,
+    ) -> Any:
+        request = self._build_request(
+            method, path, params=params, json=json, correlation_id=correlation_id
+        )
+        attempt = 0
+        while True:
+            started = time.perf_counter()
+            try:
+                response = self._http.send(request)
+            except httpx.TransportError as exc:
+                error = self._transport_error(request, exc)
+                delay = self._retry_delay(request, attempt, None)
+                if delay is None:
+                    raise error from exc
+                self._log_retry(request, attempt, delay, type(exc).__name__)
+            else:
+                self._log_response(request, response, time.perf_counter() - started)
+                if response.is_success:
+                    return self._parse(request, response, cast_to)
+                delay = self._retry_delay(request, attempt, response)
+                if delay is None:
+                    raise self._status_error(request, response)
+                self._log_retry(request, attempt, delay, str(response.status_code))
+            _sleep(delay)
+            attempt += 1
+
+    def close(self) -> None:
+        """Release the connection pool (not an ``http_client`` you passed in)."""
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> AiriaClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class AiriaAsyncClient(_ConversationAliases, BaseClient):
+    """Asynchronous client for the Airia Conversations API.
+
+    Example:
+        ```python
+        from airia import AiriaAsyncClient
+
+        async with AiriaAsyncClient(api_key="your_api_key") as client:
+            conversation = await client.conversations.create_conversation(user_id="user_123")
+        ```
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        bearer_token: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        log_requests: bool = False,
+        custom_logger: logging.Logger | None = None,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        """Create a client; the arguments are those of ``AiriaClient``."""
+        super().__init__(
+            base_url=base_url,
+            api_key=api_key,
+            bearer_token=bearer_token,
+            timeout=timeout,
+            log_requests=log_requests,
+            custom_logger=custom_logger,
+            max_retries=max_retries,
+        )
+        self._owns_http = http_client is None
+        self._http = http_client if http_client is not None else httpx.AsyncClient()
+        self.conversations = AsyncConversations(self)
+
+    @classmethod
+    def with_bearer_token(
+        cls,
+        bearer_token: str,
+        base_url: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        log_requests: bool = False,
+        custom_logger: logging.Logger | None = None,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> AiriaAsyncClient:
+        """Create a client that authenticates with ``Authorization: Bearer <token>``."""
+        return cls(
+            base_url=base_url,
+            bearer_token=bearer_token,
+            timeout=timeout,
+            log_requests=log_requests,
+            custom_logger=custom_logger,
+            max_retries=max_retries,
+            http_client=http_client,
+        )
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        correlation_id: str | None = None,
+        cast_to: type[ModelT] | None = None,
+    ) -> Any:
+        request = self._build_request(
+            method, path, params=params, json=json, correlation_id=correlation_id
+        )
+        attempt = 0
+        while True:
+            started = time.perf_counter()
+            try:
+                response = await self._http.send(request)
+            except httpx.TransportError as exc:
+                error = self._transport_error(request, exc)
+                delay = self._retry_delay(request, attempt, None)
+                if delay is None:
+                    raise error from exc
+                self._log_retry(request, attempt, delay, type(exc).__name__)
+            else:
+                self._log_response(request, response, time.perf_counter() - started)
+                if response.is_success:
+                    return self._parse(request, response, cast_to)
+                delay = self._retry_delay(request, attempt, response)
+                if delay is None:
+                    raise self._status_error(request, response)
+                self._log_retry(request, attempt, delay, str(response.status_code))
+            await _async_sleep(delay)
+            attempt += 1
+
+    async def close(self) -> None:
+        """Release the connection pool (not an ``http_client`` you passed in)."""
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> AiriaAsyncClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()

@@ -1,0 +1,18 @@
+"""Defaults for every client setting; each can be overridden per client."""
+
+DEFAULT_BASE_URL = "http://localhost:8000/"
+DEFAULT_TIMEOUT = 30.0
+
+DEFAULT_MAX_RETRIES = 2
+INITIAL_RETRY_DELAY = 0.5
+MAX_RETRY_DELAY = 8.0
+# A server asking us to wait longer than this is treated as "do not retry"
+# rather than blocking the caller for minutes.
+MAX_RETRY_AFTER = 60.0
+
+RETRYABLE_STATUS_CODES = frozenset({408, 429, 502, 503, 504})
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+API_KEY_ENV = "AIRIA_API_KEY"
+BASE_URL_ENV = "AIRIA_BASE_URL"
+LOGGER_NAME = "airia"

@@ -1,0 +1,192 @@
+"""The exception hierarchy and the one function that maps a response to it.
+
+Everything the SDK raises for a failed call is an ``AiriaAPIError``, so the
+seed's ``except AiriaAPIError as e: if e.status_code == 404`` keeps working,
+and callers that want finer control catch a subclass instead.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+__all__ = [
+    "APIConnectionError",
+    "APIResponseValidationError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AiriaAPIError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConflictError",
+    "InternalServerError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "UnprocessableEntityError",
+    "make_status_error",
+]
+
+
+class AiriaAPIError(Exception):
+    """Base of every error raised by the SDK for a failed API call.
+
+    Attributes:
+        status_code: HTTP status of the response; ``None`` when no response
+            arrived (connection errors and timeouts).
+        message: Short human message, taken from the body's ``message`` (or
+            ``error``) member when the server sent one.
+        detailed_message: The raw response body text.
+        body: The parsed JSON body, or ``None`` if it was not JSON.
+        correlation_id: The ``X-Correlation-ID`` of the failed request.
+        response: The ``httpx.Response``, when there was one.
+    """
+
+    def __init__(
+        self,
+        status_code: int | None,
+        message: str,
+        detailed_message: str = "",
+        *,
+        body: Any = None,
+        correlation_id: str | None = None,
+        response: httpx.Response | None = None,
+    ) -> None:
+        super().__init__(status_code, message, detailed_message)
+        self.status_code = status_code
+        self.message = message
+        self.detailed_message = detailed_message
+        self.body = body
+        self.correlation_id = correlation_id
+        self.response = response
+
+    def __str__(self) -> str:
+        return f"{self.status_code}: {self.message} - {self.detailed_message}"
+
+
+class APIStatusError(AiriaAPIError):
+    """The server answered with a 4xx or 5xx status."""
+
+
+class BadRequestError(APIStatusError):
+    """400: the request was malformed."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: missing or invalid API key or bearer token."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the caller may see the conversation but not change it."""
+
+
+class NotFoundError(APIStatusError):
+    """404: no visible conversation (or other resource) with that id."""
+
+
+class ConflictError(APIStatusError):
+    """409: the request conflicts with the current state."""
+
+
+class UnprocessableEntityError(APIStatusError):
+    """422: validation failed; ``errors`` lists the problems when the server sent them."""
+
+    @property
+    def errors(self) -> list[Any]:
+        if isinstance(self.body, dict) and isinstance(self.body.get("errors"), list):
+            return self.body["errors"]
+        return []
+
+
+class RateLimitError(APIStatusError):
+    """429: too many requests; ``retry_after`` is the server's hint in seconds."""
+
+    @property
+    def retry_after(self) -> float | None:
+        return parse_retry_after(self.response.headers if self.response is not None else {})
+
+
+class InternalServerError(APIStatusError):
+    """5xx: the server failed."""
+
+
+class APIConnectionError(AiriaAPIError):
+    """No response arrived: connection refused, reset, DNS failure and the like.
+
+    ``status_code`` is ``None``; it is still an ``AiriaAPIError`` so one
+    ``except AiriaAPIError`` covers every failed call.
+    """
+
+    def __init__(self, message: str, *, correlation_id: str | None = None) -> None:
+        super().__init__(None, message, "", correlation_id=correlation_id)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class APITimeoutError(APIConnectionError):
+    """The request timed out."""
+
+
+class APIResponseValidationError(AiriaAPIError):
+    """A success response whose body does not have the documented shape."""
+
+
+_STATUS_CLASSES: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+}
+
+
+def parse_retry_after(headers: Any) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date), else None."""
+    value = headers.get("retry-after") if headers else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from datetime import datetime, timezone
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def make_status_error(
+    response: httpx.Response, *, correlation_id: str | None, redact: Any = None
+) -> APIStatusError:
+    """Build the exception for an error response: class by status, message from the body."""
+    text = response.text
+    try:
+        body: Any = json.loads(text) if text else None
+    except ValueError:
+        body = None
+
+    message = None
+    if isinstance(body, dict):
+        message = body.get("message") or body.get("error") or body.get("title")
+        correlation_id = body.get("correlationId") or correlation_id
+    if not isinstance(message, str) or not message:
+        message = response.reason_phrase or "API request failed"
+    correlation_id = response.headers.get("x-correlation-id") or correlation_id
+
+    if redact is not None:
+        message, text = redact(message), redact(text)
+
+    status = response.status_code
+    cls = _STATUS_CLASSES.get(status) or (InternalServerError if status >= 500 else APIStatusError)
+    return cls(status, message, text, body=body, correlation_id=correlation_id, response=response)

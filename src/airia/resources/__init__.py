@@ -1,0 +1,3 @@
+from .conversations import AsyncConversations, Conversations
+
+__all__ = ["AsyncConversations", "Conversations"]

@@ -1,0 +1,351 @@
+"""The Conversations resource, sync and async side by side.
+
+Each pair of methods shares its request shape through the ``_*_request``
+helpers below; the two classes differ only in ``await``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .._base_client import path_segment
+from ..types.api.conversations import (
+    ConversationFeedResponse,
+    CreateConversationResponse,
+    GetConversationResponse,
+)
+
+if TYPE_CHECKING:
+    from .._client import AiriaAsyncClient, AiriaClient
+
+_COLLECTION = "v1/Conversations"
+
+
+def _item_path(conversation_id: str) -> str:
+    return f"{_COLLECTION}/{path_segment(conversation_id)}"
+
+
+def _create_body(
+    user_id: str,
+    title: str | None,
+    deployment_id: str | None,
+    data_source_files: dict[str, Any] | None,
+    is_bookmarked: bool,
+) -> dict[str, Any]:
+    # The official client always sends every key, nulls included; so do we.
+    return {
+        "userId": user_id,
+        "title": title,
+        "deploymentId": deployment_id,
+        "dataSourceFiles": data_source_files if data_source_files is not None else {},
+        "isBookmarked": is_bookmarked,
+    }
+
+
+def _update_body(
+    title: str,
+    data_source_files: dict[str, Any] | None,
+    is_bookmarked: bool | None,
+    last_execution_status: str | None,
+    last_execution_id: str | None,
+) -> dict[str, Any]:
+    # Absent means "leave unchanged" on a PUT here, so only send what was given.
+    optional = {
+        "dataSourceFiles": data_source_files,
+        "isBookmarked": is_bookmarked,
+        "lastExecutionStatus": last_execution_status,
+        "lastExecutionId": last_execution_id,
+    }
+    return {"title": title, **{k: v for k, v in optional.items() if v is not None}}
+
+
+def _feed_params(
+    page_number: int | None,
+    page_size: int | None,
+    sort_by: str | None,
+    sort_direction: str | None,
+    filter: str | None,
+    user_id: str | None,
+) -> dict[str, Any]:
+    params = {
+        "PageNumber": page_number,
+        "PageSize": page_size,
+        "SortBy": sort_by,
+        "SortDirection": sort_direction,
+        "filter": filter,
+        "userId": user_id,
+    }
+    return {k: v for k, v in params.items() if v is not None}
+
+
+class Conversations:
+    """Create, read, update, delete and list conversations."""
+
+    def __init__(self, client: AiriaClient) -> None:
+        self._client = client
+
+    def create_conversation(
+        self,
+        user_id: str,
+        title: str | None = None,
+        deployment_id: str | None = None,
+        data_source_files: dict[str, Any] | None = None,
+        is_bookmarked: bool = False,
+        correlation_id: str | None = None,
+    ) -> CreateConversationResponse:
+        """Create a conversation for ``user_id``.
+
+        Args:
+            user_id: The user who owns the conversation.
+            title: Optional title.
+            deployment_id: Deployment to attach; the server picks its default when omitted.
+            data_source_files: Data source name to list of file names.
+            is_bookmarked: Bookmark it from the start.
+            correlation_id: Trace id sent as ``X-Correlation-ID``; a fresh UUID if omitted.
+
+        Returns:
+            The new conversation, including its ``websocket_url``.
+
+        Raises:
+            AiriaAPIError: or one of its subclasses, when the call fails.
+
+        Example:
+            ```python
+            conversation = client.conversations.create_conversation(
+                user_id="user_123", title="My Research Session", is_bookmarked=True
+            )
+            print(conversation.conversation_id, conversation.websocket_url)
+            ```
+        """
+        body = _create_body(user_id, title, deployment_id, data_source_files, is_bookmarked)
+        return self._client._request(
+            "POST",
+            _COLLECTION,
+            json=body,
+            correlation_id=correlation_id,
+            cast_to=CreateConversationResponse,
+        )
+
+    def get_conversation(
+        self, conversation_id: str, correlation_id: str | None = None
+    ) -> GetConversationResponse:
+        """Fetch a conversation with its messages (oldest first).
+
+        Raises:
+            NotFoundError: no conversation with that id is visible to the caller.
+
+        Example:
+            ```python
+            conversation = client.conversations.get_conversation("your_conversation_id")
+            for message in conversation.messages:
+                print(f"[{message.role}] {message.message}")
+            ```
+        """
+        return self._client._request(
+            "GET",
+            _item_path(conversation_id),
+            correlation_id=correlation_id,
+            cast_to=GetConversationResponse,
+        )
+
+    def delete_conversation(self, conversation_id: str, correlation_id: str | None = None) -> None:
+        """Delete a conversation and everything in it, permanently.
+
+        Raises:
+            NotFoundError: no conversation with that id is visible to the caller.
+            PermissionDeniedError: the caller may see it but is not its owner.
+
+        Example:
+            ```python
+            client.conversations.delete_conversation("your_conversation_id")
+            ```
+        """
+        self._client._request("DELETE", _item_path(conversation_id), correlation_id=correlation_id)
+
+    def update_conversation(
+        self,
+        conversation_id: str,
+        title: str,
+        data_source_files: dict[str, Any] | None = None,
+        is_bookmarked: bool | None = None,
+        last_execution_status: str | None = None,
+        last_execution_id: str | None = None,
+        correlation_id: str | None = None,
+    ) -> GetConversationResponse:
+        """Update a conversation's title and, when given, its other settings.
+
+        Arguments left as ``None`` are not sent and stay unchanged.
+        ``last_execution_status`` is one of ``InProgress``, ``Completed``,
+        ``Failed``, ``NotApplicable``.
+
+        Example:
+            ```python
+            updated = client.conversations.update_conversation(
+                "your_conversation_id", title="Renamed", is_bookmarked=True
+            )
+            print(updated.title, updated.is_bookmarked)
+            ```
+        """
+        body = _update_body(
+            title, data_source_files, is_bookmarked, last_execution_status, last_execution_id
+        )
+        return self._client._request(
+            "PUT",
+            _item_path(conversation_id),
+            json=body,
+            correlation_id=correlation_id,
+            cast_to=GetConversationResponse,
+        )
+
+    def get_conversations_feed(
+        self,
+        page_number: int = 1,
+        page_size: int = 20,
+        sort_by: str | None = None,
+        sort_direction: str | None = None,
+        filter: str | None = None,
+        user_id: str | None = None,
+        correlation_id: str | None = None,
+    ) -> ConversationFeedResponse:
+        """List conversations one page at a time.
+
+        Args:
+            page_number: 1-based page number.
+            page_size: Items per page.
+            sort_by: ``createdAt``, ``updatedAt`` or ``title``.
+            sort_direction: ``asc`` or ``desc``.
+            filter: Text to match in titles.
+            user_id: Only conversations of this user.
+            correlation_id: Trace id sent as ``X-Correlation-ID``.
+
+        Example:
+            ```python
+            feed = client.conversations.get_conversations_feed(page_size=10, sort_by="updatedAt")
+            print(f"{len(feed.items)} of {feed.total_count}")
+            ```
+        """
+        params = _feed_params(page_number, page_size, sort_by, sort_direction, filter, user_id)
+        return self._client._request(
+            "GET",
+            f"{_COLLECTION}/feed",
+            params=params,
+            correlation_id=correlation_id,
+            cast_to=ConversationFeedResponse,
+        )
+
+
+class AsyncConversations:
+    """Async twin of ``Conversations``: same methods, awaited."""
+
+    def __init__(self, client: AiriaAsyncClient) -> None:
+        self._client = client
+
+    async def create_conversation(
+        self,
+        user_id: str,
+        title: str | None = None,
+        deployment_id: str | None = None,
+        data_source_files: dict[str, Any] | None = None,
+        is_bookmarked: bool = False,
+        correlation_id: str | None = None,
+    ) -> CreateConversationResponse:
+        """Create a conversation for ``user_id`` (see ``Conversations.create_conversation``).
+
+        Example:
+            ```python
+            conversation = await client.conversations.create_conversation(user_id="user_123")
+            ```
+        """
+        body = _create_body(user_id, title, deployment_id, data_source_files, is_bookmarked)
+        return await self._client._request(
+            "POST",
+            _COLLECTION,
+            json=body,
+            correlation_id=correlation_id,
+            cast_to=CreateConversationResponse,
+        )
+
+    async def get_conversation(
+        self, conversation_id: str, correlation_id: str | None = None
+    ) -> GetConversationResponse:
+        """Fetch a conversation with its messages (see ``Conversations.get_conversation``).
+
+        Example:
+            ```python
+            conversation = await client.conversations.get_conversation("your_conversation_id")
+            ```
+        """
+        return await self._client._request(
+            "GET",
+            _item_path(conversation_id),
+            correlation_id=correlation_id,
+            cast_to=GetConversationResponse,
+        )
+
+    async def delete_conversation(
+        self, conversation_id: str, correlation_id: str | None = None
+    ) -> None:
+        """Delete a conversation permanently (see ``Conversations.delete_conversation``).
+
+        Example:
+            ```python
+            await client.conversations.delete_conversation("your_conversation_id")
+            ```
+        """
+        await self._client._request(
+            "DELETE", _item_path(conversation_id), correlation_id=correlation_id
+        )
+
+    async def update_conversation(
+        self,
+        conversation_id: str,
+        title: str,
+        data_source_files: dict[str, Any] | None = None,
+        is_bookmarked: bool | None = None,
+        last_execution_status: str | None = None,
+        last_execution_id: str | None = None,
+        correlation_id: str | None = None,
+    ) -> GetConversationResponse:
+        """Update a conversation (see ``Conversations.update_conversation``).
+
+        Example:
+            ```python
+            updated = await client.conversations.update_conversation("id", title="Renamed")
+            ```
+        """
+        body = _update_body(
+            title, data_source_files, is_bookmarked, last_execution_status, last_execution_id
+        )
+        return await self._client._request(
+            "PUT",
+            _item_path(conversation_id),
+            json=body,
+            correlation_id=correlation_id,
+            cast_to=GetConversationResponse,
+        )
+
+    async def get_conversations_feed(
+        self,
+        page_number: int = 1,
+        page_size: int = 20,
+        sort_by: str | None = None,
+        sort_direction: str | None = None,
+        filter: str | None = None,
+        user_id: str | None = None,
+        correlation_id: str | None = None,
+    ) -> ConversationFeedResponse:
+        """List conversations one page at a time (see ``Conversations.get_conversations_feed``).
+
+        Example:
+            ```python
+            feed = await client.conversations.get_conversations_feed(page_number=2)
+            ```
+        """
+        params = _feed_params(page_number, page_size, sort_by, sort_direction, filter, user_id)
+        return await self._client._request(
+            "GET",
+            f"{_COLLECTION}/feed",
+            params=params,
+            correlation_id=correlation_id,
+            cast_to=ConversationFeedResponse,
+        )

@@ -1,0 +1,5 @@
+"""Response types returned by the SDK."""
+
+from . import api as api
+
+__all__ = ["api"]
