@@ -1,0 +1,87 @@
+"""Configuration: argument, then environment, then default."""
+
+import httpx
+import pytest
+
+from airia import AiriaAsyncClient, AiriaClient
+from airia._constants import DEFAULT_BASE_URL
+
+from .conftest import FakeServer
+
+
+@pytest.mark.parametrize("cls", [AiriaClient, AiriaAsyncClient])
+def test_no_credentials_is_a_value_error(cls):
+    with pytest.raises(ValueError, match="Authentication required"):
+        cls()
+
+
+@pytest.mark.parametrize("cls", [AiriaClient, AiriaAsyncClient])
+def test_both_credentials_is_a_value_error(cls):
+    with pytest.raises(ValueError, match="both api_key and bearer_token"):
+        cls(api_key="k", bearer_token="t")
+
+
+def test_env_key_used_when_nothing_explicit(monkeypatch):
+    monkeypatch.setenv("AIRIA_API_KEY", "env-key")
+    client = AiriaClient()
+    assert (client.api_key, client.bearer_token) == ("env-key", None)
+
+
+def test_explicit_key_beats_env(monkeypatch):
+    monkeypatch.setenv("AIRIA_API_KEY", "env-key")
+    assert AiriaClient(api_key="arg-key").api_key == "arg-key"
+
+
+def test_env_key_ignored_when_bearer_token_given(monkeypatch):
+    monkeypatch.setenv("AIRIA_API_KEY", "env-key")
+    client = AiriaClient.with_bearer_token("tok")
+    assert (client.api_key, client.bearer_token) == (None, "tok")
+
+
+@pytest.mark.parametrize("cls", [AiriaClient, AiriaAsyncClient])
+def test_with_bearer_token_passes_settings(cls):
+    client = cls.with_bearer_token(bearer_token="tok", base_url="http://h:1", timeout=5.0)
+    assert client.bearer_token == "tok"
+    assert client.base_url == "http://h:1/"
+    assert client.timeout == 5.0
+
+
+def test_base_url_resolution(monkeypatch):
+    assert AiriaClient(api_key="k").base_url == DEFAULT_BASE_URL == "http://localhost:8000/"
+    monkeypatch.setenv("AIRIA_BASE_URL", "https://env.example/api")
+    assert AiriaClient(api_key="k").base_url == "https://env.example/api/"
+    assert AiriaClient(api_key="k", base_url="https://arg.example").base_url == (
+        "https://arg.example/"
+    )
+
+
+def test_base_url_with_path_prefix_is_kept(server: FakeServer):
+    http = httpx.Client(transport=httpx.MockTransport(server))
+    client = AiriaClient(base_url="http://testserver/airia", api_key="k", http_client=http)
+    server.script(httpx.Response(204))
+    client.delete_conversation("abc")
+    assert str(server.last.url) == "http://testserver/airia/v1/Conversations/abc"
+
+
+def test_repr_shows_no_secret():
+    assert "secret" not in repr(AiriaClient(api_key="secret"))
+
+
+def test_close_leaves_injected_http_client_open(server: FakeServer):
+    http = httpx.Client(transport=httpx.MockTransport(server))
+    with AiriaClient(api_key="k", http_client=http):
+        pass
+    assert not http.is_closed
+    http.close()
+
+
+def test_close_closes_own_http_client():
+    client = AiriaClient(api_key="k")
+    client.close()
+    assert client._http.is_closed
+
+
+async def test_async_close_closes_own_http_client():
+    client = AiriaAsyncClient(api_key="k")
+    await client.close()
+    assert client._http.is_closed
