@@ -1,0 +1,157 @@
+"""Error responses and transport failures become the documented exceptions."""
+
+import httpx
+import pytest
+
+from airia import (
+    AiriaAPIError,
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    InternalServerError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    UnprocessableEntityError,
+)
+from airia import exceptions as public_exceptions
+
+from .conftest import API_KEY, FakeServer, problem
+
+
+@pytest.mark.parametrize(
+    ("status", "cls"),
+    [
+        (400, BadRequestError),
+        (401, AuthenticationError),
+        (403, PermissionDeniedError),
+        (404, NotFoundError),
+        (409, ConflictError),
+        (413, APIStatusError),
+        (422, UnprocessableEntityError),
+        (429, RateLimitError),
+        (500, InternalServerError),
+        (502, InternalServerError),
+        (503, InternalServerError),
+    ],
+)
+def test_status_maps_to_class(api, server: FakeServer, status, cls):
+    server.script(*(problem(status, "Nope") for _ in range(3)))
+    with pytest.raises(cls) as info:
+        api()("create_conversation", user_id="u")
+    error = info.value
+    assert type(error) is cls
+    assert isinstance(error, AiriaAPIError)
+    assert error.status_code == status
+    assert error.message == "Nope"
+    assert error.correlation_id == "server-cid"
+    assert error.body["status"] == status
+    assert error.response.status_code == status
+
+
+def test_seed_not_found_pattern(client, server: FakeServer):
+    with pytest.raises(AiriaAPIError) as info:
+        client.delete_conversation(conversation_id="nonexistent_id")
+    assert info.value.status_code == 404
+    assert info.value.message == "Conversation not found"
+
+
+def test_str_keeps_official_format(client, server: FakeServer):
+    response = problem(404, "Conversation not found")
+    server.script(response)
+    with pytest.raises(NotFoundError) as info:
+        client.get_conversation("x")
+    assert str(info.value) == f"404: Conversation not found - {response.text}"
+    assert info.value.detailed_message == response.text
+
+
+def test_message_falls_back_to_error_member(client, server: FakeServer):
+    server.script(httpx.Response(400, json={"error": "bad thing"}))
+    with pytest.raises(BadRequestError, match="bad thing"):
+        client.create_conversation(user_id="u")
+
+
+def test_non_json_error_body(client, server: FakeServer):
+    server.script(httpx.Response(502, text="<html>Bad gateway</html>"))
+    with pytest.raises(InternalServerError) as info:
+        client.create_conversation(user_id="u")
+    assert info.value.message == "Bad Gateway"
+    assert info.value.body is None
+    assert info.value.detailed_message == "<html>Bad gateway</html>"
+
+
+def test_correlation_id_falls_back_to_request(client, server: FakeServer):
+    server.script(httpx.Response(500, text=""))
+    with pytest.raises(InternalServerError) as info:
+        client.create_conversation(user_id="u", correlation_id="mine")
+    assert info.value.correlation_id == "mine"
+
+
+def test_response_header_correlation_id_wins(client, server: FakeServer):
+    server.script(httpx.Response(404, json={}, headers={"X-Correlation-ID": "from-header"}))
+    with pytest.raises(NotFoundError) as info:
+        client.get_conversation("x", correlation_id="mine")
+    assert info.value.correlation_id == "from-header"
+
+
+def test_unprocessable_lists_errors(client, server: FakeServer):
+    server.script(problem(422, "Validation failed", errors=[{"field": "title"}]))
+    with pytest.raises(UnprocessableEntityError) as info:
+        client.update_conversation("c", title="")
+    assert info.value.errors == [{"field": "title"}]
+
+
+def test_rate_limit_retry_after(client, server: FakeServer):
+    server.script(httpx.Response(429, json={"message": "slow down"}, headers={"Retry-After": "7"}))
+    with pytest.raises(RateLimitError) as info:
+        client.create_conversation(user_id="u")
+    assert info.value.retry_after == 7.0
+
+
+def test_secret_echoed_by_server_is_redacted(client, server: FakeServer):
+    server.script(httpx.Response(401, json={"message": f"bad key {API_KEY}"}))
+    with pytest.raises(AuthenticationError) as info:
+        client.create_conversation(user_id="u")
+    assert API_KEY not in str(info.value)
+    assert "[REDACTED]" in info.value.message
+
+
+def test_connection_error(api, server: FakeServer):
+    server.script(*(httpx.ConnectError("Connection refused") for _ in range(3)))
+    with pytest.raises(APIConnectionError) as info:
+        api()("get_conversation", "c", correlation_id="cid")
+    error = info.value
+    assert isinstance(error, AiriaAPIError) and not isinstance(error, APITimeoutError)
+    assert error.status_code is None
+    assert error.correlation_id == "cid"
+    assert "Connection refused" in str(error)
+
+
+def test_timeout_error(api, server: FakeServer):
+    server.script(httpx.ReadTimeout("slow"))
+    with pytest.raises(APITimeoutError) as info:
+        api()("create_conversation", user_id="u")
+    assert isinstance(info.value, APIConnectionError)
+    assert "timed out" in info.value.message
+
+
+def test_public_exceptions_module_reexports_everything():
+    import airia
+    from airia import _exceptions
+
+    for name in _exceptions.__all__:
+        if name == "make_status_error":
+            continue
+        assert getattr(public_exceptions, name) is getattr(_exceptions, name)
+        assert getattr(airia, name) is getattr(_exceptions, name)
+        assert name in airia.__all__
+
+
+def test_official_constructor_still_works():
+    error = AiriaAPIError(500, "boom", "raw")
+    assert (error.status_code, error.message, error.detailed_message) == (500, "boom", "raw")
+    assert str(error) == "500: boom - raw"
+    assert error.body is None and error.correlation_id is None and error.response is None

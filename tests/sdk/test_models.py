@@ -1,0 +1,130 @@
+"""Parsing server responses into the public models."""
+
+from datetime import datetime, timezone
+
+import httpx
+import pytest
+
+from airia import APIResponseValidationError
+from airia.types.api import (
+    ConversationFeedResponse,
+    CreateConversationResponse,
+    GetConversationResponse,
+)
+from airia.types.api.conversations import ConversationMessage, PolicyRedaction
+
+from .conftest import NOW, FakeServer
+
+UTC_NOW = datetime(2026, 11, 26, 6, 1, 34, 123456, tzinfo=timezone.utc)
+
+
+def test_create_response_parsed(api):
+    created = api()("create_conversation", user_id="user_123", title="T")
+    assert isinstance(created, CreateConversationResponse)
+    assert created.user_id == "user_123"
+    assert created.websocket_url.startswith("ws://")
+    assert created.deployment_id == "default-deployment"
+    assert created.created_at == UTC_NOW
+    assert created.title == "T"
+    assert created.space_name is None
+
+
+def test_get_response_with_messages_and_redactions(api, server: FakeServer):
+    message = {
+        "id": "m1",
+        "conversationId": "c1",
+        "message": "hello",
+        "role": "user",
+        "images": None,
+        "createdAt": NOW,
+        "updatedAt": NOW,
+        "userId": "user_123",
+    }
+    server.script(
+        httpx.Response(
+            200,
+            json={
+                "conversationId": "c1",
+                "userId": "user_123",
+                "title": None,
+                "createdAt": NOW,
+                "updatedAt": NOW,
+                "isBookmarked": True,
+                "deploymentId": "d",
+                "dataSourceFiles": {},
+                "websocketUrl": "ws://x",
+                "messages": [message],
+                "policyRedactions": {"0": {"violatingText": "x", "violatingMessageIndex": 0}},
+                "lastExecutionStatus": "Completed",
+                "lastExecutionId": "e1",
+            },
+        )
+    )
+    got = api()("get_conversation", "c1")
+    assert isinstance(got, GetConversationResponse)
+    assert got.updated_at == UTC_NOW
+    assert got.messages == [ConversationMessage.model_validate(message)]
+    assert got.messages[0].user_id == "user_123"
+    assert got.policy_redactions == {"0": PolicyRedaction(violating_text="x", violating_message_index=0)}
+    assert got.last_execution_status == "Completed"
+
+
+def test_unknown_fields_are_kept():
+    got = GetConversationResponse.model_validate(
+        {
+            "conversationId": "c",
+            "userId": "u",
+            "messages": [],
+            "dataSourceFiles": {},
+            "isBookmarked": False,
+            "brandNewField": {"a": 1},
+        }
+    )
+    assert got.model_extra == {"brandNewField": {"a": 1}}
+    assert got.model_dump(by_alias=True)["brandNewField"] == {"a": 1}
+
+
+def test_older_server_without_timestamps_still_parses():
+    got = GetConversationResponse.model_validate(
+        {"conversationId": "c", "userId": "u", "messages": [], "dataSourceFiles": {},
+         "isBookmarked": False}
+    )
+    assert got.created_at is None and got.updated_at is None
+
+
+def test_official_required_fields_stay_required():
+    with pytest.raises(ValueError, match="websocketUrl"):
+        CreateConversationResponse.model_validate(
+            {"conversationId": "c", "userId": "u", "deploymentId": "d"}
+        )
+
+
+def test_populate_by_name():
+    item = CreateConversationResponse(
+        conversation_id="c", user_id="u", websocket_url="ws://x", deployment_id="d"
+    )
+    assert item.model_dump(by_alias=True, exclude_none=True) == {
+        "conversationId": "c", "userId": "u", "websocketUrl": "ws://x", "deploymentId": "d"
+    }
+
+
+def test_feed_parsed(api):
+    call = api()
+    call("create_conversation", user_id="a", title="one")
+    call("create_conversation", user_id="b", title="two", is_bookmarked=True)
+    feed = call("get_conversations_feed")
+    assert isinstance(feed, ConversationFeedResponse)
+    assert feed.total_count == 2
+    assert [i.title for i in feed.items] == ["one", "two"]
+    assert feed.items[1].is_bookmarked and feed.items[1].message_count == 0
+    assert feed.items[0].updated_at == UTC_NOW
+
+
+@pytest.mark.parametrize(
+    "body", [{"text": "<html>proxy</html>"}, {"json": {"items": 3}}], ids=["html", "shape"]
+)
+def test_unexpected_success_body_is_an_api_error(api, server: FakeServer, body):
+    server.script(httpx.Response(200, **body))
+    with pytest.raises(APIResponseValidationError) as info:
+        api()("get_conversations_feed")
+    assert info.value.status_code == 200
