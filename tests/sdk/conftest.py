@@ -33,9 +33,7 @@ def problem(status: int, message: str, **extra: Any) -> httpx.Response:
         "correlationId": "server-cid",
         **extra,
     }
-    return httpx.Response(
-        status, json=body, headers={"content-type": "application/problem+json"}
-    )
+    return httpx.Response(status, json=body, headers={"content-type": "application/problem+json"})
 
 
 class FakeServer:

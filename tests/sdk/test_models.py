@@ -65,7 +65,9 @@ def test_get_response_with_messages_and_redactions(api, server: FakeServer):
     assert got.updated_at == UTC_NOW
     assert got.messages == [ConversationMessage.model_validate(message)]
     assert got.messages[0].user_id == "user_123"
-    assert got.policy_redactions == {"0": PolicyRedaction(violating_text="x", violating_message_index=0)}
+    assert got.policy_redactions == {
+        "0": PolicyRedaction(violating_text="x", violating_message_index=0)
+    }
     assert got.last_execution_status == "Completed"
 
 
@@ -86,8 +88,13 @@ def test_unknown_fields_are_kept():
 
 def test_older_server_without_timestamps_still_parses():
     got = GetConversationResponse.model_validate(
-        {"conversationId": "c", "userId": "u", "messages": [], "dataSourceFiles": {},
-         "isBookmarked": False}
+        {
+            "conversationId": "c",
+            "userId": "u",
+            "messages": [],
+            "dataSourceFiles": {},
+            "isBookmarked": False,
+        }
     )
     assert got.created_at is None and got.updated_at is None
 
@@ -104,7 +111,10 @@ def test_populate_by_name():
         conversation_id="c", user_id="u", websocket_url="ws://x", deployment_id="d"
     )
     assert item.model_dump(by_alias=True, exclude_none=True) == {
-        "conversationId": "c", "userId": "u", "websocketUrl": "ws://x", "deploymentId": "d"
+        "conversationId": "c",
+        "userId": "u",
+        "websocketUrl": "ws://x",
+        "deploymentId": "d",
     }
 
 

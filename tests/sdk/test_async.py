@@ -1,0 +1,74 @@
+"""The async client mirrors the sync one, method for method."""
+
+import inspect
+
+import pytest
+
+from airia import AiriaAsyncClient, AiriaClient, NotFoundError
+from airia.resources.conversations import AsyncConversations, Conversations
+
+from .conftest import FakeServer
+
+
+def _public_methods(cls):
+    return {
+        name: member
+        for name, member in inspect.getmembers(cls, inspect.isfunction)
+        if not name.startswith("_")
+    }
+
+
+def test_every_sync_method_has_an_async_twin_with_same_signature():
+    sync_methods = _public_methods(Conversations)
+    async_methods = _public_methods(AsyncConversations)
+    assert sync_methods.keys() == async_methods.keys()
+    assert len(sync_methods) == 5
+    for name, method in sync_methods.items():
+        twin = async_methods[name]
+        assert inspect.iscoroutinefunction(twin), name
+        assert not inspect.iscoroutinefunction(method), name
+        assert inspect.signature(twin) == inspect.signature(method), name
+        assert method.__doc__ and "Example" in method.__doc__, name
+        assert twin.__doc__ and "Example" in twin.__doc__, name
+
+
+def test_client_constructors_match():
+    for name in ("__init__", "with_bearer_token"):
+        sync_sig = inspect.signature(getattr(AiriaClient, name))
+        async_sig = inspect.signature(getattr(AiriaAsyncClient, name))
+        assert list(sync_sig.parameters) == list(async_sig.parameters), name
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "create_conversation",
+        "get_conversation",
+        "delete_conversation",
+        "update_conversation",
+        "get_conversations_feed",
+    ],
+)
+def test_flat_aliases_delegate(client, async_client, name):
+    assert getattr(client, name) == getattr(client.conversations, name)
+    assert getattr(async_client, name) == getattr(async_client.conversations, name)
+
+
+async def test_async_round_trip(async_client, server: FakeServer):
+    created = await async_client.create_conversation(user_id="user_123", title="A")
+    got = await async_client.get_conversation(created.conversation_id)
+    assert got.title == "A"
+    updated = await async_client.update_conversation(created.conversation_id, title="B")
+    assert updated.title == "B"
+    feed = await async_client.get_conversations_feed()
+    assert feed.total_count == 1
+    await async_client.delete_conversation(created.conversation_id)
+    with pytest.raises(NotFoundError):
+        await async_client.get_conversation(created.conversation_id)
+
+
+def test_sync_round_trip_through_aliases(client, server: FakeServer):
+    created = client.create_conversation(user_id="user_123")
+    assert client.get_conversation(created.conversation_id).user_id == "user_123"
+    client.delete_conversation(conversation_id=created.conversation_id)
+    assert server.conversations == {}
