@@ -1,0 +1,234 @@
+"""The ``airia`` command line, driven through ``main(argv)``."""
+
+import json
+
+import httpx
+import pytest
+
+import airia.cli
+from airia import AiriaClient
+
+from .conftest import API_KEY, FakeServer, problem
+
+
+@pytest.fixture
+def run(server: FakeServer, sleeps, monkeypatch, capsys):
+    """Run ``airia ARGS`` against the fake server; return (exit code, stdout, stderr)."""
+
+    def factory(**kwargs):
+        return AiriaClient(
+            http_client=httpx.Client(transport=httpx.MockTransport(server)), **kwargs
+        )
+
+    monkeypatch.setattr(airia.cli, "client_factory", factory)
+    monkeypatch.setenv("AIRIA_API_KEY", API_KEY)
+
+    def run_cli(*argv: str):
+        code = airia.cli.main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run_cli
+
+
+def test_create_human(run, server: FakeServer):
+    code, out, err = run(
+        "conversations",
+        "create",
+        "--user-id",
+        "user_123",
+        "--title",
+        "Hi",
+        "--bookmark",
+        "--data-source-files",
+        '{"docs": ["a.pdf"]}',
+    )
+    assert (code, err) == (0, "")
+    body = json.loads(server.last.content)
+    assert body["isBookmarked"] is True and body["dataSourceFiles"] == {"docs": ["a.pdf"]}
+    lines = dict(line.split(None, 1) for line in out.splitlines())
+    assert lines["user_id"] == "user_123"
+    assert lines["title"] == "Hi"
+    assert lines["is_bookmarked"] == "yes"
+    assert lines["created_at"] == "2026-11-26T06:01:34.123456Z"
+
+
+def test_create_json(run):
+    code, out, _ = run("--json", "conversations", "create", "--user-id", "user_123")
+    data = json.loads(out)
+    assert code == 0
+    assert data["userId"] == "user_123"
+    assert data["websocketUrl"].startswith("ws://")
+    assert data["createdAt"] == "2026-11-26T06:01:34.123456Z"
+
+
+def test_global_options_after_the_command(run, server: FakeServer):
+    code, out, _ = run(
+        "conversations",
+        "create",
+        "--user-id",
+        "u",
+        "--json",
+        "--correlation-id",
+        "cid-9",
+        "--base-url",
+        "http://elsewhere:9000",
+    )
+    assert code == 0 and json.loads(out)["userId"] == "u"
+    assert server.last.headers["X-Correlation-ID"] == "cid-9"
+    assert str(server.last.url) == "http://elsewhere:9000/v1/Conversations"
+
+
+def test_token_option(run, server: FakeServer, monkeypatch):
+    monkeypatch.delenv("AIRIA_API_KEY")
+    assert run("--token", "jwt", "conversations", "list")[0] == 0
+    assert server.last.headers["Authorization"] == "Bearer jwt"
+
+
+def test_get_human_and_json(run, server: FakeServer):
+    cid = json.loads(run("--json", "conversations", "create", "--user-id", "u")[1])[
+        "conversationId"
+    ]
+    code, out, _ = run("conversations", "get", cid)
+    assert code == 0
+    assert f"conversation_id        {cid}" in out
+    assert out.splitlines()[-1].split() == ["messages", "0"]
+    code, out, _ = run("conversations", "get", cid, "--json")
+    assert json.loads(out)["messages"] == []
+
+
+def test_update(run, server: FakeServer):
+    cid = json.loads(run("--json", "conversations", "create", "--user-id", "u")[1])[
+        "conversationId"
+    ]
+    code, out, _ = run(
+        "--json",
+        "conversations",
+        "update",
+        cid,
+        "--title",
+        "New",
+        "--no-bookmark",
+        "--last-execution-status",
+        "Completed",
+        "--last-execution-id",
+        "e1",
+    )
+    assert code == 0
+    assert json.loads(server.last.content) == {
+        "title": "New",
+        "isBookmarked": False,
+        "lastExecutionStatus": "Completed",
+        "lastExecutionId": "e1",
+    }
+    assert json.loads(out)["title"] == "New"
+    run("conversations", "update", cid, "--title", "T")
+    assert json.loads(server.last.content) == {"title": "T"}
+
+
+def test_delete(run, server: FakeServer):
+    cid = json.loads(run("--json", "conversations", "create", "--user-id", "u")[1])[
+        "conversationId"
+    ]
+    assert run("conversations", "delete", cid) == (0, f"Deleted conversation {cid}\n", "")
+    assert server.conversations == {}
+
+
+def test_list_table_and_footer(run, server: FakeServer):
+    run("conversations", "create", "--user-id", "alice", "--title", "First")
+    run("conversations", "create", "--user-id", "bob", "--title", "A much longer title")
+    code, out, _ = run(
+        "conversations",
+        "list",
+        "--page",
+        "1",
+        "--page-size",
+        "10",
+        "--sort-by",
+        "title",
+        "--sort-direction",
+        "asc",
+        "--filter",
+        "i",
+        "--user-id",
+        "alice",
+    )
+    assert code == 0
+    assert dict(server.last.url.params) == {
+        "PageNumber": "1",
+        "PageSize": "10",
+        "SortBy": "title",
+        "SortDirection": "asc",
+        "filter": "i",
+        "userId": "alice",
+    }
+    header, first, second, footer = out.splitlines()
+    assert header.split()[:3] == ["CONVERSATION", "ID", "TITLE"]
+    # Columns are aligned: USER starts at the same offset on every row.
+    assert header.index("USER") == first.index("alice") == second.index("bob")
+    assert footer == "page 1, 2 of 2"
+
+
+def test_list_json(run):
+    run("conversations", "create", "--user-id", "u")
+    data = json.loads(run("conversations", "list", "--json")[1])
+    assert data["totalCount"] == 1 and data["items"][0]["messageCount"] == 0
+
+
+def test_api_error_is_one_line_exit_1(run):
+    code, out, err = run("conversations", "get", "missing", "--correlation-id", "c-1")
+    assert code == 1 and out == ""
+    assert err == "error: 404 Not Found: Conversation not found (correlation id server-cid)\n"
+
+
+def test_error_shows_detail_when_it_adds_something(run, server: FakeServer):
+    server.script(problem(422, "Validation failed", detail="title: must not be empty"))
+    code, _, err = run("conversations", "update", "c", "--title", "x")
+    assert code == 1
+    assert err.startswith(
+        "error: 422 Unprocessable Entity: Validation failed (title: must not be empty)"
+    )
+    assert len(err.splitlines()) == 1
+
+
+def test_connection_refused_is_one_line(run, server: FakeServer):
+    server.script(*(httpx.ConnectError("[Errno 111] Connection refused") for _ in range(3)))
+    code, _, err = run("conversations", "get", "c")
+    assert code == 1
+    assert err.startswith("error: Could not connect to http://localhost:8000/v1/Conversations/c")
+    assert "Connection refused" in err and "Traceback" not in err
+    assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["conversations", "create"],
+        ["conversations", "frobnicate"],
+        ["conversations", "list", "--sort-direction", "up"],
+        ["conversations", "create", "--user-id", "u", "--data-source-files", "{nope"],
+        ["conversations", "create", "--user-id", "u", "--data-source-files", "[1]"],
+        [],
+    ],
+)
+def test_usage_errors_exit_2(run, argv):
+    code, out, err = run(*argv)
+    assert code == 2 and out == ""
+    assert "error:" in err
+
+
+def test_missing_credentials_exit_2(run, monkeypatch):
+    monkeypatch.delenv("AIRIA_API_KEY")
+    code, _, err = run("conversations", "list")
+    assert code == 2
+    assert err.startswith("error: Authentication required")
+
+
+def test_both_credentials_exit_2(run):
+    code, _, err = run("--api-key", "k", "--token", "t", "conversations", "list")
+    assert code == 2 and "both" in err
+
+
+def test_help_exits_0(run):
+    code, out, _ = run("conversations", "--help")
+    assert code == 0 and "create" in out
