@@ -1,0 +1,3 @@
+from airia_server.cli import main
+
+raise SystemExit(main())

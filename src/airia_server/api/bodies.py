@@ -1,0 +1,74 @@
+"""Reading request bodies: size limit first, then strict JSON decoding into a struct."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, TypeVar
+
+import msgspec
+from starlette.requests import Request
+
+from airia_server.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+
+T = TypeVar("T")
+
+_AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_MISSING = re.compile(r"missing required field `(?P<field>[^`]+)`")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise BadRequest("Invalid Content-Length header")
+        if int(declared) > limit:
+            raise PayloadTooLarge(
+                "Request body too large", f"The request body exceeds the limit of {limit} bytes"
+            )
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(
+                "Request body too large", f"The request body exceeds the limit of {limit} bytes"
+            )
+    return bytes(body)
+
+
+def field_of(error: str) -> str | None:
+    """The JSON field an msgspec validation message is about, as `a.b[0]`, or None."""
+    path = ""
+    at = _AT.search(error)
+    if at:
+        path = at.group("path").lstrip(".")
+    missing = _MISSING.search(error)
+    if missing:
+        path = f"{path}.{missing.group('field')}" if path else missing.group("field")
+    return path or None
+
+
+async def read_json(request: Request, decoder: msgspec.json.Decoder[T], limit: int) -> T:
+    content_type = request.headers.get("content-type", "application/json").lower()
+    media = content_type.split(";", 1)[0].strip()
+    if media and media != "application/json" and not media.endswith("+json"):
+        raise UnsupportedMediaType(
+            "Unsupported content type", f"Send the body as application/json, not {media}"
+        )
+    body = await read_body(request, limit)
+    if not body.strip():
+        raise BadRequest("Request body is required", "The request body must be a JSON object")
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        field = field_of(text)
+        errors: list[dict[str, Any]] = [{"field": field, "message": text}]
+        if _MISSING.search(text):
+            message = f"Missing required field '{field}'"
+        elif field:
+            message = f"Invalid value for '{field}': {text.split(' - at ')[0]}"
+        else:
+            message = f"Invalid request body: {text}"
+        raise ValidationFailed(message, text, errors=errors) from exc
+    except msgspec.DecodeError as exc:
+        raise BadRequest("Malformed JSON", f"The request body is not valid JSON: {exc}") from exc

@@ -1,0 +1,182 @@
+"""HTTP routes of /v1/Conversations: parse, authorize, call the service, shape the answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from airia_server.api.bodies import read_json
+from airia_server.api.deps import current_principal, services, websocket_url
+from airia_server.api.schemas import (
+    ConversationFeedItem,
+    ConversationFeedResponse,
+    CreateConversationRequest,
+    CreateConversationResponse,
+    GetConversationResponse,
+    UpdateConversationRequest,
+    encode,
+)
+from airia_server.errors import ValidationFailed
+from airia_server.storage.base import ConversationRecord, FeedQuery
+
+_create_decoder = msgspec.json.Decoder(CreateConversationRequest)
+_update_decoder = msgspec.json.Decoder(UpdateConversationRequest)
+_SORT_FIELDS = {"createdat": "createdAt", "updatedat": "updatedAt", "title": "title"}
+
+
+def json_response(payload: Any, status: int = 200) -> Response:
+    return Response(encode(payload), status_code=status, media_type="application/json")
+
+
+def conversation_view(request: Request, principal, record: ConversationRecord) -> GetConversationResponse:
+    return GetConversationResponse(
+        conversation_id=record.id,
+        user_id=record.user_id,
+        title=record.title,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        is_bookmarked=record.is_bookmarked,
+        deployment_id=record.deployment_id,
+        data_source_files=record.data_source_files,
+        websocket_url=websocket_url(request, principal, record.id),
+        messages=[],
+        policy_redactions=None,
+        last_execution_status=record.last_execution_status,
+        last_execution_id=record.last_execution_id,
+    )
+
+
+async def create_conversation(request: Request) -> Response:
+    principal = await current_principal(request)
+    svc = services(request)
+    body = await read_json(request, _create_decoder, svc.settings.max_body_bytes)
+    record = await svc.conversations.create(
+        principal,
+        user_id=body.user_id,
+        title=body.title,
+        deployment_id=body.deployment_id,
+        data_source_files=body.data_source_files,
+        is_bookmarked=bool(body.is_bookmarked),
+    )
+    return json_response(
+        CreateConversationResponse(
+            conversation_id=record.id,
+            user_id=record.user_id,
+            websocket_url=websocket_url(request, principal, record.id),
+            deployment_id=record.deployment_id,
+            title=record.title,
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+            is_bookmarked=record.is_bookmarked,
+            data_source_files=record.data_source_files,
+        ),
+        status=201,
+    )
+
+
+async def get_conversation(request: Request) -> Response:
+    principal = await current_principal(request)
+    record = await services(request).conversations.get(
+        principal, request.path_params["conversation_id"]
+    )
+    return json_response(conversation_view(request, principal, record))
+
+
+async def update_conversation(request: Request) -> Response:
+    principal = await current_principal(request)
+    svc = services(request)
+    conversation_id = request.path_params["conversation_id"]
+    body = await read_json(request, _update_decoder, svc.settings.max_body_bytes)
+    changes: dict[str, Any] = {"title": body.title}
+    for field in ("data_source_files", "is_bookmarked", "last_execution_status",
+                  "last_execution_id"):
+        value = getattr(body, field)
+        if value is not None:
+            changes[field] = value
+    record = await svc.conversations.update(principal, conversation_id, changes)
+    return json_response(conversation_view(request, principal, record))
+
+
+async def delete_conversation(request: Request) -> Response:
+    principal = await current_principal(request)
+    await services(request).conversations.delete(
+        principal, request.path_params["conversation_id"]
+    )
+    return Response(status_code=204)
+
+
+def _int_param(params: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = params.get(name.lower())
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ValidationFailed(
+            f"Invalid value for '{name}': must be an integer from {low} to {high}",
+            errors=[{"field": name, "message": f"must be an integer from {low} to {high}"}],
+        )
+    return value
+
+
+def _choice(params: dict[str, str], name: str, choices: dict[str, str], default: str) -> str:
+    raw = params.get(name.lower())
+    if raw is None or raw == "":
+        return default
+    try:
+        return choices[raw.lower()]
+    except KeyError:
+        allowed = ", ".join(sorted(set(choices.values())))
+        raise ValidationFailed(
+            f"Invalid value for '{name}': must be one of {allowed}",
+            errors=[{"field": name, "message": f"must be one of {allowed}"}],
+        ) from None
+
+
+async def conversations_feed(request: Request) -> Response:
+    principal = await current_principal(request)
+    svc = services(request)
+    # Query parameter names are case-insensitive, as on the reference platform.
+    params = {key.lower(): value for key, value in request.query_params.items()}
+    max_size = svc.settings.feed_max_page_size
+    page_number = _int_param(params, "PageNumber", 1, 1, 1_000_000)
+    page_size = _int_param(params, "PageSize", 20, 1, max_size)
+    sort_by = _choice(params, "SortBy", _SORT_FIELDS, "updatedAt")
+    direction = _choice(params, "SortDirection", {"asc": "asc", "desc": "desc"}, "desc")
+    text = params.get("filter") or None
+    if text is not None and len(text) > 500:
+        raise ValidationFailed("Invalid value for 'filter': at most 500 characters",
+                               errors=[{"field": "filter", "message": "at most 500 characters"}])
+    user_id = params.get("userid") or None
+    page = await svc.conversations.feed(
+        principal,
+        FeedQuery(
+            tenant_id=principal.tenant_id, user_id=user_id, page_number=page_number,
+            page_size=page_size, sort_by=sort_by, descending=direction == "desc",
+            title_filter=text,
+        ),
+    )
+    items = [
+        ConversationFeedItem(
+            conversation_id=r.id, user_id=r.user_id, title=r.title, message_count=r.message_count,
+            created_at=r.created_at, updated_at=r.updated_at, is_bookmarked=r.is_bookmarked,
+            deployment_id=r.deployment_id,
+        )
+        for r in page.items
+    ]
+    return json_response(ConversationFeedResponse(items=items, total_count=page.total_count))
+
+
+routes = [
+    Route("/v1/Conversations", create_conversation, methods=["POST"]),
+    Route("/v1/Conversations/feed", conversations_feed, methods=["GET"]),
+    Route("/v1/Conversations/{conversation_id}", get_conversation, methods=["GET"]),
+    Route("/v1/Conversations/{conversation_id}", update_conversation, methods=["PUT"]),
+    Route("/v1/Conversations/{conversation_id}", delete_conversation, methods=["DELETE"]),
+]

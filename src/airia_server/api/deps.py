@@ -1,0 +1,50 @@
+"""What every route needs, built once at start and reached through the request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import HTTPConnection
+
+from airia_server.config import Settings
+from airia_server.domain.auth import Authenticator, Principal
+from airia_server.domain.conversations import ConversationService
+from airia_server.domain.tickets import TicketSigner
+from airia_server.logs import tenant_var
+from airia_server.realtime.hub import LocalHub
+from airia_server.storage.base import Store
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    store: Store
+    hub: LocalHub
+    auth: Authenticator
+    tickets: TicketSigner
+    conversations: ConversationService
+    ws_base_url: str | None
+    """`ws(s)://host[:port]` for `websocketUrl`; None means: take it from the request's Host."""
+
+
+def services(conn: HTTPConnection) -> Services:
+    return conn.app.state.services
+
+
+async def current_principal(conn: HTTPConnection) -> Principal:
+    headers = conn.headers
+    principal = await services(conn).auth.authenticate(
+        headers.get("x-api-key"), headers.get("authorization")
+    )
+    tenant_var.set(principal.tenant_id)
+    return principal
+
+
+def websocket_url(conn: HTTPConnection, principal: Principal, conversation_id: str) -> str:
+    svc = services(conn)
+    base = svc.ws_base_url
+    if base is None:
+        scheme = "wss" if conn.url.scheme in ("https", "wss") else "ws"
+        base = f"{scheme}://{conn.headers.get('host', 'localhost')}"
+    ticket = svc.tickets.mint(principal.tenant_id, conversation_id, principal.user_id)
+    return f"{base}/v1/Conversations/{conversation_id}/ws?ticket={ticket}"

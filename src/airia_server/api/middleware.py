@@ -1,0 +1,87 @@
+"""Pure ASGI middleware: correlation id, access log, and a last line of defence.
+
+Pure ASGI (not BaseHTTPMiddleware) because it runs on every request and must
+cost microseconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from airia_server.api.problems import PROBLEM_JSON, problem_body
+from airia_server.logs import correlation_id_var, tenant_var
+
+access_log = logging.getLogger("airia_server.access")
+error_log = logging.getLogger("airia_server.api")
+
+_VALID_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, access_log_enabled: bool = True) -> None:
+        self.app = app
+        self.access_log_enabled = access_log_enabled
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        raw = None
+        for name, value in scope["headers"]:
+            if name == b"x-correlation-id":
+                raw = value
+                break
+        # A caller's id is kept when it is a plain token; anything else could
+        # forge log lines, so it is replaced.
+        cid = raw.decode() if raw is not None and _VALID_ID.match(raw) else uuid.uuid4().hex
+        cid_header = (b"x-correlation-id", cid.encode())
+        token = correlation_id_var.set(cid)
+        tenant_token = tenant_var.set(None)
+        started = time.perf_counter()
+        state = {"status": 0}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state["status"] = message["status"]
+                message["headers"] = [*message.get("headers", ()), cid_header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            error_log.exception("unhandled error on %s %s", scope.get("method"), scope["path"])
+            if scope["type"] == "http" and state["status"] == 0:
+                state["status"] = 500
+                body = problem_body(
+                    500, "Internal server error", "The server failed to handle the request",
+                    scope["path"],
+                )
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [
+                            (b"content-type", PROBLEM_JSON.encode()),
+                            (b"content-length", str(len(body)).encode()),
+                            cid_header,
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+        finally:
+            if self.access_log_enabled:
+                access_log.info(
+                    "%s %s %s %.1fms",
+                    scope.get("method", "WS"),
+                    scope["path"],
+                    state["status"] or "-",
+                    (time.perf_counter() - started) * 1000,
+                    extra={"status": state["status"], "path": scope["path"]},
+                )
+            tenant_var.reset(tenant_token)
+            correlation_id_var.reset(token)

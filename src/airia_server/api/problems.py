@@ -1,0 +1,63 @@
+"""Every error leaves as application/problem+json (RFC 9457), built in one place."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from airia_server.api.schemas import Problem, encode
+from airia_server.errors import AppError
+from airia_server.logs import correlation_id_var
+
+PROBLEM_JSON = "application/problem+json"
+log = logging.getLogger("airia_server.api")
+
+_TITLES = {
+    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 409: "Conflict", 413: "Content Too Large",
+    415: "Unsupported Media Type", 422: "Unprocessable Content", 429: "Too Many Requests",
+    500: "Internal Server Error", 503: "Service Unavailable",
+}
+
+
+def problem_body(status: int, message: str, detail: str, instance: str | None, **extra) -> bytes:
+    return encode(
+        Problem(
+            title=_TITLES.get(status, "Error"), status=status, detail=detail, message=message,
+            instance=instance, correlation_id=correlation_id_var.get(), **extra,
+        )
+    )
+
+
+def problem_response(
+    status: int, message: str, detail: str | None = None, instance: str | None = None,
+    headers: dict[str, str] | None = None, **extra,
+) -> Response:
+    body = problem_body(status, message, detail or message, instance, **extra)
+    if status == 401:
+        headers = {"WWW-Authenticate": 'Bearer, ApiKey header="X-API-KEY"', **(headers or {})}
+    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+async def app_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AppError)
+    return problem_response(
+        exc.status, exc.message, exc.detail, request.url.path, exc.headers or None, **exc.extra
+    )
+
+
+async def http_exception_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        message = "Not found"
+        detail = f"No route matches {request.url.path}"
+    elif exc.status_code == 405:
+        message = "Method not allowed"
+        detail = f"{request.method} is not allowed on {request.url.path}"
+    else:
+        message = exc.detail or _TITLES.get(exc.status_code, "Error")
+        detail = message
+    return problem_response(exc.status_code, message, detail, request.url.path, exc.headers)

@@ -1,0 +1,115 @@
+"""Wire shapes of the HTTP API (camelCase on the wire), decoded and encoded by msgspec."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+UserId = Annotated[str, Meta(min_length=1, max_length=255, description="Opaque user id")]
+DeploymentId = Annotated[str, Meta(min_length=1, max_length=255)]
+Title = Annotated[str, Meta(max_length=500)]
+RequiredTitle = Annotated[str, Meta(min_length=1, max_length=500)]
+FileName = Annotated[str, Meta(max_length=1024)]
+DataSourceFiles = Annotated[
+    dict[Annotated[str, Meta(max_length=255)], Annotated[list[FileName], Meta(max_length=1000)]],
+    Meta(max_length=100, description="Data source name to its file names"),
+]
+ExecutionStatus = Literal["InProgress", "Completed", "Failed", "NotApplicable"]
+Timestamp = Annotated[str, Meta(description="ISO 8601 UTC", examples=["2026-11-26T06:01:34.123456Z"])]
+
+
+class CreateConversationRequest(Struct, rename="camel", kw_only=True):
+    user_id: UserId
+    title: Title | None = None
+    deployment_id: DeploymentId | None = None
+    data_source_files: DataSourceFiles | None = None
+    is_bookmarked: bool | None = None
+
+
+class UpdateConversationRequest(Struct, rename="camel", kw_only=True):
+    title: RequiredTitle
+    data_source_files: DataSourceFiles | None = None
+    is_bookmarked: bool | None = None
+    last_execution_status: ExecutionStatus | None = None
+    last_execution_id: Annotated[str, Meta(max_length=255)] | None = None
+
+
+class ConversationMessage(Struct, rename="camel", kw_only=True):
+    id: str
+    conversation_id: str
+    message: str | None
+    role: str
+    images: list[str] | None
+    created_at: Timestamp
+    updated_at: Timestamp
+    user_id: str | None
+
+
+class CreateConversationResponse(Struct, rename="camel", kw_only=True):
+    conversation_id: str
+    user_id: str
+    websocket_url: str
+    deployment_id: str
+    title: str | None
+    icon_id: str | None = None
+    icon_url: str | None = None
+    description: str | None = None
+    space_name: str | None = None
+    created_at: Timestamp
+    updated_at: Timestamp
+    is_bookmarked: bool
+    data_source_files: dict[str, list[str]]
+
+
+class GetConversationResponse(Struct, rename="camel", kw_only=True):
+    conversation_id: str
+    user_id: str
+    title: str | None
+    created_at: Timestamp
+    updated_at: Timestamp
+    is_bookmarked: bool
+    deployment_id: str
+    data_source_files: dict[str, list[str]]
+    websocket_url: str
+    messages: list[ConversationMessage]
+    policy_redactions: dict[str, Any] | None = None
+    last_execution_status: str | None = None
+    last_execution_id: str | None = None
+
+
+class ConversationFeedItem(Struct, rename="camel", kw_only=True):
+    conversation_id: str
+    user_id: str
+    title: str | None
+    message_count: int
+    created_at: Timestamp
+    updated_at: Timestamp
+    is_bookmarked: bool
+    deployment_id: str
+
+
+class ConversationFeedResponse(Struct, rename="camel", kw_only=True):
+    items: list[ConversationFeedItem]
+    total_count: int
+
+
+class Problem(Struct, rename="camel", kw_only=True, omit_defaults=True):
+    """An RFC 9457 problem, with `message` for clients that show one line."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    message: str
+    instance: str | None = None
+    correlation_id: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+class Health(Struct):
+    status: str
+
+
+encode = msgspec.json.encode

@@ -1,0 +1,77 @@
+"""The ASGI application: routes, error handlers, and the lifespan that owns the resources."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+
+from airia_server.api import conversations, realtime, system
+from airia_server.api.deps import Services
+from airia_server.api.middleware import RequestContextMiddleware
+from airia_server.api.problems import app_error_handler, http_exception_handler
+from airia_server.config import Settings
+from airia_server.domain.auth import Authenticator
+from airia_server.domain.conversations import ConversationService
+from airia_server.domain.tickets import TicketSigner
+from airia_server.errors import AppError
+from airia_server.realtime.hub import LocalHub
+from airia_server.storage import open_store
+
+log = logging.getLogger("airia_server")
+
+
+def _ws_base_url(settings: Settings) -> str | None:
+    if settings.public_url:
+        url = settings.public_url.rstrip("/")
+        if url.startswith("https://"):
+            return "wss://" + url.removeprefix("https://")
+        if url.startswith("http://"):
+            return "ws://" + url.removeprefix("http://")
+        return url
+    if settings.host in ("0.0.0.0", "::", ""):
+        return None  # listening everywhere: the request's Host header names us best
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return f"ws://{host}:{settings.port}"
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        store = open_store(settings)
+        await store.start()
+        hub = LocalHub(settings.ws_queue_size)
+        await hub.start()
+        if settings.secret_key is not None:
+            key = settings.secret_key.get_secret_value().encode()
+        else:
+            key = await store.server_secret("ws_ticket_key", os.urandom(32))
+        app.state.services = Services(
+            settings=settings,
+            store=store,
+            hub=hub,
+            auth=Authenticator(settings, store),
+            tickets=TicketSigner(key, settings.ws_ticket_ttl_seconds),
+            conversations=ConversationService(store, hub, settings.default_deployment_id),
+            ws_base_url=_ws_base_url(settings),
+        )
+        log.info("ready: database %s", settings.database_url)
+        try:
+            yield
+        finally:
+            await hub.close()
+            await store.close()
+
+    return Starlette(
+        routes=[*system.routes, *conversations.routes, *realtime.routes],
+        middleware=[Middleware(RequestContextMiddleware)],
+        exception_handlers={AppError: app_error_handler, HTTPException: http_exception_handler},
+        lifespan=lifespan,
+    )

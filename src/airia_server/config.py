@@ -1,0 +1,86 @@
+"""One settings object, read once at start from `AIRIA_*` environment variables."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_PLACEHOLDERS = {"changeme", "change-me", "secret", "your_secret", "your_api_key", "password"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AIRIA_", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+
+    database_url: str = "sqlite:///./var/airia.db"
+    public_url: str | None = None
+    default_deployment_id: str = Field("default", min_length=1, max_length=255)
+
+    bootstrap_api_key: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    """Signs WebSocket tickets. When unset, one is generated and kept in the database,
+    so every instance over the same database shares it."""
+
+    jwt_secret: SecretStr | None = None
+    jwt_public_key: str | None = None
+    """PEM text of an RSA or EC public key, or the path of a file holding one."""
+    jwt_algorithm: Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384"] = (
+        "HS256"
+    )
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+
+    ws_ticket_ttl_seconds: int = Field(3600, ge=10, le=7 * 24 * 3600)
+    ws_heartbeat_seconds: float = Field(20.0, gt=0)
+    ws_queue_size: int = Field(1000, ge=1)
+
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    feed_max_page_size: int = Field(100, ge=1, le=1000)
+    write_batch_max: int = Field(256, ge=1)
+
+    log_level: str = "INFO"
+    log_format: Literal["auto", "json", "text"] = "auto"
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if not value.startswith("sqlite:///"):
+            raise ValueError("only sqlite:///PATH database URLs are supported")
+        return value
+
+    @model_validator(mode="after")
+    def _no_placeholder_secrets(self) -> Settings:
+        if self.environment == "development":
+            return self
+        for name in ("jwt_secret", "secret_key", "bootstrap_api_key"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            raw = value.get_secret_value()
+            if raw.lower() in _PLACEHOLDERS or len(raw) < 32:
+                raise ValueError(
+                    f"AIRIA_{name.upper()} is a placeholder or shorter than 32 characters; "
+                    "set a real secret in production"
+                )
+        return self
+
+    @cached_property
+    def sqlite_path(self) -> Path:
+        return Path(self.database_url.removeprefix("sqlite:///"))
+
+    def jwt_verification_key(self) -> str | None:
+        if self.jwt_algorithm.startswith("HS"):
+            return self.jwt_secret.get_secret_value() if self.jwt_secret else None
+        if not self.jwt_public_key:
+            return None
+        text = self.jwt_public_key
+        if "-----BEGIN" not in text:
+            text = Path(text).read_text()
+        return text

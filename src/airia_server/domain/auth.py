@@ -1,0 +1,135 @@
+"""Who is calling: API keys (tenant-wide) and bearer JWTs (one user of one tenant)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import jwt
+
+from airia_server.config import Settings
+from airia_server.errors import Unauthorized
+from airia_server.ids import new_id
+from airia_server.storage.base import ApiKeyRecord, Store
+from airia_server.timeutil import utcnow_iso
+
+DEFAULT_TENANT = "default"
+API_KEY_PREFIX = "ak_"
+_TOKEN_CACHE_MAX = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    tenant_id: str
+    kind: Literal["api_key", "bearer"]
+    user_id: str | None = None
+    """The JWT's `sub`; None for an API key, which acts for any user of its tenant."""
+    key_id: str | None = None
+
+    @property
+    def is_api_key(self) -> bool:
+        return self.kind == "api_key"
+
+
+def hash_api_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def generate_api_key() -> str:
+    """A new key: 32 random bytes, base64url, behind a recognisable prefix."""
+    return API_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+async def create_api_key(store: Store, tenant_id: str, name: str | None) -> tuple[ApiKeyRecord, str]:
+    """Store a new key's hash and return the key itself, which is never stored."""
+    key = generate_api_key()
+    record = ApiKeyRecord(
+        id=new_id(), tenant_id=tenant_id, name=name, prefix=key[:10], created_at=utcnow_iso(),
+        revoked_at=None,
+    )
+    await store.create_api_key(record, hash_api_key(key))
+    return record, key
+
+
+class Authenticator:
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self._store = store
+        bootstrap = settings.bootstrap_api_key
+        self._bootstrap_hash = hash_api_key(bootstrap.get_secret_value()) if bootstrap else None
+        self._jwt_key = settings.jwt_verification_key()
+        self._jwt_algorithm = settings.jwt_algorithm
+        self._jwt_audience = settings.jwt_audience
+        self._jwt_issuer = settings.jwt_issuer
+        # Verified tokens, until they expire: verification is a pure function of
+        # the token and the key, and a JWT cannot be revoked before its `exp`.
+        self._token_cache: dict[str, tuple[Principal, float]] = {}
+
+    async def authenticate(self, api_key: str | None, authorization: str | None) -> Principal:
+        if api_key is not None:
+            return await self._from_api_key(api_key)
+        if authorization is not None:
+            scheme, _, token = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthorized("Invalid authorization header",
+                                   "Use 'Authorization: Bearer <token>' or 'X-API-KEY: <key>'")
+            return self._from_token(token.strip())
+        raise Unauthorized("Missing credentials",
+                           "Send 'X-API-KEY: <key>' or 'Authorization: Bearer <token>'")
+
+    async def _from_api_key(self, key: str) -> Principal:
+        digest = hash_api_key(key)
+        if self._bootstrap_hash is not None and hmac.compare_digest(digest, self._bootstrap_hash):
+            return Principal(tenant_id=DEFAULT_TENANT, kind="api_key", key_id="bootstrap")
+        # The lookup is by hash, so timing reveals nothing about stored keys.
+        record = await self._store.find_api_key(digest)
+        if record is None or record.revoked_at is not None:
+            raise Unauthorized("Invalid API key", "The API key is not valid")
+        return Principal(tenant_id=record.tenant_id, kind="api_key", key_id=record.id)
+
+    def _from_token(self, token: str) -> Principal:
+        cached = self._token_cache.get(token)
+        now = time.time()
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        if self._jwt_key is None:
+            raise Unauthorized("Bearer tokens are not enabled",
+                               "This server has no JWT key configured (AIRIA_JWT_SECRET)")
+        try:
+            claims = jwt.decode(
+                token,
+                self._jwt_key,
+                algorithms=[self._jwt_algorithm],
+                audience=self._jwt_audience,
+                issuer=self._jwt_issuer,
+                options={"require": ["exp", "sub"], "verify_aud": self._jwt_audience is not None},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthorized("Token expired", "The bearer token has expired") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthorized("Invalid token", "The bearer token is not valid") from exc
+        sub, tenant = claims.get("sub"), claims.get("tenant", DEFAULT_TENANT)
+        if not isinstance(sub, str) or not sub or not isinstance(tenant, str) or not tenant:
+            raise Unauthorized("Invalid token", "The token's 'sub' and 'tenant' must be strings")
+        principal = Principal(tenant_id=tenant, kind="bearer", user_id=sub)
+        if len(self._token_cache) >= _TOKEN_CACHE_MAX:
+            self._token_cache.clear()
+        self._token_cache[token] = (principal, float(claims["exp"]))
+        return principal
+
+
+def mint_token(settings: Settings, sub: str, tenant: str, ttl_seconds: int) -> str:
+    """A development token signed with `AIRIA_JWT_SECRET`."""
+    if not settings.jwt_algorithm.startswith("HS") or settings.jwt_secret is None:
+        raise ValueError("minting needs AIRIA_JWT_SECRET (and an HS* AIRIA_JWT_ALGORITHM)")
+    now = int(time.time())
+    claims = {"sub": sub, "tenant": tenant, "iat": now, "exp": now + ttl_seconds}
+    if settings.jwt_audience:
+        claims["aud"] = settings.jwt_audience
+    if settings.jwt_issuer:
+        claims["iss"] = settings.jwt_issuer
+    return jwt.encode(claims, settings.jwt_secret.get_secret_value(),
+                      algorithm=settings.jwt_algorithm)

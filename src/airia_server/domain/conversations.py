@@ -1,0 +1,103 @@
+"""Conversation rules: who may see and change what, and which events a change emits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airia_server.domain.auth import Principal
+from airia_server.errors import Forbidden, ValidationFailed, conversation_not_found
+from airia_server.ids import new_id, parse_id
+from airia_server.realtime.hub import LocalHub
+from airia_server.storage.base import ConversationRecord, FeedPage, FeedQuery, Store
+from airia_server.timeutil import utcnow_iso
+
+
+class ConversationService:
+    def __init__(self, store: Store, hub: LocalHub, default_deployment_id: str) -> None:
+        self.store = store
+        self.hub = hub
+        self.default_deployment_id = default_deployment_id
+
+    @staticmethod
+    def can_view(principal: Principal, record: ConversationRecord) -> bool:
+        # The store already narrowed to the caller's tenant.
+        return principal.is_api_key or record.user_id == principal.user_id
+
+    async def create(
+        self,
+        principal: Principal,
+        *,
+        user_id: str,
+        title: str | None,
+        deployment_id: str | None,
+        data_source_files: dict[str, list[str]] | None,
+        is_bookmarked: bool,
+    ) -> ConversationRecord:
+        if not principal.is_api_key and user_id != principal.user_id:
+            raise Forbidden(
+                "Cannot create a conversation for another user",
+                f"A bearer token for '{principal.user_id}' can only create conversations "
+                "for that user",
+            )
+        now = utcnow_iso()
+        record = ConversationRecord(
+            id=new_id(),
+            tenant_id=principal.tenant_id,
+            user_id=user_id,
+            title=title,
+            deployment_id=deployment_id or self.default_deployment_id,
+            data_source_files=data_source_files or {},
+            is_bookmarked=is_bookmarked,
+            last_execution_status=None,
+            last_execution_id=None,
+            message_count=0,
+            last_sequence=0,
+            created_at=now,
+            updated_at=now,
+        )
+        await self.store.create_conversation(record)
+        return record
+
+    async def get(self, principal: Principal, conversation_id: str) -> ConversationRecord:
+        """The conversation if the caller may see it; 404 for every other case, whatever
+        the id's shape, so nothing reveals whether another tenant's conversation exists."""
+        canonical = parse_id(conversation_id)
+        record = None
+        if canonical is not None:
+            record = await self.store.get_conversation(principal.tenant_id, canonical)
+        if record is None or not self.can_view(principal, record):
+            raise conversation_not_found(conversation_id)
+        return record
+
+    async def update(
+        self, principal: Principal, conversation_id: str, changes: dict[str, Any]
+    ) -> ConversationRecord:
+        if "title" in changes and not changes["title"].strip():
+            raise ValidationFailed("Invalid value for 'title': must not be blank",
+                                   errors=[{"field": "title", "message": "must not be blank"}])
+        current = await self.get(principal, conversation_id)
+        result = await self.store.update_conversation(
+            principal.tenant_id, current.id, changes, utcnow_iso()
+        )
+        if result is None:  # deleted between our read and the write
+            raise conversation_not_found(current.id)
+        record, event = result
+        await self.hub.publish(event)
+        return record
+
+    async def delete(self, principal: Principal, conversation_id: str) -> None:
+        current = await self.get(principal, conversation_id)
+        event = await self.store.delete_conversation(
+            principal.tenant_id, current.id, utcnow_iso()
+        )
+        if event is None:
+            raise conversation_not_found(current.id)
+        await self.hub.publish(event)
+
+    async def feed(self, principal: Principal, query: FeedQuery) -> FeedPage:
+        if not principal.is_api_key:
+            if query.user_id not in (None, principal.user_id):
+                raise Forbidden("Cannot read another user's feed",
+                                "A bearer token reads only its own user's feed")
+            query.user_id = principal.user_id
+        return await self.store.feed(query)

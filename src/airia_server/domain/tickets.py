@@ -1,0 +1,69 @@
+"""Signed, expiring WebSocket tickets scoped to one conversation and one caller.
+
+A browser cannot set headers on a WebSocket, so `websocketUrl` carries its own
+credential: `<payload>.<signature>`, both base64url, the signature an
+HMAC-SHA256 of the payload under the server's secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+
+import msgspec
+
+
+class InvalidTicket(Exception):
+    pass
+
+
+class TicketClaims(msgspec.Struct, array_like=True):
+    version: int
+    tenant_id: str
+    conversation_id: str
+    user_id: str | None
+    expires: int
+
+
+_decode_claims = msgspec.json.Decoder(TicketClaims).decode
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class TicketSigner:
+    def __init__(self, key: bytes, ttl_seconds: int) -> None:
+        self._key = key
+        self.ttl_seconds = ttl_seconds
+
+    def _sign(self, payload: str) -> str:
+        return _b64(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
+
+    def mint(self, tenant_id: str, conversation_id: str, user_id: str | None) -> str:
+        claims = TicketClaims(1, tenant_id, conversation_id, user_id,
+                              int(time.time()) + self.ttl_seconds)
+        payload = _b64(msgspec.json.encode(claims))
+        return f"{payload}.{self._sign(payload)}"
+
+    def verify(self, ticket: str, conversation_id: str) -> TicketClaims:
+        payload, _, signature = ticket.partition(".")
+        if not payload or not signature or len(ticket) > 2048:
+            raise InvalidTicket("malformed ticket")
+        if not hmac.compare_digest(self._sign(payload), signature):
+            raise InvalidTicket("bad signature")
+        try:
+            claims = _decode_claims(_unb64(payload))
+        except (ValueError, msgspec.DecodeError) as exc:
+            raise InvalidTicket("malformed ticket") from exc
+        if claims.version != 1 or claims.conversation_id != conversation_id:
+            raise InvalidTicket("ticket is for another conversation")
+        if claims.expires < time.time():
+            raise InvalidTicket("ticket expired")
+        return claims

@@ -1,0 +1,359 @@
+"""SQLite storage through the stdlib `sqlite3`: WAL, fsync on every commit, one writer.
+
+Reads run on the caller's thread over their own connection: in WAL mode they
+see the last commit and never wait for the writer. Writes go through
+`GroupCommitWriter`, so a returned write is committed and fsynced.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from airia_server.storage.base import (
+    ApiKeyRecord,
+    ConversationRecord,
+    EventRecord,
+    FeedPage,
+    FeedQuery,
+    conversation_snapshot,
+)
+from airia_server.storage.sqlite_writer import GroupCommitWriter
+
+_json_encode = msgspec.json.encode
+_decode_files = msgspec.json.Decoder(dict[str, list[str]]).decode
+_decode_data = msgspec.json.Decoder(dict[str, Any]).decode
+
+_CONVERSATION_COLUMNS = (
+    "id, tenant_id, user_id, title, deployment_id, data_source_files, is_bookmarked, "
+    "last_execution_status, last_execution_id, message_count, last_sequence, created_at, updated_at"
+)
+_UPDATABLE = {
+    "title": "title",
+    "data_source_files": "data_source_files",
+    "is_bookmarked": "is_bookmarked",
+    "last_execution_status": "last_execution_status",
+    "last_execution_id": "last_execution_id",
+}
+_SORT_COLUMNS = {"createdAt": "created_at", "updatedAt": "updated_at", "title": "title"}
+
+
+def _conversation(row: tuple[Any, ...]) -> ConversationRecord:
+    return ConversationRecord(
+        id=row[0],
+        tenant_id=row[1],
+        user_id=row[2],
+        title=row[3],
+        deployment_id=row[4],
+        data_source_files=_decode_files(row[5]),
+        is_bookmarked=bool(row[6]),
+        last_execution_status=row[7],
+        last_execution_id=row[8],
+        message_count=row[9],
+        last_sequence=row[10],
+        created_at=row[11],
+        updated_at=row[12],
+    )
+
+
+def _api_key(row: tuple[Any, ...]) -> ApiKeyRecord:
+    return ApiKeyRecord(
+        id=row[0], tenant_id=row[1], name=row[2], prefix=row[3], created_at=row[4],
+        revoked_at=row[5],
+    )
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 10000")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) of every SQLite migration, in order."""
+    folder = resources.files("airia_server.storage.migrations") / "sqlite"
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            found.append((version, entry.name, entry.read_text()))
+    return sorted(found)
+
+
+def _statements(sql: str) -> list[str]:
+    lines = [line for line in sql.splitlines() if not line.lstrip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+class SqliteStore:
+    def __init__(self, path: Path, *, write_batch_max: int = 256) -> None:
+        self.path = path
+        self._write_batch_max = write_batch_max
+        self._reader: sqlite3.Connection | None = None
+        self._writer: GroupCommitWriter | None = None
+        self._writer_conn: sqlite3.Connection | None = None
+
+    # lifecycle
+
+    async def start(self) -> None:
+        self.migrate()
+        self._writer_conn = _connect(self.path)
+        self._writer_conn.execute("PRAGMA synchronous = FULL")
+        self._writer = GroupCommitWriter(self._writer_conn, self._write_batch_max)
+        self._writer.start()
+        self._reader = _connect(self.path)
+        self._reader.execute("PRAGMA query_only = ON")
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.stop()
+            self._writer = None
+        for conn in (self._writer_conn, self._reader):
+            if conn is not None:
+                conn.close()
+        self._writer_conn = self._reader = None
+
+    @property
+    def writer_stats(self):
+        return self._writer.stats if self._writer else None
+
+    def migrate(self) -> list[int]:
+        """Apply pending migrations; safe when several processes start at once."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = _connect(self.path)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+            applied: list[int] = []
+            for version, name, sql in migrations():
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    done = conn.execute(
+                        "SELECT 1 FROM schema_migrations WHERE version = ?", (version,)
+                    ).fetchone()
+                    if not done:
+                        for statement in _statements(sql):
+                            conn.execute(statement)
+                        conn.execute(
+                            "INSERT INTO schema_migrations VALUES (?, ?, "
+                            "strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
+                            (version, name),
+                        )
+                        applied.append(version)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+            return applied
+        finally:
+            conn.close()
+
+    async def schema_version(self) -> int:
+        row = self._read().execute("SELECT max(version) FROM schema_migrations").fetchone()
+        return row[0] or 0
+
+    def _read(self) -> sqlite3.Connection:
+        if self._reader is None:
+            raise RuntimeError("the store is not started")
+        return self._reader
+
+    def _write(self, op):
+        if self._writer is None:
+            raise RuntimeError("the store is not started")
+        return self._writer.submit(op)
+
+    async def server_secret(self, name: str, generate: bytes) -> bytes:
+        def op(conn: sqlite3.Connection) -> bytes:
+            conn.execute(
+                "INSERT OR IGNORE INTO server_secrets (name, value) VALUES (?, ?)", (name, generate)
+            )
+            return conn.execute(
+                "SELECT value FROM server_secrets WHERE name = ?", (name,)
+            ).fetchone()[0]
+
+        return await self._write(op)
+
+    # API keys
+
+    async def create_api_key(self, record: ApiKeyRecord, key_hash: str) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO api_keys (id, tenant_id, name, key_hash, prefix, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (record.id, record.tenant_id, record.name, key_hash, record.prefix,
+                 record.created_at),
+            )
+
+        await self._write(op)
+
+    async def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:
+        row = self._read().execute(
+            "SELECT id, tenant_id, name, prefix, created_at, revoked_at FROM api_keys "
+            "WHERE key_hash = ?",
+            (key_hash,),
+        ).fetchone()
+        return _api_key(row) if row else None
+
+    async def list_api_keys(self, tenant_id: str | None) -> list[ApiKeyRecord]:
+        sql = "SELECT id, tenant_id, name, prefix, created_at, revoked_at FROM api_keys"
+        params: tuple[Any, ...] = ()
+        if tenant_id is not None:
+            sql += " WHERE tenant_id = ?"
+            params = (tenant_id,)
+        rows = self._read().execute(sql + " ORDER BY created_at, id", params).fetchall()
+        return [_api_key(row) for row in rows]
+
+    async def revoke_api_key(self, key_id: str, revoked_at: str) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                (revoked_at, key_id),
+            )
+            return cur.rowcount == 1
+
+        return await self._write(op)
+
+    # conversations
+
+    async def create_conversation(self, record: ConversationRecord) -> None:
+        params = (
+            record.id, record.tenant_id, record.user_id, record.title, record.deployment_id,
+            _json_encode(record.data_source_files).decode(), int(record.is_bookmarked),
+            record.last_execution_status, record.last_execution_id, record.message_count,
+            record.last_sequence, record.created_at, record.updated_at,
+        )
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                f"INSERT INTO conversations ({_CONVERSATION_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                params,
+            )
+
+        await self._write(op)
+
+    async def get_conversation(
+        self, tenant_id: str, conversation_id: str
+    ) -> ConversationRecord | None:
+        row = self._read().execute(
+            f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = ? AND tenant_id = ?",
+            (conversation_id, tenant_id),
+        ).fetchone()
+        return _conversation(row) if row else None
+
+    async def update_conversation(
+        self, tenant_id: str, conversation_id: str, changes: dict[str, Any], updated_at: str
+    ) -> tuple[ConversationRecord, EventRecord] | None:
+        assignments = ["updated_at = ?", "last_sequence = last_sequence + 1"]
+        params: list[Any] = [updated_at]
+        for field, value in changes.items():
+            column = _UPDATABLE[field]
+            if field == "data_source_files":
+                value = _json_encode(value).decode()
+            elif field == "is_bookmarked":
+                value = int(value)
+            assignments.append(f"{column} = ?")
+            params.append(value)
+        sql = (
+            f"UPDATE conversations SET {', '.join(assignments)} "
+            f"WHERE id = ? AND tenant_id = ? RETURNING {_CONVERSATION_COLUMNS}"
+        )
+        params += [conversation_id, tenant_id]
+
+        def op(conn: sqlite3.Connection) -> tuple[ConversationRecord, EventRecord] | None:
+            row = conn.execute(sql, params).fetchone()
+            if row is None:
+                return None
+            record = _conversation(row)
+            event = EventRecord(
+                conversation_id=record.id,
+                sequence=record.last_sequence,
+                type="conversation.updated",
+                created_at=updated_at,
+                data=conversation_snapshot(record),
+            )
+            _append_event(conn, event)
+            return record, event
+
+        return await self._write(op)
+
+    async def delete_conversation(
+        self, tenant_id: str, conversation_id: str, deleted_at: str
+    ) -> EventRecord | None:
+        def op(conn: sqlite3.Connection) -> EventRecord | None:
+            row = conn.execute(
+                "DELETE FROM conversations WHERE id = ? AND tenant_id = ? RETURNING last_sequence",
+                (conversation_id, tenant_id),
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                "DELETE FROM conversation_events WHERE conversation_id = ?", (conversation_id,)
+            )
+            return EventRecord(
+                conversation_id=conversation_id,
+                sequence=row[0] + 1,
+                type="conversation.deleted",
+                created_at=deleted_at,
+                data={"conversationId": conversation_id},
+            )
+
+        return await self._write(op)
+
+    async def feed(self, query: FeedQuery) -> FeedPage:
+        where = ["tenant_id = ?"]
+        params: list[Any] = [query.tenant_id]
+        if query.user_id is not None:
+            where.append("user_id = ?")
+            params.append(query.user_id)
+        if query.title_filter:
+            escaped = (
+                query.title_filter.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            )
+            where.append("title LIKE ? ESCAPE '\\'")
+            params.append(f"%{escaped}%")
+        clause = " AND ".join(where)
+        direction = "DESC" if query.descending else "ASC"
+        column = _SORT_COLUMNS[query.sort_by]
+        conn = self._read()
+        total = conn.execute(f"SELECT count(*) FROM conversations WHERE {clause}", params).fetchone()
+        rows = conn.execute(
+            f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE {clause} "
+            f"ORDER BY {column} {direction}, id {direction} LIMIT ? OFFSET ?",
+            [*params, query.page_size, (query.page_number - 1) * query.page_size],
+        ).fetchall()
+        return FeedPage(items=[_conversation(row) for row in rows], total_count=total[0])
+
+    async def events_after(
+        self, conversation_id: str, after: int, limit: int
+    ) -> list[EventRecord]:
+        rows = self._read().execute(
+            "SELECT sequence, type, data, created_at FROM conversation_events "
+            "WHERE conversation_id = ? AND sequence > ? ORDER BY sequence LIMIT ?",
+            (conversation_id, after, limit),
+        ).fetchall()
+        return [
+            EventRecord(
+                conversation_id=conversation_id, sequence=seq, type=kind,
+                data=_decode_data(data), created_at=created,
+            )
+            for seq, kind, data, created in rows
+        ]
+
+
+def _append_event(conn: sqlite3.Connection, event: EventRecord) -> None:
+    conn.execute(
+        "INSERT INTO conversation_events (conversation_id, sequence, type, data, created_at) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (event.conversation_id, event.sequence, event.type, _json_encode(event.data).decode(),
+         event.created_at),
+    )
