@@ -71,9 +71,16 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         flush=True,
     )
     options = dict(
-        host=settings.host, port=settings.port, log_config=None, access_log=False,
-        loop="uvloop", http="httptools", ws="websockets-sansio", ws_ping_interval=settings.ws_heartbeat_seconds,
-        timeout_graceful_shutdown=10, server_header=False,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        ws="websockets-sansio",
+        ws_ping_interval=settings.ws_heartbeat_seconds,
+        timeout_graceful_shutdown=10,
+        server_header=False,
     )
     if args.workers > 1:
         import os
@@ -120,16 +127,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def _keys(store, args: argparse.Namespace) -> int:
     if args.keys == "create":
         record, key = await create_api_key(store, args.tenant, args.name)
-        print(f"Created API key {record.id} for tenant '{record.tenant_id}'. "
-              "It is shown only once; store it now:")
+        print(
+            f"Created API key {record.id} for tenant '{record.tenant_id}'. "
+            "It is shown only once; store it now:"
+        )
         print(key)
         return 0
     if args.keys == "list":
         records = await store.list_api_keys(args.tenant)
         print(f"{'ID':36}  {'TENANT':16}  {'PREFIX':10}  {'CREATED':27}  {'REVOKED':27}  NAME")
         for r in records:
-            print(f"{r.id:36}  {r.tenant_id:16}  {r.prefix:10}  {r.created_at:27}  "
-                  f"{r.revoked_at or '-':27}  {r.name or ''}")
+            print(
+                f"{r.id:36}  {r.tenant_id:16}  {r.prefix:10}  {r.created_at:27}  "
+                f"{r.revoked_at or '-':27}  {r.name or ''}"
+            )
         return 0
     if args.keys == "revoke":
         if await store.revoke_api_key(args.key_id, utcnow_iso()):

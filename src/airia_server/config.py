@@ -31,9 +31,9 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr | None = None
     jwt_public_key: str | None = None
     """PEM text of an RSA or EC public key, or the path of a file holding one."""
-    jwt_algorithm: Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384"] = (
-        "HS256"
-    )
+    jwt_algorithm: Literal[
+        "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384"
+    ] = "HS256"
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
 

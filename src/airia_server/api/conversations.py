@@ -32,7 +32,9 @@ def json_response(payload: Any, status: int = 200) -> Response:
     return Response(encode(payload), status_code=status, media_type="application/json")
 
 
-def conversation_view(request: Request, principal, record: ConversationRecord) -> GetConversationResponse:
+def conversation_view(
+    request: Request, principal, record: ConversationRecord
+) -> GetConversationResponse:
     return GetConversationResponse(
         conversation_id=record.id,
         user_id=record.user_id,
@@ -92,8 +94,12 @@ async def update_conversation(request: Request) -> Response:
     conversation_id = request.path_params["conversation_id"]
     body = await read_json(request, _update_decoder, svc.settings.max_body_bytes)
     changes: dict[str, Any] = {"title": body.title}
-    for field in ("data_source_files", "is_bookmarked", "last_execution_status",
-                  "last_execution_id"):
+    for field in (
+        "data_source_files",
+        "is_bookmarked",
+        "last_execution_status",
+        "last_execution_id",
+    ):
         value = getattr(body, field)
         if value is not None:
             changes[field] = value
@@ -103,9 +109,7 @@ async def update_conversation(request: Request) -> Response:
 
 async def delete_conversation(request: Request) -> Response:
     principal = await current_principal(request)
-    await services(request).conversations.delete(
-        principal, request.path_params["conversation_id"]
-    )
+    await services(request).conversations.delete(principal, request.path_params["conversation_id"])
     return Response(status_code=204)
 
 
@@ -151,21 +155,32 @@ async def conversations_feed(request: Request) -> Response:
     direction = _choice(params, "SortDirection", {"asc": "asc", "desc": "desc"}, "desc")
     text = params.get("filter") or None
     if text is not None and len(text) > 500:
-        raise ValidationFailed("Invalid value for 'filter': at most 500 characters",
-                               errors=[{"field": "filter", "message": "at most 500 characters"}])
+        raise ValidationFailed(
+            "Invalid value for 'filter': at most 500 characters",
+            errors=[{"field": "filter", "message": "at most 500 characters"}],
+        )
     user_id = params.get("userid") or None
     page = await svc.conversations.feed(
         principal,
         FeedQuery(
-            tenant_id=principal.tenant_id, user_id=user_id, page_number=page_number,
-            page_size=page_size, sort_by=sort_by, descending=direction == "desc",
+            tenant_id=principal.tenant_id,
+            user_id=user_id,
+            page_number=page_number,
+            page_size=page_size,
+            sort_by=sort_by,
+            descending=direction == "desc",
             title_filter=text,
         ),
     )
     items = [
         ConversationFeedItem(
-            conversation_id=r.id, user_id=r.user_id, title=r.title, message_count=r.message_count,
-            created_at=r.created_at, updated_at=r.updated_at, is_bookmarked=r.is_bookmarked,
+            conversation_id=r.id,
+            user_id=r.user_id,
+            title=r.title,
+            message_count=r.message_count,
+            created_at=r.created_at,
+            updated_at=r.updated_at,
+            is_bookmarked=r.is_bookmarked,
             deployment_id=r.deployment_id,
         )
         for r in page.items

@@ -58,7 +58,9 @@ class RequestContextMiddleware:
             if scope["type"] == "http" and state["status"] == 0:
                 state["status"] = 500
                 body = problem_body(
-                    500, "Internal server error", "The server failed to handle the request",
+                    500,
+                    "Internal server error",
+                    "The server failed to handle the request",
                     scope["path"],
                 )
                 await send(

@@ -16,25 +16,42 @@ PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("airia_server.api")
 
 _TITLES = {
-    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-    405: "Method Not Allowed", 409: "Conflict", 413: "Content Too Large",
-    415: "Unsupported Media Type", 422: "Unprocessable Content", 429: "Too Many Requests",
-    500: "Internal Server Error", 503: "Service Unavailable",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
 }
 
 
 def problem_body(status: int, message: str, detail: str, instance: str | None, **extra) -> bytes:
     return encode(
         Problem(
-            title=_TITLES.get(status, "Error"), status=status, detail=detail, message=message,
-            instance=instance, correlation_id=correlation_id_var.get(), **extra,
+            title=_TITLES.get(status, "Error"),
+            status=status,
+            detail=detail,
+            message=message,
+            instance=instance,
+            correlation_id=correlation_id_var.get(),
+            **extra,
         )
     )
 
 
 def problem_response(
-    status: int, message: str, detail: str | None = None, instance: str | None = None,
-    headers: dict[str, str] | None = None, **extra,
+    status: int,
+    message: str,
+    detail: str | None = None,
+    instance: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra,
 ) -> Response:
     body = problem_body(status, message, detail or message, instance, **extra)
     if status == 401:

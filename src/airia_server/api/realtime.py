@@ -117,5 +117,3 @@ async def _read_until_closed(websocket: WebSocket, sub: Subscription) -> None:
 
 
 routes = [WebSocketRoute("/v1/Conversations/{conversation_id}/ws", conversation_socket)]
-
-

@@ -17,7 +17,9 @@ DataSourceFiles = Annotated[
     Meta(max_length=100, description="Data source name to its file names"),
 ]
 ExecutionStatus = Literal["InProgress", "Completed", "Failed", "NotApplicable"]
-Timestamp = Annotated[str, Meta(description="ISO 8601 UTC", examples=["2026-11-26T06:01:34.123456Z"])]
+Timestamp = Annotated[
+    str, Meta(description="ISO 8601 UTC", examples=["2026-11-26T06:01:34.123456Z"])
+]
 
 
 class CreateConversationRequest(Struct, rename="camel", kw_only=True):

@@ -44,11 +44,17 @@ def generate_api_key() -> str:
     return API_KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-async def create_api_key(store: Store, tenant_id: str, name: str | None) -> tuple[ApiKeyRecord, str]:
+async def create_api_key(
+    store: Store, tenant_id: str, name: str | None
+) -> tuple[ApiKeyRecord, str]:
     """Store a new key's hash and return the key itself, which is never stored."""
     key = generate_api_key()
     record = ApiKeyRecord(
-        id=new_id(), tenant_id=tenant_id, name=name, prefix=key[:10], created_at=utcnow_iso(),
+        id=new_id(),
+        tenant_id=tenant_id,
+        name=name,
+        prefix=key[:10],
+        created_at=utcnow_iso(),
         revoked_at=None,
     )
     await store.create_api_key(record, hash_api_key(key))
@@ -74,11 +80,14 @@ class Authenticator:
         if authorization is not None:
             scheme, _, token = authorization.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
-                raise Unauthorized("Invalid authorization header",
-                                   "Use 'Authorization: Bearer <token>' or 'X-API-KEY: <key>'")
+                raise Unauthorized(
+                    "Invalid authorization header",
+                    "Use 'Authorization: Bearer <token>' or 'X-API-KEY: <key>'",
+                )
             return self._from_token(token.strip())
-        raise Unauthorized("Missing credentials",
-                           "Send 'X-API-KEY: <key>' or 'Authorization: Bearer <token>'")
+        raise Unauthorized(
+            "Missing credentials", "Send 'X-API-KEY: <key>' or 'Authorization: Bearer <token>'"
+        )
 
     async def _from_api_key(self, key: str) -> Principal:
         digest = hash_api_key(key)
@@ -96,8 +105,10 @@ class Authenticator:
         if cached is not None and cached[1] > now:
             return cached[0]
         if self._jwt_key is None:
-            raise Unauthorized("Bearer tokens are not enabled",
-                               "This server has no JWT key configured (AIRIA_JWT_SECRET)")
+            raise Unauthorized(
+                "Bearer tokens are not enabled",
+                "This server has no JWT key configured (AIRIA_JWT_SECRET)",
+            )
         try:
             claims = jwt.decode(
                 token,
@@ -131,5 +142,6 @@ def mint_token(settings: Settings, sub: str, tenant: str, ttl_seconds: int) -> s
         claims["aud"] = settings.jwt_audience
     if settings.jwt_issuer:
         claims["iss"] = settings.jwt_issuer
-    return jwt.encode(claims, settings.jwt_secret.get_secret_value(),
-                      algorithm=settings.jwt_algorithm)
+    return jwt.encode(
+        claims, settings.jwt_secret.get_secret_value(), algorithm=settings.jwt_algorithm
+    )

@@ -73,8 +73,10 @@ class ConversationService:
         self, principal: Principal, conversation_id: str, changes: dict[str, Any]
     ) -> ConversationRecord:
         if "title" in changes and not changes["title"].strip():
-            raise ValidationFailed("Invalid value for 'title': must not be blank",
-                                   errors=[{"field": "title", "message": "must not be blank"}])
+            raise ValidationFailed(
+                "Invalid value for 'title': must not be blank",
+                errors=[{"field": "title", "message": "must not be blank"}],
+            )
         current = await self.get(principal, conversation_id)
         result = await self.store.update_conversation(
             principal.tenant_id, current.id, changes, utcnow_iso()
@@ -87,9 +89,7 @@ class ConversationService:
 
     async def delete(self, principal: Principal, conversation_id: str) -> None:
         current = await self.get(principal, conversation_id)
-        event = await self.store.delete_conversation(
-            principal.tenant_id, current.id, utcnow_iso()
-        )
+        event = await self.store.delete_conversation(principal.tenant_id, current.id, utcnow_iso())
         if event is None:
             raise conversation_not_found(current.id)
         await self.hub.publish(event)
@@ -97,7 +97,9 @@ class ConversationService:
     async def feed(self, principal: Principal, query: FeedQuery) -> FeedPage:
         if not principal.is_api_key:
             if query.user_id not in (None, principal.user_id):
-                raise Forbidden("Cannot read another user's feed",
-                                "A bearer token reads only its own user's feed")
+                raise Forbidden(
+                    "Cannot read another user's feed",
+                    "A bearer token reads only its own user's feed",
+                )
             query.user_id = principal.user_id
         return await self.store.feed(query)

@@ -47,8 +47,9 @@ class TicketSigner:
         return _b64(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
 
     def mint(self, tenant_id: str, conversation_id: str, user_id: str | None) -> str:
-        claims = TicketClaims(1, tenant_id, conversation_id, user_id,
-                              int(time.time()) + self.ttl_seconds)
+        claims = TicketClaims(
+            1, tenant_id, conversation_id, user_id, int(time.time()) + self.ttl_seconds
+        )
         payload = _b64(msgspec.json.encode(claims))
         return f"{payload}.{self._sign(payload)}"
 

@@ -39,8 +39,11 @@ class LiveEvent:
 
 def encode_event(event: EventRecord) -> str:
     wire = WireEvent(
-        type=event.type, sequence=event.sequence, conversation_id=event.conversation_id,
-        created_at=event.created_at, data=event.data,
+        type=event.type,
+        sequence=event.sequence,
+        conversation_id=event.conversation_id,
+        created_at=event.created_at,
+        data=event.data,
     )
     return _encode(wire).decode()
 

@@ -62,7 +62,11 @@ def _conversation(row: tuple[Any, ...]) -> ConversationRecord:
 
 def _api_key(row: tuple[Any, ...]) -> ApiKeyRecord:
     return ApiKeyRecord(
-        id=row[0], tenant_id=row[1], name=row[2], prefix=row[3], created_at=row[4],
+        id=row[0],
+        tenant_id=row[1],
+        name=row[2],
+        prefix=row[3],
+        created_at=row[4],
         revoked_at=row[5],
     )
 
@@ -189,18 +193,28 @@ class SqliteStore:
             conn.execute(
                 "INSERT INTO api_keys (id, tenant_id, name, key_hash, prefix, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (record.id, record.tenant_id, record.name, key_hash, record.prefix,
-                 record.created_at),
+                (
+                    record.id,
+                    record.tenant_id,
+                    record.name,
+                    key_hash,
+                    record.prefix,
+                    record.created_at,
+                ),
             )
 
         await self._write(op)
 
     async def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:
-        row = self._read().execute(
-            "SELECT id, tenant_id, name, prefix, created_at, revoked_at FROM api_keys "
-            "WHERE key_hash = ?",
-            (key_hash,),
-        ).fetchone()
+        row = (
+            self._read()
+            .execute(
+                "SELECT id, tenant_id, name, prefix, created_at, revoked_at FROM api_keys "
+                "WHERE key_hash = ?",
+                (key_hash,),
+            )
+            .fetchone()
+        )
         return _api_key(row) if row else None
 
     async def list_api_keys(self, tenant_id: str | None) -> list[ApiKeyRecord]:
@@ -226,10 +240,19 @@ class SqliteStore:
 
     async def create_conversation(self, record: ConversationRecord) -> None:
         params = (
-            record.id, record.tenant_id, record.user_id, record.title, record.deployment_id,
-            _json_encode(record.data_source_files).decode(), int(record.is_bookmarked),
-            record.last_execution_status, record.last_execution_id, record.message_count,
-            record.last_sequence, record.created_at, record.updated_at,
+            record.id,
+            record.tenant_id,
+            record.user_id,
+            record.title,
+            record.deployment_id,
+            _json_encode(record.data_source_files).decode(),
+            int(record.is_bookmarked),
+            record.last_execution_status,
+            record.last_execution_id,
+            record.message_count,
+            record.last_sequence,
+            record.created_at,
+            record.updated_at,
         )
 
         def op(conn: sqlite3.Connection) -> None:
@@ -244,10 +267,14 @@ class SqliteStore:
     async def get_conversation(
         self, tenant_id: str, conversation_id: str
     ) -> ConversationRecord | None:
-        row = self._read().execute(
-            f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = ? AND tenant_id = ?",
-            (conversation_id, tenant_id),
-        ).fetchone()
+        row = (
+            self._read()
+            .execute(
+                f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = ? AND tenant_id = ?",
+                (conversation_id, tenant_id),
+            )
+            .fetchone()
+        )
         return _conversation(row) if row else None
 
     async def update_conversation(
@@ -325,7 +352,9 @@ class SqliteStore:
         direction = "DESC" if query.descending else "ASC"
         column = _SORT_COLUMNS[query.sort_by]
         conn = self._read()
-        total = conn.execute(f"SELECT count(*) FROM conversations WHERE {clause}", params).fetchone()
+        total = conn.execute(
+            f"SELECT count(*) FROM conversations WHERE {clause}", params
+        ).fetchone()
         rows = conn.execute(
             f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE {clause} "
             f"ORDER BY {column} {direction}, id {direction} LIMIT ? OFFSET ?",
@@ -333,18 +362,23 @@ class SqliteStore:
         ).fetchall()
         return FeedPage(items=[_conversation(row) for row in rows], total_count=total[0])
 
-    async def events_after(
-        self, conversation_id: str, after: int, limit: int
-    ) -> list[EventRecord]:
-        rows = self._read().execute(
-            "SELECT sequence, type, data, created_at FROM conversation_events "
-            "WHERE conversation_id = ? AND sequence > ? ORDER BY sequence LIMIT ?",
-            (conversation_id, after, limit),
-        ).fetchall()
+    async def events_after(self, conversation_id: str, after: int, limit: int) -> list[EventRecord]:
+        rows = (
+            self._read()
+            .execute(
+                "SELECT sequence, type, data, created_at FROM conversation_events "
+                "WHERE conversation_id = ? AND sequence > ? ORDER BY sequence LIMIT ?",
+                (conversation_id, after, limit),
+            )
+            .fetchall()
+        )
         return [
             EventRecord(
-                conversation_id=conversation_id, sequence=seq, type=kind,
-                data=_decode_data(data), created_at=created,
+                conversation_id=conversation_id,
+                sequence=seq,
+                type=kind,
+                data=_decode_data(data),
+                created_at=created,
             )
             for seq, kind, data, created in rows
         ]
@@ -354,6 +388,11 @@ def _append_event(conn: sqlite3.Connection, event: EventRecord) -> None:
     conn.execute(
         "INSERT INTO conversation_events (conversation_id, sequence, type, data, created_at) "
         "VALUES (?, ?, ?, ?, ?)",
-        (event.conversation_id, event.sequence, event.type, _json_encode(event.data).decode(),
-         event.created_at),
+        (
+            event.conversation_id,
+            event.sequence,
+            event.type,
+            _json_encode(event.data).decode(),
+            event.created_at,
+        ),
     )

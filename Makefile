@@ -1,0 +1,42 @@
+# Every target documents itself: `make help`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-fast bench lint format clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	@rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP) ## Create .venv and install the SDK, the server and the test tools
+
+run: $(STAMP) ## Serve on http://127.0.0.1:8000 with SQLite under ./var/
+	$(BIN)/airia-server serve
+
+test: $(STAMP) ## Run the whole test suite
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP) ## Run the tests that need no server process
+	$(BIN)/python -m pytest -m "not e2e"
+
+bench: $(STAMP) ## Load-test the server against a plain Starlette hello (needs wrk)
+	$(BIN)/python bench/run.py
+
+lint: $(STAMP) ## Check style and common bugs with ruff
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+format: $(STAMP) ## Format the code with ruff
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+clean: ## Remove the virtualenv, caches and local data
+	rm -rf $(VENV) var .pytest_cache .ruff_cache
