@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
 import sys
 import time
 
+import msgspec
+
+_encode = msgspec.json.Encoder(decimal_format="number").encode
 correlation_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "correlation_id", default=None
 )
@@ -28,20 +30,36 @@ class ContextFilter(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line. Written for speed: the access log runs per request."""
+
     def format(self, record: logging.LogRecord) -> str:
+        seconds = int(record.created)
+        t = time.gmtime(seconds)
         entry = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:"
+            f"{t.tm_min:02d}:{t.tm_sec:02d}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
         for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_"):
+            if key not in _STANDARD and key[0] != "_":
                 entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return _dumps(entry)
+
+
+def _dumps(entry: dict) -> str:
+    try:
+        return _encode(entry).decode()
+    except TypeError:  # an extra that JSON cannot hold: fall back to its text
+        return _encode(
+            {
+                k: v if isinstance(v, (str, int, float, bool, type(None))) else str(v)
+                for k, v in entry.items()
+            }
+        ).decode()
 
 
 class TextFormatter(logging.Formatter):

@@ -8,6 +8,7 @@ see the last commit and never wait for the writer. Writes go through
 from __future__ import annotations
 
 import sqlite3
+import threading
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,7 @@ class SqliteStore:
         self._reader: sqlite3.Connection | None = None
         self._writer: GroupCommitWriter | None = None
         self._writer_conn: sqlite3.Connection | None = None
+        self._checkpointer: _Checkpointer | None = None
 
     # lifecycle
 
@@ -108,15 +110,22 @@ class SqliteStore:
         self.migrate()
         self._writer_conn = _connect(self.path)
         self._writer_conn.execute("PRAGMA synchronous = FULL")
+        # Checkpoints copy the WAL back into the database and fsync it; done on the
+        # commit path they stall every request of that batch, so a thread does them.
+        self._writer_conn.execute("PRAGMA wal_autocheckpoint = 0")
         self._writer = GroupCommitWriter(self._writer_conn, self._write_batch_max)
-        self._writer.start()
+        self._checkpointer = _Checkpointer(self.path)
+        self._checkpointer.start()
         self._reader = _connect(self.path)
         self._reader.execute("PRAGMA query_only = ON")
 
     async def close(self) -> None:
         if self._writer is not None:
-            self._writer.stop()
+            await self._writer.close()
             self._writer = None
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
         for conn in (self._writer_conn, self._reader):
             if conn is not None:
                 conn.close()
@@ -396,3 +405,29 @@ def _append_event(conn: sqlite3.Connection, event: EventRecord) -> None:
             event.created_at,
         ),
     )
+
+
+class _Checkpointer:
+    """Runs passive WAL checkpoints off the commit path, twice a second."""
+
+    def __init__(self, path: Path, interval: float = 0.5) -> None:
+        self._path = path
+        self._interval = interval
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        conn = _connect(self._path)
+        try:
+            while not self._stopping.wait(self._interval):
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.close()

@@ -27,10 +27,8 @@ CREATE TABLE conversations (
 );
 CREATE INDEX conversations_user_created ON conversations (tenant_id, user_id, created_at, id);
 CREATE INDEX conversations_user_updated ON conversations (tenant_id, user_id, updated_at, id);
-CREATE INDEX conversations_user_title ON conversations (tenant_id, user_id, title, id);
 CREATE INDEX conversations_tenant_created ON conversations (tenant_id, created_at, id);
 CREATE INDEX conversations_tenant_updated ON conversations (tenant_id, updated_at, id);
-CREATE INDEX conversations_tenant_title ON conversations (tenant_id, title, id);
 
 CREATE TABLE conversation_events (
     conversation_id TEXT NOT NULL,
