@@ -1,0 +1,489 @@
+"""Every bad input over plain HTTP: the status it earns and a problem+json body. Never a 500."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import httpx
+import pytest
+
+from .support import LiveServer, assert_problem, mint_jwt
+
+pytestmark = pytest.mark.e2e
+
+COLLECTION = "/v1/Conversations"
+SOME_UUID = "0190f5a2-7c3e-7b1a-9d4e-2f6a8b0c1d2e"  # well formed, never minted by the server
+
+
+def create(http: httpx.Client, headers: dict[str, str], user_id: str, **body) -> dict:
+    response = http.post(COLLECTION, json={"userId": user_id, **body}, headers=headers)
+    assert response.status_code in (200, 201), response.text
+    return response.json()
+
+
+# --- request bodies -----------------------------------------------------------------
+
+
+def test_malformed_json_is_400(server: LiveServer, http: httpx.Client) -> None:
+    response = http.post(
+        COLLECTION,
+        content=b'{"userId": "u1",',
+        headers={**server.headers(), "content-type": "application/json"},
+    )
+    assert_problem(response, 400)
+
+
+def test_empty_body_is_400(server: LiveServer, http: httpx.Client) -> None:
+    response = http.post(
+        COLLECTION, content=b"", headers={**server.headers(), "content-type": "application/json"}
+    )
+    assert_problem(response, 400)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"userId": 123}, "userId"),
+        ({"userId": "u1", "isBookmarked": "yes"}, "isBookmarked"),
+        ({"userId": "u1", "dataSourceFiles": ["doc1.pdf"]}, "dataSourceFiles"),
+        ({"userId": "u1", "dataSourceFiles": {"documents": "doc1.pdf"}}, "dataSourceFiles"),
+        ({"userId": "u1", "title": 5}, "title"),
+        ({"userId": "u1", "deploymentId": ["d"]}, "deploymentId"),
+        ({"userId": ""}, "userId"),
+        ({}, "userId"),
+        ({"title": "no user"}, "userId"),
+        ({"userId": None}, "userId"),
+    ],
+    ids=[
+        "userId-int",
+        "isBookmarked-string",
+        "dataSourceFiles-list",
+        "dataSourceFiles-values-not-lists",
+        "title-int",
+        "deploymentId-list",
+        "userId-empty",
+        "userId-missing",
+        "userId-missing-with-title",
+        "userId-null",
+    ],
+)
+def test_wrong_field_is_422_naming_the_field(
+    server: LiveServer, http: httpx.Client, body: dict, field: str
+) -> None:
+    response = http.post(COLLECTION, json=body, headers=server.headers())
+    problem = assert_problem(response, 422)
+    assert field in problem["detail"] or field in problem["message"], problem
+
+
+@pytest.mark.parametrize("body", [[], "a string", 42, None, True], ids=repr)
+def test_body_that_is_not_an_object_is_422(
+    server: LiveServer, http: httpx.Client, body: object
+) -> None:
+    response = http.post(
+        COLLECTION,
+        content=json.dumps(body).encode(),
+        headers={**server.headers(), "content-type": "application/json"},
+    )
+    assert_problem(response, 422)
+
+
+def test_unknown_fields_are_ignored(server: LiveServer, http: httpx.Client, user_id: str) -> None:
+    created = create(http, server.headers(), user_id, somethingNew={"a": 1}, title=None)
+    assert created["userId"] == user_id
+
+
+def test_body_over_one_mebibyte_is_413(server: LiveServer, http: httpx.Client) -> None:
+    padding = "x" * (1024 * 1024 + 1)
+    response = http.post(
+        COLLECTION,
+        content=json.dumps({"userId": "u1", "title": padding}).encode(),
+        headers={**server.headers(), "content-type": "application/json"},
+    )
+    assert_problem(response, 413)
+
+
+def test_chunked_body_over_the_limit_is_413(server: LiveServer, http: httpx.Client) -> None:
+    def chunks():
+        yield b'{"userId": "u1", "title": "'
+        for _ in range(17):
+            yield b"x" * 65536
+        yield b'"}'
+
+    response = http.post(
+        COLLECTION,
+        content=chunks(),
+        headers={**server.headers(), "content-type": "application/json"},
+    )
+    assert "content-length" not in response.request.headers
+    assert_problem(response, 413)
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
+def test_non_json_content_type_is_415(
+    server: LiveServer, http: httpx.Client, content_type: str
+) -> None:
+    response = http.post(
+        COLLECTION,
+        content=b'{"userId": "u1"}',
+        headers={**server.headers(), "content-type": content_type},
+    )
+    assert_problem(response, 415)
+
+
+def test_update_with_blank_title_is_422(
+    server: LiveServer, http: httpx.Client, user_id: str
+) -> None:
+    created = create(http, server.headers(), user_id)
+    for title in ("", "   "):
+        response = http.put(
+            f"{COLLECTION}/{created['conversationId']}",
+            json={"title": title},
+            headers=server.headers(),
+        )
+        problem = assert_problem(response, 422)
+        assert "title" in problem["detail"] or "title" in problem["message"]
+
+
+def test_update_with_bad_execution_status_is_422(
+    server: LiveServer, http: httpx.Client, user_id: str
+) -> None:
+    created = create(http, server.headers(), user_id)
+    response = http.put(
+        f"{COLLECTION}/{created['conversationId']}",
+        json={"title": "t", "lastExecutionStatus": "Exploded"},
+        headers=server.headers(),
+    )
+    problem = assert_problem(response, 422)
+    assert "lastExecutionStatus" in problem["detail"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\xff\xfe\x00garbage",
+        b'{"userId": "\xc3\x28"}',
+        b"[" * 10_000 + b"]" * 10_000,
+        b'{"userId": "u1", "dataSourceFiles": {"d": [' + b'"f",' * 2000 + b'"f"]}}',
+        b'{"userId": "u1", "isBookmarked": 1e999}',
+        b'{"userId": "u1", "title": 123456789012345678901234567890}',
+        rb'{"userId": "u1\u0000"}',
+        b'{"userId": "u1"} trailing',
+        b'{"userId": "u1", "userId": 5}',
+    ],
+    ids=[
+        "not-utf8",
+        "invalid-utf8-in-string",
+        "deeply-nested",
+        "too-many-files",
+        "huge-float",
+        "huge-int",
+        "nul-in-user-id",
+        "trailing-garbage",
+        "duplicate-key",
+    ],
+)
+def test_hostile_bodies_are_client_errors_never_500(
+    server: LiveServer, http: httpx.Client, raw: bytes
+) -> None:
+    response = http.post(
+        COLLECTION, content=raw, headers={**server.headers(), "content-type": "application/json"}
+    )
+    if response.status_code in (200, 201):
+        return  # tolerated input (a NUL is a legal JSON string character)
+    assert 400 <= response.status_code < 500, response.text
+    assert_problem(response, response.status_code)
+
+
+# --- credentials --------------------------------------------------------------------
+
+
+def _none_alg_token(sub: str) -> str:
+    import base64
+
+    def b64(data: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    claims = {"sub": sub, "tenant": "default", "exp": 4_000_000_000}
+    return f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims)}."
+
+
+BAD_CREDENTIALS = {
+    "none": {},
+    "wrong-key": {"X-API-KEY": "ak_not-a-real-key"},
+    "empty-key": {"X-API-KEY": ""},
+    "basic-auth": {"Authorization": "Basic dXNlcjpwYXNz"},
+    "bearer-without-token": {"Authorization": "Bearer"},
+    "token-without-scheme": {"Authorization": mint_jwt("u1")},
+    "bearer-garbage": {"Authorization": "Bearer not.a.jwt"},
+    "expired-jwt": {"Authorization": "Bearer " + mint_jwt("u1", ttl=-120)},
+    "alg-none-jwt": {"Authorization": "Bearer " + _none_alg_token("u1")},
+    "other-secret-jwt": {"Authorization": "Bearer " + mint_jwt("u1", secret="x" * 48)},
+    "jwt-without-sub": {
+        "Authorization": "Bearer "
+        + __import__("jwt").encode({"tenant": "default", "exp": 4_000_000_000}, "x" * 48)
+    },
+}
+
+
+@pytest.mark.parametrize("headers", BAD_CREDENTIALS.values(), ids=BAD_CREDENTIALS.keys())
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", COLLECTION),
+        ("GET", f"{COLLECTION}/{SOME_UUID}"),
+        ("GET", f"{COLLECTION}/feed"),
+        ("PUT", f"{COLLECTION}/{SOME_UUID}"),
+        ("DELETE", f"{COLLECTION}/{SOME_UUID}"),
+    ],
+)
+def test_bad_credentials_are_401(
+    http: httpx.Client, headers: dict[str, str], method: str, path: str
+) -> None:
+    body = {"userId": "u1"} if method == "POST" else {"title": "t"} if method == "PUT" else None
+    response = http.request(method, path, json=body, headers=headers)
+    assert_problem(response, 401)
+    assert "www-authenticate" in response.headers
+
+
+def test_jwt_without_sub_signed_with_the_right_secret_is_401(http: httpx.Client) -> None:
+    import jwt
+
+    from .support import JWT_SECRET
+
+    token = jwt.encode({"tenant": "default", "exp": 4_000_000_000}, JWT_SECRET)
+    response = http.get(f"{COLLECTION}/feed", headers={"Authorization": f"Bearer {token}"})
+    assert_problem(response, 401)
+
+
+def test_api_key_header_name_is_case_insensitive(server: LiveServer, http: httpx.Client) -> None:
+    response = http.get(f"{COLLECTION}/feed", headers={"x-api-key": server.api_key})
+    assert response.status_code == 200
+
+
+def test_revoked_key_is_401(server: LiveServer, http: httpx.Client, user_id: str) -> None:
+    key = server.create_api_key("revocation-tenant", name="to-revoke")
+    created = create(http, {"X-API-KEY": key}, user_id)
+    listing = server.cli("keys", "list", "--tenant", "revocation-tenant")
+    assert listing.returncode == 0, listing.stderr
+    rows = [line for line in listing.stdout.splitlines() if "to-revoke" in line]
+    assert len(rows) == 1, listing.stdout
+    key_id = rows[0].split()[0]
+    uuid.UUID(key_id)
+
+    revoked = server.cli("keys", "revoke", key_id)
+    assert revoked.returncode == 0, revoked.stderr
+
+    response = http.get(f"{COLLECTION}/{created['conversationId']}", headers={"X-API-KEY": key})
+    assert_problem(response, 401)
+    again = server.cli("keys", "revoke", key_id)
+    assert again.returncode != 0
+
+
+# --- feed query parameters ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"PageSize": "0"}, "PageSize"),
+        ({"PageSize": "1000"}, "PageSize"),
+        ({"PageSize": "abc"}, "PageSize"),
+        ({"PageSize": "-1"}, "PageSize"),
+        ({"PageNumber": "0"}, "PageNumber"),
+        ({"PageNumber": "1.5"}, "PageNumber"),
+        ({"SortBy": "bogus"}, "SortBy"),
+        ({"SortBy": "title; DROP TABLE conversations"}, "SortBy"),
+        ({"SortDirection": "sideways"}, "SortDirection"),
+        ({"filter": "x" * 501}, "filter"),
+    ],
+    ids=lambda v: str(v)[:40] if isinstance(v, dict) else v,
+)
+def test_bad_feed_parameters_are_422(
+    server: LiveServer, http: httpx.Client, params: dict, field: str
+) -> None:
+    response = http.get(f"{COLLECTION}/feed", params=params, headers=server.headers())
+    problem = assert_problem(response, 422)
+    assert field in problem["detail"] or field in problem["message"]
+
+
+# --- routing ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/nope", "/v1/conversation", "/v1/Conversations/a/b/c"])
+def test_unknown_route_is_404_problem(server: LiveServer, http: httpx.Client, path: str) -> None:
+    assert_problem(http.get(path, headers=server.headers()), 404)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("PATCH", COLLECTION),
+        ("GET", COLLECTION),
+        ("POST", "/healthz"),
+        ("PUT", COLLECTION),
+        ("POST", f"{COLLECTION}/{SOME_UUID}"),
+    ],
+)
+def test_wrong_method_is_405_problem(
+    server: LiveServer, http: httpx.Client, method: str, path: str
+) -> None:
+    response = http.request(method, path, headers=server.headers())
+    assert_problem(response, 405)
+    assert "allow" in response.headers
+
+
+# --- tenants and users --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def other_tenant_key(live_server: LiveServer) -> str:
+    return live_server.create_api_key("tenant-b")
+
+
+def test_other_tenant_sees_404_for_get_put_delete(
+    server: LiveServer, http: httpx.Client, other_tenant_key: str, user_id: str
+) -> None:
+    created = create(http, server.headers(), user_id, title="tenant A's")
+    path = f"{COLLECTION}/{created['conversationId']}"
+    b = {"X-API-KEY": other_tenant_key}
+
+    assert_problem(http.get(path, headers=b), 404)
+    assert_problem(http.put(path, json={"title": "hijacked"}, headers=b), 404)
+    assert_problem(http.delete(path, headers=b), 404)
+
+    still = http.get(path, headers=server.headers())
+    assert still.status_code == 200
+    assert still.json()["title"] == "tenant A's"
+
+
+def test_other_tenant_feed_does_not_list_it(
+    server: LiveServer, http: httpx.Client, other_tenant_key: str, user_id: str
+) -> None:
+    create(http, server.headers(), user_id)
+    feed = http.get(
+        f"{COLLECTION}/feed", params={"userId": user_id}, headers={"X-API-KEY": other_tenant_key}
+    )
+    assert feed.status_code == 200
+    assert feed.json() == {"items": [], "totalCount": 0}
+
+
+def test_bearer_token_of_another_tenant_sees_404(
+    server: LiveServer, http: httpx.Client, user_id: str
+) -> None:
+    created = create(http, server.headers(), user_id)
+    token = mint_jwt(user_id, tenant="tenant-b")
+    response = http.get(f"{COLLECTION}/{created['conversationId']}", headers=server.bearer(token))
+    assert_problem(response, 404)
+
+
+def test_bearer_users_are_isolated(server: LiveServer, http: httpx.Client) -> None:
+    alice, bob = f"alice_{uuid.uuid4().hex[:8]}", f"bob_{uuid.uuid4().hex[:8]}"
+    as_alice = server.bearer(mint_jwt(alice))
+    as_bob = server.bearer(mint_jwt(bob))
+    mine = create(http, as_alice, alice, title="alice's")
+    path = f"{COLLECTION}/{mine['conversationId']}"
+
+    assert http.get(path, headers=as_alice).status_code == 200
+    assert_problem(http.get(path, headers=as_bob), 404)
+    assert_problem(http.put(path, json={"title": "bob was here"}, headers=as_bob), 404)
+    assert_problem(http.delete(path, headers=as_bob), 404)
+    assert http.get(path, headers=as_alice).json()["title"] == "alice's"
+
+
+def test_bearer_cannot_create_for_another_user(server: LiveServer, http: httpx.Client) -> None:
+    token = mint_jwt(f"alice_{uuid.uuid4().hex[:8]}")
+    response = http.post(COLLECTION, json={"userId": "somebody_else"}, headers=server.bearer(token))
+    assert_problem(response, 403)
+
+
+def test_bearer_feed_lists_only_own_conversations(server: LiveServer, http: httpx.Client) -> None:
+    alice, bob = f"alice_{uuid.uuid4().hex[:8]}", f"bob_{uuid.uuid4().hex[:8]}"
+    as_alice = server.bearer(mint_jwt(alice))
+    own = {create(http, as_alice, alice)["conversationId"] for _ in range(2)}
+    create(http, server.headers(), bob)
+
+    feed = http.get(f"{COLLECTION}/feed", params={"PageSize": 100}, headers=as_alice)
+    assert feed.status_code == 200
+    body = feed.json()
+    assert {item["conversationId"] for item in body["items"]} == own
+    assert body["totalCount"] == 2
+    assert all(item["userId"] == alice for item in body["items"])
+
+    other = http.get(f"{COLLECTION}/feed", params={"userId": bob}, headers=as_alice)
+    assert other.status_code in (403, 404) or other.json()["totalCount"] == 0
+    if other.status_code >= 400:
+        assert_problem(other, other.status_code)
+
+
+def test_bearer_token_works_with_the_seed_flow(server: LiveServer, http: httpx.Client) -> None:
+    carol = f"carol_{uuid.uuid4().hex[:8]}"
+    as_carol = server.bearer(mint_jwt(carol))
+    created = create(http, as_carol, carol)
+    path = f"{COLLECTION}/{created['conversationId']}"
+    assert http.get(path, headers=as_carol).json()["userId"] == carol
+    assert http.delete(path, headers=as_carol).status_code in (200, 204)
+    assert_problem(http.get(path, headers=as_carol), 404)
+
+
+# --- ids of any shape ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "conversation_id",
+    [
+        "your_conversation_id",
+        SOME_UUID,
+        SOME_UUID.upper(),
+        "x" * 300,
+        "%C3%A9t%C3%A9-%E6%97%A5%E6%9C%AC",
+        "%27%20OR%201%3D1%20--",
+        "..%2Fx",
+        "00000000-0000-0000-0000-000000000000",
+        "{" + SOME_UUID + "}",
+    ],
+    ids=[
+        "seed-placeholder",
+        "random-uuid",
+        "upper-uuid",
+        "300-chars",
+        "unicode",
+        "sql",
+        "dotdot-slash",
+        "nil-uuid",
+        "braced-uuid",
+    ],
+)
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+def test_unknown_ids_are_404_whatever_their_shape(
+    server: LiveServer, http: httpx.Client, conversation_id: str, method: str
+) -> None:
+    body = {"title": "t"} if method == "PUT" else None
+    response = http.request(
+        method, f"{COLLECTION}/{conversation_id}", json=body, headers=server.headers()
+    )
+    assert_problem(response, 404)
+
+
+def test_problem_carries_instance_and_correlation_id(
+    server: LiveServer, http: httpx.Client
+) -> None:
+    response = http.get(
+        f"{COLLECTION}/your_conversation_id",
+        headers={**server.headers(), "X-Correlation-ID": "trace-123"},
+    )
+    problem = assert_problem(response, 404)
+    assert problem["message"] == "Conversation not found"
+    assert problem["instance"] == f"{COLLECTION}/your_conversation_id"
+    assert problem["correlationId"] == "trace-123"
+    assert response.headers["x-correlation-id"] == "trace-123"
+
+
+def test_invalid_utf8_inside_a_json_string_is_400(server: LiveServer, http: httpx.Client) -> None:
+    # msgspec raises UnicodeDecodeError (not DecodeError) for this input.
+    response = http.post(
+        COLLECTION,
+        content=b'{"userId": "\xc3\x28"}',
+        headers={**server.headers(), "content-type": "application/json"},
+    )
+    assert_problem(response, 400)
