@@ -487,3 +487,13 @@ def test_invalid_utf8_inside_a_json_string_is_400(server: LiveServer, http: http
         headers={**server.headers(), "content-type": "application/json"},
     )
     assert_problem(response, 400)
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+def test_empty_id_is_a_404_problem_not_a_redirect(
+    server: LiveServer, http: httpx.Client, method: str
+) -> None:
+    # What a client sends for conversation_id="": `/v1/Conversations/`.
+    body = {"title": "t"} if method == "PUT" else None
+    response = http.request(method, f"{COLLECTION}/", json=body, headers=server.headers())
+    assert_problem(response, 404)
