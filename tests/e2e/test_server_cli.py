@@ -1,0 +1,130 @@
+"""`airia-server` as an operator runs it: migrate, API keys, development tokens."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import jwt
+import pytest
+
+from .support import JWT_SECRET, clean_env, run_cli
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return clean_env(AIRIA_DATABASE_URL=f"sqlite:///{tmp_path / 'db' / 'cli.db'}")
+
+
+def db_path(env: dict[str, str]) -> Path:
+    return Path(env["AIRIA_DATABASE_URL"].removeprefix("sqlite:///"))
+
+
+def ok(env: dict[str, str], *args: str) -> list[str]:
+    result = run_cli(env, *args)
+    assert result.returncode == 0, f"{args}: {result.stderr}"
+    return result.stdout.splitlines()
+
+
+def test_migrate_applies_then_is_up_to_date(env: dict[str, str]) -> None:
+    first = ok(env, "migrate")
+    assert any("applied migrations" in line for line in first), first
+    assert db_path(env).exists()
+    second = ok(env, "migrate")
+    assert second == ["database is up to date"]
+
+    with sqlite3.connect(db_path(env)) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations")]
+    assert {"conversations", "api_keys", "schema_migrations"} <= tables
+    assert versions == sorted(set(versions)) and versions[0] == 1
+
+
+def test_keys_create_prints_the_key_last(env: dict[str, str]) -> None:
+    lines = ok(env, "keys", "create", "--tenant", "acme", "--name", "ci")
+    key = lines[-1]
+    assert key.startswith("ak_")
+    assert len(key) >= 43
+    assert key.strip() == key and " " not in key
+    assert any("acme" in line for line in lines[:-1])
+
+
+def test_keys_are_unique(env: dict[str, str]) -> None:
+    keys = {ok(env, "keys", "create", "--tenant", "acme")[-1] for _ in range(3)}
+    assert len(keys) == 3
+
+
+def test_keys_list_never_prints_the_key(env: dict[str, str]) -> None:
+    key = ok(env, "keys", "create", "--tenant", "acme", "--name", "listed")[-1]
+    other = ok(env, "keys", "create", "--tenant", "zenith")[-1]
+
+    listing = "\n".join(ok(env, "keys", "list"))
+    assert key not in listing and other not in listing
+    assert key[len("ak_") + 8 :] not in listing  # not even the secret part
+    assert "listed" in listing and "acme" in listing and "zenith" in listing
+
+    only_acme = "\n".join(ok(env, "keys", "list", "--tenant", "acme"))
+    assert "acme" in only_acme and "zenith" not in only_acme
+
+
+def test_the_database_does_not_hold_the_key(env: dict[str, str]) -> None:
+    key = ok(env, "keys", "create", "--tenant", "acme")[-1]
+    secret_part = key[len("ak_") :]
+
+    with sqlite3.connect(db_path(env)) as conn:
+        rows = conn.execute("SELECT * FROM api_keys").fetchall()
+    assert rows
+    for row in rows:
+        for value in row:
+            assert not (isinstance(value, str) and secret_part in value), row
+    raw = b"".join(p.read_bytes() for p in db_path(env).parent.iterdir() if p.is_file())
+    assert key.encode() not in raw
+    assert secret_part.encode() not in raw
+
+
+def test_keys_revoke(env: dict[str, str]) -> None:
+    ok(env, "keys", "create", "--tenant", "acme", "--name", "doomed")
+    row = next(line for line in ok(env, "keys", "list") if "doomed" in line)
+    key_id = row.split()[0]
+    assert row.split()[4] == "-"  # not revoked yet
+
+    assert ok(env, "keys", "revoke", key_id) == [f"revoked {key_id}"]
+    row = next(line for line in ok(env, "keys", "list") if "doomed" in line)
+    assert row.split()[4] != "-"
+
+    again = run_cli(env, "keys", "revoke", key_id)
+    assert again.returncode == 1
+    assert key_id in again.stderr
+    missing = run_cli(env, "keys", "revoke", "no-such-id")
+    assert missing.returncode == 1
+
+
+def test_tokens_mint_without_secret_fails_clearly(env: dict[str, str]) -> None:
+    result = run_cli(env, "tokens", "mint", "--sub", "user_123", "--tenant", "acme")
+    assert result.returncode != 0
+    assert "AIRIA_JWT_SECRET" in result.stderr
+    assert result.stdout == ""
+
+
+def test_tokens_mint_signs_a_verifiable_token(env: dict[str, str]) -> None:
+    env = {**env, "AIRIA_JWT_SECRET": JWT_SECRET}
+    token = ok(env, "tokens", "mint", "--sub", "user_123", "--tenant", "acme")[-1]
+    claims = jwt.decode(token, JWT_SECRET, algorithms=["HS256"])
+    assert claims["sub"] == "user_123"
+    assert claims["tenant"] == "acme"
+    assert claims["exp"] > claims["iat"]
+
+
+def test_invalid_setting_is_reported_by_name(env: dict[str, str]) -> None:
+    result = run_cli({**env, "AIRIA_DATABASE_URL": "postgres://nope"}, "migrate")
+    assert result.returncode == 2
+    assert "AIRIA_DATABASE_URL" in result.stderr
+
+
+def test_production_refuses_a_short_secret(env: dict[str, str]) -> None:
+    bad = {**env, "AIRIA_ENVIRONMENT": "production", "AIRIA_JWT_SECRET": "changeme"}
+    result = run_cli(bad, "migrate")
+    assert result.returncode == 2
+    assert "AIRIA_JWT_SECRET" in result.stderr
