@@ -1,0 +1,643 @@
+"""Load-test airia-server against a plain Starlette hello, in one run.
+
+    .venv/bin/python bench/run.py            # 2 s warm-up + 10 s per operation
+    .venv/bin/python bench/run.py --quick    # 3 s per operation
+    .venv/bin/python bench/run.py --only get create
+
+Every figure comes from the same invocation: shared machines are noisy, so the
+service is judged by its ratio to the hello floor measured minutes earlier, not
+against a number from another day. Servers are pinned to one CPU, wrk to another.
+
+Scenarios are a list (SCENARIOS below); each names the server it runs against,
+prepares its data, measures, and states its targets. To add one (message
+append, feed, PostgreSQL variants...), subclass Scenario or WrkScenario and
+append it. A scenario that is not an HTTP load (e.g. WebSocket delivery latency)
+implements `measure` itself and returns a Measurement.
+
+Exit status: 0 when every measurement ran cleanly, even if a target was
+MISSED; 1 when anything went wrong (a non-2xx answer, a socket error, a server
+error in the log, a server that crashed); 2 when wrk is not installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import servers
+import wrk
+from servers import BENCH_DIR, REPO_DIR, Server
+
+LUA = BENCH_DIR / "lua"
+RESULTS = BENCH_DIR / "results"
+HELLO = "hello"
+
+
+# --------------------------------------------------------------------------- context
+
+
+@dataclass
+class Context:
+    """What scenarios share: options, the running server, and data handed on."""
+
+    duration_s: float
+    warmup_s: float
+    wrk_options: wrk.WrkOptions
+    server_cpu: int | None
+    workdir: Path
+    server_src: Path | None
+    api_key: str
+    server: Server | None = None
+    data: dict = field(default_factory=dict)
+    """Hand-over between scenarios, e.g. the create rate and the ids it made."""
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"X-API-KEY": self.api_key}
+
+
+@dataclass
+class Measurement:
+    name: str
+    label: str
+    server: str
+    rps: float = 0.0
+    p50_ms: float = 0.0
+    p75_ms: float = 0.0
+    p90_ms: float = 0.0
+    p99_ms: float = 0.0
+    max_ms: float = 0.0
+    requests: int = 0
+    duration_s: float = 0.0
+    non_2xx: int = 0
+    socket_errors: dict[str, int] = field(default_factory=dict)
+    target_ratio: float | None = None
+    p99_factor: float | None = None
+    ratio_to_hello: float | None = None
+    missed: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def p99_over_p50(self) -> float:
+        return self.p99_ms / self.p50_ms if self.p50_ms else math.inf
+
+    @property
+    def has_target(self) -> bool:
+        return self.target_ratio is not None or self.p99_factor is not None
+
+    def judge(self, hello_rps: float | None) -> None:
+        if hello_rps:
+            self.ratio_to_hello = self.rps / hello_rps
+        if self.target_ratio is not None:
+            if self.ratio_to_hello is None:
+                self.missed.append("no hello floor measured in this run")
+            elif self.ratio_to_hello < self.target_ratio:
+                self.missed.append(f"{self.ratio_to_hello:.2f}x hello < {self.target_ratio}x")
+        if self.p99_factor is not None and self.p99_over_p50 > self.p99_factor:
+            self.missed.append(f"p99 {self.p99_over_p50:.1f}x p50 > {self.p99_factor}x")
+
+
+# ------------------------------------------------------------------------- scenarios
+
+
+class Scenario:
+    name = ""
+    label = ""
+    server = "airia-sqlite"
+    target_ratio: float | None = None
+    """Minimum req/s as a fraction of the hello floor's."""
+    p99_factor: float | None = None
+    """Maximum p99 as a multiple of p50."""
+
+    def prepare(self, ctx: Context) -> None:
+        """Create whatever data the measurement needs (not timed)."""
+
+    def measure(self, ctx: Context) -> Measurement:
+        raise NotImplementedError
+
+    def new_measurement(self) -> Measurement:
+        return Measurement(
+            self.name,
+            self.label,
+            self.server,
+            target_ratio=self.target_ratio,
+            p99_factor=self.p99_factor,
+        )
+
+
+class WrkScenario(Scenario):
+    """Warm up, then measure, with wrk; any non-2xx answer or socket error is an error."""
+
+    path = "/"
+    expected_status = 200
+    """When >= 400, every answer must be non-2xx instead (an error-path benchmark)."""
+
+    def script(self, ctx: Context, phase: str) -> Path | None:
+        """The Lua script for `phase` ("warmup" or "measure"); None for a plain GET."""
+        return None
+
+    def check(self, ctx: Context, result: wrk.WrkResult, m: Measurement) -> None:
+        """Scenario-specific checks of a measured run; append to m.errors."""
+
+    def run_wrk(self, ctx: Context, seconds: float, phase: str) -> wrk.WrkResult:
+        assert ctx.server is not None
+        return wrk.run(
+            ctx.server.base_url + self.path,
+            seconds,
+            ctx.wrk_options,
+            script=self.script(ctx, phase),
+            headers=ctx.headers if self.server != HELLO else None,
+        )
+
+    def measure(self, ctx: Context) -> Measurement:
+        m = self.new_measurement()
+        if ctx.warmup_s > 0:
+            self.run_wrk(ctx, ctx.warmup_s, "warmup")
+        result = self.run_wrk(ctx, ctx.duration_s, "measure")
+        for name in (
+            "rps",
+            "p50_ms",
+            "p75_ms",
+            "p90_ms",
+            "p99_ms",
+            "max_ms",
+            "requests",
+            "duration_s",
+            "non_2xx",
+        ):
+            setattr(m, name, getattr(result, name))
+        m.socket_errors = result.socket_errors
+        if self.expected_status < 400 and result.non_2xx:
+            m.errors.append(f"{result.non_2xx} non-2xx answers of {result.requests}")
+        if self.expected_status >= 400 and result.non_2xx != result.requests:
+            m.errors.append(
+                f"expected {self.expected_status} for all, but {result.requests - result.non_2xx}"
+                f" of {result.requests} answers were 2xx/3xx"
+            )
+        if result.total_socket_errors:
+            m.errors.append(f"socket errors: {result.socket_errors}")
+        if result.requests == 0:
+            m.errors.append("no request completed")
+        self.check(ctx, result, m)
+        return m
+
+
+class Hello(WrkScenario):
+    name = HELLO
+    label = "hello (Starlette floor)"
+    server = HELLO
+
+
+def create_conversations(ctx: Context, count: int, concurrency: int = 16) -> list[str]:
+    """Create `count` conversations through the API (many at once); return their ids."""
+    assert ctx.server is not None
+    base = ctx.server.base_url
+
+    async def main() -> list[str]:
+        limits = httpx.Limits(max_connections=concurrency)
+        async with httpx.AsyncClient(base_url=base, headers=ctx.headers, limits=limits) as c:
+            sem = asyncio.Semaphore(concurrency)
+
+            async def one(i: int) -> str:
+                async with sem:
+                    r = await c.post(
+                        "/v1/Conversations", json={"userId": f"bench-{i % 50}", "title": f"t{i}"}
+                    )
+                    r.raise_for_status()
+                    return r.json()["conversationId"]
+
+            return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+    return asyncio.run(main())
+
+
+class GetById(WrkScenario):
+    """GET /v1/Conversations/{id} over N pre-created conversations, in turn."""
+
+    name = "get"
+    label = "GET /v1/Conversations/{id}"
+    target_ratio = 0.25
+    p99_factor = 5.0
+    pool = 1000
+
+    def prepare(self, ctx: Context) -> None:
+        ids = create_conversations(ctx, self.pool)
+        self.ids_file = ctx.workdir / "get.ids"
+        self.ids_file.write_text("\n".join(ids) + "\n")
+
+    def script(self, ctx: Context, phase: str) -> Path:
+        return wrk.render_script(
+            [LUA / "common.lua", LUA / "get_by_id.lua"],
+            ctx.workdir / "get_by_id.lua",
+            ids_file=str(self.ids_file),
+            threads=ctx.wrk_options.threads,
+        )
+
+
+CREATE_BODY = json.dumps({"userId": "bench-user", "title": "Benchmark conversation"})
+
+
+def collect_script(ctx: Context) -> Path:
+    """The create script; every id it gets back lands in workdir/created-<thread>.ids."""
+    return wrk.render_script(
+        [LUA / "common.lua", LUA / "create_collect.lua"],
+        ctx.workdir / "create_collect.lua",
+        body=CREATE_BODY,
+        out_prefix=str(ctx.workdir / "created-"),
+        threads=ctx.wrk_options.threads,
+    )
+
+
+def created_ids(ctx: Context) -> list[str]:
+    ids: list[str] = []
+    for path in sorted(ctx.workdir.glob("created-*.ids")):
+        ids += [line for line in path.read_text().splitlines() if line]
+    return ids
+
+
+class Create(WrkScenario):
+    """POST /v1/Conversations: the 201 means committed and fsynced (group commit)."""
+
+    name = "create"
+    label = "POST /v1/Conversations (durable)"
+    path = "/v1/Conversations"
+    expected_status = 201
+    target_ratio = 0.15
+    p99_factor = 5.0
+
+    def run_wrk(self, ctx: Context, seconds: float, phase: str) -> wrk.WrkResult:
+        return wrk.run(
+            ctx.server.base_url + self.path,
+            seconds,
+            ctx.wrk_options,
+            script=collect_script(ctx),
+            headers={**ctx.headers, "Content-Type": "application/json"},
+        )
+
+    def check(self, ctx: Context, result: wrk.WrkResult, m: Measurement) -> None:
+        unparsed = int(result.script_output.get("unparsed", "0"))
+        if unparsed:
+            m.errors.append(f"{unparsed} 201 answers without a conversationId")
+        if not m.errors:
+            ctx.data["create_rps"] = result.rps
+
+
+class Delete(WrkScenario):
+    """DELETE /v1/Conversations/{id}, every request a distinct, existing conversation.
+
+    How the ids are guaranteed: deleting an id twice answers 404 (an error path,
+    and wrk would count it as non-2xx), so each id must be used once. The create
+    scenario's Lua script saves every id it was given; here we make sure the pool
+    holds at least 2x the create rate x (warm-up + duration) ids, i.e. we allow
+    delete to run twice as fast as create, topping the pool up with an unmeasured
+    wrk create run when short. Warm-up and measurement walk disjoint slices. Should
+    a thread still run out, its Lua script stops it and reports "exhausted", and
+    the run fails instead of printing a rate that is too low.
+    """
+
+    name = "delete"
+    label = "DELETE /v1/Conversations/{id}"
+    expected_status = 204
+    headroom = 2.0
+    max_pool = 500_000
+
+    def prepare(self, ctx: Context) -> None:
+        rate = ctx.data.get("create_rps")
+        if rate is None:  # create did not run (--only delete) or failed: learn the rate now
+            probe = Create().run_wrk(ctx, 3, "fill")
+            if probe.non_2xx or probe.total_socket_errors or not probe.requests:
+                raise RuntimeError(
+                    f"cannot create conversations to delete: {probe.non_2xx}"
+                    f" non-2xx of {probe.requests}"
+                )
+            rate = probe.rps
+        total_s = ctx.warmup_s + ctx.duration_s
+        needed = min(self.max_pool, math.ceil(rate * self.headroom * total_s))
+        for _ in range(3):  # the fill may run slower than the measured create did
+            have = len(created_ids(ctx))
+            if have >= needed:
+                break
+            seconds = math.ceil((needed - have) / max(rate, 1.0) * 1.2) + 1
+            fill = Create().run_wrk(ctx, seconds, "fill")
+            if fill.non_2xx or fill.total_socket_errors:
+                raise RuntimeError(
+                    f"filling the delete pool failed: {fill.non_2xx} non-2xx of "
+                    f"{fill.requests}, socket errors {fill.socket_errors}"
+                )
+            rate = fill.rps
+        ids = created_ids(ctx)
+        # Warm-up gets its share of the pool, the measurement the rest.
+        split = math.floor(len(ids) * ctx.warmup_s / total_s) if ctx.warmup_s else 0
+        self.files = {
+            "warmup": ctx.workdir / "delete-warmup.ids",
+            "measure": ctx.workdir / "delete-measure.ids",
+        }
+        self.files["warmup"].write_text("\n".join(ids[:split]) + "\n")
+        self.files["measure"].write_text("\n".join(ids[split:]) + "\n")
+        self.pool_sizes = {"warmup": split, "measure": len(ids) - split}
+        # The ids are consumed now; a second delete run must not reuse them.
+        for path in ctx.workdir.glob("created-*.ids"):
+            path.unlink()
+
+    def script(self, ctx: Context, phase: str) -> Path:
+        return wrk.render_script(
+            [LUA / "common.lua", LUA / "delete_each_once.lua"],
+            ctx.workdir / f"delete-{phase}.lua",
+            ids_file=str(self.files[phase]),
+            threads=ctx.wrk_options.threads,
+        )
+
+    def run_wrk(self, ctx: Context, seconds: float, phase: str) -> wrk.WrkResult:
+        result = super().run_wrk(ctx, seconds, phase)
+        if result.script_output.get("exhausted", "0") != "0":
+            raise RuntimeError(
+                f"delete {phase}: the pool of {self.pool_sizes[phase]} ids ran out"
+                f" ({result.requests} requests); raise Delete.headroom"
+            )
+        return result
+
+    def check(self, ctx: Context, result: wrk.WrkResult, m: Measurement) -> None:
+        m.notes.append(f"pool {self.pool_sizes['measure']} ids, used {result.requests}")
+
+
+SCENARIOS: list[Scenario] = [Hello(), GetById(), Create(), Delete()]
+
+SERVERS = {
+    HELLO: lambda ctx: servers.hello_server(ctx.workdir, ctx.server_cpu),
+    "airia-sqlite": lambda ctx: servers.airia_server(
+        ctx.workdir, ctx.server_cpu, ctx.api_key, name="airia-sqlite", src=ctx.server_src
+    ),
+}
+
+
+# -------------------------------------------------------------------------- report
+
+
+def fmt_ms(value: float) -> str:
+    return f"{value * 1000:.0f} µs" if value < 1 else f"{value:.2f} ms"
+
+
+def target_text(m: Measurement) -> str:
+    if m.server == HELLO and m.name == HELLO:
+        return "floor"
+    parts = []
+    if m.target_ratio is not None:
+        parts.append(f"≥ {m.target_ratio}x hello")
+    if m.p99_factor is not None:
+        parts.append(f"p99 ≤ {m.p99_factor:g}x p50")
+    return ", ".join(parts) or "report only"
+
+
+def pass_text(m: Measurement) -> str:
+    if m.errors:
+        return "ERROR"
+    if not m.has_target:
+        return "—"
+    return "MISSED: " + "; ".join(m.missed) if m.missed else "yes"
+
+
+def markdown(results: list[Measurement]) -> str:
+    rows = [
+        "| operation | req/s | p50 | p99 | p99/p50 | ratio to hello | target | pass? |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for m in results:
+        ratio = f"{m.ratio_to_hello:.2f}x" if m.ratio_to_hello is not None else "—"
+        rows.append(
+            f"| {m.label} | {m.rps:,.0f} | {fmt_ms(m.p50_ms)} | {fmt_ms(m.p99_ms)} | "
+            f"{m.p99_over_p50:.1f} | {ratio} | {target_text(m)} | {pass_text(m)} |"
+        )
+    return "\n".join(rows)
+
+
+def fs_type(path: Path) -> str:
+    """The filesystem under `path` (fsync on tmpfs is free, which flatters writes)."""
+    best, kind = "", "?"
+    try:
+        for line in Path("/proc/mounts").read_text().splitlines():
+            _, mount, fstype, *_ = line.split()
+            if str(path.resolve()).startswith(mount) and len(mount) > len(best):
+                best, kind = mount, fstype
+    except OSError:
+        pass
+    return kind
+
+
+def environment(args: argparse.Namespace, ctx: Context) -> dict:
+    def out(cmd: list[str]) -> str:
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_DIR, timeout=10)
+            return (proc.stdout or proc.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.SubprocessError):
+            return "?"
+
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "src"], capture_output=True, text=True, cwd=REPO_DIR
+    ).stdout.strip()
+    return {
+        "git_commit": out(["git", "rev-parse", "--short", "HEAD"]),
+        "server_source": str(ctx.server_src)
+        if ctx.server_src
+        else ("working tree, src/ modified" if dirty else "working tree"),
+        "wrk": out(["wrk", "--version"]),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "server_cpu": ctx.server_cpu,
+        "wrk_cpu": ctx.wrk_options.cpu,
+        "wrk_threads": ctx.wrk_options.threads,
+        "wrk_connections": ctx.wrk_options.connections,
+        "warmup_s": ctx.warmup_s,
+        "duration_s": ctx.duration_s,
+        "database_fs": fs_type(ctx.workdir),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--duration", type=float, default=10, help="seconds measured per operation")
+    p.add_argument("--warmup", type=float, default=2, help="seconds of warm-up before each")
+    p.add_argument("--quick", action="store_true", help="3 s per operation (for development)")
+    p.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    p.add_argument("--server-cpu", type=int, default=0, help="CPU the servers are pinned to")
+    p.add_argument("--wrk-cpu", type=int, default=1, help="CPU wrk is pinned to")
+    p.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
+    p.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        choices=[s.name for s in SCENARIOS],
+        help="run only these scenarios (" + ", ".join(s.name for s in SCENARIOS) + ")",
+    )
+    p.add_argument("--workdir", type=Path, help="where the database and logs go (default: temp)")
+    p.add_argument("--keep", action="store_true", help="keep the work directory afterwards")
+    p.add_argument(
+        "--src",
+        type=Path,
+        metavar="DIR",
+        help="import airia_server from DIR (holding airia_server/) instead of the\n"
+        "installed tree, e.g. DIR/src after `git archive <commit> src | tar -x -C DIR`",
+    )
+    args = p.parse_args(argv)
+    if args.quick:
+        args.duration = 3
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        wrk.wrk_binary()
+    except wrk.WrkError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+
+    pinned = not args.no_pin and shutil.which("taskset") is not None and (os.cpu_count() or 1) > 1
+    if not pinned and not args.no_pin:
+        print("bench: fewer than 2 CPUs or no taskset; running unpinned", file=sys.stderr)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="airia-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    ctx = Context(
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+        wrk_options=wrk.WrkOptions(
+            threads=1, connections=args.connections, cpu=args.wrk_cpu if pinned else None
+        ),
+        server_cpu=args.server_cpu if pinned else None,
+        workdir=workdir,
+        server_src=args.src.resolve() if args.src else None,
+        api_key="bench-" + secrets.token_hex(24),
+    )
+    scenarios = [s for s in SCENARIOS if not args.only or s.name in args.only]
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    results: list[Measurement] = []
+    failures: list[str] = []
+    logs: dict[str, dict] = {}
+
+    # Consecutive scenarios on the same server share one process.
+    groups: list[tuple[str, list[Scenario]]] = []
+    for s in scenarios:
+        if groups and groups[-1][0] == s.server:
+            groups[-1][1].append(s)
+        else:
+            groups.append((s.server, [s]))
+
+    try:
+        for server_name, group in groups:
+            server = SERVERS[server_name](ctx)
+            print(f"== {server_name}: starting (log: {server.log_path})", file=sys.stderr)
+            ctx.server = server.start()
+            try:
+                for s in group:
+                    print(f"   {s.name}: preparing", file=sys.stderr)
+                    try:
+                        s.prepare(ctx)
+                        print(f"   {s.name}: measuring {ctx.duration_s:g}s", file=sys.stderr)
+                        m = s.measure(ctx)
+                    except (RuntimeError, wrk.WrkError, httpx.HTTPError) as exc:
+                        m = s.new_measurement()
+                        m.errors.append(f"{type(exc).__name__}: {exc}")
+                    if server.proc.poll() is not None:
+                        m.errors.append(f"{server_name} exited with {server.proc.returncode}")
+                    results.append(m)
+                    status = "; ".join(m.errors) or f"{m.rps:,.0f} req/s"
+                    print(f"   {s.name}: {status}", file=sys.stderr)
+            finally:
+                code = server.stop()
+                ctx.server = None
+            if server_name != HELLO:
+                summary = servers.summarize_log(server.log_path)
+                logs[server_name] = {
+                    "lines": summary.lines,
+                    "levels": dict(summary.levels),
+                    "statuses": {str(k): v for k, v in summary.statuses.items()},
+                    "slowest_ms": summary.slowest_ms,
+                    "slowest": summary.slowest_line,
+                    "notable": summary.notable,
+                    "exit_code": code,
+                }
+                bad = summary.levels.get("error", 0) + summary.levels.get("critical", 0)
+                if bad:
+                    failures.append(f"{server_name}: {bad} error lines in {server.log_path}")
+    finally:
+        if not args.keep and args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    hello = next((m for m in results if m.name == HELLO and not m.errors), None)
+    for m in results:
+        if m.name != HELLO:
+            m.judge(hello.rps if hello else None)
+        elif not m.errors:
+            m.ratio_to_hello = 1.0
+        failures += [f"{m.name}: {e}" for e in m.errors]
+
+    env = environment(args, ctx)
+    table = markdown(results)
+    report = [
+        f"Benchmark of {env['git_commit']} ({env['server_source']}) on {started}"
+        f" ({env['cpus']} CPUs, "
+        f"server on CPU {env['server_cpu']}, wrk on CPU {env['wrk_cpu']}, "
+        f"-c{env['wrk_connections']}, {env['warmup_s']:g}s warm-up + {env['duration_s']:g}s;"
+        f" database on {env['database_fs']})",
+        "",
+        table,
+    ]
+    for m in results:
+        for note in m.notes:
+            report.append(f"\n- {m.name}: {note}")
+    for name, log in logs.items():
+        report.append(
+            f"\n- {name} log: {log['lines']} lines, levels {log['levels']}, statuses "
+            f"{log['statuses']}, slowest request {log['slowest']!r}"
+        )
+        for line in log["notable"]:
+            report.append(f"  - {line}")
+    missed = [m for m in results if m.missed and not m.errors]
+    if missed:
+        report.append("\nMISSED: " + "; ".join(f"{m.name} ({', '.join(m.missed)})" for m in missed))
+    if failures:
+        report.append("\nERRORS:\n" + "\n".join(f"- {f}" for f in failures))
+    text = "\n".join(report) + "\n"
+    print(text)
+
+    RESULTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    payload = {
+        "started": started,
+        "environment": env,
+        "results": [
+            {**asdict(m), "p99_over_p50": m.p99_over_p50, "passed": not m.missed and not m.errors}
+            for m in results
+        ],
+        "server_logs": logs,
+        "errors": failures,
+    }
+    (RESULTS / f"{stamp}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (RESULTS / "latest.md").write_text(text)
+    print(f"written: {RESULTS / (stamp + '.json')}, {RESULTS / 'latest.md'}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""Starting and stopping the servers under test, pinned to one CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_DIR = BENCH_DIR.parent
+
+# The service's own options (see airia_server.cli._serve), so the floor is comparable.
+UVICORN_OPTIONS = [
+    "--loop",
+    "uvloop",
+    "--http",
+    "httptools",
+    "--no-access-log",
+    "--log-level",
+    "warning",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pin(cpu: int | None) -> list[str]:
+    return ["taskset", "-c", str(cpu)] if cpu is not None and shutil.which("taskset") else []
+
+
+@dataclass
+class Server:
+    """One server process; its stdout and stderr go to `log_path`."""
+
+    name: str
+    cmd: list[str]
+    port: int
+    log_path: Path
+    health_path: str = "/healthz"
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen | None = None
+    _log_file: object = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 20.0) -> Server:
+        self._log_file = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            self.cmd,
+            cwd=REPO_DIR,
+            env={**os.environ, **self.env},
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.proc.returncode} during start:\n"
+                    + self.log_path.read_text(errors="replace")[-4000:]
+                )
+            try:
+                if httpx.get(self.base_url + self.health_path, timeout=1.0).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not answer {self.health_path} in {timeout_s}s")
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._log_file is not None:
+            self._log_file.close()
+        return self.proc.returncode
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def hello_server(workdir: Path, cpu: int | None) -> Server:
+    port = free_port()
+    cmd = [
+        *pin(cpu),
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "hello_app:app",
+        "--app-dir",
+        str(BENCH_DIR),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *UVICORN_OPTIONS,
+    ]
+    return Server("hello", cmd, port, workdir / "hello.log", health_path="/")
+
+
+def airia_server(
+    workdir: Path, cpu: int | None, api_key: str, name: str = "airia", src: Path | None = None
+) -> Server:
+    """airia-server, one worker, on a fresh SQLite database under `workdir`.
+
+    The access log stays on (INFO, JSON lines to a file) because that is how it runs
+    for real; writing it is part of the cost being measured.
+    """
+    port = free_port()
+    env = {
+        "AIRIA_DATABASE_URL": f"sqlite:///{workdir / (name + '.db')}",
+        "AIRIA_BOOTSTRAP_API_KEY": api_key,
+        "AIRIA_LOG_FORMAT": "json",
+        "AIRIA_LOG_LEVEL": "INFO",
+    }
+    if src is not None:  # PYTHONPATH wins over the editable install's .pth entry
+        env["PYTHONPATH"] = str(src)
+    cmd = [
+        *pin(cpu),
+        sys.executable,
+        "-m",
+        "airia_server",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    return Server(name, cmd, port, workdir / f"{name}.log", env=env)
+
+
+@dataclass
+class LogSummary:
+    lines: int = 0
+    levels: Counter = field(default_factory=Counter)
+    statuses: Counter = field(default_factory=Counter)
+    notable: list[str] = field(default_factory=list)
+    """Warning and error lines, and access lines with status >= 500 (first few)."""
+    slowest_ms: float = 0.0
+    slowest_line: str = ""
+
+
+def summarize_log(path: Path, keep: int = 10) -> LogSummary:
+    """Count JSON log lines by level and access-log status; keep the odd ones."""
+    summary = LogSummary()
+    for line in path.read_text(errors="replace").splitlines():
+        summary.lines += 1
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # the banner and anything uvicorn prints before logging is set up
+        level = entry.get("level", "?")
+        summary.levels[level] += 1
+        status = entry.get("status")
+        if entry.get("logger") == "airia_server.access":
+            summary.statuses[status] += 1
+            try:
+                took = float(entry["message"].rsplit(" ", 1)[-1].removesuffix("ms"))
+            except (KeyError, ValueError):
+                took = 0.0
+            if took > summary.slowest_ms:
+                summary.slowest_ms, summary.slowest_line = took, entry["message"]
+        odd = level in ("warning", "error", "critical") or (
+            isinstance(status, int) and status >= 500
+        )
+        if odd and len(summary.notable) < keep:
+            summary.notable.append(line[:500])
+    return summary
