@@ -11,13 +11,15 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
-from airia_server.api import conversations, realtime, system
+from airia_server.api import conversations, messages, participants, realtime, system
 from airia_server.api.deps import Services
 from airia_server.api.middleware import RequestContextMiddleware
 from airia_server.api.problems import app_error_handler, http_exception_handler
 from airia_server.config import Settings
 from airia_server.domain.auth import Authenticator
 from airia_server.domain.conversations import ConversationService
+from airia_server.domain.messages import MessageService
+from airia_server.domain.participants import ParticipantService
 from airia_server.domain.tickets import TicketSigner
 from airia_server.errors import AppError
 from airia_server.realtime.hub import LocalHub
@@ -60,6 +62,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             auth=Authenticator(settings, store),
             tickets=TicketSigner(key, settings.ws_ticket_ttl_seconds),
             conversations=ConversationService(store, hub, settings.default_deployment_id),
+            messages=MessageService(store, hub),
+            participants=ParticipantService(store, hub),
             ws_base_url=_ws_base_url(settings),
         )
         log.info("ready: database %s", settings.database_url)
@@ -70,7 +74,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await store.close()
 
     return Starlette(
-        routes=[*system.routes, *conversations.routes, *realtime.routes],
+        routes=[
+            *system.routes,
+            *conversations.routes,
+            *messages.routes,
+            *participants.routes,
+            *realtime.routes,
+        ],
         middleware=[Middleware(RequestContextMiddleware)],
         exception_handlers={AppError: app_error_handler, HTTPException: http_exception_handler},
         lifespan=lifespan,

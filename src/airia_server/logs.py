@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import re
 import sys
 import time
 
@@ -22,8 +23,20 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
 }
 
 
+_SECRET_QUERY = re.compile(r"(ticket=)[^&\s\"']+")
+
+
+def redact(text: str) -> str:
+    """Hide WebSocket tickets, which servers and proxies would log as part of the URL."""
+    return _SECRET_QUERY.sub(r"\1[REDACTED]", text)
+
+
 class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("uvicorn"):
+            message = record.getMessage()
+            if "ticket=" in message:
+                record.msg, record.args = redact(message), None
         record.correlation_id = correlation_id_var.get() or "-"
         record.tenant = tenant_var.get() or "-"
         return True

@@ -10,30 +10,41 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from airia_server.api.bodies import read_json
+from airia_server.api.common import choice, int_param, json_response, query_params
 from airia_server.api.deps import current_principal, services, websocket_url
 from airia_server.api.schemas import (
     ConversationFeedItem,
     ConversationFeedResponse,
+    ConversationMessage,
     CreateConversationRequest,
     CreateConversationResponse,
     GetConversationResponse,
     UpdateConversationRequest,
-    encode,
 )
 from airia_server.errors import ValidationFailed
-from airia_server.storage.base import ConversationRecord, FeedQuery
+from airia_server.storage.base import ConversationRecord, FeedQuery, MessageRecord
 
 _create_decoder = msgspec.json.Decoder(CreateConversationRequest)
 _update_decoder = msgspec.json.Decoder(UpdateConversationRequest)
 _SORT_FIELDS = {"createdat": "createdAt", "updatedat": "updatedAt", "title": "title"}
 
 
-def json_response(payload: Any, status: int = 200) -> Response:
-    return Response(encode(payload), status_code=status, media_type="application/json")
+def message_view(m: MessageRecord) -> ConversationMessage:
+    return ConversationMessage(
+        id=m.id,
+        conversation_id=m.conversation_id,
+        message=m.message,
+        role=m.role,
+        images=m.images,
+        image_attachment_ids=m.image_attachment_ids,
+        created_at=m.created_at,
+        updated_at=m.updated_at,
+        user_id=m.user_id,
+    )
 
 
 def conversation_view(
-    request: Request, principal, record: ConversationRecord
+    request: Request, principal, record: ConversationRecord, messages: list[MessageRecord]
 ) -> GetConversationResponse:
     return GetConversationResponse(
         conversation_id=record.id,
@@ -45,7 +56,7 @@ def conversation_view(
         deployment_id=record.deployment_id,
         data_source_files=record.data_source_files,
         websocket_url=websocket_url(request, principal, record.id),
-        messages=[],
+        messages=[message_view(m) for m in messages],
         policy_redactions=None,
         last_execution_status=record.last_execution_status,
         last_execution_id=record.last_execution_id,
@@ -82,10 +93,10 @@ async def create_conversation(request: Request) -> Response:
 
 async def get_conversation(request: Request) -> Response:
     principal = await current_principal(request)
-    record = await services(request).conversations.get(
-        principal, request.path_params["conversation_id"]
-    )
-    return json_response(conversation_view(request, principal, record))
+    svc = services(request)
+    record = await svc.conversations.get(principal, request.path_params["conversation_id"])
+    messages = await svc.store.all_messages(record.id) if record.message_count else []
+    return json_response(conversation_view(request, principal, record, messages))
 
 
 async def update_conversation(request: Request) -> Response:
@@ -104,7 +115,8 @@ async def update_conversation(request: Request) -> Response:
         if value is not None:
             changes[field] = value
     record = await svc.conversations.update(principal, conversation_id, changes)
-    return json_response(conversation_view(request, principal, record))
+    messages = await svc.store.all_messages(record.id) if record.message_count else []
+    return json_response(conversation_view(request, principal, record, messages))
 
 
 async def delete_conversation(request: Request) -> Response:
@@ -113,46 +125,16 @@ async def delete_conversation(request: Request) -> Response:
     return Response(status_code=204)
 
 
-def _int_param(params: dict[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = params.get(name.lower())
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = low - 1
-    if not low <= value <= high:
-        raise ValidationFailed(
-            f"Invalid value for '{name}': must be an integer from {low} to {high}",
-            errors=[{"field": name, "message": f"must be an integer from {low} to {high}"}],
-        )
-    return value
-
-
-def _choice(params: dict[str, str], name: str, choices: dict[str, str], default: str) -> str:
-    raw = params.get(name.lower())
-    if raw is None or raw == "":
-        return default
-    try:
-        return choices[raw.lower()]
-    except KeyError:
-        allowed = ", ".join(sorted(set(choices.values())))
-        raise ValidationFailed(
-            f"Invalid value for '{name}': must be one of {allowed}",
-            errors=[{"field": name, "message": f"must be one of {allowed}"}],
-        ) from None
-
-
 async def conversations_feed(request: Request) -> Response:
     principal = await current_principal(request)
     svc = services(request)
     # Query parameter names are case-insensitive, as on the reference platform.
-    params = {key.lower(): value for key, value in request.query_params.items()}
+    params = query_params(request)
     max_size = svc.settings.feed_max_page_size
-    page_number = _int_param(params, "PageNumber", 1, 1, 1_000_000)
-    page_size = _int_param(params, "PageSize", 20, 1, max_size)
-    sort_by = _choice(params, "SortBy", _SORT_FIELDS, "updatedAt")
-    direction = _choice(params, "SortDirection", {"asc": "asc", "desc": "desc"}, "desc")
+    page_number = int_param(params, "PageNumber", 1, 1, 1_000_000)
+    page_size = int_param(params, "PageSize", 20, 1, max_size)
+    sort_by = choice(params, "SortBy", _SORT_FIELDS, "updatedAt")
+    direction = choice(params, "SortDirection", {"asc": "asc", "desc": "desc"}, "desc")
     text = params.get("filter") or None
     if text is not None and len(text) > 500:
         raise ValidationFailed(
@@ -178,12 +160,13 @@ async def conversations_feed(request: Request) -> Response:
             user_id=r.user_id,
             title=r.title,
             message_count=r.message_count,
+            unread_count=unread,
             created_at=r.created_at,
             updated_at=r.updated_at,
             is_bookmarked=r.is_bookmarked,
             deployment_id=r.deployment_id,
         )
-        for r in page.items
+        for r, unread in zip(page.items, page.unread_counts, strict=True)
     ]
     return json_response(ConversationFeedResponse(items=items, total_count=page.total_count))
 

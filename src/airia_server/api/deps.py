@@ -9,10 +9,13 @@ from starlette.requests import HTTPConnection
 from airia_server.config import Settings
 from airia_server.domain.auth import Authenticator, Principal
 from airia_server.domain.conversations import ConversationService
+from airia_server.domain.messages import MessageService
+from airia_server.domain.participants import ParticipantService
 from airia_server.domain.tickets import TicketSigner
 from airia_server.logs import tenant_var
 from airia_server.realtime.hub import LocalHub
 from airia_server.storage.base import Store
+from airia_server.timeutil import format_us
 
 
 @dataclass(slots=True)
@@ -23,6 +26,8 @@ class Services:
     auth: Authenticator
     tickets: TicketSigner
     conversations: ConversationService
+    messages: MessageService
+    participants: ParticipantService
     ws_base_url: str | None
     """`ws(s)://host[:port]` for `websocketUrl`; None means: take it from the request's Host."""
 
@@ -41,10 +46,19 @@ async def current_principal(conn: HTTPConnection) -> Principal:
 
 
 def websocket_url(conn: HTTPConnection, principal: Principal, conversation_id: str) -> str:
+    return websocket_url_and_expiry(conn, principal, conversation_id)[0]
+
+
+def websocket_url_and_expiry(
+    conn: HTTPConnection, principal: Principal, conversation_id: str
+) -> tuple[str, str]:
+    """A `websocketUrl` carrying a fresh ticket, and when that ticket expires."""
     svc = services(conn)
     base = svc.ws_base_url
     if base is None:
         scheme = "wss" if conn.url.scheme in ("https", "wss") else "ws"
         base = f"{scheme}://{conn.headers.get('host', 'localhost')}"
-    ticket = svc.tickets.mint(principal.tenant_id, conversation_id, principal.user_id)
-    return f"{base}/v1/Conversations/{conversation_id}/ws?ticket={ticket}"
+    ticket, expires = svc.tickets.mint(principal.tenant_id, conversation_id, principal.user_id)
+    return f"{base}/v1/Conversations/{conversation_id}/ws?ticket={ticket}", format_us(
+        expires * 1_000_000
+    )

@@ -4,20 +4,29 @@ The ticket in the URL is checked before `accept()`. The socket subscribes
 first, then replays stored events after `?after=N`, then streams live ones,
 skipping any it already sent and filling any gap from the stored log, so a
 client sees each sequence exactly once and in order.
+
+Clients may send `{"type": "typing", "isTyping": true}` and
+`{"type": "presence", "action": "joined"}`; they are broadcast like the HTTP
+equivalents, with the same role rules.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
+import msgspec
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from airia_server.api.deps import services
-from airia_server.domain.tickets import InvalidTicket
+from airia_server.api.deps import Services, services
+from airia_server.domain import access
+from airia_server.domain.tickets import InvalidTicket, TicketClaims
 from airia_server.ids import parse_id
 from airia_server.realtime.hub import Subscription, encode_event
+from airia_server.storage.base import EventRecord
+from airia_server.timeutil import utcnow_iso
 
 log = logging.getLogger("airia_server.realtime")
 
@@ -29,6 +38,28 @@ CLOSE_RESUME = 4000
 `after=<last sequence received>` and nothing is lost."""
 
 _REPLAY_PAGE = 500
+_MAX_CLIENT_FRAME = 4096
+
+
+class _ClientSignal(msgspec.Struct, kw_only=True, rename="camel"):
+    type: str
+    is_typing: bool | None = None
+    action: str | None = None
+    user_id: str | None = None
+
+
+_decode_signal = msgspec.json.Decoder(_ClientSignal).decode
+
+
+class _Connection:
+    """What one open socket knows about its caller."""
+
+    __slots__ = ("claims", "conversation_id", "role")
+
+    def __init__(self, claims: TicketClaims, conversation_id: str, role: str) -> None:
+        self.claims = claims
+        self.conversation_id = conversation_id
+        self.role = role
 
 
 async def conversation_socket(websocket: WebSocket) -> None:
@@ -51,14 +82,20 @@ async def conversation_socket(websocket: WebSocket) -> None:
     # Subscribe before reading the current sequence, so nothing falls between.
     sub = svc.hub.subscribe(conversation_id)
     try:
+        role = await _role(svc, claims, conversation_id)
+        if role is None:
+            await websocket.close(code=CLOSE_POLICY)
+            return
         record = await svc.store.get_conversation(claims.tenant_id, conversation_id)
-        if record is None or (claims.user_id is not None and record.user_id != claims.user_id):
+        if record is None:
             await websocket.close(code=CLOSE_POLICY)
             return
         await websocket.accept()
-        reader = asyncio.create_task(_read_until_closed(websocket, sub))
+        conn = _Connection(claims, conversation_id, role)
+        reader = asyncio.create_task(_read_client(websocket, svc, sub, conn))
         try:
-            await _stream(websocket, sub, after if after is not None else record.last_sequence)
+            start = after if after is not None else record.last_sequence
+            await _stream(websocket, svc, sub, conn, start)
         finally:
             reader.cancel()
     except WebSocketDisconnect:
@@ -67,8 +104,18 @@ async def conversation_socket(websocket: WebSocket) -> None:
         svc.hub.unsubscribe(sub)
 
 
-async def _stream(websocket: WebSocket, sub: Subscription, last: int) -> None:
-    store = services(websocket).store
+async def _role(svc: Services, claims: TicketClaims, conversation_id: str) -> str | None:
+    if claims.user_id is None:  # minted for an API key: every right in its tenant
+        found = await svc.store.get_conversation(claims.tenant_id, conversation_id)
+        return "Owner" if found is not None else None
+    found = await svc.store.get_conversation_for(claims.tenant_id, conversation_id, claims.user_id)
+    return found[1] if found is not None else None
+
+
+async def _stream(
+    websocket: WebSocket, svc: Services, sub: Subscription, conn: _Connection, last: int
+) -> None:
+    store = svc.store
     last = await _replay(websocket, store, sub.conversation_id, last, None)
     while True:
         batch = await sub.next_batch()
@@ -90,6 +137,11 @@ async def _stream(websocket: WebSocket, sub: Subscription, last: int) -> None:
             if event.type == "conversation.deleted":
                 await websocket.close(code=CLOSE_NORMAL, reason="conversation deleted")
                 return
+            if event.type.startswith("participant.") and event.user_id == conn.claims.user_id:
+                if event.type == "participant.removed":
+                    await websocket.close(code=CLOSE_POLICY, reason="access removed")
+                    return
+                conn.role = event.role or conn.role
 
 
 async def _replay(websocket, store, conversation_id: str, last: int, before: int | None) -> int:
@@ -105,15 +157,53 @@ async def _replay(websocket, store, conversation_id: str, last: int, before: int
             return last
 
 
-async def _read_until_closed(websocket: WebSocket, sub: Subscription) -> None:
+async def _read_client(
+    websocket: WebSocket, svc: Services, sub: Subscription, conn: _Connection
+) -> None:
     try:
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
                 break
+            text = message.get("text")
+            if text is not None:
+                await _on_client_frame(websocket, svc, conn, text)
     except Exception:  # the socket is gone either way
-        pass
+        log.debug("websocket reader stopped", exc_info=True)
     sub.close()
+
+
+async def _on_client_frame(websocket: WebSocket, svc: Services, conn: _Connection, text: str):
+    error = None
+    try:
+        if len(text) > _MAX_CLIENT_FRAME:
+            raise ValueError("frame too large")
+        signal = _decode_signal(text)
+    except (msgspec.DecodeError, ValueError) as exc:
+        error = f"invalid frame: {exc}"
+    else:
+        data: dict[str, Any]
+        if signal.type == "typing" and signal.is_typing is not None:
+            data = {"isTyping": signal.is_typing}
+        elif signal.type == "presence" and signal.action in ("joined", "left"):
+            data = {"action": signal.action}
+        else:
+            error = "send {type: typing, isTyping} or {type: presence, action: joined|left}"
+        if error is None and not access.role_allows(conn.role, access.WRITE):
+            error = f"a {conn.role} cannot send {signal.type}"
+        if error is None:
+            user = conn.claims.user_id if conn.claims.user_id is not None else signal.user_id
+            await svc.hub.publish(
+                EventRecord(
+                    conversation_id=conn.conversation_id,
+                    sequence=None,
+                    type=signal.type,
+                    created_at=utcnow_iso(),
+                    data={"userId": user, **data},
+                )
+            )
+    if error is not None:
+        await websocket.send_text(msgspec.json.encode({"type": "error", "message": error}).decode())
 
 
 routes = [WebSocketRoute("/v1/Conversations/{conversation_id}/ws", conversation_socket)]

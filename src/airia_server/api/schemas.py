@@ -38,15 +38,103 @@ class UpdateConversationRequest(Struct, rename="camel", kw_only=True):
     last_execution_id: Annotated[str, Meta(max_length=255)] | None = None
 
 
+MessageRole = Literal["user", "assistant", "system"]
+ParticipantRole = Literal["Owner", "Collaborator", "Viewer"]
+ImageRef = Annotated[str, Meta(min_length=1, max_length=4096)]
+AttachmentId = Annotated[str, Meta(max_length=64)]
+
+
+class AddMessageRequest(Struct, rename="camel", kw_only=True):
+    message: Annotated[str, Meta(max_length=100_000)] | None = None
+    role: MessageRole = "user"
+    images: Annotated[list[ImageRef], Meta(max_length=20)] | None = None
+    image_attachment_ids: Annotated[list[AttachmentId], Meta(max_length=20)] | None = None
+    user_id: UserId | None = None
+    """Extension: with an API key, the user the message is from."""
+
+
+class AddMessageResponse(Struct, rename="camel", kw_only=True):
+    message_id: str
+    conversation_id: str
+    created_at: Timestamp
+
+
 class ConversationMessage(Struct, rename="camel", kw_only=True):
     id: str
     conversation_id: str
     message: str | None
     role: str
     images: list[str] | None
+    image_attachment_ids: list[str] | None = None
     created_at: Timestamp
     updated_at: Timestamp
     user_id: str | None
+
+
+class MessagePage(Struct, rename="camel", kw_only=True):
+    items: list[ConversationMessage]
+    next_cursor: str | None
+
+
+class TruncateMessagesResponse(Struct, rename="camel", kw_only=True):
+    conversation_id: str
+    from_message_id: str
+    deleted_count: int
+    remaining_count: int
+
+
+class MarkAsReadResponse(Struct, rename="camel", kw_only=True):
+    conversation_id: str
+    user_id: str
+    last_read_message_id: str | None
+    read_at: Timestamp
+
+
+class ShareRequest(Struct, rename="camel", kw_only=True):
+    user_id: UserId
+    role: ParticipantRole = "Viewer"
+
+
+class RoleRequest(Struct, rename="camel", kw_only=True):
+    role: ParticipantRole
+
+
+class Participant(Struct, rename="camel", kw_only=True):
+    id: str
+    conversation_id: str
+    user_id: str
+    username: str | None
+    role: str
+    shared_at: Timestamp
+    shared_by_user_id: str | None
+    shared_by_username: str | None
+
+
+class TypingRequest(Struct, rename="camel", kw_only=True):
+    is_typing: bool = True
+    user_id: UserId | None = None
+
+
+class TypingResponse(Struct, rename="camel", kw_only=True):
+    conversation_id: str
+    user_id: str | None
+    is_typing: bool
+
+
+class PresenceRequest(Struct, rename="camel", kw_only=True):
+    action: Literal["joined", "left"]
+    user_id: UserId | None = None
+
+
+class PresenceResponse(Struct, rename="camel", kw_only=True):
+    conversation_id: str
+    user_id: str | None
+    action: str
+
+
+class WebSocketUrlResponse(Struct, rename="camel", kw_only=True):
+    websocket_url: str
+    expires_at: Timestamp
 
 
 class CreateConversationResponse(Struct, rename="camel", kw_only=True):
@@ -86,6 +174,7 @@ class ConversationFeedItem(Struct, rename="camel", kw_only=True):
     user_id: str
     title: str | None
     message_count: int
+    unread_count: int
     created_at: Timestamp
     updated_at: Timestamp
     is_bookmarked: bool

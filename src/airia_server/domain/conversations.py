@@ -1,14 +1,21 @@
-"""Conversation rules: who may see and change what, and which events a change emits."""
+"""Conversation rules: create, read, change, delete, the feed, and live signals."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from airia_server.domain import access
 from airia_server.domain.auth import Principal
 from airia_server.errors import Forbidden, ValidationFailed, conversation_not_found
-from airia_server.ids import new_id, parse_id
+from airia_server.ids import new_id
 from airia_server.realtime.hub import LocalHub
-from airia_server.storage.base import ConversationRecord, FeedPage, FeedQuery, Store
+from airia_server.storage.base import (
+    ConversationRecord,
+    EventRecord,
+    FeedPage,
+    FeedQuery,
+    Store,
+)
 from airia_server.timeutil import utcnow_iso
 
 
@@ -17,11 +24,6 @@ class ConversationService:
         self.store = store
         self.hub = hub
         self.default_deployment_id = default_deployment_id
-
-    @staticmethod
-    def can_view(principal: Principal, record: ConversationRecord) -> bool:
-        # The store already narrowed to the caller's tenant.
-        return principal.is_api_key or record.user_id == principal.user_id
 
     async def create(
         self,
@@ -55,18 +57,13 @@ class ConversationService:
             created_at=now,
             updated_at=now,
         )
-        await self.store.create_conversation(record)
+        await self.store.create_conversation(record, owner_id=new_id())
         return record
 
     async def get(self, principal: Principal, conversation_id: str) -> ConversationRecord:
         """The conversation if the caller may see it; 404 for every other case, whatever
         the id's shape, so nothing reveals whether another tenant's conversation exists."""
-        canonical = parse_id(conversation_id)
-        record = None
-        if canonical is not None:
-            record = await self.store.get_conversation(principal.tenant_id, canonical)
-        if record is None or not self.can_view(principal, record):
-            raise conversation_not_found(conversation_id)
+        record, _ = await access.load(self.store, principal, conversation_id)
         return record
 
     async def update(
@@ -77,21 +74,21 @@ class ConversationService:
                 "Invalid value for 'title': must not be blank",
                 errors=[{"field": "title", "message": "must not be blank"}],
             )
-        current = await self.get(principal, conversation_id)
+        current, _ = await access.load(self.store, principal, conversation_id, access.MANAGE)
         result = await self.store.update_conversation(
             principal.tenant_id, current.id, changes, utcnow_iso()
         )
         if result is None:  # deleted between our read and the write
-            raise conversation_not_found(current.id)
+            raise conversation_not_found(conversation_id)
         record, event = result
         await self.hub.publish(event)
         return record
 
     async def delete(self, principal: Principal, conversation_id: str) -> None:
-        current = await self.get(principal, conversation_id)
+        current, _ = await access.load(self.store, principal, conversation_id, access.MANAGE)
         event = await self.store.delete_conversation(principal.tenant_id, current.id, utcnow_iso())
         if event is None:
-            raise conversation_not_found(current.id)
+            raise conversation_not_found(conversation_id)
         await self.hub.publish(event)
 
     async def feed(self, principal: Principal, query: FeedQuery) -> FeedPage:
@@ -103,3 +100,26 @@ class ConversationService:
                 )
             query.user_id = principal.user_id
         return await self.store.feed(query)
+
+    async def signal(
+        self,
+        principal: Principal,
+        conversation_id: str,
+        kind: str,
+        user_id: str | None,
+        data: dict[str, Any],
+    ) -> tuple[str, str | None]:
+        """Broadcast a typing or presence signal (never stored): (conversation id, user)."""
+        record, _ = await access.load(self.store, principal, conversation_id, access.WRITE)
+        actor = access.acting_user(principal, user_id, None)
+        payload = {"userId": actor, **data}
+        await self.hub.publish(
+            EventRecord(
+                conversation_id=record.id,
+                sequence=None,
+                type=kind,
+                created_at=utcnow_iso(),
+                data=payload,
+            )
+        )
+        return record.id, actor

@@ -46,12 +46,12 @@ class TicketSigner:
     def _sign(self, payload: str) -> str:
         return _b64(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
 
-    def mint(self, tenant_id: str, conversation_id: str, user_id: str | None) -> str:
-        claims = TicketClaims(
-            1, tenant_id, conversation_id, user_id, int(time.time()) + self.ttl_seconds
-        )
+    def mint(self, tenant_id: str, conversation_id: str, user_id: str | None) -> tuple[str, int]:
+        """A ticket and its expiry (Unix seconds)."""
+        expires = int(time.time()) + self.ttl_seconds
+        claims = TicketClaims(1, tenant_id, conversation_id, user_id, expires)
         payload = _b64(msgspec.json.encode(claims))
-        return f"{payload}.{self._sign(payload)}"
+        return f"{payload}.{self._sign(payload)}", expires
 
     def verify(self, ticket: str, conversation_id: str) -> TicketClaims:
         payload, _, signature = ticket.partition(".")

@@ -29,12 +29,15 @@ class WireEvent(msgspec.Struct, rename="camel"):
 class LiveEvent:
     """An event encoded once, shared by every subscriber it goes to."""
 
-    __slots__ = ("sequence", "text", "type")
+    __slots__ = ("role", "sequence", "text", "type", "user_id")
 
     def __init__(self, event: EventRecord) -> None:
         self.sequence = event.sequence
         self.type = event.type
         self.text = encode_event(event)
+        # Participant events change what a socket's user may do; keep what it needs.
+        self.user_id = event.data.get("userId") if self.type.startswith("participant.") else None
+        self.role = event.data.get("role") if self.user_id is not None else None
 
 
 def encode_event(event: EventRecord) -> str:

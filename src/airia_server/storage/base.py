@@ -30,6 +30,36 @@ class ConversationRecord(msgspec.Struct, kw_only=True):
     updated_at: str
 
 
+class MessageRecord(msgspec.Struct, kw_only=True):
+    id: str
+    conversation_id: str
+    position: int
+    """Order within the conversation; grows by one per message and is never reused."""
+    user_id: str | None
+    role: str
+    message: str | None
+    images: list[str] | None
+    image_attachment_ids: list[str] | None
+    created_at: str
+    updated_at: str
+
+
+class ParticipantRecord(msgspec.Struct, kw_only=True):
+    id: str
+    conversation_id: str
+    tenant_id: str
+    user_id: str
+    role: str
+    shared_at: str
+    shared_by_user_id: str | None
+
+
+class ReadPosition(msgspec.Struct, kw_only=True):
+    position: int
+    last_read_message_id: str | None
+    read_at: str
+
+
 class EventRecord(msgspec.Struct, kw_only=True):
     conversation_id: str
     sequence: int | None
@@ -37,6 +67,12 @@ class EventRecord(msgspec.Struct, kw_only=True):
     type: str
     created_at: str
     data: dict[str, Any]
+
+
+class TruncateResult(msgspec.Struct, kw_only=True):
+    deleted_count: int
+    remaining_count: int
+    event: EventRecord
 
 
 class ApiKeyRecord(msgspec.Struct, kw_only=True):
@@ -60,6 +96,8 @@ class FeedQuery(msgspec.Struct, kw_only=True):
 
 class FeedPage(msgspec.Struct, kw_only=True):
     items: list[ConversationRecord]
+    unread_counts: list[int]
+    """Per item: messages after the feed user's read position (the owner's for a tenant feed)."""
     total_count: int
 
 
@@ -77,6 +115,40 @@ def conversation_snapshot(record: ConversationRecord) -> dict[str, Any]:
         "createdAt": record.created_at,
         "updatedAt": record.updated_at,
     }
+
+
+def message_snapshot(record: MessageRecord) -> dict[str, Any]:
+    """A message's public fields: the `data` of `message.created`."""
+    return {
+        "id": record.id,
+        "conversationId": record.conversation_id,
+        "message": record.message,
+        "role": record.role,
+        "images": record.images,
+        "imageAttachmentIds": record.image_attachment_ids,
+        "createdAt": record.created_at,
+        "updatedAt": record.updated_at,
+        "userId": record.user_id,
+    }
+
+
+def participant_snapshot(record: ParticipantRecord) -> dict[str, Any]:
+    """A participant's public fields: the `data` of `participant.*` events."""
+    return {
+        "id": record.id,
+        "conversationId": record.conversation_id,
+        "userId": record.user_id,
+        # No user directory here: the user id is the only name there is.
+        "username": record.user_id,
+        "role": record.role,
+        "sharedAt": record.shared_at,
+        "sharedByUserId": record.shared_by_user_id,
+        "sharedByUsername": record.shared_by_user_id,
+    }
+
+
+class LastOwner(Exception):
+    """The change would leave the conversation without an Owner."""
 
 
 class Store(Protocol):
@@ -103,11 +175,17 @@ class Store(Protocol):
     async def revoke_api_key(self, key_id: str, revoked_at: str) -> bool: ...
 
     # Conversations
-    async def create_conversation(self, record: ConversationRecord) -> None: ...
+    async def create_conversation(self, record: ConversationRecord, owner_id: str) -> None:
+        """Store the conversation and its creator as its Owner (participant `owner_id`)."""
 
     async def get_conversation(
         self, tenant_id: str, conversation_id: str
     ) -> ConversationRecord | None: ...
+
+    async def get_conversation_for(
+        self, tenant_id: str, conversation_id: str, user_id: str
+    ) -> tuple[ConversationRecord, str | None] | None:
+        """The conversation and `user_id`'s role in it (None if not a participant)."""
 
     async def update_conversation(
         self, tenant_id: str, conversation_id: str, changes: dict[str, Any], updated_at: str
@@ -119,7 +197,55 @@ class Store(Protocol):
     ) -> EventRecord | None:
         """Delete the conversation and all that belongs to it; the event is not stored."""
 
-    async def feed(self, query: FeedQuery) -> FeedPage: ...
+    async def feed(self, query: FeedQuery) -> FeedPage:
+        """With `user_id`: the conversations that user takes part in; else the tenant's."""
+
+    # messages
+
+    async def add_message(
+        self, tenant_id: str, record: MessageRecord
+    ) -> tuple[MessageRecord, EventRecord] | None:
+        """Append (the store assigns `position`); None if the conversation is gone."""
+
+    async def list_messages(
+        self, conversation_id: str, *, cursor: int | None, limit: int, descending: bool
+    ) -> list[MessageRecord]:
+        """A page of messages, strictly after (or before, descending) position `cursor`."""
+
+    async def all_messages(self, conversation_id: str) -> list[MessageRecord]: ...
+
+    async def find_message(self, conversation_id: str, message_id: str) -> MessageRecord | None: ...
+
+    async def truncate_messages(
+        self, tenant_id: str, conversation_id: str, message_id: str, now: str
+    ) -> TruncateResult | None:
+        """Delete that message and every later one; None if either is gone."""
+
+    async def mark_read(self, conversation_id: str, user_id: str, now: str) -> ReadPosition: ...
+
+    # participants
+
+    async def list_participants(self, conversation_id: str) -> list[ParticipantRecord]: ...
+
+    async def put_participant(
+        self,
+        tenant_id: str,
+        conversation_id: str,
+        user_id: str,
+        role: str,
+        shared_by: str | None,
+        now: str,
+        *,
+        only_existing: bool,
+    ) -> tuple[ParticipantRecord, EventRecord] | None:
+        """Add or change a participant (`participant.added` / `.updated`). None if the
+        conversation is gone, or with `only_existing` if the user is no participant.
+        Raises LastOwner when it would demote the last Owner."""
+
+    async def remove_participant(
+        self, tenant_id: str, conversation_id: str, user_id: str, now: str
+    ) -> tuple[ParticipantRecord, EventRecord] | None:
+        """Raises LastOwner when removing the last Owner."""
 
     async def events_after(
         self, conversation_id: str, after: int, limit: int

@@ -23,6 +23,7 @@ from airia_server.storage.base import (
     FeedQuery,
     conversation_snapshot,
 )
+from airia_server.storage.sqlite_messages import MessagesMixin, append_event
 from airia_server.storage.sqlite_writer import GroupCommitWriter
 
 _json_encode = msgspec.json.encode
@@ -40,6 +41,13 @@ _UPDATABLE = {
     "last_execution_status": "last_execution_status",
     "last_execution_id": "last_execution_id",
 }
+# Everything that belongs to a conversation, deleted with it in one transaction.
+_OWNED_TABLES = (
+    "messages",
+    "conversation_participants",
+    "conversation_reads",
+    "conversation_events",
+)
 _SORT_COLUMNS = {"createdAt": "created_at", "updatedAt": "updated_at", "title": "title"}
 
 
@@ -95,7 +103,7 @@ def _statements(sql: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
-class SqliteStore:
+class SqliteStore(MessagesMixin):
     def __init__(self, path: Path, *, write_batch_max: int = 256) -> None:
         self.path = path
         self._write_batch_max = write_batch_max
@@ -247,7 +255,7 @@ class SqliteStore:
 
     # conversations
 
-    async def create_conversation(self, record: ConversationRecord) -> None:
+    async def create_conversation(self, record: ConversationRecord, owner_id: str) -> None:
         params = (
             record.id,
             record.tenant_id,
@@ -270,6 +278,18 @@ class SqliteStore:
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 params,
             )
+            conn.execute(
+                "INSERT INTO conversation_participants (conversation_id, user_id, id, tenant_id, "
+                "role, shared_at, shared_by_user_id) VALUES (?, ?, ?, ?, 'Owner', ?, ?)",
+                (
+                    record.id,
+                    record.user_id,
+                    owner_id,
+                    record.tenant_id,
+                    record.created_at,
+                    record.user_id,
+                ),
+            )
 
         await self._write(op)
 
@@ -285,6 +305,21 @@ class SqliteStore:
             .fetchone()
         )
         return _conversation(row) if row else None
+
+    async def get_conversation_for(
+        self, tenant_id: str, conversation_id: str, user_id: str
+    ) -> tuple[ConversationRecord, str | None] | None:
+        row = (
+            self._read()
+            .execute(
+                f"SELECT {_CONVERSATION_COLUMNS}, (SELECT role FROM conversation_participants "
+                "WHERE conversation_id = conversations.id AND user_id = ?) "
+                "FROM conversations WHERE id = ? AND tenant_id = ?",
+                (user_id, conversation_id, tenant_id),
+            )
+            .fetchone()
+        )
+        return (_conversation(row), row[13]) if row else None
 
     async def update_conversation(
         self, tenant_id: str, conversation_id: str, changes: dict[str, Any], updated_at: str
@@ -317,7 +352,7 @@ class SqliteStore:
                 created_at=updated_at,
                 data=conversation_snapshot(record),
             )
-            _append_event(conn, event)
+            append_event(conn, event)
             return record, event
 
         return await self._write(op)
@@ -332,9 +367,8 @@ class SqliteStore:
             ).fetchone()
             if row is None:
                 return None
-            conn.execute(
-                "DELETE FROM conversation_events WHERE conversation_id = ?", (conversation_id,)
-            )
+            for table in _OWNED_TABLES:
+                conn.execute(f"DELETE FROM {table} WHERE conversation_id = ?", (conversation_id,))
             return EventRecord(
                 conversation_id=conversation_id,
                 sequence=row[0] + 1,
@@ -346,30 +380,45 @@ class SqliteStore:
         return await self._write(op)
 
     async def feed(self, query: FeedQuery) -> FeedPage:
-        where = ["tenant_id = ?"]
-        params: list[Any] = [query.tenant_id]
+        column = "c." + _SORT_COLUMNS[query.sort_by]
+        direction = "DESC" if query.descending else "ASC"
         if query.user_id is not None:
-            where.append("user_id = ?")
-            params.append(query.user_id)
+            source = "conversation_participants p JOIN conversations c ON c.id = p.conversation_id"
+            where = ["p.tenant_id = ?", "p.user_id = ?"]
+            params: list[Any] = [query.tenant_id, query.user_id]
+            reader = "?"
+            reader_params: list[Any] = [query.user_id]
+        else:
+            source = "conversations c"
+            where = ["c.tenant_id = ?"]
+            params = [query.tenant_id]
+            reader = "c.user_id"
+            reader_params = []
         if query.title_filter:
             escaped = (
                 query.title_filter.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             )
-            where.append("title LIKE ? ESCAPE '\\'")
+            where.append("c.title LIKE ? ESCAPE '\\'")
             params.append(f"%{escaped}%")
         clause = " AND ".join(where)
-        direction = "DESC" if query.descending else "ASC"
-        column = _SORT_COLUMNS[query.sort_by]
         conn = self._read()
-        total = conn.execute(
-            f"SELECT count(*) FROM conversations WHERE {clause}", params
-        ).fetchone()
+        total = conn.execute(f"SELECT count(*) FROM {source} WHERE {clause}", params).fetchone()
+        unread = (
+            "(SELECT count(*) FROM messages m WHERE m.conversation_id = c.id AND m.position > "
+            "coalesce((SELECT r.position FROM conversation_reads r WHERE r.conversation_id = c.id"
+            f" AND r.user_id = {reader}), 0))"
+        )
+        cols = ", ".join("c." + name.strip() for name in _CONVERSATION_COLUMNS.split(","))
         rows = conn.execute(
-            f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE {clause} "
-            f"ORDER BY {column} {direction}, id {direction} LIMIT ? OFFSET ?",
-            [*params, query.page_size, (query.page_number - 1) * query.page_size],
+            f"SELECT {cols}, {unread} FROM {source} WHERE {clause} "
+            f"ORDER BY {column} {direction}, c.id {direction} LIMIT ? OFFSET ?",
+            [*reader_params, *params, query.page_size, (query.page_number - 1) * query.page_size],
         ).fetchall()
-        return FeedPage(items=[_conversation(row) for row in rows], total_count=total[0])
+        return FeedPage(
+            items=[_conversation(row) for row in rows],
+            unread_counts=[row[13] for row in rows],
+            total_count=total[0],
+        )
 
     async def events_after(self, conversation_id: str, after: int, limit: int) -> list[EventRecord]:
         rows = (
@@ -391,20 +440,6 @@ class SqliteStore:
             )
             for seq, kind, data, created in rows
         ]
-
-
-def _append_event(conn: sqlite3.Connection, event: EventRecord) -> None:
-    conn.execute(
-        "INSERT INTO conversation_events (conversation_id, sequence, type, data, created_at) "
-        "VALUES (?, ?, ?, ?, ?)",
-        (
-            event.conversation_id,
-            event.sequence,
-            event.type,
-            _json_encode(event.data).decode(),
-            event.created_at,
-        ),
-    )
 
 
 class _Checkpointer:

@@ -1,0 +1,51 @@
+"""Small helpers every route module shares: JSON responses and query parameters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from airia_server.api.schemas import encode
+from airia_server.errors import ValidationFailed
+
+
+def json_response(payload: Any, status: int = 200) -> Response:
+    return Response(encode(payload), status_code=status, media_type="application/json")
+
+
+def query_params(request: Request) -> dict[str, str]:
+    """Query parameters by lower-cased name: names are case-insensitive, as on the
+    reference platform."""
+    return {key.lower(): value for key, value in request.query_params.items()}
+
+
+def int_param(params: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = params.get(name.lower())
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ValidationFailed(
+            f"Invalid value for '{name}': must be an integer from {low} to {high}",
+            errors=[{"field": name, "message": f"must be an integer from {low} to {high}"}],
+        )
+    return value
+
+
+def choice(params: dict[str, str], name: str, choices: dict[str, str], default: str) -> str:
+    raw = params.get(name.lower())
+    if raw is None or raw == "":
+        return default
+    try:
+        return choices[raw.lower()]
+    except KeyError:
+        allowed = ", ".join(sorted(set(choices.values())))
+        raise ValidationFailed(
+            f"Invalid value for '{name}': must be one of {allowed}",
+            errors=[{"field": name, "message": f"must be one of {allowed}"}],
+        ) from None

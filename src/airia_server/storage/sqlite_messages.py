@@ -1,0 +1,341 @@
+"""SQLite: messages, read positions and participants (mixed into `SqliteStore`)."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import msgspec
+
+from airia_server.ids import new_id
+from airia_server.storage.base import (
+    EventRecord,
+    LastOwner,
+    MessageRecord,
+    ParticipantRecord,
+    ReadPosition,
+    TruncateResult,
+    message_snapshot,
+    participant_snapshot,
+)
+
+_encode = msgspec.json.encode
+_decode_list = msgspec.json.Decoder(list[str] | None).decode
+
+_MESSAGE_COLUMNS = (
+    "id, conversation_id, position, user_id, role, message, images, image_attachment_ids, "
+    "created_at, updated_at"
+)
+_PARTICIPANT_COLUMNS = "id, conversation_id, tenant_id, user_id, role, shared_at, shared_by_user_id"
+
+
+def _message(row: tuple[Any, ...]) -> MessageRecord:
+    return MessageRecord(
+        id=row[0],
+        conversation_id=row[1],
+        position=row[2],
+        user_id=row[3],
+        role=row[4],
+        message=row[5],
+        images=_decode_list(row[6]) if row[6] else None,
+        image_attachment_ids=_decode_list(row[7]) if row[7] else None,
+        created_at=row[8],
+        updated_at=row[9],
+    )
+
+
+def _participant(row: tuple[Any, ...]) -> ParticipantRecord:
+    return ParticipantRecord(
+        id=row[0],
+        conversation_id=row[1],
+        tenant_id=row[2],
+        user_id=row[3],
+        role=row[4],
+        shared_at=row[5],
+        shared_by_user_id=row[6],
+    )
+
+
+def _json_or_none(value: list[str] | None) -> str | None:
+    return _encode(value).decode() if value is not None else None
+
+
+def _bump(
+    conn: sqlite3.Connection, tenant_id: str, conversation_id: str, now: str, messages: int = 0
+) -> tuple[int, int, int] | None:
+    """Take the conversation's next event sequence (and message position when
+    `messages` is 1); the row lock of this UPDATE orders concurrent writers."""
+    return conn.execute(
+        "UPDATE conversations SET last_sequence = last_sequence + 1, updated_at = ?, "
+        "message_seq = message_seq + max(?, 0), message_count = message_count + ? "
+        "WHERE id = ? AND tenant_id = ? RETURNING last_sequence, message_seq, message_count",
+        (now, messages, messages, conversation_id, tenant_id),
+    ).fetchone()
+
+
+def append_event(conn: sqlite3.Connection, event: EventRecord) -> None:
+    conn.execute(
+        "INSERT INTO conversation_events (conversation_id, sequence, type, data, created_at) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (
+            event.conversation_id,
+            event.sequence,
+            event.type,
+            _encode(event.data).decode(),
+            event.created_at,
+        ),
+    )
+
+
+class MessagesMixin:
+    # `_read()` and `_write(op)` come from SqliteStore.
+
+    async def add_message(
+        self, tenant_id: str, record: MessageRecord
+    ) -> tuple[MessageRecord, EventRecord] | None:
+        def op(conn: sqlite3.Connection) -> tuple[MessageRecord, EventRecord] | None:
+            bumped = _bump(conn, tenant_id, record.conversation_id, record.created_at, 1)
+            if bumped is None:
+                return None
+            sequence, position, _ = bumped
+            stored = msgspec.structs.replace(record, position=position)
+            conn.execute(
+                f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    stored.id,
+                    stored.conversation_id,
+                    position,
+                    stored.user_id,
+                    stored.role,
+                    stored.message,
+                    _json_or_none(stored.images),
+                    _json_or_none(stored.image_attachment_ids),
+                    stored.created_at,
+                    stored.updated_at,
+                ),
+            )
+            event = EventRecord(
+                conversation_id=stored.conversation_id,
+                sequence=sequence,
+                type="message.created",
+                created_at=stored.created_at,
+                data=message_snapshot(stored),
+            )
+            append_event(conn, event)
+            return stored, event
+
+        return await self._write(op)
+
+    async def list_messages(
+        self, conversation_id: str, *, cursor: int | None, limit: int, descending: bool
+    ) -> list[MessageRecord]:
+        if descending:
+            bound, order = "position < ?", "DESC"
+            cursor = cursor if cursor is not None else 2**62
+        else:
+            bound, order = "position > ?", "ASC"
+            cursor = cursor if cursor is not None else 0
+        rows = (
+            self._read()
+            .execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? AND {bound} "
+                f"ORDER BY position {order} LIMIT ?",
+                (conversation_id, cursor, limit),
+            )
+            .fetchall()
+        )
+        return [_message(row) for row in rows]
+
+    async def all_messages(self, conversation_id: str) -> list[MessageRecord]:
+        rows = (
+            self._read()
+            .execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? "
+                "ORDER BY position",
+                (conversation_id,),
+            )
+            .fetchall()
+        )
+        return [_message(row) for row in rows]
+
+    async def find_message(self, conversation_id: str, message_id: str) -> MessageRecord | None:
+        row = (
+            self._read()
+            .execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ? AND conversation_id = ?",
+                (message_id, conversation_id),
+            )
+            .fetchone()
+        )
+        return _message(row) if row else None
+
+    async def truncate_messages(
+        self, tenant_id: str, conversation_id: str, message_id: str, now: str
+    ) -> TruncateResult | None:
+        def op(conn: sqlite3.Connection) -> TruncateResult | None:
+            found = conn.execute(
+                "SELECT position FROM messages WHERE id = ? AND conversation_id = ?",
+                (message_id, conversation_id),
+            ).fetchone()
+            if found is None:
+                return None
+            deleted = conn.execute(
+                "DELETE FROM messages WHERE conversation_id = ? AND position >= ?",
+                (conversation_id, found[0]),
+            ).rowcount
+            bumped = _bump(conn, tenant_id, conversation_id, now, -deleted)
+            if bumped is None:
+                return None
+            sequence, _, remaining = bumped
+            data = {
+                "conversationId": conversation_id,
+                "fromMessageId": message_id,
+                "deletedCount": deleted,
+                "remainingCount": remaining,
+            }
+            event = EventRecord(
+                conversation_id=conversation_id,
+                sequence=sequence,
+                type="messages.truncated",
+                created_at=now,
+                data=data,
+            )
+            append_event(conn, event)
+            return TruncateResult(deleted_count=deleted, remaining_count=remaining, event=event)
+
+        return await self._write(op)
+
+    async def mark_read(self, conversation_id: str, user_id: str, now: str) -> ReadPosition:
+        def op(conn: sqlite3.Connection) -> ReadPosition:
+            last = conn.execute(
+                "SELECT position, id FROM messages WHERE conversation_id = ? "
+                "ORDER BY position DESC LIMIT 1",
+                (conversation_id,),
+            ).fetchone()
+            position, message_id = last if last else (0, None)
+            conn.execute(
+                "INSERT INTO conversation_reads (conversation_id, user_id, position, read_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (conversation_id, user_id) DO UPDATE SET "
+                "position = max(position, excluded.position), read_at = excluded.read_at",
+                (conversation_id, user_id, position, now),
+            )
+            return ReadPosition(position=position, last_read_message_id=message_id, read_at=now)
+
+        return await self._write(op)
+
+    # participants
+
+    async def list_participants(self, conversation_id: str) -> list[ParticipantRecord]:
+        rows = (
+            self._read()
+            .execute(
+                f"SELECT {_PARTICIPANT_COLUMNS} FROM conversation_participants "
+                "WHERE conversation_id = ? ORDER BY shared_at, user_id",
+                (conversation_id,),
+            )
+            .fetchall()
+        )
+        return [_participant(row) for row in rows]
+
+    async def put_participant(
+        self,
+        tenant_id: str,
+        conversation_id: str,
+        user_id: str,
+        role: str,
+        shared_by: str | None,
+        now: str,
+        *,
+        only_existing: bool,
+    ) -> tuple[ParticipantRecord, EventRecord] | None:
+        def op(conn: sqlite3.Connection) -> tuple[ParticipantRecord, EventRecord] | None:
+            current = conn.execute(
+                f"SELECT {_PARTICIPANT_COLUMNS} FROM conversation_participants "
+                "WHERE conversation_id = ? AND user_id = ? AND tenant_id = ?",
+                (conversation_id, user_id, tenant_id),
+            ).fetchone()
+            if current is None and only_existing:
+                return None
+            if current is not None and current[4] == "Owner" and role != "Owner":
+                _require_another_owner(conn, conversation_id, user_id)
+            bumped = _bump(conn, tenant_id, conversation_id, now)
+            if bumped is None:
+                return None
+            if current is None:
+                record = ParticipantRecord(
+                    id=new_id(),
+                    conversation_id=conversation_id,
+                    tenant_id=tenant_id,
+                    user_id=user_id,
+                    role=role,
+                    shared_at=now,
+                    shared_by_user_id=shared_by,
+                )
+                conn.execute(
+                    f"INSERT INTO conversation_participants ({_PARTICIPANT_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (record.id, conversation_id, tenant_id, user_id, role, now, shared_by),
+                )
+                kind = "participant.added"
+            else:
+                record = msgspec.structs.replace(_participant(current), role=role)
+                conn.execute(
+                    "UPDATE conversation_participants SET role = ? "
+                    "WHERE conversation_id = ? AND user_id = ?",
+                    (role, conversation_id, user_id),
+                )
+                kind = "participant.updated"
+            event = EventRecord(
+                conversation_id=conversation_id,
+                sequence=bumped[0],
+                type=kind,
+                created_at=now,
+                data=participant_snapshot(record),
+            )
+            append_event(conn, event)
+            return record, event
+
+        return await self._write(op)
+
+    async def remove_participant(
+        self, tenant_id: str, conversation_id: str, user_id: str, now: str
+    ) -> tuple[ParticipantRecord, EventRecord] | None:
+        def op(conn: sqlite3.Connection) -> tuple[ParticipantRecord, EventRecord] | None:
+            current = conn.execute(
+                f"SELECT {_PARTICIPANT_COLUMNS} FROM conversation_participants "
+                "WHERE conversation_id = ? AND user_id = ? AND tenant_id = ?",
+                (conversation_id, user_id, tenant_id),
+            ).fetchone()
+            if current is None:
+                return None
+            if current[4] == "Owner":
+                _require_another_owner(conn, conversation_id, user_id)
+            bumped = _bump(conn, tenant_id, conversation_id, now)
+            if bumped is None:
+                return None
+            conn.execute(
+                "DELETE FROM conversation_participants WHERE conversation_id = ? AND user_id = ?",
+                (conversation_id, user_id),
+            )
+            record = _participant(current)
+            event = EventRecord(
+                conversation_id=conversation_id,
+                sequence=bumped[0],
+                type="participant.removed",
+                created_at=now,
+                data=participant_snapshot(record),
+            )
+            append_event(conn, event)
+            return record, event
+
+        return await self._write(op)
+
+
+def _require_another_owner(conn: sqlite3.Connection, conversation_id: str, user_id: str) -> None:
+    others = conn.execute(
+        "SELECT count(*) FROM conversation_participants "
+        "WHERE conversation_id = ? AND role = 'Owner' AND user_id != ?",
+        (conversation_id, user_id),
+    ).fetchone()[0]
+    if not others:
+        raise LastOwner(conversation_id)
