@@ -199,3 +199,16 @@ async def test_bad_after_is_refused(
 ) -> None:
     created = await create(ahttp, server.headers(), user_id)
     assert await refused_status(with_query(created["websocketUrl"], after=after)) == 403
+
+
+@pytest.mark.parametrize(
+    "ticket", ["a.%C3%A9", "%C3%A9.%C3%A9", "a.b%00"], ids=["utf8-sig", "utf8-both", "nul"]
+)
+async def test_non_ascii_ticket_is_refused_not_crashed(
+    server: LiveServer, ahttp: httpx.AsyncClient, user_id: str, ticket: str
+) -> None:
+    created = await create(ahttp, server.headers(), user_id)
+    base = created["websocketUrl"].split("?")[0]
+    assert await refused_status(f"{base}?ticket={ticket}") == 403
+    # and the server is still serving
+    assert (await ahttp.get("/healthz")).status_code == 200

@@ -1,0 +1,109 @@
+"""Signed, expiring WebSocket tickets."""
+
+from __future__ import annotations
+
+import base64
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from airia_server.domain import tickets
+from airia_server.domain.tickets import InvalidTicket, TicketSigner
+
+KEY = b"k" * 32
+CONVERSATION = "0190f5a2-7c3e-7b1a-9d4e-2f6a8b0c1d2e"
+OTHER = "0190f5a2-7c3e-7b1a-9d4e-2f6a8b0c1d2f"
+
+
+def mint(signer: TicketSigner, tenant: str, conversation: str, user: str | None) -> str:
+    # `mint` returns the ticket, or (ticket, expires) in newer versions: accept both.
+    result = signer.mint(tenant, conversation, user)
+    return result[0] if isinstance(result, tuple) else result
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@pytest.fixture
+def signer() -> TicketSigner:
+    return TicketSigner(KEY, ttl_seconds=60)
+
+
+def test_valid_ticket_round_trips(signer: TicketSigner) -> None:
+    claims = signer.verify(mint(signer, "acme", CONVERSATION, "user_123"), CONVERSATION)
+    assert (claims.tenant_id, claims.conversation_id, claims.user_id) == (
+        "acme",
+        CONVERSATION,
+        "user_123",
+    )
+
+
+def test_ticket_for_an_api_key_has_no_user(signer: TicketSigner) -> None:
+    assert signer.verify(mint(signer, "acme", CONVERSATION, None), CONVERSATION).user_id is None
+
+
+def test_ticket_is_url_safe(signer: TicketSigner) -> None:
+    ticket = mint(signer, "acme", CONVERSATION, "user with spaces/and?odd&chars")
+    assert all(c.isalnum() or c in "-_." for c in ticket)
+
+
+def test_ticket_for_another_conversation_is_refused(signer: TicketSigner) -> None:
+    with pytest.raises(InvalidTicket):
+        signer.verify(mint(signer, "acme", CONVERSATION, "u"), OTHER)
+
+
+@pytest.mark.parametrize("position", [0, 5, -1])
+def test_tampered_signature_is_refused(signer: TicketSigner, position: int) -> None:
+    payload, signature = mint(signer, "acme", CONVERSATION, "u").split(".")
+    chars = list(signature)
+    chars[position] = "A" if chars[position] != "A" else "B"
+    with pytest.raises(InvalidTicket):
+        signer.verify(f"{payload}.{''.join(chars)}", CONVERSATION)
+
+
+def test_tampered_payload_is_refused(signer: TicketSigner) -> None:
+    payload, signature = mint(signer, "acme", CONVERSATION, "alice").split(".")
+    claims = json.loads(_unb64(payload))
+    claims[3] = "mallory"
+    forged = _b64(json.dumps(claims).encode())
+    with pytest.raises(InvalidTicket):
+        signer.verify(f"{forged}.{signature}", CONVERSATION)
+
+
+def test_ticket_signed_with_another_key_is_refused(signer: TicketSigner) -> None:
+    other = TicketSigner(b"o" * 32, ttl_seconds=60)
+    with pytest.raises(InvalidTicket):
+        signer.verify(mint(other, "acme", CONVERSATION, "u"), CONVERSATION)
+
+
+@pytest.mark.parametrize(
+    "ticket", ["", ".", "abc", "abc.", ".abc", "a.b.c", "x" * 3000, "é.é"], ids=repr
+)
+def test_malformed_tickets_are_refused(signer: TicketSigner, ticket: str) -> None:
+    with pytest.raises(InvalidTicket):
+        signer.verify(ticket, CONVERSATION)
+
+
+def test_validly_signed_garbage_is_refused(signer: TicketSigner) -> None:
+    payload = _b64(b"not json at all")
+    ticket = f"{payload}.{signer._sign(payload)}"
+    with pytest.raises(InvalidTicket):
+        signer.verify(ticket, CONVERSATION)
+
+
+def test_expired_ticket_is_refused(signer: TicketSigner, monkeypatch: pytest.MonkeyPatch) -> None:
+    now = 1_800_000_000.0
+    monkeypatch.setattr(tickets, "time", SimpleNamespace(time=lambda: now))
+    ticket = mint(signer, "acme", CONVERSATION, "u")
+
+    now += 59
+    assert signer.verify(ticket, CONVERSATION).conversation_id == CONVERSATION
+    now += 2
+    with pytest.raises(InvalidTicket):
+        signer.verify(ticket, CONVERSATION)
