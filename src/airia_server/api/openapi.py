@@ -10,31 +10,36 @@ import msgspec
 from airia_server import __version__
 from airia_server.api import schemas as s
 
-_PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
-_ID_PARAM = {
-    "name": "conversationId",
-    "in": "path",
-    "required": True,
-    "description": "The conversation's id. Any value that names no visible conversation is 404.",
-    "schema": {"type": "string"},
+_ERRORS = {
+    400: "Malformed JSON or invalid header",
+    401: "Missing or invalid credentials",
+    403: "Visible, but the caller's role does not allow this",
+    404: "No such conversation (or item) visible to the caller",
+    409: "The change conflicts with the current state",
+    413: "Request body too large",
+    415: "Body is not JSON",
+    422: "A field has the wrong type or value; `errors[].field` names it",
 }
+_BODY_ERRORS = (400, 413, 415, 422)
+_SECURITY = [{"ApiKey": []}, {"Bearer": []}]
 
 
-def _json(name: str) -> dict[str, Any]:
-    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _errors(*codes: int) -> dict[str, Any]:
-    text = {
-        400: "Malformed JSON or invalid header",
-        401: "Missing or invalid credentials",
-        403: "Visible, but the caller may not do this",
-        404: "No such conversation visible to the caller",
-        413: "Request body too large",
-        415: "Body is not JSON",
-        422: "A field has the wrong type or value; `errors[].field` names it",
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _path(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string"},
     }
-    return {str(c): {"description": text[c], "content": _PROBLEM} for c in codes}
 
 
 def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -47,6 +52,55 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
     }
 
 
+def _op(
+    op_id: str,
+    summary: str,
+    *,
+    ok: int = 200,
+    response: str | None = None,
+    response_schema: dict[str, Any] | None = None,
+    body: str | None = None,
+    errors: tuple[int, ...] = (),
+    params: list[dict[str, Any]] | None = None,
+    description: str | None = None,
+    tag: str = "Conversations",
+) -> dict[str, Any]:
+    responses: dict[str, Any] = {}
+    if response or response_schema:
+        responses[str(ok)] = {
+            "description": "OK",
+            "content": _json(response_schema or _ref(response)),
+        }
+    else:
+        responses[str(ok)] = {"description": "Done"}
+    codes = {401, *errors, *(_BODY_ERRORS if body else ())}
+    for code in sorted(codes):
+        responses[str(code)] = {
+            "description": _ERRORS[code],
+            "content": {"application/problem+json": {"schema": _ref("Problem")}},
+        }
+    op: dict[str, Any] = {
+        "operationId": op_id,
+        "summary": summary,
+        "tags": [tag],
+        "security": _SECURITY,
+        "responses": responses,
+    }
+    if description:
+        op["description"] = description
+    if body:
+        op["requestBody"] = {"required": True, "content": _json(_ref(body))}
+    if params:
+        op["parameters"] = params
+    return op
+
+
+_CONVERSATION_ID = _path(
+    "conversationId", "The conversation's id. Any value that names no visible conversation is 404."
+)
+_USER_ID = _path("userId", "A participant's user id")
+
+
 @cache
 def openapi_document(max_page_size: int = 100) -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
@@ -56,121 +110,227 @@ def openapi_document(max_page_size: int = 100) -> dict[str, Any]:
             s.CreateConversationResponse,
             s.GetConversationResponse,
             s.ConversationFeedResponse,
+            s.AddMessageRequest,
+            s.AddMessageResponse,
+            s.MessagePage,
+            s.TruncateMessagesResponse,
+            s.MarkAsReadResponse,
+            s.ShareRequest,
+            s.RoleRequest,
+            s.Participant,
+            s.TypingRequest,
+            s.TypingResponse,
+            s.PresenceRequest,
+            s.PresenceResponse,
+            s.WebSocketUrlResponse,
             s.Problem,
             s.Health,
         ],
         ref_template="#/components/schemas/{name}",
     )
-    security = [{"ApiKey": []}, {"Bearer": []}]
-    paths = {
+    feed_params = [
+        _query("PageNumber", {"type": "integer", "minimum": 1, "default": 1}, "1-based page"),
+        _query(
+            "PageSize",
+            {"type": "integer", "minimum": 1, "maximum": max_page_size, "default": 20},
+            "Items per page",
+        ),
+        _query(
+            "SortBy",
+            {"type": "string", "enum": ["createdAt", "updatedAt", "title"], "default": "updatedAt"},
+            "Sort field",
+        ),
+        _query(
+            "SortDirection",
+            {"type": "string", "enum": ["asc", "desc"], "default": "desc"},
+            "Sort direction",
+        ),
+        _query(
+            "filter",
+            {"type": "string", "maxLength": 500},
+            "Only conversations whose title contains this text (case-insensitive)",
+        ),
+        _query(
+            "userId",
+            {"type": "string"},
+            "Extension: with an API key, only the conversations this user takes part in",
+        ),
+    ]
+    message_params = [
+        _query(
+            "limit",
+            {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
+            "Messages per page",
+        ),
+        _query(
+            "order",
+            {"type": "string", "enum": ["asc", "desc"], "default": "asc"},
+            "Oldest first (asc) or newest first (desc)",
+        ),
+        _query("cursor", {"type": "string"}, "The `nextCursor` of the previous page"),
+    ]
+    base = "/v1/Conversations/{conversationId}"
+    paths: dict[str, Any] = {
         "/v1/Conversations": {
-            "post": {
-                "operationId": "createConversation",
-                "summary": "Create a conversation",
-                "tags": ["Conversations"],
-                "security": security,
-                "requestBody": {"required": True, "content": _json("CreateConversationRequest")},
-                "responses": {
-                    "201": {
-                        "description": "Created",
-                        "content": _json("CreateConversationResponse"),
-                    },
-                    **_errors(400, 401, 403, 413, 415, 422),
-                },
-            }
+            "post": _op(
+                "createConversation",
+                "Create a conversation",
+                ok=201,
+                response="CreateConversationResponse",
+                body="CreateConversationRequest",
+                errors=(403,),
+            ),
         },
         "/v1/Conversations/feed": {
-            "get": {
-                "operationId": "getConversationsFeed",
-                "summary": "A page of the caller's conversations",
-                "description": (
-                    "A bearer user's feed holds their own conversations; an API key's holds "
-                    "the whole tenant's, narrowed to one user by `userId` (an extension of "
-                    "this implementation). Parameter names are case-insensitive."
+            "get": _op(
+                "getConversationsFeed",
+                "A page of the caller's conversations",
+                response="ConversationFeedResponse",
+                errors=(403, 422),
+                params=feed_params,
+                description=(
+                    "A bearer user's feed holds the conversations they take part in; an API "
+                    "key's holds the whole tenant's, or with `userId` (an extension) that "
+                    "user's. Parameter names are case-insensitive."
                 ),
-                "tags": ["Conversations"],
-                "security": security,
-                "parameters": [
-                    _query(
-                        "PageNumber",
-                        {"type": "integer", "minimum": 1, "default": 1},
-                        "1-based page number",
-                    ),
-                    _query(
-                        "PageSize",
-                        {"type": "integer", "minimum": 1, "maximum": max_page_size, "default": 20},
-                        "Items per page",
-                    ),
-                    _query(
-                        "SortBy",
-                        {
-                            "type": "string",
-                            "enum": ["createdAt", "updatedAt", "title"],
-                            "default": "updatedAt",
-                        },
-                        "Sort field",
-                    ),
-                    _query(
-                        "SortDirection",
-                        {"type": "string", "enum": ["asc", "desc"], "default": "desc"},
-                        "Sort direction",
-                    ),
-                    _query(
-                        "filter",
-                        {"type": "string", "maxLength": 500},
-                        "Only conversations whose title contains this text (case-insensitive)",
-                    ),
-                    _query(
-                        "userId",
-                        {"type": "string"},
-                        "Extension: with an API key, only this user's conversations",
-                    ),
-                ],
-                "responses": {
-                    "200": {"description": "OK", "content": _json("ConversationFeedResponse")},
-                    **_errors(401, 403, 422),
-                },
-            }
+            ),
         },
-        "/v1/Conversations/{conversationId}": {
-            "parameters": [_ID_PARAM],
-            "get": {
-                "operationId": "getConversation",
-                "summary": "Get a conversation",
-                "tags": ["Conversations"],
-                "security": security,
-                "responses": {
-                    "200": {"description": "OK", "content": _json("GetConversationResponse")},
-                    **_errors(401, 404),
-                },
-            },
-            "put": {
-                "operationId": "updateConversation",
-                "summary": "Update a conversation",
-                "description": "Fields that are absent or null keep their value.",
-                "tags": ["Conversations"],
-                "security": security,
-                "requestBody": {"required": True, "content": _json("UpdateConversationRequest")},
-                "responses": {
-                    "200": {"description": "OK", "content": _json("GetConversationResponse")},
-                    **_errors(400, 401, 403, 404, 413, 415, 422),
-                },
-            },
-            "delete": {
-                "operationId": "deleteConversation",
-                "summary": "Delete a conversation and everything that belongs to it",
-                "tags": ["Conversations"],
-                "security": security,
-                "responses": {"204": {"description": "Deleted"}, **_errors(401, 403, 404)},
-            },
+        base: {
+            "parameters": [_CONVERSATION_ID],
+            "get": _op(
+                "getConversation",
+                "Get a conversation with its messages",
+                response="GetConversationResponse",
+                errors=(404,),
+            ),
+            "put": _op(
+                "updateConversation",
+                "Update a conversation (Owner)",
+                response="GetConversationResponse",
+                body="UpdateConversationRequest",
+                errors=(403, 404),
+                description="Fields absent or null keep their value.",
+            ),
+            "delete": _op(
+                "deleteConversation",
+                "Delete a conversation and everything that belongs to it (Owner)",
+                ok=204,
+                errors=(403, 404),
+            ),
+        },
+        f"{base}/messages": {
+            "parameters": [_CONVERSATION_ID],
+            "post": _op(
+                "addMessage",
+                "Add a message (Collaborator)",
+                ok=201,
+                response="AddMessageResponse",
+                body="AddMessageRequest",
+                errors=(403, 404),
+            ),
+            "get": _op(
+                "listMessages",
+                "A page of messages (extension)",
+                response="MessagePage",
+                errors=(404, 422),
+                params=message_params,
+            ),
+        },
+        f"{base}/messages/{{messageId}}/truncate": {
+            "parameters": [_CONVERSATION_ID, _path("messageId", "The first message to delete")],
+            "delete": _op(
+                "truncateMessages",
+                "Delete a message and every later one (Owner)",
+                response="TruncateMessagesResponse",
+                errors=(403, 404),
+            ),
+        },
+        f"{base}/mark-as-read": {
+            "parameters": [_CONVERSATION_ID],
+            "patch": _op(
+                "markAsRead",
+                "Record the caller's read position",
+                response="MarkAsReadResponse",
+                errors=(403, 404),
+                params=[
+                    _query("userId", {"type": "string"}, "With an API key: whose read position")
+                ],
+            ),
+        },
+        f"{base}/share": {
+            "parameters": [_CONVERSATION_ID],
+            "post": _op(
+                "shareConversation",
+                "Share with a user, or change their role (Owner)",
+                response="Participant",
+                body="ShareRequest",
+                errors=(403, 404, 409),
+            ),
+        },
+        f"{base}/participants": {
+            "parameters": [_CONVERSATION_ID],
+            "get": _op(
+                "listParticipants",
+                "Who takes part, with which role",
+                response_schema={"type": "array", "items": _ref("Participant")},
+                errors=(404,),
+            ),
+        },
+        f"{base}/participants/{{userId}}/role": {
+            "parameters": [_CONVERSATION_ID, _USER_ID],
+            "put": _op(
+                "updateParticipantRole",
+                "Change a participant's role (Owner)",
+                response="Participant",
+                body="RoleRequest",
+                errors=(403, 404, 409),
+            ),
+        },
+        f"{base}/participants/{{userId}}": {
+            "parameters": [_CONVERSATION_ID, _USER_ID],
+            "delete": _op(
+                "removeParticipant",
+                "Unshare (Owner), or leave (any participant, for themselves)",
+                response="Participant",
+                errors=(403, 404, 409),
+            ),
+        },
+        f"{base}/typing": {
+            "parameters": [_CONVERSATION_ID],
+            "post": _op(
+                "sendTyping",
+                "Broadcast a typing indicator (Collaborator; not stored)",
+                response="TypingResponse",
+                body="TypingRequest",
+                errors=(403, 404),
+            ),
+        },
+        f"{base}/presence": {
+            "parameters": [_CONVERSATION_ID],
+            "post": _op(
+                "sendPresence",
+                "Broadcast presence (Collaborator; not stored)",
+                response="PresenceResponse",
+                body="PresenceRequest",
+                errors=(403, 404),
+            ),
+        },
+        f"{base}/websocket-url": {
+            "parameters": [_CONVERSATION_ID],
+            "get": _op(
+                "getWebSocketUrl",
+                "A fresh websocketUrl (extension; tickets expire)",
+                response="WebSocketUrlResponse",
+                errors=(404,),
+            ),
         },
         "/healthz": {
             "get": {
                 "operationId": "health",
                 "summary": "The process is up",
                 "tags": ["Operations"],
-                "responses": {"200": {"description": "OK", "content": _json("Health")}},
-            }
+                "responses": {"200": {"description": "OK", "content": _json(_ref("Health"))}},
+            },
         },
     }
     return {
@@ -179,9 +339,9 @@ def openapi_document(max_page_size: int = 100) -> dict[str, Any]:
             "title": "Airia Conversations",
             "version": __version__,
             "description": (
-                "Conversations: create, read, update, delete, and a feed. Every error is "
+                "Conversations, their messages and participants. Every error is "
                 "application/problem+json with a `message`. Each conversation's "
-                "`websocketUrl` opens its real-time channel (see the docs)."
+                "`websocketUrl` opens its real-time channel (see docs/realtime.md)."
             ),
         },
         "paths": paths,
