@@ -57,7 +57,7 @@ class TicketSigner:
         payload, _, signature = ticket.partition(".")
         if not payload or not signature or len(ticket) > 2048:
             raise InvalidTicket("malformed ticket")
-        if not hmac.compare_digest(self._sign(payload), signature):
+        if not hmac.compare_digest(self._sign(payload).encode(), signature.encode()):
             raise InvalidTicket("bad signature")
         try:
             claims = _decode_claims(_unb64(payload))
