@@ -1,0 +1,424 @@
+"""The storage suite. Every backend runs the same tests through the `store` fixture."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airia_server.ids import new_id
+from airia_server.storage.base import ApiKeyRecord, ConversationRecord, FeedQuery
+from airia_server.storage.sqlite import SqliteStore, migrations
+from airia_server.timeutil import format_us
+
+BASE_US = 1_795_672_894_000_000
+
+
+def make_record(
+    tenant: str = "t1",
+    user: str = "u1",
+    *,
+    title: str | None = "a title",
+    at_us: int = BASE_US,
+    **overrides: Any,
+) -> ConversationRecord:
+    stamp = format_us(at_us)
+    fields: dict[str, Any] = dict(
+        id=new_id(),
+        tenant_id=tenant,
+        user_id=user,
+        title=title,
+        deployment_id="deployment_456",
+        data_source_files={"documents": ["doc1.pdf", "doc2.txt"]},
+        is_bookmarked=False,
+        last_execution_status=None,
+        last_execution_id=None,
+        message_count=0,
+        last_sequence=0,
+        created_at=stamp,
+        updated_at=stamp,
+    )
+    fields.update(overrides)
+    return ConversationRecord(**fields)
+
+
+async def create(store, record: ConversationRecord) -> None:
+    # Newer stores also record the creator as the Owner participant.
+    if "owner_id" in inspect.signature(store.create_conversation).parameters:
+        await store.create_conversation(record, owner_id=new_id())
+    else:
+        await store.create_conversation(record)
+
+
+def open_sqlite(path: Path) -> SqliteStore:
+    return SqliteStore(path / "store.db")
+
+
+BACKENDS = {"sqlite": open_sqlite}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    instance = BACKENDS[request.param](tmp_path)
+    await instance.start()
+    try:
+        yield instance
+    finally:
+        await instance.close()
+
+
+def row_count(store: SqliteStore, table: str) -> int:
+    with sqlite3.connect(store.path) as conn:
+        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+# --- migrations ---------------------------------------------------------------------
+
+
+def test_migrations_apply_once_then_are_idempotent(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "nested" / "m.db")
+    expected = [version for version, _, _ in migrations()]
+    assert expected and expected == sorted(set(expected))
+    assert store.migrate() == expected
+    assert store.migrate() == []
+    assert SqliteStore(store.path).migrate() == []
+    with sqlite3.connect(store.path) as conn:
+        versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations")]
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    assert versions == expected
+    assert mode == "wal"
+
+
+async def test_schema_version_is_the_latest_migration(store) -> None:
+    assert await store.schema_version() == migrations()[-1][0]
+
+
+def test_migration_files_are_numbered_without_gaps() -> None:
+    versions = [version for version, _, _ in migrations()]
+    assert versions == list(range(1, len(versions) + 1))
+
+
+# --- conversations ------------------------------------------------------------------
+
+
+async def test_create_get_round_trip(store) -> None:
+    record = make_record(title="hello", is_bookmarked=True)
+    await create(store, record)
+    assert await store.get_conversation("t1", record.id) == record
+
+
+async def test_get_is_scoped_to_the_tenant(store) -> None:
+    record = make_record()
+    await create(store, record)
+    assert await store.get_conversation("t2", record.id) is None
+    assert await store.get_conversation("t1", new_id()) is None
+
+
+async def test_duplicate_id_fails_and_keeps_the_original(store) -> None:
+    record = make_record(title="original")
+    await create(store, record)
+    with pytest.raises(sqlite3.IntegrityError):
+        await create(store, make_record(id=record.id, title="copy"))
+    assert (await store.get_conversation("t1", record.id)).title == "original"
+
+
+async def test_update_changes_fields_and_appends_an_event(store) -> None:
+    record = make_record()
+    await create(store, record)
+    later = format_us(BASE_US + 5_000_000)
+
+    result = await store.update_conversation(
+        "t1",
+        record.id,
+        {
+            "title": "renamed",
+            "is_bookmarked": True,
+            "data_source_files": {"d": ["x.txt"]},
+            "last_execution_status": "Completed",
+            "last_execution_id": "exec-1",
+        },
+        later,
+    )
+
+    assert result is not None
+    updated, event = result
+    assert updated.title == "renamed"
+    assert updated.is_bookmarked is True
+    assert updated.data_source_files == {"d": ["x.txt"]}
+    assert (updated.last_execution_status, updated.last_execution_id) == ("Completed", "exec-1")
+    assert updated.updated_at == later
+    assert updated.created_at == record.created_at
+    assert updated.last_sequence == 1
+    assert (event.type, event.sequence, event.created_at) == ("conversation.updated", 1, later)
+    assert event.data["title"] == "renamed"
+    assert await store.get_conversation("t1", record.id) == updated
+    stored = await store.events_after(record.id, 0, 100)
+    assert [(e.sequence, e.type, e.data["title"]) for e in stored] == [
+        (1, "conversation.updated", "renamed")
+    ]
+
+
+async def test_update_of_missing_or_foreign_conversation_is_none(store) -> None:
+    record = make_record()
+    await create(store, record)
+    stamp = format_us(BASE_US + 1)
+    assert await store.update_conversation("t2", record.id, {"title": "x"}, stamp) is None
+    assert await store.update_conversation("t1", new_id(), {"title": "x"}, stamp) is None
+    assert (await store.get_conversation("t1", record.id)).title == record.title
+    assert await store.events_after(record.id, 0, 100) == []
+
+
+async def test_sequences_are_gap_free_under_concurrent_updates(store) -> None:
+    record = make_record()
+    await create(store, record)
+    stamp = format_us(BASE_US + 1)
+
+    results = await asyncio.gather(
+        *(store.update_conversation("t1", record.id, {"title": f"t{i}"}, stamp) for i in range(60))
+    )
+
+    sequences = sorted(event.sequence for _, event in results)
+    assert sequences == list(range(1, 61))
+    events = await store.events_after(record.id, 0, 1000)
+    assert [e.sequence for e in events] == list(range(1, 61))
+    assert (await store.get_conversation("t1", record.id)).last_sequence == 60
+    assert [e.sequence for e in await store.events_after(record.id, 57, 1000)] == [58, 59, 60]
+    assert [e.sequence for e in await store.events_after(record.id, 10, 3)] == [11, 12, 13]
+
+
+async def test_delete_removes_the_conversation_and_its_events(store) -> None:
+    record = make_record()
+    keep = make_record()
+    await create(store, record)
+    await create(store, keep)
+    for i in range(3):
+        await store.update_conversation("t1", record.id, {"title": f"t{i}"}, format_us(BASE_US))
+    await store.update_conversation("t1", keep.id, {"title": "kept"}, format_us(BASE_US))
+
+    event = await store.delete_conversation("t1", record.id, format_us(BASE_US + 9))
+
+    assert event is not None
+    assert (event.type, event.sequence, event.conversation_id) == (
+        "conversation.deleted",
+        4,
+        record.id,
+    )
+    assert await store.get_conversation("t1", record.id) is None
+    assert await store.events_after(record.id, 0, 100) == []
+    assert await store.delete_conversation("t1", record.id, format_us(BASE_US)) is None
+    assert len(await store.events_after(keep.id, 0, 100)) == 1
+    assert await store.get_conversation("t1", keep.id) is not None
+
+
+async def test_delete_is_scoped_to_the_tenant(store) -> None:
+    record = make_record()
+    await create(store, record)
+    assert await store.delete_conversation("t2", record.id, format_us(BASE_US)) is None
+    assert await store.get_conversation("t1", record.id) is not None
+
+
+async def test_data_survives_a_restart(tmp_path: Path) -> None:
+    first = open_sqlite(tmp_path)
+    await first.start()
+    record = make_record()
+    await create(first, record)
+    await first.update_conversation("t1", record.id, {"title": "durable"}, format_us(BASE_US))
+    await first.close()
+
+    second = open_sqlite(tmp_path)
+    await second.start()
+    try:
+        assert (await second.get_conversation("t1", record.id)).title == "durable"
+        assert [e.sequence for e in await second.events_after(record.id, 0, 10)] == [1]
+    finally:
+        await second.close()
+
+
+# --- feed ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def feed_records(store) -> list[ConversationRecord]:
+    titles = ["delta", "alpha", "echo", "charlie", "bravo", "100% sure", "under_score"]
+    records = [
+        make_record(title=title, at_us=BASE_US + i * 1_000_000) for i, title in enumerate(titles)
+    ]
+    records.append(make_record(user="u2", title="alpha of u2", at_us=BASE_US + 50_000_000))
+    records.append(make_record(tenant="t2", title="alpha of t2", at_us=BASE_US + 60_000_000))
+    for record in records:
+        await create(store, record)
+    return records
+
+
+def query(**overrides: Any) -> FeedQuery:
+    fields: dict[str, Any] = dict(tenant_id="t1", user_id="u1", page_number=1, page_size=100)
+    fields.update(overrides)
+    return FeedQuery(**fields)
+
+
+async def test_feed_pages_and_counts(store, feed_records: list[ConversationRecord]) -> None:
+    expected = [r.id for r in feed_records[:7]]
+    seen: list[str] = []
+    for page_number in (1, 2, 3, 4):
+        page = await store.feed(
+            query(page_number=page_number, page_size=2, sort_by="createdAt", descending=False)
+        )
+        assert page.total_count == 7
+        seen += [r.id for r in page.items]
+    assert seen == expected
+    empty = await store.feed(query(page_number=5, page_size=2))
+    assert (empty.items, empty.total_count) == ([], 7)
+
+
+async def test_feed_sorts_by_title(store, feed_records: list[ConversationRecord]) -> None:
+    asc = await store.feed(query(sort_by="title", descending=False))
+    titles = [r.title for r in asc.items]
+    assert titles == sorted(titles)
+    desc = await store.feed(query(sort_by="title", descending=True))
+    assert [r.title for r in desc.items] == titles[::-1]
+
+
+async def test_feed_sorts_by_time(store, feed_records: list[ConversationRecord]) -> None:
+    newest_first = await store.feed(query())  # the default: updatedAt, descending
+    assert [r.id for r in newest_first.items] == [r.id for r in feed_records[:7]][::-1]
+    await store.update_conversation(
+        "t1", feed_records[0].id, {"title": "delta 2"}, format_us(BASE_US + 99_000_000)
+    )
+    by_update = await store.feed(query())
+    assert by_update.items[0].id == feed_records[0].id
+    by_creation = await store.feed(query(sort_by="createdAt"))
+    assert by_creation.items[-1].id == feed_records[0].id
+
+
+async def test_feed_ties_break_by_id(store) -> None:
+    same_time = [make_record(title="same") for _ in range(5)]
+    for record in same_time:
+        await create(store, record)
+    page = await store.feed(query(sort_by="title", descending=False))
+    assert [r.id for r in page.items] == sorted(r.id for r in same_time)
+
+
+@pytest.mark.parametrize(
+    ("text", "titles"),
+    [
+        ("alpha", ["alpha"]),
+        ("ALPHA", ["alpha"]),
+        ("ar", ["charlie"]),
+        ("%", ["100% sure"]),
+        ("_", ["under_score"]),
+        ("\\", []),
+        ("zzz", []),
+    ],
+)
+async def test_feed_filters_titles_literally(
+    store, feed_records: list[ConversationRecord], text: str, titles: list[str]
+) -> None:
+    page = await store.feed(query(title_filter=text))
+    assert sorted(r.title for r in page.items) == titles
+    assert page.total_count == len(titles)
+
+
+async def test_feed_scopes(store, feed_records: list[ConversationRecord]) -> None:
+    tenant_wide = await store.feed(query(user_id=None))
+    assert tenant_wide.total_count == 8
+    assert {r.tenant_id for r in tenant_wide.items} == {"t1"}
+    other_user = await store.feed(query(user_id="u2"))
+    assert [r.title for r in other_user.items] == ["alpha of u2"]
+    other_tenant = await store.feed(query(tenant_id="t2", user_id=None))
+    assert [r.title for r in other_tenant.items] == ["alpha of t2"]
+    nobody = await store.feed(query(tenant_id="t3", user_id=None))
+    assert (nobody.items, nobody.total_count) == ([], 0)
+
+
+# --- group commit -------------------------------------------------------------------
+
+
+async def test_concurrent_creates_all_land_in_fewer_commits(store) -> None:
+    before_batches, before_ops = store.writer_stats.batches, store.writer_stats.ops
+    records = [make_record(user=f"user{i % 7}") for i in range(200)]
+
+    await asyncio.gather(*(create(store, r) for r in records))
+
+    assert row_count(store, "conversations") == 200
+    page = await store.feed(query(user_id=None, page_size=1000))
+    assert page.total_count == 200
+    assert {r.id for r in page.items} == {r.id for r in records}
+    stats = store.writer_stats
+    ops, batches = stats.ops - before_ops, stats.batches - before_batches
+    assert ops >= 200
+    assert 1 <= batches < ops, "group commit never grouped"
+
+
+async def test_one_failing_write_does_not_spoil_its_batch(store) -> None:
+    existing = make_record()
+    await create(store, existing)
+    fresh = [make_record() for _ in range(20)]
+    duplicate = make_record(id=existing.id)
+
+    outcomes = await asyncio.gather(
+        *(create(store, r) for r in [*fresh[:10], duplicate, *fresh[10:]]),
+        return_exceptions=True,
+    )
+
+    failures = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(failures) == 1 and isinstance(failures[0], sqlite3.IntegrityError)
+    for record in fresh:
+        assert await store.get_conversation("t1", record.id) == record
+    assert row_count(store, "conversations") == 21
+
+
+async def test_closed_store_refuses_writes(tmp_path: Path) -> None:
+    instance = open_sqlite(tmp_path)
+    await instance.start()
+    await instance.close()
+    with pytest.raises(RuntimeError):
+        await create(instance, make_record())
+
+
+# --- API keys and secrets -----------------------------------------------------------
+
+
+def make_key(tenant: str = "t1", name: str | None = "ci") -> ApiKeyRecord:
+    return ApiKeyRecord(
+        id=new_id(),
+        tenant_id=tenant,
+        name=name,
+        prefix="ak_abcdefg",
+        created_at=format_us(BASE_US),
+        revoked_at=None,
+    )
+
+
+async def test_api_keys_are_found_by_hash_listed_and_revoked(store) -> None:
+    key, other = make_key(), make_key(tenant="t2", name=None)
+    await store.create_api_key(key, "hash-1")
+    await store.create_api_key(other, "hash-2")
+
+    assert await store.find_api_key("hash-1") == key
+    assert await store.find_api_key("nope") is None
+    assert [k.id for k in await store.list_api_keys("t1")] == [key.id]
+    assert {k.id for k in await store.list_api_keys(None)} == {key.id, other.id}
+
+    assert await store.revoke_api_key(key.id, format_us(BASE_US + 1)) is True
+    assert await store.revoke_api_key(key.id, format_us(BASE_US + 2)) is False
+    assert await store.revoke_api_key(new_id(), format_us(BASE_US)) is False
+    found = await store.find_api_key("hash-1")
+    assert found is not None and found.revoked_at == format_us(BASE_US + 1)
+
+
+async def test_api_key_hashes_are_unique(store) -> None:
+    await store.create_api_key(make_key(), "same-hash")
+    with pytest.raises(sqlite3.IntegrityError):
+        await store.create_api_key(make_key(), "same-hash")
+
+
+async def test_server_secret_is_kept_once(store) -> None:
+    first = await store.server_secret("ws_ticket_key", b"first")
+    second = await store.server_secret("ws_ticket_key", b"second")
+    assert first == second == b"first"
+    assert await store.server_secret("other", b"x") == b"x"
