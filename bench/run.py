@@ -107,7 +107,7 @@ class Measurement:
             self.ratio_to_hello = self.rps / hello_rps
         if self.target_ratio is not None:
             if self.ratio_to_hello is None:
-                self.missed.append("no hello floor measured in this run")
+                self.notes.append("throughput not judged: no hello floor in this run")
             elif self.ratio_to_hello < self.target_ratio:
                 self.missed.append(f"{self.ratio_to_hello:.2f}x hello < {self.target_ratio}x")
         if self.p99_factor is not None and self.p99_over_p50 > self.p99_factor:
