@@ -23,6 +23,7 @@ from ._exceptions import (
     PermissionDeniedError,
     RateLimitError,
     UnprocessableEntityError,
+    WebSocketClosedError,
 )
 from ._version import __version__
 
@@ -42,5 +43,6 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitError",
     "UnprocessableEntityError",
+    "WebSocketClosedError",
     "__version__",
 ]

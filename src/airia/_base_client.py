@@ -7,11 +7,12 @@ error mapping, response parsing and request logging live here, so that
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
 import uuid
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote, urljoin
 
 import httpx
@@ -38,10 +39,13 @@ from ._exceptions import (
 )
 from ._version import __version__
 
-ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
-
 USER_AGENT = f"airia-conversations-python/{__version__}"
 _REDACTED = "[REDACTED]"
+
+
+@functools.cache
+def _type_adapter(tp: Any) -> pydantic.TypeAdapter[Any]:
+    return pydantic.TypeAdapter(tp)
 
 
 def resolve_credentials(
@@ -198,17 +202,19 @@ class BaseClient:
             f"Could not connect to {request.url}: {detail}", correlation_id=correlation_id
         )
 
-    def _parse(
-        self, request: httpx.Request, response: httpx.Response, cast_to: type[ModelT] | None
-    ):
+    def _parse(self, request: httpx.Request, response: httpx.Response, cast_to: Any):
+        """``cast_to`` is a model class, or any type pydantic can validate (``list[Model]``)."""
         if cast_to is None:
             return None
         try:
-            return cast_to.model_validate(response.json())
+            if isinstance(cast_to, type) and issubclass(cast_to, pydantic.BaseModel):
+                return cast_to.model_validate(response.json())
+            return _type_adapter(cast_to).validate_python(response.json())
         except (ValueError, pydantic.ValidationError) as exc:
+            name = cast_to.__name__ if isinstance(cast_to, type) else str(cast_to)
             raise APIResponseValidationError(
                 response.status_code,
-                f"Unexpected response body for {cast_to.__name__}",
+                f"Unexpected response body for {name}",
                 self._redact(response.text),
                 correlation_id=request.headers.get("x-correlation-id"),
                 response=response,

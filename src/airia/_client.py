@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from ._base_client import BaseClient, ModelT
+from ._base_client import BaseClient
 from ._constants import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
 from .resources.conversations import AsyncConversations, Conversations
 
@@ -113,7 +113,7 @@ class AiriaClient(_ConversationAliases, BaseClient):
         params: dict[str, Any] | None = None,
         json: Any = None,
         correlation_id: str | None = None,
-        cast_to: type[ModelT] | None = None,
+        cast_to: Any = None,
     ) -> Any:
         request = self._build_request(
             method, path, params=params, json=json, correlation_id=correlation_id
@@ -219,7 +219,7 @@ class AiriaAsyncClient(_ConversationAliases, BaseClient):
         params: dict[str, Any] | None = None,
         json: Any = None,
         correlation_id: str | None = None,
-        cast_to: type[ModelT] | None = None,
+        cast_to: Any = None,
     ) -> Any:
         request = self._build_request(
             method, path, params=params, json=json, correlation_id=correlation_id

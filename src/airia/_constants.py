@@ -16,3 +16,14 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 API_KEY_ENV = "AIRIA_API_KEY"
 BASE_URL_ENV = "AIRIA_BASE_URL"
 LOGGER_NAME = "airia"
+
+# Real-time channel: waits between reconnects double from the first to the cap.
+RECONNECT_INITIAL_DELAY = 0.5
+RECONNECT_MAX_DELAY = 30.0
+
+# Close codes of the real-time channel.
+CLOSE_NORMAL = 1000  # the conversation was deleted: stop
+CLOSE_GOING_AWAY = 1001  # the server is restarting: reconnect
+CLOSE_ABNORMAL = 1006  # no close frame (connection dropped): reconnect
+CLOSE_POLICY_VIOLATION = 1008  # refused or access removed: stop with an error
+CLOSE_RESUME = 4000  # this client fell behind: reconnect at once with after=<last>

@@ -26,6 +26,7 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitError",
     "UnprocessableEntityError",
+    "WebSocketClosedError",
     "make_status_error",
 ]
 
@@ -128,6 +129,25 @@ class APIConnectionError(AiriaAPIError):
 
 class APITimeoutError(APIConnectionError):
     """The request timed out."""
+
+
+class WebSocketClosedError(AiriaAPIError):
+    """The real-time channel closed and will not be reopened.
+
+    Raised for close code 1008 (the server refused the socket or the caller
+    lost access), for a drop when reconnecting is off, and when reconnecting
+    gave up. ``status_code`` is ``None``; ``close_code`` and ``close_reason``
+    are what the server sent (1006 when the connection dropped without a
+    close frame).
+    """
+
+    def __init__(self, message: str, *, close_code: int | None, close_reason: str = "") -> None:
+        super().__init__(None, message, close_reason)
+        self.close_code = close_code
+        self.close_reason = close_reason
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class APIResponseValidationError(AiriaAPIError):

@@ -14,6 +14,7 @@ from ._exceptions import (
     PermissionDeniedError,
     RateLimitError,
     UnprocessableEntityError,
+    WebSocketClosedError,
 )
 
 __all__ = [
@@ -30,4 +31,5 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitError",
     "UnprocessableEntityError",
+    "WebSocketClosedError",
 ]

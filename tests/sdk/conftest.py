@@ -36,10 +36,18 @@ def problem(status: int, message: str, **extra: Any) -> httpx.Response:
     return httpx.Response(status, json=body, headers={"content-type": "application/problem+json"})
 
 
+_LITERALS = {"messages", "truncate", "mark-as-read", "share", "participants", "role"}
+_LITERALS |= {"typing", "presence", "websocket-url"}
+
+
 class FakeServer:
     def __init__(self) -> None:
         self.requests: list[httpx.Request] = []
         self.conversations: dict[str, dict[str, Any]] = {}
+        self.participants: dict[str, dict[str, dict[str, Any]]] = {}
+        self.ws_base = "ws://testserver"
+        """Where ``websocket-url`` points; a test with a real socket server sets it."""
+        self.tickets_issued = 0
         self._scripted: list[httpx.Response | Exception] = []
 
     def script(self, *answers: httpx.Response | Exception) -> None:
@@ -68,9 +76,11 @@ class FakeServer:
         if parts[2:] == ["feed"] and request.method == "GET":
             items = [self._feed_item(c) for c in self.conversations.values()]
             return httpx.Response(200, json={"items": items, "totalCount": len(items)})
-        conversation = self.conversations.get(parts[2]) if len(parts) == 3 else None
+        conversation = self.conversations.get(parts[2]) if len(parts) >= 3 else None
         if conversation is None:
             return problem(404, "Conversation not found")
+        if len(parts) > 3:
+            return self._sub_route(request, conversation, parts[3:])
         if request.method == "GET":
             return httpx.Response(200, json=conversation)
         if request.method == "DELETE":
@@ -103,6 +113,91 @@ class FakeServer:
         created.update(iconId=None, iconUrl=None, description=None, spaceName=None)
         return httpx.Response(201, json=created)
 
+    def _sub_route(
+        self, request: httpx.Request, conversation: dict[str, Any], parts: list[str]
+    ) -> httpx.Response:
+        cid = conversation["conversationId"]
+        body = json.loads(request.content) if request.content else {}
+        route = (request.method, *(p if p in _LITERALS else "*" for p in parts))
+        messages: list[dict[str, Any]] = conversation["messages"]
+        participants = self.participants.setdefault(cid, {})
+        if route == ("POST", "messages"):
+            message = {
+                "id": f"m{len(messages) + 1}",
+                "conversationId": cid,
+                "createdAt": NOW,
+                "updatedAt": NOW,
+                **{k: body.get(k) for k in ("message", "role", "images", "imageAttachmentIds")},
+                "userId": body.get("userId") or conversation["userId"],
+            }
+            messages.append(message)
+            return httpx.Response(
+                201, json={"messageId": message["id"], "conversationId": cid, "createdAt": NOW}
+            )
+        if route == ("GET", "messages"):
+            params = request.url.params
+            ordered = messages if params.get("order", "asc") == "asc" else messages[::-1]
+            start, limit = int(params.get("cursor", 0)), int(params.get("limit", 50))
+            end = start + limit
+            return httpx.Response(
+                200,
+                json={
+                    "items": ordered[start:end],
+                    "nextCursor": str(end) if end < len(ordered) else None,
+                },
+            )
+        if route == ("DELETE", "messages", "*", "truncate"):
+            index = next((i for i, m in enumerate(messages) if m["id"] == parts[1]), None)
+            if index is None:
+                return problem(404, "Message not found")
+            deleted = len(messages) - index
+            del messages[index:]
+            result = {"conversationId": cid, "fromMessageId": parts[1]}
+            return httpx.Response(
+                200, json={**result, "deletedCount": deleted, "remainingCount": len(messages)}
+            )
+        if route == ("PATCH", "mark-as-read"):
+            user = request.url.params.get("userId", conversation["userId"])
+            last = messages[-1]["id"] if messages else None
+            result = {"conversationId": cid, "userId": user, "lastReadMessageId": last}
+            return httpx.Response(200, json={**result, "readAt": NOW})
+        if route == ("POST", "share"):
+            participant = self._participant(cid, body["userId"], body["role"])
+            participants[body["userId"]] = participant
+            return httpx.Response(200, json=participant)
+        if route == ("GET", "participants"):
+            return httpx.Response(200, json=list(participants.values()))
+        if route[:3] == (request.method, "participants", "*") and parts[1] in participants:
+            if route == ("PUT", "participants", "*", "role"):
+                participants[parts[1]]["role"] = body["role"]
+                return httpx.Response(200, json=participants[parts[1]])
+            if route == ("DELETE", "participants", "*"):
+                return httpx.Response(200, json=participants.pop(parts[1]))
+        if route == ("POST", "typing"):
+            result = {"conversationId": cid, "userId": body.get("userId")}
+            return httpx.Response(200, json={**result, "isTyping": body["isTyping"]})
+        if route == ("POST", "presence"):
+            result = {"conversationId": cid, "userId": body.get("userId")}
+            return httpx.Response(200, json={**result, "action": body["action"]})
+        if route == ("GET", "websocket-url"):
+            self.tickets_issued += 1
+            url = f"{self.ws_base}/v1/Conversations/{cid}/ws?ticket=t{self.tickets_issued}"
+            return httpx.Response(200, json={"websocketUrl": url, "expiresAt": NOW})
+        return problem(404, "Not found")
+
+    @staticmethod
+    def _participant(cid: str, user_id: str, role: str) -> dict[str, Any]:
+        return {
+            "id": f"p-{user_id}",
+            "conversationId": cid,
+            "userId": user_id,
+            "username": user_id.title(),
+            "role": role,
+            "sharedAt": NOW,
+            "sharedByUserId": "owner",
+            "sharedByUsername": "Owner",
+        }
+
     @staticmethod
     def _feed_item(c: dict[str, Any]) -> dict[str, Any]:
         keys = ("conversationId", "userId", "title", "createdAt", "updatedAt")
@@ -111,6 +206,7 @@ class FakeServer:
             "messageCount": len(c["messages"]),
             "isBookmarked": c["isBookmarked"],
             "deploymentId": c["deploymentId"],
+            "unreadCount": len(c["messages"]),
         }
 
 
@@ -173,6 +269,17 @@ class SyncOrAsync:
         if self.kind == "sync":
             return bound(*args, **kwargs)
         return asyncio.run(bound(*args, **kwargs))
+
+    def collect(self, method: str, *args: Any, **kwargs: Any) -> list[Any]:
+        """Drain an iterator method (``iter_messages``) into a list."""
+        bound = getattr(self.client.conversations, method)
+        if self.kind == "sync":
+            return list(bound(*args, **kwargs))
+
+        async def drain() -> list[Any]:
+            return [item async for item in bound(*args, **kwargs)]
+
+        return asyncio.run(drain())
 
 
 @pytest.fixture(params=["sync", "async"])

@@ -18,18 +18,45 @@ def _public_methods(cls):
     }
 
 
+# Methods that are not coroutines on the async client: an async generator,
+# and a stream you ``async for`` without awaiting the call.
+_ASYNC_GENERATORS = {"iter_messages"}
+_RETURN_ITERATORS = {"events"}
+
+
 def test_every_sync_method_has_an_async_twin_with_same_signature():
     sync_methods = _public_methods(Conversations)
     async_methods = _public_methods(AsyncConversations)
     assert sync_methods.keys() == async_methods.keys()
-    assert len(sync_methods) == 5
+    assert len(sync_methods) == 5 + 5 + 4 + 4
     for name, method in sync_methods.items():
         twin = async_methods[name]
-        assert inspect.iscoroutinefunction(twin), name
+        if name in _ASYNC_GENERATORS:
+            assert inspect.isasyncgenfunction(twin), name
+            assert inspect.isgeneratorfunction(method), name
+        elif name in _RETURN_ITERATORS:
+            assert not inspect.iscoroutinefunction(twin), name
+        else:
+            assert inspect.iscoroutinefunction(twin), name
         assert not inspect.iscoroutinefunction(method), name
-        assert inspect.signature(twin) == inspect.signature(method), name
+        sync_sig, async_sig = inspect.signature(method), inspect.signature(twin)
+        if name in _ASYNC_GENERATORS | _RETURN_ITERATORS:  # Iterator vs AsyncIterator
+            assert async_sig.parameters == sync_sig.parameters, name
+        else:
+            assert async_sig == sync_sig, name
         assert method.__doc__ and "Example" in method.__doc__, name
         assert twin.__doc__ and "Example" in twin.__doc__, name
+
+
+def test_event_streams_mirror_each_other():
+    from airia._streaming import AsyncEventStream, EventStream
+
+    sync_methods = _public_methods(EventStream)
+    async_methods = _public_methods(AsyncEventStream)
+    assert sync_methods.keys() == async_methods.keys() == {"close", "send_presence", "send_typing"}
+    for name, method in sync_methods.items():
+        assert inspect.iscoroutinefunction(async_methods[name]), name
+        assert inspect.signature(async_methods[name]) == inspect.signature(method), name
 
 
 def test_client_constructors_match():

@@ -1,28 +1,24 @@
 """The Conversations resource, sync and async side by side.
 
-Each pair of methods shares its request shape through the ``_*_request``
-helpers below; the two classes differ only in ``await``.
+Each pair of methods shares its request shape through the ``_*_body`` and
+``_*_params`` helpers below; the two classes differ only in ``await``. The
+messages, sharing and real-time methods are inherited from their own modules
+so each stays short, and are all called on ``client.conversations``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .._base_client import path_segment
 from ..types.api.conversations import (
     ConversationFeedResponse,
     CreateConversationResponse,
     GetConversationResponse,
 )
-
-if TYPE_CHECKING:
-    from .._client import AiriaAsyncClient, AiriaClient
-
-_COLLECTION = "v1/Conversations"
-
-
-def _item_path(conversation_id: str) -> str:
-    return f"{_COLLECTION}/{path_segment(conversation_id)}"
+from ._resource import COLLECTION, AsyncAPIResource, SyncAPIResource, conversation_path
+from .messages import AsyncMessages, Messages
+from .participants import AsyncParticipants, Participants
+from .realtime import AsyncRealtime, Realtime
 
 
 def _create_body(
@@ -78,11 +74,9 @@ def _feed_params(
     return {k: v for k, v in params.items() if v is not None}
 
 
-class Conversations:
-    """Create, read, update, delete and list conversations."""
-
-    def __init__(self, client: AiriaClient) -> None:
-        self._client = client
+class Conversations(Messages, Participants, Realtime, SyncAPIResource):
+    """Conversations: create, read, update, delete and list them; their messages,
+    participants and real-time events."""
 
     def create_conversation(
         self,
@@ -120,7 +114,7 @@ class Conversations:
         body = _create_body(user_id, title, deployment_id, data_source_files, is_bookmarked)
         return self._client._request(
             "POST",
-            _COLLECTION,
+            COLLECTION,
             json=body,
             correlation_id=correlation_id,
             cast_to=CreateConversationResponse,
@@ -143,7 +137,7 @@ class Conversations:
         """
         return self._client._request(
             "GET",
-            _item_path(conversation_id),
+            conversation_path(conversation_id),
             correlation_id=correlation_id,
             cast_to=GetConversationResponse,
         )
@@ -160,7 +154,9 @@ class Conversations:
             client.conversations.delete_conversation("your_conversation_id")
             ```
         """
-        self._client._request("DELETE", _item_path(conversation_id), correlation_id=correlation_id)
+        self._client._request(
+            "DELETE", conversation_path(conversation_id), correlation_id=correlation_id
+        )
 
     def update_conversation(
         self,
@@ -191,7 +187,7 @@ class Conversations:
         )
         return self._client._request(
             "PUT",
-            _item_path(conversation_id),
+            conversation_path(conversation_id),
             json=body,
             correlation_id=correlation_id,
             cast_to=GetConversationResponse,
@@ -227,18 +223,15 @@ class Conversations:
         params = _feed_params(page_number, page_size, sort_by, sort_direction, filter, user_id)
         return self._client._request(
             "GET",
-            f"{_COLLECTION}/feed",
+            f"{COLLECTION}/feed",
             params=params,
             correlation_id=correlation_id,
             cast_to=ConversationFeedResponse,
         )
 
 
-class AsyncConversations:
+class AsyncConversations(AsyncMessages, AsyncParticipants, AsyncRealtime, AsyncAPIResource):
     """Async twin of ``Conversations``: same methods, awaited."""
-
-    def __init__(self, client: AiriaAsyncClient) -> None:
-        self._client = client
 
     async def create_conversation(
         self,
@@ -259,7 +252,7 @@ class AsyncConversations:
         body = _create_body(user_id, title, deployment_id, data_source_files, is_bookmarked)
         return await self._client._request(
             "POST",
-            _COLLECTION,
+            COLLECTION,
             json=body,
             correlation_id=correlation_id,
             cast_to=CreateConversationResponse,
@@ -277,7 +270,7 @@ class AsyncConversations:
         """
         return await self._client._request(
             "GET",
-            _item_path(conversation_id),
+            conversation_path(conversation_id),
             correlation_id=correlation_id,
             cast_to=GetConversationResponse,
         )
@@ -293,7 +286,7 @@ class AsyncConversations:
             ```
         """
         await self._client._request(
-            "DELETE", _item_path(conversation_id), correlation_id=correlation_id
+            "DELETE", conversation_path(conversation_id), correlation_id=correlation_id
         )
 
     async def update_conversation(
@@ -318,7 +311,7 @@ class AsyncConversations:
         )
         return await self._client._request(
             "PUT",
-            _item_path(conversation_id),
+            conversation_path(conversation_id),
             json=body,
             correlation_id=correlation_id,
             cast_to=GetConversationResponse,
@@ -344,7 +337,7 @@ class AsyncConversations:
         params = _feed_params(page_number, page_size, sort_by, sort_direction, filter, user_id)
         return await self._client._request(
             "GET",
-            f"{_COLLECTION}/feed",
+            f"{COLLECTION}/feed",
             params=params,
             correlation_id=correlation_id,
             cast_to=ConversationFeedResponse,

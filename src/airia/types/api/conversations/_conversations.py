@@ -16,6 +16,8 @@ from pydantic.alias_generators import to_camel
 
 
 class _Model(BaseModel):
+    """Base of every response model: snake_case attributes over a camelCase wire."""
+
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
 
 
@@ -36,6 +38,7 @@ class ConversationMessage(_Model):
     updated_at: datetime
     role: str
     images: list[str] | None = None
+    image_attachment_ids: list[str] | None = None
     user_id: str | None = None
 
 
@@ -86,6 +89,7 @@ class ConversationFeedItem(_Model):
     updated_at: datetime | None = None
     is_bookmarked: bool = False
     deployment_id: str | None = None
+    unread_count: int | None = None
 
 
 class ConversationFeedResponse(_Model):

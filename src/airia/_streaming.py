@@ -1,0 +1,292 @@
+"""``EventStream`` and ``AsyncEventStream``: the only code that does real-time I/O.
+
+Decisions (what a close code means, how long to wait, which frames to
+deliver) live in ``_realtime.BaseEventStream``; these two classes only
+connect, receive, send and wait, each in its own way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from typing import TYPE_CHECKING, Any
+
+from websockets.asyncio.client import ClientConnection as AsyncConnection
+from websockets.asyncio.client import connect as async_connect
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from ._base_client import USER_AGENT
+from ._exceptions import APIConnectionError
+from ._realtime import CONNECT_ERRORS, BaseEventStream
+from .types.api.conversations import ConversationEvent
+
+if TYPE_CHECKING:
+    from .resources.realtime import AsyncRealtime, Realtime
+
+# Frames hold whole messages; the server's limit is the one that matters.
+_MAX_FRAME = 64 * 1024 * 1024
+
+
+def _close_of(exc: ConnectionClosed) -> tuple[int, str]:
+    # No close frame received means the connection dropped (1006).
+    return (exc.rcvd.code, exc.rcvd.reason) if exc.rcvd is not None else (1006, "")
+
+
+def _connect_options(timeout: float) -> dict[str, Any]:
+    return {"open_timeout": timeout, "user_agent_header": USER_AGENT, "max_size": _MAX_FRAME}
+
+
+def _typing_frame(is_typing: bool) -> str:
+    return json.dumps({"type": "typing", "isTyping": is_typing})
+
+
+def _presence_frame(action: str) -> str:
+    return json.dumps({"type": "presence", "action": action})
+
+
+class EventStream(BaseEventStream):
+    """Events of one conversation as they happen; iterate it, ``close()`` it to stop.
+
+    Reconnects by itself (with a fresh ticket, resuming after the last
+    sequence delivered) and delivers each stored event once, in order. Ends
+    after ``conversation.deleted``. ``close()`` may be called from another
+    thread, or a signal handler, to end a blocked iteration.
+
+    Example:
+        ```python
+        with client.conversations.events("your_conversation_id") as events:
+            for event in events:
+                print(event.sequence, event.type, event.data)
+        ```
+    """
+
+    def __init__(
+        self,
+        conversations: Realtime,
+        conversation_id: str,
+        *,
+        after: int | None,
+        reconnect: bool,
+        max_reconnect_attempts: int | None,
+    ) -> None:
+        client = conversations._client
+        super().__init__(
+            conversation_id,
+            after=after,
+            reconnect=reconnect,
+            max_reconnect_attempts=max_reconnect_attempts,
+            logger=client.logger,
+            log_requests=client.log_requests,
+        )
+        self._conversations = conversations
+        self._timeout = client.timeout
+        self._ws: ClientConnection | None = None
+        self._stopped = threading.Event()
+
+    def __iter__(self) -> EventStream:
+        return self
+
+    def __next__(self) -> ConversationEvent:
+        while not (self._finished or self._stopped.is_set()):
+            ws = self._ws
+            if ws is None:
+                self._open()
+                continue
+            try:
+                text = ws.recv()
+            except ConnectionClosed as exc:
+                self._ws = None
+                if not self._stopped.is_set():
+                    self._wait(self._on_close(*_close_of(exc)))
+                continue
+            event = self._accept(text)
+            if event is not None:
+                return event
+        self._drop()
+        raise StopIteration
+
+    def _open(self) -> None:
+        try:
+            url = self._conversations.websocket_url(self.conversation_id).websocket_url
+            url = self._socket_url(url)
+            ws = connect(url, **_connect_options(self._timeout))
+        except CONNECT_ERRORS as exc:
+            self._wait(self._on_connect_error(exc))
+            return
+        self._ws = ws
+        self._on_open(url)
+        if self._stopped.is_set():  # close() ran while we were connecting
+            self._drop()
+
+    def _wait(self, delay: float) -> None:
+        if delay > 0:
+            self._stopped.wait(delay)
+
+    def _drop(self) -> None:
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            ws.close()
+
+    def send_typing(self, is_typing: bool = True) -> None:
+        """Tell the others you are (or stopped) typing, over the open channel.
+
+        Example:
+            ```python
+            events.send_typing(True)
+            ```
+        """
+        self._send(_typing_frame(is_typing))
+
+    def send_presence(self, action: str) -> None:
+        """Announce ``joined`` or ``left`` over the open channel.
+
+        Example:
+            ```python
+            events.send_presence("joined")
+            ```
+        """
+        self._send(_presence_frame(action))
+
+    def _send(self, frame: str) -> None:
+        ws = self._ws
+        if ws is None:
+            raise APIConnectionError("The real-time channel is not open; iterate the stream first")
+        try:
+            ws.send(frame)
+        except ConnectionClosed as exc:
+            raise APIConnectionError(f"The real-time channel closed: {exc}") from exc
+
+    def close(self) -> None:
+        """Stop watching: close the socket and end the iteration."""
+        self._stopped.set()
+        self._drop()
+
+    def __enter__(self) -> EventStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class AsyncEventStream(BaseEventStream):
+    """Async twin of ``EventStream``: ``async for`` it, ``await close()`` it.
+
+    Example:
+        ```python
+        async with client.conversations.events("your_conversation_id") as events:
+            async for event in events:
+                print(event.sequence, event.type)
+        ```
+    """
+
+    def __init__(
+        self,
+        conversations: AsyncRealtime,
+        conversation_id: str,
+        *,
+        after: int | None,
+        reconnect: bool,
+        max_reconnect_attempts: int | None,
+    ) -> None:
+        client = conversations._client
+        super().__init__(
+            conversation_id,
+            after=after,
+            reconnect=reconnect,
+            max_reconnect_attempts=max_reconnect_attempts,
+            logger=client.logger,
+            log_requests=client.log_requests,
+        )
+        self._conversations = conversations
+        self._timeout = client.timeout
+        self._ws: AsyncConnection | None = None
+        self._stopped = asyncio.Event()
+
+    def __aiter__(self) -> AsyncEventStream:
+        return self
+
+    async def __anext__(self) -> ConversationEvent:
+        while not (self._finished or self._stopped.is_set()):
+            ws = self._ws
+            if ws is None:
+                await self._open()
+                continue
+            try:
+                text = await ws.recv()
+            except ConnectionClosed as exc:
+                self._ws = None
+                if not self._stopped.is_set():
+                    await self._wait(self._on_close(*_close_of(exc)))
+                continue
+            event = self._accept(text)
+            if event is not None:
+                return event
+        await self._drop()
+        raise StopAsyncIteration
+
+    async def _open(self) -> None:
+        try:
+            url = (await self._conversations.websocket_url(self.conversation_id)).websocket_url
+            url = self._socket_url(url)
+            ws = await async_connect(url, **_connect_options(self._timeout))
+        except CONNECT_ERRORS as exc:
+            await self._wait(self._on_connect_error(exc))
+            return
+        self._ws = ws
+        self._on_open(url)
+        if self._stopped.is_set():
+            await self._drop()
+
+    async def _wait(self, delay: float) -> None:
+        if delay > 0:
+            try:
+                await asyncio.wait_for(self._stopped.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _drop(self) -> None:
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            await ws.close()
+
+    async def send_typing(self, is_typing: bool = True) -> None:
+        """Tell the others you are (or stopped) typing (see ``EventStream.send_typing``).
+
+        Example:
+            ```python
+            await events.send_typing(True)
+            ```
+        """
+        await self._send(_typing_frame(is_typing))
+
+    async def send_presence(self, action: str) -> None:
+        """Announce ``joined`` or ``left`` (see ``EventStream.send_presence``).
+
+        Example:
+            ```python
+            await events.send_presence("joined")
+            ```
+        """
+        await self._send(_presence_frame(action))
+
+    async def _send(self, frame: str) -> None:
+        ws = self._ws
+        if ws is None:
+            raise APIConnectionError("The real-time channel is not open; iterate the stream first")
+        try:
+            await ws.send(frame)
+        except ConnectionClosed as exc:
+            raise APIConnectionError(f"The real-time channel closed: {exc}") from exc
+
+    async def close(self) -> None:
+        """Stop watching: close the socket and end the iteration."""
+        self._stopped.set()
+        await self._drop()
+
+    async def __aenter__(self) -> AsyncEventStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
