@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await hub.close()
             await store.close()
 
-    return Starlette(
+    app = Starlette(
         routes=[
             *system.routes,
             *conversations.routes,
@@ -85,3 +85,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
         exception_handlers={AppError: app_error_handler, HTTPException: http_exception_handler},
         lifespan=lifespan,
     )
+    # A slash too many is a 404 problem, not a redirect a client may not follow.
+    app.router.redirect_slashes = False
+    return app

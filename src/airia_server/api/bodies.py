@@ -58,7 +58,12 @@ async def read_json(request: Request, decoder: msgspec.json.Decoder[T], limit: i
     if not body.strip():
         raise BadRequest("Request body is required", "The request body must be a JSON object")
     try:
-        return decoder.decode(body)
+        # msgspec does not check that strings are UTF-8; the database would choke later.
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest("Malformed JSON", f"The request body is not UTF-8: {exc}") from exc
+    try:
+        return decoder.decode(text)
     except msgspec.ValidationError as exc:
         text = str(exc)
         field = field_of(text)

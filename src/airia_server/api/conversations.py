@@ -21,7 +21,7 @@ from airia_server.api.schemas import (
     GetConversationResponse,
     UpdateConversationRequest,
 )
-from airia_server.errors import ValidationFailed
+from airia_server.errors import ValidationFailed, conversation_not_found
 from airia_server.storage.base import ConversationRecord, FeedQuery, MessageRecord
 
 _create_decoder = msgspec.json.Decoder(CreateConversationRequest)
@@ -171,8 +171,16 @@ async def conversations_feed(request: Request) -> Response:
     return json_response(ConversationFeedResponse(items=items, total_count=page.total_count))
 
 
+async def empty_id(request: Request) -> Response:
+    """`/v1/Conversations/` names no conversation: 404, like any other such id."""
+    await current_principal(request)
+    raise conversation_not_found("")
+
+
 routes = [
     Route("/v1/Conversations", create_conversation, methods=["POST"]),
+    Route("/v1/Conversations/", create_conversation, methods=["POST"]),
+    Route("/v1/Conversations/", empty_id, methods=["GET", "PUT", "DELETE"]),
     Route("/v1/Conversations/feed", conversations_feed, methods=["GET"]),
     Route("/v1/Conversations/{conversation_id}", get_conversation, methods=["GET"]),
     Route("/v1/Conversations/{conversation_id}", update_conversation, methods=["PUT"]),

@@ -72,7 +72,7 @@ async def conversation_socket(websocket: WebSocket) -> None:
             raise InvalidTicket("unknown conversation")
         claims = svc.tickets.verify(ticket, conversation_id)
         after = int(after_raw) if after_raw not in (None, "") else None
-        if after is not None and after < 0:
+        if after is not None and not 0 <= after < 2**62:
             raise ValueError(after)
     except (InvalidTicket, ValueError) as exc:
         log.info("websocket refused: %s", exc)
