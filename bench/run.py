@@ -5,8 +5,10 @@
     .venv/bin/python bench/run.py --only get create
 
 Every figure comes from the same invocation: shared machines are noisy, so the
-service is judged by its ratio to the hello floor measured minutes earlier, not
-against a number from another day. Servers are pinned to one CPU, wrk to another.
+service is judged by its ratio to a hello floor measured in the same minute, not
+against a number from another day. The floor is measured before and after the
+service (the higher one counts; a wide spread flags a noisy machine). Servers
+are pinned to one CPU, wrk to another.
 
 Scenarios are a list (SCENARIOS below); each names the server it runs against,
 prepares its data, measures, and states its targets. To add one (message
@@ -200,9 +202,19 @@ class WrkScenario(Scenario):
 
 
 class Hello(WrkScenario):
+    """The floor: a plain Starlette JSON hello on the same uvicorn options."""
+
     name = HELLO
     label = "hello (Starlette floor)"
     server = HELLO
+
+
+class HelloAgain(Hello):
+    """The floor again at the end: the two bracket the service's runs. The ratios use
+    the higher one (the stricter floor), and a large spread flags a noisy machine."""
+
+    name = "hello-end"
+    label = "hello again (end of run)"
 
 
 def create_conversations(ctx: Context, count: int, concurrency: int = 16) -> list[str]:
@@ -377,7 +389,7 @@ class Delete(WrkScenario):
         m.notes.append(f"pool {self.pool_sizes['measure']} ids, used {result.requests}")
 
 
-SCENARIOS: list[Scenario] = [Hello(), GetById(), Create(), Delete()]
+SCENARIOS: list[Scenario] = [Hello(), GetById(), Create(), Delete(), HelloAgain()]
 
 SERVERS = {
     HELLO: lambda ctx: servers.hello_server(ctx.workdir, ctx.server_cpu),
@@ -395,7 +407,7 @@ def fmt_ms(value: float) -> str:
 
 
 def target_text(m: Measurement) -> str:
-    if m.server == HELLO and m.name == HELLO:
+    if m.server == HELLO:
         return "floor"
     parts = []
     if m.target_ratio is not None:
@@ -425,6 +437,11 @@ def markdown(results: list[Measurement]) -> str:
             f"{m.p99_over_p50:.1f} | {ratio} | {target_text(m)} | {pass_text(m)} |"
         )
     return "\n".join(rows)
+
+
+def loadavg() -> str:
+    """1-minute load average: other work on the machine skews every figure."""
+    return f"{os.getloadavg()[0]:.2f}"
 
 
 def fs_type(path: Path) -> str:
@@ -531,6 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     scenarios = [s for s in SCENARIOS if not args.only or s.name in args.only]
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    load_start = loadavg()
     results: list[Measurement] = []
     failures: list[str] = []
     logs: dict[str, dict] = {}
@@ -584,15 +602,19 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep and args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    hello = next((m for m in results if m.name == HELLO and not m.errors), None)
+    floors = [m.rps for m in results if m.server == HELLO and not m.errors]
+    floor = max(floors) if floors else None
+    spread = (max(floors) - min(floors)) / max(floors) if len(floors) > 1 else 0.0
     for m in results:
-        if m.name != HELLO:
-            m.judge(hello.rps if hello else None)
+        if m.server != HELLO:
+            m.judge(floor)
         elif not m.errors:
-            m.ratio_to_hello = 1.0
+            m.ratio_to_hello = m.rps / floor
         failures += [f"{m.name}: {e}" for e in m.errors]
 
     env = environment(args, ctx)
+    env["loadavg_start"], env["loadavg_end"] = load_start, loadavg()
+    env["hello_spread"] = spread
     table = markdown(results)
     report = [
         f"Benchmark of {env['git_commit']} ({env['server_source']}) on {started}"
@@ -603,6 +625,13 @@ def main(argv: list[str] | None = None) -> int:
         "",
         table,
     ]
+    if len(floors) > 1:
+        report.append(
+            f"\nHello floor: {' and '.join(f'{f:,.0f}' for f in floors)} req/s; ratios use the"
+            f" higher. Spread {spread:.0%}"
+            + (" — NOISY machine, compare ratios with care." if spread > 0.15 else ".")
+        )
+    report.append(f"\nLoad average at start {env['loadavg_start']}, at end {env['loadavg_end']}.")
     for m in results:
         for note in m.notes:
             report.append(f"\n- {m.name}: {note}")
