@@ -144,7 +144,7 @@ def connect_error(exc: Exception) -> AiriaAPIError:
         response = httpx.Response(
             answer.status_code,
             headers=list(answer.headers.raw_items()),
-            content=answer.body or b"",
+            content=bytes(answer.body or b""),
             request=httpx.Request("GET", "ws://websocket"),
         )
         return make_status_error(response, correlation_id=None)

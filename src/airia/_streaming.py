@@ -8,6 +8,7 @@ connect, receive, send and wait, each in its own way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from typing import TYPE_CHECKING, Any
@@ -83,6 +84,8 @@ class EventStream(BaseEventStream):
         self._conversations = conversations
         self._timeout = client.timeout
         self._ws: ClientConnection | None = None
+        # websockets >= 17.1 wants sync connections entered as context managers.
+        self._connection = contextlib.ExitStack()
         self._stopped = threading.Event()
 
     def __iter__(self) -> EventStream:
@@ -111,7 +114,7 @@ class EventStream(BaseEventStream):
         try:
             url = self._conversations.websocket_url(self.conversation_id).websocket_url
             url = self._socket_url(url)
-            ws = connect(url, **_connect_options(self._timeout))
+            ws = self._connection.enter_context(connect(url, **_connect_options(self._timeout)))
         except CONNECT_ERRORS as exc:
             self._wait(self._on_connect_error(exc))
             return
@@ -125,9 +128,8 @@ class EventStream(BaseEventStream):
             self._stopped.wait(delay)
 
     def _drop(self) -> None:
-        ws, self._ws = self._ws, None
-        if ws is not None:
-            ws.close()
+        self._ws = None
+        self._connection.close()
 
     def send_typing(self, is_typing: bool = True) -> None:
         """Tell the others you are (or stopped) typing, over the open channel.
