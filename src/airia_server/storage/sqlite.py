@@ -23,17 +23,18 @@ from airia_server.storage.base import (
     FeedQuery,
     conversation_snapshot,
 )
+from airia_server.storage.rows import (
+    API_KEY_COLUMNS,
+    CONVERSATION_COLUMNS,
+    api_key_row,
+    conversation_row,
+)
 from airia_server.storage.sqlite_messages import MessagesMixin, append_event
 from airia_server.storage.sqlite_writer import GroupCommitWriter
 
 _json_encode = msgspec.json.encode
-_decode_files = msgspec.json.Decoder(dict[str, list[str]]).decode
 _decode_data = msgspec.json.Decoder(dict[str, Any]).decode
 
-_CONVERSATION_COLUMNS = (
-    "id, tenant_id, user_id, title, deployment_id, data_source_files, is_bookmarked, "
-    "last_execution_status, last_execution_id, message_count, last_sequence, created_at, updated_at"
-)
 _UPDATABLE = {
     "title": "title",
     "data_source_files": "data_source_files",
@@ -49,35 +50,6 @@ _OWNED_TABLES = (
     "conversation_events",
 )
 _SORT_COLUMNS = {"createdAt": "created_at", "updatedAt": "updated_at", "title": "title"}
-
-
-def _conversation(row: tuple[Any, ...]) -> ConversationRecord:
-    return ConversationRecord(
-        id=row[0],
-        tenant_id=row[1],
-        user_id=row[2],
-        title=row[3],
-        deployment_id=row[4],
-        data_source_files=_decode_files(row[5]),
-        is_bookmarked=bool(row[6]),
-        last_execution_status=row[7],
-        last_execution_id=row[8],
-        message_count=row[9],
-        last_sequence=row[10],
-        created_at=row[11],
-        updated_at=row[12],
-    )
-
-
-def _api_key(row: tuple[Any, ...]) -> ApiKeyRecord:
-    return ApiKeyRecord(
-        id=row[0],
-        tenant_id=row[1],
-        name=row[2],
-        prefix=row[3],
-        created_at=row[4],
-        revoked_at=row[5],
-    )
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -226,22 +198,21 @@ class SqliteStore(MessagesMixin):
         row = (
             self._read()
             .execute(
-                "SELECT id, tenant_id, name, prefix, created_at, revoked_at FROM api_keys "
-                "WHERE key_hash = ?",
+                f"SELECT {API_KEY_COLUMNS} FROM api_keys WHERE key_hash = ?",
                 (key_hash,),
             )
             .fetchone()
         )
-        return _api_key(row) if row else None
+        return api_key_row(row) if row else None
 
     async def list_api_keys(self, tenant_id: str | None) -> list[ApiKeyRecord]:
-        sql = "SELECT id, tenant_id, name, prefix, created_at, revoked_at FROM api_keys"
+        sql = f"SELECT {API_KEY_COLUMNS} FROM api_keys"
         params: tuple[Any, ...] = ()
         if tenant_id is not None:
             sql += " WHERE tenant_id = ?"
             params = (tenant_id,)
         rows = self._read().execute(sql + " ORDER BY created_at, id", params).fetchall()
-        return [_api_key(row) for row in rows]
+        return [api_key_row(row) for row in rows]
 
     async def revoke_api_key(self, key_id: str, revoked_at: str) -> bool:
         def op(conn: sqlite3.Connection) -> bool:
@@ -274,7 +245,7 @@ class SqliteStore(MessagesMixin):
 
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(
-                f"INSERT INTO conversations ({_CONVERSATION_COLUMNS}) "
+                f"INSERT INTO conversations ({CONVERSATION_COLUMNS}) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 params,
             )
@@ -299,12 +270,12 @@ class SqliteStore(MessagesMixin):
         row = (
             self._read()
             .execute(
-                f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = ? AND tenant_id = ?",
+                f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ? AND tenant_id = ?",
                 (conversation_id, tenant_id),
             )
             .fetchone()
         )
-        return _conversation(row) if row else None
+        return conversation_row(row) if row else None
 
     async def get_conversation_for(
         self, tenant_id: str, conversation_id: str, user_id: str
@@ -312,14 +283,14 @@ class SqliteStore(MessagesMixin):
         row = (
             self._read()
             .execute(
-                f"SELECT {_CONVERSATION_COLUMNS}, (SELECT role FROM conversation_participants "
+                f"SELECT {CONVERSATION_COLUMNS}, (SELECT role FROM conversation_participants "
                 "WHERE conversation_id = conversations.id AND user_id = ?) "
                 "FROM conversations WHERE id = ? AND tenant_id = ?",
                 (user_id, conversation_id, tenant_id),
             )
             .fetchone()
         )
-        return (_conversation(row), row[13]) if row else None
+        return (conversation_row(row), row[13]) if row else None
 
     async def update_conversation(
         self, tenant_id: str, conversation_id: str, changes: dict[str, Any], updated_at: str
@@ -336,7 +307,7 @@ class SqliteStore(MessagesMixin):
             params.append(value)
         sql = (
             f"UPDATE conversations SET {', '.join(assignments)} "
-            f"WHERE id = ? AND tenant_id = ? RETURNING {_CONVERSATION_COLUMNS}"
+            f"WHERE id = ? AND tenant_id = ? RETURNING {CONVERSATION_COLUMNS}"
         )
         params += [conversation_id, tenant_id]
 
@@ -344,7 +315,7 @@ class SqliteStore(MessagesMixin):
             row = conn.execute(sql, params).fetchone()
             if row is None:
                 return None
-            record = _conversation(row)
+            record = conversation_row(row)
             event = EventRecord(
                 conversation_id=record.id,
                 sequence=record.last_sequence,
@@ -408,14 +379,14 @@ class SqliteStore(MessagesMixin):
             "coalesce((SELECT r.position FROM conversation_reads r WHERE r.conversation_id = c.id"
             f" AND r.user_id = {reader}), 0))"
         )
-        cols = ", ".join("c." + name.strip() for name in _CONVERSATION_COLUMNS.split(","))
+        cols = ", ".join("c." + name.strip() for name in CONVERSATION_COLUMNS.split(","))
         rows = conn.execute(
             f"SELECT {cols}, {unread} FROM {source} WHERE {clause} "
             f"ORDER BY {column} {direction}, c.id {direction} LIMIT ? OFFSET ?",
             [*reader_params, *params, query.page_size, (query.page_number - 1) * query.page_size],
         ).fetchall()
         return FeedPage(
-            items=[_conversation(row) for row in rows],
+            items=[conversation_row(row) for row in rows],
             unread_counts=[row[13] for row in rows],
             total_count=total[0],
         )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
 
 import msgspec
 
@@ -18,42 +17,14 @@ from airia_server.storage.base import (
     message_snapshot,
     participant_snapshot,
 )
+from airia_server.storage.rows import (
+    MESSAGE_COLUMNS,
+    PARTICIPANT_COLUMNS,
+    message_row,
+    participant_row,
+)
 
 _encode = msgspec.json.encode
-_decode_list = msgspec.json.Decoder(list[str] | None).decode
-
-_MESSAGE_COLUMNS = (
-    "id, conversation_id, position, user_id, role, message, images, image_attachment_ids, "
-    "created_at, updated_at"
-)
-_PARTICIPANT_COLUMNS = "id, conversation_id, tenant_id, user_id, role, shared_at, shared_by_user_id"
-
-
-def _message(row: tuple[Any, ...]) -> MessageRecord:
-    return MessageRecord(
-        id=row[0],
-        conversation_id=row[1],
-        position=row[2],
-        user_id=row[3],
-        role=row[4],
-        message=row[5],
-        images=_decode_list(row[6]) if row[6] else None,
-        image_attachment_ids=_decode_list(row[7]) if row[7] else None,
-        created_at=row[8],
-        updated_at=row[9],
-    )
-
-
-def _participant(row: tuple[Any, ...]) -> ParticipantRecord:
-    return ParticipantRecord(
-        id=row[0],
-        conversation_id=row[1],
-        tenant_id=row[2],
-        user_id=row[3],
-        role=row[4],
-        shared_at=row[5],
-        shared_by_user_id=row[6],
-    )
 
 
 def _json_or_none(value: list[str] | None) -> str | None:
@@ -90,7 +61,7 @@ def append_event(conn: sqlite3.Connection, event: EventRecord) -> None:
 class MessagesMixin:
     # `_read()` and `_write(op)` come from SqliteStore.
 
-    async def add_message(
+    async def addmessage_row(
         self, tenant_id: str, record: MessageRecord
     ) -> tuple[MessageRecord, EventRecord] | None:
         def op(conn: sqlite3.Connection) -> tuple[MessageRecord, EventRecord] | None:
@@ -100,7 +71,7 @@ class MessagesMixin:
             sequence, position, _ = bumped
             stored = msgspec.structs.replace(record, position=position)
             conn.execute(
-                f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     stored.id,
                     stored.conversation_id,
@@ -138,36 +109,36 @@ class MessagesMixin:
         rows = (
             self._read()
             .execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? AND {bound} "
+                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? AND {bound} "
                 f"ORDER BY position {order} LIMIT ?",
                 (conversation_id, cursor, limit),
             )
             .fetchall()
         )
-        return [_message(row) for row in rows]
+        return [message_row(row) for row in rows]
 
     async def all_messages(self, conversation_id: str) -> list[MessageRecord]:
         rows = (
             self._read()
             .execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? "
+                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? "
                 "ORDER BY position",
                 (conversation_id,),
             )
             .fetchall()
         )
-        return [_message(row) for row in rows]
+        return [message_row(row) for row in rows]
 
-    async def find_message(self, conversation_id: str, message_id: str) -> MessageRecord | None:
+    async def findmessage_row(self, conversation_id: str, message_id: str) -> MessageRecord | None:
         row = (
             self._read()
             .execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ? AND conversation_id = ?",
+                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ? AND conversation_id = ?",
                 (message_id, conversation_id),
             )
             .fetchone()
         )
-        return _message(row) if row else None
+        return message_row(row) if row else None
 
     async def truncate_messages(
         self, tenant_id: str, conversation_id: str, message_id: str, now: str
@@ -229,15 +200,15 @@ class MessagesMixin:
         rows = (
             self._read()
             .execute(
-                f"SELECT {_PARTICIPANT_COLUMNS} FROM conversation_participants "
+                f"SELECT {PARTICIPANT_COLUMNS} FROM conversation_participants "
                 "WHERE conversation_id = ? ORDER BY shared_at, user_id",
                 (conversation_id,),
             )
             .fetchall()
         )
-        return [_participant(row) for row in rows]
+        return [participant_row(row) for row in rows]
 
-    async def put_participant(
+    async def putparticipant_row(
         self,
         tenant_id: str,
         conversation_id: str,
@@ -250,7 +221,7 @@ class MessagesMixin:
     ) -> tuple[ParticipantRecord, EventRecord] | None:
         def op(conn: sqlite3.Connection) -> tuple[ParticipantRecord, EventRecord] | None:
             current = conn.execute(
-                f"SELECT {_PARTICIPANT_COLUMNS} FROM conversation_participants "
+                f"SELECT {PARTICIPANT_COLUMNS} FROM conversation_participants "
                 "WHERE conversation_id = ? AND user_id = ? AND tenant_id = ?",
                 (conversation_id, user_id, tenant_id),
             ).fetchone()
@@ -272,13 +243,13 @@ class MessagesMixin:
                     shared_by_user_id=shared_by,
                 )
                 conn.execute(
-                    f"INSERT INTO conversation_participants ({_PARTICIPANT_COLUMNS}) "
+                    f"INSERT INTO conversation_participants ({PARTICIPANT_COLUMNS}) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (record.id, conversation_id, tenant_id, user_id, role, now, shared_by),
                 )
                 kind = "participant.added"
             else:
-                record = msgspec.structs.replace(_participant(current), role=role)
+                record = msgspec.structs.replace(participant_row(current), role=role)
                 conn.execute(
                     "UPDATE conversation_participants SET role = ? "
                     "WHERE conversation_id = ? AND user_id = ?",
@@ -297,12 +268,12 @@ class MessagesMixin:
 
         return await self._write(op)
 
-    async def remove_participant(
+    async def removeparticipant_row(
         self, tenant_id: str, conversation_id: str, user_id: str, now: str
     ) -> tuple[ParticipantRecord, EventRecord] | None:
         def op(conn: sqlite3.Connection) -> tuple[ParticipantRecord, EventRecord] | None:
             current = conn.execute(
-                f"SELECT {_PARTICIPANT_COLUMNS} FROM conversation_participants "
+                f"SELECT {PARTICIPANT_COLUMNS} FROM conversation_participants "
                 "WHERE conversation_id = ? AND user_id = ? AND tenant_id = ?",
                 (conversation_id, user_id, tenant_id),
             ).fetchone()
@@ -317,7 +288,7 @@ class MessagesMixin:
                 "DELETE FROM conversation_participants WHERE conversation_id = ? AND user_id = ?",
                 (conversation_id, user_id),
             )
-            record = _participant(current)
+            record = participant_row(current)
             event = EventRecord(
                 conversation_id=conversation_id,
                 sequence=bumped[0],

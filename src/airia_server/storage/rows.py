@@ -1,0 +1,84 @@
+"""Rows (tuples or asyncpg records, in the column order each backend selects) to records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from airia_server.storage.base import (
+    ApiKeyRecord,
+    ConversationRecord,
+    MessageRecord,
+    ParticipantRecord,
+)
+
+_decode_files = msgspec.json.Decoder(dict[str, list[str]]).decode
+_decode_list = msgspec.json.Decoder(list[str] | None).decode
+
+CONVERSATION_COLUMNS = (
+    "id, tenant_id, user_id, title, deployment_id, data_source_files, is_bookmarked, "
+    "last_execution_status, last_execution_id, message_count, last_sequence, created_at, updated_at"
+)
+MESSAGE_COLUMNS = (
+    "id, conversation_id, position, user_id, role, message, images, image_attachment_ids, "
+    "created_at, updated_at"
+)
+PARTICIPANT_COLUMNS = "id, conversation_id, tenant_id, user_id, role, shared_at, shared_by_user_id"
+API_KEY_COLUMNS = "id, tenant_id, name, prefix, created_at, revoked_at"
+
+
+def conversation_row(row: tuple[Any, ...]) -> ConversationRecord:
+    return ConversationRecord(
+        id=row[0],
+        tenant_id=row[1],
+        user_id=row[2],
+        title=row[3],
+        deployment_id=row[4],
+        data_source_files=_decode_files(row[5]),
+        is_bookmarked=bool(row[6]),
+        last_execution_status=row[7],
+        last_execution_id=row[8],
+        message_count=row[9],
+        last_sequence=row[10],
+        created_at=row[11],
+        updated_at=row[12],
+    )
+
+
+def api_key_row(row: tuple[Any, ...]) -> ApiKeyRecord:
+    return ApiKeyRecord(
+        id=row[0],
+        tenant_id=row[1],
+        name=row[2],
+        prefix=row[3],
+        created_at=row[4],
+        revoked_at=row[5],
+    )
+
+
+def message_row(row: tuple[Any, ...]) -> MessageRecord:
+    return MessageRecord(
+        id=row[0],
+        conversation_id=row[1],
+        position=row[2],
+        user_id=row[3],
+        role=row[4],
+        message=row[5],
+        images=_decode_list(row[6]) if row[6] else None,
+        image_attachment_ids=_decode_list(row[7]) if row[7] else None,
+        created_at=row[8],
+        updated_at=row[9],
+    )
+
+
+def participant_row(row: tuple[Any, ...]) -> ParticipantRecord:
+    return ParticipantRecord(
+        id=row[0],
+        conversation_id=row[1],
+        tenant_id=row[2],
+        user_id=row[3],
+        role=row[4],
+        shared_at=row[5],
+        shared_by_user_id=row[6],
+    )
