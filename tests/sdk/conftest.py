@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 import airia._client
+import airia.cli
 from airia import AiriaAsyncClient, AiriaClient
 
 BASE_URL = "http://testserver/"
@@ -289,3 +290,23 @@ def api(request: pytest.FixtureRequest, server: FakeServer, sleeps: list[float])
 
 
 MakeApi = Callable[..., SyncOrAsync]
+
+
+@pytest.fixture
+def run(server: FakeServer, sleeps, monkeypatch, capsys):
+    """Run ``airia ARGS`` against the fake server; return (exit code, stdout, stderr)."""
+
+    def factory(**kwargs):
+        return AiriaClient(
+            http_client=httpx.Client(transport=httpx.MockTransport(server)), **kwargs
+        )
+
+    monkeypatch.setattr(airia.cli, "client_factory", factory)
+    monkeypatch.setenv("AIRIA_API_KEY", API_KEY)
+
+    def run_cli(*argv: str):
+        code = airia.cli.main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run_cli

@@ -5,30 +5,7 @@ import json
 import httpx
 import pytest
 
-import airia.cli
-from airia import AiriaClient
-
-from .conftest import API_KEY, FakeServer, problem
-
-
-@pytest.fixture
-def run(server: FakeServer, sleeps, monkeypatch, capsys):
-    """Run ``airia ARGS`` against the fake server; return (exit code, stdout, stderr)."""
-
-    def factory(**kwargs):
-        return AiriaClient(
-            http_client=httpx.Client(transport=httpx.MockTransport(server)), **kwargs
-        )
-
-    monkeypatch.setattr(airia.cli, "client_factory", factory)
-    monkeypatch.setenv("AIRIA_API_KEY", API_KEY)
-
-    def run_cli(*argv: str):
-        code = airia.cli.main(list(argv))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run_cli
+from .conftest import FakeServer, problem
 
 
 def test_create_human(run, server: FakeServer):

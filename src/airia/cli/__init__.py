@@ -15,6 +15,7 @@ from typing import Any
 from .._client import AiriaClient
 from .._exceptions import AiriaAPIError
 from .._version import __version__
+from . import _messages, _sharing
 from ._output import conversation_table, error_line, feed_table, to_json
 
 # Tests replace this to send through an httpx.MockTransport.
@@ -89,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--filter", metavar="TEXT")
     p.add_argument("--user-id")
     p.set_defaults(handler=_list)
+
+    _sharing.register(cmds, common)
+    _messages.register(groups, common)
     return parser
 
 

@@ -8,12 +8,26 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .._exceptions import AiriaAPIError, APIConnectionError
-from ..types.api.conversations import ConversationFeedResponse, GetConversationResponse
+from .._exceptions import AiriaAPIError
+from ..types.api.conversations import (
+    ConversationEvent,
+    ConversationFeedResponse,
+    ConversationMessage,
+    GetConversationResponse,
+    MessageCreatedEvent,
+    MessagesTruncatedEvent,
+    Participant,
+    PresenceEvent,
+    TypingEvent,
+)
 
 
 def to_json(model: BaseModel) -> str:
     return json.dumps(model.model_dump(mode="json", by_alias=True), indent=2)
+
+
+def to_json_line(model: BaseModel) -> str:
+    return json.dumps(model.model_dump(mode="json", by_alias=True), separators=(",", ":"))
 
 
 def _cell(value: Any) -> str:
@@ -28,8 +42,17 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def columns(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    """Rows aligned under their header, two spaces apart, no trailing blanks."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+
+
 def conversation_table(model: BaseModel) -> str:
-    """Key/value lines for one conversation; messages, if any, listed after."""
+    """Key/value lines for one conversation (or any model); messages, if any, listed after."""
     fields = {k: v for k, v in model if k != "messages"}
     fields.update(model.model_extra or {})
     width = max(len(k) for k in fields)
@@ -57,18 +80,59 @@ def feed_table(feed: ConversationFeedResponse, page_number: int) -> str:
         )
         for item in feed.items
     ]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-        for row in [header, *rows]
-    ]
+    lines = columns(header, rows)
     lines.append(f"page {page_number}, {len(feed.items)} of {feed.total_count}")
     return "\n".join(lines)
 
 
+def messages_table(messages: list[ConversationMessage], next_cursor: str | None) -> str:
+    """One message a row; a ``next cursor`` footer when there are more."""
+    header = ("MESSAGE ID", "CREATED", "ROLE", "USER", "MESSAGE")
+    rows = [
+        (m.id, _cell(m.created_at), m.role, _cell(m.user_id), (m.message or "").replace("\n", " "))
+        for m in messages
+    ]
+    lines = columns(header, rows)
+    lines.append(
+        f"{len(messages)} messages" + (f", next cursor {next_cursor}" if next_cursor else "")
+    )
+    return "\n".join(lines)
+
+
+def participants_table(participants: list[Participant]) -> str:
+    header = ("USER ID", "USERNAME", "ROLE", "SHARED AT", "SHARED BY")
+    rows = [
+        (p.user_id, _cell(p.username), p.role, _cell(p.shared_at), _cell(p.shared_by_user_id))
+        for p in participants
+    ]
+    return "\n".join(columns(header, rows))
+
+
+def _event_summary(event: ConversationEvent) -> str:
+    if isinstance(event, MessageCreatedEvent):
+        m = event.data
+        return f"{m.role} {_cell(m.user_id)}: {m.message or ''}".rstrip()
+    if isinstance(event, MessagesTruncatedEvent):
+        t = event.data
+        return f"from {t.from_message_id}: {t.deleted_count} deleted, {t.remaining_count} remain"
+    if isinstance(event, TypingEvent):
+        return f"{_cell(event.data.user_id)} {'is typing' if event.data.is_typing else 'stopped'}"
+    if isinstance(event, PresenceEvent):
+        return f"{_cell(event.data.user_id)} {event.data.action}"
+    if isinstance(event.data, Participant):
+        return f"{event.data.user_id} {event.data.role}"
+    return json.dumps(event.data, separators=(",", ":"), default=str) if event.data else ""
+
+
+def event_line(event: ConversationEvent) -> str:
+    """``TIME  #SEQ  TYPE  SUMMARY`` for one real-time event (``-`` for no sequence)."""
+    sequence = f"#{event.sequence}" if event.sequence is not None else "-"
+    return f"{_cell(event.created_at)}  {sequence}  {event.type}  {_event_summary(event)}".rstrip()
+
+
 def error_line(error: AiriaAPIError) -> str:
     """One line for stderr: ``error: 404 Not Found: Conversation not found (correlation id …)``."""
-    if isinstance(error, APIConnectionError):
+    if error.status_code is None:  # no HTTP status: connection errors, closed WebSockets
         text = error.message
     else:
         reason = error.response.reason_phrase if error.response is not None else ""
