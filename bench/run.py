@@ -92,6 +92,10 @@ class Measurement:
     target_ratio: float | None = None
     p99_factor: float | None = None
     ratio_to_hello: float | None = None
+    cpu: dict[str, float] | None = None
+    """Shares of the server's CPU used by the server ("own") and by others while measuring."""
+    wrk_cpu: dict[str, float] | None = None
+    """The same for wrk's CPU."""
     missed: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -172,7 +176,12 @@ class WrkScenario(Scenario):
         m = self.new_measurement()
         if ctx.warmup_s > 0:
             self.run_wrk(ctx, ctx.warmup_s, "warmup")
+        pid = ctx.server.proc.pid if ctx.server and ctx.server.proc else None
+        before = servers.cpu_sample(ctx.server_cpu, pid)
+        wrk_before = servers.cpu_sample(ctx.wrk_options.cpu, None)
         result = self.run_wrk(ctx, ctx.duration_s, "measure")
+        m.cpu = servers.cpu_shares(before, servers.cpu_sample(ctx.server_cpu, pid))
+        m.wrk_cpu = servers.cpu_shares(wrk_before, servers.cpu_sample(ctx.wrk_options.cpu, None))
         for name in (
             "rps",
             "p50_ms",
@@ -632,6 +641,28 @@ def main(argv: list[str] | None = None) -> int:
             + (" — NOISY machine, compare ratios with care." if spread > 0.15 else ".")
         )
     report.append(f"\nLoad average at start {env['loadavg_start']}, at end {env['loadavg_end']}.")
+
+    def shares(attr: str) -> str:
+        return ", ".join(
+            f"{m.name} {getattr(m, attr)['own']:.0%}/{getattr(m, attr)['others']:.0%}"
+            for m in results
+            if getattr(m, attr)
+        )
+
+    if any(m.cpu for m in results):
+        report.append(
+            "\nCPU use while measuring, ours/others': server CPU "
+            f"{ctx.server_cpu}: {shares('cpu')}; wrk CPU {ctx.wrk_options.cpu}: "
+            f"{shares('wrk_cpu')}."
+        )
+        busy = [
+            m.name for m in results if any(c and c["others"] > 0.05 for c in (m.cpu, m.wrk_cpu))
+        ]
+        if busy:
+            report.append(
+                "Other work used over 5% of a benchmark CPU during: "
+                f"{', '.join(busy)}; those figures are unreliable."
+            )
     for m in results:
         for note in m.notes:
             report.append(f"\n- {m.name}: {note}")

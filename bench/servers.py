@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -192,3 +193,61 @@ def summarize_log(path: Path, keep: int = 10) -> LogSummary:
         if odd and len(summary.notable) < keep:
             summary.notable.append(line[:500])
     return summary
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+@dataclass
+class CpuSample:
+    """Jiffies: busy and total on one CPU (steal counts as busy), and a process's own."""
+
+    cpu_busy: int
+    cpu_total: int
+    proc: int
+
+
+def children_jiffies() -> int:
+    """CPU time of the waited-for child processes (wrk, once it has exited)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return round((usage.ru_utime + usage.ru_stime) * _TICK)
+
+
+def cpu_sample(cpu: int | None, pid: int | None) -> CpuSample | None:
+    """A reading of /proc (Linux only; None elsewhere or when unpinned).
+
+    With `pid` None, `proc` is the CPU time of the finished children instead.
+    """
+    if cpu is None:
+        return None
+    try:
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith(f"cpu{cpu} "):
+                # user nice system idle iowait irq softirq steal ...
+                v = [int(x) for x in line.split()[1:9]]
+                busy, total = v[0] + v[1] + v[2] + v[5] + v[6] + v[7], sum(v)
+                break
+        else:
+            return None
+        if pid is None:
+            own = children_jiffies()
+        else:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            own = int(fields[11]) + int(fields[12])  # utime + stime, all threads
+    except (OSError, ValueError, IndexError):
+        return None
+    return CpuSample(busy, total, own)
+
+
+def cpu_shares(before: CpuSample | None, after: CpuSample | None) -> dict[str, float] | None:
+    """Fractions of one CPU used by our process and by everything else.
+
+    "others" well above zero means something else ran on that CPU during the
+    measurement (other processes, the hypervisor's steal time).
+    """
+    if before is None or after is None or after.cpu_total <= before.cpu_total:
+        return None
+    total = after.cpu_total - before.cpu_total
+    own = after.proc - before.proc
+    busy = after.cpu_busy - before.cpu_busy
+    return {"own": own / total, "others": max(0.0, (busy - own) / total)}
