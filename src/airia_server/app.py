@@ -42,6 +42,14 @@ def _ws_base_url(settings: Settings) -> str | None:
     return f"ws://{host}:{settings.port}"
 
 
+def _open_hub(settings: Settings) -> LocalHub:
+    if settings.redis_url:
+        from airia_server.realtime.redis_hub import RedisHub
+
+        return RedisHub(settings.redis_url, settings.ws_queue_size, settings.redis_prefix)
+    return LocalHub(settings.ws_queue_size)
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
 
@@ -49,7 +57,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = open_store(settings)
         await store.start()
-        hub = LocalHub(settings.ws_queue_size)
+        hub = _open_hub(settings)
         await hub.start()
         if settings.secret_key is not None:
             key = settings.secret_key.get_secret_value().encode()

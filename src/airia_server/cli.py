@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sqlite3
 import sys
 from collections.abc import Sequence
 
+import asyncpg
 from pydantic import ValidationError
 
 from airia_server.config import Settings
@@ -61,7 +63,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     if overrides:
         settings = settings.model_copy(update=overrides)
     # Migrate once here, so many workers do not race to do it.
-    open_store(settings).migrate()
+    asyncio.run(open_store(settings).migrate())
     public = settings.public_url or f"http://{settings.host}:{settings.port}"
     print(
         f"Airia Conversations on {public}  (docs: {public}/docs, database: "
@@ -98,6 +100,14 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        return _run(args)
+    except (OSError, sqlite3.Error, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        print(f"airia-server: cannot use the database (AIRIA_DATABASE_URL): {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
         settings = Settings()
     except ValidationError as exc:
         for error in exc.errors():
@@ -109,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return _serve(settings, args)
     if args.command == "migrate":
-        applied = open_store(settings).migrate()
+        applied = asyncio.run(open_store(settings).migrate())
         print(f"applied migrations: {applied}" if applied else "database is up to date")
         return 0
     if args.command == "keys":

@@ -21,6 +21,11 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///./var/airia.db"
     public_url: str | None = None
+    database_pool_min: int = Field(2, ge=1)
+    database_pool_max: int = Field(10, ge=1)
+    redis_url: str | None = None
+    """`redis://HOST:PORT/DB`: fan events out to every instance. Unset: in-process only."""
+    redis_prefix: str = Field("airia", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     default_deployment_id: str = Field("default", min_length=1, max_length=255)
 
     bootstrap_api_key: SecretStr | None = None
@@ -51,8 +56,8 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _known_scheme(cls, value: str) -> str:
-        if not value.startswith("sqlite:///"):
-            raise ValueError("only sqlite:///PATH database URLs are supported")
+        if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError("use sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE")
         return value
 
     @model_validator(mode="after")
@@ -70,6 +75,10 @@ class Settings(BaseSettings):
                     "set a real secret in production"
                 )
         return self
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.database_url.startswith(("postgresql://", "postgres://"))
 
     @cached_property
     def sqlite_path(self) -> Path:

@@ -118,9 +118,18 @@ def test_tokens_mint_signs_a_verifiable_token(env: dict[str, str]) -> None:
 
 
 def test_invalid_setting_is_reported_by_name(env: dict[str, str]) -> None:
-    result = run_cli({**env, "AIRIA_DATABASE_URL": "postgres://nope"}, "migrate")
+    result = run_cli({**env, "AIRIA_DATABASE_URL": "mysql://nope"}, "migrate")
     assert result.returncode == 2
     assert "AIRIA_DATABASE_URL" in result.stderr
+
+
+def test_unreachable_database_is_one_clear_line(env: dict[str, str]) -> None:
+    result = run_cli(
+        {**env, "AIRIA_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}, "migrate"
+    )
+    assert result.returncode == 1
+    assert "AIRIA_DATABASE_URL" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_production_refuses_a_short_secret(env: dict[str, str]) -> None:

@@ -80,13 +80,13 @@ def row_count(store: SqliteStore, table: str) -> int:
 # --- migrations ---------------------------------------------------------------------
 
 
-def test_migrations_apply_once_then_are_idempotent(tmp_path: Path) -> None:
+async def test_migrations_apply_once_then_are_idempotent(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "nested" / "m.db")
     expected = [version for version, _, _ in migrations()]
     assert expected and expected == sorted(set(expected))
-    assert store.migrate() == expected
-    assert store.migrate() == []
-    assert SqliteStore(store.path).migrate() == []
+    assert await store.migrate() == expected
+    assert await store.migrate() == []
+    assert await SqliteStore(store.path).migrate() == []
     with sqlite3.connect(store.path) as conn:
         versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations")]
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]

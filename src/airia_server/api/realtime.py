@@ -54,12 +54,14 @@ _decode_signal = msgspec.json.Decoder(_ClientSignal).decode
 class _Connection:
     """What one open socket knows about its caller."""
 
-    __slots__ = ("claims", "conversation_id", "role")
+    __slots__ = ("claims", "conversation_id", "last", "role")
 
     def __init__(self, claims: TicketClaims, conversation_id: str, role: str) -> None:
         self.claims = claims
         self.conversation_id = conversation_id
         self.role = role
+        self.last = 0
+        """The last sequence sent to this client."""
 
 
 async def conversation_socket(websocket: WebSocket) -> None:
@@ -80,7 +82,7 @@ async def conversation_socket(websocket: WebSocket) -> None:
         return
 
     # Subscribe before reading the current sequence, so nothing falls between.
-    sub = svc.hub.subscribe(conversation_id)
+    sub = await svc.hub.subscribe(conversation_id)
     try:
         role = await _role(svc, claims, conversation_id)
         if role is None:
@@ -93,9 +95,16 @@ async def conversation_socket(websocket: WebSocket) -> None:
         await websocket.accept()
         conn = _Connection(claims, conversation_id, role)
         reader = asyncio.create_task(_read_client(websocket, svc, sub, conn))
+        start = after if after is not None else record.last_sequence
+        sender = asyncio.create_task(_stream(websocket, svc, sub, conn, start))
+        sub.on_overflow = sender.cancel
         try:
-            start = after if after is not None else record.last_sequence
-            await _stream(websocket, svc, sub, conn, start)
+            await sender
+        except asyncio.CancelledError:
+            if not sub.overflowed:
+                raise
+            # The client stopped reading: the sender was stuck writing to it.
+            await _close_quietly(websocket, CLOSE_RESUME, f"resume after={conn.last}")
         finally:
             reader.cancel()
     except WebSocketDisconnect:
@@ -116,14 +125,17 @@ async def _stream(
     websocket: WebSocket, svc: Services, sub: Subscription, conn: _Connection, last: int
 ) -> None:
     store = svc.store
-    last = await _replay(websocket, store, sub.conversation_id, last, None)
+    conn.last = last = await _replay(websocket, store, sub.conversation_id, last, None)
     while True:
         batch = await sub.next_batch()
         if sub.overflowed:
             await websocket.close(code=CLOSE_RESUME, reason=f"resume after={last}")
             return
-        if not batch:  # the client went away
+        if sub.closed:  # the client went away
             return
+        if sub.needs_resync:
+            sub.needs_resync = False
+            conn.last = last = await _replay(websocket, store, sub.conversation_id, last, None)
         for event in batch:
             if event.sequence is None:
                 await websocket.send_text(event.text)
@@ -131,9 +143,11 @@ async def _stream(
             if event.sequence <= last:
                 continue
             if event.sequence > last + 1:
-                last = await _replay(websocket, store, sub.conversation_id, last, event.sequence)
+                conn.last = last = await _replay(
+                    websocket, store, sub.conversation_id, last, event.sequence
+                )
             await websocket.send_text(event.text)
-            last = event.sequence
+            conn.last = last = event.sequence
             if event.type == "conversation.deleted":
                 await websocket.close(code=CLOSE_NORMAL, reason="conversation deleted")
                 return
@@ -142,6 +156,14 @@ async def _stream(
                     await websocket.close(code=CLOSE_POLICY, reason="access removed")
                     return
                 conn.role = event.role or conn.role
+
+
+async def _close_quietly(websocket: WebSocket, code: int, reason: str) -> None:
+    """Close, but do not wait forever on a client that reads nothing."""
+    try:
+        await asyncio.wait_for(websocket.close(code=code, reason=reason), 10.0)
+    except (TimeoutError, RuntimeError, WebSocketDisconnect):
+        pass
 
 
 async def _replay(websocket, store, conversation_id: str, last: int, before: int | None) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 
 import msgspec
 
@@ -52,13 +53,26 @@ def encode_event(event: EventRecord) -> str:
 
 
 class Subscription:
-    __slots__ = ("_items", "_wakeup", "closed", "conversation_id", "maxsize", "overflowed")
+    __slots__ = (
+        "_items",
+        "_wakeup",
+        "closed",
+        "conversation_id",
+        "maxsize",
+        "needs_resync",
+        "on_overflow",
+        "overflowed",
+    )
 
     def __init__(self, conversation_id: str, maxsize: int) -> None:
         self.conversation_id = conversation_id
         self.maxsize = maxsize
         self.overflowed = False
         self.closed = False
+        self.needs_resync = False
+        self.on_overflow: Callable[[], None] | None = None
+        """Called once when the buffer overflows: the socket's sender may be stuck
+        writing to a client that does not read, so waking it is not enough."""
         self._items: deque[LiveEvent] = deque()
         self._wakeup = asyncio.Event()
 
@@ -68,6 +82,8 @@ class Subscription:
         if len(self._items) >= self.maxsize:
             self.overflowed = True
             self._items.clear()
+            if self.on_overflow is not None:
+                self.on_overflow()
         else:
             self._items.append(event)
         self._wakeup.set()
@@ -77,9 +93,15 @@ class Subscription:
         self.closed = True
         self._wakeup.set()
 
+    def resync(self) -> None:
+        """Live events may have been missed (the fan-out was down): reread the stored log."""
+        self.needs_resync = True
+        self._wakeup.set()
+
     async def next_batch(self) -> list[LiveEvent]:
-        """Everything buffered, waiting for at least one event; empty once closed or overflowed."""
-        while not self._items and not self.overflowed and not self.closed:
+        """Everything buffered, waiting until there is something, or the subscription is
+        closed, overflowed or needs a resync (then possibly empty: check the flags)."""
+        while not (self._items or self.overflowed or self.closed or self.needs_resync):
             self._wakeup.clear()
             await self._wakeup.wait()
         if self.closed:
@@ -104,7 +126,12 @@ class LocalHub:
     async def close(self) -> None:
         pass
 
-    def subscribe(self, conversation_id: str) -> Subscription:
+    @property
+    def healthy(self) -> bool:
+        return True
+
+    async def subscribe(self, conversation_id: str) -> Subscription:
+        """Events of this conversation published from now on reach the subscription."""
         sub = Subscription(conversation_id, self.queue_size)
         self._subscribers.setdefault(conversation_id, set()).add(sub)
         return sub
@@ -116,11 +143,20 @@ class LocalHub:
             if not subs:
                 del self._subscribers[sub.conversation_id]
 
+    def resync_all(self) -> None:
+        for subs in self._subscribers.values():
+            for sub in subs:
+                sub.resync()
+
     @property
     def socket_count(self) -> int:
         return sum(len(s) for s in self._subscribers.values())
 
     async def publish(self, event: EventRecord) -> None:
+        """Deliver after commit to every subscriber of the event's conversation."""
+        self.deliver(event)
+
+    def deliver(self, event: EventRecord) -> None:
         subs = self._subscribers.get(event.conversation_id)
         if not subs:
             return

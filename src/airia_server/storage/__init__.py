@@ -8,9 +8,26 @@ from airia_server.storage.base import Store
 
 def open_store(settings: Settings) -> Store:
     """The store named by `AIRIA_DATABASE_URL` (not started yet)."""
+    if settings.is_postgres:
+        from airia_server.storage.postgres import PostgresStore
+
+        return PostgresStore(
+            settings.database_url,
+            min_pool=settings.database_pool_min,
+            max_pool=settings.database_pool_max,
+        )
     from airia_server.storage.sqlite import SqliteStore
 
     return SqliteStore(settings.sqlite_path, write_batch_max=settings.write_batch_max)
 
 
-__all__ = ["Store", "open_store"]
+def _latest() -> dict[str, int]:
+    from airia_server.storage import postgres, sqlite
+
+    return {"sqlite": sqlite.migrations()[-1][0], "postgres": postgres.migrations()[-1][0]}
+
+
+LATEST_MIGRATION = _latest()
+"""The newest schema version this code knows, per backend."""
+
+__all__ = ["LATEST_MIGRATION", "Store", "open_store"]

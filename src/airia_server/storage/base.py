@@ -159,7 +159,13 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
+    async def migrate(self) -> list[int]:
+        """Apply pending migrations (safe with many instances); the versions applied."""
+
     async def schema_version(self) -> int: ...
+
+    async def ping(self) -> None:
+        """Raise if the database cannot be reached."""
 
     async def server_secret(self, name: str, generate: bytes) -> bytes:
         """The secret stored under `name`, storing `generate` first if there is none."""

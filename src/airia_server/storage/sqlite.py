@@ -76,6 +76,8 @@ def _statements(sql: str) -> list[str]:
 
 
 class SqliteStore(MessagesMixin):
+    backend = "sqlite"
+
     def __init__(self, path: Path, *, write_batch_max: int = 256) -> None:
         self.path = path
         self._write_batch_max = write_batch_max
@@ -87,7 +89,7 @@ class SqliteStore(MessagesMixin):
     # lifecycle
 
     async def start(self) -> None:
-        self.migrate()
+        self._migrate()
         self._writer_conn = _connect(self.path)
         self._writer_conn.execute("PRAGMA synchronous = FULL")
         # Checkpoints copy the WAL back into the database and fsync it; done on the
@@ -115,8 +117,11 @@ class SqliteStore(MessagesMixin):
     def writer_stats(self):
         return self._writer.stats if self._writer else None
 
-    def migrate(self) -> list[int]:
+    async def migrate(self) -> list[int]:
         """Apply pending migrations; safe when several processes start at once."""
+        return self._migrate()
+
+    def _migrate(self) -> list[int]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = _connect(self.path)
         try:
@@ -149,6 +154,9 @@ class SqliteStore(MessagesMixin):
             return applied
         finally:
             conn.close()
+
+    async def ping(self) -> None:
+        self._read().execute("SELECT 1").fetchone()
 
     async def schema_version(self) -> int:
         row = self._read().execute("SELECT max(version) FROM schema_migrations").fetchone()

@@ -61,7 +61,7 @@ def append_event(conn: sqlite3.Connection, event: EventRecord) -> None:
 class MessagesMixin:
     # `_read()` and `_write(op)` come from SqliteStore.
 
-    async def addmessage_row(
+    async def add_message(
         self, tenant_id: str, record: MessageRecord
     ) -> tuple[MessageRecord, EventRecord] | None:
         def op(conn: sqlite3.Connection) -> tuple[MessageRecord, EventRecord] | None:
@@ -129,7 +129,7 @@ class MessagesMixin:
         )
         return [message_row(row) for row in rows]
 
-    async def findmessage_row(self, conversation_id: str, message_id: str) -> MessageRecord | None:
+    async def find_message(self, conversation_id: str, message_id: str) -> MessageRecord | None:
         row = (
             self._read()
             .execute(
@@ -208,7 +208,7 @@ class MessagesMixin:
         )
         return [participant_row(row) for row in rows]
 
-    async def putparticipant_row(
+    async def put_participant(
         self,
         tenant_id: str,
         conversation_id: str,
@@ -268,7 +268,7 @@ class MessagesMixin:
 
         return await self._write(op)
 
-    async def removeparticipant_row(
+    async def remove_participant(
         self, tenant_id: str, conversation_id: str, user_id: str, now: str
     ) -> tuple[ParticipantRecord, EventRecord] | None:
         def op(conn: sqlite3.Connection) -> tuple[ParticipantRecord, EventRecord] | None:

@@ -1,0 +1,121 @@
+"""Fan-out through Redis, so a socket on any instance gets the events of writes on all.
+
+Every instance publishes each committed event to one Redis channel and
+listens on it; each delivers what it hears to its own sockets. Redis keeps
+nothing here: the database's event log is the record. When Redis goes away,
+writes go on (each instance delivers its own events locally and `/readyz`
+says Redis is down); when it comes back, every local socket rereads the
+stored log from its last sequence, so nothing is lost.
+
+One channel for all conversations keeps subscription handling trivial and
+ordering simple; every instance sees every event, which suits tens of
+thousands of events per second. Sharding the channel by conversation is the
+step after that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import msgspec
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from airia_server.realtime.hub import LocalHub
+from airia_server.storage.base import EventRecord
+
+log = logging.getLogger("airia_server.realtime")
+_encode = msgspec.msgpack.encode
+_decode = msgspec.msgpack.Decoder(EventRecord).decode
+
+
+class RedisHub(LocalHub):
+    def __init__(self, url: str, queue_size: int = 1000, prefix: str = "airia") -> None:
+        super().__init__(queue_size)
+        self._channel = f"{prefix}:events"
+        self._redis = redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0)
+        # The listening connection idles between events: no read timeout, but a PING
+        # every few seconds so a dead connection is noticed.
+        self._listen_client = redis.from_url(
+            url, socket_connect_timeout=1.0, health_check_interval=5
+        )
+        self._listener: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+        self._healthy = False
+
+    @property
+    def healthy(self) -> bool:
+        return self._healthy
+
+    async def start(self) -> None:
+        self._listener = asyncio.create_task(self._listen(), name="redis-hub")
+        # Start serving even if Redis is away: it is not needed to answer requests.
+        try:
+            await asyncio.wait_for(self._subscribed.wait(), 5.0)
+        except TimeoutError:
+            log.warning("Redis is not reachable yet; events stay on this instance until it is")
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            try:
+                await self._listener
+            except asyncio.CancelledError:
+                pass
+        await self._redis.aclose()
+        await self._listen_client.aclose()
+
+    async def publish(self, event: EventRecord) -> None:
+        if self._healthy:
+            try:
+                await self._redis.publish(self._channel, _encode(event))
+                return  # our own listener delivers it locally, as every instance's does
+            except (RedisError, OSError) as exc:
+                self._set_unhealthy(exc)
+        self.deliver(event)
+
+    def _set_unhealthy(self, exc: BaseException) -> None:
+        if self._healthy:
+            log.warning("lost Redis (%s); delivering events locally until it is back", exc)
+        self._healthy = False
+
+    async def _listen(self) -> None:
+        delay = 0.1
+        while True:
+            pubsub = self._listen_client.pubsub()
+            try:
+                await pubsub.subscribe(self._channel)
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is None:
+                        continue
+                    if message["type"] == "subscribe":
+                        # Confirmed: from here on no publish can pass us by.
+                        if not self._healthy:
+                            log.info("Redis fan-out is up")
+                            self._healthy = True
+                            # What was published while we were away is in the stored log.
+                            self.resync_all()
+                        self._subscribed.set()
+                        delay = 0.1
+                        continue
+                    self._on_message(message)
+            except asyncio.CancelledError:
+                await pubsub.aclose()
+                raise
+            except (RedisError, OSError) as exc:
+                self._set_unhealthy(exc)
+                await pubsub.aclose()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _on_message(self, message: dict) -> None:
+        if message.get("type") != "message":
+            return
+        try:
+            event = _decode(message["data"])
+        except msgspec.DecodeError:
+            log.warning("ignored an undecodable event on %s", self._channel)
+            return
+        self.deliver(event)

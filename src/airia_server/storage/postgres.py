@@ -1,0 +1,661 @@
+"""PostgreSQL storage through asyncpg: the deployment for many stateless instances.
+
+Every write is one transaction on a pooled connection; PostgreSQL's own group
+commit makes concurrent commits share WAL flushes, and `synchronous_commit`
+stays on, so a returned write is durable. The hottest writes are single
+statements (CTEs), one round trip each.
+
+Per-conversation event sequences stay gap-free under concurrent writers on
+any number of instances because every state change starts with
+`UPDATE conversations SET last_sequence = last_sequence + 1 ... RETURNING`:
+that row lock orders the writers of one conversation, and the event row is
+written in the same transaction, so a sequence is either used and stored or
+rolled back with the change.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from airia_server.ids import new_id
+from airia_server.storage.base import (
+    ApiKeyRecord,
+    ConversationRecord,
+    EventRecord,
+    FeedPage,
+    FeedQuery,
+    LastOwner,
+    MessageRecord,
+    ParticipantRecord,
+    ReadPosition,
+    TruncateResult,
+    conversation_snapshot,
+    message_snapshot,
+    participant_snapshot,
+)
+from airia_server.storage.rows import (
+    API_KEY_COLUMNS,
+    CONVERSATION_COLUMNS,
+    MESSAGE_COLUMNS,
+    PARTICIPANT_COLUMNS,
+    api_key_row,
+    conversation_row,
+    message_row,
+    participant_row,
+)
+
+_encode = msgspec.json.encode
+_decode_data = msgspec.json.Decoder(dict[str, Any]).decode
+_MIGRATION_LOCK = 7_301_734_118  # pg_advisory_lock key: one migrator at a time
+
+_UPDATABLE = {
+    "title",
+    "data_source_files",
+    "is_bookmarked",
+    "last_execution_status",
+    "last_execution_id",
+}
+_SORT_COLUMNS = {"createdAt": "created_at", "updatedAt": "updated_at", "title": "title"}
+_OWNED_TABLES = (
+    "messages",
+    "conversation_participants",
+    "conversation_reads",
+    "conversation_events",
+)
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    folder = resources.files("airia_server.storage.migrations") / "postgres"
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            found.append((int(entry.name.split("_", 1)[0]), entry.name, entry.read_text()))
+    return sorted(found)
+
+
+def _text(value: Any) -> str:
+    return _encode(value).decode()
+
+
+def _list_or_none(value: list[str] | None) -> str | None:
+    return _text(value) if value is not None else None
+
+
+_APPEND_EVENT = (
+    "INSERT INTO conversation_events (conversation_id, sequence, type, data, created_at) "
+    "VALUES ($1, $2, $3, $4, $5)"
+)
+
+
+async def _append(conn: asyncpg.Connection, event: EventRecord) -> None:
+    await conn.execute(
+        _APPEND_EVENT,
+        event.conversation_id,
+        event.sequence,
+        event.type,
+        _text(event.data),
+        event.created_at,
+    )
+
+
+async def _bump(conn, tenant_id: str, conversation_id: str, now: str, messages: int = 0):
+    return await conn.fetchrow(
+        "UPDATE conversations SET last_sequence = last_sequence + 1, updated_at = $1, "
+        "message_seq = message_seq + greatest($2::bigint, 0), message_count = message_count + $2 "
+        "WHERE id = $3 AND tenant_id = $4 RETURNING last_sequence, message_seq, message_count",
+        now,
+        messages,
+        conversation_id,
+        tenant_id,
+    )
+
+
+class PostgresStore:
+    backend = "postgres"
+
+    def __init__(self, dsn: str, *, min_pool: int = 2, max_pool: int = 10) -> None:
+        self.dsn = dsn
+        self._min_pool = min_pool
+        self._max_pool = max_pool
+        self._pool: asyncpg.Pool | None = None
+
+    async def start(self) -> None:
+        await self.migrate()
+        self._pool = await asyncpg.create_pool(
+            self.dsn,
+            min_size=self._min_pool,
+            max_size=self._max_pool,
+            server_settings={"application_name": "airia-server"},
+        )
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("the store is not started")
+        return self._pool
+
+    @property
+    def writer_stats(self):
+        return None
+
+    async def migrate(self) -> list[int]:
+        """Apply pending migrations, under an advisory lock so instances take turns."""
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+            try:
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
+                    " name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+                )
+                done = {r[0] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+                applied = []
+                for version, name, sql in migrations():
+                    if version in done:
+                        continue
+                    async with conn.transaction():
+                        await conn.execute(sql)
+                        await conn.execute(
+                            "INSERT INTO schema_migrations VALUES ($1, $2, to_char(now() AT TIME "
+                            "ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))",
+                            version,
+                            name,
+                        )
+                    applied.append(version)
+                return applied
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+        finally:
+            await conn.close()
+
+    async def schema_version(self) -> int:
+        return await self.pool.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations")
+
+    async def ping(self) -> None:
+        await self.pool.fetchval("SELECT 1")
+
+    async def server_secret(self, name: str, generate: bytes) -> bytes:
+        await self.pool.execute(
+            "INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            name,
+            generate,
+        )
+        return await self.pool.fetchval("SELECT value FROM server_secrets WHERE name = $1", name)
+
+    # API keys
+
+    async def create_api_key(self, record: ApiKeyRecord, key_hash: str) -> None:
+        await self.pool.execute(
+            "INSERT INTO api_keys (id, tenant_id, name, key_hash, prefix, created_at) "
+            "VALUES ($1, $2, $3, $4, $5, $6)",
+            record.id,
+            record.tenant_id,
+            record.name,
+            key_hash,
+            record.prefix,
+            record.created_at,
+        )
+
+    async def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:
+        row = await self.pool.fetchrow(
+            f"SELECT {API_KEY_COLUMNS} FROM api_keys WHERE key_hash = $1", key_hash
+        )
+        return api_key_row(row) if row else None
+
+    async def list_api_keys(self, tenant_id: str | None) -> list[ApiKeyRecord]:
+        if tenant_id is None:
+            rows = await self.pool.fetch(
+                f"SELECT {API_KEY_COLUMNS} FROM api_keys ORDER BY created_at, id"
+            )
+        else:
+            rows = await self.pool.fetch(
+                f"SELECT {API_KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 "
+                "ORDER BY created_at, id",
+                tenant_id,
+            )
+        return [api_key_row(row) for row in rows]
+
+    async def revoke_api_key(self, key_id: str, revoked_at: str) -> bool:
+        status = await self.pool.execute(
+            "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+            revoked_at,
+            key_id,
+        )
+        return status.endswith(" 1")
+
+    # conversations
+
+    async def create_conversation(self, record: ConversationRecord, owner_id: str) -> None:
+        # One statement, one round trip: the conversation and its Owner together.
+        await self.pool.execute(
+            f"WITH c AS (INSERT INTO conversations ({CONVERSATION_COLUMNS}) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id) "
+            "INSERT INTO conversation_participants (conversation_id, user_id, id, tenant_id, "
+            "role, shared_at, shared_by_user_id) SELECT c.id, $3, $14, $2, 'Owner', $12, $3 "
+            "FROM c",
+            record.id,
+            record.tenant_id,
+            record.user_id,
+            record.title,
+            record.deployment_id,
+            _text(record.data_source_files),
+            record.is_bookmarked,
+            record.last_execution_status,
+            record.last_execution_id,
+            record.message_count,
+            record.last_sequence,
+            record.created_at,
+            record.updated_at,
+            owner_id,
+        )
+
+    async def get_conversation(
+        self, tenant_id: str, conversation_id: str
+    ) -> ConversationRecord | None:
+        row = await self.pool.fetchrow(
+            f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1 AND tenant_id = $2",
+            conversation_id,
+            tenant_id,
+        )
+        return conversation_row(row) if row else None
+
+    async def get_conversation_for(
+        self, tenant_id: str, conversation_id: str, user_id: str
+    ) -> tuple[ConversationRecord, str | None] | None:
+        row = await self.pool.fetchrow(
+            f"SELECT {CONVERSATION_COLUMNS}, (SELECT role FROM conversation_participants p "
+            "WHERE p.conversation_id = conversations.id AND p.user_id = $3) "
+            "FROM conversations WHERE id = $1 AND tenant_id = $2",
+            conversation_id,
+            tenant_id,
+            user_id,
+        )
+        return (conversation_row(row), row[13]) if row else None
+
+    async def update_conversation(
+        self, tenant_id: str, conversation_id: str, changes: dict[str, Any], updated_at: str
+    ) -> tuple[ConversationRecord, EventRecord] | None:
+        assignments = ["updated_at = $1", "last_sequence = last_sequence + 1"]
+        params: list[Any] = [updated_at]
+        for field, value in changes.items():
+            if field not in _UPDATABLE:
+                raise ValueError(field)
+            if field == "data_source_files":
+                value = _text(value)
+            params.append(value)
+            assignments.append(f"{field} = ${len(params)}")
+        params += [conversation_id, tenant_id]
+        sql = (
+            f"UPDATE conversations SET {', '.join(assignments)} WHERE id = ${len(params) - 1} "
+            f"AND tenant_id = ${len(params)} RETURNING {CONVERSATION_COLUMNS}"
+        )
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(sql, *params)
+            if row is None:
+                return None
+            record = conversation_row(row)
+            event = EventRecord(
+                conversation_id=record.id,
+                sequence=record.last_sequence,
+                type="conversation.updated",
+                created_at=updated_at,
+                data=conversation_snapshot(record),
+            )
+            await _append(conn, event)
+        return record, event
+
+    async def delete_conversation(
+        self, tenant_id: str, conversation_id: str, deleted_at: str
+    ) -> EventRecord | None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            last = await conn.fetchval(
+                "DELETE FROM conversations WHERE id = $1 AND tenant_id = $2 "
+                "RETURNING last_sequence",
+                conversation_id,
+                tenant_id,
+            )
+            if last is None:
+                return None
+            for table in _OWNED_TABLES:
+                await conn.execute(
+                    f"DELETE FROM {table} WHERE conversation_id = $1", conversation_id
+                )
+        return EventRecord(
+            conversation_id=conversation_id,
+            sequence=last + 1,
+            type="conversation.deleted",
+            created_at=deleted_at,
+            data={"conversationId": conversation_id},
+        )
+
+    async def feed(self, query: FeedQuery) -> FeedPage:
+        column = "c." + _SORT_COLUMNS[query.sort_by]
+        direction = "DESC" if query.descending else "ASC"
+        params: list[Any] = [query.tenant_id]
+        if query.user_id is not None:
+            params.append(query.user_id)
+            source = "conversation_participants p JOIN conversations c ON c.id = p.conversation_id"
+            where = ["p.tenant_id = $1", "p.user_id = $2"]
+            reader = "$2"
+        else:
+            source = "conversations c"
+            where = ["c.tenant_id = $1"]
+            reader = "c.user_id"
+        if query.title_filter:
+            escaped = (
+                query.title_filter.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            )
+            params.append(f"%{escaped}%")
+            where.append(f"c.title ILIKE ${len(params)}")
+        clause = " AND ".join(where)
+        cols = ", ".join("c." + name.strip() for name in CONVERSATION_COLUMNS.split(","))
+        unread = (
+            "(SELECT count(*) FROM messages m WHERE m.conversation_id = c.id AND m.position > "
+            "coalesce((SELECT r.position FROM conversation_reads r WHERE r.conversation_id = c.id"
+            f" AND r.user_id = {reader}), 0))"
+        )
+        limit = len(params) + 1
+        async with self.pool.acquire() as conn:
+            total = await conn.fetchval(f"SELECT count(*) FROM {source} WHERE {clause}", *params)
+            rows = await conn.fetch(
+                f"SELECT {cols}, {unread} FROM {source} WHERE {clause} "
+                f"ORDER BY {column} {direction}, c.id {direction} "
+                f"LIMIT ${limit} OFFSET ${limit + 1}",
+                *params,
+                query.page_size,
+                (query.page_number - 1) * query.page_size,
+            )
+        return FeedPage(
+            items=[conversation_row(row) for row in rows],
+            unread_counts=[row[13] for row in rows],
+            total_count=total,
+        )
+
+    async def events_after(self, conversation_id: str, after: int, limit: int) -> list[EventRecord]:
+        rows = await self.pool.fetch(
+            "SELECT sequence, type, data, created_at FROM conversation_events "
+            "WHERE conversation_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3",
+            conversation_id,
+            after,
+            limit,
+        )
+        return [
+            EventRecord(
+                conversation_id=conversation_id,
+                sequence=seq,
+                type=kind,
+                data=_decode_data(data),
+                created_at=created,
+            )
+            for seq, kind, data, created in rows
+        ]
+
+    # messages
+
+    async def add_message(
+        self, tenant_id: str, record: MessageRecord
+    ) -> tuple[MessageRecord, EventRecord] | None:
+        # One statement: take the next sequence and position (row lock), store the
+        # message and its event. The event's data does not depend on either number.
+        data = _text(message_snapshot(record))
+        row = await self.pool.fetchrow(
+            "WITH b AS (UPDATE conversations SET last_sequence = last_sequence + 1, "
+            "message_seq = message_seq + 1, message_count = message_count + 1, updated_at = $1 "
+            "WHERE id = $2 AND tenant_id = $3 RETURNING last_sequence, message_seq), "
+            f"m AS (INSERT INTO messages ({MESSAGE_COLUMNS}) SELECT $4, $2, b.message_seq, $5, "
+            "$6, $7, $8, $9, $1, $1 FROM b), "
+            "e AS (INSERT INTO conversation_events (conversation_id, sequence, type, data, "
+            "created_at) SELECT $2, b.last_sequence, 'message.created', $10, $1 FROM b) "
+            "SELECT last_sequence, message_seq FROM b",
+            record.created_at,
+            record.conversation_id,
+            tenant_id,
+            record.id,
+            record.user_id,
+            record.role,
+            record.message,
+            _list_or_none(record.images),
+            _list_or_none(record.image_attachment_ids),
+            data,
+        )
+        if row is None:
+            return None
+        stored = msgspec.structs.replace(record, position=row[1])
+        event = EventRecord(
+            conversation_id=record.conversation_id,
+            sequence=row[0],
+            type="message.created",
+            created_at=record.created_at,
+            data=message_snapshot(stored),
+        )
+        return stored, event
+
+    async def list_messages(
+        self, conversation_id: str, *, cursor: int | None, limit: int, descending: bool
+    ) -> list[MessageRecord]:
+        if descending:
+            bound, order, start = "position < $2", "DESC", 2**62 if cursor is None else cursor
+        else:
+            bound, order, start = "position > $2", "ASC", 0 if cursor is None else cursor
+        rows = await self.pool.fetch(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND {bound} "
+            f"ORDER BY position {order} LIMIT $3",
+            conversation_id,
+            start,
+            limit,
+        )
+        return [message_row(row) for row in rows]
+
+    async def all_messages(self, conversation_id: str) -> list[MessageRecord]:
+        rows = await self.pool.fetch(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 ORDER BY position",
+            conversation_id,
+        )
+        return [message_row(row) for row in rows]
+
+    async def find_message(self, conversation_id: str, message_id: str) -> MessageRecord | None:
+        row = await self.pool.fetchrow(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1 AND conversation_id = $2",
+            message_id,
+            conversation_id,
+        )
+        return message_row(row) if row else None
+
+    async def truncate_messages(
+        self, tenant_id: str, conversation_id: str, message_id: str, now: str
+    ) -> TruncateResult | None:
+        try:
+            return await self._truncate(tenant_id, conversation_id, message_id, now)
+        except _Rollback:
+            return None
+
+    async def _truncate(
+        self, tenant_id: str, conversation_id: str, message_id: str, now: str
+    ) -> TruncateResult | None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            # Lock the conversation first, so truncations and appends take turns.
+            if await _bump(conn, tenant_id, conversation_id, now) is None:
+                return None
+            position = await conn.fetchval(
+                "SELECT position FROM messages WHERE id = $1 AND conversation_id = $2",
+                message_id,
+                conversation_id,
+            )
+            if position is None:
+                raise _Rollback
+            status = await conn.execute(
+                "DELETE FROM messages WHERE conversation_id = $1 AND position >= $2",
+                conversation_id,
+                position,
+            )
+            deleted = int(status.split()[-1])
+            row = await conn.fetchrow(
+                "UPDATE conversations SET message_count = message_count - $1 WHERE id = $2 "
+                "RETURNING last_sequence, message_count",
+                deleted,
+                conversation_id,
+            )
+            event = EventRecord(
+                conversation_id=conversation_id,
+                sequence=row[0],
+                type="messages.truncated",
+                created_at=now,
+                data={
+                    "conversationId": conversation_id,
+                    "fromMessageId": message_id,
+                    "deletedCount": deleted,
+                    "remainingCount": row[1],
+                },
+            )
+            await _append(conn, event)
+        return TruncateResult(deleted_count=deleted, remaining_count=row[1], event=event)
+
+    async def mark_read(self, conversation_id: str, user_id: str, now: str) -> ReadPosition:
+        row = await self.pool.fetchrow(
+            "WITH last AS (SELECT position, id FROM messages WHERE conversation_id = $1 "
+            "ORDER BY position DESC LIMIT 1), "
+            "up AS (INSERT INTO conversation_reads (conversation_id, user_id, position, read_at) "
+            "VALUES ($1, $2, coalesce((SELECT position FROM last), 0), $3) "
+            "ON CONFLICT (conversation_id, user_id) DO UPDATE SET position = "
+            "greatest(conversation_reads.position, excluded.position), read_at = excluded.read_at)"
+            " SELECT (SELECT position FROM last), (SELECT id FROM last)",
+            conversation_id,
+            user_id,
+            now,
+        )
+        return ReadPosition(position=row[0] or 0, last_read_message_id=row[1], read_at=now)
+
+    # participants
+
+    async def list_participants(self, conversation_id: str) -> list[ParticipantRecord]:
+        rows = await self.pool.fetch(
+            f"SELECT {PARTICIPANT_COLUMNS} FROM conversation_participants "
+            "WHERE conversation_id = $1 ORDER BY shared_at, user_id",
+            conversation_id,
+        )
+        return [participant_row(row) for row in rows]
+
+    async def put_participant(
+        self,
+        tenant_id: str,
+        conversation_id: str,
+        user_id: str,
+        role: str,
+        shared_by: str | None,
+        now: str,
+        *,
+        only_existing: bool,
+    ) -> tuple[ParticipantRecord, EventRecord] | None:
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                bumped = await _bump(conn, tenant_id, conversation_id, now)
+                if bumped is None:
+                    return None
+                current = await conn.fetchrow(
+                    f"SELECT {PARTICIPANT_COLUMNS} FROM conversation_participants "
+                    "WHERE conversation_id = $1 AND user_id = $2",
+                    conversation_id,
+                    user_id,
+                )
+                if current is None and only_existing:
+                    raise _Rollback
+                if current is not None and current[4] == "Owner" and role != "Owner":
+                    await _require_another_owner(conn, conversation_id, user_id)
+                if current is None:
+                    record = ParticipantRecord(
+                        id=new_id(),
+                        conversation_id=conversation_id,
+                        tenant_id=tenant_id,
+                        user_id=user_id,
+                        role=role,
+                        shared_at=now,
+                        shared_by_user_id=shared_by,
+                    )
+                    await conn.execute(
+                        f"INSERT INTO conversation_participants ({PARTICIPANT_COLUMNS}) "
+                        "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                        record.id,
+                        conversation_id,
+                        tenant_id,
+                        user_id,
+                        role,
+                        now,
+                        shared_by,
+                    )
+                    kind = "participant.added"
+                else:
+                    record = msgspec.structs.replace(participant_row(current), role=role)
+                    await conn.execute(
+                        "UPDATE conversation_participants SET role = $1 "
+                        "WHERE conversation_id = $2 AND user_id = $3",
+                        role,
+                        conversation_id,
+                        user_id,
+                    )
+                    kind = "participant.updated"
+                event = EventRecord(
+                    conversation_id=conversation_id,
+                    sequence=bumped[0],
+                    type=kind,
+                    created_at=now,
+                    data=participant_snapshot(record),
+                )
+                await _append(conn, event)
+        except _Rollback:
+            return None
+        return record, event
+
+    async def remove_participant(
+        self, tenant_id: str, conversation_id: str, user_id: str, now: str
+    ) -> tuple[ParticipantRecord, EventRecord] | None:
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                bumped = await _bump(conn, tenant_id, conversation_id, now)
+                if bumped is None:
+                    return None
+                current = await conn.fetchrow(
+                    f"DELETE FROM conversation_participants WHERE conversation_id = $1 "
+                    f"AND user_id = $2 RETURNING {PARTICIPANT_COLUMNS}",
+                    conversation_id,
+                    user_id,
+                )
+                if current is None:
+                    raise _Rollback
+                if current[4] == "Owner":
+                    await _require_another_owner(conn, conversation_id, user_id)
+                record = participant_row(current)
+                event = EventRecord(
+                    conversation_id=conversation_id,
+                    sequence=bumped[0],
+                    type="participant.removed",
+                    created_at=now,
+                    data=participant_snapshot(record),
+                )
+                await _append(conn, event)
+        except _Rollback:
+            return None
+        return record, event
+
+
+class _Rollback(Exception):
+    """Undo the transaction (and the sequence it took) and answer 'not found'."""
+
+
+async def _require_another_owner(conn, conversation_id: str, user_id: str) -> None:
+    others = await conn.fetchval(
+        "SELECT count(*) FROM conversation_participants "
+        "WHERE conversation_id = $1 AND role = 'Owner' AND user_id != $2",
+        conversation_id,
+        user_id,
+    )
+    if not others:
+        raise LastOwner(conversation_id)
