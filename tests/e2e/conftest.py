@@ -12,6 +12,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 
+import backends
 import httpx
 import pytest
 
@@ -26,16 +27,28 @@ from .support import (
 )
 
 
-@pytest.fixture(scope="session")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+@pytest.fixture(scope="session", params=["sqlite", "postgres+redis"])
+def live_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """The embedded default, then the scale-out deployment: every e2e test runs on both."""
     root = tmp_path_factory.mktemp("server")
     db_path = root / "a.db"
     port = free_port()
+    database_url = f"sqlite:///{db_path}"
+    extra: dict[str, str] = {}
+    if request.param == "postgres+redis":
+        backends.require(backends.postgres_problem())
+        backends.require(backends.redis_problem())
+        database_url = backends.create_database_sync()
+        request.addfinalizer(lambda: backends.drop_database_sync(database_url))
+        extra["AIRIA_REDIS_URL"] = backends.REDIS_URL
     env = clean_env(
-        AIRIA_DATABASE_URL=f"sqlite:///{db_path}",
+        AIRIA_DATABASE_URL=database_url,
         AIRIA_BOOTSTRAP_API_KEY=BOOTSTRAP_KEY,
         AIRIA_JWT_SECRET=JWT_SECRET,
         AIRIA_LOG_FORMAT="text",
+        **extra,
     )
     stderr_path = root / "server.stderr"
     with open(stderr_path, "wb") as stderr:

@@ -9,10 +9,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
+import backends
 from airia_server.ids import new_id
+from airia_server.storage import LATEST_MIGRATION
 from airia_server.storage.base import ApiKeyRecord, ConversationRecord, FeedQuery
+from airia_server.storage.postgres import PostgresStore
+from airia_server.storage.postgres import migrations as postgres_migrations
 from airia_server.storage.sqlite import SqliteStore, migrations
 from airia_server.timeutil import format_us
 
@@ -59,12 +64,32 @@ def open_sqlite(path: Path) -> SqliteStore:
     return SqliteStore(path / "store.db")
 
 
-BACKENDS = {"sqlite": open_sqlite}
+INTEGRITY_ERRORS = (sqlite3.IntegrityError, asyncpg.UniqueViolationError)
 
 
-@pytest.fixture(params=sorted(BACKENDS))
+@pytest.fixture(params=["sqlite", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
-    instance = BACKENDS[request.param](tmp_path)
+    """Every storage test runs on every backend; PostgreSQL gets a database of its own."""
+    url = None
+    if request.param == "postgres":
+        backends.require(backends.postgres_problem())
+        url = await backends.create_database()
+        instance: Any = PostgresStore(url)
+    else:
+        instance = open_sqlite(tmp_path)
+    await instance.start()
+    try:
+        yield instance
+    finally:
+        await instance.close()
+        if url is not None:
+            await backends.drop_database(url)
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    """For what only SQLite has: its group-commit writer."""
+    instance = open_sqlite(tmp_path)
     await instance.start()
     try:
         yield instance
@@ -72,7 +97,9 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         await instance.close()
 
 
-def row_count(store: SqliteStore, table: str) -> int:
+async def row_count(store: Any, table: str) -> int:
+    if store.backend == "postgres":
+        return await store.pool.fetchval(f"SELECT count(*) FROM {table}")
     with sqlite3.connect(store.path) as conn:
         return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
 
@@ -95,7 +122,12 @@ async def test_migrations_apply_once_then_are_idempotent(tmp_path: Path) -> None
 
 
 async def test_schema_version_is_the_latest_migration(store) -> None:
-    assert await store.schema_version() == migrations()[-1][0]
+    assert await store.schema_version() == LATEST_MIGRATION[store.backend]
+
+
+def test_every_backend_has_the_same_migrations() -> None:
+    assert [v for v, _, _ in migrations()] == [v for v, _, _ in postgres_migrations()]
+    assert [n for _, n, _ in migrations()] == [n for _, n, _ in postgres_migrations()]
 
 
 def test_migration_files_are_numbered_without_gaps() -> None:
@@ -122,7 +154,7 @@ async def test_get_is_scoped_to_the_tenant(store) -> None:
 async def test_duplicate_id_fails_and_keeps_the_original(store) -> None:
     record = make_record(title="original")
     await create(store, record)
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(INTEGRITY_ERRORS):
         await create(store, make_record(id=record.id, title="copy"))
     assert (await store.get_conversation("t1", record.id)).title == "original"
 
@@ -338,13 +370,14 @@ async def test_feed_scopes(store, feed_records: list[ConversationRecord]) -> Non
 # --- group commit -------------------------------------------------------------------
 
 
-async def test_concurrent_creates_all_land_in_fewer_commits(store) -> None:
+async def test_concurrent_creates_all_land_in_fewer_commits(sqlite_store) -> None:
+    store = sqlite_store
     before_batches, before_ops = store.writer_stats.batches, store.writer_stats.ops
     records = [make_record(user=f"user{i % 7}") for i in range(200)]
 
     await asyncio.gather(*(create(store, r) for r in records))
 
-    assert row_count(store, "conversations") == 200
+    assert await row_count(store, "conversations") == 200
     page = await store.feed(query(user_id=None, page_size=1000))
     assert page.total_count == 200
     assert {r.id for r in page.items} == {r.id for r in records}
@@ -366,10 +399,10 @@ async def test_one_failing_write_does_not_spoil_its_batch(store) -> None:
     )
 
     failures = [o for o in outcomes if isinstance(o, BaseException)]
-    assert len(failures) == 1 and isinstance(failures[0], sqlite3.IntegrityError)
+    assert len(failures) == 1 and isinstance(failures[0], INTEGRITY_ERRORS)
     for record in fresh:
         assert await store.get_conversation("t1", record.id) == record
-    assert row_count(store, "conversations") == 21
+    assert await row_count(store, "conversations") == 21
 
 
 async def test_closed_store_refuses_writes(tmp_path: Path) -> None:
@@ -413,7 +446,7 @@ async def test_api_keys_are_found_by_hash_listed_and_revoked(store) -> None:
 
 async def test_api_key_hashes_are_unique(store) -> None:
     await store.create_api_key(make_key(), "same-hash")
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(INTEGRITY_ERRORS):
         await store.create_api_key(make_key(), "same-hash")
 
 

@@ -35,6 +35,29 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def _refuse_nul(text: str) -> None:
+    """No database stores a NUL inside text (PostgreSQL refuses it): say so up front."""
+    try:
+        value = msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return  # the typed decode reports the malformed JSON
+    if _has_nul(value):
+        raise ValidationFailed(
+            "Strings must not contain NUL characters",
+            "A string in the body contains \\u0000, which cannot be stored",
+        )
+
+
 def field_of(error: str) -> str | None:
     """The JSON field an msgspec validation message is about, as `a.b[0]`, or None."""
     path = ""
@@ -62,6 +85,8 @@ async def read_json(request: Request, decoder: msgspec.json.Decoder[T], limit: i
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadRequest("Malformed JSON", f"The request body is not UTF-8: {exc}") from exc
+    if "\\u0000" in text or "\\U0000" in text:
+        _refuse_nul(text)
     try:
         return decoder.decode(text)
     except msgspec.ValidationError as exc:

@@ -52,29 +52,21 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
+            if scope["type"] == "http" and (
+                b"%00" in scope.get("raw_path", b"") or b"%00" in scope.get("query_string", b"")
+            ):
+                # No stored text can hold a NUL; refuse it before it reaches a query.
+                state["status"] = 400
+                await _send_problem(
+                    send, 400, "NUL characters are not allowed in URLs", scope["path"], cid_header
+                )
+                return
             await self.app(scope, receive, send_with_id)
         except Exception:
             error_log.exception("unhandled error on %s %s", scope.get("method"), scope["path"])
             if scope["type"] == "http" and state["status"] == 0:
                 state["status"] = 500
-                body = problem_body(
-                    500,
-                    "Internal server error",
-                    "The server failed to handle the request",
-                    scope["path"],
-                )
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 500,
-                        "headers": [
-                            (b"content-type", PROBLEM_JSON.encode()),
-                            (b"content-length", str(len(body)).encode()),
-                            cid_header,
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body})
+                await _send_problem(send, 500, "Internal server error", scope["path"], cid_header)
         finally:
             if self.access_log_enabled:
                 access_log.info(
@@ -87,3 +79,22 @@ class RequestContextMiddleware:
                 )
             tenant_var.reset(tenant_token)
             correlation_id_var.reset(token)
+
+
+async def _send_problem(
+    send: Send, status: int, message: str, path: str, cid_header: tuple[bytes, bytes]
+) -> None:
+    detail = "The server failed to handle the request" if status == 500 else message
+    body = problem_body(status, message, detail, path)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", PROBLEM_JSON.encode()),
+                (b"content-length", str(len(body)).encode()),
+                cid_header,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
