@@ -23,6 +23,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+import backends
+
 from .support import (
     BOOTSTRAP_KEY,
     JWT_SECRET,
@@ -413,18 +415,29 @@ async def test_leaving_closes_the_own_socket_with_1008(
 # --- a slow consumer, on a server with a tiny per-socket queue ----------------------------------
 
 
-@pytest.fixture(scope="module")
-def small_queue_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """A second server, started like the session's, with AIRIA_WS_QUEUE_SIZE=5."""
+@pytest.fixture(scope="module", params=["sqlite", "postgres+redis"])
+def small_queue_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """A second server, started like the session's, with AIRIA_WS_QUEUE_SIZE=5, on each backend."""
     root = tmp_path_factory.mktemp("small-queue-server")
     db_path = root / "a.db"
     port = free_port()
+    database_url = f"sqlite:///{db_path}"
+    extra: dict[str, str] = {}
+    if request.param == "postgres+redis":
+        backends.require(backends.postgres_problem())
+        backends.require(backends.redis_problem())
+        database_url = backends.create_database_sync()
+        request.addfinalizer(lambda: backends.drop_database_sync(database_url))
+        extra["AIRIA_REDIS_URL"] = backends.REDIS_URL
     env = clean_env(
-        AIRIA_DATABASE_URL=f"sqlite:///{db_path}",
+        AIRIA_DATABASE_URL=database_url,
         AIRIA_BOOTSTRAP_API_KEY=BOOTSTRAP_KEY,
         AIRIA_JWT_SECRET=JWT_SECRET,
         AIRIA_LOG_FORMAT="text",
         AIRIA_WS_QUEUE_SIZE=str(SMALL_QUEUE),
+        **extra,
     )
     stderr_path = root / "server.stderr"
     with open(stderr_path, "wb") as stderr:
