@@ -44,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
     mint.add_argument("--sub", required=True, help="the user id")
     mint.add_argument("--tenant", default=DEFAULT_TENANT)
     mint.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+
+    export = sub.add_parser("export", help="write every conversation and API key as JSON Lines")
+    export.add_argument("--tenant", help="only this tenant (default: every tenant)")
+    export.add_argument("--output", "-o", default="-", help="a file, or - for stdout (default)")
+    load = sub.add_parser("import", help="load an export into AIRIA_DATABASE_URL (idempotent)")
+    load.add_argument("file", help="an export file, or - for stdin")
     return parser
 
 
@@ -124,6 +130,10 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "keys":
         return asyncio.run(_with_store(settings, lambda store: _keys(store, args)))
+    if args.command in ("export", "import"):
+        from airia_server.transfer import run_transfer
+
+        return run_transfer(settings, args)
     if args.command == "tokens":
         try:
             print(mint_token(settings, args.sub, args.tenant, args.ttl))

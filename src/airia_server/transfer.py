@@ -1,0 +1,814 @@
+"""`airia-server export` and `import`: move a deployment's data between databases.
+
+The export is JSON Lines, one object per line, each with a `kind`:
+
+    {"kind":"header","format":"airia-export","version":1,"exportedAt":"…","tenant":null,…}
+    {"kind":"api_key",…}                       every key record, with its hash (never a key)
+    {"kind":"conversation",…}                  then that conversation's
+    {"kind":"participant",…}                     participants,
+    {"kind":"message",…}                         messages (with their position),
+    {"kind":"read_position",…}                   read positions,
+    {"kind":"event",…}                           and stored events (sequence, type, data)
+    …
+    {"kind":"end","counts":{…}}                the rows written, per kind
+
+It is written from one consistent snapshot of the source (a read transaction)
+and streamed: each table is read through its own cursor, all ordered by
+conversation, and merged, so memory does not grow with the data.
+
+The import inserts every row with "on conflict do nothing" semantics, so
+loading the same file twice leaves the same data, and an interrupted import
+can simply be run again. Counters (message_count, message_seq, last_sequence)
+are taken from the file, never recomputed. The WebSocket ticket key is not
+exported: the target keeps (or generates) its own, and clients fetch a fresh
+`websocketUrl` as they do anyway.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+import msgspec
+
+from airia_server.timeutil import utcnow_iso
+
+FORMAT = "airia-export"
+VERSION = 1
+BATCH = 500
+
+
+class TransferError(Exception):
+    """A file that cannot be imported; the message is one line for the operator."""
+
+
+# --- the records of the file ----------------------------------------------------------------
+
+
+class _Line(msgspec.Struct, rename="camel", tag_field="kind", kw_only=True):
+    pass
+
+
+class Header(_Line, tag="header"):
+    format: str
+    version: int
+    exported_at: str
+    tenant: str | None = None
+    source: str | None = None
+    schema_version: int | None = None
+
+
+class ApiKeyLine(_Line, tag="api_key"):
+    id: str
+    tenant_id: str
+    name: str | None
+    prefix: str
+    key_hash: str
+    created_at: str
+    revoked_at: str | None
+
+
+class ConversationLine(_Line, tag="conversation"):
+    id: str
+    tenant_id: str
+    user_id: str
+    title: str | None
+    deployment_id: str
+    data_source_files: dict[str, list[str]]
+    is_bookmarked: bool
+    last_execution_status: str | None
+    last_execution_id: str | None
+    message_count: int
+    message_seq: int
+    last_sequence: int
+    created_at: str
+    updated_at: str
+
+
+class ParticipantLine(_Line, tag="participant"):
+    conversation_id: str
+    user_id: str
+    id: str
+    tenant_id: str
+    role: str
+    shared_at: str
+    shared_by_user_id: str | None
+
+
+class MessageLine(_Line, tag="message"):
+    conversation_id: str
+    position: int
+    id: str
+    user_id: str | None
+    role: str
+    message: str | None
+    images: list[str] | None
+    image_attachment_ids: list[str] | None
+    created_at: str
+    updated_at: str
+
+
+class ReadPositionLine(_Line, tag="read_position"):
+    conversation_id: str
+    user_id: str
+    position: int
+    read_at: str
+
+
+class EventLine(_Line, tag="event"):
+    conversation_id: str
+    sequence: int
+    type: str
+    data: msgspec.Raw
+    """The stored JSON text, byte for byte."""
+    created_at: str
+
+
+class EndLine(_Line, tag="end"):
+    counts: dict[str, int]
+
+
+Row = ApiKeyLine | ConversationLine | ParticipantLine | MessageLine | ReadPositionLine | EventLine
+_decode_line = msgspec.json.Decoder(Row | EndLine).decode
+_encoder = msgspec.json.Encoder()
+_decode_files = msgspec.json.Decoder(dict[str, list[str]]).decode
+_decode_list = msgspec.json.Decoder(list[str] | None).decode
+
+
+def _json_list(text: str | None) -> list[str] | None:
+    return _decode_list(text) if text else None
+
+
+def _json_text(value: Any) -> str | None:
+    return _encoder.encode(value).decode() if value is not None else None
+
+
+@dataclass(frozen=True)
+class _Table:
+    kind: str
+    name: str
+    columns: tuple[str, ...]
+    order: tuple[str, ...]
+    """Within a conversation (child tables are ordered by conversation_id first)."""
+    pg_types: tuple[str, ...]
+    to_line: Callable[[tuple[Any, ...]], _Line]
+    to_row: Callable[[Any], tuple[Any, ...]]
+
+
+def _conversation_line(r: tuple[Any, ...]) -> ConversationLine:
+    return ConversationLine(
+        id=r[0],
+        tenant_id=r[1],
+        user_id=r[2],
+        title=r[3],
+        deployment_id=r[4],
+        data_source_files=_decode_files(r[5]) if r[5] else {},
+        is_bookmarked=bool(r[6]),
+        last_execution_status=r[7],
+        last_execution_id=r[8],
+        message_count=r[9],
+        message_seq=r[10],
+        last_sequence=r[11],
+        created_at=r[12],
+        updated_at=r[13],
+    )
+
+
+def _conversation_row(c: ConversationLine) -> tuple[Any, ...]:
+    return (
+        c.id,
+        c.tenant_id,
+        c.user_id,
+        c.title,
+        c.deployment_id,
+        _json_text(c.data_source_files),
+        c.is_bookmarked,
+        c.last_execution_status,
+        c.last_execution_id,
+        c.message_count,
+        c.message_seq,
+        c.last_sequence,
+        c.created_at,
+        c.updated_at,
+    )
+
+
+def _message_line(r: tuple[Any, ...]) -> MessageLine:
+    return MessageLine(
+        conversation_id=r[0],
+        position=r[1],
+        id=r[2],
+        user_id=r[3],
+        role=r[4],
+        message=r[5],
+        images=_json_list(r[6]),
+        image_attachment_ids=_json_list(r[7]),
+        created_at=r[8],
+        updated_at=r[9],
+    )
+
+
+def _message_row(m: MessageLine) -> tuple[Any, ...]:
+    return (
+        m.conversation_id,
+        m.position,
+        m.id,
+        m.user_id,
+        m.role,
+        m.message,
+        _json_text(m.images),
+        _json_text(m.image_attachment_ids),
+        m.created_at,
+        m.updated_at,
+    )
+
+
+def _event_line(r: tuple[Any, ...]) -> EventLine:
+    data = r[3].encode() if isinstance(r[3], str) else bytes(r[3])
+    return EventLine(
+        conversation_id=r[0], sequence=r[1], type=r[2], data=msgspec.Raw(data), created_at=r[4]
+    )
+
+
+def _event_row(e: EventLine) -> tuple[Any, ...]:
+    return (e.conversation_id, e.sequence, e.type, bytes(e.data).decode(), e.created_at)
+
+
+API_KEYS = _Table(
+    "api_key",
+    "api_keys",
+    ("id", "tenant_id", "name", "prefix", "key_hash", "created_at", "revoked_at"),
+    ("id",),
+    ("text",) * 7,
+    lambda r: ApiKeyLine(
+        id=r[0],
+        tenant_id=r[1],
+        name=r[2],
+        prefix=r[3],
+        key_hash=r[4],
+        created_at=r[5],
+        revoked_at=r[6],
+    ),
+    lambda k: (k.id, k.tenant_id, k.name, k.prefix, k.key_hash, k.created_at, k.revoked_at),
+)
+CONVERSATIONS = _Table(
+    "conversation",
+    "conversations",
+    (
+        "id",
+        "tenant_id",
+        "user_id",
+        "title",
+        "deployment_id",
+        "data_source_files",
+        "is_bookmarked",
+        "last_execution_status",
+        "last_execution_id",
+        "message_count",
+        "message_seq",
+        "last_sequence",
+        "created_at",
+        "updated_at",
+    ),
+    ("id",),
+    ("text",) * 6 + ("boolean", "text", "text", "bigint", "bigint", "bigint", "text", "text"),
+    _conversation_line,
+    _conversation_row,
+)
+# The children of a conversation, in the order they are written after it.
+CHILDREN = (
+    _Table(
+        "participant",
+        "conversation_participants",
+        ("conversation_id", "user_id", "id", "tenant_id", "role", "shared_at", "shared_by_user_id"),
+        ("user_id",),
+        ("text",) * 7,
+        lambda r: ParticipantLine(
+            conversation_id=r[0],
+            user_id=r[1],
+            id=r[2],
+            tenant_id=r[3],
+            role=r[4],
+            shared_at=r[5],
+            shared_by_user_id=r[6],
+        ),
+        lambda p: (
+            p.conversation_id,
+            p.user_id,
+            p.id,
+            p.tenant_id,
+            p.role,
+            p.shared_at,
+            p.shared_by_user_id,
+        ),
+    ),
+    _Table(
+        "message",
+        "messages",
+        (
+            "conversation_id",
+            "position",
+            "id",
+            "user_id",
+            "role",
+            "message",
+            "images",
+            "image_attachment_ids",
+            "created_at",
+            "updated_at",
+        ),
+        ("position",),
+        ("text", "bigint") + ("text",) * 8,
+        _message_line,
+        _message_row,
+    ),
+    _Table(
+        "read_position",
+        "conversation_reads",
+        ("conversation_id", "user_id", "position", "read_at"),
+        ("user_id",),
+        ("text", "text", "bigint", "text"),
+        lambda r: ReadPositionLine(conversation_id=r[0], user_id=r[1], position=r[2], read_at=r[3]),
+        lambda p: (p.conversation_id, p.user_id, p.position, p.read_at),
+    ),
+    _Table(
+        "event",
+        "conversation_events",
+        ("conversation_id", "sequence", "type", "data", "created_at"),
+        ("sequence",),
+        ("text", "bigint", "text", "text", "text"),
+        _event_line,
+        _event_row,
+    ),
+)
+TABLES = {t.kind: t for t in (API_KEYS, CONVERSATIONS, *CHILDREN)}
+KINDS = tuple(TABLES)
+_LINE_KIND = {
+    ApiKeyLine: "api_key",
+    ConversationLine: "conversation",
+    ParticipantLine: "participant",
+    MessageLine: "message",
+    ReadPositionLine: "read_position",
+    EventLine: "event",
+}
+
+
+# --- progress on a terminal ------------------------------------------------------------------
+
+
+class Progress:
+    """A plain `\\r` bar on stderr, only when stderr is a terminal."""
+
+    def __init__(self, total: int, label: str, stream: IO[str] | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = _isatty(self.stream)
+        self.total = max(total, 0)
+        self.label = label
+        self.done = 0
+        self._drawn = 0.0
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        if self.enabled and time.monotonic() - self._drawn >= 0.1:
+            self._draw()
+
+    def finish(self) -> None:
+        if self.enabled:
+            self._draw()
+            self.stream.write("\n")
+            self.stream.flush()
+
+    def _draw(self) -> None:
+        self._drawn = time.monotonic()
+        total = max(self.total, self.done, 1)
+        width = 30
+        filled = width * self.done // total
+        percent = 100 * self.done // total
+        self.stream.write(
+            f"\r[{'#' * filled}{'.' * (width - filled)}] {percent:3d}%  {self.done}/{total} "
+            f"{self.label}"
+        )
+        self.stream.flush()
+
+
+def _isatty(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+# --- reading a store -------------------------------------------------------------------------
+
+
+def _select(table: _Table, tenant: str | None, placeholder: Callable[[int], str], collate: str):
+    """SELECT of `table` (restricted to `tenant`), ordered by conversation then `order`."""
+    if table is API_KEYS or table is CONVERSATIONS:
+        cols = ", ".join(table.columns)
+        where = f" WHERE tenant_id = {placeholder(1)}" if tenant is not None else ""
+        return f"SELECT {cols} FROM {table.name}{where} ORDER BY id{collate}"
+    cols = ", ".join(f"t.{c}" for c in table.columns)
+    where = f" WHERE c.tenant_id = {placeholder(1)}" if tenant is not None else ""
+    order = ", ".join(
+        [f"t.conversation_id{collate}"]
+        + [f"t.{c}{collate if c.endswith('_id') else ''}" for c in table.order]
+    )
+    # Only rows of conversations that exist: the ones the export writes.
+    return (
+        f"SELECT {cols} FROM {table.name} t JOIN conversations c ON c.id = t.conversation_id"
+        f"{where} ORDER BY {order}"
+    )
+
+
+def _count(table: _Table, tenant: str | None, placeholder: Callable[[int], str]) -> str:
+    if table is API_KEYS or table is CONVERSATIONS:
+        where = f" WHERE tenant_id = {placeholder(1)}" if tenant is not None else ""
+        return f"SELECT count(*) FROM {table.name}{where}"
+    where = f" WHERE c.tenant_id = {placeholder(1)}" if tenant is not None else ""
+    return (
+        f"SELECT count(*) FROM {table.name} t JOIN conversations c "
+        f"ON c.id = t.conversation_id{where}"
+    )
+
+
+class _Reader:
+    """Consistent, streamed reads of one store."""
+
+    async def counts(self) -> dict[str, int]:
+        raise NotImplementedError
+
+    def rows(self, table: _Table) -> AsyncIterator[tuple[Any, ...]]:
+        raise NotImplementedError
+
+
+class _SqliteReader(_Reader):
+    def __init__(self, conn, tenant: str | None) -> None:
+        self.conn = conn
+        self.tenant = tenant
+        self.params = (tenant,) if tenant is not None else ()
+
+    async def counts(self) -> dict[str, int]:
+        return {
+            t.kind: self.conn.execute(
+                _count(t, self.tenant, lambda i: "?"), self.params
+            ).fetchone()[0]
+            for t in TABLES.values()
+        }
+
+    async def rows(self, table: _Table) -> AsyncIterator[tuple[Any, ...]]:
+        cursor = self.conn.execute(_select(table, self.tenant, lambda i: "?", ""), self.params)
+        try:
+            while batch := cursor.fetchmany(BATCH):
+                for row in batch:
+                    yield row
+        finally:
+            cursor.close()
+
+
+class _PostgresReader(_Reader):
+    def __init__(self, conn, tenant: str | None) -> None:
+        self.conn = conn
+        self.tenant = tenant
+        self.params = (tenant,) if tenant is not None else ()
+
+    async def counts(self) -> dict[str, int]:
+        return {
+            t.kind: await self.conn.fetchval(
+                _count(t, self.tenant, lambda i: f"${i}"), *self.params
+            )
+            for t in TABLES.values()
+        }
+
+    async def rows(self, table: _Table) -> AsyncIterator[tuple[Any, ...]]:
+        # COLLATE "C": every cursor orders ids byte-wise, the same way, so they merge.
+        sql = _select(table, self.tenant, lambda i: f"${i}", ' COLLATE "C"')
+        cursor = await self.conn.cursor(sql, *self.params)
+        while batch := await cursor.fetch(BATCH):
+            for row in batch:
+                yield tuple(row)
+
+
+class _Peek:
+    """An async iterator with its next item visible."""
+
+    def __init__(self, source: AsyncIterator[tuple[Any, ...]]) -> None:
+        self.source = source
+        self.head: tuple[Any, ...] | None = None
+
+    async def advance(self) -> None:
+        self.head = await anext(self.source, None)
+
+
+async def _write_lines(reader: _Reader, out: IO[bytes], progress: Progress) -> dict[str, int]:
+    written = dict.fromkeys(KINDS, 0)
+
+    def emit(line: _Line, kind: str) -> None:
+        out.write(_encoder.encode(line))
+        out.write(b"\n")
+        written[kind] += 1
+        progress.advance()
+
+    async for row in reader.rows(API_KEYS):
+        emit(API_KEYS.to_line(row), "api_key")
+    children = [(table, _Peek(reader.rows(table))) for table in CHILDREN]
+    for _, peek in children:
+        await peek.advance()
+    async for row in reader.rows(CONVERSATIONS):
+        emit(CONVERSATIONS.to_line(row), "conversation")
+        conversation_id = row[0]
+        for table, peek in children:
+            while peek.head is not None and peek.head[0] == conversation_id:
+                emit(table.to_line(peek.head), table.kind)
+                await peek.advance()
+    return written
+
+
+async def export_store(
+    store: Any, out: IO[bytes], *, tenant: str | None = None, progress_stream: IO[str] | None = None
+) -> dict[str, int]:
+    """Write `store`'s data (of `tenant`, or all) to `out` as JSON Lines; counts per kind."""
+    schema = await store.schema_version()
+    header = Header(
+        format=FORMAT,
+        version=VERSION,
+        exported_at=utcnow_iso(),
+        tenant=tenant,
+        source=store.backend,
+        schema_version=schema,
+    )
+    out.write(_encoder.encode(header) + b"\n")
+    if store.backend == "sqlite":
+        conn = store._read()
+        conn.execute("BEGIN")  # one snapshot for every cursor (WAL)
+        try:
+            reader = _SqliteReader(conn, tenant)
+            progress = Progress(sum((await reader.counts()).values()), "rows", progress_stream)
+            written = await _write_lines(reader, out, progress)
+        finally:
+            conn.execute("COMMIT")
+    else:
+        async with store.pool.acquire() as conn:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                reader = _PostgresReader(conn, tenant)
+                progress = Progress(sum((await reader.counts()).values()), "rows", progress_stream)
+                written = await _write_lines(reader, out, progress)
+    out.write(_encoder.encode(EndLine(counts=written)) + b"\n")
+    out.flush()
+    progress.finish()
+    return written
+
+
+# --- loading into a store --------------------------------------------------------------------
+
+
+def read_header(first_line: bytes | str, source: str) -> Header:
+    """The header of an export, or TransferError saying why this is not one."""
+    try:
+        header = msgspec.json.decode(first_line)
+    except msgspec.DecodeError:
+        raise TransferError(
+            f"{source} is not an {FORMAT} file: its first line is not JSON"
+        ) from None
+    if not isinstance(header, dict) or header.get("kind") != "header":
+        raise TransferError(f"{source} is not an {FORMAT} file: its first line is not a header")
+    if header.get("format") != FORMAT:
+        raise TransferError(
+            f"{source} has format {header.get('format')!r}, not {FORMAT!r}: not an Airia export"
+        )
+    if header.get("version") != VERSION:
+        raise TransferError(
+            f"{source} is {FORMAT} version {header.get('version')!r}; "
+            f"this airia-server reads version {VERSION}"
+        )
+    try:
+        return msgspec.json.decode(first_line, type=Header)
+    except msgspec.DecodeError as exc:
+        raise TransferError(f"{source}: invalid header: {exc}") from None
+
+
+def _lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
+    for number, line in enumerate(stream, start=1):
+        line = line.strip()
+        if line:
+            yield number, line
+
+
+class _Writer:
+    async def insert(self, table: _Table, rows: list[tuple[Any, ...]]) -> int:
+        """Insert what is not there yet; how many rows were new."""
+        raise NotImplementedError
+
+
+class _SqliteWriter(_Writer):
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    async def insert(self, table: _Table, rows: list[tuple[Any, ...]]) -> int:
+        cols = ", ".join(table.columns)
+        marks = ", ".join("?" for _ in table.columns)
+        sql = f"INSERT INTO {table.name} ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING"
+        if table is CONVERSATIONS:
+            rows = [(*r[:6], int(r[6]), *r[7:]) for r in rows]
+
+        def op(conn) -> int:
+            before = conn.total_changes
+            conn.executemany(sql, rows)
+            return conn.total_changes - before
+
+        return await self.store._write(op)
+
+
+class _PostgresWriter(_Writer):
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    async def insert(self, table: _Table, rows: list[tuple[Any, ...]]) -> int:
+        cols = ", ".join(table.columns)
+        arrays = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(table.pg_types))
+        sql = (
+            f"INSERT INTO {table.name} ({cols}) SELECT * FROM unnest({arrays}) "
+            "ON CONFLICT DO NOTHING"
+        )
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        status = await self.store.pool.execute(sql, *columns)
+        return int(status.split()[-1])
+
+
+@dataclass
+class ImportSummary:
+    read: dict[str, int]
+    added: dict[str, int]
+    complete: bool
+    """The file ended with its `end` line and its counts matched."""
+
+    def lines(self) -> list[str]:
+        out = [f"{'kind':14} {'in file':>9} {'added':>9} {'already there':>14}"]
+        for kind in KINDS:
+            read, added = self.read[kind], self.added[kind]
+            out.append(f"{kind:14} {read:9d} {added:9d} {read - added:14d}")
+        return out
+
+
+async def import_stream(
+    store: Any, stream: IO[bytes], source: str, *, progress_stream: IO[str] | None = None
+) -> ImportSummary:
+    """Load an export (its header already checked by the caller or here) into `store`."""
+    lines = _lines(stream)
+    first = next(lines, None)
+    if first is None:
+        raise TransferError(f"{source} is empty: not an {FORMAT} file")
+    read_header(first[1], source)
+    writer = _SqliteWriter(store) if store.backend == "sqlite" else _PostgresWriter(store)
+    read = dict.fromkeys(KINDS, 0)
+    added = dict.fromkeys(KINDS, 0)
+    pending: dict[str, list[tuple[Any, ...]]] = {kind: [] for kind in KINDS}
+    progress = Progress(_size(stream), "bytes", progress_stream)
+    end: EndLine | None = None
+
+    async def flush(kind: str) -> None:
+        if pending[kind]:
+            added[kind] += await writer.insert(TABLES[kind], pending[kind])
+            pending[kind] = []
+
+    for number, line in lines:
+        progress.advance(len(line) + 1)
+        if end is not None:
+            raise TransferError(f"{source}:{number}: data after the end line")
+        try:
+            item = _decode_line(line)
+        except msgspec.DecodeError as exc:
+            raise TransferError(f"{source}:{number}: {exc}") from None
+        if isinstance(item, EndLine):
+            end = item
+            continue
+        kind = _LINE_KIND[type(item)]
+        read[kind] += 1
+        pending[kind].append(TABLES[kind].to_row(item))
+        if len(pending[kind]) >= BATCH:
+            await flush(kind)
+    for kind in KINDS:
+        await flush(kind)
+    progress.finish()
+    complete = end is not None and all(end.counts.get(k, 0) == read[k] for k in KINDS)
+    return ImportSummary(read=read, added=added, complete=complete)
+
+
+def _size(stream: IO[bytes]) -> int:
+    try:
+        return os.fstat(stream.fileno()).st_size
+    except (OSError, AttributeError, ValueError):
+        return 0
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def run_transfer(settings: Any, args: Any) -> int:
+    """`airia-server export` / `airia-server import`; the exit code."""
+    import asyncio
+
+    if args.command == "export":
+        return asyncio.run(_export_command(settings, args.tenant, args.output))
+    return _import_command(settings, args.file)
+
+
+async def _export_command(settings: Any, tenant: str | None, output: str) -> int:
+    from airia_server.storage import open_store
+
+    store = open_store(settings)
+    await store.start()
+    try:
+        if output == "-":
+            counts = await export_store(store, sys.stdout.buffer, tenant=tenant)
+        else:
+            # Written aside and renamed at the end: a partial export never looks complete.
+            partial = f"{output}.partial"
+            try:
+                with open(partial, "wb") as out:
+                    counts = await export_store(store, out, tenant=tenant)
+                os.replace(partial, output)
+            except BaseException:
+                if os.path.exists(partial):
+                    os.unlink(partial)
+                raise
+    finally:
+        await store.close()
+    if _isatty(sys.stderr):  # the terminal's operator; nothing extra for scripts
+        total = ", ".join(f"{counts[k]} {k}" for k in KINDS)
+        print(f"exported {total}", file=sys.stderr)
+    return 0
+
+
+def _import_command(settings: Any, path: str) -> int:
+    import asyncio
+
+    source = "stdin" if path == "-" else path
+    try:
+        stream = sys.stdin.buffer if path == "-" else open(path, "rb")
+    except OSError as exc:
+        print(f"airia-server: cannot read {source}: {exc.strerror}", file=sys.stderr)
+        return 2
+    try:
+        # The header is checked before the database is touched.
+        first = stream.readline()
+        while first and not first.strip():
+            first = stream.readline()
+        try:
+            read_header(first, source) if first else _empty(source)
+        except TransferError as exc:
+            print(f"airia-server: {exc}", file=sys.stderr)
+            return 2
+        try:
+            summary = asyncio.run(_import_into(settings, _Prepend(first, stream), source))
+        except TransferError as exc:
+            print(f"airia-server: {exc}", file=sys.stderr)
+            return 2
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    print(f"imported {source} into {settings.database_url.split('://', 1)[0]}:")
+    for line in summary.lines():
+        print(line)
+    if not summary.complete:
+        print(
+            f"airia-server: {source} has no end line, or its counts differ from the rows read: "
+            "it may be truncated (what was read is imported; run the import again with the "
+            "whole file)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _empty(source: str) -> None:
+    raise TransferError(f"{source} is empty: not an {FORMAT} file")
+
+
+class _Prepend:
+    """A binary stream with one line put back in front."""
+
+    def __init__(self, first: bytes, rest: IO[bytes]) -> None:
+        self.first = first
+        self.rest = rest
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.first
+        yield from self.rest
+
+    def fileno(self) -> int:
+        return self.rest.fileno()
+
+
+async def _import_into(settings: Any, stream: Any, source: str) -> ImportSummary:
+    from airia_server.storage import open_store
+
+    store = open_store(settings)
+    await store.start()  # migrates first
+    try:
+        return await import_stream(store, stream, source)
+    finally:
+        await store.close()
