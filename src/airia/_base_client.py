@@ -144,16 +144,42 @@ class BaseClient:
         *,
         params: dict[str, Any] | None = None,
         json: Any = None,
+        content: Any = None,
+        headers: dict[str, str] | None = None,
         correlation_id: str | None = None,
     ) -> httpx.Request:
+        """``content`` is a body already encoded (bytes or a stream of bytes), sent as is."""
         correlation_id = correlation_id or str(uuid.uuid4())
         return self._http.build_request(
             method,
             self._url(path),
             params=params,
             json=json,
-            headers=self._headers(correlation_id),
+            content=content,
+            headers={**self._headers(correlation_id), **(headers or {})},
             timeout=httpx.Timeout(self.timeout),
+        )
+
+    def _same_origin(self, url: str) -> bool:
+        target, base = httpx.URL(url), httpx.URL(self.base_url)
+        return (target.scheme, target.host, target.port) == (base.scheme, base.host, base.port)
+
+    def _build_download_request(self, url: str, correlation_id: str | None) -> httpx.Request:
+        """GET of a signed URL: credentials only go along to the API's own origin.
+
+        The signature in the URL is the authorization, so the key is not needed;
+        not sending it to another host (a CDN, object storage) keeps it from leaking.
+        A relative URL is resolved against the base URL.
+        """
+        correlation_id = correlation_id or str(uuid.uuid4())
+        absolute = self._url(url)
+        if self._same_origin(absolute):
+            headers = self._headers(correlation_id)
+        else:
+            headers = {"User-Agent": USER_AGENT, "X-Correlation-ID": correlation_id}
+        headers["Accept"] = "*/*"
+        return self._http.build_request(
+            "GET", absolute, headers=headers, timeout=httpx.Timeout(self.timeout)
         )
 
     # -- retries ---------------------------------------------------------------

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -112,17 +114,40 @@ class AiriaClient(_ConversationAliases, BaseClient):
         *,
         params: dict[str, Any] | None = None,
         json: Any = None,
+        content: Any = None,
+        headers: dict[str, str] | None = None,
         correlation_id: str | None = None,
         cast_to: Any = None,
     ) -> Any:
         request = self._build_request(
-            method, path, params=params, json=json, correlation_id=correlation_id
+            method,
+            path,
+            params=params,
+            json=json,
+            content=content,
+            headers=headers,
+            correlation_id=correlation_id,
         )
+        return self._parse(request, self._send(request), cast_to)
+
+    @contextlib.contextmanager
+    def _stream(self, request: httpx.Request) -> Iterator[httpx.Response]:
+        """A successful response whose body is read by the caller, then closed."""
+        response = self._send(request, stream=True)
+        try:
+            yield response
+        except httpx.TransportError as exc:  # the connection broke mid-body
+            raise self._transport_error(request, exc) from exc
+        finally:
+            response.close()
+
+    def _send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
+        """Send with retries; return a 2xx response or raise the mapped error."""
         attempt = 0
         while True:
             started = time.perf_counter()
             try:
-                response = self._http.send(request)
+                response = self._http.send(request, stream=stream)
             except httpx.TransportError as exc:
                 error = self._transport_error(request, exc)
                 delay = self._retry_delay(request, attempt, None)
@@ -132,7 +157,10 @@ class AiriaClient(_ConversationAliases, BaseClient):
             else:
                 self._log_response(request, response, time.perf_counter() - started)
                 if response.is_success:
-                    return self._parse(request, response, cast_to)
+                    return response
+                if stream:  # error bodies are small; read them for the exception
+                    response.read()
+                    response.close()
                 delay = self._retry_delay(request, attempt, response)
                 if delay is None:
                     raise self._status_error(request, response)
@@ -218,17 +246,40 @@ class AiriaAsyncClient(_ConversationAliases, BaseClient):
         *,
         params: dict[str, Any] | None = None,
         json: Any = None,
+        content: Any = None,
+        headers: dict[str, str] | None = None,
         correlation_id: str | None = None,
         cast_to: Any = None,
     ) -> Any:
         request = self._build_request(
-            method, path, params=params, json=json, correlation_id=correlation_id
+            method,
+            path,
+            params=params,
+            json=json,
+            content=content,
+            headers=headers,
+            correlation_id=correlation_id,
         )
+        return self._parse(request, await self._send(request), cast_to)
+
+    @contextlib.asynccontextmanager
+    async def _stream(self, request: httpx.Request) -> AsyncIterator[httpx.Response]:
+        """A successful response whose body is read by the caller, then closed."""
+        response = await self._send(request, stream=True)
+        try:
+            yield response
+        except httpx.TransportError as exc:  # the connection broke mid-body
+            raise self._transport_error(request, exc) from exc
+        finally:
+            await response.aclose()
+
+    async def _send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
+        """Send with retries; return a 2xx response or raise the mapped error."""
         attempt = 0
         while True:
             started = time.perf_counter()
             try:
-                response = await self._http.send(request)
+                response = await self._http.send(request, stream=stream)
             except httpx.TransportError as exc:
                 error = self._transport_error(request, exc)
                 delay = self._retry_delay(request, attempt, None)
@@ -238,7 +289,10 @@ class AiriaAsyncClient(_ConversationAliases, BaseClient):
             else:
                 self._log_response(request, response, time.perf_counter() - started)
                 if response.is_success:
-                    return self._parse(request, response, cast_to)
+                    return response
+                if stream:  # error bodies are small; read them for the exception
+                    await response.aread()
+                    await response.aclose()
                 delay = self._retry_delay(request, attempt, response)
                 if delay is None:
                     raise self._status_error(request, response)

@@ -21,6 +21,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ConflictError",
+    "ExternalIdentityConflictError",
     "InternalServerError",
     "NotFoundError",
     "PermissionDeniedError",
@@ -89,6 +90,19 @@ class NotFoundError(APIStatusError):
 
 class ConflictError(APIStatusError):
     """409: the request conflicts with the current state."""
+
+
+class ExternalIdentityConflictError(ConflictError):
+    """409 naming the conversation that already holds what was being added.
+
+    Raised by ``add_external_identity`` when the (system, channel, thread)
+    triple is already mapped in the tenant; ``existing_conversation_id`` is the
+    conversation it points to (also ``body["conversationId"]``).
+    """
+
+    @property
+    def existing_conversation_id(self) -> str:
+        return self.body["conversationId"]
 
 
 class UnprocessableEntityError(APIStatusError):
@@ -209,4 +223,6 @@ def make_status_error(
 
     status = response.status_code
     cls = _STATUS_CLASSES.get(status) or (InternalServerError if status >= 500 else APIStatusError)
+    if status == 409 and isinstance(body, dict) and isinstance(body.get("conversationId"), str):
+        cls = ExternalIdentityConflictError
     return cls(status, message, text, body=body, correlation_id=correlation_id, response=response)

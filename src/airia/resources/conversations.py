@@ -2,8 +2,9 @@
 
 Each pair of methods shares its request shape through the ``_*_body`` and
 ``_*_params`` helpers below; the two classes differ only in ``await``. The
-messages, sharing and real-time methods are inherited from their own modules
-so each stays short, and are all called on ``client.conversations``.
+messages, sharing, real-time, external identity and attachment methods are
+inherited from their own modules so each stays short, and are all called on
+``client.conversations``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from ..types.api.conversations import (
     GetConversationResponse,
 )
 from ._resource import COLLECTION, AsyncAPIResource, SyncAPIResource, conversation_path
+from .attachments import AsyncAttachments, Attachments
+from .external_identities import AsyncExternalIdentities, ExternalIdentities
 from .messages import AsyncMessages, Messages
 from .participants import AsyncParticipants, Participants
 from .realtime import AsyncRealtime, Realtime
@@ -74,9 +77,11 @@ def _feed_params(
     return {k: v for k, v in params.items() if v is not None}
 
 
-class Conversations(Messages, Participants, Realtime, SyncAPIResource):
+class Conversations(
+    Messages, Participants, Realtime, ExternalIdentities, Attachments, SyncAPIResource
+):
     """Conversations: create, read, update, delete and list them; their messages,
-    participants and real-time events."""
+    participants, real-time events, external identities and attachments."""
 
     def create_conversation(
         self,
@@ -230,7 +235,14 @@ class Conversations(Messages, Participants, Realtime, SyncAPIResource):
         )
 
 
-class AsyncConversations(AsyncMessages, AsyncParticipants, AsyncRealtime, AsyncAPIResource):
+class AsyncConversations(
+    AsyncMessages,
+    AsyncParticipants,
+    AsyncRealtime,
+    AsyncExternalIdentities,
+    AsyncAttachments,
+    AsyncAPIResource,
+):
     """Async twin of ``Conversations``: same methods, awaited."""
 
     async def create_conversation(

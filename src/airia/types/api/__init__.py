@@ -3,6 +3,7 @@
 from . import conversations as conversations
 from .conversations import (
     AddMessageResponse,
+    Attachment,
     ConversationDeletedEvent,
     ConversationEvent,
     ConversationFeedItem,
@@ -10,6 +11,7 @@ from .conversations import (
     ConversationMessage,
     ConversationUpdatedEvent,
     CreateConversationResponse,
+    ExternalIdentity,
     GetConversationResponse,
     MarkAsReadResponse,
     MessageCreatedEvent,
@@ -33,6 +35,7 @@ from .conversations import (
 
 __all__ = [
     "AddMessageResponse",
+    "Attachment",
     "ConversationDeletedEvent",
     "ConversationEvent",
     "ConversationFeedItem",
@@ -40,6 +43,7 @@ __all__ = [
     "ConversationMessage",
     "ConversationUpdatedEvent",
     "CreateConversationResponse",
+    "ExternalIdentity",
     "GetConversationResponse",
     "MarkAsReadResponse",
     "MessageCreatedEvent",

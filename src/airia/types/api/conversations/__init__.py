@@ -1,3 +1,4 @@
+from ._attachments import Attachment, ExternalIdentity
 from ._conversations import (
     ConversationFeedItem,
     ConversationFeedResponse,
@@ -34,6 +35,7 @@ from ._messages import (
 
 __all__ = [
     "AddMessageResponse",
+    "Attachment",
     "ConversationDeletedEvent",
     "ConversationEvent",
     "ConversationFeedItem",
@@ -41,6 +43,7 @@ __all__ = [
     "ConversationMessage",
     "ConversationUpdatedEvent",
     "CreateConversationResponse",
+    "ExternalIdentity",
     "GetConversationResponse",
     "MarkAsReadResponse",
     "MessageCreatedEvent",
