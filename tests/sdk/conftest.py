@@ -7,6 +7,10 @@ needs a particular answer queues it with ``server.script(...)``.
 from __future__ import annotations
 
 import asyncio
+import base64
+import email.parser
+import email.policy
+import hashlib
 import json
 import uuid
 from collections.abc import Callable
@@ -39,6 +43,28 @@ def problem(status: int, message: str, **extra: Any) -> httpx.Response:
 
 _LITERALS = {"messages", "truncate", "mark-as-read", "share", "participants", "role"}
 _LITERALS |= {"typing", "presence", "websocket-url"}
+_LITERALS |= {"external-identities", "agent-attachments", "base64", "attachments"}
+BLOB_PATH = "/blobs/"
+
+
+def parse_multipart(request: httpx.Request) -> dict[str, Any]:
+    """Form fields of a multipart body, read by the standard library, not by our encoder.
+
+    Text fields map to their value; file fields to ``(filename, content type, bytes)``.
+    """
+    head = b"Content-Type: " + request.headers["content-type"].encode() + b"\r\n\r\n"
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + request.content)
+    assert message.is_multipart() and not message.defects, message.defects
+    fields: dict[str, Any] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        data = part.get_payload(decode=True)
+        filename = part.get_filename()
+        if filename is None:
+            fields[name] = data.decode()
+        else:
+            fields[name] = (filename, part.get_content_type(), data)
+    return fields
 
 
 class FakeServer:
@@ -49,6 +75,9 @@ class FakeServer:
         self.ws_base = "ws://testserver"
         """Where ``websocket-url`` points; a test with a real socket server sets it."""
         self.tickets_issued = 0
+        self.identities: dict[str, dict[str, Any]] = {}
+        self.blobs: dict[str, dict[str, Any]] = {}
+        """Attachments by blob id, with their ``content``."""
         self._scripted: list[httpx.Response | Exception] = []
 
     def script(self, *answers: httpx.Response | Exception) -> None:
@@ -69,9 +98,13 @@ class FakeServer:
         return self._route(request)
 
     def _route(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith(BLOB_PATH):
+            return self._blob(request)
         parts = request.url.path.strip("/").split("/")
         if parts[:2] != ["v1", "Conversations"]:
             return problem(404, "Not found")
+        if parts[2:] == ["external-identities", "lookup"] and request.method == "GET":
+            return self._lookup(request)
         if len(parts) == 2 and request.method == "POST":
             return self._create(json.loads(request.content))
         if parts[2:] == ["feed"] and request.method == "GET":
@@ -118,7 +151,8 @@ class FakeServer:
         self, request: httpx.Request, conversation: dict[str, Any], parts: list[str]
     ) -> httpx.Response:
         cid = conversation["conversationId"]
-        body = json.loads(request.content) if request.content else {}
+        is_json = request.headers.get("content-type", "").startswith("application/json")
+        body = json.loads(request.content) if request.content and is_json else {}
         route = (request.method, *(p if p in _LITERALS else "*" for p in parts))
         messages: list[dict[str, Any]] = conversation["messages"]
         participants = self.participants.setdefault(cid, {})
@@ -184,7 +218,91 @@ class FakeServer:
             self.tickets_issued += 1
             url = f"{self.ws_base}/v1/Conversations/{cid}/ws?ticket=t{self.tickets_issued}"
             return httpx.Response(200, json={"websocketUrl": url, "expiresAt": NOW})
+        if parts[0] in ("external-identities", "agent-attachments", "attachments"):
+            return self._attachment_route(request, cid, route, parts)
         return problem(404, "Not found")
+
+    # -- external identities and attachments ----------------------------------
+
+    @staticmethod
+    def _triple(values: Any) -> tuple[str, str, str]:
+        return tuple(values[k] for k in ("externalSystem", "externalChannelId", "externalThreadId"))
+
+    def _lookup(self, request: httpx.Request) -> httpx.Response:
+        triple = self._triple(request.url.params)
+        for identity in self.identities.values():
+            if self._triple(identity) == triple:
+                return httpx.Response(200, json=self.conversations[identity["conversationId"]])
+        return problem(404, "External identity not found")
+
+    def _attachment_route(
+        self, request: httpx.Request, cid: str, route: tuple[str, ...], parts: list[str]
+    ) -> httpx.Response:
+        if route == ("GET", "external-identities"):
+            mine = [i for i in self.identities.values() if i["conversationId"] == cid]
+            return httpx.Response(200, json=mine)
+        if route == ("POST", "external-identities"):
+            body = json.loads(request.content)
+            for identity in self.identities.values():
+                if self._triple(identity) == self._triple(body):
+                    return problem(
+                        409,
+                        "External identity already mapped",
+                        conversationId=identity["conversationId"],
+                    )
+            identity = {"id": f"xi{len(self.identities) + 1}", "conversationId": cid, **body}
+            identity["createdAt"] = NOW
+            self.identities[identity["id"]] = identity
+            return httpx.Response(201, json=identity)
+        if route == ("DELETE", "external-identities", "*"):
+            identity = self.identities.get(parts[1])
+            if identity is None or identity["conversationId"] != cid:
+                return problem(404, "External identity not found")
+            del self.identities[parts[1]]
+            return httpx.Response(204)
+        if route == ("POST", "agent-attachments"):
+            form = parse_multipart(request)
+            file_name, content_type, content = form["file"]
+            return self._store(cid, file_name, content_type, content, form.get("source", "agent"))
+        if route == ("POST", "agent-attachments", "base64"):
+            body = json.loads(request.content)
+            content = base64.b64decode(body["base64Content"])
+            source = body.get("source") or "agent"
+            return self._store(cid, body["fileName"], body["contentType"], content, source)
+        if route == ("GET", "attachments"):
+            mine = [
+                {k: v for k, v in b.items() if k != "content"}
+                for b in self.blobs.values()
+                if b["conversationId"] == cid
+            ]
+            return httpx.Response(200, json=mine)
+        return problem(404, "Not found")
+
+    def _store(
+        self, cid: str, file_name: str, content_type: str, content: bytes, source: str
+    ) -> httpx.Response:
+        blob_id = f"b{len(self.blobs) + 1}"
+        blob = {
+            "blobId": blob_id,
+            "conversationId": cid,
+            "fileName": file_name,
+            "contentType": content_type,
+            "size": len(content),
+            "source": source,
+            "createdAt": NOW,
+            "sha256": hashlib.sha256(content).hexdigest(),
+            "url": f"http://testserver{BLOB_PATH}{blob_id}?exp=1&sig=good",
+            "content": content,
+        }
+        self.blobs[blob_id] = blob
+        return httpx.Response(200, json={k: v for k, v in blob.items() if k != "content"})
+
+    def _blob(self, request: httpx.Request) -> httpx.Response:
+        blob = self.blobs.get(request.url.path.removeprefix(BLOB_PATH))
+        if blob is None or request.url.params.get("sig") != "good":
+            return problem(403, "Invalid or expired signature")
+        headers = {"content-type": blob["contentType"]}
+        return httpx.Response(200, content=blob["content"], headers=headers)
 
     @staticmethod
     def _participant(cid: str, user_id: str, role: str) -> dict[str, Any]:

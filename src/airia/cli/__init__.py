@@ -15,7 +15,7 @@ from typing import Any
 from .._client import AiriaClient
 from .._exceptions import AiriaAPIError
 from .._version import __version__
-from . import _messages, _sharing
+from . import _attachments, _identities, _messages, _sharing
 from ._output import conversation_table, error_line, feed_table, to_json
 
 # Tests replace this to send through an httpx.MockTransport.
@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _sharing.register(cmds, common)
     _messages.register(groups, common)
+    _attachments.register(groups, common)
+    _identities.register(groups, common)
     return parser
 
 
@@ -168,6 +170,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             output = args.handler(client, args)
         except AiriaAPIError as exc:
             print(error_line(exc), file=sys.stderr)
+            return 1
+        except _attachments.CommandError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return exc.status
+        except OSError as exc:  # a local file: the path to upload, or where to save
+            print(f"error: {exc}", file=sys.stderr)
             return 1
     if output:
         print(output)

@@ -8,11 +8,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .._exceptions import AiriaAPIError
+from .._exceptions import AiriaAPIError, ExternalIdentityConflictError
 from ..types.api.conversations import (
+    Attachment,
     ConversationEvent,
     ConversationFeedResponse,
     ConversationMessage,
+    ExternalIdentity,
     GetConversationResponse,
     MessageCreatedEvent,
     MessagesTruncatedEvent,
@@ -108,6 +110,52 @@ def participants_table(participants: list[Participant]) -> str:
     return "\n".join(columns(header, rows))
 
 
+def identities_table(identities: list[ExternalIdentity]) -> str:
+    header = ("IDENTITY ID", "SYSTEM", "CHANNEL", "THREAD", "CREATED")
+    rows = [
+        (
+            i.id,
+            i.external_system,
+            i.external_channel_id,
+            i.external_thread_id,
+            _cell(i.created_at),
+        )
+        for i in identities
+    ]
+    return "\n".join(columns(header, rows))
+
+
+def human_size(size: int | None) -> str:
+    """``512 B``, ``1.5 KiB``, ``25.0 MiB``."""
+    if size is None:
+        return "-"
+    if size < 1024:
+        return f"{size} B"
+    value = float(size)
+    for unit in ("KiB", "MiB", "GiB"):
+        value /= 1024
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+    return f"{value / 1024:.1f} TiB"
+
+
+def attachments_table(attachments: list[Attachment]) -> str:
+    """One attachment a row; the signed URLs are long, so only ``--json`` shows them."""
+    header = ("BLOB ID", "FILE NAME", "CONTENT TYPE", "SIZE", "SOURCE", "CREATED")
+    rows = [
+        (
+            a.blob_id,
+            _cell(a.file_name),
+            _cell(a.content_type),
+            human_size(a.size),
+            _cell(a.source),
+            _cell(a.created_at),
+        )
+        for a in attachments
+    ]
+    return "\n".join(columns(header, rows))
+
+
 def _event_summary(event: ConversationEvent) -> str:
     if isinstance(event, MessageCreatedEvent):
         m = event.data
@@ -142,6 +190,8 @@ def error_line(error: AiriaAPIError) -> str:
         detail = error.body.get("detail") if isinstance(error.body, dict) else None
         if isinstance(detail, str) and detail and detail != error.message:
             text += f" ({detail})"
+        if isinstance(error, ExternalIdentityConflictError):
+            text += f" (conversation {error.existing_conversation_id})"
     if error.correlation_id:
         text += f" (correlation id {error.correlation_id})"
     return f"error: {text}"
