@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -11,19 +12,29 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
-from airia_server.api import conversations, messages, participants, realtime, system
+from airia_server.api import (
+    attachments,
+    conversations,
+    identities,
+    messages,
+    participants,
+    realtime,
+    system,
+)
 from airia_server.api.deps import Services
 from airia_server.api.middleware import RequestContextMiddleware
 from airia_server.api.problems import app_error_handler, http_exception_handler
 from airia_server.config import Settings
+from airia_server.domain.attachments import AttachmentService
 from airia_server.domain.auth import Authenticator
 from airia_server.domain.conversations import ConversationService
+from airia_server.domain.identities import IdentityService
 from airia_server.domain.messages import MessageService
 from airia_server.domain.participants import ParticipantService
-from airia_server.domain.tickets import TicketSigner
+from airia_server.domain.tickets import TicketSigner, UrlSigner
 from airia_server.errors import AppError
 from airia_server.realtime.hub import LocalHub
-from airia_server.storage import open_store
+from airia_server.storage import open_blob_store, open_store
 
 log = logging.getLogger("airia_server")
 
@@ -63,21 +74,38 @@ def create_app(settings: Settings | None = None) -> Starlette:
             key = settings.secret_key.get_secret_value().encode()
         else:
             key = await store.server_secret("ws_ticket_key", os.urandom(32))
+        blobs = open_blob_store(settings, store)
+        attachment_service = AttachmentService(
+            store,
+            blobs,
+            UrlSigner(key, settings.attachment_url_ttl_seconds),
+            settings.blob_sweep_grace_seconds,
+        )
+        conversation_service = ConversationService(store, hub, settings.default_deployment_id)
+        conversation_service.after_delete = attachment_service.sweep
         app.state.services = Services(
             settings=settings,
             store=store,
             hub=hub,
             auth=Authenticator(settings, store),
             tickets=TicketSigner(key, settings.ws_ticket_ttl_seconds),
-            conversations=ConversationService(store, hub, settings.default_deployment_id),
-            messages=MessageService(store, hub),
+            conversations=conversation_service,
+            messages=MessageService(store, hub, attachment_service),
             participants=ParticipantService(store, hub),
+            identities=IdentityService(store),
+            attachments=attachment_service,
+            blobs=blobs,
             ws_base_url=_ws_base_url(settings),
+        )
+        # Blobs left unreferenced by a crash between a delete and its cleanup go here.
+        sweeper = asyncio.create_task(
+            attachment_service.sweep_forever(max(settings.blob_sweep_grace_seconds, 10.0))
         )
         log.info("ready: database %s", settings.database_url)
         try:
             yield
         finally:
+            sweeper.cancel()
             await hub.close()
             await store.close()
 
@@ -87,6 +115,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *conversations.routes,
             *messages.routes,
             *participants.routes,
+            *identities.routes,
+            *attachments.routes,
             *realtime.routes,
         ],
         middleware=[Middleware(RequestContextMiddleware)],

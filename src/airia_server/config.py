@@ -50,6 +50,16 @@ class Settings(BaseSettings):
     feed_max_page_size: int = Field(100, ge=1, le=1000)
     write_batch_max: int = Field(256, ge=1)
 
+    blob_store: Literal["auto", "filesystem", "database"] = "auto"
+    """Where attachment bytes go: `filesystem` (AIRIA_BLOB_DIR), `database` (PostgreSQL
+    only, shared by every instance); `auto` picks database on PostgreSQL."""
+    blob_dir: Path = Path("./var/blobs")
+    max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1)
+    attachment_url_ttl_seconds: int = Field(3600, ge=10, le=7 * 24 * 3600)
+    blob_sweep_grace_seconds: float = Field(60.0, ge=0)
+    """Unreferenced blobs untouched this long are deleted (on start, periodically, and
+    right after a conversation is deleted)."""
+
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "text"] = "auto"
 
@@ -74,6 +84,12 @@ class Settings(BaseSettings):
                     f"AIRIA_{name.upper()} is a placeholder or shorter than 32 characters; "
                     "set a real secret in production"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _database_blobs_need_postgres(self) -> Settings:
+        if self.blob_store == "database" and not self.is_postgres:
+            raise ValueError("AIRIA_BLOB_STORE=database needs a postgresql:// AIRIA_DATABASE_URL")
         return self
 
     @property

@@ -7,14 +7,17 @@ from dataclasses import dataclass
 from starlette.requests import HTTPConnection
 
 from airia_server.config import Settings
+from airia_server.domain.attachments import AttachmentService
 from airia_server.domain.auth import Authenticator, Principal
 from airia_server.domain.conversations import ConversationService
+from airia_server.domain.identities import IdentityService
 from airia_server.domain.messages import MessageService
 from airia_server.domain.participants import ParticipantService
 from airia_server.domain.tickets import TicketSigner
 from airia_server.logs import tenant_var
 from airia_server.realtime.hub import LocalHub
 from airia_server.storage.base import Store
+from airia_server.storage.blobs import BlobStore
 from airia_server.timeutil import format_us
 
 
@@ -28,6 +31,9 @@ class Services:
     conversations: ConversationService
     messages: MessageService
     participants: ParticipantService
+    identities: IdentityService
+    attachments: AttachmentService
+    blobs: BlobStore
     ws_base_url: str | None
     """`ws(s)://host[:port]` for `websocketUrl`; None means: take it from the request's Host."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import msgspec
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -16,6 +17,7 @@ PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("airia_server.api")
 
 _TITLES = {
+    416: "Range Not Satisfiable",
     400: "Bad Request",
     401: "Unauthorized",
     403: "Forbidden",
@@ -32,7 +34,8 @@ _TITLES = {
 
 
 def problem_body(status: int, message: str, detail: str, instance: str | None, **extra) -> bytes:
-    return encode(
+    """The problem document; `extra` adds members (`errors`, or what a 409 points at)."""
+    body = msgspec.to_builtins(
         Problem(
             title=_TITLES.get(status, "Error"),
             status=status,
@@ -40,9 +43,10 @@ def problem_body(status: int, message: str, detail: str, instance: str | None, *
             message=message,
             instance=instance,
             correlation_id=correlation_id_var.get(),
-            **extra,
         )
     )
+    body.update(extra)
+    return encode(body)
 
 
 def problem_response(

@@ -186,6 +186,49 @@ class ConversationFeedResponse(Struct, rename="camel", kw_only=True):
     total_count: int
 
 
+ExternalSystem = Annotated[str, Meta(min_length=2, max_length=50, pattern="^[A-Za-z][A-Za-z0-9]*$")]
+ExternalKey = Annotated[str, Meta(min_length=1, max_length=255)]
+
+
+class ExternalIdentityRequest(Struct, rename="camel", kw_only=True):
+    external_system: ExternalSystem
+    external_channel_id: ExternalKey
+    external_thread_id: ExternalKey
+
+
+class ExternalIdentity(Struct, rename="camel", kw_only=True):
+    id: str
+    conversation_id: str
+    external_system: str
+    external_channel_id: str
+    external_thread_id: str
+    created_at: Timestamp
+
+
+AttachmentSource = Literal["user", "agent"]
+
+
+class Base64UploadRequest(Struct, rename="camel", kw_only=True):
+    base64_content: str
+    file_name: Annotated[str, Meta(min_length=1, max_length=255)]
+    content_type: Annotated[str, Meta(max_length=255)] | None = None
+    source: AttachmentSource = "agent"
+
+
+class Attachment(Struct, rename="camel", kw_only=True):
+    blob_id: str
+    """The attachment's id: what messages reference in `imageAttachmentIds`."""
+    url: str
+    """A signed link that downloads the bytes without credentials, until it expires."""
+    conversation_id: str
+    file_name: str
+    content_type: str
+    size: int
+    source: str
+    sha256: str
+    created_at: Timestamp
+
+
 class Problem(Struct, rename="camel", kw_only=True, omit_defaults=True):
     """An RFC 9457 problem, with `message` for clients that show one line."""
 

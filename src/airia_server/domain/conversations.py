@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from airia_server.domain import access
@@ -18,12 +20,16 @@ from airia_server.storage.base import (
 )
 from airia_server.timeutil import utcnow_iso
 
+log = logging.getLogger("airia_server.conversations")
+
 
 class ConversationService:
     def __init__(self, store: Store, hub: LocalHub, default_deployment_id: str) -> None:
         self.store = store
         self.hub = hub
         self.default_deployment_id = default_deployment_id
+        self.after_delete: Callable[[], Awaitable[object]] | None = None
+        """Run after a delete commits (the attachment blob sweep)."""
 
     async def create(
         self,
@@ -90,6 +96,11 @@ class ConversationService:
         if event is None:
             raise conversation_not_found(conversation_id)
         await self.hub.publish(event)
+        if self.after_delete is not None:
+            try:
+                await self.after_delete()
+            except Exception:  # the periodic sweep will finish the job
+                log.exception("cleanup after deleting %s failed", current.id)
 
     async def feed(self, principal: Principal, query: FeedQuery) -> FeedPage:
         if not principal.is_api_key:

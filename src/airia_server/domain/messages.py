@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from airia_server.domain import access
+from airia_server.domain.attachments import AttachmentService
 from airia_server.domain.auth import Principal
 from airia_server.errors import NotFound, ValidationFailed, conversation_not_found
 from airia_server.ids import new_id, parse_id
@@ -16,9 +17,10 @@ def _message_not_found(message_id: str) -> NotFound:
 
 
 class MessageService:
-    def __init__(self, store: Store, hub: LocalHub) -> None:
+    def __init__(self, store: Store, hub: LocalHub, attachments: AttachmentService) -> None:
         self.store = store
         self.hub = hub
+        self.attachments = attachments
 
     async def add(
         self,
@@ -38,11 +40,9 @@ class MessageService:
                 errors=[{"field": "message", "message": "give message, images or both"}],
             )
         if image_attachment_ids:
-            # Attachments are not part of this service yet, so no id can name one.
-            raise ValidationFailed(
-                "Unknown image attachment",
-                f"No attachment {image_attachment_ids[0][:100]} in this conversation",
-                errors=[{"field": "imageAttachmentIds", "message": "unknown attachment"}],
+            # Only this conversation's own attachments: never another's, or another tenant's.
+            image_attachment_ids = await self.attachments.check_references(
+                record.id, image_attachment_ids
             )
         now = utcnow_iso()
         author = access.acting_user(principal, user_id, record.user_id if role == "user" else None)

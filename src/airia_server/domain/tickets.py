@@ -68,3 +68,27 @@ class TicketSigner:
         if claims.expires < time.time():
             raise InvalidTicket("ticket expired")
         return claims
+
+
+class UrlSigner:
+    """Signed, expiring download URLs: `?expires=<unix>&signature=<hmac>`, no header needed."""
+
+    def __init__(self, key: bytes, ttl_seconds: int) -> None:
+        self._key = key
+        self.ttl_seconds = ttl_seconds
+
+    def _sign(self, purpose: str, expires: int) -> str:
+        message = f"{purpose}:{expires}".encode()
+        return _b64(hmac.new(self._key, message, hashlib.sha256).digest())
+
+    def sign(self, purpose: str) -> tuple[int, str]:
+        expires = int(time.time()) + self.ttl_seconds
+        return expires, self._sign(purpose, expires)
+
+    def verify(self, purpose: str, expires: str, signature: str) -> None:
+        if not expires.isdigit() or len(expires) > 12 or len(signature) > 128:
+            raise InvalidTicket("malformed signature")
+        if not hmac.compare_digest(self._sign(purpose, int(expires)).encode(), signature.encode()):
+            raise InvalidTicket("bad signature")
+        if int(expires) < time.time():
+            raise InvalidTicket("expired")

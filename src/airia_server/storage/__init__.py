@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from airia_server.config import Settings
 from airia_server.storage.base import Store
+from airia_server.storage.blobs import BlobStore, FilesystemBlobStore, PostgresBlobStore
 
 
 def open_store(settings: Settings) -> Store:
@@ -21,6 +22,15 @@ def open_store(settings: Settings) -> Store:
     return SqliteStore(settings.sqlite_path, write_batch_max=settings.write_batch_max)
 
 
+def open_blob_store(settings: Settings, store: Store) -> BlobStore:
+    kind = settings.blob_store
+    if kind == "auto":
+        kind = "database" if settings.is_postgres else "filesystem"
+    if kind == "database":
+        return PostgresBlobStore(store)
+    return FilesystemBlobStore(settings.blob_dir)
+
+
 def _latest() -> dict[str, int]:
     from airia_server.storage import postgres, sqlite
 
@@ -30,4 +40,4 @@ def _latest() -> dict[str, int]:
 LATEST_MIGRATION = _latest()
 """The newest schema version this code knows, per backend."""
 
-__all__ = ["LATEST_MIGRATION", "Store", "open_store"]
+__all__ = ["LATEST_MIGRATION", "BlobStore", "Store", "open_blob_store", "open_store"]

@@ -147,6 +147,36 @@ def participant_snapshot(record: ParticipantRecord) -> dict[str, Any]:
     }
 
 
+class IdentityRecord(msgspec.Struct, kw_only=True):
+    id: str
+    tenant_id: str
+    conversation_id: str
+    external_system: str
+    external_channel_id: str
+    external_thread_id: str
+    created_at: str
+
+
+class AttachmentRecord(msgspec.Struct, kw_only=True):
+    id: str
+    tenant_id: str
+    conversation_id: str
+    sha256: str
+    file_name: str
+    content_type: str
+    size: int
+    source: str
+    created_at: str
+
+
+class DuplicateIdentity(Exception):
+    """The triple is already mapped in this tenant."""
+
+    def __init__(self, existing: IdentityRecord) -> None:
+        super().__init__(existing.conversation_id)
+        self.existing = existing
+
+
 class LastOwner(Exception):
     """The change would leave the conversation without an Owner."""
 
@@ -252,6 +282,44 @@ class Store(Protocol):
         self, tenant_id: str, conversation_id: str, user_id: str, now: str
     ) -> tuple[ParticipantRecord, EventRecord] | None:
         """Raises LastOwner when removing the last Owner."""
+
+    # external identities
+
+    async def list_identities(
+        self, tenant_id: str, conversation_id: str
+    ) -> list[IdentityRecord]: ...
+
+    async def add_identity(self, record: IdentityRecord) -> IdentityRecord | None:
+        """None if the conversation is gone; raises DuplicateIdentity."""
+
+    async def remove_identity(
+        self, tenant_id: str, conversation_id: str, identity_id: str
+    ) -> bool: ...
+
+    async def find_identity(
+        self, tenant_id: str, system: str, channel: str, thread: str
+    ) -> IdentityRecord | None: ...
+
+    # attachments
+
+    async def touch_blob(self, tenant_id: str, sha256: str, size: int, now: str) -> None:
+        """Record that content exists (or is about to), shielding it from the sweep."""
+
+    async def add_attachment(self, record: AttachmentRecord) -> AttachmentRecord | None:
+        """None if the conversation is gone."""
+
+    async def list_attachments(
+        self, tenant_id: str, conversation_id: str
+    ) -> list[AttachmentRecord]: ...
+
+    async def get_attachment(self, attachment_id: str) -> AttachmentRecord | None: ...
+
+    async def existing_attachments(self, conversation_id: str, ids: list[str]) -> set[str]:
+        """Which of `ids` are attachments of this conversation."""
+
+    async def sweep_blobs(self, unused_before: str) -> list[tuple[str, str]]:
+        """Forget blobs no attachment references and nobody touched since `unused_before`;
+        the (tenant, sha256) whose content the caller must now delete."""
 
     async def events_after(
         self, conversation_id: str, after: int, limit: int

@@ -37,6 +37,7 @@ from airia_server.storage.base import (
     message_snapshot,
     participant_snapshot,
 )
+from airia_server.storage.postgres_attachments import AttachmentsMixin
 from airia_server.storage.rows import (
     API_KEY_COLUMNS,
     CONVERSATION_COLUMNS,
@@ -65,6 +66,8 @@ _OWNED_TABLES = (
     "conversation_participants",
     "conversation_reads",
     "conversation_events",
+    "external_identities",
+    "attachments",
 )
 
 
@@ -114,7 +117,7 @@ async def _bump(conn, tenant_id: str, conversation_id: str, now: str, messages: 
     )
 
 
-class PostgresStore:
+class PostgresStore(AttachmentsMixin):
     backend = "postgres"
 
     def __init__(self, dsn: str, *, min_pool: int = 2, max_pool: int = 10) -> None:

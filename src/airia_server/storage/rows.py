@@ -8,7 +8,9 @@ import msgspec
 
 from airia_server.storage.base import (
     ApiKeyRecord,
+    AttachmentRecord,
     ConversationRecord,
+    IdentityRecord,
     MessageRecord,
     ParticipantRecord,
 )
@@ -26,6 +28,39 @@ MESSAGE_COLUMNS = (
 )
 PARTICIPANT_COLUMNS = "id, conversation_id, tenant_id, user_id, role, shared_at, shared_by_user_id"
 API_KEY_COLUMNS = "id, tenant_id, name, prefix, created_at, revoked_at"
+IDENTITY_COLUMNS = (
+    "id, tenant_id, conversation_id, external_system, external_channel_id, external_thread_id, "
+    "created_at"
+)
+ATTACHMENT_COLUMNS = (
+    "id, tenant_id, conversation_id, sha256, file_name, content_type, size, source, created_at"
+)
+
+
+def identity_row(row: Any) -> IdentityRecord:
+    return IdentityRecord(
+        id=row[0],
+        tenant_id=row[1],
+        conversation_id=row[2],
+        external_system=row[3],
+        external_channel_id=row[4],
+        external_thread_id=row[5],
+        created_at=row[6],
+    )
+
+
+def attachment_row(row: Any) -> AttachmentRecord:
+    return AttachmentRecord(
+        id=row[0],
+        tenant_id=row[1],
+        conversation_id=row[2],
+        sha256=row[3],
+        file_name=row[4],
+        content_type=row[5],
+        size=row[6],
+        source=row[7],
+        created_at=row[8],
+    )
 
 
 def conversation_row(row: tuple[Any, ...]) -> ConversationRecord:

@@ -29,6 +29,7 @@ from airia_server.storage.rows import (
     api_key_row,
     conversation_row,
 )
+from airia_server.storage.sqlite_attachments import AttachmentsMixin
 from airia_server.storage.sqlite_messages import MessagesMixin, append_event
 from airia_server.storage.sqlite_writer import GroupCommitWriter
 
@@ -48,6 +49,8 @@ _OWNED_TABLES = (
     "conversation_participants",
     "conversation_reads",
     "conversation_events",
+    "external_identities",
+    "attachments",
 )
 _SORT_COLUMNS = {"createdAt": "created_at", "updatedAt": "updated_at", "title": "title"}
 
@@ -75,7 +78,7 @@ def _statements(sql: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
-class SqliteStore(MessagesMixin):
+class SqliteStore(MessagesMixin, AttachmentsMixin):
     backend = "sqlite"
 
     def __init__(self, path: Path, *, write_batch_max: int = 256) -> None:

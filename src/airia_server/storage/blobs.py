@@ -1,0 +1,185 @@
+"""Where attachment bytes live: a directory on disk, or PostgreSQL for many instances.
+
+Content is addressed by (tenant, SHA-256), so identical uploads in one tenant
+are stored once. Uploads are first written to a staging file (hashed and
+counted as they stream in), then handed to the store, which takes the file
+over. Which blobs are referenced is the database's business (`blobs`,
+`attachments`); a store only holds bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Protocol
+
+_CHUNK = 256 * 1024
+
+
+class BlobStore(Protocol):
+    staging_dir: Path
+    """Uploads are staged here, on the same filesystem as the store where it has one."""
+
+    async def put(self, tenant_id: str, sha256: str, staged: Path) -> None:
+        """Keep the staged file's bytes under (tenant, sha256); the staged file is consumed."""
+
+    def read(self, tenant_id: str, sha256: str, start: int, end: int) -> AsyncIterator[bytes]:
+        """Bytes [start, end) of the blob."""
+
+    async def delete(self, tenant_id: str, sha256: str) -> None: ...
+
+    async def exists(self, tenant_id: str, sha256: str) -> bool: ...
+
+
+def _tenant_dir(tenant_id: str) -> str:
+    # Tenant names are caller-chosen text: never let one become a path.
+    return hashlib.sha256(tenant_id.encode()).hexdigest()[:24]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FilesystemBlobStore:
+    """`<root>/<tenant hash>/<sha[:2]>/<sha>`, written by atomic rename after fsync."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.staging_dir = root / ".staging"
+        self.staging_dir.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, tenant_id: str, sha256: str) -> Path:
+        return self.root / _tenant_dir(tenant_id) / sha256[:2] / sha256
+
+    async def put(self, tenant_id: str, sha256: str, staged: Path) -> None:
+        await asyncio.to_thread(self._put, tenant_id, sha256, staged)
+
+    def _put(self, tenant_id: str, sha256: str, staged: Path) -> None:
+        target = self._path(tenant_id, sha256)
+        if target.exists():
+            staged.unlink(missing_ok=True)
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, target)
+        _fsync_dir(target.parent)
+
+    async def read(self, tenant_id: str, sha256: str, start: int, end: int) -> AsyncIterator[bytes]:
+        with open(self._path(tenant_id, sha256), "rb") as handle:
+            handle.seek(start)
+            remaining = end - start
+            while remaining > 0:
+                chunk = await asyncio.to_thread(handle.read, min(_CHUNK, remaining))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+                yield chunk
+
+    async def delete(self, tenant_id: str, sha256: str) -> None:
+        self._path(tenant_id, sha256).unlink(missing_ok=True)
+
+    async def exists(self, tenant_id: str, sha256: str) -> bool:
+        return self._path(tenant_id, sha256).exists()
+
+
+class PostgresBlobStore:
+    """Blob bytes in `blob_chunks` (1 MiB rows), so every instance reads every file."""
+
+    chunk_size = 1024 * 1024
+
+    def __init__(self, pool_owner, staging_dir: Path | None = None) -> None:
+        self._owner = pool_owner  # the PostgresStore, whose pool is opened at start
+        self.staging_dir = staging_dir or Path(tempfile.gettempdir()) / "airia-uploads"
+        self.staging_dir.mkdir(parents=True, exist_ok=True)
+
+    async def put(self, tenant_id: str, sha256: str, staged: Path) -> None:
+        try:
+            if await self.exists(tenant_id, sha256):
+                return
+            async with self._owner.pool.acquire() as conn, conn.transaction():
+                with open(staged, "rb") as handle:
+                    seq = 0
+                    while True:
+                        data = await asyncio.to_thread(handle.read, self.chunk_size)
+                        if not data and seq > 0:
+                            break
+                        await conn.execute(
+                            "INSERT INTO blob_chunks (tenant_id, sha256, seq, data) "
+                            "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                            tenant_id,
+                            sha256,
+                            seq,
+                            data,
+                        )
+                        seq += 1
+                        if not data:
+                            break
+        finally:
+            staged.unlink(missing_ok=True)
+
+    async def read(self, tenant_id: str, sha256: str, start: int, end: int) -> AsyncIterator[bytes]:
+        size = self.chunk_size
+        for seq in range(start // size, (max(end, 1) - 1) // size + 1):
+            data = await self._owner.pool.fetchval(
+                "SELECT data FROM blob_chunks WHERE tenant_id = $1 AND sha256 = $2 AND seq = $3",
+                tenant_id,
+                sha256,
+                seq,
+            )
+            if data is None:
+                return
+            lo = max(start - seq * size, 0)
+            hi = min(end - seq * size, len(data))
+            if lo < hi:
+                yield bytes(data[lo:hi])
+
+    async def delete(self, tenant_id: str, sha256: str) -> None:
+        await self._owner.pool.execute(
+            "DELETE FROM blob_chunks WHERE tenant_id = $1 AND sha256 = $2", tenant_id, sha256
+        )
+
+    async def exists(self, tenant_id: str, sha256: str) -> bool:
+        found = await self._owner.pool.fetchval(
+            "SELECT 1 FROM blob_chunks WHERE tenant_id = $1 AND sha256 = $2 AND seq = 0",
+            tenant_id,
+            sha256,
+        )
+        return found is not None
+
+
+class StagedUpload:
+    """A staging file that hashes and counts what is written, refusing past `limit`."""
+
+    def __init__(self, staging_dir: Path, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self._hash = hashlib.sha256()
+        fd, name = tempfile.mkstemp(dir=staging_dir, prefix="upload-")
+        self.path = Path(name)
+        self._file = os.fdopen(fd, "wb")
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise OverflowError(self.limit)
+        self._hash.update(data)
+        self._file.write(data)
+
+    def finish(self) -> str:
+        """Flush to disk; the SHA-256 of the content."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        return self._hash.hexdigest()
+
+    def discard(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        self.path.unlink(missing_ok=True)

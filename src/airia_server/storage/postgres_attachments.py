@@ -1,0 +1,136 @@
+"""PostgreSQL: external identities and attachment records (mixed into `PostgresStore`)."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from airia_server.storage.base import AttachmentRecord, DuplicateIdentity, IdentityRecord
+from airia_server.storage.rows import (
+    ATTACHMENT_COLUMNS,
+    IDENTITY_COLUMNS,
+    attachment_row,
+    identity_row,
+)
+
+_FIND_IDENTITY = (
+    f"SELECT {IDENTITY_COLUMNS} FROM external_identities WHERE tenant_id = $1 AND "
+    "external_system = $2 AND external_channel_id = $3 AND external_thread_id = $4"
+)
+
+
+class AttachmentsMixin:
+    # `pool` comes from PostgresStore.
+
+    async def list_identities(self, tenant_id: str, conversation_id: str) -> list[IdentityRecord]:
+        rows = await self.pool.fetch(
+            f"SELECT {IDENTITY_COLUMNS} FROM external_identities "
+            "WHERE conversation_id = $1 AND tenant_id = $2 ORDER BY created_at, id",
+            conversation_id,
+            tenant_id,
+        )
+        return [identity_row(row) for row in rows]
+
+    async def add_identity(self, record: IdentityRecord) -> IdentityRecord | None:
+        try:
+            inserted = await self.pool.fetchval(
+                f"INSERT INTO external_identities ({IDENTITY_COLUMNS}) "
+                "SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM conversations "
+                "WHERE id = $3 AND tenant_id = $2) RETURNING id",
+                record.id,
+                record.tenant_id,
+                record.conversation_id,
+                record.external_system,
+                record.external_channel_id,
+                record.external_thread_id,
+                record.created_at,
+            )
+        except asyncpg.UniqueViolationError:
+            existing = await self.pool.fetchrow(
+                _FIND_IDENTITY,
+                record.tenant_id,
+                record.external_system,
+                record.external_channel_id,
+                record.external_thread_id,
+            )
+            if existing is None:  # removed again meanwhile: the caller may retry
+                raise
+            raise DuplicateIdentity(identity_row(existing)) from None
+        return record if inserted else None
+
+    async def remove_identity(self, tenant_id: str, conversation_id: str, identity_id: str) -> bool:
+        status = await self.pool.execute(
+            "DELETE FROM external_identities WHERE id = $1 AND conversation_id = $2 "
+            "AND tenant_id = $3",
+            identity_id,
+            conversation_id,
+            tenant_id,
+        )
+        return status.endswith(" 1")
+
+    async def find_identity(
+        self, tenant_id: str, system: str, channel: str, thread: str
+    ) -> IdentityRecord | None:
+        row = await self.pool.fetchrow(_FIND_IDENTITY, tenant_id, system, channel, thread)
+        return identity_row(row) if row else None
+
+    async def touch_blob(self, tenant_id: str, sha256: str, size: int, now: str) -> None:
+        await self.pool.execute(
+            "INSERT INTO blobs (tenant_id, sha256, size, created_at, last_used_at) "
+            "VALUES ($1, $2, $3, $4, $4) ON CONFLICT (tenant_id, sha256) "
+            "DO UPDATE SET last_used_at = excluded.last_used_at",
+            tenant_id,
+            sha256,
+            size,
+            now,
+        )
+
+    async def add_attachment(self, record: AttachmentRecord) -> AttachmentRecord | None:
+        inserted = await self.pool.fetchval(
+            f"INSERT INTO attachments ({ATTACHMENT_COLUMNS}) "
+            "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE EXISTS (SELECT 1 FROM conversations "
+            "WHERE id = $3 AND tenant_id = $2) RETURNING id",
+            record.id,
+            record.tenant_id,
+            record.conversation_id,
+            record.sha256,
+            record.file_name,
+            record.content_type,
+            record.size,
+            record.source,
+            record.created_at,
+        )
+        return record if inserted else None
+
+    async def list_attachments(
+        self, tenant_id: str, conversation_id: str
+    ) -> list[AttachmentRecord]:
+        rows = await self.pool.fetch(
+            f"SELECT {ATTACHMENT_COLUMNS} FROM attachments WHERE conversation_id = $1 "
+            "AND tenant_id = $2 ORDER BY created_at, id",
+            conversation_id,
+            tenant_id,
+        )
+        return [attachment_row(row) for row in rows]
+
+    async def get_attachment(self, attachment_id: str) -> AttachmentRecord | None:
+        row = await self.pool.fetchrow(
+            f"SELECT {ATTACHMENT_COLUMNS} FROM attachments WHERE id = $1", attachment_id
+        )
+        return attachment_row(row) if row else None
+
+    async def existing_attachments(self, conversation_id: str, ids: list[str]) -> set[str]:
+        rows = await self.pool.fetch(
+            "SELECT id FROM attachments WHERE conversation_id = $1 AND id = ANY($2::text[])",
+            conversation_id,
+            ids,
+        )
+        return {row[0] for row in rows}
+
+    async def sweep_blobs(self, unused_before: str) -> list[tuple[str, str]]:
+        rows = await self.pool.fetch(
+            "DELETE FROM blobs WHERE last_used_at < $1 AND NOT EXISTS (SELECT 1 FROM "
+            "attachments a WHERE a.tenant_id = blobs.tenant_id AND a.sha256 = blobs.sha256) "
+            "RETURNING tenant_id, sha256",
+            unused_before,
+        )
+        return [(row[0], row[1]) for row in rows]
