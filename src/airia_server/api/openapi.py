@@ -18,6 +18,7 @@ _ERRORS = {
     409: "The change conflicts with the current state",
     413: "Request body too large",
     415: "Body is not JSON",
+    416: "The requested range lies outside the file",
     422: "A field has the wrong type or value; `errors[].field` names it",
 }
 _BODY_ERRORS = (400, 413, 415, 422)
@@ -324,12 +325,155 @@ def openapi_document(max_page_size: int = 100) -> dict[str, Any]:
                 errors=(404,),
             ),
         },
+        f"{base}/external-identities": {
+            "parameters": [_CONVERSATION_ID],
+            "get": _op(
+                "listExternalIdentities",
+                "The chat threads mapped to this conversation",
+                response_schema={"type": "array", "items": _ref("ExternalIdentity")},
+                errors=(404,),
+            ),
+            "post": _op(
+                "addExternalIdentity",
+                "Map a chat thread to this conversation (Owner)",
+                ok=201,
+                response="ExternalIdentity",
+                body="ExternalIdentityRequest",
+                errors=(403, 404, 409),
+                description="The same triple mapped twice in a tenant is 409; the "
+                "problem's `conversationId` names the conversation it points to.",
+            ),
+        },
+        f"{base}/external-identities/{{identityId}}": {
+            "parameters": [_CONVERSATION_ID, _path("identityId", "The mapping's id")],
+            "delete": _op(
+                "removeExternalIdentity", "Remove a mapping (Owner)", ok=204, errors=(403, 404)
+            ),
+        },
+        "/v1/Conversations/external-identities/lookup": {
+            "get": _op(
+                "findConversationByExternalIdentity",
+                "The conversation a chat thread is mapped to (extension)",
+                response="GetConversationResponse",
+                errors=(404, 422),
+                params=[
+                    {
+                        **_query("externalSystem", {"type": "string"}, "e.g. Slack"),
+                        "required": True,
+                    },
+                    {
+                        **_query("externalChannelId", {"type": "string"}, "Channel id"),
+                        "required": True,
+                    },
+                    {
+                        **_query("externalThreadId", {"type": "string"}, "Thread id"),
+                        "required": True,
+                    },
+                ],
+            ),
+        },
+        f"{base}/attachments": {
+            "parameters": [_CONVERSATION_ID],
+            "get": _op(
+                "listAttachments",
+                "The conversation's attachments, with download links",
+                response_schema={"type": "array", "items": _ref("Attachment")},
+                errors=(404,),
+            ),
+        },
+        f"{base}/agent-attachments": {
+            "parameters": [_CONVERSATION_ID],
+            "post": {
+                **_op(
+                    "uploadAttachment",
+                    "Upload a file (multipart, part `file`; Collaborator)",
+                    response="Attachment",
+                    errors=(400, 403, 404, 413, 415, 422),
+                ),
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "multipart/form-data": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["file"],
+                                "properties": {
+                                    "file": {"type": "string", "format": "binary"},
+                                    "source": {"type": "string", "enum": ["user", "agent"]},
+                                },
+                            },
+                        }
+                    },
+                },
+            },
+        },
+        f"{base}/agent-attachments/base64": {
+            "parameters": [_CONVERSATION_ID],
+            "post": _op(
+                "uploadAttachmentBase64",
+                "Upload a file as base64 JSON (Collaborator)",
+                response="Attachment",
+                body="Base64UploadRequest",
+                errors=(403, 404),
+            ),
+        },
+        "/v1/attachments/{attachmentId}/content": {
+            "parameters": [
+                _path("attachmentId", "The attachment's blobId"),
+                {**_query("expires", {"type": "string"}, "From the signed url"), "required": True},
+                {
+                    **_query("signature", {"type": "string"}, "From the signed url"),
+                    "required": True,
+                },
+            ],
+            "get": {
+                "operationId": "downloadAttachment",
+                "tags": ["Conversations"],
+                "summary": "The file's bytes through its signed link (no credentials; ranges)",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "The whole file",
+                        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+                    },
+                    "206": {
+                        "description": "The requested range",
+                        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+                    },
+                    **{
+                        str(c): {
+                            "description": d,
+                            "content": {"application/problem+json": {"schema": _ref("Problem")}},
+                        }
+                        for c, d in (
+                            (403, "Invalid or expired link"),
+                            (404, "The attachment no longer exists"),
+                            (416, _ERRORS[416]),
+                        )
+                    },
+                },
+            },
+        },
         "/healthz": {
             "get": {
                 "operationId": "health",
                 "summary": "The process is up",
                 "tags": ["Operations"],
                 "responses": {"200": {"description": "OK", "content": _json(_ref("Health"))}},
+            },
+        },
+        "/readyz": {
+            "get": {
+                "operationId": "ready",
+                "summary": "Database reachable, schema current, Redis connected if configured",
+                "tags": ["Operations"],
+                "responses": {
+                    "200": {"description": "Ready", "content": _json({"type": "object"})},
+                    "503": {
+                        "description": "Not ready; `checks` says why",
+                        "content": _json({"type": "object"}),
+                    },
+                },
             },
         },
     }
