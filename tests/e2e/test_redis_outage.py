@@ -1,0 +1,298 @@
+"""Redis goes away and comes back under two running instances (PostgreSQL + Redis).
+
+Redis here is a private `redis-server` on a free port, started and stopped by the test (the
+shared one on 6379 is never touched). While it is down: /readyz says 503 with the Redis check
+failing, every HTTP read and write still succeeds (the database is the record), and a socket
+keeps receiving the events of writes made on its own instance. When it is back: /readyz is
+200 again, a socket on the other instance that missed events during the outage receives them
+(the hub rereads the stored log), and reconnecting with `after=` gives everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+import backends
+
+from .support import (
+    BOOTSTRAP_KEY,
+    JWT_SECRET,
+    clean_env,
+    free_port,
+    stop_process,
+    wait_healthy,
+)
+
+pytestmark = pytest.mark.e2e
+
+COLLECTION = "/v1/Conversations"
+HEADERS = {"X-API-KEY": BOOTSTRAP_KEY}
+TIMEOUT = 15.0
+POLL_SECONDS = 10.0
+
+
+class PrivateRedis:
+    """A throw-away redis-server on one port, stoppable and restartable."""
+
+    def __init__(self, root: Path) -> None:
+        self.binary = shutil.which("redis-server")
+        self.port = free_port()
+        self.root = root
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        assert self.binary is not None
+        log = open(self.root / "redis.log", "ab")
+        with log:
+            self.process = subprocess.Popen(
+                [
+                    self.binary,
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--daemonize",
+                    "no",
+                    "--dir",
+                    str(self.root),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.root,
+            )
+        deadline = time.monotonic() + POLL_SECONDS
+        while not self._answers():
+            if self.process.poll() is not None:
+                pytest.fail("redis-server exited:\n" + (self.root / "redis.log").read_text())
+            if time.monotonic() > deadline:
+                pytest.fail("redis-server did not answer PING")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+            self.process = None
+
+    def _answers(self) -> bool:
+        import socket
+
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+
+class Server:
+    def __init__(self, name: str, env: dict[str, str], root: Path) -> None:
+        self.name = name
+        port = free_port()
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.stderr_path = root / f"{name}.stderr"
+        with open(self.stderr_path, "wb") as stderr:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "airia_server", "serve", "--port", str(port)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
+
+    @property
+    def netloc(self) -> str:
+        return urlsplit(self.base_url).netloc
+
+    def readyz(self) -> httpx.Response:
+        return httpx.get(f"{self.base_url}/readyz", timeout=5.0)
+
+    def wait_readyz(self, status: int) -> dict[str, Any]:
+        """Poll /readyz until it answers `status`; its body."""
+        deadline = time.monotonic() + POLL_SECONDS
+        while True:
+            response = self.readyz()
+            if response.status_code == status:
+                return response.json()
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"{self.name}: /readyz stayed {response.status_code} {response.text}, "
+                    f"expected {status}:\n" + self.stderr_path.read_text(errors="replace")
+                )
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[tuple[PrivateRedis, Server, Server]]:
+    backends.require(backends.postgres_problem())
+    if shutil.which("redis-server") is None:
+        backends.require("redis-server is not installed (apt-get install redis-server)")
+    database_url = backends.create_database_sync()
+    redis = PrivateRedis(tmp_path)
+    servers: list[Server] = []
+    try:
+        redis.start()
+        env = clean_env(
+            AIRIA_DATABASE_URL=database_url,
+            AIRIA_REDIS_URL=redis.url,
+            AIRIA_BOOTSTRAP_API_KEY=BOOTSTRAP_KEY,
+            AIRIA_JWT_SECRET=JWT_SECRET,
+            AIRIA_LOG_FORMAT="text",
+            AIRIA_HOST="127.0.0.1",
+        )
+        servers.append(Server("one", env, tmp_path))
+        servers.append(Server("two", env, tmp_path))
+        for server in servers:
+            wait_healthy(server.process, server.base_url, server.stderr_path)
+        yield redis, servers[0], servers[1]
+    finally:
+        for server in servers:
+            stop_process(server.process)
+        redis.stop()
+        backends.drop_database_sync(database_url)
+
+
+def ok(response: httpx.Response) -> Any:
+    assert 200 <= response.status_code < 300, (str(response.request.url), response.text)
+    return response.json() if response.content else None
+
+
+def open_ws(url: str):
+    return connect(url, open_timeout=TIMEOUT, close_timeout=TIMEOUT)
+
+
+async def receive(ws: ClientConnection, count: int) -> list[dict[str, Any]]:
+    return [json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT)) for _ in range(count)]
+
+
+def on_server(url: str, server: Server, **query: int) -> str:
+    parts = urlsplit(url)
+    extra = "".join(f"&{k}={v}" for k, v in query.items())
+    return urlunsplit(parts._replace(netloc=server.netloc, query=parts.query + extra))
+
+
+async def test_writes_and_local_sockets_survive_a_redis_outage_and_remote_sockets_catch_up(
+    setup: tuple[PrivateRedis, Server, Server],
+) -> None:
+    redis, one, two = setup
+    for server in (one, two):
+        body = server.wait_readyz(200)
+        assert body["checks"]["redis"] == "ok"
+        assert body["checks"]["database"] == "ok"
+
+    user = f"user_{uuid.uuid4().hex[:8]}"
+    async with (
+        httpx.AsyncClient(base_url=one.base_url, timeout=TIMEOUT, headers=HEADERS) as on_one,
+        httpx.AsyncClient(base_url=two.base_url, timeout=TIMEOUT, headers=HEADERS) as on_two,
+    ):
+        cid = ok(await on_one.post(COLLECTION, json={"userId": user}))["conversationId"]
+        url = ok(await on_one.get(f"{COLLECTION}/{cid}/websocket-url"))["websocketUrl"]
+        async with open_ws(url) as local, open_ws(on_server(url, two)) as remote:
+            # Before the outage: a write on one reaches both.
+            first = ok(await on_one.post(f"{COLLECTION}/{cid}/messages", json={"message": "0"}))
+            for ws in (local, remote):
+                (event,) = await receive(ws, 1)
+                assert (event["sequence"], event["data"]["id"]) == (1, first["messageId"])
+
+            redis.stop()
+            for server in (one, two):
+                body = server.wait_readyz(503)
+                assert body["status"] == "unavailable"
+                assert body["checks"]["redis"] != "ok"
+                assert body["checks"]["database"] == "ok"
+
+            # Writes need only the database.
+            other = ok(await on_two.post(COLLECTION, json={"userId": user, "title": "outage"}))
+            assert ok(await on_one.get(f"{COLLECTION}/{other['conversationId']}"))["title"] == (
+                "outage"
+            )
+            during = []
+            for i in range(1, 4):
+                during.append(
+                    ok(await on_one.post(f"{COLLECTION}/{cid}/messages", json={"message": str(i)}))
+                )
+            ok(await on_one.put(f"{COLLECTION}/{cid}", json={"title": "renamed in the outage"}))
+            seen = ok(await on_two.get(f"{COLLECTION}/{cid}"))
+            assert [m["message"] for m in seen["messages"]] == ["0", "1", "2", "3"]
+            assert seen["title"] == "renamed in the outage"
+            feed = ok(await on_two.get(f"{COLLECTION}/feed", params={"userId": user}))
+            assert feed["totalCount"] == 2
+
+            # The socket on the writing instance gets them at once (local delivery).
+            events = await receive(local, 4)
+            assert [e["sequence"] for e in events] == [2, 3, 4, 5]
+            assert [e["data"]["id"] for e in events[:3]] == [m["messageId"] for m in during]
+            assert events[3]["type"] == "conversation.updated"
+
+            redis.start()
+            for server in (one, two):
+                assert server.wait_readyz(200)["checks"]["redis"] == "ok"
+
+            # The socket on the other instance missed them live; the hub rereads the log.
+            caught_up = await receive(remote, 4)
+            assert caught_up == events
+
+            # And fan-out works again, both ways.
+            after = ok(await on_two.post(f"{COLLECTION}/{cid}/messages", json={"message": "4"}))
+            for ws in (local, remote):
+                (event,) = await receive(ws, 1)
+                assert (event["sequence"], event["data"]["id"]) == (6, after["messageId"])
+
+        # Reconnecting with after= gives everything, on either instance.
+        for server in (one, two):
+            async with open_ws(on_server(url, server, after=0)) as ws:
+                replayed = await receive(ws, 6)
+            assert [e["sequence"] for e in replayed] == [1, 2, 3, 4, 5, 6]
+            assert replayed[1:5] == events
+
+
+async def test_a_socket_on_the_other_instance_catches_up_from_after_even_without_the_resync(
+    setup: tuple[PrivateRedis, Server, Server],
+) -> None:
+    """The client's own guarantee, whatever the hub does: a reconnect with `after=` during
+    the outage itself (to an instance that did not see the writes live) misses nothing."""
+    redis, one, two = setup
+    one.wait_readyz(200)
+    two.wait_readyz(200)
+    async with httpx.AsyncClient(base_url=one.base_url, timeout=TIMEOUT, headers=HEADERS) as http:
+        cid = ok(await http.post(COLLECTION, json={"userId": "u"}))["conversationId"]
+        url = ok(await http.get(f"{COLLECTION}/{cid}/websocket-url"))["websocketUrl"]
+        redis.stop()
+        one.wait_readyz(503)
+        ids = [
+            ok(await http.post(f"{COLLECTION}/{cid}/messages", json={"message": str(i)}))[
+                "messageId"
+            ]
+            for i in range(5)
+        ]
+        async with open_ws(on_server(url, two, after=2)) as ws:
+            events = await receive(ws, 3)
+            assert [e["data"]["id"] for e in events] == ids[2:]
+            # Live events of writes on *another* instance cannot arrive while Redis is
+            # down; the next write on this instance is delivered here at once, though.
+            async with httpx.AsyncClient(
+                base_url=two.base_url, timeout=TIMEOUT, headers=HEADERS
+            ) as on_two:
+                local = ok(await on_two.post(f"{COLLECTION}/{cid}/messages", json={"message": "x"}))
+            (event,) = await receive(ws, 1)
+            assert (event["sequence"], event["data"]["id"]) == (6, local["messageId"])
