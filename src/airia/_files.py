@@ -90,9 +90,10 @@ def prepare_upload(file: FileInput, file_name: str | None, content_type: str | N
 
 
 def _quote(value: str) -> bytes:
-    # As browsers and httpx do for form-data names (WHATWG HTML): escape what
-    # would end the quoted string or the header line; send the rest as UTF-8.
-    escaped = value.replace("\\", "\\\\").replace('"', "%22")
+    # A quoted-string (RFC 9110): backslash-escape ``"`` and ``\``, which the
+    # server's parser (python-multipart) undoes; percent-encode control
+    # characters, which would end the header line; send the rest as UTF-8.
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     escaped = "".join(f"%{ord(c):02X}" if ord(c) < 0x20 else c for c in escaped)
     return escaped.encode()
 
