@@ -41,6 +41,8 @@ from ._version import __version__
 
 USER_AGENT = f"airia-conversations-python/{__version__}"
 _REDACTED = "[REDACTED]"
+# Marks a download request: its query string is the credential, kept out of logs.
+_SIGNED_URL = "airia_signed_url"
 
 
 @functools.cache
@@ -179,8 +181,18 @@ class BaseClient:
             headers = {"User-Agent": USER_AGENT, "X-Correlation-ID": correlation_id}
         headers["Accept"] = "*/*"
         return self._http.build_request(
-            "GET", absolute, headers=headers, timeout=httpx.Timeout(self.timeout)
+            "GET",
+            absolute,
+            headers=headers,
+            timeout=httpx.Timeout(self.timeout),
+            extensions={_SIGNED_URL: True},
         )
+
+    def _display_url(self, request: httpx.Request) -> str:
+        """The URL for logs and error messages: no secrets, no signature of a signed URL."""
+        if request.extensions.get(_SIGNED_URL) and request.url.query:
+            return str(request.url.copy_with(query=None)) + "?[REDACTED]"
+        return self._redact(str(request.url))
 
     # -- retries ---------------------------------------------------------------
 
@@ -222,10 +234,12 @@ class BaseClient:
         detail = self._redact(str(exc)) or type(exc).__name__
         if isinstance(exc, httpx.TimeoutException):
             return APITimeoutError(
-                f"Request to {request.url} timed out: {detail}", correlation_id=correlation_id
+                f"Request to {self._display_url(request)} timed out: {detail}",
+                correlation_id=correlation_id,
             )
         return APIConnectionError(
-            f"Could not connect to {request.url}: {detail}", correlation_id=correlation_id
+            f"Could not connect to {self._display_url(request)}: {detail}",
+            correlation_id=correlation_id,
         )
 
     def _parse(self, request: httpx.Request, response: httpx.Response, cast_to: Any):
@@ -255,7 +269,7 @@ class BaseClient:
             self.logger.info(
                 "%s %s -> %s (%.1f ms) correlation_id=%s",
                 request.method,
-                self._redact(str(request.url)),
+                self._display_url(request),
                 response.status_code,
                 elapsed * 1000,
                 request.headers.get("x-correlation-id"),
@@ -266,7 +280,7 @@ class BaseClient:
             self.logger.warning(
                 "%s %s failed (%s); retry %d of %d in %.2f s correlation_id=%s",
                 request.method,
-                self._redact(str(request.url)),
+                self._display_url(request),
                 self._redact(reason),
                 attempt + 1,
                 self.max_retries,

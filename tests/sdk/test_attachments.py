@@ -5,6 +5,7 @@ import builtins
 import hashlib
 import io
 import json
+import logging
 import os
 
 import httpx
@@ -381,3 +382,16 @@ async def test_the_servers_own_parser_reads_the_body():
     )
     assert await file.read() == BIG
     await form.close()
+
+
+def test_signed_urls_stay_out_of_logs_and_errors(server: FakeServer, sleeps, caplog):
+    caplog.set_level(logging.INFO, logger="airia")
+    http = httpx.Client(transport=httpx.MockTransport(server))
+    client = AiriaClient(base_url=BASE_URL, api_key=API_KEY, log_requests=True, http_client=http)
+    url = "http://testserver/blobs/b1?exp=1&sig=secret-signature"
+    server.script(problem(503, "busy"), problem(503, "busy"), httpx.ConnectError("refused"))
+    with pytest.raises(APIConnectionError) as caught:
+        client.conversations.download_attachment(url)
+    assert "http://testserver/blobs/b1?[REDACTED]" in str(caught.value)
+    assert "GET http://testserver/blobs/b1?[REDACTED] -> 503" in caplog.text
+    assert "secret-signature" not in caplog.text + str(caught.value)
