@@ -7,7 +7,7 @@ import pytest
 
 import airia.cli._attachments
 
-from .conftest import FakeServer, parse_multipart
+from .conftest import FakeServer, parse_multipart, problem
 
 
 @pytest.fixture
@@ -167,3 +167,13 @@ def test_identity_conflict_names_the_existing_conversation(run, cid):
         f"(conversation {cid}) (correlation id server-cid)\n"
     )
     assert run("identities", "add", cid, "--system", "Slack")[0] == 2
+
+
+def test_conflict_line_names_the_conversation_once(run, cid, server: FakeServer):
+    detail = "Slack/C1/T1 already points to conversation c-old"
+    server.script(problem(409, "Already mapped", detail=detail, conversationId="c-old"))
+    code, _, err = run(
+        "identities", "add", cid, "--system", "Slack", "--channel", "C1", "--thread", "T1"
+    )
+    assert code == 1
+    assert err == f"error: 409 Conflict: Already mapped ({detail}) (correlation id server-cid)\n"

@@ -191,7 +191,9 @@ def error_line(error: AiriaAPIError) -> str:
         if isinstance(detail, str) and detail and detail != error.message:
             text += f" ({detail})"
         if isinstance(error, ExternalIdentityConflictError):
-            text += f" (conversation {error.existing_conversation_id})"
+            existing = error.existing_conversation_id
+            if existing not in text:  # the server's detail may already name it
+                text += f" (conversation {existing})"
     if error.correlation_id:
         text += f" (correlation id {error.correlation_id})"
     return f"error: {text}"
