@@ -8,9 +8,9 @@ import logging
 import os
 from collections.abc import AsyncIterator
 
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
+from starlette.datastructures import State
+from starlette.routing import Router
+from starlette.types import Receive, Scope, Send
 
 from airia_server.api import (
     attachments,
@@ -23,7 +23,6 @@ from airia_server.api import (
 )
 from airia_server.api.deps import Services
 from airia_server.api.middleware import RequestContextMiddleware
-from airia_server.api.problems import app_error_handler, http_exception_handler
 from airia_server.config import Settings
 from airia_server.domain.attachments import AttachmentService
 from airia_server.domain.auth import Authenticator
@@ -32,7 +31,6 @@ from airia_server.domain.identities import IdentityService
 from airia_server.domain.messages import MessageService
 from airia_server.domain.participants import ParticipantService
 from airia_server.domain.tickets import TicketSigner, UrlSigner
-from airia_server.errors import AppError
 from airia_server.realtime.hub import LocalHub
 from airia_server.storage import open_blob_store, open_store
 
@@ -61,11 +59,11 @@ def _open_hub(settings: Settings) -> LocalHub:
     return LocalHub(settings.ws_queue_size)
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None) -> AiriaApp:
     settings = settings or Settings()
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: AiriaApp) -> AsyncIterator[None]:
         store = open_store(settings)
         await store.start()
         hub = _open_hub(settings)
@@ -109,7 +107,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await hub.close()
             await store.close()
 
-    app = Starlette(
+    router = Router(
         routes=[
             *system.routes,
             *conversations.routes,
@@ -119,10 +117,30 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *attachments.routes,
             *realtime.routes,
         ],
-        middleware=[Middleware(RequestContextMiddleware)],
-        exception_handlers={AppError: app_error_handler, HTTPException: http_exception_handler},
+        # A slash too many is a 404 problem, not a redirect a client may not follow.
+        redirect_slashes=False,
         lifespan=lifespan,
     )
-    # A slash too many is a 404 problem, not a redirect a client may not follow.
-    app.router.redirect_slashes = False
-    return app
+    return AiriaApp(router)
+
+
+class AiriaApp:
+    """The ASGI application: the router behind one middleware that sets the request's
+    context and turns every error into problem+json.
+
+    Starlette's application class would add two more layers of middleware per
+    request (server errors, exception handlers) that this middleware already
+    covers; on a service measured against a bare hello, each layer shows.
+    """
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+        self.state = State()
+        self._stack = RequestContextMiddleware(router)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["app"] = self  # what `request.app` reads
+        if scope["type"] == "lifespan":
+            await self.router(scope, receive, send)
+        else:
+            await self._stack(scope, receive, send)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import re
@@ -83,6 +84,79 @@ class TextFormatter(logging.Formatter):
         )
 
 
+class AccessLog:
+    """One line per request. As JSON it skips the logging machinery, which costs more
+    than many requests do: lines are encoded directly and written together, once
+    per turn of the event loop. As text (on a terminal) it goes through `logging`."""
+
+    def __init__(self) -> None:
+        self._logger = logging.getLogger("airia_server.access")
+        self._json = False
+        self._stream = None
+        self._pending: list[bytes] = []
+        self._second = -1
+        self._stamp = ""
+
+    def configure(self, json_lines: bool, stream) -> None:
+        self._json = json_lines
+        self._stream = stream
+
+    @property
+    def enabled(self) -> bool:
+        return self._logger.isEnabledFor(logging.INFO)
+
+    def emit(self, method: str, path: str, status: int, millis: float) -> None:
+        if not self._json or self._stream is None:
+            self._logger.info(
+                "%s %s %s %.1fms",
+                method,
+                path,
+                status or "-",
+                millis,
+                extra={"status": status, "path": path},
+            )
+            return
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            t = time.gmtime(second)
+            self._second = second
+            self._stamp = (
+                f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:"
+                f"{t.tm_min:02d}:{t.tm_sec:02d}"
+            )
+        entry = {
+            "ts": f"{self._stamp}.{int((now - second) * 1000):03d}Z",
+            "level": "info",
+            "logger": "airia_server.access",
+            "message": f"{method} {path} {status or '-'} {millis:.1f}ms",
+            "status": status,
+            "path": path,
+            "correlation_id": correlation_id_var.get() or "-",
+            "tenant": tenant_var.get() or "-",
+        }
+        if not self._pending:
+            try:
+                asyncio.get_running_loop().call_soon(self._flush)
+            except RuntimeError:
+                self._pending.append(_encode(entry))
+                self._flush()
+                return
+        self._pending.append(_encode(entry))
+
+    def _flush(self) -> None:
+        lines, self._pending = self._pending, []
+        if lines and self._stream is not None:
+            try:
+                self._stream.write(b"\n".join(lines) + b"\n")
+                self._stream.flush()
+            except (OSError, ValueError):  # stderr closed: nothing more to say
+                pass
+
+
+access_log = AccessLog()
+
+
 def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
     if fmt == "auto":
         fmt = "text" if sys.stderr.isatty() else "json"
@@ -94,6 +168,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    access_log.configure(fmt == "json", getattr(sys.stderr, "buffer", None))
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True

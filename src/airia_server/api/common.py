@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from airia_server.api.schemas import encode
 from airia_server.errors import ValidationFailed
@@ -49,3 +51,20 @@ def choice(params: dict[str, str], name: str, choices: dict[str, str], default: 
             f"Invalid value for '{name}': must be one of {allowed}",
             errors=[{"field": name, "message": f"must be one of {allowed}"}],
         ) from None
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def resource(path: str, **handlers: Endpoint) -> Route:
+    """One route for a path with a handler per method (`GET=...`, `PUT=...`), so a
+    wrong method is a 405 that lists every method the path has."""
+    by_method = {method.upper(): handler for method, handler in handlers.items()}
+    if "GET" in by_method:
+        by_method.setdefault("HEAD", by_method["GET"])
+
+    async def dispatch(request: Request) -> Response:
+        return await by_method[request.method](request)
+
+    dispatch.__name__ = "_".join(h.__name__ for h in handlers.values())
+    return Route(path, dispatch, methods=list(by_method))

@@ -7,10 +7,9 @@ from typing import Any
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from airia_server.api.bodies import read_json
-from airia_server.api.common import choice, int_param, json_response, query_params
+from airia_server.api.common import choice, int_param, json_response, query_params, resource
 from airia_server.api.deps import current_principal, services, websocket_url
 from airia_server.api.schemas import (
     ConversationFeedItem,
@@ -178,11 +177,19 @@ async def empty_id(request: Request) -> Response:
 
 
 routes = [
-    Route("/v1/Conversations", create_conversation, methods=["POST"]),
-    Route("/v1/Conversations/", create_conversation, methods=["POST"]),
-    Route("/v1/Conversations/", empty_id, methods=["GET", "PUT", "DELETE"]),
-    Route("/v1/Conversations/feed", conversations_feed, methods=["GET"]),
-    Route("/v1/Conversations/{conversation_id}", get_conversation, methods=["GET"]),
-    Route("/v1/Conversations/{conversation_id}", update_conversation, methods=["PUT"]),
-    Route("/v1/Conversations/{conversation_id}", delete_conversation, methods=["DELETE"]),
+    resource("/v1/Conversations", POST=create_conversation),
+    resource(
+        "/v1/Conversations/",
+        POST=create_conversation,
+        GET=empty_id,
+        PUT=empty_id,
+        DELETE=empty_id,
+    ),
+    resource("/v1/Conversations/feed", GET=conversations_feed),
+    resource(
+        "/v1/Conversations/{conversation_id}",
+        GET=get_conversation,
+        PUT=update_conversation,
+        DELETE=delete_conversation,
+    ),
 ]

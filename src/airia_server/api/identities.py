@@ -8,7 +8,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from airia_server.api.bodies import read_json
-from airia_server.api.common import json_response, query_params
+from airia_server.api.common import json_response, query_params, resource
 from airia_server.api.conversations import conversation_view
 from airia_server.api.deps import current_principal, services
 from airia_server.api.schemas import ExternalIdentity, ExternalIdentityRequest
@@ -91,7 +91,6 @@ async def find_by_identity(request: Request) -> Response:
 _BASE = "/v1/Conversations/{conversation_id}/external-identities"
 routes = [
     Route("/v1/Conversations/external-identities/lookup", find_by_identity, methods=["GET"]),
-    Route(_BASE, list_identities, methods=["GET"]),
-    Route(_BASE, add_identity, methods=["POST"]),
+    resource(_BASE, GET=list_identities, POST=add_identity),
     Route(f"{_BASE}/{{identity_id}}", remove_identity, methods=["DELETE"]),
 ]

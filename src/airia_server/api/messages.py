@@ -8,7 +8,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from airia_server.api.bodies import read_json
-from airia_server.api.common import choice, int_param, json_response, query_params
+from airia_server.api.common import choice, int_param, json_response, query_params, resource
 from airia_server.api.conversations import message_view
 from airia_server.api.deps import current_principal, services
 from airia_server.api.schemas import (
@@ -111,8 +111,7 @@ async def mark_as_read(request: Request) -> Response:
 
 
 routes = [
-    Route("/v1/Conversations/{conversation_id}/messages", add_message, methods=["POST"]),
-    Route("/v1/Conversations/{conversation_id}/messages", list_messages, methods=["GET"]),
+    resource("/v1/Conversations/{conversation_id}/messages", POST=add_message, GET=list_messages),
     Route(
         "/v1/Conversations/{conversation_id}/messages/{message_id}/truncate",
         truncate_messages,

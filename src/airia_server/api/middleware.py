@@ -13,10 +13,9 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from airia_server.api.problems import PROBLEM_JSON, problem_body
-from airia_server.logs import correlation_id_var, tenant_var
+from airia_server.api.problems import PROBLEM_JSON, problem_body, problem_for
+from airia_server.logs import access_log, correlation_id_var, tenant_var
 
-access_log = logging.getLogger("airia_server.access")
 error_log = logging.getLogger("airia_server.api")
 
 _VALID_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
@@ -62,20 +61,23 @@ class RequestContextMiddleware:
                 )
                 return
             await self.app(scope, receive, send_with_id)
-        except Exception:
+        except Exception as exc:
+            response = problem_for(exc, scope.get("method", ""), scope["path"])
+            if response is not None:
+                if scope["type"] == "http" and state["status"] == 0:
+                    await response(scope, receive, send_with_id)
+                return
             error_log.exception("unhandled error on %s %s", scope.get("method"), scope["path"])
             if scope["type"] == "http" and state["status"] == 0:
                 state["status"] = 500
                 await _send_problem(send, 500, "Internal server error", scope["path"], cid_header)
         finally:
-            if self.access_log_enabled:
-                access_log.info(
-                    "%s %s %s %.1fms",
+            if self.access_log_enabled and access_log.enabled:
+                access_log.emit(
                     scope.get("method", "WS"),
                     scope["path"],
-                    state["status"] or "-",
+                    state["status"],
                     (time.perf_counter() - started) * 1000,
-                    extra={"status": state["status"], "path": scope["path"]},
                 )
             tenant_var.reset(tenant_token)
             correlation_id_var.reset(token)

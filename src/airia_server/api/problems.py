@@ -6,7 +6,6 @@ import logging
 
 import msgspec
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
 from starlette.responses import Response
 
 from airia_server.api.schemas import Problem, encode
@@ -63,22 +62,19 @@ def problem_response(
     return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
-async def app_error_handler(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, AppError)
-    return problem_response(
-        exc.status, exc.message, exc.detail, request.url.path, exc.headers or None, **exc.extra
-    )
-
-
-async def http_exception_handler(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    if exc.status_code == 404:
-        message = "Not found"
-        detail = f"No route matches {request.url.path}"
-    elif exc.status_code == 405:
-        message = "Method not allowed"
-        detail = f"{request.method} is not allowed on {request.url.path}"
-    else:
-        message = exc.detail or _TITLES.get(exc.status_code, "Error")
-        detail = message
-    return problem_response(exc.status_code, message, detail, request.url.path, exc.headers)
+def problem_for(exc: Exception, method: str, path: str) -> Response | None:
+    """The problem response for a domain error or a routing miss; None for anything else."""
+    if isinstance(exc, AppError):
+        return problem_response(
+            exc.status, exc.message, exc.detail, path, exc.headers or None, **exc.extra
+        )
+    if isinstance(exc, HTTPException):
+        if exc.status_code == 404:
+            message, detail = "Not found", f"No route matches {path}"
+        elif exc.status_code == 405:
+            message, detail = "Method not allowed", f"{method} is not allowed on {path}"
+        else:
+            message = exc.detail or _TITLES.get(exc.status_code, "Error")
+            detail = message
+        return problem_response(exc.status_code, message, detail, path, exc.headers)
+    return None
