@@ -24,6 +24,7 @@ from airia_server.api import (
 from airia_server.api.deps import Services
 from airia_server.api.middleware import RequestContextMiddleware
 from airia_server.config import Settings
+from airia_server.domain import maintenance
 from airia_server.domain.attachments import AttachmentService
 from airia_server.domain.auth import Authenticator
 from airia_server.domain.conversations import ConversationService
@@ -95,9 +96,10 @@ def create_app(settings: Settings | None = None) -> AiriaApp:
             blobs=blobs,
             ws_base_url=_ws_base_url(settings),
         )
-        # Blobs left unreferenced by a crash between a delete and its cleanup go here.
         sweeper = asyncio.create_task(
-            attachment_service.sweep_forever(max(settings.blob_sweep_grace_seconds, 10.0))
+            maintenance.run_forever(
+                store, attachment_service, max(settings.blob_sweep_grace_seconds, 10.0)
+            )
         )
         log.info("ready: database %s", settings.database_url)
         try:

@@ -45,6 +45,7 @@ def live_server(
         extra["AIRIA_REDIS_URL"] = backends.REDIS_URL
     env = clean_env(
         AIRIA_DATABASE_URL=database_url,
+        AIRIA_BLOB_DIR=str(root / "blobs"),
         AIRIA_BOOTSTRAP_API_KEY=BOOTSTRAP_KEY,
         AIRIA_JWT_SECRET=JWT_SECRET,
         AIRIA_LOG_FORMAT="text",

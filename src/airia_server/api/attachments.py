@@ -7,6 +7,7 @@ import binascii
 import mimetypes
 import re
 import unicodedata
+import urllib.parse
 
 import msgspec
 from python_multipart import MultipartParser
@@ -287,14 +288,17 @@ async def download(request: Request) -> Response:
         exc.headers["Content-Range"] = f"bytes */{size}"
         raise
     start, end = span or (0, size)
-    quoted = re.sub(r"[^\w.\- ]", "_", record.file_name)
+    ascii_name = re.sub(r"[^A-Za-z0-9._\- ]", "_", record.file_name)
     headers = {
         "Content-Length": str(end - start),
         "Accept-Ranges": "bytes",
         "ETag": f'"{record.sha256}"',
         "Cache-Control": "private, max-age=300",
         # Uploaded files are not the API's own content: never render them inline.
-        "Content-Disposition": f'attachment; filename="{quoted}"',
+        "Content-Disposition": (
+            f'attachment; filename="{ascii_name}"; '
+            f"filename*=UTF-8''{urllib.parse.quote(record.file_name, safe='')}"
+        ),
         "X-Content-Type-Options": "nosniff",
     }
     if span is not None:

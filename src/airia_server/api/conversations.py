@@ -11,6 +11,7 @@ from starlette.responses import Response
 from airia_server.api.bodies import read_json
 from airia_server.api.common import choice, int_param, json_response, query_params, resource
 from airia_server.api.deps import current_principal, services, websocket_url
+from airia_server.api.idempotency import idempotent
 from airia_server.api.schemas import (
     ConversationFeedItem,
     ConversationFeedResponse,
@@ -177,10 +178,10 @@ async def empty_id(request: Request) -> Response:
 
 
 routes = [
-    resource("/v1/Conversations", POST=create_conversation),
+    resource("/v1/Conversations", POST=idempotent(create_conversation)),
     resource(
         "/v1/Conversations/",
-        POST=create_conversation,
+        POST=idempotent(create_conversation),
         GET=empty_id,
         PUT=empty_id,
         DELETE=empty_id,

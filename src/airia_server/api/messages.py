@@ -11,6 +11,7 @@ from airia_server.api.bodies import read_json
 from airia_server.api.common import choice, int_param, json_response, query_params, resource
 from airia_server.api.conversations import message_view
 from airia_server.api.deps import current_principal, services
+from airia_server.api.idempotency import idempotent
 from airia_server.api.schemas import (
     AddMessageRequest,
     AddMessageResponse,
@@ -111,7 +112,11 @@ async def mark_as_read(request: Request) -> Response:
 
 
 routes = [
-    resource("/v1/Conversations/{conversation_id}/messages", POST=add_message, GET=list_messages),
+    resource(
+        "/v1/Conversations/{conversation_id}/messages",
+        POST=idempotent(add_message),
+        GET=list_messages,
+    ),
     Route(
         "/v1/Conversations/{conversation_id}/messages/{message_id}/truncate",
         truncate_messages,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from airia_server.domain import access
 from airia_server.domain.auth import Principal
@@ -114,14 +113,3 @@ class AttachmentService:
         if gone:
             log.info("deleted %d unreferenced blobs", len(gone))
         return len(gone)
-
-    async def sweep_forever(self, interval: float) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except Exception:  # a failed sweep is retried on the next round
-                log.exception("blob sweep failed")
-            await asyncio.sleep(interval)
-
-
-__all__ = ["AttachmentService", "time"]

@@ -177,6 +177,12 @@ class DuplicateIdentity(Exception):
         self.existing = existing
 
 
+class IdempotencyClaim(msgspec.Struct, kw_only=True):
+    state: Literal["new", "replay", "mismatch", "pending"]
+    status: int | None = None
+    response: bytes | None = None
+
+
 class LastOwner(Exception):
     """The change would leave the conversation without an Owner."""
 
@@ -316,6 +322,23 @@ class Store(Protocol):
 
     async def existing_attachments(self, conversation_id: str, ids: list[str]) -> set[str]:
         """Which of `ids` are attachments of this conversation."""
+
+    # idempotency keys
+
+    async def claim_idempotency_key(
+        self, tenant_id: str, key: str, request_hash: str, now: str, expired_before: str
+    ) -> IdempotencyClaim:
+        """Claim `key` for this request, or say what it already holds: the response of
+        the same request (replay), another request (mismatch), or one still running."""
+
+    async def finish_idempotency_key(
+        self, tenant_id: str, key: str, status: int, response: bytes
+    ) -> None: ...
+
+    async def release_idempotency_key(self, tenant_id: str, key: str) -> None:
+        """Forget a claim whose request failed, so a retry may run it again."""
+
+    async def purge_idempotency_keys(self, before: str) -> int: ...
 
     async def sweep_blobs(self, unused_before: str) -> list[tuple[str, str]]:
         """Forget blobs no attachment references and nobody touched since `unused_before`;

@@ -172,11 +172,15 @@ class StagedUpload:
         self._hash.update(data)
         self._file.write(data)
 
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
     def finish(self) -> str:
         """Flush to disk; the SHA-256 of the content."""
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        if not self._file.closed:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
         return self._hash.hexdigest()
 
     def discard(self) -> None:

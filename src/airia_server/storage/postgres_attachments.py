@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncpg
 
-from airia_server.storage.base import AttachmentRecord, DuplicateIdentity, IdentityRecord
+from airia_server.storage.base import (
+    AttachmentRecord,
+    DuplicateIdentity,
+    IdempotencyClaim,
+    IdentityRecord,
+)
 from airia_server.storage.rows import (
     ATTACHMENT_COLUMNS,
     IDENTITY_COLUMNS,
@@ -134,3 +139,67 @@ class AttachmentsMixin:
             unused_before,
         )
         return [(row[0], row[1]) for row in rows]
+
+
+class IdempotencyMixin:
+    # `pool` comes from PostgresStore.
+
+    async def claim_idempotency_key(
+        self, tenant_id: str, key: str, request_hash: str, now: str, expired_before: str
+    ) -> IdempotencyClaim:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 "
+                "AND created_at < $3",
+                tenant_id,
+                key,
+                expired_before,
+            )
+            inserted = await conn.fetchval(
+                "INSERT INTO idempotency_keys (tenant_id, key, request_hash, created_at) "
+                "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING 1",
+                tenant_id,
+                key,
+                request_hash,
+                now,
+            )
+            if inserted:
+                return IdempotencyClaim(state="new")
+            row = await conn.fetchrow(
+                "SELECT request_hash, status, response FROM idempotency_keys "
+                "WHERE tenant_id = $1 AND key = $2",
+                tenant_id,
+                key,
+            )
+        if row is None:  # released in between: the caller may simply retry
+            return IdempotencyClaim(state="pending")
+        if row[0] != request_hash:
+            return IdempotencyClaim(state="mismatch")
+        if row[1] is None:
+            return IdempotencyClaim(state="pending")
+        return IdempotencyClaim(state="replay", status=row[1], response=bytes(row[2]))
+
+    async def finish_idempotency_key(
+        self, tenant_id: str, key: str, status: int, response: bytes
+    ) -> None:
+        await self.pool.execute(
+            "UPDATE idempotency_keys SET status = $1, response = $2 "
+            "WHERE tenant_id = $3 AND key = $4",
+            status,
+            response,
+            tenant_id,
+            key,
+        )
+
+    async def release_idempotency_key(self, tenant_id: str, key: str) -> None:
+        await self.pool.execute(
+            "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND status IS NULL",
+            tenant_id,
+            key,
+        )
+
+    async def purge_idempotency_keys(self, before: str) -> int:
+        status = await self.pool.execute(
+            "DELETE FROM idempotency_keys WHERE created_at < $1", before
+        )
+        return int(status.split()[-1])

@@ -29,7 +29,7 @@ from airia_server.storage.rows import (
     api_key_row,
     conversation_row,
 )
-from airia_server.storage.sqlite_attachments import AttachmentsMixin
+from airia_server.storage.sqlite_attachments import AttachmentsMixin, IdempotencyMixin
 from airia_server.storage.sqlite_messages import MessagesMixin, append_event
 from airia_server.storage.sqlite_writer import GroupCommitWriter
 
@@ -78,7 +78,7 @@ def _statements(sql: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
-class SqliteStore(MessagesMixin, AttachmentsMixin):
+class SqliteStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin):
     backend = "sqlite"
 
     def __init__(self, path: Path, *, write_batch_max: int = 256) -> None:

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import sqlite3
 
-from airia_server.storage.base import AttachmentRecord, DuplicateIdentity, IdentityRecord
+from airia_server.storage.base import (
+    AttachmentRecord,
+    DuplicateIdentity,
+    IdempotencyClaim,
+    IdentityRecord,
+)
 from airia_server.storage.rows import (
     ATTACHMENT_COLUMNS,
     IDENTITY_COLUMNS,
@@ -173,5 +178,66 @@ class AttachmentsMixin:
                 (unused_before,),
             ).fetchall()
             return [(row[0], row[1]) for row in rows]
+
+        return await self._write(op)
+
+
+class IdempotencyMixin:
+    # `_write(op)` comes from SqliteStore.
+
+    async def claim_idempotency_key(
+        self, tenant_id: str, key: str, request_hash: str, now: str, expired_before: str
+    ) -> IdempotencyClaim:
+        def op(conn: sqlite3.Connection) -> IdempotencyClaim:
+            conn.execute(
+                "DELETE FROM idempotency_keys WHERE tenant_id = ? AND key = ? AND created_at < ?",
+                (tenant_id, key, expired_before),
+            )
+            row = conn.execute(
+                "SELECT request_hash, status, response FROM idempotency_keys "
+                "WHERE tenant_id = ? AND key = ?",
+                (tenant_id, key),
+            ).fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO idempotency_keys (tenant_id, key, request_hash, created_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (tenant_id, key, request_hash, now),
+                )
+                return IdempotencyClaim(state="new")
+            if row[0] != request_hash:
+                return IdempotencyClaim(state="mismatch")
+            if row[1] is None:
+                return IdempotencyClaim(state="pending")
+            return IdempotencyClaim(state="replay", status=row[1], response=row[2])
+
+        return await self._write(op)
+
+    async def finish_idempotency_key(
+        self, tenant_id: str, key: str, status: int, response: bytes
+    ) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE idempotency_keys SET status = ?, response = ? "
+                "WHERE tenant_id = ? AND key = ?",
+                (status, response, tenant_id, key),
+            )
+
+        await self._write(op)
+
+    async def release_idempotency_key(self, tenant_id: str, key: str) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "DELETE FROM idempotency_keys WHERE tenant_id = ? AND key = ? AND status IS NULL",
+                (tenant_id, key),
+            )
+
+        await self._write(op)
+
+    async def purge_idempotency_keys(self, before: str) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "DELETE FROM idempotency_keys WHERE created_at < ?", (before,)
+            ).rowcount
 
         return await self._write(op)

@@ -1,0 +1,106 @@
+"""`Idempotency-Key` on POSTs that create: a retry gets the first response, never a copy.
+
+The key is claimed (per tenant) before the work, and its response stored after
+it, for 24 hours. The same key with the same request replays the stored
+response; with a different request it is 422; while the first is still
+running, 409 with Retry-After. A request that fails releases its key, so the
+client can retry it as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from airia_server.api.bodies import read_body
+from airia_server.api.deps import current_principal, services
+from airia_server.domain.auth import Principal
+from airia_server.domain.maintenance import IDEMPOTENCY_KEY_TTL_SECONDS as KEY_TTL_SECONDS
+from airia_server.errors import BadRequest, Conflict, ValidationFailed
+from airia_server.timeutil import format_us, now_us
+
+HEADER = "idempotency-key"
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _key(request: Request) -> str | None:
+    key = request.headers.get(HEADER)
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 255 or not key.isprintable():
+        raise BadRequest("Invalid Idempotency-Key", "Use 1 to 255 printable characters")
+    return key
+
+
+async def run_once(
+    request: Request,
+    principal: Principal,
+    fingerprint: bytes,
+    produce: Callable[[], Awaitable[Response]],
+) -> Response:
+    key = _key(request)
+    if key is None:
+        return await produce()
+    store = services(request).store
+    digest = hashlib.sha256()
+    for part in (principal.kind, principal.user_id or "", request.method, request.url.path):
+        digest.update(part.encode() + b"\0")
+    digest.update(fingerprint)
+    now = now_us()
+    claim = await store.claim_idempotency_key(
+        principal.tenant_id,
+        key,
+        digest.hexdigest(),
+        format_us(now),
+        format_us(now - KEY_TTL_SECONDS * 1_000_000),
+    )
+    if claim.state == "replay":
+        return Response(
+            claim.response or b"",
+            status_code=claim.status or 200,
+            media_type="application/json",
+            headers={"Idempotent-Replayed": "true"},
+        )
+    if claim.state == "mismatch":
+        raise ValidationFailed(
+            "Idempotency-Key reused for a different request",
+            "This key was first used with another body or path; use a new key for a new request",
+            errors=[{"field": "Idempotency-Key", "message": "used for a different request"}],
+        )
+    if claim.state == "pending":
+        error = Conflict(
+            "A request with this Idempotency-Key is still running", "Retry once it has finished"
+        )
+        error.headers["Retry-After"] = "1"
+        raise error
+    try:
+        response = await produce()
+    except BaseException:
+        await store.release_idempotency_key(principal.tenant_id, key)
+        raise
+    if 200 <= response.status_code < 300:
+        await store.finish_idempotency_key(
+            principal.tenant_id, key, response.status_code, bytes(response.body)
+        )
+    else:
+        await store.release_idempotency_key(principal.tenant_id, key)
+    return response
+
+
+def idempotent(handler: Endpoint) -> Endpoint:
+    """For JSON POSTs: the body is read (within the size limit) to fingerprint the request."""
+
+    async def wrapper(request: Request) -> Response:
+        if HEADER not in request.headers:
+            return await handler(request)
+        principal = await current_principal(request)
+        body = await read_body(request, services(request).settings.max_body_bytes)
+        request._body = body  # Starlette serves it again to the handler
+        return await run_once(request, principal, body, lambda: handler(request))
+
+    wrapper.__name__ = handler.__name__
+    wrapper.__doc__ = handler.__doc__
+    return wrapper
