@@ -345,11 +345,6 @@ class TcpProxy:
             pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: an instance back on Redis resyncs only its own sockets; events it "
-    "delivered locally while cut off reach other instances' sockets only with the next event",
-)
 async def test_an_event_written_on_an_instance_cut_off_from_redis_reaches_the_others_sockets(
     tmp_path: Path,
 ) -> None:

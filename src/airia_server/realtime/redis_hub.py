@@ -34,6 +34,7 @@ class RedisHub(LocalHub):
     def __init__(self, url: str, queue_size: int = 1000, prefix: str = "airia") -> None:
         super().__init__(queue_size)
         self._channel = f"{prefix}:events"
+        self._control = f"{prefix}:control"
         self._redis = redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0)
         # The listening connection idles between events: no read timeout, but a PING
         # every few seconds so a dead connection is noticed.
@@ -43,6 +44,8 @@ class RedisHub(LocalHub):
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         self._healthy = False
+        self._missed_by_others = False
+        """Events went out only locally while Redis was away."""
 
     @property
     def healthy(self) -> bool:
@@ -67,13 +70,22 @@ class RedisHub(LocalHub):
         await self._listen_client.aclose()
 
     async def publish(self, event: EventRecord) -> None:
-        if self._healthy:
-            try:
-                await self._redis.publish(self._channel, _encode(event))
-                return  # our own listener delivers it locally, as every instance's does
-            except (RedisError, OSError) as exc:
-                self._set_unhealthy(exc)
+        if self._healthy and await self._publish(self._channel, _encode(event)):
+            return  # our own listener delivers it locally, as every instance's does
+        self._missed_by_others = True
         self.deliver(event)
+
+    async def _publish(self, channel: str, payload: bytes) -> bool:
+        # Health is the listener's call; a failed publish only means this event goes
+        # another way. Twice, because a pooled connection can be stale after a restart.
+        for _ in range(2):
+            try:
+                await self._redis.publish(channel, payload)
+                return True
+            except (RedisError, OSError) as exc:
+                failure = exc
+        log.warning("could not publish to Redis (%s); delivering locally", failure)
+        return False
 
     def _set_unhealthy(self, exc: BaseException) -> None:
         if self._healthy:
@@ -85,20 +97,32 @@ class RedisHub(LocalHub):
         while True:
             pubsub = self._listen_client.pubsub()
             try:
-                await pubsub.subscribe(self._channel)
+                await pubsub.subscribe(self._channel, self._control)
+                confirmed = 0
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is None:
                         continue
                     if message["type"] == "subscribe":
+                        confirmed += 1
+                        if confirmed < 2:
+                            continue
                         # Confirmed: from here on no publish can pass us by.
                         if not self._healthy:
                             log.info("Redis fan-out is up")
                             self._healthy = True
-                            # What was published while we were away is in the stored log.
+                            # What was published while we were away is in the stored log;
+                            # and what we published only locally meanwhile, the other
+                            # instances missed: tell them to reread it too.
                             self.resync_all()
+                            if self._missed_by_others:
+                                self._missed_by_others = False
+                                await self._announce_resync()
                         self._subscribed.set()
                         delay = 0.1
+                        continue
+                    if _text(message.get("channel")) == self._control:
+                        self.resync_all()
                         continue
                     self._on_message(message)
             except asyncio.CancelledError:
@@ -110,6 +134,10 @@ class RedisHub(LocalHub):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
+    async def _announce_resync(self) -> None:
+        if not await self._publish(self._control, b"resync"):
+            self._missed_by_others = True  # announce again after the next reconnect
+
     def _on_message(self, message: dict) -> None:
         if message.get("type") != "message":
             return
@@ -119,3 +147,7 @@ class RedisHub(LocalHub):
             log.warning("ignored an undecodable event on %s", self._channel)
             return
         self.deliver(event)
+
+
+def _text(value: object) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value  # type: ignore[return-value]
