@@ -149,6 +149,13 @@ class AiriaApp:
         self.state = State()
         self._stack = RequestContextMiddleware(router)
 
+    async def close_sockets(self, timeout: float = 3.0) -> None:
+        """On shutdown: close every WebSocket with 1001 (going away) before the server
+        drops the connections, so clients know to reconnect, elsewhere if need be."""
+        services = getattr(self.state, "services", None)
+        if services is not None:
+            await services.hub.close_all(timeout)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = self  # what `request.app` reads
         if scope["type"] == "lifespan":

@@ -63,7 +63,7 @@ async def _with_store(settings: Settings, action):
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
+    from airia_server import server
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if overrides:
@@ -78,28 +78,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    options = dict(
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        loop="uvloop",
-        http="httptools",
-        ws="websockets-sansio",
-        ws_ping_interval=settings.ws_heartbeat_seconds,
-        timeout_graceful_shutdown=10,
-        server_header=False,
-    )
-    if args.workers > 1:
-        import os
-
-        for name, value in overrides.items():
-            os.environ[f"AIRIA_{name.upper()}"] = str(value)
-        uvicorn.run("airia_server.app:create_app", factory=True, workers=args.workers, **options)
-    else:
-        from airia_server.app import create_app
-
-        uvicorn.run(create_app(settings), **options)
+    server.serve(settings, args.workers, overrides)
     return 0
 
 

@@ -2,19 +2,33 @@
 
 The export is JSON Lines, one object per line, each with a `kind`:
 
-    {"kind":"header","format":"airia-export","version":1,"exportedAt":"…","tenant":null,…}
+    {"kind":"header","format":"airia-export","version":2,"exportedAt":"…","tenant":null,…}
     {"kind":"api_key",…}                       every key record, with its hash (never a key)
     {"kind":"conversation",…}                  then that conversation's
     {"kind":"participant",…}                     participants,
     {"kind":"message",…}                         messages (with their position),
     {"kind":"read_position",…}                   read positions,
-    {"kind":"event",…}                           and stored events (sequence, type, data)
+    {"kind":"event",…}                           stored events (sequence, type, data),
+    {"kind":"external_identity",…}               external identities (system, channel, thread)
+    {"kind":"attachment",…}                      and attachment records (sha256, name, type…)
     …
+    {"kind":"blob","tenantId":…,"sha256":…,"size":…,"createdAt":…,"lastUsedAt":…,"content":"…"}
+    …                                          the bytes of every blob the attachments above
+                                               reference (per tenant and SHA-256), base64
     {"kind":"end","counts":{…}}                the rows written, per kind
 
 It is written from one consistent snapshot of the source (a read transaction)
 and streamed: each table is read through its own cursor, all ordered by
-conversation, and merged, so memory does not grow with the data.
+conversation, and merged, so memory does not grow with the data. A blob's
+content is read from the source's blob store (a directory for SQLite, the
+`blob_chunks` table for PostgreSQL) and base64-encoded as it is read, checked
+against its SHA-256 and size before its line is closed. Blobs come last, after
+the attachments that reference them: an import never holds a blob row that no
+attachment references yet, which the target's sweep of unreferenced blobs
+could delete under it.
+
+Version 2 added identities, attachments and blobs; version 1 files (without
+them) are still read.
 
 The import inserts every row with "on conflict do nothing" semantics, so
 loading the same file twice leaves the same data, and an interrupted import
@@ -22,10 +36,23 @@ can simply be run again. Counters (message_count, message_seq, last_sequence)
 are taken from the file, never recomputed. The WebSocket ticket key is not
 exported: the target keeps (or generates) its own, and clients fetch a fresh
 `websocketUrl` as they do anyway.
+
+A blob line is imported by writing its bytes into the target's blob store
+(whatever AIRIA_BLOB_STORE selects there) and then its row; the content must
+hash to the line's sha256 and have its size, or the import stops at that line
+(exit code 2) without storing it. Bytes already in the target are not written
+again.
+
+Idempotency keys are not exported: they live for a day at most, and only
+protect retries of requests in flight, which a move between databases ends
+anyway. Neither are unreferenced blobs (the sweep deletes them).
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import hashlib
 import os
 import sys
 import time
@@ -35,10 +62,12 @@ from typing import IO, Any
 
 import msgspec
 
+from airia_server.storage.blobs import BlobStore, PostgresBlobStore, StagedUpload
 from airia_server.timeutil import utcnow_iso
 
 FORMAT = "airia-export"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 BATCH = 500
 
 
@@ -128,11 +157,53 @@ class EventLine(_Line, tag="event"):
     created_at: str
 
 
+class ExternalIdentityLine(_Line, tag="external_identity"):
+    conversation_id: str
+    id: str
+    tenant_id: str
+    external_system: str
+    external_channel_id: str
+    external_thread_id: str
+    created_at: str
+
+
+class AttachmentLine(_Line, tag="attachment"):
+    conversation_id: str
+    id: str
+    tenant_id: str
+    sha256: str
+    file_name: str
+    content_type: str
+    size: int
+    source: str
+    created_at: str
+
+
+class BlobLine(_Line, tag="blob"):
+    tenant_id: str
+    sha256: str
+    size: int
+    created_at: str
+    last_used_at: str
+    content: bytes = b""
+    """Base64 in the file; written last, streamed as the blob store yields it."""
+
+
 class EndLine(_Line, tag="end"):
     counts: dict[str, int]
 
 
-Row = ApiKeyLine | ConversationLine | ParticipantLine | MessageLine | ReadPositionLine | EventLine
+Row = (
+    ApiKeyLine
+    | ConversationLine
+    | ParticipantLine
+    | MessageLine
+    | ReadPositionLine
+    | EventLine
+    | ExternalIdentityLine
+    | AttachmentLine
+    | BlobLine
+)
 _decode_line = msgspec.json.Decoder(Row | EndLine).decode
 _encoder = msgspec.json.Encoder()
 _decode_files = msgspec.json.Decoder(dict[str, list[str]]).decode
@@ -344,8 +415,92 @@ CHILDREN = (
         _event_line,
         _event_row,
     ),
+    _Table(
+        "external_identity",
+        "external_identities",
+        (
+            "conversation_id",
+            "id",
+            "tenant_id",
+            "external_system",
+            "external_channel_id",
+            "external_thread_id",
+            "created_at",
+        ),
+        ("id",),
+        ("text",) * 7,
+        lambda r: ExternalIdentityLine(
+            conversation_id=r[0],
+            id=r[1],
+            tenant_id=r[2],
+            external_system=r[3],
+            external_channel_id=r[4],
+            external_thread_id=r[5],
+            created_at=r[6],
+        ),
+        lambda i: (
+            i.conversation_id,
+            i.id,
+            i.tenant_id,
+            i.external_system,
+            i.external_channel_id,
+            i.external_thread_id,
+            i.created_at,
+        ),
+    ),
+    _Table(
+        "attachment",
+        "attachments",
+        (
+            "conversation_id",
+            "id",
+            "tenant_id",
+            "sha256",
+            "file_name",
+            "content_type",
+            "size",
+            "source",
+            "created_at",
+        ),
+        ("id",),
+        ("text",) * 6 + ("bigint", "text", "text"),
+        lambda r: AttachmentLine(
+            conversation_id=r[0],
+            id=r[1],
+            tenant_id=r[2],
+            sha256=r[3],
+            file_name=r[4],
+            content_type=r[5],
+            size=r[6],
+            source=r[7],
+            created_at=r[8],
+        ),
+        lambda a: (
+            a.conversation_id,
+            a.id,
+            a.tenant_id,
+            a.sha256,
+            a.file_name,
+            a.content_type,
+            a.size,
+            a.source,
+            a.created_at,
+        ),
+    ),
 )
-TABLES = {t.kind: t for t in (API_KEYS, CONVERSATIONS, *CHILDREN)}
+# Per (tenant, sha256) that an exported attachment references; its line carries the bytes.
+BLOBS = _Table(
+    "blob",
+    "blobs",
+    ("tenant_id", "sha256", "size", "created_at", "last_used_at"),
+    ("tenant_id", "sha256"),
+    ("text", "text", "bigint", "text", "text"),
+    lambda r: BlobLine(
+        tenant_id=r[0], sha256=r[1], size=r[2], created_at=r[3], last_used_at=r[4]
+    ),
+    lambda b: (b.tenant_id, b.sha256, b.size, b.created_at, b.last_used_at),
+)
+TABLES = {t.kind: t for t in (API_KEYS, CONVERSATIONS, *CHILDREN, BLOBS)}
 KINDS = tuple(TABLES)
 _LINE_KIND = {
     ApiKeyLine: "api_key",
@@ -354,6 +509,9 @@ _LINE_KIND = {
     MessageLine: "message",
     ReadPositionLine: "read_position",
     EventLine: "event",
+    ExternalIdentityLine: "external_identity",
+    AttachmentLine: "attachment",
+    BlobLine: "blob",
 }
 
 

@@ -133,6 +133,9 @@ async def _stream(
             return
         if sub.closed:  # the client went away
             return
+        if sub.leaving:
+            await _close_quietly(websocket, CLOSE_GOING_AWAY, "server shutting down")
+            return
         if sub.needs_resync:
             sub.needs_resync = False
             conn.last = last = await _replay(websocket, store, sub.conversation_id, last, None)

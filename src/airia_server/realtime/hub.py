@@ -58,6 +58,7 @@ class Subscription:
         "_wakeup",
         "closed",
         "conversation_id",
+        "leaving",
         "maxsize",
         "needs_resync",
         "on_overflow",
@@ -70,6 +71,8 @@ class Subscription:
         self.overflowed = False
         self.closed = False
         self.needs_resync = False
+        self.leaving = False
+        """The server is shutting down: close with 1001 so the client reconnects elsewhere."""
         self.on_overflow: Callable[[], None] | None = None
         """Called once when the buffer overflows: the socket's sender may be stuck
         writing to a client that does not read, so waking it is not enough."""
@@ -101,7 +104,9 @@ class Subscription:
     async def next_batch(self) -> list[LiveEvent]:
         """Everything buffered, waiting until there is something, or the subscription is
         closed, overflowed or needs a resync (then possibly empty: check the flags)."""
-        while not (self._items or self.overflowed or self.closed or self.needs_resync):
+        while not (
+            self._items or self.overflowed or self.closed or self.needs_resync or self.leaving
+        ):
             self._wakeup.clear()
             await self._wakeup.wait()
         if self.closed:
@@ -142,6 +147,16 @@ class LocalHub:
             subs.discard(sub)
             if not subs:
                 del self._subscribers[sub.conversation_id]
+
+    async def close_all(self, timeout: float) -> None:
+        """Ask every socket to close with 1001 and wait (up to `timeout`) until they have."""
+        for subs in self._subscribers.values():
+            for sub in subs:
+                sub.leaving = True
+                sub._wakeup.set()
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._subscribers and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
 
     def resync_all(self) -> None:
         for subs in self._subscribers.values():
