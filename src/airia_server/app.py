@@ -32,6 +32,7 @@ from airia_server.domain.conversations import ConversationService
 from airia_server.domain.identities import IdentityService
 from airia_server.domain.messages import MessageService
 from airia_server.domain.participants import ParticipantService
+from airia_server.domain.ratelimit import RateLimiter
 from airia_server.domain.tickets import TicketSigner, UrlSigner
 from airia_server.realtime.hub import LocalHub
 from airia_server.storage import open_blob_store, open_store
@@ -77,6 +78,12 @@ def create_app(settings: Settings | None = None) -> AiriaApp:
         else:
             key = await store.server_secret("ws_ticket_key", os.urandom(32))
         blobs = open_blob_store(settings, store)
+        limiter = RateLimiter(
+            settings.rate_limit_per_key,
+            settings.rate_limit_per_user,
+            settings.redis_url,
+            settings.redis_prefix,
+        )
         attachment_service = AttachmentService(
             store,
             blobs,
@@ -97,6 +104,7 @@ def create_app(settings: Settings | None = None) -> AiriaApp:
             identities=IdentityService(store),
             attachments=attachment_service,
             blobs=blobs,
+            limiter=limiter,
             ws_base_url=_ws_base_url(settings),
         )
         sweeper = asyncio.create_task(
@@ -115,6 +123,7 @@ def create_app(settings: Settings | None = None) -> AiriaApp:
             yield
         finally:
             sweeper.cancel()
+            await limiter.close()
             await hub.close()
             await store.close()
 
@@ -132,7 +141,7 @@ def create_app(settings: Settings | None = None) -> AiriaApp:
         redirect_slashes=False,
         lifespan=lifespan,
     )
-    return AiriaApp(router)
+    return AiriaApp(router, settings.max_header_bytes)
 
 
 class AiriaApp:
@@ -144,10 +153,10 @@ class AiriaApp:
     covers; on a service measured against a bare hello, each layer shows.
     """
 
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, max_header_bytes: int = 16 * 1024) -> None:
         self.router = router
         self.state = State()
-        self._stack = RequestContextMiddleware(router)
+        self._stack = RequestContextMiddleware(router, max_header_bytes=max_header_bytes)
 
     async def close_sockets(self, timeout: float = 3.0) -> None:
         """On shutdown: close every WebSocket with 1001 (going away) before the server

@@ -47,6 +47,14 @@ class Settings(BaseSettings):
     ws_queue_size: int = Field(1000, ge=1)
 
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    max_header_bytes: int = Field(16 * 1024, ge=1024)
+    body_read_timeout_seconds: float = Field(30.0, gt=0)
+    """A client that sends nothing of its body for this long gets 408."""
+    rate_limit_per_key: int = Field(0, ge=0)
+    """Requests per minute per API key; 0 turns the limit off."""
+    rate_limit_per_user: int = Field(0, ge=0)
+    """Requests per minute per bearer user; 0 turns the limit off."""
+    ws_max_sockets_per_user: int = Field(50, ge=1)
     feed_max_page_size: int = Field(100, ge=1, le=1000)
     write_batch_max: int = Field(256, ge=1)
 

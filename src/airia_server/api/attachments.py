@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from airia_server.api.bodies import read_json
+from airia_server.api.bodies import read_json, stream_body
 from airia_server.api.common import json_response
 from airia_server.api.deps import current_principal, services
 from airia_server.api.schemas import Attachment, Base64UploadRequest
@@ -173,7 +173,7 @@ async def upload_multipart(request: Request) -> Response:
     try:
         parser = MultipartParser(boundary, form.callbacks())
         received = 0
-        async for chunk in request.stream():
+        async for chunk in stream_body(request):
             received += len(chunk)
             if received > limit + _MULTIPART_OVERHEAD:
                 raise OverflowError(limit)

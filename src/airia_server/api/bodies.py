@@ -2,18 +2,49 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import msgspec
 from starlette.requests import Request
 
-from airia_server.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from airia_server.errors import (
+    AppError,
+    BadRequest,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
 
 T = TypeVar("T")
 
 _AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 _MISSING = re.compile(r"missing required field `(?P<field>[^`]+)`")
+
+
+class RequestTimeout(AppError):
+    status = 408
+    title = "Request Timeout"
+
+
+async def stream_body(request: Request) -> AsyncIterator[bytes]:
+    """The body's chunks; 408 when the client sends nothing for the configured time, so
+    a slow or stalled client cannot hold a request open for ever."""
+    timeout = request.app.state.services.settings.body_read_timeout_seconds
+    chunks = request.stream().__aiter__()
+    while True:
+        try:
+            async with asyncio.timeout(timeout):
+                chunk = await chunks.__anext__()
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise RequestTimeout(
+                "Request body too slow", f"No part of the body arrived for {timeout:g} s"
+            ) from None
+        yield chunk
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -26,7 +57,7 @@ async def read_body(request: Request, limit: int) -> bytes:
                 "Request body too large", f"The request body exceeds the limit of {limit} bytes"
             )
     body = bytearray()
-    async for chunk in request.stream():
+    async for chunk in stream_body(request):
         body += chunk
         if len(body) > limit:
             raise PayloadTooLarge(

@@ -13,6 +13,7 @@ from airia_server.domain.conversations import ConversationService
 from airia_server.domain.identities import IdentityService
 from airia_server.domain.messages import MessageService
 from airia_server.domain.participants import ParticipantService
+from airia_server.domain.ratelimit import RateLimiter
 from airia_server.domain.tickets import TicketSigner
 from airia_server.logs import tenant_var
 from airia_server.realtime.hub import LocalHub
@@ -34,6 +35,7 @@ class Services:
     identities: IdentityService
     attachments: AttachmentService
     blobs: BlobStore
+    limiter: RateLimiter
     ws_base_url: str | None
     """`ws(s)://host[:port]` for `websocketUrl`; None means: take it from the request's Host."""
 
@@ -48,6 +50,7 @@ async def current_principal(conn: HTTPConnection) -> Principal:
         headers.get("x-api-key"), headers.get("authorization")
     )
     tenant_var.set(principal.tenant_id)
+    await services(conn).limiter.check(principal)
     return principal
 
 

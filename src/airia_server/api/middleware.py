@@ -22,9 +22,12 @@ _VALID_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, access_log_enabled: bool = True) -> None:
+    def __init__(
+        self, app: ASGIApp, access_log_enabled: bool = True, max_header_bytes: int = 16 * 1024
+    ) -> None:
         self.app = app
         self.access_log_enabled = access_log_enabled
+        self.max_header_bytes = max_header_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -51,6 +54,13 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
+            if sum(len(n) + len(v) for n, v in scope["headers"]) > self.max_header_bytes:
+                state["status"] = 431
+                if scope["type"] == "http":
+                    await _send_problem(
+                        send, 431, "Request headers too large", scope["path"], cid_header
+                    )
+                return
             if scope["type"] == "http" and (
                 b"%00" in scope.get("raw_path", b"") or b"%00" in scope.get("query_string", b"")
             ):

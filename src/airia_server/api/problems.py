@@ -16,7 +16,9 @@ PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("airia_server.api")
 
 _TITLES = {
+    408: "Request Timeout",
     416: "Range Not Satisfiable",
+    431: "Request Header Fields Too Large",
     400: "Bad Request",
     401: "Unauthorized",
     403: "Forbidden",

@@ -81,8 +81,13 @@ async def conversation_socket(websocket: WebSocket) -> None:
         await websocket.close(code=CLOSE_POLICY)
         return
 
+    owner = f"{claims.tenant_id}:{claims.user_id}" if claims.user_id else ""
+    if owner and svc.hub.sockets_of(owner) >= svc.settings.ws_max_sockets_per_user:
+        log.info("websocket refused: %s has too many open sockets", claims.user_id)
+        await websocket.close(code=CLOSE_POLICY)
+        return
     # Subscribe before reading the current sequence, so nothing falls between.
-    sub = await svc.hub.subscribe(conversation_id)
+    sub = await svc.hub.subscribe(conversation_id, owner)
     try:
         role = await _role(svc, claims, conversation_id)
         if role is None:

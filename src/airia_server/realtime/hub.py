@@ -63,10 +63,12 @@ class Subscription:
         "needs_resync",
         "on_overflow",
         "overflowed",
+        "owner",
     )
 
-    def __init__(self, conversation_id: str, maxsize: int) -> None:
+    def __init__(self, conversation_id: str, maxsize: int, owner: str = "") -> None:
         self.conversation_id = conversation_id
+        self.owner = owner
         self.maxsize = maxsize
         self.overflowed = False
         self.closed = False
@@ -122,6 +124,7 @@ class LocalHub:
     def __init__(self, queue_size: int = 1000) -> None:
         self.queue_size = queue_size
         self._subscribers: dict[str, set[Subscription]] = {}
+        self._owners: dict[str, int] = {}
         self.delivered = 0
         self.dropped = 0
 
@@ -135,15 +138,25 @@ class LocalHub:
     def healthy(self) -> bool:
         return True
 
-    async def subscribe(self, conversation_id: str) -> Subscription:
-        """Events of this conversation published from now on reach the subscription."""
-        sub = Subscription(conversation_id, self.queue_size)
+    async def subscribe(self, conversation_id: str, owner: str = "") -> Subscription:
+        """Events of this conversation published from now on reach the subscription.
+        `owner` names whose socket it is, for the per-user socket limit."""
+        sub = Subscription(conversation_id, self.queue_size, owner)
+        self._owners[owner] = self._owners.get(owner, 0) + 1
         self._subscribers.setdefault(conversation_id, set()).add(sub)
         return sub
 
+    def sockets_of(self, owner: str) -> int:
+        return self._owners.get(owner, 0)
+
     def unsubscribe(self, sub: Subscription) -> None:
         subs = self._subscribers.get(sub.conversation_id)
-        if subs is not None:
+        if subs is not None and sub in subs:
+            remaining = self._owners.get(sub.owner, 1) - 1
+            if remaining > 0:
+                self._owners[sub.owner] = remaining
+            else:
+                self._owners.pop(sub.owner, None)
             subs.discard(sub)
             if not subs:
                 del self._subscribers[sub.conversation_id]
