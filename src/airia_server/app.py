@@ -10,6 +10,7 @@ import os
 from collections.abc import AsyncIterator
 
 from starlette.datastructures import State
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Router
 from starlette.types import Receive, Scope, Send
 
@@ -141,7 +142,10 @@ def create_app(settings: Settings | None = None) -> AiriaApp:
         redirect_slashes=False,
         lifespan=lifespan,
     )
-    return AiriaApp(router, settings.max_header_bytes)
+    app = AiriaApp(router, settings.max_header_bytes)
+    if settings.cors_origin_list:
+        app.enable_cors(settings.cors_origin_list)
+    return app
 
 
 class AiriaApp:
@@ -157,6 +161,29 @@ class AiriaApp:
         self.router = router
         self.state = State()
         self._stack = RequestContextMiddleware(router, max_header_bytes=max_header_bytes)
+
+    def enable_cors(self, origins: list[str]) -> None:
+        """Answer browsers from exactly these origins (never `*`, never credentials)."""
+        self._stack = CORSMiddleware(
+            self._stack,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=[
+                "Authorization",
+                "X-API-KEY",
+                "X-Correlation-ID",
+                "Content-Type",
+                "Idempotency-Key",
+                "Range",
+            ],
+            expose_headers=[
+                "X-Correlation-ID",
+                "Retry-After",
+                "Idempotent-Replayed",
+                "Content-Range",
+            ],
+            max_age=600,
+        )
 
     async def close_sockets(self, timeout: float = 3.0) -> None:
         """On shutdown: close every WebSocket with 1001 (going away) before the server

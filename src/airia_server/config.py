@@ -55,6 +55,14 @@ class Settings(BaseSettings):
     rate_limit_per_user: int = Field(0, ge=0)
     """Requests per minute per bearer user; 0 turns the limit off."""
     ws_max_sockets_per_user: int = Field(50, ge=1)
+    cors_origins: str = ""
+    """Comma-separated origins allowed to call the API from a browser, exactly as sent in
+    `Origin` (`https://app.example.com`); empty (the default) turns CORS off."""
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
+
     feed_max_page_size: int = Field(100, ge=1, le=1000)
     write_batch_max: int = Field(256, ge=1)
 
@@ -93,6 +101,14 @@ class Settings(BaseSettings):
                     "set a real secret in production"
                 )
         return self
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _exact_origins(cls, value: str) -> str:
+        for origin in (o.strip() for o in value.split(",") if o.strip()):
+            if origin == "*" or not origin.startswith(("http://", "https://")):
+                raise ValueError(f"{origin!r} is not an exact origin like https://app.example.com")
+        return value
 
     @model_validator(mode="after")
     def _database_blobs_need_postgres(self) -> Settings:
