@@ -35,6 +35,7 @@ from airia_server.domain.messages import MessageService
 from airia_server.domain.participants import ParticipantService
 from airia_server.domain.ratelimit import RateLimiter
 from airia_server.domain.tickets import TicketSigner, UrlSigner
+from airia_server.metrics import Metrics
 from airia_server.realtime.hub import LocalHub
 from airia_server.storage import open_blob_store, open_store
 
@@ -160,7 +161,10 @@ class AiriaApp:
     def __init__(self, router: Router, max_header_bytes: int = 16 * 1024) -> None:
         self.router = router
         self.state = State()
-        self._stack = RequestContextMiddleware(router, max_header_bytes=max_header_bytes)
+        self.metrics = Metrics()
+        self._stack = RequestContextMiddleware(
+            router, max_header_bytes=max_header_bytes, metrics=self.metrics
+        )
 
     def enable_cors(self, origins: list[str]) -> None:
         """Answer browsers from exactly these origins (never `*`, never credentials)."""

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from airia_server.api.problems import PROBLEM_JSON, problem_body, problem_for
 from airia_server.logs import access_log, correlation_id_var, tenant_var
+from airia_server.metrics import Metrics
 
 error_log = logging.getLogger("airia_server.api")
 
@@ -23,9 +24,14 @@ _VALID_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 
 class RequestContextMiddleware:
     def __init__(
-        self, app: ASGIApp, access_log_enabled: bool = True, max_header_bytes: int = 16 * 1024
+        self,
+        app: ASGIApp,
+        access_log_enabled: bool = True,
+        max_header_bytes: int = 16 * 1024,
+        metrics: Metrics | None = None,
     ) -> None:
         self.app = app
+        self.metrics = metrics
         self.access_log_enabled = access_log_enabled
         self.max_header_bytes = max_header_bytes
 
@@ -82,13 +88,18 @@ class RequestContextMiddleware:
                 state["status"] = 500
                 await _send_problem(send, 500, "Internal server error", scope["path"], cid_header)
         finally:
-            if self.access_log_enabled and access_log.enabled:
-                access_log.emit(
-                    scope.get("method", "WS"),
-                    scope["path"],
+            elapsed = time.perf_counter() - started
+            method = scope.get("method", "WS")
+            if self.metrics is not None and scope["type"] == "http":
+                route = scope.get("route")
+                self.metrics.observe(
+                    method,
+                    route.path if route is not None else "unmatched",
                     state["status"],
-                    (time.perf_counter() - started) * 1000,
+                    elapsed,
                 )
+            if self.access_log_enabled and access_log.enabled:
+                access_log.emit(method, scope["path"], state["status"], elapsed * 1000)
             tenant_var.reset(tenant_token)
             correlation_id_var.reset(token)
 

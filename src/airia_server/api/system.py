@@ -55,6 +55,15 @@ async def readyz(request: Request) -> Response:
     )
 
 
+async def metrics(request: Request) -> Response:
+    """Prometheus text format."""
+    app = request.app
+    return Response(
+        app.metrics.render(getattr(app.state, "services", None)),
+        media_type="text/plain; version=0.0.4; charset=utf-8",
+    )
+
+
 async def openapi_json(request: Request) -> Response:
     return JSONResponse(openapi_document(services(request).settings.feed_max_page_size))
 
@@ -66,6 +75,7 @@ async def docs(request: Request) -> Response:
 routes = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
     Route("/openapi.json", openapi_json, methods=["GET"]),
     Route("/docs", docs, methods=["GET"]),
     Mount("/docs/assets", StaticFiles(directory=Path(swagger_ui_bundle.swagger_ui_path))),
