@@ -25,7 +25,7 @@ from airia_server.api import (
 )
 from airia_server.api.deps import Services
 from airia_server.api.middleware import RequestContextMiddleware
-from airia_server.config import Settings
+from airia_server.config import Settings, load_settings
 from airia_server.domain import maintenance
 from airia_server.domain.attachments import AttachmentService
 from airia_server.domain.auth import Authenticator
@@ -67,7 +67,7 @@ def _open_hub(settings: Settings) -> LocalHub:
 
 
 def create_app(settings: Settings | None = None) -> AiriaApp:
-    settings = settings or Settings()
+    settings = settings or load_settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: AiriaApp) -> AsyncIterator[None]:

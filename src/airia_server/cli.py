@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sqlite3
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import asyncpg
 from pydantic import ValidationError
 
-from airia_server.config import Settings
+from airia_server.config import ConfigFileError, Settings, describe, load_settings
 from airia_server.domain.auth import DEFAULT_TENANT, create_api_key, mint_token
 from airia_server.logs import configure_logging
 from airia_server.storage import open_store
@@ -20,7 +22,14 @@ from airia_server.timeutil import utcnow_iso
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="airia-server", description=__doc__)
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="a TOML file of settings (AIRIA_CONFIG_FILE); "
+        "environment variables override it, flags override both",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("config", help="print the effective configuration, secrets masked")
 
     serve = sub.add_parser("serve", help="run the HTTP and WebSocket service")
     serve.add_argument("--host", help="address to listen on (AIRIA_HOST, default 127.0.0.1)")
@@ -66,8 +75,6 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from airia_server import server
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    if overrides:
-        settings = settings.model_copy(update=overrides)
     # Migrate once here, so many workers do not race to do it.
     asyncio.run(open_store(settings).migrate())
     public = settings.public_url or f"http://{settings.host}:{settings.port}"
@@ -78,6 +85,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
+    if args.config is not None:
+        os.environ["AIRIA_CONFIG_FILE"] = str(args.config)  # for worker processes
     server.serve(settings, args.workers, overrides)
     return 0
 
@@ -92,8 +101,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    flags = {"host": getattr(args, "host", None), "port": getattr(args, "port", None)}
     try:
-        settings = Settings()
+        settings = load_settings(args.config, **flags)
+    except ConfigFileError as exc:
+        print(f"airia-server: {exc}", file=sys.stderr)
+        return 2
     except ValidationError as exc:
         for error in exc.errors():
             name = "AIRIA_" + "_".join(str(p) for p in error["loc"]).upper()
@@ -101,6 +114,10 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     configure_logging(settings.log_level, settings.log_format)
 
+    if args.command == "config":
+        for name, value in describe(settings):
+            print(f"{name}={value}")
+        return 0
     if args.command == "serve":
         return _serve(settings, args)
     if args.command == "migrate":

@@ -2,18 +2,44 @@
 
 from __future__ import annotations
 
+import os
+import re
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
+import tomllib
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 _PLACEHOLDERS = {"changeme", "change-me", "secret", "your_secret", "your_api_key", "password"}
 
 
 class Settings(BaseSettings):
+    """Every setting, from (highest first) command-line flags, `AIRIA_*` environment
+    variables, a TOML config file (`--config` or `AIRIA_CONFIG_FILE`), then defaults."""
+
     model_config = SettingsConfigDict(env_prefix="AIRIA_", extra="ignore")
+    _config_file: ClassVar[Path | None] = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        if cls._config_file is not None:
+            sources += (TomlConfigSettingsSource(settings_cls, toml_file=cls._config_file),)
+        return sources
 
     environment: Literal["development", "production"] = "development"
     host: str = "127.0.0.1"
@@ -133,3 +159,47 @@ class Settings(BaseSettings):
         if "-----BEGIN" not in text:
             text = Path(text).read_text()
         return text
+
+
+class ConfigFileError(ValueError):
+    pass
+
+
+def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
+    """The effective settings. Unknown keys in the file are refused by name, so a typo
+    does not pass silently."""
+    path = config_file or (
+        Path(os.environ["AIRIA_CONFIG_FILE"]) if os.environ.get("AIRIA_CONFIG_FILE") else None
+    )
+    if path is not None:
+        try:
+            with open(path, "rb") as handle:
+                data = tomllib.load(handle)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigFileError(f"cannot read config file {path}: {exc}") from exc
+        unknown = sorted(set(data) - set(Settings.model_fields))
+        if unknown:
+            raise ConfigFileError(f"unknown setting(s) in {path}: {', '.join(unknown)}")
+    Settings._config_file = path
+    try:
+        return Settings(**{k: v for k, v in flags.items() if v is not None})
+    finally:
+        Settings._config_file = None
+
+
+_SECRET_URL = re.compile(r"(://[^:/@]+:)[^@]+@")
+
+
+def describe(settings: Settings) -> list[tuple[str, str]]:
+    """(AIRIA_NAME, value) of every setting, secrets masked."""
+    rows = []
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            shown = "********" if value.get_secret_value() else ""
+        elif value is None:
+            shown = ""
+        else:
+            shown = _SECRET_URL.sub(r"\1********@", str(value))
+        rows.append((f"AIRIA_{name.upper()}", shown))
+    return rows
