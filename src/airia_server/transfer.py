@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import os
 import sys
@@ -495,9 +496,7 @@ BLOBS = _Table(
     ("tenant_id", "sha256", "size", "created_at", "last_used_at"),
     ("tenant_id", "sha256"),
     ("text", "text", "bigint", "text", "text"),
-    lambda r: BlobLine(
-        tenant_id=r[0], sha256=r[1], size=r[2], created_at=r[3], last_used_at=r[4]
-    ),
+    lambda r: BlobLine(tenant_id=r[0], sha256=r[1], size=r[2], created_at=r[3], last_used_at=r[4]),
     lambda b: (b.tenant_id, b.sha256, b.size, b.created_at, b.last_used_at),
 )
 TABLES = {t.kind: t for t in (API_KEYS, CONVERSATIONS, *CHILDREN, BLOBS)}
@@ -563,8 +562,22 @@ def _isatty(stream: IO[str]) -> bool:
 # --- reading a store -------------------------------------------------------------------------
 
 
+# Blobs an exported attachment references (the attachment of an existing conversation).
+_USED_BLOB = (
+    "EXISTS (SELECT 1 FROM attachments a JOIN conversations c ON c.id = a.conversation_id "
+    "WHERE a.tenant_id = b.tenant_id AND a.sha256 = b.sha256)"
+)
+
+
 def _select(table: _Table, tenant: str | None, placeholder: Callable[[int], str], collate: str):
     """SELECT of `table` (restricted to `tenant`), ordered by conversation then `order`."""
+    if table is BLOBS:
+        cols = ", ".join(f"b.{c}" for c in table.columns)
+        where = f" AND b.tenant_id = {placeholder(1)}" if tenant is not None else ""
+        return (
+            f"SELECT {cols} FROM blobs b WHERE {_USED_BLOB}{where} "
+            f"ORDER BY b.tenant_id{collate}, b.sha256{collate}"
+        )
     if table is API_KEYS or table is CONVERSATIONS:
         cols = ", ".join(table.columns)
         where = f" WHERE tenant_id = {placeholder(1)}" if tenant is not None else ""
@@ -573,7 +586,7 @@ def _select(table: _Table, tenant: str | None, placeholder: Callable[[int], str]
     where = f" WHERE c.tenant_id = {placeholder(1)}" if tenant is not None else ""
     order = ", ".join(
         [f"t.conversation_id{collate}"]
-        + [f"t.{c}{collate if c.endswith('_id') else ''}" for c in table.order]
+        + [f"t.{c}{collate if c == 'id' or c.endswith('_id') else ''}" for c in table.order]
     )
     # Only rows of conversations that exist: the ones the export writes.
     return (
@@ -583,6 +596,9 @@ def _select(table: _Table, tenant: str | None, placeholder: Callable[[int], str]
 
 
 def _count(table: _Table, tenant: str | None, placeholder: Callable[[int], str]) -> str:
+    if table is BLOBS:
+        where = f" AND b.tenant_id = {placeholder(1)}" if tenant is not None else ""
+        return f"SELECT count(*) FROM blobs b WHERE {_USED_BLOB}{where}"
     if table is API_KEYS or table is CONVERSATIONS:
         where = f" WHERE tenant_id = {placeholder(1)}" if tenant is not None else ""
         return f"SELECT count(*) FROM {table.name}{where}"
@@ -601,6 +617,12 @@ class _Reader:
 
     def rows(self, table: _Table) -> AsyncIterator[tuple[Any, ...]]:
         raise NotImplementedError
+
+    def blob_bytes(
+        self, blobs: BlobStore, tenant_id: str, sha256: str, size: int
+    ) -> AsyncIterator[bytes]:
+        """A blob's content, in chunks."""
+        return blobs.read(tenant_id, sha256, 0, size)
 
 
 class _SqliteReader(_Reader):
@@ -649,6 +671,22 @@ class _PostgresReader(_Reader):
             for row in batch:
                 yield tuple(row)
 
+    async def blob_bytes(
+        self, blobs: BlobStore, tenant_id: str, sha256: str, size: int
+    ) -> AsyncIterator[bytes]:
+        if not isinstance(blobs, PostgresBlobStore):
+            async for chunk in blobs.read(tenant_id, sha256, 0, size):
+                yield chunk
+            return
+        # Chunks in the database: read them in the export's own snapshot, one at a time.
+        cursor = await self.conn.cursor(
+            "SELECT data FROM blob_chunks WHERE tenant_id = $1 AND sha256 = $2 ORDER BY seq",
+            tenant_id,
+            sha256,
+        )
+        while batch := await cursor.fetch(1):
+            yield bytes(batch[0][0])
+
 
 class _Peek:
     """An async iterator with its next item visible."""
@@ -661,7 +699,61 @@ class _Peek:
         self.head = await anext(self.source, None)
 
 
-async def _write_lines(reader: _Reader, out: IO[bytes], progress: Progress) -> dict[str, int]:
+BlobSource = BlobStore | Callable[[], BlobStore] | None
+"""A blob store, or how to open one when the first blob needs it (nothing is created before)."""
+
+
+def _opener(blobs: BlobSource) -> Callable[[], BlobStore | None]:
+    opened: list[BlobStore] = []
+
+    def get() -> BlobStore | None:
+        if not opened:
+            if blobs is None:
+                return None
+            opened.append(blobs() if callable(blobs) else blobs)
+        return opened[0]
+
+    return get
+
+
+async def _write_blob(
+    reader: _Reader, blobs: Callable[[], BlobStore | None], row: tuple[Any, ...], out: IO[bytes]
+) -> None:
+    """One `blob` line, its content base64-encoded as it is read; checked before it closes."""
+    tenant_id, sha256, size = row[0], row[1], row[2]
+    where = f"blob {sha256} of tenant {tenant_id!r}"
+    store = blobs()
+    if store is None:
+        raise TransferError(f"{where}: no blob store to read it from")
+    head = _encoder.encode(BLOBS.to_line(row))
+    assert head.endswith(b'"content":""}')
+    out.write(head[:-2])  # up to and with the opening quote of "content"
+    digest = hashlib.sha256()
+    seen = 0
+    carry = b""
+    try:
+        async with contextlib.aclosing(reader.blob_bytes(store, tenant_id, sha256, size)) as chunks:
+            async for chunk in chunks:
+                digest.update(chunk)
+                seen += len(chunk)
+                data = carry + chunk if carry else chunk
+                cut = len(data) - len(data) % 3
+                out.write(base64.b64encode(data[:cut]))
+                carry = data[cut:]
+    except OSError as exc:
+        raise TransferError(f"{where} cannot be read from the blob store: {exc}") from None
+    if seen != size or digest.hexdigest() != sha256:
+        raise TransferError(
+            f"{where}: the blob store holds {seen} bytes that do not match its size ({size}) "
+            "and SHA-256; the content is missing or damaged"
+        )
+    out.write(base64.b64encode(carry))
+    out.write(b'"}\n')
+
+
+async def _write_lines(
+    reader: _Reader, out: IO[bytes], progress: Progress, blobs: Callable[[], BlobStore | None]
+) -> dict[str, int]:
     written = dict.fromkeys(KINDS, 0)
 
     def emit(line: _Line, kind: str) -> None:
@@ -670,25 +762,46 @@ async def _write_lines(reader: _Reader, out: IO[bytes], progress: Progress) -> d
         written[kind] += 1
         progress.advance()
 
-    async for row in reader.rows(API_KEYS):
-        emit(API_KEYS.to_line(row), "api_key")
-    children = [(table, _Peek(reader.rows(table))) for table in CHILDREN]
-    for _, peek in children:
-        await peek.advance()
-    async for row in reader.rows(CONVERSATIONS):
-        emit(CONVERSATIONS.to_line(row), "conversation")
-        conversation_id = row[0]
-        for table, peek in children:
-            while peek.head is not None and peek.head[0] == conversation_id:
-                emit(table.to_line(peek.head), table.kind)
-                await peek.advance()
+    async with contextlib.AsyncExitStack() as cursors:  # closed before the store, even on error
+        async for row in await _opened(cursors, reader.rows(API_KEYS)):
+            emit(API_KEYS.to_line(row), "api_key")
+        children = [
+            (table, _Peek(await _opened(cursors, reader.rows(table)))) for table in CHILDREN
+        ]
+        for _, peek in children:
+            await peek.advance()
+        async for row in await _opened(cursors, reader.rows(CONVERSATIONS)):
+            emit(CONVERSATIONS.to_line(row), "conversation")
+            conversation_id = row[0]
+            for table, peek in children:
+                while peek.head is not None and peek.head[0] == conversation_id:
+                    emit(table.to_line(peek.head), table.kind)
+                    await peek.advance()
+        # Last: every attachment that references a blob is in the file before the blob.
+        async for row in await _opened(cursors, reader.rows(BLOBS)):
+            await _write_blob(reader, blobs, row, out)
+            written["blob"] += 1
+            progress.advance()
     return written
 
 
+async def _opened(stack: contextlib.AsyncExitStack, rows: Any) -> Any:
+    """`rows` (an async generator), closed when `stack` is."""
+    return await stack.enter_async_context(contextlib.aclosing(rows))
+
+
 async def export_store(
-    store: Any, out: IO[bytes], *, tenant: str | None = None, progress_stream: IO[str] | None = None
+    store: Any,
+    out: IO[bytes],
+    *,
+    tenant: str | None = None,
+    blobs: BlobSource = None,
+    progress_stream: IO[str] | None = None,
 ) -> dict[str, int]:
-    """Write `store`'s data (of `tenant`, or all) to `out` as JSON Lines; counts per kind."""
+    """Write `store`'s data (of `tenant`, or all) to `out` as JSON Lines; counts per kind.
+
+    `blobs` is the store's blob store (or a function opening it), needed as soon as an
+    exported attachment references a blob."""
     schema = await store.schema_version()
     header = Header(
         format=FORMAT,
@@ -699,13 +812,14 @@ async def export_store(
         schema_version=schema,
     )
     out.write(_encoder.encode(header) + b"\n")
+    blob_store = _opener(blobs)
     if store.backend == "sqlite":
         conn = store._read()
         conn.execute("BEGIN")  # one snapshot for every cursor (WAL)
         try:
             reader = _SqliteReader(conn, tenant)
             progress = Progress(sum((await reader.counts()).values()), "rows", progress_stream)
-            written = await _write_lines(reader, out, progress)
+            written = await _write_lines(reader, out, progress, blob_store)
         finally:
             conn.execute("COMMIT")
     else:
@@ -713,7 +827,7 @@ async def export_store(
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 reader = _PostgresReader(conn, tenant)
                 progress = Progress(sum((await reader.counts()).values()), "rows", progress_stream)
-                written = await _write_lines(reader, out, progress)
+                written = await _write_lines(reader, out, progress, blob_store)
     out.write(_encoder.encode(EndLine(counts=written)) + b"\n")
     out.flush()
     progress.finish()
@@ -737,10 +851,10 @@ def read_header(first_line: bytes | str, source: str) -> Header:
         raise TransferError(
             f"{source} has format {header.get('format')!r}, not {FORMAT!r}: not an Airia export"
         )
-    if header.get("version") != VERSION:
+    if header.get("version") not in READABLE_VERSIONS:
         raise TransferError(
             f"{source} is {FORMAT} version {header.get('version')!r}; "
-            f"this airia-server reads version {VERSION}"
+            f"this airia-server reads versions {', '.join(map(str, READABLE_VERSIONS))}"
         )
     try:
         return msgspec.json.decode(first_line, type=Header)
@@ -804,17 +918,52 @@ class ImportSummary:
     """The file ended with its `end` line and its counts matched."""
 
     def lines(self) -> list[str]:
-        out = [f"{'kind':14} {'in file':>9} {'added':>9} {'already there':>14}"]
+        out = [f"{'kind':17} {'in file':>9} {'added':>9} {'already there':>14}"]
         for kind in KINDS:
             read, added = self.read[kind], self.added[kind]
-            out.append(f"{kind:14} {read:9d} {added:9d} {read - added:14d}")
+            out.append(f"{kind:17} {read:9d} {added:9d} {read - added:14d}")
         return out
 
 
+async def _load_blob(
+    item: BlobLine, blobs: Callable[[], BlobStore | None], writer: _Writer, where: str
+) -> int:
+    """The blob's bytes into the target's blob store, then its row; 1 if the row is new."""
+    what = f"blob {item.sha256[:80]!r} of tenant {item.tenant_id!r}"
+    content = item.content
+    if len(content) != item.size or hashlib.sha256(content).hexdigest() != item.sha256:
+        raise TransferError(
+            f"{where}: {what}: its content ({len(content)} bytes) does not match its sha256 and "
+            f"size ({item.size}); the line is refused"
+        )
+    store = blobs()
+    if store is None:
+        raise TransferError(f"{where}: {what}: no blob store to write it to")
+    if not await store.exists(item.tenant_id, item.sha256):
+        staged = StagedUpload(store.staging_dir, item.size)
+        try:
+            staged.write(content)
+            if await asyncio.to_thread(staged.finish) != item.sha256:
+                raise TransferError(f"{where}: {what}: staged content does not match its sha256")
+            await store.put(item.tenant_id, item.sha256, staged.path)  # consumes the file
+        finally:
+            staged.discard()
+    # The row after the bytes: a blob row never points at content that is not there.
+    return await writer.insert(BLOBS, [BLOBS.to_row(item)])
+
+
 async def import_stream(
-    store: Any, stream: IO[bytes], source: str, *, progress_stream: IO[str] | None = None
+    store: Any,
+    stream: IO[bytes],
+    source: str,
+    *,
+    blobs: BlobSource = None,
+    progress_stream: IO[str] | None = None,
 ) -> ImportSummary:
-    """Load an export (its header already checked by the caller or here) into `store`."""
+    """Load an export (its header already checked by the caller or here) into `store`.
+
+    `blobs` is the target's blob store (or a function opening it): `blob` lines are
+    written there."""
     lines = _lines(stream)
     first = next(lines, None)
     if first is None:
@@ -825,6 +974,7 @@ async def import_stream(
     added = dict.fromkeys(KINDS, 0)
     pending: dict[str, list[tuple[Any, ...]]] = {kind: [] for kind in KINDS}
     progress = Progress(_size(stream), "bytes", progress_stream)
+    blob_store = _opener(blobs)
     end: EndLine | None = None
 
     async def flush(kind: str) -> None:
@@ -845,6 +995,13 @@ async def import_stream(
             continue
         kind = _LINE_KIND[type(item)]
         read[kind] += 1
+        if isinstance(item, BlobLine):
+            # Every pending row first: the attachments referencing this blob are then
+            # stored before it, so the target's sweep never takes it for unreferenced.
+            for each in KINDS:
+                await flush(each)
+            added[kind] += await _load_blob(item, blob_store, writer, f"{source}:{number}")
+            continue
         pending[kind].append(TABLES[kind].to_row(item))
         if len(pending[kind]) >= BATCH:
             await flush(kind)
@@ -867,27 +1024,30 @@ def _size(stream: IO[bytes]) -> int:
 
 def run_transfer(settings: Any, args: Any) -> int:
     """`airia-server export` / `airia-server import`; the exit code."""
-    import asyncio
-
     if args.command == "export":
-        return asyncio.run(_export_command(settings, args.tenant, args.output))
+        try:
+            return asyncio.run(_export_command(settings, args.tenant, args.output))
+        except TransferError as exc:  # a blob the blob store does not hold (intact)
+            print(f"airia-server: export failed: {exc}", file=sys.stderr)
+            return 2
     return _import_command(settings, args.file)
 
 
 async def _export_command(settings: Any, tenant: str | None, output: str) -> int:
-    from airia_server.storage import open_store
+    from airia_server.storage import open_blob_store, open_store
 
     store = open_store(settings)
     await store.start()
+    blobs = lambda: open_blob_store(settings, store)  # noqa: E731  (only if a blob is exported)
     try:
         if output == "-":
-            counts = await export_store(store, sys.stdout.buffer, tenant=tenant)
+            counts = await export_store(store, sys.stdout.buffer, tenant=tenant, blobs=blobs)
         else:
             # Written aside and renamed at the end: a partial export never looks complete.
             partial = f"{output}.partial"
             try:
                 with open(partial, "wb") as out:
-                    counts = await export_store(store, out, tenant=tenant)
+                    counts = await export_store(store, out, tenant=tenant, blobs=blobs)
                 os.replace(partial, output)
             except BaseException:
                 if os.path.exists(partial):
@@ -902,7 +1062,6 @@ async def _export_command(settings: Any, tenant: str | None, output: str) -> int
 
 
 def _import_command(settings: Any, path: str) -> int:
-    import asyncio
 
     source = "stdin" if path == "-" else path
     try:
@@ -962,11 +1121,13 @@ class _Prepend:
 
 
 async def _import_into(settings: Any, stream: Any, source: str) -> ImportSummary:
-    from airia_server.storage import open_store
+    from airia_server.storage import open_blob_store, open_store
 
     store = open_store(settings)
     await store.start()  # migrates first
     try:
-        return await import_stream(store, stream, source)
+        return await import_stream(
+            store, stream, source, blobs=lambda: open_blob_store(settings, store)
+        )
     finally:
         await store.close()

@@ -1,17 +1,23 @@
 """Moving a deployment from the embedded SQLite to PostgreSQL with `export` and `import`.
 
-A real server on SQLite is populated over HTTP (three tenants, messages, a truncation,
-shares and role changes, read positions, updates, a deletion), then stopped; its database is
-exported, imported twice into a fresh PostgreSQL database, and a real server on PostgreSQL
-must answer every read exactly as the SQLite one did: conversations, message pages,
-participants, feeds with unread counts, the stored event log replayed over a WebSocket, and
-an API key created on the SQLite side.
+A real server on SQLite (blobs in a directory) is populated over HTTP (three tenants,
+messages, a truncation, shares and role changes, read positions, updates, external
+identities, multipart uploads, one referenced from a message, a deletion), then stopped; its
+database is exported, imported twice into a fresh PostgreSQL database (blobs in the
+database), and a real server on PostgreSQL must answer every read exactly as the SQLite one
+did: conversations, message pages, participants, feeds with unread counts, identities and
+the look-up by triple, attachment lists, the stored event log replayed over a WebSocket, an
+API key created on the SQLite side, and every attachment downloaded byte for byte through
+the PostgreSQL server's own signed link.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -41,14 +47,27 @@ from .support import (
 pytestmark = pytest.mark.e2e
 
 COLLECTION = "/v1/Conversations"
+LOOKUP = f"{COLLECTION}/external-identities/lookup"
 TIMEOUT = 10.0
+KINDS = (
+    "api_key",
+    "conversation",
+    "participant",
+    "message",
+    "read_position",
+    "event",
+    "external_identity",
+    "attachment",
+    "blob",
+)
 
 
 @contextmanager
 def running_server(database_url: str, root: Path, name: str) -> Iterator[str]:
     """A real `airia-server serve` over `database_url`; its base URL. Always stopped."""
     port = free_port()
-    env = server_env(database_url)
+    env = server_env(database_url, root)
+    root.mkdir(parents=True, exist_ok=True)
     stderr_path = root / f"{name}.stderr"
     with open(stderr_path, "wb") as stderr:
         proc = subprocess.Popen(
@@ -65,9 +84,12 @@ def running_server(database_url: str, root: Path, name: str) -> Iterator[str]:
         stop_process(proc)
 
 
-def server_env(database_url: str) -> dict[str, str]:
+def server_env(database_url: str, root: Path) -> dict[str, str]:
+    """The settings of a server (or CLI) over `database_url`; a filesystem blob store (the
+    default on SQLite) lives in `root`/blobs, never in the working directory."""
     return clean_env(
         AIRIA_DATABASE_URL=database_url,
+        AIRIA_BLOB_DIR=str(root / "blobs"),
         AIRIA_BOOTSTRAP_API_KEY=BOOTSTRAP_KEY,
         AIRIA_JWT_SECRET=JWT_SECRET,
         AIRIA_LOG_FORMAT="text",
@@ -92,9 +114,22 @@ def without_urls(value: Any) -> Any:
 # --- populating the source ------------------------------------------------------------------
 
 
-def populate(http: httpx.Client, tenants: dict[str, str]) -> dict[str, list[str]]:
-    """Conversations of every tenant, exercising every kind of stored state; their ids."""
-    created: dict[str, list[str]] = {}
+def upload(http: httpx.Client, headers: dict[str, str], cid: str, name: str, data: bytes) -> dict:
+    content_type = "image/png" if name.endswith(".png") else "application/octet-stream"
+    return ok(
+        http.post(
+            f"{COLLECTION}/{cid}/agent-attachments",
+            headers=headers,
+            files={"file": (name, data, content_type)},
+        )
+    )
+
+
+def populate(http: httpx.Client, tenants: dict[str, str]) -> dict[str, Any]:
+    """Conversations of every tenant, exercising every kind of stored state: their ids (per
+    tenant), users, identity triples, and every uploaded file's bytes by attachment id."""
+    created: dict[str, Any] = {"files": {}, "gone_blobs": set()}
+    shared = b"the same content in every tenant, twice in each\n" * 200
     for tenant, key in tenants.items():
         headers = {"X-API-KEY": key}
         owner, helper, reader = (f"{n}_{uuid.uuid4().hex[:8]}" for n in ("own", "hlp", "rdr"))
@@ -187,7 +222,46 @@ def populate(http: httpx.Client, tenants: dict[str, str]) -> dict[str, list[str]
                     json={"message": "unread by everyone", "userId": helper},
                 )
             )
-        # A deleted conversation leaves nothing behind to move.
+            # External identities: a Slack thread on every conversation, a Teams one on the first.
+            wanted = [("Slack", f"C{tenant.upper()}01", f"17000000{i}.{uuid.uuid4().hex[:6]}")]
+            if i == 0:
+                wanted.append(("Teams", f"19:{tenant}@thread.tacv2", f"root-{i}"))
+            for system, channel, thread in wanted:
+                triple = {
+                    "externalSystem": system,
+                    "externalChannelId": channel,
+                    "externalThreadId": thread,
+                }
+                made = http.post(
+                    f"{COLLECTION}/{cid}/external-identities", headers=headers, json=triple
+                )
+                assert made.status_code == 201, made.text
+                created.setdefault(f"{tenant}:triples", []).append(triple)
+            # Attachments (multipart): a text file each; the content shared by every tenant on
+            # the first and last (stored once per tenant); on the middle one an empty file and
+            # a random 1.3 MB image (several blob-store chunks), referenced by a message.
+            files = [(f"notes {i} é✓.txt", f"{tenant} notes {i}\n".encode() * 50)]
+            if i in (0, 2):
+                files.append((f"shared-{i}.bin", shared))
+            if i == 1:
+                files += [("empty.txt", b""), ("photo.png", os.urandom(1_300_000 + len(tenant)))]
+            for name, data in files:
+                attachment = upload(http, headers, cid, name, data)
+                assert attachment["sha256"] == hashlib.sha256(data).hexdigest()
+                created["files"][attachment["blobId"]] = (tenant, data)
+            if i == 1:
+                ok(
+                    http.post(
+                        f"{COLLECTION}/{cid}/messages",
+                        headers=headers,
+                        json={
+                            "message": "look at this",
+                            "userId": owner,
+                            "imageAttachmentIds": [attachment["blobId"]],
+                        },
+                    )
+                )
+        # A deleted conversation leaves nothing behind to move: not even its files' blobs.
         gone = ok(http.post(COLLECTION, headers=headers, json={"userId": owner, "title": "gone"}))
         ok(
             http.post(
@@ -196,6 +270,10 @@ def populate(http: httpx.Client, tenants: dict[str, str]) -> dict[str, list[str]
                 json={"message": "soon gone", "userId": owner},
             )
         )
+        gone_file = upload(
+            http, headers, gone["conversationId"], "gone.bin", f"gone {uuid.uuid4()}".encode()
+        )
+        created["gone_blobs"].add((tenant, gone_file["sha256"]))
         assert (
             http.delete(f"{COLLECTION}/{gone['conversationId']}", headers=headers).status_code
             == 204
@@ -221,8 +299,19 @@ def snapshot(http: httpx.Client, tenants: dict[str, str], created: dict[str, lis
                     params={"PageSize": 100, "userId": user, "SortBy": "createdAt"},
                 )
             )
+        for triple in created[f"{tenant}:triples"]:
+            key = "lookup:" + tenant + ":" + "/".join(triple.values())
+            seen[key] = ok(http.get(LOOKUP, headers=headers, params=triple))
         for cid in created[tenant]:
             seen[cid] = ok(http.get(f"{COLLECTION}/{cid}", headers=headers))
+            seen[f"identities:{cid}"] = ok(
+                http.get(f"{COLLECTION}/{cid}/external-identities", headers=headers)
+            )
+            # `url` is signed by (and points at) one server: compared by downloading it.
+            seen[f"attachments:{cid}"] = [
+                {k: v for k, v in attachment.items() if k != "url"}
+                for attachment in ok(http.get(f"{COLLECTION}/{cid}/attachments", headers=headers))
+            ]
             seen[f"participants:{cid}"] = ok(
                 http.get(f"{COLLECTION}/{cid}/participants", headers=headers)
             )
@@ -254,6 +343,22 @@ async def replay(http: httpx.Client, base_url: str, key: str, cid: str, count: i
         return [json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT)) for _ in range(count)]
 
 
+def downloads(http: httpx.Client, tenants: dict[str, str], created: dict) -> dict[str, bytes]:
+    """Every attachment's bytes, through the signed link this server lists it with."""
+    got = {}
+    with httpx.Client(timeout=TIMEOUT) as anonymous:  # a link needs no credentials
+        for tenant, key in tenants.items():
+            for cid in created[tenant]:
+                listed = ok(http.get(f"{COLLECTION}/{cid}/attachments", headers={"X-API-KEY": key}))
+                for attachment in listed:
+                    assert urlsplit(attachment["url"]).netloc == urlsplit(str(http.base_url)).netloc
+                    response = anonymous.get(attachment["url"])
+                    assert response.status_code == 200, (attachment, response.text)
+                    assert response.headers["etag"] == f'"{attachment["sha256"]}"'
+                    got[attachment["blobId"]] = response.content
+    return got
+
+
 def read_export(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
@@ -275,7 +380,7 @@ async def test_sqlite_export_imports_into_postgres_and_serves_the_same(
     tmp_path: Path, postgres_url: str
 ) -> None:
     sqlite_url = f"sqlite:///{tmp_path / 'source.db'}"
-    source_env = server_env(sqlite_url)
+    source_env = server_env(sqlite_url, tmp_path)
     tenant_keys = {"default": BOOTSTRAP_KEY}
     for tenant in ("acme", "beta"):
         made = run_cli(source_env, "keys", "create", "--tenant", tenant, "--name", f"{tenant} bot")
@@ -290,6 +395,8 @@ async def test_sqlite_export_imports_into_postgres_and_serves_the_same(
         with httpx.Client(base_url=base, timeout=TIMEOUT) as http:
             created = populate(http, tenant_keys)
             before = snapshot(http, tenant_keys, created)
+            downloaded = downloads(http, tenant_keys, created)
+            assert downloaded == {k: data for k, (_, data) in created["files"].items()}
             # Stop nothing yet: the event logs, replayed from the source.
             export_path = tmp_path / "live.jsonl"
             live = run_cli(source_env, "export", "--output", str(export_path))
@@ -312,7 +419,7 @@ async def test_sqlite_export_imports_into_postgres_and_serves_the_same(
     assert exported.stderr == "", "nothing extra on stderr when it is not a terminal"
     lines = read_export(export_path)
     assert lines[0]["kind"] == "header"
-    assert (lines[0]["format"], lines[0]["version"]) == ("airia-export", 1)
+    assert (lines[0]["format"], lines[0]["version"]) == ("airia-export", 2)
     assert lines[0]["exportedAt"].endswith("Z")
     assert lines[-1]["kind"] == "end"
     text = export_path.read_text()
@@ -320,15 +427,31 @@ async def test_sqlite_export_imports_into_postgres_and_serves_the_same(
         assert key not in text, "no plaintext key is ever exported"
     kinds = [line["kind"] for line in lines[1:-1]]
     counts = {kind: kinds.count(kind) for kind in set(kinds)}
-    assert lines[-1]["counts"] == {
-        k: counts.get(k, 0)
-        for k in ("api_key", "conversation", "participant", "message", "read_position", "event")
-    }
+    assert lines[-1]["counts"] == {k: counts.get(k, 0) for k in KINDS}
     assert counts["conversation"] == 9 and counts["api_key"] == 3
+    assert (counts["external_identity"], counts["attachment"]) == (12, 21)
+    # One blob per tenant and content that an exported attachment references, with its bytes;
+    # idempotency keys never (none of these kinds is one).
+    assert set(counts) <= set(KINDS)
+    blob_lines = [line for line in lines if line["kind"] == "blob"]
+    assert kinds[-len(blob_lines) :] == ["blob"] * len(blob_lines), "blobs after attachments"
+    files = created["files"]
+    wanted_blobs = {(t, hashlib.sha256(data).hexdigest()) for t, data in files.values()}
+    assert len(wanted_blobs) == 18
+    assert {(b["tenantId"], b["sha256"]) for b in blob_lines} == wanted_blobs
+    assert len(blob_lines) == len(wanted_blobs)
+    assert not wanted_blobs & created["gone_blobs"]
+    contents = {(t, sha_of(data)): data for t, data in files.values()}
+    for blob in blob_lines:
+        data = base64.b64decode(blob["content"], validate=True)
+        assert data == contents[(blob["tenantId"], blob["sha256"])]
+        assert blob["size"] == len(data)
+        assert blob["createdAt"] <= blob["lastUsedAt"]
     conversations = {line["id"]: line for line in lines if line["kind"] == "conversation"}
     assert set(conversations) == {cid for t in tenant_keys for cid in created[t]}
     truncated = conversations[created["default"][1]]
-    assert (truncated["messageCount"], truncated["messageSeq"]) == (7, 9), truncated
+    # 7 after the cut (8 made, 2 cut, 1 more), then the message referencing the image.
+    assert (truncated["messageCount"], truncated["messageSeq"]) == (8, 10), truncated
     assert text == export_path.read_text()  # stable
     stdout_export = run_cli(source_env, "export")
     assert stdout_export.returncode == 0
@@ -340,15 +463,30 @@ async def test_sqlite_export_imports_into_postgres_and_serves_the_same(
     assert acme[0]["tenant"] == "acme"
     acme_ids = {x["id"] for x in acme if x["kind"] == "conversation"}
     assert acme_ids == set(created["acme"])
-    assert {x["tenantId"] for x in acme if x["kind"] in ("api_key", "conversation")} == {"acme"}
+    assert {x["tenantId"] for x in acme if "tenantId" in x} == {"acme"}
+    assert {x["kind"] for x in acme if "tenantId" in x} == {
+        "api_key",
+        "conversation",
+        "participant",
+        "external_identity",
+        "attachment",
+        "blob",
+    }
     assert {x["conversationId"] for x in acme if "conversationId" in x} == acme_ids
+    assert {x["sha256"] for x in acme if x["kind"] == "blob"} == {
+        sha for t, sha in wanted_blobs if t == "acme"
+    }
+    assert acme[-1]["counts"]["blob"] == 6
 
     # Import twice into PostgreSQL: the second adds nothing and changes nothing.
-    target_env = server_env(postgres_url)
+    target_env = server_env(postgres_url, tmp_path / "target")
     first = run_cli(target_env, "import", str(export_path))
     assert first.returncode == 0, first.stderr
     added_first = summary_rows(first.stdout)
     assert added_first["conversation"] == (9, 9)
+    assert added_first["external_identity"] == (12, 12)
+    assert added_first["attachment"] == (21, 21)
+    assert added_first["blob"] == (18, 18)
     assert all(read == added for read, added in added_first.values())
     second = run_cli(target_env, "import", str(export_path))
     assert second.returncode == 0, second.stderr
@@ -357,15 +495,19 @@ async def test_sqlite_export_imports_into_postgres_and_serves_the_same(
     reexported = run_cli(target_env, "export")
     assert reexported.returncode == 0, reexported.stderr
     assert [json.loads(x) for x in reexported.stdout.splitlines()][1:] == lines[1:], (
-        "PostgreSQL holds exactly what SQLite held"
+        "PostgreSQL holds exactly what SQLite held, blob bytes included"
     )
+    assert not (tmp_path / "target" / "blobs").exists(), "on PostgreSQL, blobs are in the database"
 
-    with running_server(postgres_url, tmp_path, "postgres") as base:
+    with running_server(postgres_url, tmp_path / "target", "postgres") as base:
         with httpx.Client(base_url=base, timeout=TIMEOUT) as http:
             after = snapshot(http, tenant_keys, created)
             assert after.keys() == before.keys()
             for name in before:
                 assert after[name] == before[name], name
+            assert any(name.startswith("lookup:") for name in after)
+            # Every file, byte for byte, through the PostgreSQL server's own fresh links.
+            assert downloads(http, tenant_keys, created) == downloaded
             for tenant, key in tenant_keys.items():
                 for cid in created[tenant]:
                     events = await replay(http, base, key, cid, event_counts[cid])
@@ -397,11 +539,30 @@ async def test_sqlite_export_imports_into_postgres_and_serves_the_same(
             assert event["data"]["id"] == added["messageId"]
             conversation = ok(http.get(f"{COLLECTION}/{cid}", headers=acme_headers))
             assert conversation["messages"][-1]["message"] == "moved"
-            assert len(conversation["messages"]) == 8
+            assert len(conversation["messages"]) == 9
+            # Moved attachments are what new messages reference, and moved content is reused.
+            photo_id, (_, photo) = next(
+                (k, v) for k, v in created["files"].items() if v[0] == "acme" and len(v[1]) > 10**6
+            )
+            ok(
+                http.post(
+                    f"{COLLECTION}/{cid}/messages",
+                    headers=acme_headers,
+                    json={"message": "again", "imageAttachmentIds": [photo_id]},
+                )
+            )
+            again = upload(http, acme_headers, cid, "again.png", photo)
+            assert again["sha256"] == sha_of(photo) and again["blobId"] != photo_id
+            with httpx.Client(timeout=TIMEOUT) as anonymous:
+                assert anonymous.get(again["url"]).content == photo
             # A bearer user of a moved conversation sees it as before.
             owner = created["acme:users"][0]
             as_owner = {"Authorization": f"Bearer {mint_jwt(owner, 'acme')}"}
             assert ok(http.get(f"{COLLECTION}/{cid}", headers=as_owner))["conversationId"] == cid
+
+
+def sha_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def summary_rows(stdout: str) -> dict[str, tuple[int, int]]:
@@ -421,7 +582,7 @@ def summary_rows(stdout: str) -> dict[str, tuple[int, int]]:
     ("content", "says"),
     [
         ('{"kind":"header","format":"something-else","version":1}\n', "format"),
-        ('{"kind":"header","format":"airia-export","version":2}\n', "version 2"),
+        ('{"kind":"header","format":"airia-export","version":3}\n', "version 3"),
         ('{"kind":"conversation","id":"x"}\n', "not a header"),
         ("not json at all\n", "not JSON"),
         ("", "empty"),
@@ -433,7 +594,7 @@ def test_import_refuses_a_file_that_is_not_a_version_1_export(
     path = tmp_path / "bad.jsonl"
     path.write_text(content)
     target = tmp_path / "target.db"
-    result = run_cli(server_env(f"sqlite:///{target}"), "import", str(path))
+    result = run_cli(server_env(f"sqlite:///{target}", tmp_path), "import", str(path))
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert result.stderr.startswith("airia-server: ")
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -444,7 +605,7 @@ def test_import_refuses_a_file_that_is_not_a_version_1_export(
 
 def test_import_of_a_truncated_file_says_so_and_can_be_rerun(tmp_path: Path) -> None:
     source = f"sqlite:///{tmp_path / 'source.db'}"
-    env = server_env(source)
+    env = server_env(source, tmp_path)
     made = run_cli(env, "keys", "create", "--tenant", "t1")
     assert made.returncode == 0, made.stderr
     exported = run_cli(env, "export")
@@ -453,7 +614,7 @@ def test_import_of_a_truncated_file_says_so_and_can_be_rerun(tmp_path: Path) -> 
     assert len(lines) == 3  # header, the key, end
     cut = tmp_path / "cut.jsonl"
     cut.write_text("\n".join(lines[:2]) + "\n")
-    target_env = server_env(f"sqlite:///{tmp_path / 'target.db'}")
+    target_env = server_env(f"sqlite:///{tmp_path / 'target.db'}", tmp_path / "target")
     partial = run_cli(target_env, "import", str(cut))
     assert partial.returncode == 1
     assert "truncated" in partial.stderr
@@ -462,3 +623,114 @@ def test_import_of_a_truncated_file_says_so_and_can_be_rerun(tmp_path: Path) -> 
     again = run_cli(target_env, "import", str(whole))
     assert again.returncode == 0, again.stderr
     assert summary_rows(again.stdout)["api_key"] == (1, 0)
+
+
+def blob_line(tenant: str, sha256: str, size: int, content: bytes) -> str:
+    return json.dumps(
+        {
+            "kind": "blob",
+            "tenantId": tenant,
+            "sha256": sha256,
+            "size": size,
+            "createdAt": "2025-01-02T03:04:05.000000Z",
+            "lastUsedAt": "2025-01-02T03:04:05.000000Z",
+            "content": base64.b64encode(content).decode(),
+        }
+    )
+
+
+def test_import_refuses_a_blob_whose_bytes_do_not_match_its_hash(tmp_path: Path) -> None:
+    real = b"the real bytes of a file"
+    sha = sha_of(real)
+    header = json.dumps(
+        {
+            "kind": "header",
+            "format": "airia-export",
+            "version": 2,
+            "exportedAt": "2025-01-02T03:04:05.000000Z",
+        }
+    )
+    end = json.dumps({"kind": "end", "counts": {"blob": 1}})
+    target_env = server_env(f"sqlite:///{tmp_path / 'target.db'}", tmp_path)
+    blob_dir = tmp_path / "blobs"
+    for name, line in [
+        ("tampered", blob_line("t1", sha, len(real), b"the fake bytes of a file")),
+        ("short", blob_line("t1", sha, len(real), real[:-1])),
+        ("not a hash", blob_line("t1", "../" * 10 + "etc", len(real), real)),
+    ]:
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text(f"{header}\n{line}\n{end}\n")
+        refused = run_cli(target_env, "import", str(path))
+        assert refused.returncode == 2, (name, refused.stdout, refused.stderr)
+        assert refused.stderr.startswith(f"airia-server: {path}:2: blob "), refused.stderr
+        assert "does not match its sha256" in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+        assert not [p for p in blob_dir.rglob("*") if p.is_file()], "nothing stored"
+
+    good = tmp_path / "good.jsonl"
+    good.write_text(f"{header}\n{blob_line('t1', sha, len(real), real)}\n{end}\n")
+    first = run_cli(target_env, "import", str(good))
+    assert first.returncode == 0, first.stderr
+    assert summary_rows(first.stdout)["blob"] == (1, 1)
+    stored = [p for p in blob_dir.rglob(sha) if p.is_file()]
+    assert len(stored) == 1 and stored[0].read_bytes() == real
+    again = run_cli(target_env, "import", str(good))
+    assert again.returncode == 0, again.stderr
+    assert summary_rows(again.stdout)["blob"] == (1, 0)
+
+
+def test_a_version_1_export_still_imports(tmp_path: Path) -> None:
+    """Files written before identities, attachments and blobs were exported."""
+    path = tmp_path / "v1.jsonl"
+    key = {
+        "kind": "api_key",
+        "id": "0190f5a2-7c3e-7b1a-9d4e-2f6a8b0c1d2e",
+        "tenantId": "t1",
+        "name": "old",
+        "prefix": "ak_old",
+        "keyHash": "0" * 64,
+        "createdAt": "2025-01-02T03:04:05.000000Z",
+        "revokedAt": None,
+    }
+    counts = dict.fromkeys(KINDS[:6], 0) | {"api_key": 1}
+    path.write_text(
+        json.dumps({"kind": "header", "format": "airia-export", "version": 1, "exportedAt": "x"})
+        + "\n"
+        + json.dumps(key)
+        + "\n"
+        + json.dumps({"kind": "end", "counts": counts})
+        + "\n"
+    )
+    result = run_cli(server_env(f"sqlite:///{tmp_path / 't.db'}", tmp_path), "import", str(path))
+    assert result.returncode == 0, result.stderr
+    rows = summary_rows(result.stdout)
+    assert rows["api_key"] == (1, 1)
+    assert rows["blob"] == (0, 0)
+
+
+def test_export_stops_at_a_blob_the_blob_store_lost(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'source.db'}"
+    headers = {"X-API-KEY": BOOTSTRAP_KEY}
+    with running_server(url, tmp_path, "source") as base:
+        with httpx.Client(base_url=base, timeout=TIMEOUT) as http:
+            cid = ok(http.post(COLLECTION, headers=headers, json={"userId": "u1"}))[
+                "conversationId"
+            ]
+            kept = upload(http, headers, cid, "kept.bin", b"kept bytes")
+            lost = upload(http, headers, cid, "lost.bin", b"lost bytes")
+    env = server_env(url, tmp_path)
+    whole = run_cli(env, "export")
+    assert whole.returncode == 0, whole.stderr
+    exported = [json.loads(x) for x in whole.stdout.splitlines()]
+    assert sorted(x["sha256"] for x in exported if x["kind"] == "blob") == sorted(
+        [kept["sha256"], lost["sha256"]]
+    )
+    for path in (tmp_path / "blobs").rglob(lost["sha256"]):
+        path.unlink()
+    output = tmp_path / "out.jsonl"
+    failed = run_cli(env, "export", "--output", str(output))
+    assert failed.returncode == 2, (failed.stdout, failed.stderr)
+    assert failed.stderr.startswith("airia-server: export failed: blob ")
+    assert lost["sha256"] in failed.stderr
+    assert len(failed.stderr.strip().splitlines()) == 1
+    assert not output.exists() and not Path(f"{output}.partial").exists()
