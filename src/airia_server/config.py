@@ -187,7 +187,7 @@ def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
         Settings._config_file = None
 
 
-_SECRET_URL = re.compile(r"(://[^:/@]+:)[^@]+@")
+_SECRET_URL = re.compile(r"(://[^:/@]*:)[^@]+@")
 
 
 def describe(settings: Settings) -> list[tuple[str, str]]:

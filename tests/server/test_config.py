@@ -1,0 +1,80 @@
+"""Settings: precedence of flags, environment and config file; refusals; masking."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from airia_server.config import ConfigFileError, describe, load_settings
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "airia.toml"
+    path.write_text('port = 9001\nlog_level = "DEBUG"\nhost = "0.0.0.0"\n')
+    return path
+
+
+def test_flags_beat_environment_beats_file(
+    config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRIA_LOG_LEVEL", "WARNING")
+    monkeypatch.setenv("AIRIA_HOST", "127.0.0.2")
+    settings = load_settings(config_file, host="127.0.0.3")
+    assert settings.port == 9001  # file only
+    assert settings.log_level == "WARNING"  # environment over file
+    assert settings.host == "127.0.0.3"  # flag over both
+
+
+def test_config_file_from_the_environment(
+    config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRIA_CONFIG_FILE", str(config_file))
+    assert load_settings().port == 9001
+
+
+def test_unknown_key_in_the_file_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("prot = 1\n")
+    with pytest.raises(ConfigFileError, match="prot"):
+        load_settings(path)
+
+
+def test_unreadable_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigFileError, match="cannot read"):
+        load_settings(tmp_path / "missing.toml")
+
+
+def test_bad_value_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRIA_PORT", "eighty")
+    with pytest.raises(ValidationError) as info:
+        load_settings()
+    assert info.value.errors()[0]["loc"] == ("port",)
+
+
+def test_cors_origins_must_be_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRIA_CORS_ORIGINS", "*")
+    with pytest.raises(ValidationError):
+        load_settings()
+    monkeypatch.setenv("AIRIA_CORS_ORIGINS", "https://a.example, https://b.example/")
+    assert load_settings().cors_origin_list == ["https://a.example", "https://b.example"]
+
+
+def test_describe_masks_secrets_and_url_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRIA_JWT_SECRET", "a-very-long-secret-value-for-tests-only")
+    monkeypatch.setenv("AIRIA_DATABASE_URL", "postgresql://airia:hunter2@db:5432/airia")
+    monkeypatch.setenv("AIRIA_REDIS_URL", "redis://:pa55@cache:6379/0")
+    shown = dict(describe(load_settings()))
+    assert shown["AIRIA_JWT_SECRET"] == "********"
+    assert shown["AIRIA_DATABASE_URL"] == "postgresql://airia:********@db:5432/airia"
+    assert "pa55" not in shown["AIRIA_REDIS_URL"]
+    assert "hunter2" not in "".join(shown.values())
+
+
+def test_production_refuses_placeholder_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRIA_ENVIRONMENT", "production")
+    monkeypatch.setenv("AIRIA_JWT_SECRET", "changeme")
+    with pytest.raises(ValidationError, match="jwt_secret|JWT_SECRET"):
+        load_settings()
