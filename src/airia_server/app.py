@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from airia_server.api import (
     attachments,
+    console,
     conversations,
     identities,
     messages,
@@ -58,7 +59,7 @@ def _ws_base_url(settings: Settings) -> str | None:
     return f"ws://{host}:{settings.port}"
 
 
-def _open_hub(settings: Settings) -> LocalHub:
+def open_hub(settings: Settings) -> LocalHub:
     if settings.redis_url:
         from airia_server.realtime.redis_hub import RedisHub
 
@@ -73,7 +74,7 @@ def create_app(settings: Settings | None = None) -> AiriaApp:
     async def lifespan(app: AiriaApp) -> AsyncIterator[None]:
         store = open_store(settings)
         await store.start()
-        hub = _open_hub(settings)
+        hub = open_hub(settings)
         await hub.start()
         if settings.secret_key is not None:
             key = settings.secret_key.get_secret_value().encode()
@@ -111,7 +112,14 @@ def create_app(settings: Settings | None = None) -> AiriaApp:
         )
         sweeper = asyncio.create_task(
             maintenance.run_forever(
-                store, attachment_service, max(settings.blob_sweep_grace_seconds, 10.0)
+                store,
+                attachment_service,
+                hub,
+                settings.retention_days,
+                min(
+                    settings.maintenance_interval_seconds,
+                    max(settings.blob_sweep_grace_seconds, 1.0),
+                ),
             )
         )
         # Full collections of everything start-up allocated stalled every request in
@@ -138,6 +146,7 @@ def create_app(settings: Settings | None = None) -> AiriaApp:
             *identities.routes,
             *attachments.routes,
             *realtime.routes,
+            *console.routes,
         ],
         # A slash too many is a 404 problem, not a redirect a client may not follow.
         redirect_slashes=False,

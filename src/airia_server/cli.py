@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
+import msgspec
 from pydantic import ValidationError
 
 from airia_server.config import ConfigFileError, Settings, describe, load_settings
@@ -46,6 +47,24 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--tenant")
     revoke = keys.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id")
+
+    retention = sub.add_parser("retention", help="how long each tenant keeps conversations")
+    retention_sub = retention.add_subparsers(dest="retention", required=True)
+    retention_set = retention_sub.add_parser(
+        "set", help="delete a tenant's conversations untouched for N days"
+    )
+    retention_set.add_argument("--tenant", required=True)
+    days = retention_set.add_mutually_exclusive_group(required=True)
+    days.add_argument("--days", type=int, help="keep conversations this many days")
+    days.add_argument("--forever", action="store_true", help="keep them for ever")
+    retention_sub.add_parser("show", help="list the per-tenant policies")
+
+    erase = sub.add_parser(
+        "erase-user", help="delete a user's conversations and their part in others' (erasure)"
+    )
+    erase.add_argument("--tenant", required=True)
+    erase.add_argument("--user", required=True)
+    erase.add_argument("--json", action="store_true", help="print the report as JSON")
 
     tokens = sub.add_parser("tokens", help="bearer tokens for development")
     tokens_sub = tokens.add_subparsers(dest="tokens", required=True)
@@ -126,6 +145,10 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "keys":
         return asyncio.run(_with_store(settings, lambda store: _keys(store, args)))
+    if args.command == "retention":
+        return asyncio.run(_with_store(settings, lambda store: _retention(store, settings, args)))
+    if args.command == "erase-user":
+        return asyncio.run(_with_store(settings, lambda store: _erase(store, settings, args)))
     if args.command in ("export", "import"):
         from airia_server.transfer import run_transfer
 
@@ -165,3 +188,42 @@ async def _keys(store, args: argparse.Namespace) -> int:
         print(f"airia-server: no active key with id {args.key_id}", file=sys.stderr)
         return 1
     return 2
+
+
+async def _retention(store, settings: Settings, args: argparse.Namespace) -> int:
+    if args.retention == "set":
+        if args.days is not None and args.days < 1:
+            print("airia-server: --days must be at least 1 (or use --forever)", file=sys.stderr)
+            return 2
+        await store.set_retention(args.tenant, None if args.forever else args.days)
+        kept = "for ever" if args.forever else f"{args.days} days after their last change"
+        print(f"tenant '{args.tenant}' keeps conversations {kept}")
+        return 0
+    policies = await store.retention_policies()
+    default = settings.retention_days or "for ever"
+    print(f"default (AIRIA_RETENTION_DAYS): {default}")
+    for tenant, days in sorted(policies.items()):
+        print(f"{tenant}: {days if days else 'for ever'}")
+    return 0
+
+
+async def _erase(store, settings: Settings, args: argparse.Namespace) -> int:
+    from airia_server.app import open_hub
+    from airia_server.domain.lifecycle import erase_user
+
+    hub = open_hub(settings)  # so open sockets hear their conversation go
+    await hub.start()
+    try:
+        report = await erase_user(store, hub, args.tenant, args.user)
+    finally:
+        await hub.close()
+    if args.json:
+        print(msgspec.json.encode(report).decode())
+    else:
+        print(
+            f"erased user '{report.user_id}' of tenant '{report.tenant_id}': "
+            f"{report.conversations_deleted} conversations, {report.messages_deleted} "
+            f"messages, {report.attachments_deleted} attachments deleted; removed from "
+            f"{report.participations_removed} shared conversations"
+        )
+    return 0

@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     """Unreferenced blobs untouched this long are deleted (on start, periodically, and
     right after a conversation is deleted)."""
 
+    retention_days: int = Field(0, ge=0)
+    """Default for tenants without their own policy: delete conversations untouched this
+    many days (0 keeps them for ever). Per tenant: `airia-server retention set`."""
+    maintenance_interval_seconds: float = Field(60.0, ge=1)
+
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "text"] = "auto"
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from airia_server.domain import lifecycle
 from airia_server.domain.attachments import AttachmentService
+from airia_server.realtime.hub import LocalHub
 from airia_server.storage.base import Store
 from airia_server.timeutil import format_us, now_us
 
@@ -14,7 +16,10 @@ log = logging.getLogger("airia_server.maintenance")
 IDEMPOTENCY_KEY_TTL_SECONDS = 24 * 3600
 
 
-async def run_once(store: Store, attachments: AttachmentService) -> None:
+async def run_once(
+    store: Store, attachments: AttachmentService, hub: LocalHub, retention_days: int
+) -> None:
+    await lifecycle.apply_retention(store, hub, retention_days)
     # Blobs a crash left unreferenced between a delete and its cleanup.
     await attachments.sweep()
     cutoff = format_us(now_us() - IDEMPOTENCY_KEY_TTL_SECONDS * 1_000_000)
@@ -23,10 +28,16 @@ async def run_once(store: Store, attachments: AttachmentService) -> None:
         log.info("forgot %d idempotency keys older than 24 hours", purged)
 
 
-async def run_forever(store: Store, attachments: AttachmentService, interval: float) -> None:
+async def run_forever(
+    store: Store,
+    attachments: AttachmentService,
+    hub: LocalHub,
+    retention_days: int,
+    interval: float,
+) -> None:
     while True:
         try:
-            await run_once(store, attachments)
+            await run_once(store, attachments, hub, retention_days)
         except Exception:  # retried on the next round
             log.exception("maintenance failed")
         await asyncio.sleep(interval)

@@ -340,6 +340,25 @@ class Store(Protocol):
 
     async def purge_idempotency_keys(self, before: str) -> int: ...
 
+    # data lifecycle
+
+    async def set_retention(self, tenant_id: str, days: int | None) -> None: ...
+
+    async def retention_policies(self) -> dict[str, int | None]:
+        """Tenants with an explicit policy: days, or None for "keep for ever"."""
+
+    async def tenants(self) -> list[str]:
+        """Every tenant that has conversations."""
+
+    async def stale_conversations(
+        self, tenant_id: str, updated_before: str, limit: int
+    ) -> list[str]: ...
+
+    async def owned_conversations(self, tenant_id: str, user_id: str, limit: int) -> list[str]: ...
+
+    async def forget_user(self, tenant_id: str, user_id: str) -> int:
+        """Remove the user's participation and read positions in others' conversations."""
+
     async def sweep_blobs(self, unused_before: str) -> list[tuple[str, str]]:
         """Forget blobs no attachment references and nobody touched since `unused_before`;
         the (tenant, sha256) whose content the caller must now delete."""

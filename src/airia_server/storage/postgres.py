@@ -37,7 +37,11 @@ from airia_server.storage.base import (
     message_snapshot,
     participant_snapshot,
 )
-from airia_server.storage.postgres_attachments import AttachmentsMixin, IdempotencyMixin
+from airia_server.storage.postgres_attachments import (
+    AttachmentsMixin,
+    IdempotencyMixin,
+    LifecycleMixin,
+)
 from airia_server.storage.rows import (
     API_KEY_COLUMNS,
     CONVERSATION_COLUMNS,
@@ -117,7 +121,7 @@ async def _bump(conn, tenant_id: str, conversation_id: str, now: str, messages: 
     )
 
 
-class PostgresStore(AttachmentsMixin, IdempotencyMixin):
+class PostgresStore(AttachmentsMixin, IdempotencyMixin, LifecycleMixin):
     backend = "postgres"
 
     def __init__(self, dsn: str, *, min_pool: int = 2, max_pool: int = 10) -> None:

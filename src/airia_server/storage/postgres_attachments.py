@@ -203,3 +203,59 @@ class IdempotencyMixin:
             "DELETE FROM idempotency_keys WHERE created_at < $1", before
         )
         return int(status.split()[-1])
+
+
+class LifecycleMixin:
+    # `pool` comes from PostgresStore.
+
+    async def set_retention(self, tenant_id: str, days: int | None) -> None:
+        await self.pool.execute(
+            "INSERT INTO tenant_settings (tenant_id, retention_days) VALUES ($1, $2) "
+            "ON CONFLICT (tenant_id) DO UPDATE SET retention_days = excluded.retention_days",
+            tenant_id,
+            days,
+        )
+
+    async def retention_policies(self) -> dict[str, int | None]:
+        rows = await self.pool.fetch("SELECT tenant_id, retention_days FROM tenant_settings")
+        return {row[0]: row[1] for row in rows}
+
+    async def tenants(self) -> list[str]:
+        rows = await self.pool.fetch("SELECT DISTINCT tenant_id FROM conversations")
+        return [row[0] for row in rows]
+
+    async def stale_conversations(
+        self, tenant_id: str, updated_before: str, limit: int
+    ) -> list[str]:
+        rows = await self.pool.fetch(
+            "SELECT id FROM conversations WHERE tenant_id = $1 AND updated_at < $2 "
+            "ORDER BY updated_at LIMIT $3",
+            tenant_id,
+            updated_before,
+            limit,
+        )
+        return [row[0] for row in rows]
+
+    async def owned_conversations(self, tenant_id: str, user_id: str, limit: int) -> list[str]:
+        rows = await self.pool.fetch(
+            "SELECT id FROM conversations WHERE tenant_id = $1 AND user_id = $2 LIMIT $3",
+            tenant_id,
+            user_id,
+            limit,
+        )
+        return [row[0] for row in rows]
+
+    async def forget_user(self, tenant_id: str, user_id: str) -> int:
+        async with self.pool.acquire() as conn, conn.transaction():
+            status = await conn.execute(
+                "DELETE FROM conversation_participants WHERE tenant_id = $1 AND user_id = $2",
+                tenant_id,
+                user_id,
+            )
+            await conn.execute(
+                "DELETE FROM conversation_reads WHERE user_id = $1 AND conversation_id IN "
+                "(SELECT id FROM conversations WHERE tenant_id = $2)",
+                user_id,
+                tenant_id,
+            )
+        return int(status.split()[-1])

@@ -29,7 +29,11 @@ from airia_server.storage.rows import (
     api_key_row,
     conversation_row,
 )
-from airia_server.storage.sqlite_attachments import AttachmentsMixin, IdempotencyMixin
+from airia_server.storage.sqlite_attachments import (
+    AttachmentsMixin,
+    IdempotencyMixin,
+    LifecycleMixin,
+)
 from airia_server.storage.sqlite_messages import MessagesMixin, append_event
 from airia_server.storage.sqlite_writer import GroupCommitWriter
 
@@ -78,7 +82,7 @@ def _statements(sql: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
-class SqliteStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin):
+class SqliteStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, LifecycleMixin):
     backend = "sqlite"
 
     def __init__(self, path: Path, *, write_batch_max: int = 256) -> None:

@@ -241,3 +241,65 @@ class IdempotencyMixin:
             ).rowcount
 
         return await self._write(op)
+
+
+class LifecycleMixin:
+    # `_read()` and `_write(op)` come from SqliteStore.
+
+    async def set_retention(self, tenant_id: str, days: int | None) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO tenant_settings (tenant_id, retention_days) VALUES (?, ?) "
+                "ON CONFLICT (tenant_id) DO UPDATE SET retention_days = excluded.retention_days",
+                (tenant_id, days),
+            )
+
+        await self._write(op)
+
+    async def retention_policies(self) -> dict[str, int | None]:
+        rows = self._read().execute("SELECT tenant_id, retention_days FROM tenant_settings")
+        return {row[0]: row[1] for row in rows.fetchall()}
+
+    async def tenants(self) -> list[str]:
+        rows = self._read().execute("SELECT DISTINCT tenant_id FROM conversations").fetchall()
+        return [row[0] for row in rows]
+
+    async def stale_conversations(
+        self, tenant_id: str, updated_before: str, limit: int
+    ) -> list[str]:
+        rows = (
+            self._read()
+            .execute(
+                "SELECT id FROM conversations WHERE tenant_id = ? AND updated_at < ? "
+                "ORDER BY updated_at LIMIT ?",
+                (tenant_id, updated_before, limit),
+            )
+            .fetchall()
+        )
+        return [row[0] for row in rows]
+
+    async def owned_conversations(self, tenant_id: str, user_id: str, limit: int) -> list[str]:
+        rows = (
+            self._read()
+            .execute(
+                "SELECT id FROM conversations WHERE tenant_id = ? AND user_id = ? LIMIT ?",
+                (tenant_id, user_id, limit),
+            )
+            .fetchall()
+        )
+        return [row[0] for row in rows]
+
+    async def forget_user(self, tenant_id: str, user_id: str) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            removed = conn.execute(
+                "DELETE FROM conversation_participants WHERE tenant_id = ? AND user_id = ?",
+                (tenant_id, user_id),
+            ).rowcount
+            conn.execute(
+                "DELETE FROM conversation_reads WHERE user_id = ? AND conversation_id IN "
+                "(SELECT id FROM conversations WHERE tenant_id = ?)",
+                (user_id, tenant_id),
+            )
+            return removed
+
+        return await self._write(op)

@@ -1,0 +1,78 @@
+"""Data lifecycle: retention per tenant, and erasing a user's conversations.
+
+Both delete through the store's ordinary conversation delete, so messages,
+participants, events, identities and attachments go in the same transaction,
+sockets hear `conversation.deleted`, and the blob sweep removes the bytes.
+Many instances may run retention at once: a delete of a conversation another
+instance already deleted is simply a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+
+from airia_server.realtime.hub import LocalHub
+from airia_server.storage.base import Store
+from airia_server.timeutil import format_us, now_us, utcnow_iso
+
+log = logging.getLogger("airia_server.lifecycle")
+_BATCH = 200
+
+
+class ErasureReport(msgspec.Struct):
+    tenant_id: str
+    user_id: str
+    conversations_deleted: int
+    messages_deleted: int
+    attachments_deleted: int
+    participations_removed: int
+
+
+async def _delete(store: Store, hub: LocalHub, tenant_id: str, conversation_id: str) -> bool:
+    event = await store.delete_conversation(tenant_id, conversation_id, utcnow_iso())
+    if event is None:
+        return False
+    await hub.publish(event)
+    return True
+
+
+async def apply_retention(store: Store, hub: LocalHub, default_days: int) -> int:
+    """Delete conversations untouched longer than their tenant keeps them; how many."""
+    policies = await store.retention_policies()
+    tenants = set(await store.tenants()) | set(policies)
+    deleted = 0
+    for tenant_id in sorted(tenants):
+        days = policies.get(tenant_id, default_days) if tenant_id in policies else default_days
+        if not days:
+            continue
+        cutoff = format_us(now_us() - days * 86_400 * 1_000_000)
+        while ids := await store.stale_conversations(tenant_id, cutoff, _BATCH):
+            for conversation_id in ids:
+                deleted += await _delete(store, hub, tenant_id, conversation_id)
+    if deleted:
+        log.info("retention deleted %d conversations", deleted)
+    return deleted
+
+
+async def erase_user(store: Store, hub: LocalHub, tenant_id: str, user_id: str) -> ErasureReport:
+    """Delete every conversation the user owns and their part in everyone else's."""
+    conversations = messages = attachments = 0
+    while ids := await store.owned_conversations(tenant_id, user_id, _BATCH):
+        for conversation_id in ids:
+            record = await store.get_conversation(tenant_id, conversation_id)
+            files = await store.list_attachments(tenant_id, conversation_id)
+            if await _delete(store, hub, tenant_id, conversation_id):
+                conversations += 1
+                messages += record.message_count if record else 0
+                attachments += len(files)
+    removed = await store.forget_user(tenant_id, user_id)
+    return ErasureReport(
+        tenant_id=tenant_id,
+        user_id=user_id,
+        conversations_deleted=conversations,
+        messages_deleted=messages,
+        attachments_deleted=attachments,
+        participations_removed=removed,
+    )
