@@ -55,19 +55,24 @@ async def current_principal(conn: HTTPConnection) -> Principal:
 
 
 def websocket_url(conn: HTTPConnection, principal: Principal, conversation_id: str) -> str:
-    return websocket_url_and_expiry(conn, principal, conversation_id)[0]
+    return _websocket_url(conn, principal, conversation_id)[0]
 
 
 def websocket_url_and_expiry(
     conn: HTTPConnection, principal: Principal, conversation_id: str
 ) -> tuple[str, str]:
     """A `websocketUrl` carrying a fresh ticket, and when that ticket expires."""
+    url, expires = _websocket_url(conn, principal, conversation_id)
+    return url, format_us(expires * 1_000_000)
+
+
+def _websocket_url(
+    conn: HTTPConnection, principal: Principal, conversation_id: str
+) -> tuple[str, int]:
     svc = services(conn)
     base = svc.ws_base_url
     if base is None:
         scheme = "wss" if conn.url.scheme in ("https", "wss") else "ws"
         base = f"{scheme}://{conn.headers.get('host', 'localhost')}"
     ticket, expires = svc.tickets.mint(principal.tenant_id, conversation_id, principal.user_id)
-    return f"{base}/v1/Conversations/{conversation_id}/ws?ticket={ticket}", format_us(
-        expires * 1_000_000
-    )
+    return f"{base}/v1/Conversations/{conversation_id}/ws?ticket={ticket}", expires
