@@ -40,3 +40,7 @@ format: $(STAMP) ## Format the code with ruff
 
 clean: ## Remove the virtualenv, caches and local data
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
+
+.PHONY: fuzz
+fuzz: $(STAMP) ## Fuzz every API operation long (AIRIA_FUZZ_EXAMPLES, default 1000 per operation)
+	AIRIA_FUZZ_EXAMPLES=$${AIRIA_FUZZ_EXAMPLES:-1000} $(BIN)/python -m pytest tests/e2e/test_fuzz.py -s -p no:cacheprovider
