@@ -22,7 +22,9 @@ from ._constants import (
     API_KEY_ENV,
     BASE_URL_ENV,
     DEFAULT_BASE_URL,
+    IDEMPOTENCY_KEY_HEADER,
     IDEMPOTENT_METHODS,
+    IN_PROGRESS_STATUS,
     INITIAL_RETRY_DELAY,
     LOGGER_NAME,
     MAX_RETRY_AFTER,
@@ -37,12 +39,15 @@ from ._exceptions import (
     make_status_error,
     parse_retry_after,
 )
+from ._files import ReplayableBody
 from ._version import __version__
 
 USER_AGENT = f"airia-conversations-python/{__version__}"
 _REDACTED = "[REDACTED]"
 # Marks a download request: its query string is the credential, kept out of logs.
 _SIGNED_URL = "airia_signed_url"
+# Holds a streamed body (an upload) that a retry must send again from its start.
+_BODY = "airia_replayable_body"
 
 
 @functools.cache
@@ -149,17 +154,45 @@ class BaseClient:
         content: Any = None,
         headers: dict[str, str] | None = None,
         correlation_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> httpx.Request:
-        """``content`` is a body already encoded (bytes or a stream of bytes), sent as is."""
+        """``content`` is a body already encoded (bytes or a stream of bytes), sent as is.
+
+        With ``idempotency_key`` the request carries ``Idempotency-Key`` and may be
+        retried even though it is a POST; every retry sends the same key.
+        """
         correlation_id = correlation_id or str(uuid.uuid4())
+        all_headers = {**self._headers(correlation_id), **(headers or {})}
+        if idempotency_key is not None:
+            all_headers[IDEMPOTENCY_KEY_HEADER] = idempotency_key
         return self._http.build_request(
             method,
             self._url(path),
             params=params,
             json=json,
             content=content,
-            headers={**self._headers(correlation_id), **(headers or {})},
+            headers=all_headers,
             timeout=httpx.Timeout(self.timeout),
+            extensions={_BODY: content} if isinstance(content, ReplayableBody) else None,
+        )
+
+    @staticmethod
+    def _next_attempt(request: httpx.Request) -> httpx.Request:
+        """The request to send for a retry: itself, or a copy that streams the body anew.
+
+        httpx cannot iterate a streamed body twice (and some transports keep the
+        bytes of the first attempt), so an upload gets a fresh request with the
+        same headers (correlation id, idempotency key) around the rewound body.
+        """
+        body = request.extensions.get(_BODY)
+        if body is None:
+            return request
+        return httpx.Request(
+            request.method,
+            request.url,
+            headers=request.headers,
+            content=body,
+            extensions=request.extensions,
         )
 
     def _same_origin(self, url: str) -> bool:
@@ -201,13 +234,26 @@ class BaseClient:
     ) -> float | None:
         """Seconds to wait before retrying, or None when the request must not be retried.
 
-        ``response`` is None for a transport error. POST is never retried: the
-        server has no idempotency keys yet, so a retry could create twice.
+        ``response`` is None for a transport error. A POST is retried only when
+        it carries an ``Idempotency-Key`` (the server then answers a repeat with
+        the first response), and then also on a 409 with ``Retry-After``: the
+        first request with that key is still running. A streamed body is
+        retried only if it can be sent again from its start.
         """
-        if attempt >= self.max_retries or request.method not in IDEMPOTENT_METHODS:
+        has_key = IDEMPOTENCY_KEY_HEADER in request.headers
+        if attempt >= self.max_retries:
+            return None
+        if request.method not in IDEMPOTENT_METHODS and not has_key:
+            return None
+        body = request.extensions.get(_BODY)
+        if body is not None and not body.replayable:
             return None
         if response is not None:
-            if response.status_code not in RETRYABLE_STATUS_CODES:
+            status = response.status_code
+            in_progress = (
+                has_key and status == IN_PROGRESS_STATUS and "retry-after" in response.headers
+            )
+            if status not in RETRYABLE_STATUS_CODES and not in_progress:
                 return None
             retry_after = parse_retry_after(response.headers)
             if retry_after is not None:

@@ -69,7 +69,8 @@ class AiriaClient(_ConversationAliases, BaseClient):
             timeout: Timeout in seconds for each attempt.
             log_requests: Log each request (method, URL, status, time, correlation id).
             custom_logger: Logger to use instead of ``logging.getLogger("airia")``.
-            max_retries: Retries of idempotent requests on transient failures.
+            max_retries: Retries of idempotent requests (and of POSTs with an
+                ``Idempotency-Key``) on transient failures.
             http_client: An ``httpx.Client`` to send through; the caller keeps ownership.
         """
         super().__init__(
@@ -117,6 +118,7 @@ class AiriaClient(_ConversationAliases, BaseClient):
         content: Any = None,
         headers: dict[str, str] | None = None,
         correlation_id: str | None = None,
+        idempotency_key: str | None = None,
         cast_to: Any = None,
     ) -> Any:
         request = self._build_request(
@@ -127,6 +129,7 @@ class AiriaClient(_ConversationAliases, BaseClient):
             content=content,
             headers=headers,
             correlation_id=correlation_id,
+            idempotency_key=idempotency_key,
         )
         return self._parse(request, self._send(request), cast_to)
 
@@ -167,6 +170,7 @@ class AiriaClient(_ConversationAliases, BaseClient):
                 self._log_retry(request, attempt, delay, str(response.status_code))
             _sleep(delay)
             attempt += 1
+            request = self._next_attempt(request)
 
     def close(self) -> None:
         """Release the connection pool (not an ``http_client`` you passed in)."""
@@ -249,6 +253,7 @@ class AiriaAsyncClient(_ConversationAliases, BaseClient):
         content: Any = None,
         headers: dict[str, str] | None = None,
         correlation_id: str | None = None,
+        idempotency_key: str | None = None,
         cast_to: Any = None,
     ) -> Any:
         request = self._build_request(
@@ -259,6 +264,7 @@ class AiriaAsyncClient(_ConversationAliases, BaseClient):
             content=content,
             headers=headers,
             correlation_id=correlation_id,
+            idempotency_key=idempotency_key,
         )
         return self._parse(request, await self._send(request), cast_to)
 
@@ -299,6 +305,7 @@ class AiriaAsyncClient(_ConversationAliases, BaseClient):
                 self._log_retry(request, attempt, delay, str(response.status_code))
             await _async_sleep(delay)
             attempt += 1
+            request = self._next_attempt(request)
 
     async def close(self) -> None:
         """Release the connection pool (not an ``http_client`` you passed in)."""

@@ -12,6 +12,12 @@ MAX_RETRY_AFTER = 60.0
 
 RETRYABLE_STATUS_CODES = frozenset({408, 429, 502, 503, 504})
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+# A POST carrying this header is retried like an idempotent request: the server
+# answers a repeat of the same key with the first response instead of acting twice.
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+# The server's "the first request with this key is still running" answer; it is
+# retried only when it comes with Retry-After, and only for requests with a key.
+IN_PROGRESS_STATUS = 409
 
 API_KEY_ENV = "AIRIA_API_KEY"
 BASE_URL_ENV = "AIRIA_BASE_URL"

@@ -10,6 +10,7 @@ or download never stalls the event loop.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import mimetypes
 import os
@@ -37,10 +38,39 @@ class Upload:
     """Bytes left to send, when known: then the request has a Content-Length."""
     owned: bool
     """Opened here from a path, so closed here too."""
+    path: str | os.PathLike[str] | None = None
+    """The path it was opened from: a retry opens it again."""
+    start: int | None = None
+    """Where the bytes to send begin, when the file can seek back there."""
+
+    @property
+    def can_rewind(self) -> bool:
+        """Whether the bytes can be read again from the start, for a retry."""
+        return self.path is not None or self.start is not None
+
+    def rewind(self) -> None:
+        """Get ready to read the same bytes again: re-open a path, seek anything else."""
+        if self.path is not None:
+            self.file.close()
+            self.file = open(self.path, "rb")
+        elif self.start is not None:
+            self.file.seek(self.start)
+        else:
+            raise RuntimeError("this file object cannot seek, so it cannot be sent again")
 
     def close(self) -> None:
         if self.owned:
             self.file.close()
+
+
+def _start(file: Any) -> int | None:
+    """The current position of a file object that can seek back to it, else None."""
+    try:
+        if not file.seekable():
+            return None
+        return file.tell()
+    except (AttributeError, OSError, ValueError, TypeError, io.UnsupportedOperation):
+        return None
 
 
 def _remaining(file: Any) -> int | None:
@@ -63,15 +93,19 @@ def _remaining(file: Any) -> int | None:
 def prepare_upload(file: FileInput, file_name: str | None, content_type: str | None) -> Upload:
     """Open a path (never reading it), wrap bytes, or take a file object as it is."""
     owned = False
+    path = None
+    start: int | None = 0
     if isinstance(file, (bytes, bytearray, memoryview)):
         stream: Any = io.BytesIO(file)
         default_name = "file"
     elif isinstance(file, (str, os.PathLike)):
         stream = open(file, "rb")
         owned = True
+        path = file
         default_name = Path(file).name
     elif callable(getattr(file, "read", None)):
         stream = file
+        start = _start(file)
         name = getattr(file, "name", None)
         default_name = os.path.basename(name) if isinstance(name, str) else "file"
     else:
@@ -86,6 +120,8 @@ def prepare_upload(file: FileInput, file_name: str | None, content_type: str | N
         content_type=content_type or guessed or DEFAULT_CONTENT_TYPE,
         size=_remaining(stream),
         owned=owned,
+        path=path,
+        start=start if path is None else None,
     )
 
 
@@ -96,6 +132,15 @@ def _quote(value: str) -> bytes:
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     escaped = "".join(f"%{ord(c):02X}" if ord(c) < 0x20 else c for c in escaped)
     return escaped.encode()
+
+
+def boundary_for(idempotency_key: str) -> str:
+    """A multipart boundary that is the same for the same key, so that repeating a
+    call with your own key sends the same bytes (the server compares them).
+
+    A hash of the key is as unlikely to occur in the file as a random boundary.
+    """
+    return hashlib.sha256(b"airia-multipart\0" + idempotency_key.encode()).hexdigest()[:32]
 
 
 class Multipart:
@@ -175,6 +220,52 @@ async def aiter_multipart(body: Multipart, upload: Upload) -> AsyncIterator[byte
             remaining -= len(chunk)
         yield chunk
     yield body.tail
+
+
+class ReplayableBody:
+    """A request body that can be sent again when a request is retried, if it must.
+
+    ``started`` turns true once the first byte is asked for; until then a retry
+    is always possible (nothing was read). After that, ``replayable`` says
+    whether the file can be read again from where the first attempt began.
+    """
+
+    def __init__(self, body: Multipart, upload: Upload) -> None:
+        self.body = body
+        self.upload = upload
+        self.started = False
+
+    @property
+    def replayable(self) -> bool:
+        return not self.started or self.upload.can_rewind
+
+
+class MultipartStream(ReplayableBody):
+    """The multipart body for the sync client; each iteration sends it whole.
+
+    Only ``__iter__``: httpx then streams it and, seeing no generator, does not
+    refuse to iterate it a second time.
+    """
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self.started:
+            self.upload.rewind()
+        self.started = True
+        yield from iter_multipart(self.body, self.upload)
+
+
+class AsyncMultipartStream(ReplayableBody):
+    """The multipart body for the async client; each iteration sends it whole."""
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        if self.started:
+            if isinstance(self.upload.file, io.BytesIO):
+                self.upload.rewind()
+            else:
+                await asyncio.to_thread(self.upload.rewind)
+        self.started = True
+        async for chunk in aiter_multipart(self.body, self.upload):
+            yield chunk
 
 
 def _part_path(path: Path) -> Path:

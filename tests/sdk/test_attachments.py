@@ -17,7 +17,6 @@ from airia import (
     AiriaClient,
     APIConnectionError,
     APIStatusError,
-    InternalServerError,
     PermissionDeniedError,
 )
 from airia._files import CHUNK_SIZE
@@ -169,21 +168,24 @@ def test_upload_refuses_text_mode_and_other_types(call, cid, tmp_path):
         call("upload_attachment", cid, 42)
 
 
-def test_upload_is_not_retried_and_closes_the_file(
+def test_upload_retry_reopens_the_path_and_closes_every_file(
     call, cid, server: FakeServer, tmp_path, opened, sleeps
 ):
     path = tmp_path / "big.bin"
     path.write_bytes(b"x" * 10)
     server.script(problem(503, "Unavailable"))
-    with pytest.raises(InternalServerError):
-        call("upload_attachment", cid, str(path))
+    attachment = call("upload_attachment", cid, str(path))
+    first, second = server.requests[-2:]
+    assert first.headers["Idempotency-Key"] == second.headers["Idempotency-Key"]
+    assert parse_multipart(second)["file"] == ("big.bin", "application/octet-stream", b"x" * 10)
+    assert attachment.size == 10 and len(sleeps) == 1
+    assert len(opened) == 2 and opened[1].bytes_read == 10  # opened again, read again
     server.script(problem(413, "File too large", detail="The limit is 25 MiB"))
     with pytest.raises(APIStatusError) as caught:
         call("upload_attachment", cid, path)
     assert caught.value.status_code == 413 and caught.value.message == "File too large"
-    assert sleeps == []
-    assert [r.method for r in server.requests[-2:]] == ["POST", "POST"]
-    assert all(f.closed for f in opened) and len(opened) == 2
+    assert len(sleeps) == 1  # 413 is not retried
+    assert all(f.closed for f in opened) and len(opened) == 3
 
 
 def test_upload_base64(call, cid, server: FakeServer):

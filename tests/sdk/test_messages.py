@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 import httpx
 import pytest
 
-from airia import APIResponseValidationError, InternalServerError
+from airia import APIResponseValidationError
 from airia.types.api import (
     AddMessageResponse,
     ConversationMessage,
@@ -70,11 +70,14 @@ def test_add_message_with_all_options(call, cid, server: FakeServer):
     assert server.last.headers["X-Correlation-ID"] == "cid-1"
 
 
-def test_add_message_is_not_retried(call, cid, server: FakeServer, sleeps):
+def test_add_message_is_retried_with_its_idempotency_key(call, cid, server: FakeServer, sleeps):
     server.script(problem(503, "Busy"))
-    with pytest.raises(InternalServerError):
-        call("add_message", cid, "x")
-    assert sleeps == []
+    added = call("add_message", cid, "x")
+    first, second = server.requests[-2:]
+    assert first.headers["Idempotency-Key"] == second.headers["Idempotency-Key"]
+    assert first.content == second.content
+    assert len(sleeps) == 1 and added.message_id == "m1"
+    assert len(server.conversations[cid]["messages"]) == 1
 
 
 def test_list_messages_params_and_page(call, cid, server: FakeServer):

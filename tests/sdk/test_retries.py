@@ -1,4 +1,5 @@
-"""Retries: idempotent requests only, jittered backoff, Retry-After honoured."""
+"""Retries: idempotent requests (and POSTs with an Idempotency-Key) only, jittered
+backoff, Retry-After honoured. The idempotency keys themselves: test_idempotency."""
 
 import httpx
 import pytest
@@ -50,18 +51,23 @@ def test_backoff_is_capped(client, sleeps):
     assert client._retry_delay(request, 15, None) <= MAX_RETRY_DELAY
 
 
-def test_post_is_never_retried(api, server: FakeServer, sleeps):
+def test_post_without_a_key_is_never_retried(api, server: FakeServer, sleeps):
+    call = api()
+    cid = call("create_conversation", user_id="u").conversation_id
     server.script(problem(503, "busy"))
     with pytest.raises(InternalServerError):
-        api()("create_conversation", user_id="u")
-    assert len(server.requests) == 1 and sleeps == []
+        call("share_conversation", cid, "bob")
+    assert [r.method for r in server.requests] == ["POST", "POST"] and sleeps == []
+    assert "Idempotency-Key" not in server.last.headers
 
 
-def test_post_not_retried_on_connection_error(api, server: FakeServer, sleeps):
+def test_post_without_a_key_not_retried_on_connection_error(api, server: FakeServer, sleeps):
+    call = api()
+    cid = call("create_conversation", user_id="u").conversation_id
     server.script(httpx.ConnectError("refused"))
     with pytest.raises(APIConnectionError):
-        api()("create_conversation", user_id="u")
-    assert len(server.requests) == 1 and sleeps == []
+        call("send_typing", cid, user_id="u")
+    assert len(server.requests) == 2 and sleeps == []
 
 
 @pytest.mark.parametrize("method", ["update_conversation", "delete_conversation"])

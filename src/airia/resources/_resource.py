@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from .._base_client import path_segment
@@ -30,3 +31,8 @@ def conversation_path(conversation_id: str, *parts: str) -> str:
 
 def without_none(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
+
+
+def key_or_new(key: str | None) -> str:
+    """The caller's key, else a fresh UUID4: one per call, reused by all its retries."""
+    return key if key is not None else str(uuid.uuid4())

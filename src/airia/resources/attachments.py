@@ -3,8 +3,10 @@
 ``Conversations`` inherits these methods. Uploads stream: a path is opened and
 read a chunk at a time while the request is sent, never whole into memory.
 Each attachment has a signed, expiring ``url`` that needs no credentials;
-``download_attachment`` streams it to a path or a file object. Uploads are
-POSTs and are never retried.
+``download_attachment`` streams it to a path or a file object. Uploads carry
+an ``Idempotency-Key`` and are retried on transient failures when the body can
+be sent again: a path is re-opened, bytes re-sent, a file object sought back to
+where it was; a file object that cannot seek is not retried once read from.
 """
 
 from __future__ import annotations
@@ -14,17 +16,18 @@ from typing import Literal, overload
 
 from .._files import (
     CHUNK_SIZE,
+    AsyncMultipartStream,
     Destination,
     FileInput,
     Multipart,
-    aiter_multipart,
+    MultipartStream,
     asave,
-    iter_multipart,
+    boundary_for,
     prepare_upload,
     save,
 )
 from ..types.api.conversations import Attachment
-from ._resource import AsyncAPIResource, SyncAPIResource, conversation_path
+from ._resource import AsyncAPIResource, SyncAPIResource, conversation_path, key_or_new
 
 Source = Literal["user", "agent"]
 
@@ -53,6 +56,7 @@ class Attachments(SyncAPIResource):
         content_type: str | None = None,
         source: Source = "agent",
         correlation_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Attachment:
         """Upload a file to the conversation as ``multipart/form-data``, streaming it.
 
@@ -66,6 +70,15 @@ class Attachments(SyncAPIResource):
                 (``mimetypes``), else ``application/octet-stream``.
             source: Who produced it: ``"user"`` or ``"agent"``.
             correlation_id: Trace id sent as ``X-Correlation-ID``.
+            idempotency_key: Sent as ``Idempotency-Key``; a fresh UUID4 per call if
+                omitted. Pass your own to make a call safe to repeat yourself (after a
+                crash, say): within 24 h the server answers the same key and request
+                with the first response instead of acting again.
+
+        Retried on transient failures with the same key when the bytes can be
+        sent again: a path is re-opened, bytes are re-sent, a seekable file
+        object is sought back to the position it had; one that cannot seek is
+        not retried once its bytes have been read.
 
         Returns:
             The stored attachment, with its signed download ``url``.
@@ -82,15 +95,17 @@ class Attachments(SyncAPIResource):
             print(attachment.blob_id, attachment.url)
             ```
         """
+        key = key_or_new(idempotency_key)
         upload = prepare_upload(file, file_name, content_type)
         try:
-            body = Multipart(upload, {"source": source})
+            body = Multipart(upload, {"source": source}, boundary=boundary_for(key))
             return self._client._request(
                 "POST",
                 conversation_path(conversation_id, "agent-attachments"),
-                content=iter_multipart(body, upload),
+                content=MultipartStream(body, upload),
                 headers=body.headers,
                 correlation_id=correlation_id,
+                idempotency_key=key,
                 cast_to=Attachment,
             )
         finally:
@@ -104,11 +119,14 @@ class Attachments(SyncAPIResource):
         content_type: str,
         source: Source = "agent",
         correlation_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Attachment:
         """Upload bytes as base64 in a JSON body (for callers that cannot send multipart).
 
         The whole file is in memory and grows by a third on the wire; prefer
         ``upload_attachment`` for anything large.
+        Sent with an ``Idempotency-Key`` (``idempotency_key``, else a fresh UUID4)
+        and retried on transient failures like ``upload_attachment``.
 
         Example:
             ```python
@@ -122,6 +140,7 @@ class Attachments(SyncAPIResource):
             conversation_path(conversation_id, "agent-attachments", "base64"),
             json=_base64_body(data, file_name, content_type, source),
             correlation_id=correlation_id,
+            idempotency_key=key_or_new(idempotency_key),
             cast_to=Attachment,
         )
 
@@ -204,6 +223,7 @@ class AsyncAttachments(AsyncAPIResource):
         content_type: str | None = None,
         source: Source = "agent",
         correlation_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Attachment:
         """Upload a file, streaming it (see ``Attachments.upload_attachment``).
 
@@ -217,15 +237,17 @@ class AsyncAttachments(AsyncAPIResource):
             )
             ```
         """
+        key = key_or_new(idempotency_key)
         upload = prepare_upload(file, file_name, content_type)
         try:
-            body = Multipart(upload, {"source": source})
+            body = Multipart(upload, {"source": source}, boundary=boundary_for(key))
             return await self._client._request(
                 "POST",
                 conversation_path(conversation_id, "agent-attachments"),
-                content=aiter_multipart(body, upload),
+                content=AsyncMultipartStream(body, upload),
                 headers=body.headers,
                 correlation_id=correlation_id,
+                idempotency_key=key,
                 cast_to=Attachment,
             )
         finally:
@@ -239,6 +261,7 @@ class AsyncAttachments(AsyncAPIResource):
         content_type: str,
         source: Source = "agent",
         correlation_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Attachment:
         """Upload bytes as base64 JSON (see ``Attachments.upload_attachment_base64``).
 
@@ -254,6 +277,7 @@ class AsyncAttachments(AsyncAPIResource):
             conversation_path(conversation_id, "agent-attachments", "base64"),
             json=_base64_body(data, file_name, content_type, source),
             correlation_id=correlation_id,
+            idempotency_key=key_or_new(idempotency_key),
             cast_to=Attachment,
         )
 

@@ -16,7 +16,13 @@ from ..types.api.conversations import (
     CreateConversationResponse,
     GetConversationResponse,
 )
-from ._resource import COLLECTION, AsyncAPIResource, SyncAPIResource, conversation_path
+from ._resource import (
+    COLLECTION,
+    AsyncAPIResource,
+    SyncAPIResource,
+    conversation_path,
+    key_or_new,
+)
 from .attachments import AsyncAttachments, Attachments
 from .external_identities import AsyncExternalIdentities, ExternalIdentities
 from .messages import AsyncMessages, Messages
@@ -91,6 +97,7 @@ class Conversations(
         data_source_files: dict[str, Any] | None = None,
         is_bookmarked: bool = False,
         correlation_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> CreateConversationResponse:
         """Create a conversation for ``user_id``.
 
@@ -101,6 +108,13 @@ class Conversations(
             data_source_files: Data source name to list of file names.
             is_bookmarked: Bookmark it from the start.
             correlation_id: Trace id sent as ``X-Correlation-ID``; a fresh UUID if omitted.
+            idempotency_key: Sent as ``Idempotency-Key``; a fresh UUID4 per call if
+                omitted. Pass your own to make a call safe to repeat yourself (after a
+                crash, say): within 24 h the server answers the same key and request
+                with the first response instead of acting again.
+
+        Retried on transient failures like a GET: the idempotency key makes a
+        retry return the conversation the first attempt created.
 
         Returns:
             The new conversation, including its ``websocket_url``.
@@ -122,6 +136,7 @@ class Conversations(
             COLLECTION,
             json=body,
             correlation_id=correlation_id,
+            idempotency_key=key_or_new(idempotency_key),
             cast_to=CreateConversationResponse,
         )
 
@@ -253,6 +268,7 @@ class AsyncConversations(
         data_source_files: dict[str, Any] | None = None,
         is_bookmarked: bool = False,
         correlation_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> CreateConversationResponse:
         """Create a conversation for ``user_id`` (see ``Conversations.create_conversation``).
 
@@ -267,6 +283,7 @@ class AsyncConversations(
             COLLECTION,
             json=body,
             correlation_id=correlation_id,
+            idempotency_key=key_or_new(idempotency_key),
             cast_to=CreateConversationResponse,
         )
 

@@ -16,7 +16,13 @@ from ..types.api.conversations import (
     MessagePage,
     TruncateMessagesResponse,
 )
-from ._resource import AsyncAPIResource, SyncAPIResource, conversation_path, without_none
+from ._resource import (
+    AsyncAPIResource,
+    SyncAPIResource,
+    conversation_path,
+    key_or_new,
+    without_none,
+)
 
 
 def _add_body(
@@ -51,6 +57,7 @@ class Messages(SyncAPIResource):
         image_attachment_ids: list[str] | None = None,
         user_id: str | None = None,
         correlation_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> AddMessageResponse:
         """Add a message to a conversation; everyone watching it gets ``message.created``.
 
@@ -63,8 +70,13 @@ class Messages(SyncAPIResource):
             user_id: With an API key, the user the message is from; a bearer
                 token's user is implied.
             correlation_id: Trace id sent as ``X-Correlation-ID``.
+            idempotency_key: Sent as ``Idempotency-Key``; a fresh UUID4 per call if
+                omitted. Pass your own to make a call safe to repeat yourself (after a
+                crash, say): within 24 h the server answers the same key and request
+                with the first response instead of acting again.
 
-        Never retried: a retry could add the message twice.
+        Retried on transient failures: the idempotency key makes the server
+        answer a retry with the first message instead of adding it twice.
 
         Example:
             ```python
@@ -78,6 +90,7 @@ class Messages(SyncAPIResource):
             conversation_path(conversation_id, "messages"),
             json=body,
             correlation_id=correlation_id,
+            idempotency_key=key_or_new(idempotency_key),
             cast_to=AddMessageResponse,
         )
 
@@ -190,6 +203,7 @@ class AsyncMessages(AsyncAPIResource):
         image_attachment_ids: list[str] | None = None,
         user_id: str | None = None,
         correlation_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> AddMessageResponse:
         """Add a message to a conversation (see ``Messages.add_message``).
 
@@ -204,6 +218,7 @@ class AsyncMessages(AsyncAPIResource):
             conversation_path(conversation_id, "messages"),
             json=body,
             correlation_id=correlation_id,
+            idempotency_key=key_or_new(idempotency_key),
             cast_to=AddMessageResponse,
         )
 
