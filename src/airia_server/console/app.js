@@ -1,0 +1,992 @@
+/* Airia Conversations web console: plain JavaScript, no build step, same origin.
+ *
+ * Views are chosen by the URL's hash: "#/" is the feed, "#/c/<id>" a conversation.
+ * Credentials live in sessionStorage (this tab only). Every error shown is the
+ * problem's `message` (application/problem+json).
+ */
+"use strict";
+
+(function () {
+  const STORE_KEY = "airia.console.auth";
+  const FEED_PAGE_SIZE = 20;
+  const MESSAGE_PAGE = 50;
+  const TYPING_IDLE_MS = 2500;   // stop "typing" after this long without a keystroke
+  const TYPING_EXPIRE_MS = 8000; // forget someone's "typing" if their "false" never came
+
+  const $ = (id) => document.getElementById(id);
+
+  // ---------------------------------------------------------------- state
+
+  let auth = loadAuth();   // {kind: "apikey"|"bearer", secret, userId}
+  const feed = { page: 1, filter: "", sortBy: "updatedAt", direction: "desc", total: 0 };
+  let conv = null;         // the open conversation's state (see openConversation)
+
+  // ---------------------------------------------------------------- helpers
+
+  function loadAuth() {
+    try {
+      const raw = sessionStorage.getItem(STORE_KEY);
+      return raw ? JSON.parse(raw) : null;
+    } catch (_) {
+      return null;
+    }
+  }
+
+  function saveAuth(value) {
+    auth = value;
+    if (value) sessionStorage.setItem(STORE_KEY, JSON.stringify(value));
+    else sessionStorage.removeItem(STORE_KEY);
+  }
+
+  /** The `sub` of a JWT, read without verifying (for display and as our user id). */
+  function jwtSubject(token) {
+    try {
+      const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+      const json = decodeURIComponent(
+        atob(part + "===".slice((part.length + 3) % 4))
+          .split("")
+          .map((c) => "%" + c.charCodeAt(0).toString(16).padStart(2, "0"))
+          .join("")
+      );
+      const sub = JSON.parse(json).sub;
+      return typeof sub === "string" ? sub : null;
+    } catch (_) {
+      return null;
+    }
+  }
+
+  function authHeaders() {
+    if (!auth) return {};
+    return auth.kind === "apikey"
+      ? { "X-API-KEY": auth.secret }
+      : { Authorization: "Bearer " + auth.secret };
+  }
+
+  function isApiKey() {
+    return auth && auth.kind === "apikey";
+  }
+
+  class ApiError extends Error {
+    constructor(message, status, problem) {
+      super(message);
+      this.status = status;
+      this.problem = problem;
+    }
+  }
+
+  /** fetch() against the API; JSON in and out; a problem becomes an ApiError. */
+  async function api(method, path, options = {}) {
+    const headers = Object.assign({ Accept: "application/json" }, authHeaders());
+    let body;
+    if (options.form) {
+      body = options.form;
+    } else if (options.json !== undefined) {
+      headers["Content-Type"] = "application/json";
+      body = JSON.stringify(options.json);
+    }
+    let response;
+    try {
+      response = await fetch(path, { method, headers, body, credentials: "omit" });
+    } catch (err) {
+      throw new ApiError("Cannot reach the server: " + err.message, 0, null);
+    }
+    const type = response.headers.get("content-type") || "";
+    let data = null;
+    if (response.status !== 204 && type.includes("json")) {
+      try {
+        data = await response.json();
+      } catch (_) {
+        data = null;
+      }
+    }
+    if (!response.ok) {
+      const message =
+        data && typeof data.message === "string" && data.message
+          ? data.message
+          : response.status + " " + (response.statusText || "Error");
+      if (response.status === 401 && auth && !options.signingIn) {
+        // Credentials gone bad (revoked, expired): back to sign-in, saying why.
+        saveAuth(null);
+        showError(message);
+        route();
+      }
+      throw new ApiError(message, response.status, data);
+    }
+    return data;
+  }
+
+  function query(params) {
+    const q = new URLSearchParams();
+    for (const [k, v] of Object.entries(params)) {
+      if (v !== undefined && v !== null && v !== "") q.set(k, String(v));
+    }
+    const s = q.toString();
+    return s ? "?" + s : "";
+  }
+
+  const enc = encodeURIComponent;
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === undefined || v === null || v === false) continue;
+      if (k === "class") node.className = v;
+      else if (k === "text") node.textContent = v;
+      else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+      else node.setAttribute(k, v === true ? "" : v);
+    }
+    for (const child of children) {
+      if (child === null || child === undefined) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  function showError(message) {
+    $("error-text").textContent = message;
+    $("error").hidden = false;
+  }
+
+  function clearError() {
+    $("error").hidden = true;
+    $("error-text").textContent = "";
+  }
+
+  /** Run an action; show its failure as the problem's message. */
+  async function attempt(action) {
+    try {
+      return await action();
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 401 && !auth) return undefined;
+      showError(err instanceof ApiError ? err.message : String(err && err.message ? err.message : err));
+      return undefined;
+    }
+  }
+
+  function formatTime(iso) {
+    if (!iso) return "";
+    const d = new Date(iso);
+    if (isNaN(d)) return iso;
+    const now = new Date();
+    const sameDay = d.toDateString() === now.toDateString();
+    return sameDay
+      ? d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
+      : d.toLocaleDateString([], { year: "numeric", month: "short", day: "numeric" });
+  }
+
+  function titleOf(c) {
+    return c && c.title ? c.title : "Untitled conversation";
+  }
+
+  function show(viewId) {
+    for (const id of ["view-signin", "view-feed", "view-conversation"]) {
+      $(id).hidden = id !== viewId;
+    }
+  }
+
+  // ---------------------------------------------------------------- routing
+
+  function route() {
+    const hash = location.hash || "#/";
+    const match = /^#\/c\/([^/?#]+)/.exec(hash);
+    if (!auth) {
+      leaveConversation();
+      renderWho();
+      show("view-signin");
+      updateSigninForm();
+      $("signin-secret").focus();
+      return;
+    }
+    renderWho();
+    if (match) {
+      const id = decodeURIComponent(match[1]);
+      if (!conv || conv.id !== id) {
+        leaveConversation();
+        openConversation(id);
+      }
+      show("view-conversation");
+    } else {
+      leaveConversation();
+      show("view-feed");
+      loadFeed();
+    }
+  }
+
+  function renderWho() {
+    const who = $("whoami");
+    if (auth) {
+      who.textContent = "Signed in as " + auth.userId + (isApiKey() ? " (API key)" : "");
+      who.hidden = false;
+      $("sign-out").hidden = false;
+    } else {
+      who.hidden = true;
+      $("sign-out").hidden = true;
+    }
+  }
+
+  // ---------------------------------------------------------------- sign in
+
+  function signinKind() {
+    return document.querySelector('input[name="kind"]:checked').value;
+  }
+
+  function updateSigninForm() {
+    const apikey = signinKind() === "apikey";
+    $("signin-secret-label").textContent = apikey ? "API key" : "Bearer token";
+    $("signin-user-row").hidden = !apikey;
+    $("signin-user").required = apikey;
+  }
+
+  async function signIn(event) {
+    event.preventDefault();
+    clearError();
+    const kind = signinKind();
+    const secret = $("signin-secret").value.trim();
+    let userId = $("signin-user").value.trim();
+    if (!secret) {
+      showError(kind === "apikey" ? "Enter an API key" : "Enter a bearer token");
+      return;
+    }
+    if (kind === "bearer") {
+      userId = jwtSubject(secret);
+      if (!userId) {
+        showError("That is not a bearer token (a JWT with a 'sub' claim)");
+        return;
+      }
+    } else if (!userId) {
+      showError("Enter the user id to act as");
+      return;
+    }
+    const candidate = { kind, secret, userId };
+    const previous = auth;
+    auth = candidate;
+    $("signin-submit").disabled = true;
+    try {
+      // Any authenticated call checks the credentials; the feed is the cheapest.
+      await api("GET", "/v1/Conversations/feed" + query({ PageSize: 1, userId: kind === "apikey" ? userId : "" }), {
+        signingIn: true,
+      });
+      saveAuth(candidate);
+      $("signin-secret").value = "";
+      feed.page = 1;
+      route();
+    } catch (err) {
+      auth = previous;
+      showError(err.message);
+    } finally {
+      $("signin-submit").disabled = false;
+    }
+  }
+
+  function signOut() {
+    leaveConversation();
+    saveAuth(null);
+    clearError();
+    location.hash = "#/";
+    route();
+  }
+
+  // ---------------------------------------------------------------- feed
+
+  let feedSeq = 0;
+
+  async function loadFeed() {
+    const seq = ++feedSeq;
+    const data = await attempt(() =>
+      api(
+        "GET",
+        "/v1/Conversations/feed" +
+          query({
+            PageNumber: feed.page,
+            PageSize: FEED_PAGE_SIZE,
+            SortBy: feed.sortBy,
+            SortDirection: feed.direction,
+            filter: feed.filter,
+            userId: isApiKey() ? auth.userId : "",
+          })
+      )
+    );
+    if (!data || seq !== feedSeq) return;
+    feed.total = data.totalCount;
+    const pages = Math.max(1, Math.ceil(data.totalCount / FEED_PAGE_SIZE));
+    if (feed.page > pages && data.totalCount > 0) {
+      feed.page = pages;
+      loadFeed();
+      return;
+    }
+    const list = $("feed-list");
+    list.replaceChildren(...data.items.map(feedItem));
+    $("feed-empty").hidden = data.items.length > 0;
+    $("feed-empty").textContent = feed.filter ? "No conversation matches “" + feed.filter + "”." : "No conversations yet.";
+    $("feed-page").textContent = "Page " + feed.page + " of " + pages + " · " + data.totalCount + " total";
+    $("feed-prev").disabled = feed.page <= 1;
+    $("feed-next").disabled = feed.page >= pages;
+  }
+
+  function feedItem(item) {
+    const star = el("button", {
+      type: "button",
+      class: "star",
+      "aria-pressed": item.isBookmarked ? "true" : "false",
+      "aria-label": (item.isBookmarked ? "Remove bookmark from " : "Bookmark ") + titleOf(item),
+      text: item.isBookmarked ? "★" : "☆",
+      onclick: () => attempt(async () => {
+        const updated = await setBookmark(item.conversationId, item.title, !item.isBookmarked);
+        item.isBookmarked = updated.isBookmarked;
+        star.textContent = item.isBookmarked ? "★" : "☆";
+        star.setAttribute("aria-pressed", item.isBookmarked ? "true" : "false");
+        star.setAttribute("aria-label", (item.isBookmarked ? "Remove bookmark from " : "Bookmark ") + titleOf(item));
+      }),
+    });
+    const unread = item.unreadCount > 0
+      ? el("span", { class: "badge", "aria-label": item.unreadCount + " unread", text: String(item.unreadCount) })
+      : null;
+    return el(
+      "li",
+      { class: "feed-item", "data-id": item.conversationId },
+      star,
+      el(
+        "a",
+        { class: "feed-link", href: "#/c/" + enc(item.conversationId) },
+        el("span", { class: "feed-title", text: titleOf(item) }),
+        el(
+          "span",
+          { class: "feed-meta" },
+          item.userId + " · " + item.messageCount + (item.messageCount === 1 ? " message" : " messages") +
+            " · " + formatTime(item.updatedAt)
+        )
+      ),
+      unread
+    );
+  }
+
+  function setBookmark(id, title, value) {
+    // PUT needs a title; a conversation without one gets the name the console shows.
+    return api("PUT", "/v1/Conversations/" + enc(id), {
+      json: { title: title || "Untitled conversation", isBookmarked: value },
+    });
+  }
+
+  let searchTimer = null;
+
+  function onSearch() {
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(() => {
+      feed.filter = $("feed-search").value.trim();
+      feed.page = 1;
+      loadFeed();
+    }, 250);
+  }
+
+  function onSort() {
+    const [by, dir] = $("feed-sort").value.split(":");
+    feed.sortBy = by;
+    feed.direction = dir;
+    feed.page = 1;
+    loadFeed();
+  }
+
+  async function createConversation(event) {
+    event.preventDefault();
+    clearError();
+    const title = $("new-title").value.trim();
+    const created = await attempt(() =>
+      api("POST", "/v1/Conversations", { json: { userId: auth.userId, title: title || null } })
+    );
+    if (!created) return;
+    $("new-form").hidden = true;
+    $("new-title").value = "";
+    location.hash = "#/c/" + enc(created.conversationId);
+  }
+
+  // ---------------------------------------------------------------- conversation
+
+  function convPath(suffix) {
+    return "/v1/Conversations/" + enc(conv.id) + (suffix || "");
+  }
+
+  async function openConversation(id) {
+    clearError();
+    conv = {
+      id,
+      record: null,
+      messages: new Map(),  // id -> message
+      nextCursor: null,
+      olderLoaded: false,
+      lastSequence: null,   // the last stored event's sequence seen on the socket
+      ws: null,
+      closed: false,        // left, or stopped for good
+      retry: 0,
+      retryTimer: null,
+      typingPeople: new Map(), // userId -> expiry timer
+      here: new Set(),
+      typingSent: false,
+      typingTimer: null,
+      readTimer: null,
+      role: null,
+    };
+    const mine = conv;
+    $("conv-title").textContent = "…";
+    $("message-list").replaceChildren();
+    $("participant-list").replaceChildren();
+    $("attachment-list").replaceChildren();
+    $("here-list").replaceChildren();
+    $("typing").textContent = "";
+    $("conv-status").textContent = "";
+    $("rename-form").hidden = true;
+    $("upload-status").textContent = "";
+
+    const record = await attempt(() => api("GET", convPath()));
+    if (mine !== conv) return;
+    if (!record) {
+      $("conv-title").textContent = "Conversation unavailable";
+      return;
+    }
+    renderRecord(record);
+    // The socket first, then the newest page: a message in between comes twice and
+    // is kept once (by id), rather than not at all.
+    connect();
+    await Promise.all([loadNewest(), loadParticipants(), loadAttachments()]);
+    if (mine !== conv) return;
+    markRead();
+  }
+
+  function leaveConversation() {
+    if (!conv) return;
+    const old = conv;
+    conv = null;
+    old.closed = true;
+    clearTimeout(old.retryTimer);
+    clearTimeout(old.typingTimer);
+    clearTimeout(old.readTimer);
+    for (const timer of old.typingPeople.values()) clearTimeout(timer);
+    if (old.ws) {
+      if (old.ws.readyState === WebSocket.OPEN) {
+        if (old.typingSent) sendFrame(old, { type: "typing", isTyping: false });
+        sendFrame(old, { type: "presence", action: "left" });
+      }
+      try {
+        old.ws.close(1000, "left");
+      } catch (_) { /* already closed */ }
+    }
+  }
+
+  function renderRecord(record) {
+    conv.record = record;
+    $("conv-title").textContent = titleOf(record);
+    document.title = titleOf(record) + " · Airia Conversations";
+    const star = $("conv-bookmark");
+    star.textContent = record.isBookmarked ? "★" : "☆";
+    star.setAttribute("aria-pressed", record.isBookmarked ? "true" : "false");
+    star.setAttribute("aria-label", record.isBookmarked ? "Remove bookmark" : "Bookmark");
+  }
+
+  async function loadNewest() {
+    const mine = conv;
+    const page = await attempt(() =>
+      api("GET", convPath("/messages" + query({ order: "desc", limit: MESSAGE_PAGE })))
+    );
+    if (!page || mine !== conv) return;
+    for (const m of page.items) conv.messages.set(m.id, m);
+    if (!conv.olderLoaded) conv.nextCursor = page.nextCursor; // else keep the reader's place
+    renderMessages(true);
+  }
+
+  async function loadOlder() {
+    if (!conv || !conv.nextCursor) return;
+    const mine = conv;
+    const box = $("messages");
+    const fromBottom = box.scrollHeight - box.scrollTop;
+    const page = await attempt(() =>
+      api("GET", convPath("/messages" + query({ order: "desc", limit: MESSAGE_PAGE, cursor: conv.nextCursor })))
+    );
+    if (!page || mine !== conv) return;
+    for (const m of page.items) conv.messages.set(m.id, m);
+    conv.nextCursor = page.nextCursor;
+    conv.olderLoaded = true;
+    renderMessages(false);
+    box.scrollTop = box.scrollHeight - fromBottom; // keep the reader where they were
+  }
+
+  function sortedMessages() {
+    return [...conv.messages.values()].sort((a, b) =>
+      a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0
+    );
+  }
+
+  function renderMessages(stickToBottom) {
+    const box = $("messages");
+    const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
+    $("message-list").replaceChildren(...sortedMessages().map(messageItem));
+    $("load-older").hidden = !conv.nextCursor;
+    if (stickToBottom || atBottom) box.scrollTop = box.scrollHeight;
+  }
+
+  function messageItem(m) {
+    const mine = m.userId && m.userId === auth.userId && m.role === "user";
+    const who = m.role === "user" ? (m.userId || "user") : m.role;
+    const body = el("div", { class: "message-body" });
+    body.textContent = m.message || "";
+    const images = (m.images || []).filter((u) => /^https?:\/\//i.test(u));
+    return el(
+      "li",
+      { class: "message" + (mine ? " mine" : "") + " role-" + m.role, "data-id": m.id },
+      el(
+        "div",
+        { class: "message-head" },
+        el("span", { class: "message-author", text: who }),
+        el("time", { datetime: m.createdAt, text: formatTime(m.createdAt) }),
+        el("button", {
+          type: "button",
+          class: "link truncate",
+          text: "Delete from here",
+          "aria-label": "Delete this message and every later one",
+          onclick: () => truncateFrom(m),
+        })
+      ),
+      body,
+      images.length
+        ? el("div", { class: "message-images" }, ...images.map((u) => el("a", { href: u, target: "_blank", rel: "noopener noreferrer", text: "image" })))
+        : null,
+      (m.imageAttachmentIds || []).length
+        ? el("div", { class: "hint", text: m.imageAttachmentIds.length + " attached image(s)" })
+        : null
+    );
+  }
+
+  async function truncateFrom(m) {
+    const later = sortedMessages().filter((x) => x.createdAt >= m.createdAt).length;
+    const ok = window.confirm(
+      "Delete this message and every message after it" + (later > 1 ? " (" + later + " loaded)" : "") + "? This cannot be undone."
+    );
+    if (!ok) return;
+    const mine = conv;
+    const result = await attempt(() =>
+      api("DELETE", convPath("/messages/" + enc(m.id) + "/truncate"))
+    );
+    if (!result || mine !== conv) return;
+    await reloadMessages();
+  }
+
+  async function reloadMessages() {
+    conv.messages.clear();
+    conv.nextCursor = null;
+    conv.olderLoaded = false;
+    await loadNewest();
+  }
+
+  async function sendMessage(event) {
+    if (event) event.preventDefault();
+    const box = $("composer-text");
+    const text = box.value;
+    if (!text.trim() || !conv) return;
+    const mine = conv;
+    const body = { message: text, role: "user" };
+    if (isApiKey()) body.userId = auth.userId;
+    $("composer-send").disabled = true;
+    try {
+      const created = await attempt(() => api("POST", convPath("/messages"), { json: body }));
+      if (!created || mine !== conv) return;
+      box.value = "";
+      stopTyping();
+      // The socket delivers it too; show it now in case the socket is reconnecting.
+      if (!conv.messages.has(created.messageId)) {
+        conv.messages.set(created.messageId, {
+          id: created.messageId,
+          conversationId: conv.id,
+          message: text,
+          role: "user",
+          images: null,
+          imageAttachmentIds: null,
+          createdAt: created.createdAt,
+          updatedAt: created.createdAt,
+          userId: auth.userId,
+        });
+        renderMessages(true);
+      }
+      scheduleRead();
+    } finally {
+      $("composer-send").disabled = false;
+      box.focus();
+    }
+  }
+
+  function scheduleRead() {
+    if (!conv) return;
+    clearTimeout(conv.readTimer);
+    conv.readTimer = setTimeout(markRead, 500);
+  }
+
+  async function markRead() {
+    if (!conv || document.hidden) return;
+    const mine = conv;
+    try {
+      await api("PATCH", convPath("/mark-as-read" + query({ userId: isApiKey() ? auth.userId : "" })));
+    } catch (err) {
+      // Reading is the point of the page; a failed read marker is only worth a line.
+      if (mine === conv) $("conv-status").textContent = "Could not mark as read: " + err.message;
+    }
+  }
+
+  async function rename(event) {
+    event.preventDefault();
+    const title = $("rename-title").value.trim();
+    if (!title) {
+      showError("A title cannot be empty");
+      return;
+    }
+    const updated = await attempt(() =>
+      api("PUT", convPath(), { json: { title, isBookmarked: conv.record.isBookmarked } })
+    );
+    if (!updated || !conv) return;
+    $("rename-form").hidden = true;
+    renderRecord(updated);
+  }
+
+  async function toggleBookmark() {
+    if (!conv || !conv.record) return;
+    const updated = await attempt(() => setBookmark(conv.id, conv.record.title, !conv.record.isBookmarked));
+    if (updated && conv) renderRecord(updated);
+  }
+
+  async function loadParticipants() {
+    const mine = conv;
+    const people = await attempt(() => api("GET", convPath("/participants")));
+    if (!people || mine !== conv) return;
+    const me = people.find((p) => p.userId === auth.userId);
+    conv.role = isApiKey() ? (me ? me.role : "Owner") : me ? me.role : null;
+    $("participant-list").replaceChildren(
+      ...people.map((p) =>
+        el(
+          "li",
+          { class: "participant", "data-user": p.userId },
+          el("span", { class: "participant-name", text: p.userId + (p.userId === auth.userId ? " (you)" : "") }),
+          el("span", { class: "role role-" + p.role.toLowerCase(), text: p.role })
+        )
+      )
+    );
+    const canShare = isApiKey() || conv.role === "Owner";
+    $("share-form").hidden = !canShare;
+    $("conv-rename").hidden = !canShare;
+    $("composer").hidden = conv.role === "Viewer";
+    $("upload-button").hidden = conv.role === "Viewer";
+  }
+
+  async function share(event) {
+    event.preventDefault();
+    const userId = $("share-user").value.trim();
+    if (!userId) {
+      showError("Enter the user id to share with");
+      return;
+    }
+    const role = $("share-role").value;
+    const done = await attempt(() => api("POST", convPath("/share"), { json: { userId, role } }));
+    if (!done) return;
+    $("share-user").value = "";
+    await loadParticipants();
+  }
+
+  async function loadAttachments() {
+    const mine = conv;
+    const files = await attempt(() => api("GET", convPath("/attachments")));
+    if (!files || mine !== conv) return;
+    renderAttachments(files);
+  }
+
+  function renderAttachments(files) {
+    const list = $("attachment-list");
+    if (!files.length) {
+      list.replaceChildren(el("li", { class: "hint", text: "No attachments." }));
+      return;
+    }
+    list.replaceChildren(
+      ...files.map((f) =>
+        el(
+          "li",
+          { class: "attachment" },
+          /^https?:\/\//i.test(f.url)
+            ? el("a", { href: f.url, download: f.fileName, rel: "noopener noreferrer", text: f.fileName })
+            : el("span", { text: f.fileName }),
+          el("span", { class: "hint", text: " " + formatSize(f.size) })
+        )
+      )
+    );
+  }
+
+  function formatSize(n) {
+    if (n < 1024) return n + " B";
+    if (n < 1024 * 1024) return (n / 1024).toFixed(1) + " KB";
+    return (n / 1024 / 1024).toFixed(1) + " MB";
+  }
+
+  async function upload() {
+    const input = $("upload-input");
+    const file = input.files && input.files[0];
+    if (!file || !conv) return;
+    const form = new FormData();
+    form.append("source", "user");
+    form.append("file", file, file.name);
+    $("upload-status").textContent = "Uploading " + file.name + "…";
+    const done = await attempt(() => api("POST", convPath("/agent-attachments"), { form }));
+    input.value = "";
+    $("upload-status").textContent = done ? "Uploaded " + done.fileName + "." : "";
+    if (done) await loadAttachments();
+  }
+
+  // ---------------------------------------------------------------- real time
+
+  function sendFrame(c, frame) {
+    if (!c.ws || c.ws.readyState !== WebSocket.OPEN) return;
+    if (isApiKey()) frame.userId = auth.userId; // an API key's socket acts for no one
+    c.ws.send(JSON.stringify(frame));
+  }
+
+  function canSignal() {
+    return conv && conv.role !== "Viewer";
+  }
+
+  async function connect() {
+    const mine = conv;
+    if (!mine || mine.closed) return;
+    let url;
+    try {
+      url = (await api("GET", convPath("/websocket-url"))).websocketUrl;
+    } catch (err) {
+      if (mine !== conv) return;
+      if (err.status === 404 || err.status === 403 || err.status === 401) {
+        stopLive(err.message);
+      } else {
+        retryLater();
+      }
+      return;
+    }
+    if (mine !== conv) return;
+    if (mine.lastSequence !== null) url += "&after=" + mine.lastSequence;
+    let ws;
+    try {
+      ws = new WebSocket(url);
+    } catch (err) {
+      stopLive("Cannot open the live connection: " + err.message);
+      return;
+    }
+    mine.ws = ws;
+    ws.onopen = () => {
+      if (mine !== conv) return;
+      const resumed = mine.retry > 0;
+      mine.retry = 0;
+      $("conv-status").textContent = "";
+      if (canSignal()) sendFrame(mine, { type: "presence", action: "joined" });
+      mine.here.add(auth.userId);
+      renderHere();
+      // Without a known sequence, a resumed socket cannot replay: reread instead.
+      if (resumed && mine.lastSequence === null) loadNewest();
+    };
+    ws.onmessage = (event) => {
+      if (mine !== conv) return;
+      let frame;
+      try {
+        frame = JSON.parse(event.data);
+      } catch (_) {
+        return;
+      }
+      onEvent(frame);
+    };
+    ws.onclose = (event) => {
+      if (mine !== conv || mine.closed) return;
+      mine.ws = null;
+      mine.here.clear();
+      renderHere();
+      if (event.code === 1000) {
+        stopLive("This conversation was deleted.");
+      } else if (event.code === 1008) {
+        stopLive("You no longer have access to this conversation.");
+      } else {
+        retryLater();
+      }
+    };
+  }
+
+  function retryLater() {
+    const mine = conv;
+    if (!mine || mine.closed) return;
+    const delay = Math.min(30000, 500 * 2 ** Math.min(mine.retry, 6));
+    mine.retry += 1;
+    $("conv-status").textContent = "Reconnecting…";
+    mine.retryTimer = setTimeout(() => {
+      if (mine === conv) connect();
+    }, delay);
+  }
+
+  function stopLive(message) {
+    if (!conv) return;
+    conv.closed = true;
+    $("conv-status").textContent = message;
+    showError(message);
+  }
+
+  function onEvent(frame) {
+    if (typeof frame.sequence === "number") conv.lastSequence = frame.sequence;
+    const data = frame.data || {};
+    switch (frame.type) {
+      case "message.created":
+        if (!conv.messages.has(data.id)) {
+          conv.messages.set(data.id, data);
+          renderMessages(false);
+        } else {
+          conv.messages.set(data.id, data);
+        }
+        if (data.userId) clearTyping(data.userId);
+        scheduleRead();
+        break;
+      case "messages.truncated":
+        reloadMessages();
+        break;
+      case "conversation.updated":
+        if (conv.record) renderRecord(Object.assign({}, conv.record, data));
+        break;
+      case "conversation.deleted":
+        break; // the close (1000) that follows says so
+      case "participant.added":
+      case "participant.updated":
+      case "participant.removed":
+        loadParticipants();
+        break;
+      case "typing":
+        onTyping(data.userId, data.isTyping);
+        break;
+      case "presence":
+        onPresence(data.userId, data.action);
+        break;
+      case "error":
+        $("conv-status").textContent = frame.message || "The server refused a frame";
+        break;
+      default:
+        break;
+    }
+  }
+
+  function onTyping(userId, isTyping) {
+    if (!userId || userId === auth.userId) return;
+    if (isTyping) {
+      clearTimeout(conv.typingPeople.get(userId));
+      conv.typingPeople.set(userId, setTimeout(() => clearTyping(userId), TYPING_EXPIRE_MS));
+    } else {
+      clearTyping(userId);
+      return;
+    }
+    renderTyping();
+  }
+
+  function clearTyping(userId) {
+    if (!conv || !conv.typingPeople.has(userId)) return;
+    clearTimeout(conv.typingPeople.get(userId));
+    conv.typingPeople.delete(userId);
+    renderTyping();
+  }
+
+  function renderTyping() {
+    const names = [...conv.typingPeople.keys()];
+    let text = "";
+    if (names.length === 1) text = names[0] + " is typing…";
+    else if (names.length === 2) text = names[0] + " and " + names[1] + " are typing…";
+    else if (names.length > 2) text = names.length + " people are typing…";
+    $("typing").textContent = text;
+  }
+
+  function onPresence(userId, action) {
+    if (!userId || userId === auth.userId) return;
+    if (action === "joined") {
+      if (!conv.here.has(userId)) {
+        conv.here.add(userId);
+        // Presence is not stored: tell the newcomer we are here too. They answer
+        // only people they had not seen, so this stops after one round.
+        if (canSignal()) sendFrame(conv, { type: "presence", action: "joined" });
+      }
+    } else if (action === "left") {
+      conv.here.delete(userId);
+      clearTyping(userId);
+    }
+    renderHere();
+  }
+
+  function renderHere() {
+    if (!conv) return;
+    const people = [...conv.here].sort((a, b) => (a === auth.userId ? -1 : b === auth.userId ? 1 : a < b ? -1 : 1));
+    $("here-list").replaceChildren(
+      ...people.map((u) => el("li", { class: "chip", "data-user": u, text: u === auth.userId ? u + " (you)" : u }))
+    );
+  }
+
+  function onComposerInput() {
+    if (!conv || !canSignal()) return;
+    if (!$("composer-text").value) {
+      stopTyping();
+      return;
+    }
+    if (!conv.typingSent) {
+      conv.typingSent = true;
+      sendFrame(conv, { type: "typing", isTyping: true });
+    }
+    clearTimeout(conv.typingTimer);
+    conv.typingTimer = setTimeout(stopTyping, TYPING_IDLE_MS);
+  }
+
+  function stopTyping() {
+    if (!conv) return;
+    clearTimeout(conv.typingTimer);
+    if (conv.typingSent) {
+      conv.typingSent = false;
+      sendFrame(conv, { type: "typing", isTyping: false });
+    }
+  }
+
+  // ---------------------------------------------------------------- wiring
+
+  function wire() {
+    for (const radio of document.querySelectorAll('input[name="kind"]')) {
+      radio.addEventListener("change", updateSigninForm);
+    }
+    $("signin-form").addEventListener("submit", signIn);
+    $("sign-out").addEventListener("click", signOut);
+    $("error-close").addEventListener("click", clearError);
+
+    $("feed-search").addEventListener("input", onSearch);
+    $("feed-sort").addEventListener("change", onSort);
+    $("feed-prev").addEventListener("click", () => { feed.page -= 1; loadFeed(); });
+    $("feed-next").addEventListener("click", () => { feed.page += 1; loadFeed(); });
+    $("new-conversation").addEventListener("click", () => {
+      $("new-form").hidden = false;
+      $("new-title").focus();
+    });
+    $("new-cancel").addEventListener("click", () => { $("new-form").hidden = true; });
+    $("new-form").addEventListener("submit", createConversation);
+
+    $("conv-bookmark").addEventListener("click", toggleBookmark);
+    $("conv-rename").addEventListener("click", () => {
+      $("rename-title").value = conv && conv.record ? conv.record.title || "" : "";
+      $("rename-form").hidden = false;
+      $("rename-title").focus();
+    });
+    $("rename-cancel").addEventListener("click", () => { $("rename-form").hidden = true; });
+    $("rename-form").addEventListener("submit", rename);
+    $("load-older").addEventListener("click", loadOlder);
+    $("composer").addEventListener("submit", sendMessage);
+    $("composer-text").addEventListener("input", onComposerInput);
+    $("composer-text").addEventListener("keydown", (e) => {
+      if (e.key === "Enter" && !e.shiftKey && !e.isComposing) sendMessage(e);
+    });
+    $("share-form").addEventListener("submit", share);
+    $("upload-button").addEventListener("click", () => $("upload-input").click());
+    $("upload-input").addEventListener("change", upload);
+
+    window.addEventListener("hashchange", () => { clearError(); route(); });
+    window.addEventListener("pagehide", leaveConversation);
+    window.addEventListener("pageshow", (e) => { if (e.persisted) route(); });
+    document.addEventListener("visibilitychange", () => {
+      if (!document.hidden && conv) markRead();
+    });
+  }
+
+  wire();
+  route();
+})();
