@@ -29,11 +29,8 @@ from airia_server.storage.rows import (
     api_key_row,
     conversation_row,
 )
-from airia_server.storage.sqlite_attachments import (
-    AttachmentsMixin,
-    IdempotencyMixin,
-    LifecycleMixin,
-)
+from airia_server.storage.sqlite_attachments import AttachmentsMixin
+from airia_server.storage.sqlite_housekeeping import IdempotencyMixin, LifecycleMixin
 from airia_server.storage.sqlite_messages import MessagesMixin, append_event
 from airia_server.storage.sqlite_writer import GroupCommitWriter
 

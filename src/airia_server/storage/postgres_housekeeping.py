@@ -1,0 +1,125 @@
+"""PostgreSQL: idempotency keys and the data lifecycle (mixed into `PostgresStore`)."""
+
+from __future__ import annotations
+
+from airia_server.storage.base import IdempotencyClaim
+
+
+class IdempotencyMixin:
+    # `pool` comes from PostgresStore.
+
+    async def claim_idempotency_key(
+        self, tenant_id: str, key: str, request_hash: str, now: str, expired_before: str
+    ) -> IdempotencyClaim:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 "
+                "AND created_at < $3",
+                tenant_id,
+                key,
+                expired_before,
+            )
+            inserted = await conn.fetchval(
+                "INSERT INTO idempotency_keys (tenant_id, key, request_hash, created_at) "
+                "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING 1",
+                tenant_id,
+                key,
+                request_hash,
+                now,
+            )
+            if inserted:
+                return IdempotencyClaim(state="new")
+            row = await conn.fetchrow(
+                "SELECT request_hash, status, response FROM idempotency_keys "
+                "WHERE tenant_id = $1 AND key = $2",
+                tenant_id,
+                key,
+            )
+        if row is None:  # released in between: the caller may simply retry
+            return IdempotencyClaim(state="pending")
+        if row[0] != request_hash:
+            return IdempotencyClaim(state="mismatch")
+        if row[1] is None:
+            return IdempotencyClaim(state="pending")
+        return IdempotencyClaim(state="replay", status=row[1], response=bytes(row[2]))
+
+    async def finish_idempotency_key(
+        self, tenant_id: str, key: str, status: int, response: bytes
+    ) -> None:
+        await self.pool.execute(
+            "UPDATE idempotency_keys SET status = $1, response = $2 "
+            "WHERE tenant_id = $3 AND key = $4",
+            status,
+            response,
+            tenant_id,
+            key,
+        )
+
+    async def release_idempotency_key(self, tenant_id: str, key: str) -> None:
+        await self.pool.execute(
+            "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND status IS NULL",
+            tenant_id,
+            key,
+        )
+
+    async def purge_idempotency_keys(self, before: str) -> int:
+        status = await self.pool.execute(
+            "DELETE FROM idempotency_keys WHERE created_at < $1", before
+        )
+        return int(status.split()[-1])
+
+
+class LifecycleMixin:
+    # `pool` comes from PostgresStore.
+
+    async def set_retention(self, tenant_id: str, days: int | None) -> None:
+        await self.pool.execute(
+            "INSERT INTO tenant_settings (tenant_id, retention_days) VALUES ($1, $2) "
+            "ON CONFLICT (tenant_id) DO UPDATE SET retention_days = excluded.retention_days",
+            tenant_id,
+            days,
+        )
+
+    async def retention_policies(self) -> dict[str, int | None]:
+        rows = await self.pool.fetch("SELECT tenant_id, retention_days FROM tenant_settings")
+        return {row[0]: row[1] for row in rows}
+
+    async def tenants(self) -> list[str]:
+        rows = await self.pool.fetch("SELECT DISTINCT tenant_id FROM conversations")
+        return [row[0] for row in rows]
+
+    async def stale_conversations(
+        self, tenant_id: str, updated_before: str, limit: int
+    ) -> list[str]:
+        rows = await self.pool.fetch(
+            "SELECT id FROM conversations WHERE tenant_id = $1 AND updated_at < $2 "
+            "ORDER BY updated_at LIMIT $3",
+            tenant_id,
+            updated_before,
+            limit,
+        )
+        return [row[0] for row in rows]
+
+    async def owned_conversations(self, tenant_id: str, user_id: str, limit: int) -> list[str]:
+        rows = await self.pool.fetch(
+            "SELECT id FROM conversations WHERE tenant_id = $1 AND user_id = $2 LIMIT $3",
+            tenant_id,
+            user_id,
+            limit,
+        )
+        return [row[0] for row in rows]
+
+    async def forget_user(self, tenant_id: str, user_id: str) -> int:
+        async with self.pool.acquire() as conn, conn.transaction():
+            status = await conn.execute(
+                "DELETE FROM conversation_participants WHERE tenant_id = $1 AND user_id = $2",
+                tenant_id,
+                user_id,
+            )
+            await conn.execute(
+                "DELETE FROM conversation_reads WHERE user_id = $1 AND conversation_id IN "
+                "(SELECT id FROM conversations WHERE tenant_id = $2)",
+                user_id,
+                tenant_id,
+            )
+        return int(status.split()[-1])

@@ -1,0 +1,330 @@
+"""PostgreSQL: messages, read positions and participants (mixed into `PostgresStore`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from airia_server.ids import new_id
+from airia_server.storage.base import (
+    EventRecord,
+    LastOwner,
+    MessageRecord,
+    ParticipantRecord,
+    ReadPosition,
+    TruncateResult,
+    message_snapshot,
+    participant_snapshot,
+)
+from airia_server.storage.rows import (
+    MESSAGE_COLUMNS,
+    PARTICIPANT_COLUMNS,
+    message_row,
+    participant_row,
+)
+
+_encode = msgspec.json.encode
+
+
+def as_text(value: Any) -> str:
+    return _encode(value).decode()
+
+
+def _list_or_none(value: list[str] | None) -> str | None:
+    return as_text(value) if value is not None else None
+
+
+_APPEND_EVENT = (
+    "INSERT INTO conversation_events (conversation_id, sequence, type, data, created_at) "
+    "VALUES ($1, $2, $3, $4, $5)"
+)
+
+
+async def append(conn: asyncpg.Connection, event: EventRecord) -> None:
+    await conn.execute(
+        _APPEND_EVENT,
+        event.conversation_id,
+        event.sequence,
+        event.type,
+        as_text(event.data),
+        event.created_at,
+    )
+
+
+async def _bump(conn, tenant_id: str, conversation_id: str, now: str, messages: int = 0):
+    return await conn.fetchrow(
+        "UPDATE conversations SET last_sequence = last_sequence + 1, updated_at = $1, "
+        "message_seq = message_seq + greatest($2::bigint, 0), message_count = message_count + $2 "
+        "WHERE id = $3 AND tenant_id = $4 RETURNING last_sequence, message_seq, message_count",
+        now,
+        messages,
+        conversation_id,
+        tenant_id,
+    )
+
+
+class MessagesMixin:
+    # `pool` comes from PostgresStore.
+
+    # messages
+
+    async def add_message(
+        self, tenant_id: str, record: MessageRecord
+    ) -> tuple[MessageRecord, EventRecord] | None:
+        # One statement: take the next sequence and position (row lock), store the
+        # message and its event. The event's data does not depend on either number.
+        data = as_text(message_snapshot(record))
+        row = await self.pool.fetchrow(
+            "WITH b AS (UPDATE conversations SET last_sequence = last_sequence + 1, "
+            "message_seq = message_seq + 1, message_count = message_count + 1, updated_at = $1 "
+            "WHERE id = $2 AND tenant_id = $3 RETURNING last_sequence, message_seq), "
+            f"m AS (INSERT INTO messages ({MESSAGE_COLUMNS}) SELECT $4, $2, b.message_seq, $5, "
+            "$6, $7, $8, $9, $1, $1 FROM b), "
+            "e AS (INSERT INTO conversation_events (conversation_id, sequence, type, data, "
+            "created_at) SELECT $2, b.last_sequence, 'message.created', $10, $1 FROM b) "
+            "SELECT last_sequence, message_seq FROM b",
+            record.created_at,
+            record.conversation_id,
+            tenant_id,
+            record.id,
+            record.user_id,
+            record.role,
+            record.message,
+            _list_or_none(record.images),
+            _list_or_none(record.image_attachment_ids),
+            data,
+        )
+        if row is None:
+            return None
+        stored = msgspec.structs.replace(record, position=row[1])
+        event = EventRecord(
+            conversation_id=record.conversation_id,
+            sequence=row[0],
+            type="message.created",
+            created_at=record.created_at,
+            data=message_snapshot(stored),
+        )
+        return stored, event
+
+    async def list_messages(
+        self, conversation_id: str, *, cursor: int | None, limit: int, descending: bool
+    ) -> list[MessageRecord]:
+        if descending:
+            bound, order, start = "position < $2", "DESC", 2**62 if cursor is None else cursor
+        else:
+            bound, order, start = "position > $2", "ASC", 0 if cursor is None else cursor
+        rows = await self.pool.fetch(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND {bound} "
+            f"ORDER BY position {order} LIMIT $3",
+            conversation_id,
+            start,
+            limit,
+        )
+        return [message_row(row) for row in rows]
+
+    async def all_messages(self, conversation_id: str) -> list[MessageRecord]:
+        rows = await self.pool.fetch(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 ORDER BY position",
+            conversation_id,
+        )
+        return [message_row(row) for row in rows]
+
+    async def find_message(self, conversation_id: str, message_id: str) -> MessageRecord | None:
+        row = await self.pool.fetchrow(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1 AND conversation_id = $2",
+            message_id,
+            conversation_id,
+        )
+        return message_row(row) if row else None
+
+    async def truncate_messages(
+        self, tenant_id: str, conversation_id: str, message_id: str, now: str
+    ) -> TruncateResult | None:
+        try:
+            return await self._truncate(tenant_id, conversation_id, message_id, now)
+        except _Rollback:
+            return None
+
+    async def _truncate(
+        self, tenant_id: str, conversation_id: str, message_id: str, now: str
+    ) -> TruncateResult | None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            # Lock the conversation first, so truncations and appends take turns.
+            if await _bump(conn, tenant_id, conversation_id, now) is None:
+                return None
+            position = await conn.fetchval(
+                "SELECT position FROM messages WHERE id = $1 AND conversation_id = $2",
+                message_id,
+                conversation_id,
+            )
+            if position is None:
+                raise _Rollback
+            status = await conn.execute(
+                "DELETE FROM messages WHERE conversation_id = $1 AND position >= $2",
+                conversation_id,
+                position,
+            )
+            deleted = int(status.split()[-1])
+            row = await conn.fetchrow(
+                "UPDATE conversations SET message_count = message_count - $1 WHERE id = $2 "
+                "RETURNING last_sequence, message_count",
+                deleted,
+                conversation_id,
+            )
+            event = EventRecord(
+                conversation_id=conversation_id,
+                sequence=row[0],
+                type="messages.truncated",
+                created_at=now,
+                data={
+                    "conversationId": conversation_id,
+                    "fromMessageId": message_id,
+                    "deletedCount": deleted,
+                    "remainingCount": row[1],
+                },
+            )
+            await append(conn, event)
+        return TruncateResult(deleted_count=deleted, remaining_count=row[1], event=event)
+
+    async def mark_read(self, conversation_id: str, user_id: str, now: str) -> ReadPosition:
+        row = await self.pool.fetchrow(
+            "WITH last AS (SELECT position, id FROM messages WHERE conversation_id = $1 "
+            "ORDER BY position DESC LIMIT 1), "
+            "up AS (INSERT INTO conversation_reads (conversation_id, user_id, position, read_at) "
+            "VALUES ($1, $2, coalesce((SELECT position FROM last), 0), $3) "
+            "ON CONFLICT (conversation_id, user_id) DO UPDATE SET position = "
+            "greatest(conversation_reads.position, excluded.position), read_at = excluded.read_at)"
+            " SELECT (SELECT position FROM last), (SELECT id FROM last)",
+            conversation_id,
+            user_id,
+            now,
+        )
+        return ReadPosition(position=row[0] or 0, last_read_message_id=row[1], read_at=now)
+
+    # participants
+
+    async def list_participants(self, conversation_id: str) -> list[ParticipantRecord]:
+        rows = await self.pool.fetch(
+            f"SELECT {PARTICIPANT_COLUMNS} FROM conversation_participants "
+            "WHERE conversation_id = $1 ORDER BY shared_at, user_id",
+            conversation_id,
+        )
+        return [participant_row(row) for row in rows]
+
+    async def put_participant(
+        self,
+        tenant_id: str,
+        conversation_id: str,
+        user_id: str,
+        role: str,
+        shared_by: str | None,
+        now: str,
+        *,
+        only_existing: bool,
+    ) -> tuple[ParticipantRecord, EventRecord] | None:
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                bumped = await _bump(conn, tenant_id, conversation_id, now)
+                if bumped is None:
+                    return None
+                current = await conn.fetchrow(
+                    f"SELECT {PARTICIPANT_COLUMNS} FROM conversation_participants "
+                    "WHERE conversation_id = $1 AND user_id = $2",
+                    conversation_id,
+                    user_id,
+                )
+                if current is None and only_existing:
+                    raise _Rollback
+                if current is not None and current[4] == "Owner" and role != "Owner":
+                    await _require_another_owner(conn, conversation_id, user_id)
+                if current is None:
+                    record = ParticipantRecord(
+                        id=new_id(),
+                        conversation_id=conversation_id,
+                        tenant_id=tenant_id,
+                        user_id=user_id,
+                        role=role,
+                        shared_at=now,
+                        shared_by_user_id=shared_by,
+                    )
+                    await conn.execute(
+                        f"INSERT INTO conversation_participants ({PARTICIPANT_COLUMNS}) "
+                        "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                        record.id,
+                        conversation_id,
+                        tenant_id,
+                        user_id,
+                        role,
+                        now,
+                        shared_by,
+                    )
+                    kind = "participant.added"
+                else:
+                    record = msgspec.structs.replace(participant_row(current), role=role)
+                    await conn.execute(
+                        "UPDATE conversation_participants SET role = $1 "
+                        "WHERE conversation_id = $2 AND user_id = $3",
+                        role,
+                        conversation_id,
+                        user_id,
+                    )
+                    kind = "participant.updated"
+                event = EventRecord(
+                    conversation_id=conversation_id,
+                    sequence=bumped[0],
+                    type=kind,
+                    created_at=now,
+                    data=participant_snapshot(record),
+                )
+                await append(conn, event)
+        except _Rollback:
+            return None
+        return record, event
+
+    async def remove_participant(
+        self, tenant_id: str, conversation_id: str, user_id: str, now: str
+    ) -> tuple[ParticipantRecord, EventRecord] | None:
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                bumped = await _bump(conn, tenant_id, conversation_id, now)
+                if bumped is None:
+                    return None
+                current = await conn.fetchrow(
+                    f"DELETE FROM conversation_participants WHERE conversation_id = $1 "
+                    f"AND user_id = $2 RETURNING {PARTICIPANT_COLUMNS}",
+                    conversation_id,
+                    user_id,
+                )
+                if current is None:
+                    raise _Rollback
+                if current[4] == "Owner":
+                    await _require_another_owner(conn, conversation_id, user_id)
+                record = participant_row(current)
+                event = EventRecord(
+                    conversation_id=conversation_id,
+                    sequence=bumped[0],
+                    type="participant.removed",
+                    created_at=now,
+                    data=participant_snapshot(record),
+                )
+                await append(conn, event)
+        except _Rollback:
+            return None
+        return record, event
+
+
+class _Rollback(Exception):
+    """Undo the transaction (and the sequence it took) and answer 'not found'."""
+
+
+async def _require_another_owner(conn, conversation_id: str, user_id: str) -> None:
+    others = await conn.fetchval(
+        "SELECT count(*) FROM conversation_participants "
+        "WHERE conversation_id = $1 AND role = 'Owner' AND user_id != $2",
+        conversation_id,
+        user_id,
+    )
+    if not others:
+        raise LastOwner(conversation_id)

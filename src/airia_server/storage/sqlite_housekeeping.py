@@ -1,0 +1,130 @@
+"""SQLite: idempotency keys and the data lifecycle (mixed into `SqliteStore`)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from airia_server.storage.base import IdempotencyClaim
+
+
+class IdempotencyMixin:
+    # `_write(op)` comes from SqliteStore.
+
+    async def claim_idempotency_key(
+        self, tenant_id: str, key: str, request_hash: str, now: str, expired_before: str
+    ) -> IdempotencyClaim:
+        def op(conn: sqlite3.Connection) -> IdempotencyClaim:
+            conn.execute(
+                "DELETE FROM idempotency_keys WHERE tenant_id = ? AND key = ? AND created_at < ?",
+                (tenant_id, key, expired_before),
+            )
+            row = conn.execute(
+                "SELECT request_hash, status, response FROM idempotency_keys "
+                "WHERE tenant_id = ? AND key = ?",
+                (tenant_id, key),
+            ).fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO idempotency_keys (tenant_id, key, request_hash, created_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (tenant_id, key, request_hash, now),
+                )
+                return IdempotencyClaim(state="new")
+            if row[0] != request_hash:
+                return IdempotencyClaim(state="mismatch")
+            if row[1] is None:
+                return IdempotencyClaim(state="pending")
+            return IdempotencyClaim(state="replay", status=row[1], response=row[2])
+
+        return await self._write(op)
+
+    async def finish_idempotency_key(
+        self, tenant_id: str, key: str, status: int, response: bytes
+    ) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE idempotency_keys SET status = ?, response = ? "
+                "WHERE tenant_id = ? AND key = ?",
+                (status, response, tenant_id, key),
+            )
+
+        await self._write(op)
+
+    async def release_idempotency_key(self, tenant_id: str, key: str) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "DELETE FROM idempotency_keys WHERE tenant_id = ? AND key = ? AND status IS NULL",
+                (tenant_id, key),
+            )
+
+        await self._write(op)
+
+    async def purge_idempotency_keys(self, before: str) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "DELETE FROM idempotency_keys WHERE created_at < ?", (before,)
+            ).rowcount
+
+        return await self._write(op)
+
+
+class LifecycleMixin:
+    # `_read()` and `_write(op)` come from SqliteStore.
+
+    async def set_retention(self, tenant_id: str, days: int | None) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO tenant_settings (tenant_id, retention_days) VALUES (?, ?) "
+                "ON CONFLICT (tenant_id) DO UPDATE SET retention_days = excluded.retention_days",
+                (tenant_id, days),
+            )
+
+        await self._write(op)
+
+    async def retention_policies(self) -> dict[str, int | None]:
+        rows = self._read().execute("SELECT tenant_id, retention_days FROM tenant_settings")
+        return {row[0]: row[1] for row in rows.fetchall()}
+
+    async def tenants(self) -> list[str]:
+        rows = self._read().execute("SELECT DISTINCT tenant_id FROM conversations").fetchall()
+        return [row[0] for row in rows]
+
+    async def stale_conversations(
+        self, tenant_id: str, updated_before: str, limit: int
+    ) -> list[str]:
+        rows = (
+            self._read()
+            .execute(
+                "SELECT id FROM conversations WHERE tenant_id = ? AND updated_at < ? "
+                "ORDER BY updated_at LIMIT ?",
+                (tenant_id, updated_before, limit),
+            )
+            .fetchall()
+        )
+        return [row[0] for row in rows]
+
+    async def owned_conversations(self, tenant_id: str, user_id: str, limit: int) -> list[str]:
+        rows = (
+            self._read()
+            .execute(
+                "SELECT id FROM conversations WHERE tenant_id = ? AND user_id = ? LIMIT ?",
+                (tenant_id, user_id, limit),
+            )
+            .fetchall()
+        )
+        return [row[0] for row in rows]
+
+    async def forget_user(self, tenant_id: str, user_id: str) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            removed = conn.execute(
+                "DELETE FROM conversation_participants WHERE tenant_id = ? AND user_id = ?",
+                (tenant_id, user_id),
+            ).rowcount
+            conn.execute(
+                "DELETE FROM conversation_reads WHERE user_id = ? AND conversation_id IN "
+                "(SELECT id FROM conversations WHERE tenant_id = ?)",
+                (user_id, tenant_id),
+            )
+            return removed
+
+        return await self._write(op)
