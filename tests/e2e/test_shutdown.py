@@ -1,0 +1,171 @@
+"""SIGTERM with requests in flight and WebSockets open: sockets are closed with 1001,
+the listener stops accepting, the requests in flight finish with 2xx (and are stored),
+and the process exits within a bound."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+import backends
+
+from .support import (
+    BOOTSTRAP_KEY,
+    JWT_SECRET,
+    LiveServer,
+    clean_env,
+    free_port,
+    mint_jwt,
+    stop_process,
+    wait_healthy,
+)
+
+pytestmark = pytest.mark.e2e
+
+COLLECTION = "/v1/Conversations"
+SERVE = [sys.executable, "-m", "airia_server", "serve", "--host", "127.0.0.1"]
+TIMEOUT = 10.0
+EXIT_BOUND_SECONDS = 15.0
+IN_FLIGHT = 4
+
+
+def start_server(root: Path, database_url: str, **extra: str) -> LiveServer:
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = clean_env(
+        AIRIA_DATABASE_URL=database_url,
+        AIRIA_BLOB_DIR=str(root / "blobs"),
+        AIRIA_BOOTSTRAP_API_KEY=BOOTSTRAP_KEY,
+        AIRIA_JWT_SECRET=JWT_SECRET,
+        AIRIA_LOG_FORMAT="text",
+        **extra,
+    )
+    stderr_path = root / "server.stderr"
+    with open(stderr_path, "ab") as stderr:
+        proc = subprocess.Popen(
+            [*SERVE, "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=stderr
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    wait_healthy(proc, base_url, stderr_path)
+    return LiveServer(base_url, BOOTSTRAP_KEY, env, root / "a.db", stderr_path, proc)
+
+
+class SlowBody:
+    """A JSON body sent in two parts: the second only once `release` is set."""
+
+    def __init__(self, text: str, release: asyncio.Event) -> None:
+        self.data = json.dumps({"message": text}).encode()
+        self.release = release
+        self.first_part_sent = asyncio.Event()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self.data[:5]
+        self.first_part_sent.set()
+        await asyncio.wait_for(self.release.wait(), 30)
+        yield self.data[5:]
+
+
+def connection_refused(base_url: str) -> bool:
+    parts = urlsplit(base_url)
+    try:
+        with socket.create_connection((parts.hostname, parts.port), timeout=2):
+            return False
+    except ConnectionRefusedError:
+        return True
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres+redis"])
+async def test_sigterm_closes_sockets_with_1001_finishes_requests_and_exits(
+    backend: str, tmp_path: Path
+) -> None:
+    extra: dict[str, str] = {}
+    drop = None
+    if backend == "sqlite":
+        database_url = f"sqlite:///{tmp_path / 'a.db'}"
+    else:
+        backends.require(backends.postgres_problem())
+        backends.require(backends.redis_problem())
+        database_url = drop = backends.create_database_sync()
+        extra["AIRIA_REDIS_URL"] = backends.REDIS_URL
+    server = start_server(tmp_path, database_url, **extra)
+    clients: list[httpx.AsyncClient] = []
+    try:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=TIMEOUT) as http:
+            created = await http.post(
+                COLLECTION, json={"userId": "alice"}, headers=server.bearer(mint_jwt("alice"))
+            )
+            assert created.status_code == 201, created.text
+            cid = created.json()["conversationId"]
+            by_key = await http.get(f"{COLLECTION}/{cid}/websocket-url", headers=server.headers())
+            urls = [created.json()["websocketUrl"], by_key.json()["websocketUrl"]]
+
+        sockets = [await connect(url, open_timeout=TIMEOUT) for url in urls]
+        release = asyncio.Event()
+        bodies = [SlowBody(f"in flight {n}", release) for n in range(IN_FLIGHT)]
+        for _ in bodies:
+            client = httpx.AsyncClient(base_url=server.base_url, timeout=30.0)
+            clients.append(client)
+            # The connection is open and accepted before the slow request rides on it.
+            assert (await client.get("/healthz")).status_code == 200
+        in_flight = [
+            asyncio.create_task(
+                client.post(
+                    f"{COLLECTION}/{cid}/messages",
+                    content=body,
+                    headers={**server.headers(), "Content-Type": "application/json"},
+                )
+            )
+            for client, body in zip(clients, bodies, strict=True)
+        ]
+        for body in bodies:
+            await asyncio.wait_for(body.first_part_sent.wait(), TIMEOUT)
+
+        server.process.send_signal(signal.SIGTERM)
+
+        codes = []
+        for ws in sockets:
+            with pytest.raises(ConnectionClosed):
+                while True:  # nothing else is sent to it; the close comes within the bound
+                    await asyncio.wait_for(ws.recv(), EXIT_BOUND_SECONDS)
+            codes.append(ws.close_code)
+        assert codes == [1001, 1001]
+
+        # The sockets were told to go after the listener closed: no new connection now.
+        assert connection_refused(server.base_url)
+
+        release.set()
+        responses = await asyncio.wait_for(asyncio.gather(*in_flight), EXIT_BOUND_SECONDS)
+        assert [r.status_code for r in responses] == [201] * IN_FLIGHT, [r.text for r in responses]
+        message_ids = {r.json()["messageId"] for r in responses}
+
+        returncode = await asyncio.to_thread(server.process.wait, EXIT_BOUND_SECONDS)
+        assert returncode in (0, -signal.SIGTERM), server.stderr_text()[-3000:]
+        assert "Traceback" not in server.stderr_text(), server.stderr_text()[-5000:]
+        for ws in sockets:
+            await ws.close()
+
+        # What the in-flight requests were answered 2xx for is stored.
+        server = start_server(tmp_path, database_url, **extra)
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=TIMEOUT) as http:
+            got = await http.get(f"{COLLECTION}/{cid}", headers=server.headers())
+            assert got.status_code == 200
+            assert {m["id"] for m in got.json()["messages"]} == message_ids
+        print(f"\nshutdown[{backend}]: 2 sockets closed 1001, {IN_FLIGHT} in-flight requests 201")
+    finally:
+        for client in clients:
+            await client.aclose()
+        stop_process(server.process)
+        if drop:
+            backends.drop_database_sync(drop)
