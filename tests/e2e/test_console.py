@@ -1,0 +1,454 @@
+"""The web console at /console, driven in a real headless Chromium through Playwright.
+
+Needs Debian's `chromium` (`apt-get install chromium`, or AIRIA_TEST_CHROMIUM=/path)
+and the `playwright` package (its driver only: never `playwright install`). Without
+them the tests are SKIPPED, loudly; with AIRIA_TEST_REQUIRE_SERVICES=1 they fail.
+
+The screenshots in docs/images/console-*.png (shown by docs/console.md) are
+written by these tests, on the SQLite run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+import backends
+
+from .support import LiveServer
+
+pytestmark = pytest.mark.e2e
+
+IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+DESKTOP = {"width": 1200, "height": 760}
+PHONE = {"width": 390, "height": 844}
+TIMEOUT_MS = 10_000
+
+
+def _chromium_path() -> str | None:
+    configured = os.environ.get("AIRIA_TEST_CHROMIUM")
+    if configured:
+        return configured if os.access(configured, os.X_OK) else None
+    for name in ("/usr/bin/chromium", "chromium", "chromium-browser"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _require_browser() -> str:
+    """The Chromium to launch; skip LOUDLY (or fail when required) without one."""
+    problem = None
+    path = _chromium_path()
+    if path is None:
+        problem = (
+            "Chromium is not installed (apt-get install -y chromium, or set "
+            "AIRIA_TEST_CHROMIUM): the web console's browser tests cannot run"
+        )
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError as exc:
+            problem = f"Playwright is not installed ({exc}): pip install playwright"
+    if problem is not None:
+        if backends.REQUIRED:
+            pytest.fail(f"{problem}; AIRIA_TEST_REQUIRE_SERVICES=1 needs it")
+        pytest.skip(f"SKIPPED BROWSER: {problem}")
+    assert path is not None
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    executable = _require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        # launch() starts Chromium on a fresh temporary profile (user data dir) of
+        # its own; each test's users get separate contexts (storage) within it.
+        browser = pw.chromium.launch(
+            executable_path=executable, headless=True, args=CHROMIUM_ARGS, timeout=30_000
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def tenant(live_server: LiveServer) -> tuple[str, str]:
+    """A tenant of the console tests' own, and an API key for it: clean feeds, plain names."""
+    name = f"console-{uuid.uuid4().hex[:8]}"
+    return name, live_server.create_api_key(name, name="console tests")
+
+
+@pytest.fixture
+def screenshots(request: pytest.FixtureRequest) -> Path | None:
+    """Where to write the docs' screenshots: on the SQLite run only (they would be equal)."""
+    if request.node.callspec.params.get("live_server") != "sqlite":
+        return None
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    return IMAGES
+
+
+def shoot(page, directory: Path | None, name: str, full_page: bool = False) -> None:
+    if directory is not None:
+        page.mouse.move(0, 0)  # no hover effects in the picture
+        page.screenshot(
+            path=str(directory / f"console-{name}.png"), animations="disabled", full_page=full_page
+        )
+
+
+def open_page(browser, server: LiveServer, viewport: dict[str, int] = DESKTOP):
+    context = browser.new_context(viewport=viewport, base_url=server.base_url, locale="en-GB")
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.js_errors = errors  # checked at the end of each test
+    page.goto("/console")
+    return page
+
+
+def sign_in_bearer(page, token: str) -> None:
+    from playwright.sync_api import expect
+
+    page.get_by_label("Bearer token").check()
+    page.locator("#signin-secret").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Conversations")).to_be_visible()
+
+
+def open_conversation(page, conversation_id: str) -> None:
+    from playwright.sync_api import expect
+
+    page.evaluate("id => { location.hash = '#/c/' + id; }", conversation_id)
+    expect(page.locator("#view-conversation")).to_be_visible()
+
+
+def api(server: LiveServer, key: str) -> httpx.Client:
+    return server.client(headers={"X-API-KEY": key})
+
+
+def unread(server: LiveServer, key: str, user: str, cid: str, wait: float = 5.0) -> int:
+    """The user's unread count on the conversation, once it is 0 or `wait` has passed."""
+    deadline = time.monotonic() + wait
+    with api(server, key) as http:
+        while True:
+            feed = http.get("/v1/Conversations/feed", params={"userId": user}).json()
+            count = next(i["unreadCount"] for i in feed["items"] if i["conversationId"] == cid)
+            if count == 0 or time.monotonic() > deadline:
+                return count
+            time.sleep(0.1)
+
+
+def test_two_people_see_each_others_messages_and_typing_live(
+    browser, server: LiveServer, tenant: tuple[str, str], screenshots: Path | None
+) -> None:
+    from playwright.sync_api import expect
+
+    tenant_id, key = tenant
+    with api(server, key) as http:
+        created = http.post(
+            "/v1/Conversations", json={"userId": "alice", "title": "Trip to Lisbon"}
+        )
+        assert created.status_code == 201, created.text
+        cid = created.json()["conversationId"]
+        shared = http.post(
+            f"/v1/Conversations/{cid}/share", json={"userId": "bob", "role": "Collaborator"}
+        )
+        assert shared.status_code == 200, shared.text
+        for who, text in [
+            ("alice", "Flights are cheapest on the 14th."),
+            ("bob", "Works for me. Hotel or apartment?"),
+        ]:
+            sent = http.post(
+                f"/v1/Conversations/{cid}/messages", json={"message": text, "userId": who}
+            )
+            assert sent.status_code == 201, sent.text
+
+    alice = open_page(browser, server)
+    bob = open_page(browser, server)
+    try:
+        sign_in_bearer(alice, server.mint_token("alice", tenant_id))
+        sign_in_bearer(bob, server.mint_token("bob", tenant_id))
+        open_conversation(alice, cid)
+        open_conversation(bob, cid)
+        for page in (alice, bob):
+            expect(page.locator("#conv-title")).to_have_text("Trip to Lisbon")
+            expect(page.locator("#message-list .message")).to_have_count(2)
+            participants = page.locator("#participant-list")
+            expect(participants.locator('[data-user="alice"]')).to_contain_text("Owner")
+            expect(participants.locator('[data-user="bob"]')).to_contain_text("Collaborator")
+        # Presence: each sees the other here (the later one is answered by the earlier).
+        expect(alice.locator('#here-list [data-user="bob"]')).to_be_visible()
+        expect(bob.locator('#here-list [data-user="alice"]')).to_be_visible()
+
+        # Alice types: Bob sees it; she sends: Bob sees the message and no more typing.
+        alice.locator("#composer-text").press_sequentially("An apartment near Alfama?")
+        expect(bob.locator("#typing")).to_have_text("alice is typing…")
+        alice.locator("#composer-text").press("Enter")
+        expect(bob.locator("#message-list")).to_contain_text("An apartment near Alfama?")
+        expect(bob.locator("#typing")).to_have_text("")
+
+        # And back the other way.
+        bob.locator("#composer-text").press_sequentially("Perfect, booking it now")
+        expect(alice.locator("#typing")).to_have_text("bob is typing…")
+        # A pause ends "typing" by itself.
+        expect(alice.locator("#typing")).to_have_text("", timeout=TIMEOUT_MS)
+        bob.get_by_role("button", name="Send").click()
+        last = alice.locator("#message-list .message").last
+        expect(last).to_contain_text("Perfect, booking it now")
+        expect(last.locator(".message-author")).to_have_text("bob")
+        expect(alice.locator("#message-list .message")).to_have_count(4)
+        expect(bob.locator("#message-list .message")).to_have_count(4)
+        shoot(alice, screenshots, "conversation")
+
+        # Viewing marks as read (shortly after each new message): nothing unread remains.
+        for who in ("alice", "bob"):
+            assert unread(server, key, who, cid) == 0
+        assert alice.js_errors == [] and bob.js_errors == [], (alice.js_errors, bob.js_errors)
+    finally:
+        alice.context.close()
+        bob.context.close()
+
+
+def test_sign_in_with_a_bad_key_shows_the_problem_message(
+    browser, server: LiveServer, screenshots: Path | None
+) -> None:
+    from playwright.sync_api import expect
+
+    with server.client() as http:
+        expected = http.get("/v1/Conversations/feed", headers={"X-API-KEY": "not-a-key"})
+    assert expected.status_code == 401
+    message = expected.json()["message"]
+
+    page = open_page(browser, server)
+    try:
+        expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+        page.locator("#signin-user").fill("alice")
+        shoot(page, screenshots, "sign-in")
+        page.locator("#signin-secret").fill("not-a-key")
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("alert")).to_be_visible()
+        expect(page.locator("#error-text")).to_have_text(message)
+        # Still signed out, and nothing kept.
+        expect(page.locator("#view-signin")).to_be_visible()
+        assert page.evaluate("sessionStorage.length") == 0
+        assert page.js_errors == []
+    finally:
+        page.context.close()
+
+
+def test_feed_search_bookmark_and_unread(
+    browser, server: LiveServer, tenant: tuple[str, str], screenshots: Path | None
+) -> None:
+    from playwright.sync_api import expect
+
+    tenant_id, key = tenant
+    user = "carol"
+    titles = ["Quarterly report draft", "Team offsite ideas", "Hiring plan 2027"]
+    with api(server, key) as http:
+        ids = {}
+        for i, title in enumerate(titles):
+            r = http.post("/v1/Conversations", json={"userId": user, "title": title})
+            assert r.status_code == 201, r.text
+            ids[title] = r.json()["conversationId"]
+            for n in range(i + 1):
+                sent = http.post(
+                    f"/v1/Conversations/{ids[title]}/messages",
+                    json={"message": f"note {n}", "userId": "dave"},
+                )
+                assert sent.status_code == 201, sent.text
+
+    page = open_page(browser, server)
+    try:
+        sign_in_bearer(page, server.mint_token(user, tenant_id))
+        items = page.locator("#feed-list .feed-item")
+        expect(items).to_have_count(3)
+        offsite = page.locator(f'.feed-item[data-id="{ids["Team offsite ideas"]}"]')
+        expect(offsite.locator(".badge")).to_have_text("2")
+
+        # Bookmark one: the star toggles and the server has it.
+        star = offsite.get_by_role("button", name="Bookmark Team offsite ideas")
+        star.click()
+        expect(offsite.locator(".star")).to_have_attribute("aria-pressed", "true")
+        with api(server, key) as http:
+            got = http.get(f"/v1/Conversations/{ids['Team offsite ideas']}").json()
+        assert got["isBookmarked"] is True
+        shoot(page, screenshots, "feed")
+
+        # Search narrows the feed to matching titles.
+        page.get_by_label("Search conversations").fill("report")
+        expect(items).to_have_count(1)
+        expect(items.first).to_contain_text("Quarterly report draft")
+        page.get_by_label("Search conversations").fill("no such title")
+        expect(items).to_have_count(0)
+        expect(page.locator("#feed-empty")).to_be_visible()
+        page.get_by_label("Search conversations").fill("")
+        expect(items).to_have_count(3)
+
+        # Sorting by title.
+        page.get_by_label("Sort by").select_option("title:asc")
+        expect(items.locator(".feed-title")).to_have_text(sorted(titles))
+        assert page.js_errors == []
+    finally:
+        page.context.close()
+
+
+def test_narrow_screen_is_one_column(
+    browser, server: LiveServer, tenant: tuple[str, str], screenshots: Path | None
+) -> None:
+    from playwright.sync_api import expect
+
+    tenant_id, key = tenant
+    with api(server, key) as http:
+        r = http.post("/v1/Conversations", json={"userId": "erin", "title": "Groceries"})
+        assert r.status_code == 201, r.text
+        cid = r.json()["conversationId"]
+        for text in ["Milk, eggs, bread", "And coffee beans, please"]:
+            sent = http.post(
+                f"/v1/Conversations/{cid}/messages", json={"message": text, "userId": "erin"}
+            )
+            assert sent.status_code == 201
+        upload = http.post(
+            f"/v1/Conversations/{cid}/agent-attachments",
+            files={"file": ("list.txt", b"milk\neggs\nbread\n", "text/plain")},
+        )
+        assert upload.status_code == 200, upload.text
+
+    page = open_page(browser, server, PHONE)
+    try:
+        sign_in_bearer(page, server.mint_token("erin", tenant_id))
+        open_conversation(page, cid)
+        expect(page.locator("#message-list .message")).to_have_count(2)
+        link = page.get_by_role("link", name="list.txt")
+        expect(link).to_be_visible()
+        # The signed link downloads the file, without credentials.
+        href = link.get_attribute("href")
+        assert href and httpx.get(href, timeout=10).content == b"milk\neggs\nbread\n"
+
+        columns = page.locator(".conv-grid").evaluate(
+            "el => getComputedStyle(el).gridTemplateColumns.split(' ').length"
+        )
+        assert columns == 1
+        main_box = page.locator(".conv-main").bounding_box()
+        side_box = page.locator(".conv-side").bounding_box()
+        assert main_box and side_box
+        assert side_box["y"] >= main_box["y"] + main_box["height"], (main_box, side_box)
+        assert main_box["width"] <= PHONE["width"]
+        # Nothing wider than the screen.
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        shoot(page, screenshots, "conversation-narrow", full_page=True)
+        assert page.js_errors == []
+    finally:
+        page.context.close()
+
+
+def test_owner_tools_with_an_api_key(browser, server: LiveServer, tenant: tuple[str, str]) -> None:
+    """An API key user acting as `frank`: create, rename, bookmark, share, write,
+    upload, truncate, page back through older messages, read positions."""
+    from playwright.sync_api import expect
+
+    _, key = tenant
+    with api(server, key) as http:
+        r = http.post("/v1/Conversations", json={"userId": "frank", "title": "Long thread"})
+        assert r.status_code == 201, r.text
+        long_id = r.json()["conversationId"]
+        for n in range(60):
+            sent = http.post(
+                f"/v1/Conversations/{long_id}/messages",
+                json={"message": f"line {n:02d}", "userId": "gina"},
+            )
+            assert sent.status_code == 201, sent.text
+
+    page = open_page(browser, server)
+    try:
+        page.locator("#signin-secret").fill(key)
+        page.locator("#signin-user").fill("frank")
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("heading", name="Conversations")).to_be_visible()
+        expect(page.locator("#whoami")).to_have_text("Signed in as frank (API key)")
+
+        page.get_by_role("button", name="New conversation").click()
+        page.get_by_label("Title", exact=True).fill("Draft")
+        page.get_by_role("button", name="Create").click()
+        expect(page.locator("#conv-title")).to_have_text("Draft")
+        new_id = page.evaluate("location.hash").removeprefix("#/c/")
+
+        page.get_by_role("button", name="Rename").click()
+        page.get_by_label("New title").fill("Budget 2027")
+        page.get_by_role("button", name="Save").click()
+        expect(page.locator("#conv-title")).to_have_text("Budget 2027")
+        page.locator("#conv-bookmark").click()
+        expect(page.locator("#conv-bookmark")).to_have_attribute("aria-pressed", "true")
+
+        page.get_by_label("Share with user id").fill("gina")
+        page.get_by_label("Role").select_option("Viewer")
+        page.get_by_role("button", name="Share").click()
+        expect(page.locator('#participant-list [data-user="gina"]')).to_contain_text("Viewer")
+
+        page.locator("#upload-input").set_input_files(
+            files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hello"}]
+        )
+        expect(page.get_by_role("link", name="notes.txt")).to_be_visible()
+
+        for text in ("first", "second", "third"):
+            page.locator("#composer-text").fill(text)
+            page.locator("#composer-text").press("Enter")
+            expect(page.locator("#message-list .message").last).to_contain_text(text)
+        expect(page.locator("#message-list .message")).to_have_count(3)
+        expect(page.locator(".message-author").first).to_have_text("frank")
+
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.locator("#message-list .message").nth(1).get_by_role(
+            "button", name="Delete this message and every later one"
+        ).click()
+        expect(page.locator("#message-list .message")).to_have_count(1)
+
+        with api(server, key) as http:
+            got = http.get(f"/v1/Conversations/{new_id}").json()
+            assert got["title"] == "Budget 2027" and got["isBookmarked"] is True
+            assert [m["message"] for m in got["messages"]] == ["first"]
+            assert [m["userId"] for m in got["messages"]] == ["frank"]
+            roles = {
+                p["userId"]: p["role"]
+                for p in http.get(f"/v1/Conversations/{new_id}/participants").json()
+            }
+            assert roles == {"frank": "Owner", "gina": "Viewer"}
+
+        # The newest page first, then older ones on request.
+        open_conversation(page, long_id)
+        messages = page.locator("#message-list .message")
+        expect(messages).to_have_count(50)
+        expect(messages.last).to_contain_text("line 59")
+        page.get_by_role("button", name="Load older messages").click()
+        expect(messages).to_have_count(60)
+        expect(messages.first).to_contain_text("line 00")
+        expect(page.get_by_role("button", name="Load older messages")).to_be_hidden()
+        assert unread(server, key, "frank", long_id) == 0
+
+        # Signing out forgets the credentials.
+        page.get_by_role("button", name="Sign out").click()
+        expect(page.locator("#view-signin")).to_be_visible()
+        assert page.evaluate("sessionStorage.length") == 0
+        assert page.js_errors == []
+    finally:
+        page.context.close()
