@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     """Signs WebSocket tickets. When unset, one is generated and kept in the database,
     so every instance over the same database shares it."""
 
+    api_key_cache_seconds: float = Field(0.0, ge=0, le=300)
+    """Remember valid API keys this long (saves a database read per request; a
+    revocation then takes up to this long to take effect). 0: check every request."""
     jwt_secret: SecretStr | None = None
     jwt_public_key: str | None = None
     """PEM text of an RSA or EC public key, or the path of a file holding one."""

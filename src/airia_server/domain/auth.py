@@ -73,9 +73,10 @@ class Authenticator:
         # Verified tokens, until they expire: verification is a pure function of
         # the token and the key, and a JWT cannot be revoked before its `exp`.
         self._token_cache: dict[str, tuple[Principal, float]] = {}
-        # Valid API keys, for a second: a revocation takes effect within that second.
+        # Valid API keys, for AIRIA_API_KEY_CACHE_SECONDS (off by default): a revocation
+        # takes effect within that time instead of at once.
         self._key_cache: dict[str, tuple[Principal, float]] = {}
-        self.key_cache_seconds = 1.0
+        self.key_cache_seconds = settings.api_key_cache_seconds
 
     async def authenticate(self, api_key: str | None, authorization: str | None) -> Principal:
         if api_key is not None:
@@ -97,18 +98,20 @@ class Authenticator:
         if self._bootstrap_hash is not None and hmac.compare_digest(digest, self._bootstrap_hash):
             return Principal(tenant_id=DEFAULT_TENANT, kind="api_key", key_id="bootstrap")
         now = time.monotonic()
-        cached = self._key_cache.get(digest)
-        if cached is not None and cached[1] > now:
-            return cached[0]
+        if self.key_cache_seconds:
+            cached = self._key_cache.get(digest)
+            if cached is not None and cached[1] > now:
+                return cached[0]
         # The lookup is by hash, so timing reveals nothing about stored keys.
         record = await self._store.find_api_key(digest)
         if record is None or record.revoked_at is not None:
             self._key_cache.pop(digest, None)
             raise Unauthorized("Invalid API key", "The API key is not valid")
         principal = Principal(tenant_id=record.tenant_id, kind="api_key", key_id=record.id)
-        if len(self._key_cache) >= _TOKEN_CACHE_MAX:
-            self._key_cache.clear()
-        self._key_cache[digest] = (principal, now + self.key_cache_seconds)
+        if self.key_cache_seconds:
+            if len(self._key_cache) >= _TOKEN_CACHE_MAX:
+                self._key_cache.clear()
+            self._key_cache[digest] = (principal, now + self.key_cache_seconds)
         return principal
 
     def _from_token(self, token: str) -> Principal:
