@@ -92,6 +92,12 @@ class Measurement:
     target_ratio: float | None = None
     p99_factor: float | None = None
     ratio_to_hello: float | None = None
+    baseline: str | None = None
+    """Another operation of the same run this one is compared with (PostgreSQL vs SQLite)."""
+    target_vs_baseline: float | None = None
+    ratio_to_baseline: float | None = None
+    old_target: str | None = None
+    """The target this operation had before (shown next to the current one)."""
     cpu: dict[str, float] | None = None
     """Shares of the server's CPU used by the server ("own") and by others while measuring."""
     wrk_cpu: dict[str, float] | None = None
@@ -106,7 +112,25 @@ class Measurement:
 
     @property
     def has_target(self) -> bool:
-        return self.target_ratio is not None or self.p99_factor is not None
+        return (
+            self.target_ratio is not None
+            or self.p99_factor is not None
+            or self.target_vs_baseline is not None
+        )
+
+    def judge_baseline(self, others: dict[str, Measurement]) -> None:
+        if self.baseline is None:
+            return
+        base = others.get(self.baseline)
+        if base is None or base.errors or not base.rps:
+            if self.target_vs_baseline is not None:
+                self.notes.append(f"not compared: no clean {self.baseline} figure in this run")
+            return
+        self.ratio_to_baseline = self.rps / base.rps
+        if self.target_vs_baseline is not None and self.ratio_to_baseline < self.target_vs_baseline:
+            self.missed.append(
+                f"{self.ratio_to_baseline:.2f}x {self.baseline} < {self.target_vs_baseline}x"
+            )
 
     def judge(self, hello_rps: float | None) -> None:
         if hello_rps:
@@ -131,6 +155,9 @@ class Scenario:
     """Minimum req/s as a fraction of the hello floor's."""
     p99_factor: float | None = None
     """Maximum p99 as a multiple of p50."""
+    baseline: str | None = None
+    target_vs_baseline: float | None = None
+    old_target: str | None = None
 
     def prepare(self, ctx: Context) -> None:
         """Create whatever data the measurement needs (not timed)."""
@@ -145,6 +172,9 @@ class Scenario:
             self.server,
             target_ratio=self.target_ratio,
             p99_factor=self.p99_factor,
+            baseline=self.baseline,
+            target_vs_baseline=self.target_vs_baseline,
+            old_target=self.old_target,
         )
 
 
@@ -226,8 +256,12 @@ class HelloAgain(Hello):
     label = "hello again (end of run)"
 
 
-def create_conversations(ctx: Context, count: int, concurrency: int = 16) -> list[str]:
-    """Create `count` conversations through the API (many at once); return their ids."""
+def create_conversations(
+    ctx: Context, count: int, concurrency: int = 16, user_id: str | None = None
+) -> list[str]:
+    """Create `count` conversations through the API (many at once); return their ids.
+
+    They belong to users bench-0 … bench-49 in turn, or all to `user_id`."""
     assert ctx.server is not None
     base = ctx.server.base_url
 
@@ -239,7 +273,8 @@ def create_conversations(ctx: Context, count: int, concurrency: int = 16) -> lis
             async def one(i: int) -> str:
                 async with sem:
                     r = await c.post(
-                        "/v1/Conversations", json={"userId": f"bench-{i % 50}", "title": f"t{i}"}
+                        "/v1/Conversations",
+                        json={"userId": user_id or f"bench-{i % 50}", "title": f"t{i}"},
                     )
                     r.raise_for_status()
                     return r.json()["conversationId"]
@@ -254,8 +289,9 @@ class GetById(WrkScenario):
 
     name = "get"
     label = "GET /v1/Conversations/{id}"
-    target_ratio = 0.25
-    p99_factor = 5.0
+    target_ratio = 0.40
+    p99_factor = 4.0
+    old_target = "0.25x, p99 ≤ 5x"
     pool = 1000
 
     def prepare(self, ctx: Context) -> None:
@@ -300,8 +336,9 @@ class Create(WrkScenario):
     label = "POST /v1/Conversations (durable)"
     path = "/v1/Conversations"
     expected_status = 201
-    target_ratio = 0.15
-    p99_factor = 5.0
+    target_ratio = 0.25
+    p99_factor = 4.0
+    old_target = "0.15x, p99 ≤ 5x"
 
     def run_wrk(self, ctx: Context, seconds: float, phase: str) -> wrk.WrkResult:
         return wrk.run(
@@ -336,6 +373,8 @@ class Delete(WrkScenario):
     name = "delete"
     label = "DELETE /v1/Conversations/{id}"
     expected_status = 204
+    target_ratio = 0.25
+    old_target = "none"
     headroom = 2.0
     max_pool = 500_000
 
@@ -398,13 +437,332 @@ class Delete(WrkScenario):
         m.notes.append(f"pool {self.pool_sizes['measure']} ids, used {result.requests}")
 
 
-SCENARIOS: list[Scenario] = [Hello(), GetById(), Create(), Delete(), HelloAgain()]
+def post_messages(ctx: Context, ids: list[str], per_conversation: int, concurrency: int = 16):
+    """Append `per_conversation` messages to each conversation through the API."""
+    assert ctx.server is not None
+
+    async def main() -> None:
+        limits = httpx.Limits(max_connections=concurrency)
+        async with httpx.AsyncClient(
+            base_url=ctx.server.base_url, headers=ctx.headers, limits=limits, timeout=30
+        ) as c:
+            sem = asyncio.Semaphore(concurrency)
+
+            async def one(cid: str, k: int) -> None:
+                async with sem:
+                    r = await c.post(
+                        f"/v1/Conversations/{cid}/messages",
+                        json={"message": f"Benchmark message number {k} of this conversation."},
+                    )
+                    r.raise_for_status()
+
+            # One conversation's messages in order (they are numbered), conversations at once.
+            async def conversation(cid: str) -> None:
+                for k in range(per_conversation):
+                    await one(cid, k)
+
+            await asyncio.gather(*(conversation(cid) for cid in ids))
+
+    asyncio.run(main())
+
+
+class GetWithMessages(GetById):
+    """GET /v1/Conversations/{id} of conversations holding 50 messages each (the body
+    carries all 50, about 17 KB)."""
+
+    name = "get-50"
+    label = "GET /v1/Conversations/{id}, 50 messages"
+    target_ratio = 0.20
+    p99_factor = None
+    old_target = None
+    pool = 20
+    messages = 50
+
+    def prepare(self, ctx: Context) -> None:
+        ids = create_conversations(ctx, self.pool)
+        post_messages(ctx, ids, self.messages)
+        self.ids_file = ctx.workdir / f"{self.name}.ids"
+        self.ids_file.write_text("\n".join(ids) + "\n")
+
+    def script(self, ctx: Context, phase: str) -> Path:
+        return wrk.render_script(
+            [LUA / "common.lua", LUA / "get_by_id.lua"],
+            ctx.workdir / f"{self.name}.lua",
+            ids_file=str(self.ids_file),
+            threads=ctx.wrk_options.threads,
+        )
+
+
+MESSAGE_BODY = json.dumps({"message": "A benchmark message of about sixty characters, plain text."})
+
+
+class AppendMessage(WrkScenario):
+    """POST /v1/Conversations/{id}/messages over 200 conversations in turn: the 201
+    means the message and its event are committed and fsynced."""
+
+    name = "append"
+    label = "POST …/{id}/messages (durable)"
+    expected_status = 201
+    target_ratio = 0.25
+    pool = 200
+
+    def prepare(self, ctx: Context) -> None:
+        ids = create_conversations(ctx, self.pool)
+        self.ids_file = ctx.workdir / f"{self.name}.ids"
+        self.ids_file.write_text("\n".join(ids) + "\n")
+
+    def script(self, ctx: Context, phase: str) -> Path:
+        return wrk.render_script(
+            [LUA / "common.lua", LUA / "post_messages.lua"],
+            ctx.workdir / f"{self.name}.lua",
+            ids_file=str(self.ids_file),
+            threads=ctx.wrk_options.threads,
+            body=MESSAGE_BODY,
+        )
+
+    def run_wrk(self, ctx: Context, seconds: float, phase: str) -> wrk.WrkResult:
+        return wrk.run(
+            ctx.server.base_url,
+            seconds,
+            ctx.wrk_options,
+            script=self.script(ctx, phase),
+            headers={**ctx.headers, "Content-Type": "application/json"},
+        )
+
+
+def create_many_for(ctx: Context, user_id: str, count: int) -> int:
+    """Give `user_id` exactly `count` conversations (through the API, with wrk: much
+    faster than a Python client); returns how many the feed then reports."""
+    assert ctx.server is not None
+
+    def total() -> int:
+        r = httpx.get(
+            ctx.server.base_url + "/v1/Conversations/feed",
+            params={"userId": user_id, "PageSize": 1},
+            headers=ctx.headers,
+            timeout=30,
+        )
+        r.raise_for_status()
+        return r.json()["totalCount"]
+
+    have = total()
+    for _ in range(4):
+        if have >= count:
+            break
+        missing = count - have
+        if missing <= 200:  # the rest (wrk does not send the first request() it gets)
+            create_conversations(ctx, missing, user_id=user_id)
+            have = total()
+            continue
+        rate = ctx.data.get("create_rps") or 2000.0
+        seconds = math.ceil(missing / rate * 1.5) + 1
+        body = json.dumps({"userId": user_id, "title": "Feed benchmark conversation"})
+        script = wrk.render_script(
+            [LUA / "common.lua", LUA / "create_n.lua"],
+            ctx.workdir / "create_n.lua",
+            body=body,
+            limit=missing,  # one wrk thread
+            threads=1,
+        )
+        opts = wrk.WrkOptions(threads=1, connections=32, cpu=ctx.wrk_options.cpu, timeout_s=10)
+        result = wrk.run(
+            ctx.server.base_url,
+            seconds,
+            opts,
+            script=script,
+            headers={**ctx.headers, "Content-Type": "application/json"},
+        )
+        if result.non_2xx or result.total_socket_errors:
+            raise RuntimeError(
+                f"creating {missing} conversations for {user_id}: {result.non_2xx} non-2xx,"
+                f" socket errors {result.socket_errors}"
+            )
+        have = total()
+    if have != count:
+        raise RuntimeError(f"{user_id} has {have} conversations, wanted {count}")
+    return have
+
+
+class Feed(WrkScenario):
+    """GET /v1/Conversations/feed, the first page of 20, for a user with 10,000
+    conversations (created beforehand through the API)."""
+
+    name = "feed"
+    label = "GET …/feed, page 1 of 20, user with 10,000"
+    target_ratio = 0.20
+    user = "feed-user"
+    conversations = 10_000
+    page = 1
+
+    @property
+    def path(self) -> str:  # type: ignore[override]
+        return f"/v1/Conversations/feed?userId={self.user}&PageSize=20&PageNumber={self.page}"
+
+    def prepare(self, ctx: Context) -> None:
+        create_many_for(ctx, self.user, self.conversations)
+
+
+# ------------------------------------------------------------ PostgreSQL variants
+
+PG = "airia-pg"
+PG_TWO = "airia-pg-two"
+
+
+class PgGet(GetById):
+    name = "pg-get"
+    label = "PostgreSQL: GET /v1/Conversations/{id}"
+    server = PG
+    old_target = None
+    baseline = "get"
+    target_vs_baseline = 0.6
+
+
+class PgCreate(Create):
+    name = "pg-create"
+    label = "PostgreSQL: POST /v1/Conversations"
+    server = PG
+    old_target = None
+    baseline = "create"
+    target_vs_baseline = 0.6
+
+    def check(self, ctx: Context, result: wrk.WrkResult, m: Measurement) -> None:
+        unparsed = int(result.script_output.get("unparsed", "0"))
+        if unparsed:
+            m.errors.append(f"{unparsed} 201 answers without a conversationId")
+
+
+class PgAppend(AppendMessage):
+    name = "pg-append"
+    label = "PostgreSQL: POST …/{id}/messages"
+    server = PG
+    baseline = "append"
+    target_vs_baseline = 0.6
+
+
+class PgTwoInstances(GetById):
+    """GET by id against two server processes over the same PostgreSQL database (and
+    Redis), one pinned to each CPU, each loaded by its own wrk (half the connections),
+    unpinned: on two cores the load generators, PostgreSQL and the servers all share
+    them. The figure is the sum of the two; it is compared with pg-get (one instance,
+    a whole CPU to itself, wrk on the other)."""
+
+    name = "pg-two"
+    label = "PostgreSQL: GET by id, two instances (sum)"
+    server = PG_TWO
+    target_ratio = None
+    p99_factor = None
+    old_target = None
+    baseline = "pg-get"
+    target_vs_baseline = 1.6
+
+    def measure(self, ctx: Context) -> Measurement:
+        assert ctx.server is not None
+        first = ctx.server
+        second = SERVERS[PG](ctx, name="airia-pg-2", cpu=1 - (ctx.server_cpu or 0))
+        second.start()
+        m = self.new_measurement()
+        try:
+            opts = wrk.WrkOptions(
+                threads=1,
+                connections=max(1, ctx.wrk_options.connections // 2),
+                cpu=None,
+                timeout_s=ctx.wrk_options.timeout_s,
+            )
+            script = self.script(ctx, "measure")
+
+            def both(seconds: float) -> list[wrk.WrkResult]:
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(2) as pool:
+                    futures = [
+                        pool.submit(
+                            wrk.run,
+                            srv.base_url + self.path,
+                            seconds,
+                            opts,
+                            script=script,
+                            headers=ctx.headers,
+                        )
+                        for srv in (first, second)
+                    ]
+                    return [f.result() for f in futures]
+
+            if ctx.warmup_s > 0:
+                both(ctx.warmup_s)
+            before = servers.cpu_sample(ctx.server_cpu, first.proc.pid)
+            results = both(ctx.duration_s)
+            m.cpu = servers.cpu_shares(before, servers.cpu_sample(ctx.server_cpu, first.proc.pid))
+            m.rps = sum(r.rps for r in results)
+            m.requests = sum(r.requests for r in results)
+            m.duration_s = max(r.duration_s for r in results)
+            for name in ("p50_ms", "p75_ms", "p90_ms", "p99_ms", "max_ms"):
+                setattr(m, name, max(getattr(r, name) for r in results))
+            m.non_2xx = sum(r.non_2xx for r in results)
+            for r in results:
+                for k, v in r.socket_errors.items():
+                    m.socket_errors[k] = m.socket_errors.get(k, 0) + v
+            if m.non_2xx:
+                m.errors.append(f"{m.non_2xx} non-2xx answers of {m.requests}")
+            if any(m.socket_errors.values()):
+                m.errors.append(f"socket errors: {m.socket_errors}")
+            m.notes.append(
+                "two instances: "
+                + " + ".join(f"{r.rps:,.0f}" for r in results)
+                + " req/s; latency columns are the worse of the two; wrk unpinned, "
+                "sharing both CPUs with the servers and PostgreSQL"
+            )
+        finally:
+            second.stop()
+            summary = servers.summarize_log(second.log_path)
+            bad = summary.levels.get("error", 0) + summary.levels.get("critical", 0)
+            if bad:
+                m.errors.append(f"second instance: {bad} error lines in {second.log_path}")
+        return m
+
+
+SCENARIOS: list[Scenario] = [
+    Hello(),
+    GetById(),
+    GetWithMessages(),
+    AppendMessage(),
+    Feed(),
+    Create(),
+    Delete(),
+    PgGet(),
+    PgCreate(),
+    PgAppend(),
+    PgTwoInstances(),
+    HelloAgain(),
+]
+
+
+def pg_server(ctx: Context, name: str = PG, cpu: int | None = -1) -> Server:
+    """airia-server on this run's PostgreSQL database (created on first use) and Redis."""
+    if "pg_database" not in ctx.data:
+        db = f"airia_bench_{secrets.token_hex(4)}"
+        ctx.data["pg_url"] = servers.pg_create_database(db)
+        ctx.data["pg_database"] = db
+    return servers.airia_server(
+        ctx.workdir,
+        ctx.server_cpu if cpu == -1 else (cpu if ctx.server_cpu is not None else None),
+        ctx.api_key,
+        name=name,
+        src=ctx.server_src,
+        database_url=ctx.data["pg_url"],
+        env={
+            "AIRIA_REDIS_URL": servers.REDIS_URL,
+            "AIRIA_REDIS_PREFIX": "bench-" + ctx.data["pg_database"],
+        },
+    )
+
 
 SERVERS = {
     HELLO: lambda ctx: servers.hello_server(ctx.workdir, ctx.server_cpu),
     "airia-sqlite": lambda ctx: servers.airia_server(
         ctx.workdir, ctx.server_cpu, ctx.api_key, name="airia-sqlite", src=ctx.server_src
     ),
+    PG: pg_server,
+    PG_TWO: lambda ctx: pg_server(ctx, name="airia-pg-1"),
 }
 
 
@@ -423,7 +781,10 @@ def target_text(m: Measurement) -> str:
         parts.append(f"≥ {m.target_ratio}x hello")
     if m.p99_factor is not None:
         parts.append(f"p99 ≤ {m.p99_factor:g}x p50")
-    return ", ".join(parts) or "report only"
+    if m.target_vs_baseline is not None:
+        parts.append(f"≥ {m.target_vs_baseline}x {m.baseline}")
+    text = ", ".join(parts) or "report only"
+    return text + (f" (was {m.old_target})" if m.old_target else "")
 
 
 def pass_text(m: Measurement) -> str:
@@ -436,14 +797,18 @@ def pass_text(m: Measurement) -> str:
 
 def markdown(results: list[Measurement]) -> str:
     rows = [
-        "| operation | req/s | p50 | p99 | p99/p50 | ratio to hello | target | pass? |",
-        "|---|---:|---:|---:|---:|---:|---|---|",
+        "| operation | req/s | p50 | p99 | p99/p50 | ratio to hello | compared with | target"
+        " | pass? |",
+        "|---|---:|---:|---:|---:|---:|---|---|---|",
     ]
     for m in results:
         ratio = f"{m.ratio_to_hello:.2f}x" if m.ratio_to_hello is not None else "—"
+        versus = (
+            f"{m.ratio_to_baseline:.2f}x {m.baseline}" if m.ratio_to_baseline is not None else "—"
+        )
         rows.append(
             f"| {m.label} | {m.rps:,.0f} | {fmt_ms(m.p50_ms)} | {fmt_ms(m.p99_ms)} | "
-            f"{m.p99_over_p50:.1f} | {ratio} | {target_text(m)} | {pass_text(m)} |"
+            f"{m.p99_over_p50:.1f} | {ratio} | {versus} | {target_text(m)} | {pass_text(m)} |"
         )
     return "\n".join(rows)
 
@@ -516,6 +881,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=[s.name for s in SCENARIOS],
         help="run only these scenarios (" + ", ".join(s.name for s in SCENARIOS) + ")",
     )
+    p.add_argument(
+        "--realtime",
+        action="store_true",
+        help="also measure WebSocket delivery latency and memory (bench/realtime.py)",
+    )
+    p.add_argument(
+        "--realtime-messages", type=int, default=200, help="messages per latency measurement"
+    )
     p.add_argument("--workdir", type=Path, help="where the database and logs go (default: temp)")
     p.add_argument("--keep", action="store_true", help="keep the work directory afterwards")
     p.add_argument(
@@ -560,6 +933,7 @@ def main(argv: list[str] | None = None) -> int:
     load_start = loadavg()
     results: list[Measurement] = []
     failures: list[str] = []
+    realtime_result: dict | None = None
     logs: dict[str, dict] = {}
 
     # Consecutive scenarios on the same server share one process.
@@ -607,7 +981,18 @@ def main(argv: list[str] | None = None) -> int:
                 bad = summary.levels.get("error", 0) + summary.levels.get("critical", 0)
                 if bad:
                     failures.append(f"{server_name}: {bad} error lines in {server.log_path}")
+        if args.realtime:
+            import realtime
+
+            print("== realtime: WebSocket delivery and memory", file=sys.stderr)
+            realtime_result = realtime.run(ctx, messages=args.realtime_messages)
+            failures += [f"realtime: {e}" for e in realtime_result["errors"]]
     finally:
+        if "pg_database" in ctx.data:
+            try:
+                servers.pg_drop_database(ctx.data["pg_database"])
+            except RuntimeError as exc:
+                print(f"bench: {exc}", file=sys.stderr)
         if not args.keep and args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -620,6 +1005,9 @@ def main(argv: list[str] | None = None) -> int:
         elif not m.errors:
             m.ratio_to_hello = m.rps / floor
         failures += [f"{m.name}: {e}" for e in m.errors]
+    by_name = {m.name: m for m in results}
+    for m in results:
+        m.judge_baseline(by_name)
 
     env = environment(args, ctx)
     env["loadavg_start"], env["loadavg_end"] = load_start, loadavg()
@@ -673,6 +1061,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         for line in log["notable"]:
             report.append(f"  - {line}")
+    if realtime_result is not None:
+        report.append("\n" + realtime_result["markdown"])
     missed = [m for m in results if m.missed and not m.errors]
     if missed:
         report.append("\nMISSED: " + "; ".join(f"{m.name} ({', '.join(m.missed)})" for m in missed))
@@ -691,6 +1081,7 @@ def main(argv: list[str] | None = None) -> int:
             for m in results
         ],
         "server_logs": logs,
+        "realtime": realtime_result,
         "errors": failures,
     }
     (RESULTS / f"{stamp}.json").write_text(json.dumps(payload, indent=2) + "\n")

@@ -126,23 +126,38 @@ def hello_server(workdir: Path, cpu: int | None) -> Server:
 
 
 def airia_server(
-    workdir: Path, cpu: int | None, api_key: str, name: str = "airia", src: Path | None = None
+    workdir: Path,
+    cpu: int | None,
+    api_key: str,
+    name: str = "airia",
+    src: Path | None = None,
+    *,
+    database_url: str | None = None,
+    env: dict[str, str] | None = None,
+    nofile: int | None = None,
 ) -> Server:
-    """airia-server, one worker, on a fresh SQLite database under `workdir`.
+    """airia-server, one worker, on a fresh SQLite database under `workdir` (or on
+    `database_url`), with `env` added to its environment.
 
     The access log stays on (INFO, JSON lines to a file) because that is how it runs
-    for real; writing it is part of the cost being measured.
+    for real; writing it is part of the cost being measured. `nofile` raises its
+    open-file limit with prlimit (for thousands of WebSockets).
     """
     port = free_port()
     env = {
-        "AIRIA_DATABASE_URL": f"sqlite:///{workdir / (name + '.db')}",
+        "AIRIA_DATABASE_URL": database_url or f"sqlite:///{workdir / (name + '.db')}",
         "AIRIA_BOOTSTRAP_API_KEY": api_key,
         "AIRIA_LOG_FORMAT": "json",
         "AIRIA_LOG_LEVEL": "INFO",
+        **(env or {}),
     }
     if src is not None:  # PYTHONPATH wins over the editable install's .pth entry
         env["PYTHONPATH"] = str(src)
+    limit = []
+    if nofile is not None and shutil.which("prlimit"):
+        limit = ["prlimit", f"--nofile={nofile}:{nofile}"]
     cmd = [
+        *limit,
         *pin(cpu),
         sys.executable,
         "-m",
@@ -154,6 +169,44 @@ def airia_server(
         str(port),
     ]
     return Server(name, cmd, port, workdir / f"{name}.log", env=env)
+
+
+# ------------------------------------------------------------------ PostgreSQL, Redis
+
+PG_DSN = os.environ.get("AIRIA_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
+"""The PostgreSQL server the bench creates its throw-away databases on."""
+REDIS_URL = os.environ.get("AIRIA_BENCH_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def psql(sql: str, dsn: str = PG_DSN) -> str:
+    proc = subprocess.run(
+        ["psql", f"{dsn}/postgres", "-v", "ON_ERROR_STOP=1", "-qAtc", sql],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"psql {sql!r} failed: {proc.stderr.strip()}")
+    return proc.stdout.strip()
+
+
+def pg_create_database(name: str) -> str:
+    """Create database `name` (dropping a leftover of that name); its URL."""
+    psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    psql(f'CREATE DATABASE "{name}"')
+    return f"{PG_DSN}/{name}"
+
+
+def pg_drop_database(name: str) -> None:
+    psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def rss_kib(pid: int) -> int:
+    """VmRSS of a process, in KiB (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 @dataclass
