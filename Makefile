@@ -44,3 +44,8 @@ clean: ## Remove the virtualenv, caches and local data
 .PHONY: fuzz
 fuzz: $(STAMP) ## Fuzz every API operation long (AIRIA_FUZZ_EXAMPLES, default 1000 per operation)
 	AIRIA_FUZZ_EXAMPLES=$${AIRIA_FUZZ_EXAMPLES:-1000} $(BIN)/python -m pytest tests/e2e/test_fuzz.py -s -p no:cacheprovider
+
+.PHONY: docs
+docs: $(STAMP) ## Build the documentation site into site/ (warnings are errors)
+	@test -x $(BIN)/mkdocs || $(BIN)/python -m pip install --quiet -e ".[docs]"
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
