@@ -1,0 +1,485 @@
+"""WebSocket delivery latency and idle-socket memory of airia-server.
+
+    .venv/bin/python bench/realtime.py                 # = make bench-realtime
+    .venv/bin/python bench/realtime.py --messages 50   # shorter
+    .venv/bin/python bench/run.py --realtime           # as part of make bench
+
+Delivery: N sockets (1, 100, 1,000) subscribe to one conversation; the harness
+posts messages one at a time (POST /v1/Conversations/{id}/messages) and times,
+for every socket, perf_counter() from just before the POST to the receipt of
+that message's `message.created` frame. perf_counter is CLOCK_MONOTONIC, shared
+by every process on the machine, so client processes can time it. The next
+message is posted once every socket has its copy: each figure is one event's
+fan-out, without queueing behind the previous one. The sockets are opened by
+client processes (asyncio + the `websockets` library, 500 sockets per process
+at most) pinned to the client CPU; the server runs alone on the server CPU.
+Client-side receive work is part of the figure: the last socket's frame waits
+for the client to read the others on the same core.
+
+Memory: a fresh server, RSS (VmRSS, /proc/<pid>/status) after a warm-up, then
+with 1,000 or 10,000 idle sockets open (after they settle); the difference per
+socket. Then one event at a time to all 10,000, timed as above. The clients
+offer permessage-deflate, as browsers and the websockets library do by default;
+the report says whether the server took it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import multiprocessing as mp
+import os
+import queue
+import resource
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import servers
+
+PER_PROCESS = 500
+"""Sockets per client process at most."""
+STOP = "rt stop"
+
+
+# ---------------------------------------------------------------------- client side
+
+
+def _raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def client_main(url: str, count: int, cpu: int | None, out: mp.Queue) -> None:
+    """Open `count` sockets on `url`; report ready; for every "rt <i>" message, once
+    all sockets have it, report (i, receipt times); exit on "rt stop"."""
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    _raise_nofile()
+    from websockets.asyncio.client import connect
+
+    async def main() -> None:
+        received: dict[int, list[float]] = {}
+        sockets = []
+        sem = asyncio.Semaphore(64)
+        errors: list[str] = []
+        deflate = None
+
+        async def open_one() -> None:
+            nonlocal deflate
+            async with sem:
+                try:
+                    ws = await connect(url, ping_interval=None, open_timeout=60, max_queue=None)
+                except Exception as exc:  # noqa: BLE001 - reported, counted
+                    errors.append(f"{type(exc).__name__}: {exc}"[:200])
+                    return
+                if deflate is None:
+                    ext = ws.response.headers.get("Sec-WebSocket-Extensions", "")
+                    deflate = "permessage-deflate" in ext
+                sockets.append(ws)
+
+        await asyncio.gather(*(open_one() for _ in range(count)))
+        out.put(("ready", len(sockets), errors[:5], len(errors), deflate))
+        if not sockets:
+            return
+        done = asyncio.Event()
+        n = len(sockets)
+
+        async def reader(ws) -> None:
+            try:
+                async for raw in ws:
+                    now = time.perf_counter()
+                    if '"message.created"' not in raw:
+                        continue
+                    text = json.loads(raw)["data"]["message"]
+                    if text == STOP:
+                        break
+                    i = int(text.split()[1])
+                    times = received.setdefault(i, [])
+                    times.append(now)
+                    if len(times) == n:
+                        out.put(("got", i, received.pop(i)))
+            except Exception as exc:  # noqa: BLE001
+                out.put(("error", f"{type(exc).__name__}: {exc}"[:200]))
+            finally:
+                done.set()
+
+        await asyncio.gather(*(reader(ws) for ws in sockets))
+        await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+
+    asyncio.run(main())
+
+
+# -------------------------------------------------------------------- coordinator
+
+
+def pct(values: list[float], p: float) -> float:
+    """Nearest-rank percentile."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+class Subscribers:
+    """Client processes holding `count` sockets on one conversation."""
+
+    def __init__(self, url: str, count: int, cpu: int | None) -> None:
+        self.ctx = mp.get_context("spawn")
+        self.out = self.ctx.Queue()
+        shares = [PER_PROCESS] * (count // PER_PROCESS)
+        if count % PER_PROCESS:
+            shares.append(count % PER_PROCESS)
+        self.procs = [
+            self.ctx.Process(target=client_main, args=(url, n, cpu, self.out), daemon=True)
+            for n in shares
+        ]
+        self.count = count
+        self.errors: list[str] = []
+        self.deflate: bool | None = None
+        self.pending: list[tuple] = []
+
+    def open(self, timeout_s: float = 180.0) -> int:
+        for p in self.procs:
+            p.start()
+        opened, deadline = 0, time.monotonic() + timeout_s
+        for _ in self.procs:
+            msg = self._get(deadline)
+            _, n, errors, n_errors, deflate = msg
+            opened += n
+            if n_errors:
+                self.errors.append(f"{n_errors} sockets failed to open, e.g. {errors}")
+            self.deflate = deflate if self.deflate is None else self.deflate
+        return opened
+
+    def _get(self, deadline: float) -> tuple:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("client processes did not answer in time")
+            try:
+                msg = self.out.get(timeout=left)
+            except queue.Empty as exc:
+                raise TimeoutError("client processes did not answer in time") from exc
+            if msg[0] == "error":
+                self.errors.append(msg[1])
+                continue
+            return msg
+
+    def wait_for(self, i: int, timeout_s: float = 30.0) -> list[float]:
+        """Every socket's receipt time of message i."""
+        times: list[float] = []
+        got, deadline = 0, time.monotonic() + timeout_s
+        while got < len(self.procs):
+            msg = self._get(deadline)
+            if msg[0] == "got" and msg[1] == i:
+                times += msg[2]
+                got += 1
+        return times
+
+    def close(self) -> None:
+        for p in self.procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+
+
+class Coordinator:
+    def __init__(self, base_url: str, api_key: str) -> None:
+        self.http = httpx.Client(base_url=base_url, headers={"X-API-KEY": api_key}, timeout=30)
+
+    def conversation(self) -> tuple[str, str]:
+        r = self.http.post("/v1/Conversations", json={"userId": "rt-user", "title": "realtime"})
+        r.raise_for_status()
+        body = r.json()
+        return body["conversationId"], body["websocketUrl"]
+
+    def post(self, cid: str, text: str) -> float:
+        """POST a message; the time just before it was sent."""
+        t0 = time.perf_counter()
+        r = self.http.post(f"/v1/Conversations/{cid}/messages", json={"message": text})
+        if r.status_code != 201:
+            raise RuntimeError(f"message POST answered {r.status_code}: {r.text[:200]}")
+        return t0
+
+    def deliver(self, cid: str, subs: Subscribers, messages: int, first: int = 0) -> dict:
+        latencies: list[float] = []
+        posts: list[float] = []
+        for i in range(first, first + messages):
+            t0 = self.post(cid, f"rt {i}")
+            posts.append(time.perf_counter() - t0)
+            latencies += [t - t0 for t in subs.wait_for(i)]
+            time.sleep(0.005)
+        return {
+            "messages": messages,
+            "samples": len(latencies),
+            "p50_ms": pct(latencies, 50) * 1000,
+            "p99_ms": pct(latencies, 99) * 1000,
+            "max_ms": max(latencies) * 1000,
+            "post_p50_ms": pct(posts, 50) * 1000,
+        }
+
+    def stop(self, cid: str, subs: Subscribers) -> None:
+        self.post(cid, STOP)
+        subs.close()
+
+
+def start_server(ctx, name: str) -> servers.Server:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    nofile = 65536 if hard == resource.RLIM_INFINITY else hard
+    srv = servers.airia_server(
+        ctx.workdir, ctx.server_cpu, ctx.api_key, name=name, src=ctx.server_src, nofile=nofile
+    )
+    return srv.start()
+
+
+def run(
+    ctx,
+    messages: int = 200,
+    sizes: tuple[int, ...] = (1, 100, 1000),
+    idle: tuple[int, ...] = (1000, 10_000),
+    fanout_messages: int = 20,
+) -> dict:
+    """Measure; returns {"delivery": [...], "memory": [...], "errors": [...], "markdown"}."""
+    client_cpu = ctx.wrk_options.cpu
+    old_affinity = os.sched_getaffinity(0)
+    if client_cpu is not None:
+        os.sched_setaffinity(0, {client_cpu})
+    _raise_nofile()
+    delivery: list[dict] = []
+    memory: list[dict] = []
+    errors: list[str] = []
+    try:
+        srv = start_server(ctx, "airia-realtime")
+        try:
+            co = Coordinator(srv.base_url, ctx.api_key)
+            for n in sizes:
+                cid, url = co.conversation()
+                subs = Subscribers(url, n, client_cpu)
+                row: dict = {"sockets": n}
+                try:
+                    opened = subs.open()
+                    if opened != n:
+                        raise RuntimeError(f"opened {opened} of {n} sockets: {subs.errors}")
+                    co.deliver(cid, subs, min(10, messages), first=10_000)  # warm-up
+                    cpu_before = servers.cpu_sample(ctx.server_cpu, srv.proc.pid)
+                    cli_before = servers.cpu_sample(client_cpu, None)
+                    row |= co.deliver(cid, subs, messages)
+                    row["cpu"] = servers.cpu_shares(
+                        cpu_before, servers.cpu_sample(ctx.server_cpu, srv.proc.pid)
+                    )
+                    row["client_cpu_busy"] = _busy(cli_before, client_cpu)
+                    row["deflate"] = subs.deflate
+                    co.stop(cid, subs)
+                except (RuntimeError, TimeoutError, httpx.HTTPError) as exc:
+                    row["error"] = f"{type(exc).__name__}: {exc}"
+                    subs.close()
+                row["errors"] = subs.errors
+                errors += [f"delivery to {n}: {e}" for e in subs.errors]
+                if "error" in row:
+                    errors.append(f"delivery to {n}: {row['error']}")
+                delivery.append(row)
+                print(f"   delivery to {n}: {_short(row)}", file=sys.stderr)
+        finally:
+            srv.stop()
+            _log_errors(srv, errors)
+
+        for n in idle:
+            srv = start_server(ctx, f"airia-realtime-{n}")
+            row = {"sockets": n}
+            try:
+                co = Coordinator(srv.base_url, ctx.api_key)
+                cid, url = co.conversation()
+                # Warm-up: every code path a socket takes, so imports and caches are loaded.
+                warm = Subscribers(url, 20, client_cpu)
+                warm.open()
+                co.deliver(cid, warm, 5, first=20_000)
+                co.stop(cid, warm)
+                for _ in range(20):
+                    co.http.get(f"/v1/Conversations/{cid}")
+                time.sleep(1.0)
+                row["rss_before_kib"] = servers.rss_kib(srv.proc.pid)
+                subs = Subscribers(url, n, client_cpu)
+                t = time.perf_counter()
+                opened = subs.open(timeout_s=600)
+                row["open_s"] = time.perf_counter() - t
+                row["opened"] = opened
+                time.sleep(3.0)
+                row["rss_after_kib"] = servers.rss_kib(srv.proc.pid)
+                row["kib_per_socket"] = (row["rss_after_kib"] - row["rss_before_kib"]) / max(
+                    opened, 1
+                )
+                row["deflate"] = subs.deflate
+                if opened != n:
+                    row["error"] = f"opened {opened} of {n} sockets: {subs.errors[:3]}"
+                elif n >= 10_000 and fanout_messages:
+                    co.deliver(cid, subs, 2, first=30_000)  # warm-up
+                    row["delivery"] = co.deliver(cid, subs, fanout_messages)
+                co.stop(cid, subs)
+                row["errors"] = subs.errors
+            except (RuntimeError, TimeoutError, httpx.HTTPError) as exc:
+                row["error"] = f"{type(exc).__name__}: {exc}"
+            finally:
+                srv.stop()
+                _log_errors(srv, errors)
+            if "error" in row:
+                errors.append(f"memory with {n}: {row['error']}")
+            memory.append(row)
+            print(f"   idle {n}: {_short(row)}", file=sys.stderr)
+    finally:
+        os.sched_setaffinity(0, old_affinity)
+    result = {"delivery": delivery, "memory": memory, "errors": errors}
+    result["markdown"] = markdown(result)
+    return result
+
+
+def _busy(before, cpu) -> float | None:
+    after = servers.cpu_sample(cpu, None)
+    if before is None or after is None or after.cpu_total <= before.cpu_total:
+        return None
+    return (after.cpu_busy - before.cpu_busy) / (after.cpu_total - before.cpu_total)
+
+
+def _short(row: dict) -> str:
+    keep = ("p50_ms", "p99_ms", "kib_per_socket", "open_s", "error")
+    return ", ".join(
+        f"{k}={row[k]:.1f}" if isinstance(row[k], float) else f"{k}={row[k]}"
+        for k in keep
+        if k in row
+    )
+
+
+def _log_errors(srv: servers.Server, errors: list[str]) -> None:
+    summary = servers.summarize_log(srv.log_path)
+    bad = summary.levels.get("error", 0) + summary.levels.get("critical", 0)
+    if bad:
+        errors.append(f"{srv.name}: {bad} error lines in {srv.log_path}: {summary.notable[:2]}")
+
+
+DELIVERY_TARGET_MS = {1000: 100.0, 10_000: 250.0}
+MEMORY_TARGET_KIB = 50.0
+
+
+def markdown(result: dict) -> str:
+    rows = [
+        "| WebSocket delivery | messages | p50 | p99 | max | POST p50 | target | pass? |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+
+    def line(label: str, r: dict, n: int) -> str:
+        target = DELIVERY_TARGET_MS.get(n)
+        if "p99_ms" not in r:
+            return f"| {label} | — | — | — | — | — | — | ERROR |"
+        verdict = "—" if target is None else ("yes" if r["p99_ms"] < target else "MISSED")
+        return (
+            f"| {label} | {r['messages']} | {r['p50_ms']:.1f} ms | {r['p99_ms']:.1f} ms | "
+            f"{r['max_ms']:.1f} ms | {r['post_p50_ms']:.1f} ms | "
+            f"{'p99 < %g ms' % target if target else 'report only'} | {verdict} |"
+        )
+
+    for r in result["delivery"]:
+        rows.append(line(f"POST → {r['sockets']:,} socket(s)", r, r["sockets"]))
+    for r in result["memory"]:
+        if "delivery" in r:
+            rows.append(line(f"POST → {r['sockets']:,} sockets", r["delivery"], r["sockets"]))
+    rows += [
+        "",
+        "| idle sockets | opened | RSS before | RSS after | per socket | target | pass? |",
+        "|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for r in result["memory"]:
+        if "kib_per_socket" not in r:
+            rows.append(f"| {r['sockets']:,} | — | — | — | — | < 50 KiB | ERROR |")
+            continue
+        verdict = "yes" if r["kib_per_socket"] < MEMORY_TARGET_KIB else "MISSED"
+        rows.append(
+            f"| {r['sockets']:,} | {r['opened']:,} in {r['open_s']:.0f} s | "
+            f"{r['rss_before_kib'] / 1024:.0f} MiB | {r['rss_after_kib'] / 1024:.0f} MiB | "
+            f"{r['kib_per_socket']:.1f} KiB | < {MEMORY_TARGET_KIB:g} KiB | {verdict} |"
+        )
+    notes = []
+    deflate = {r.get("deflate") for r in result["delivery"] + result["memory"]} - {None}
+    if deflate:
+        notes.append(
+            "permessage-deflate negotiated: " + ("yes" if True in deflate else "no") + "."
+        )
+    busy = [
+        f"{r['sockets']} ({r['cpu']['others']:.0%} of the server CPU)"
+        for r in result["delivery"]
+        if r.get("cpu") and r["cpu"]["others"] > 0.05
+    ]
+    if busy:
+        notes.append(
+            "Other work took over 5% of the server CPU during delivery to "
+            + ", ".join(busy)
+            + ": those figures are unreliable."
+        )
+    for e in result["errors"]:
+        notes.append(f"ERROR: {e}")
+    return "\n".join(rows + ([""] + notes if notes else []))
+
+
+def main(argv: list[str] | None = None) -> int:
+    import run as bench_run
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--messages", type=int, default=200, help="messages per delivery figure")
+    p.add_argument("--sizes", type=int, nargs="+", default=[1, 100, 1000])
+    p.add_argument("--idle", type=int, nargs="+", default=[1000, 10_000])
+    p.add_argument("--fanout-messages", type=int, default=20, help="messages to the 10,000")
+    p.add_argument("--server-cpu", type=int, default=0)
+    p.add_argument("--client-cpu", type=int, default=1)
+    p.add_argument("--no-pin", action="store_true")
+    p.add_argument("--src", type=Path, help="import airia_server from DIR (see run.py)")
+    args = p.parse_args(argv)
+    pinned = not args.no_pin and (os.cpu_count() or 1) > 1
+    workdir = Path(tempfile.mkdtemp(prefix="airia-rt-"))
+    ctx = bench_run.Context(
+        duration_s=0,
+        warmup_s=0,
+        wrk_options=bench_run.wrk.WrkOptions(cpu=args.client_cpu if pinned else None),
+        server_cpu=args.server_cpu if pinned else None,
+        workdir=workdir,
+        server_src=args.src.resolve() if args.src else None,
+        api_key="bench-" + secrets.token_hex(24),
+    )
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    load_start = bench_run.loadavg()
+    try:
+        result = run(
+            ctx,
+            messages=args.messages,
+            sizes=tuple(args.sizes),
+            idle=tuple(args.idle),
+            fanout_messages=args.fanout_messages,
+        )
+    finally:
+        import shutil
+
+        shutil.rmtree(workdir, ignore_errors=True)
+    head = (
+        f"Real-time benchmark on {started} ({os.cpu_count()} CPUs, server on CPU "
+        f"{ctx.server_cpu}, clients on CPU {ctx.wrk_options.cpu}); load average "
+        f"{load_start} at start, {bench_run.loadavg()} at end."
+    )
+    text = head + "\n\n" + result["markdown"] + "\n"
+    print(text)
+    bench_run.RESULTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    payload = {"started": started, "loadavg_start": load_start, **result}
+    (bench_run.RESULTS / f"realtime-{stamp}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (bench_run.RESULTS / "realtime-latest.md").write_text(text)
+    return 1 if result["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
