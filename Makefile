@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast bench lint format clean
+.PHONY: help install run test test-fast bench bench-realtime bench-scale lint format clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -29,6 +29,12 @@ test-fast: $(STAMP) ## Run the tests that need no server process
 
 bench: $(STAMP) ## Load-test the server against a plain Starlette hello (needs wrk)
 	$(BIN)/python bench/run.py
+
+bench-realtime: $(STAMP) ## WebSocket delivery latency (1, 100, 1,000 sockets) and idle-socket memory
+	$(BIN)/python bench/realtime.py
+
+bench-scale: $(STAMP) ## Cost against data size (builds large SQLite files under bench/results/data/)
+	$(BIN)/python bench/scale.py
 
 lint: $(STAMP) ## Check style and common bugs with ruff
 	$(BIN)/ruff check src tests bench

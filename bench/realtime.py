@@ -79,7 +79,7 @@ def client_main(url: str, count: int, cpu: int | None, out: mp.Queue) -> None:
             async with sem:
                 try:
                     ws = await connect(url, ping_interval=None, open_timeout=60, max_queue=None)
-                except Exception as exc:  # noqa: BLE001 - reported, counted
+                except Exception as exc:
                     errors.append(f"{type(exc).__name__}: {exc}"[:200])
                     return
                 if deflate is None:
@@ -108,7 +108,7 @@ def client_main(url: str, count: int, cpu: int | None, out: mp.Queue) -> None:
                     times.append(now)
                     if len(times) == n:
                         out.put(("got", i, received.pop(i)))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 out.put(("error", f"{type(exc).__name__}: {exc}"[:200]))
             finally:
                 done.set()
@@ -383,7 +383,7 @@ def markdown(result: dict) -> str:
         return (
             f"| {label} | {r['messages']} | {r['p50_ms']:.1f} ms | {r['p99_ms']:.1f} ms | "
             f"{r['max_ms']:.1f} ms | {r['post_p50_ms']:.1f} ms | "
-            f"{'p99 < %g ms' % target if target else 'report only'} | {verdict} |"
+            f"{f'p99 < {target:g} ms' if target else 'report only'} | {verdict} |"
         )
 
     for r in result["delivery"]:
@@ -409,9 +409,7 @@ def markdown(result: dict) -> str:
     notes = []
     deflate = {r.get("deflate") for r in result["delivery"] + result["memory"]} - {None}
     if deflate:
-        notes.append(
-            "permessage-deflate negotiated: " + ("yes" if True in deflate else "no") + "."
-        )
+        notes.append("permessage-deflate negotiated: " + ("yes" if True in deflate else "no") + ".")
     busy = [
         f"{r['sockets']} ({r['cpu']['others']:.0%} of the server CPU)"
         for r in result["delivery"]
@@ -425,7 +423,7 @@ def markdown(result: dict) -> str:
         )
     for e in result["errors"]:
         notes.append(f"ERROR: {e}")
-    return "\n".join(rows + ([""] + notes if notes else []))
+    return "\n".join(rows + (["", *notes] if notes else []))
 
 
 def main(argv: list[str] | None = None) -> int:
