@@ -147,6 +147,28 @@ def api(server: LiveServer, key: str) -> httpx.Client:
     return server.client(headers={"X-API-KEY": key})
 
 
+def test_console_is_served_with_its_assets_and_headers(server: LiveServer) -> None:
+    """No browser needed: the page, its assets, its headers, and a problem for a miss."""
+    with server.client() as http:
+        page = http.get("/console")
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        csp = page.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+        assert page.headers["x-content-type-options"] == "nosniff"
+        for asset, media in (("app.js", "javascript"), ("app.css", "text/css")):
+            assert f"/console/assets/{asset}" in page.text
+            got = http.get(f"/console/assets/{asset}")
+            assert got.status_code == 200 and media in got.headers["content-type"], asset
+            assert got.headers["x-content-type-options"] == "nosniff"
+        # Nothing the page loads is from elsewhere.
+        assert "http://" not in page.text and "https://" not in page.text
+        missing = http.get("/console/assets/nope.js")
+        assert missing.status_code == 404
+        assert missing.headers["content-type"].startswith("application/problem+json")
+        assert http.get("/console/").status_code == 200
+
+
 def unread(server: LiveServer, key: str, user: str, cid: str, wait: float = 5.0) -> int:
     """The user's unread count on the conversation, once it is 0 or `wait` has passed."""
     deadline = time.monotonic() + wait
