@@ -18,7 +18,10 @@ _ERRORS = {
     409: "The change conflicts with the current state",
     413: "Request body too large",
     415: "Body is not JSON",
+    408: "The body stalled for longer than the server waits",
     416: "The requested range lies outside the file",
+    429: "Rate limit exceeded; `Retry-After` says when to retry",
+    431: "Request headers too large",
     422: "A field has the wrong type or value; `errors[].field` names it",
 }
 _BODY_ERRORS = (400, 413, 415, 422)
@@ -74,7 +77,12 @@ def _op(
         }
     else:
         responses[str(ok)] = {"description": "Done"}
-    codes = {401, *errors, *(_BODY_ERRORS if body else ())}
+    # Any request may be refused for what every route checks: a malformed URL (400), a
+    # missing credential (401), the rate limit (429), oversized headers (431); one with
+    # a body also for its size, type, shape, or a stalled upload (408).
+    codes = {400, 401, 429, 431, *errors, *(_BODY_ERRORS if body else ())}
+    if body:
+        codes.add(408)
     for code in sorted(codes):
         responses[str(code)] = {
             "description": _ERRORS[code],
@@ -124,6 +132,10 @@ def openapi_document(max_page_size: int = 100) -> dict[str, Any]:
             s.PresenceRequest,
             s.PresenceResponse,
             s.WebSocketUrlResponse,
+            s.ExternalIdentityRequest,
+            s.ExternalIdentity,
+            s.Base64UploadRequest,
+            s.Attachment,
             s.Problem,
             s.Health,
         ],
@@ -446,9 +458,11 @@ def openapi_document(max_page_size: int = 100) -> dict[str, Any]:
                             "content": {"application/problem+json": {"schema": _ref("Problem")}},
                         }
                         for c, d in (
+                            (400, _ERRORS[400]),
                             (403, "Invalid or expired link"),
                             (404, "The attachment no longer exists"),
                             (416, _ERRORS[416]),
+                            (431, _ERRORS[431]),
                         )
                     },
                 },
