@@ -100,10 +100,13 @@ def tenant(live_server: LiveServer) -> tuple[str, str]:
 
 
 @pytest.fixture
-def screenshots(request: pytest.FixtureRequest) -> Path | None:
-    """Where to write the docs' screenshots: on the SQLite run only (they would be equal)."""
+def screenshots(request: pytest.FixtureRequest, tmp_path: Path) -> Path | None:
+    """Where to write screenshots: on the SQLite run only (they would be equal); into the
+    docs' images only with AIRIA_UPDATE_SCREENSHOTS=1, so a test run leaves git clean."""
     if request.node.callspec.params.get("live_server") != "sqlite":
         return None
+    if os.environ.get("AIRIA_UPDATE_SCREENSHOTS") != "1":
+        return tmp_path
     IMAGES.mkdir(parents=True, exist_ok=True)
     return IMAGES
 
