@@ -1,0 +1,333 @@
+"""`Idempotency-Key`: a retry gets the first response, never a second resource.
+
+Same key and body: the same response, marked `Idempotent-Replayed: true`; another
+body: 422; creates, message appends and both upload forms; a connection cut after the
+server committed and before the client read the answer; concurrent retries; keys per
+tenant. On SQLite and on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+import backends
+
+from .support import (
+    BOOTSTRAP_KEY,
+    JWT_SECRET,
+    LiveServer,
+    assert_problem,
+    clean_env,
+    free_port,
+    mint_jwt,
+    stop_process,
+    wait_healthy,
+)
+
+pytestmark = pytest.mark.e2e
+
+COLLECTION = "/v1/Conversations"
+SERVE = [sys.executable, "-m", "airia_server", "serve", "--host", "127.0.0.1"]
+TIMEOUT = 10.0
+
+
+def start_server(root: Path, database_url: str, **extra: str) -> LiveServer:
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = clean_env(
+        AIRIA_DATABASE_URL=database_url,
+        AIRIA_BLOB_DIR=str(root / "blobs"),
+        AIRIA_BOOTSTRAP_API_KEY=BOOTSTRAP_KEY,
+        AIRIA_JWT_SECRET=JWT_SECRET,
+        AIRIA_LOG_FORMAT="text",
+        **extra,
+    )
+    stderr_path = root / "server.stderr"
+    with open(stderr_path, "ab") as stderr:
+        proc = subprocess.Popen(
+            [*SERVE, "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=stderr
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    wait_healthy(proc, base_url, stderr_path)
+    return LiveServer(base_url, BOOTSTRAP_KEY, env, root / "a.db", stderr_path, proc)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    root = tmp_path_factory.mktemp(f"idem_{request.param}")
+    drop = None
+    if request.param == "sqlite":
+        database_url = f"sqlite:///{root / 'a.db'}"
+    else:
+        backends.require(backends.postgres_problem())
+        database_url = drop = backends.create_database_sync()
+    live = start_server(root, database_url)
+    try:
+        yield live
+    finally:
+        stop_process(live.process)
+        if drop:
+            backends.drop_database_sync(drop)
+
+
+@pytest.fixture
+def http(server: LiveServer) -> Iterator[httpx.Client]:
+    with server.client() as client:
+        yield client
+
+
+def keyed(server: LiveServer, key: str, api_key: str | None = None) -> dict[str, str]:
+    return {**server.headers(api_key), "Idempotency-Key": key}
+
+
+def fresh_user() -> str:
+    return f"idem_{uuid.uuid4().hex[:12]}"
+
+
+def feed_ids(http: httpx.Client, server: LiveServer, user: str, api_key: str | None = None):
+    response = http.get(
+        f"{COLLECTION}/feed", params={"userId": user}, headers=server.headers(api_key)
+    )
+    assert response.status_code == 200, response.text
+    return [item["conversationId"] for item in response.json()["items"]]
+
+
+def test_create_replays_the_first_response(http: httpx.Client, server: LiveServer) -> None:
+    user, key = fresh_user(), str(uuid.uuid4())
+    body = {"userId": user, "title": "once"}
+    first = http.post(COLLECTION, json=body, headers=keyed(server, key))
+    assert first.status_code == 201, first.text
+    assert "idempotent-replayed" not in first.headers
+    again = http.post(COLLECTION, json=body, headers=keyed(server, key))
+    assert again.status_code == 201, again.text
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json()["conversationId"] == first.json()["conversationId"]
+    assert again.json() == first.json()
+    assert feed_ids(http, server, user) == [first.json()["conversationId"]]
+    # Without a key, the same body creates another.
+    assert http.post(COLLECTION, json=body, headers=server.headers()).status_code == 201
+    assert len(feed_ids(http, server, user)) == 2
+
+
+def test_the_same_key_with_another_request_is_422(http: httpx.Client, server: LiveServer) -> None:
+    user, key = fresh_user(), str(uuid.uuid4())
+    first = http.post(COLLECTION, json={"userId": user}, headers=keyed(server, key))
+    assert first.status_code == 201
+    other = http.post(COLLECTION, json={"userId": user, "title": "x"}, headers=keyed(server, key))
+    body = assert_problem(other, 422)
+    assert body["errors"][0]["field"] == "Idempotency-Key"
+    # Another path with the same key and body is another request too.
+    cid = first.json()["conversationId"]
+    message = {"message": "hi"}
+    assert (
+        http.post(
+            f"{COLLECTION}/{cid}/messages", json=message, headers=keyed(server, key)
+        ).status_code
+        == 422
+    )
+    # The first request is still replayed as it was.
+    replay = http.post(COLLECTION, json={"userId": user}, headers=keyed(server, key))
+    assert replay.json()["conversationId"] == cid
+    assert feed_ids(http, server, user) == [cid]
+
+
+def test_a_failed_request_releases_its_key(http: httpx.Client, server: LiveServer) -> None:
+    user, key = fresh_user(), str(uuid.uuid4())
+    bad = http.post(COLLECTION, json={"userId": ""}, headers=keyed(server, key))
+    assert_problem(bad, 422)
+    good = http.post(COLLECTION, json={"userId": user}, headers=keyed(server, key))
+    assert good.status_code == 201, good.text
+    assert "idempotent-replayed" not in good.headers
+
+
+def test_invalid_keys_are_400(http: httpx.Client, server: LiveServer) -> None:
+    for key in ("k" * 256, "tab\there"):
+        response = http.post(COLLECTION, json={"userId": "x"}, headers=keyed(server, key))
+        assert_problem(response, 400)
+
+
+def test_message_append_is_idempotent(http: httpx.Client, server: LiveServer) -> None:
+    cid = http.post(COLLECTION, json={"userId": fresh_user()}, headers=server.headers()).json()[
+        "conversationId"
+    ]
+    key = str(uuid.uuid4())
+    path = f"{COLLECTION}/{cid}/messages"
+    first = http.post(path, json={"message": "once"}, headers=keyed(server, key))
+    again = http.post(path, json={"message": "once"}, headers=keyed(server, key))
+    assert first.status_code == again.status_code == 201, (first.text, again.text)
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json()["messageId"] == first.json()["messageId"]
+    assert_problem(http.post(path, json={"message": "twice"}, headers=keyed(server, key)), 422)
+    messages = http.get(path, headers=server.headers()).json()["items"]
+    assert [m["id"] for m in messages] == [first.json()["messageId"]]
+
+
+def test_base64_upload_is_idempotent(http: httpx.Client, server: LiveServer) -> None:
+    cid = http.post(COLLECTION, json={"userId": fresh_user()}, headers=server.headers()).json()[
+        "conversationId"
+    ]
+    b64 = {
+        "base64Content": base64.b64encode(b"idempotent bytes").decode(),
+        "fileName": "a.txt",
+        "contentType": "text/plain",
+    }
+    key = str(uuid.uuid4())
+    path = f"{COLLECTION}/{cid}/agent-attachments/base64"
+    first = http.post(path, json=b64, headers=keyed(server, key))
+    again = http.post(path, json=b64, headers=keyed(server, key))
+    assert first.status_code == again.status_code == 200, (first.text, again.text)
+    assert again.headers.get("idempotent-replayed") == "true", "base64 upload not replayed"
+    assert again.json()["blobId"] == first.json()["blobId"]
+    listed = http.get(f"{COLLECTION}/{cid}/attachments", headers=server.headers()).json()
+    assert [a["blobId"] for a in listed] == [first.json()["blobId"]]
+
+
+def test_multipart_upload_is_idempotent(http: httpx.Client, server: LiveServer) -> None:
+    cid = http.post(COLLECTION, json={"userId": fresh_user()}, headers=server.headers()).json()[
+        "conversationId"
+    ]
+    # The retry sends the same bytes (same boundary), as the SDK does.
+    key = str(uuid.uuid4())
+    path = f"{COLLECTION}/{cid}/agent-attachments"
+    boundary = "idem" + key.replace("-", "")
+    headers = {**keyed(server, key), "Content-Type": f"multipart/form-data; boundary={boundary}"}
+    files = {"file": ("b.txt", b"other bytes", "text/plain")}
+    first_mp = http.post(path, files=files, headers=headers)
+    again_mp = http.post(path, files=files, headers=headers)
+    assert first_mp.status_code == again_mp.status_code == 200, (first_mp.text, again_mp.text)
+    assert again_mp.headers.get("idempotent-replayed") == "true", "multipart upload not replayed"
+    assert again_mp.json()["blobId"] == first_mp.json()["blobId"]
+    listed = http.get(f"{COLLECTION}/{cid}/attachments", headers=server.headers()).json()
+    assert [a["blobId"] for a in listed] == [first_mp.json()["blobId"]]
+
+
+def raw_post(server: LiveServer, path: str, body: bytes, key: str) -> socket.socket:
+    """Send a whole keyed POST and return the socket, unread."""
+    parts = urlsplit(server.base_url)
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=TIMEOUT)
+    sock.sendall(
+        (
+            f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nX-API-KEY: {server.api_key}\r\n"
+            f"Idempotency-Key: {key}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        + body
+    )
+    return sock
+
+
+def retry_until_answered(http: httpx.Client, path: str, body: dict, headers) -> httpx.Response:
+    """Retry as a client would, with the very same bytes: 409 (still running) means wait
+    Retry-After and retry."""
+    deadline = time.monotonic() + TIMEOUT
+    headers = {**headers, "Content-Type": "application/json"}
+    while True:
+        response = http.post(path, content=dumps(body), headers=headers)
+        if response.status_code != 409 or time.monotonic() > deadline:
+            return response
+        assert response.headers["retry-after"].isdigit()
+        time.sleep(0.1)
+
+
+def test_connection_cut_after_commit_then_retry_gets_the_same_conversation(
+    http: httpx.Client, server: LiveServer
+) -> None:
+    user, key = fresh_user(), str(uuid.uuid4())
+    body = {"userId": user, "title": "cut"}
+    sock = raw_post(server, COLLECTION, dumps(body), key)
+    try:
+        # Wait until the server has committed, without reading its answer.
+        deadline = time.monotonic() + TIMEOUT
+        while not feed_ids(http, server, user):
+            assert time.monotonic() < deadline, "the cut request was never committed"
+            time.sleep(0.02)
+    finally:
+        sock.close()  # the client never read the 201
+    retry = retry_until_answered(http, COLLECTION, body, keyed(server, key))
+    assert retry.status_code == 201, retry.text
+    assert retry.headers["idempotent-replayed"] == "true"
+    assert feed_ids(http, server, user) == [retry.json()["conversationId"]]
+
+
+def test_connection_cut_at_once_then_retry_creates_exactly_one(
+    http: httpx.Client, server: LiveServer
+) -> None:
+    """Closed right after sending: whether or not the server ran it, one conversation."""
+    for _ in range(5):
+        user, key = fresh_user(), str(uuid.uuid4())
+        body = {"userId": user}
+        raw_post(server, COLLECTION, dumps(body), key).close()
+        retry = retry_until_answered(http, COLLECTION, body, keyed(server, key))
+        assert retry.status_code == 201, retry.text
+        assert feed_ids(http, server, user) == [retry.json()["conversationId"]]
+        # Another retry: replayed, still one.
+        replay = retry_until_answered(http, COLLECTION, body, keyed(server, key))
+        assert replay.headers["idempotent-replayed"] == "true"
+        assert replay.json()["conversationId"] == retry.json()["conversationId"]
+
+
+async def test_concurrent_retries_create_exactly_one(server: LiveServer) -> None:
+    user, key = fresh_user(), str(uuid.uuid4())
+    body = {"userId": user}
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=TIMEOUT) as http:
+        responses = await asyncio.gather(
+            *(http.post(COLLECTION, json=body, headers=keyed(server, key)) for _ in range(8))
+        )
+        statuses = sorted(r.status_code for r in responses)
+        assert set(statuses) <= {201, 409}, [r.text for r in responses]
+        created = {r.json()["conversationId"] for r in responses if r.status_code == 201}
+        assert len(created) == 1, created
+        for r in responses:
+            if r.status_code == 409:
+                assert_problem(r, 409)
+                assert r.headers["retry-after"].isdigit()
+        feed = await http.get(
+            f"{COLLECTION}/feed", params={"userId": user}, headers=server.headers()
+        )
+        assert [i["conversationId"] for i in feed.json()["items"]] == list(created)
+
+
+def test_keys_are_per_tenant(http: httpx.Client, server: LiveServer) -> None:
+    other = server.create_api_key(f"idem-{uuid.uuid4().hex[:8]}")
+    user, key = fresh_user(), str(uuid.uuid4())
+    body = {"userId": user}
+    mine = http.post(COLLECTION, json=body, headers=keyed(server, key))
+    theirs = http.post(COLLECTION, json=body, headers=keyed(server, key, other))
+    assert mine.status_code == theirs.status_code == 201
+    assert "idempotent-replayed" not in theirs.headers
+    assert theirs.json()["conversationId"] != mine.json()["conversationId"]
+    # Another body in the other tenant under the same key is its own business, too.
+    assert (
+        http.post(COLLECTION, json={"userId": "z"}, headers=keyed(server, "k2", other)).status_code
+        == 201
+    )
+    # Each tenant replays its own.
+    assert http.post(COLLECTION, json=body, headers=keyed(server, key)).json() == mine.json()
+    assert (
+        http.post(COLLECTION, json=body, headers=keyed(server, key, other)).json() == theirs.json()
+    )
+    # And within a tenant, a bearer user's key is not the API key's.
+    as_user = {**server.bearer(mint_jwt(user)), "Idempotency-Key": key}
+    by_user = http.post(COLLECTION, json=body, headers=as_user)
+    assert by_user.status_code in (201, 422), by_user.text
+    if by_user.status_code == 201:
+        assert by_user.json()["conversationId"] != mine.json()["conversationId"]
+
+
+def dumps(value: dict) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
