@@ -1,0 +1,649 @@
+"""Cost against size: how GET, append, feed and message pages slow down as data grows.
+
+    .venv/bin/python bench/scale.py                      # = make bench-scale
+    .venv/bin/python bench/scale.py --sizes 10000        # skip the 1,000,000 database
+    .venv/bin/python bench/scale.py --publish            # also copy plots + table to bench/plots/
+
+Databases are built once with bulk inserts (executemany in big transactions) and
+kept under bench/results/data/ (not committed); a file's name carries a hash of
+the server's SQLite migrations, so a schema change builds new ones. The schema
+comes from the server's own migrations (SqliteStore.migrate); the rows are what
+the server writes: a conversation and its Owner participant row, as
+SqliteStore.create_conversation does, and for messages the message row, its
+`message.created` event and the conversation's counters, as add_message does.
+
+| database | contents |
+|---|---|
+| scale-10000 | 10,000 conversations, all of `feed-user` |
+| scale-1000000 | 1,000,000 conversations: 10,000 of `feed-user` (every 100th),     |
+|               | 100 each of 9,900 other users                                    |
+| scale-messages | 1,000 conversations of 10 messages, 1 of 100,000 messages |
+
+Each server run gets a fresh copy of a database (writes would change it), is
+pinned to the server CPU, and wrk to the other, as in run.py. Figures are
+wrk's req/s, p50 and p99; the interesting number is the ratio large/small.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import secrets
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import run as bench_run
+import servers
+import wrk
+from servers import BENCH_DIR
+
+DATA = bench_run.RESULTS / "data"
+PLOTS = BENCH_DIR / "plots"
+TENANT = "default"
+FEED_USER = "feed-user"
+FEED_CONVERSATIONS = 10_000
+SMALL_MESSAGES, SMALL_CONVERSATIONS = 10, 1000
+BIG_MESSAGES = 100_000
+MESSAGE_TEXT = "A benchmark message of about sixty characters, plain text."
+
+
+# --------------------------------------------------------------------------- build
+
+
+def _store_module(src: Path | None):
+    if src is not None:
+        sys.path.insert(0, str(src))
+    from airia_server.storage import sqlite as store_module
+
+    return store_module
+
+
+def schema_hash(src: Path | None) -> str:
+    mod = _store_module(src)
+    text = "".join(f"{v}{n}{sql}" for v, n, sql in mod.migrations())
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+class Ids:
+    """UUIDv7s (as airia_server.ids makes them) for synthetic creation times."""
+
+    def __init__(self) -> None:
+        self.counter = 0
+
+    def at(self, epoch_us: int) -> str:
+        ms = epoch_us // 1000
+        self.counter = (self.counter + 1) & 0xFFF
+        rand_b = random.getrandbits(62)
+        value = (ms << 80) | (0x7 << 76) | (self.counter << 64) | (0b10 << 62) | rand_b
+        return str(uuid.UUID(int=value))
+
+
+def _format_us(epoch_us: int) -> str:
+    from airia_server.timeutil import format_us
+
+    return format_us(epoch_us)
+
+
+CONV_SQL = (
+    "INSERT INTO conversations (id, tenant_id, user_id, title, deployment_id, "
+    "data_source_files, is_bookmarked, last_execution_status, last_execution_id, "
+    "message_count, last_sequence, created_at, updated_at, message_seq) "
+    "VALUES (?, ?, ?, ?, 'default', '{}', 0, NULL, NULL, ?, ?, ?, ?, ?)"
+)
+PART_SQL = (
+    "INSERT INTO conversation_participants (conversation_id, user_id, id, tenant_id, "
+    "role, shared_at, shared_by_user_id) VALUES (?, ?, ?, ?, 'Owner', ?, ?)"
+)
+MSG_SQL = (
+    "INSERT INTO messages (id, conversation_id, position, user_id, role, message, images, "
+    "image_attachment_ids, created_at, updated_at) VALUES (?, ?, ?, ?, 'user', ?, NULL, NULL, ?, ?)"
+)
+EVENT_SQL = (
+    "INSERT INTO conversation_events (conversation_id, sequence, type, data, created_at) "
+    "VALUES (?, ?, 'message.created', ?, ?)"
+)
+
+
+def build(path: Path, kind: str, src: Path | None, batch: int = 50_000) -> float:
+    """Build database `kind` ("10000", "1000000" or "messages") at `path`; seconds taken."""
+    import msgspec
+
+    mod = _store_module(src)
+    started = time.monotonic()
+    tmp = path.with_suffix(".building")
+    for leftover in path.parent.glob(tmp.name + "*"):
+        leftover.unlink()
+    mod.SqliteStore(tmp)._migrate()  # the server's own schema, exactly
+    conn = sqlite3.connect(tmp, isolation_level=None)
+    conn.execute("PRAGMA synchronous = OFF")
+    conn.execute("PRAGMA cache_size = -262144")  # 256 MiB
+    ids = Ids()
+    encode = msgspec.json.encode
+    t0 = (time.time_ns() // 1000) - 365 * 86400 * 1_000_000  # a year ago
+
+    def conversations(count: int, owner_of, messages: int = 0, start_us: int = t0, step=1000):
+        """Rows of `count` conversations; yields (conv, part, [msgs], [events])."""
+        for i in range(count):
+            created = start_us + i * step
+            cid = ids.at(created)
+            user = owner_of(i)
+            ts = _format_us(created)
+            msgs, events = [], []
+            last_ts = ts
+            for pos in range(1, messages + 1):
+                mt_us = created + pos * 10
+                mt = _format_us(mt_us)
+                mid = ids.at(mt_us)
+                text = f"{MESSAGE_TEXT} #{pos}"
+                msgs.append((mid, cid, pos, user, text, mt, mt))
+                snapshot = {
+                    "id": mid,
+                    "conversationId": cid,
+                    "message": text,
+                    "role": "user",
+                    "images": None,
+                    "imageAttachmentIds": None,
+                    "createdAt": mt,
+                    "updatedAt": mt,
+                    "userId": user,
+                }
+                events.append((cid, pos, encode(snapshot).decode(), mt))
+                last_ts = mt
+            conv = (
+                cid,
+                TENANT,
+                user,
+                f"Conversation {i}",
+                messages,
+                messages,
+                ts,
+                last_ts,
+                messages,
+            )
+            part = (cid, user, ids.at(created), TENANT, ts, user)
+            yield conv, part, msgs, events
+
+    def insert(rows) -> None:
+        buf: dict[str, list] = {"c": [], "p": [], "m": [], "e": []}
+
+        def flush() -> None:
+            conn.execute("BEGIN")
+            conn.executemany(CONV_SQL, buf["c"])
+            conn.executemany(PART_SQL, buf["p"])
+            conn.executemany(MSG_SQL, buf["m"])
+            conn.executemany(EVENT_SQL, buf["e"])
+            conn.execute("COMMIT")
+            for v in buf.values():
+                v.clear()
+
+        for conv, part, msgs, events in rows:
+            buf["c"].append(conv)
+            buf["p"].append(part)
+            buf["m"] += msgs
+            buf["e"] += events
+            if len(buf["c"]) + len(buf["m"]) >= batch:
+                flush()
+        flush()
+
+    if kind == "messages":
+        insert(conversations(SMALL_CONVERSATIONS, lambda i: "msg-user", SMALL_MESSAGES))
+        insert(conversations(1, lambda i: "msg-user", BIG_MESSAGES, start_us=t0 + 10**9))
+    else:
+        n = int(kind)
+        others = n - FEED_CONVERSATIONS
+
+        # Interleave the feed user's conversations with everyone else's over time.
+        def owner(i: int) -> str:
+            if others <= 0 or i % (n // FEED_CONVERSATIONS) == 0:
+                return FEED_USER
+            return f"user-{i % 10_000}"
+
+        insert(conversations(n, owner, step=max(1, 30 * 86400 * 1_000_000 // n)))
+        count = conn.execute(
+            "SELECT count(*) FROM conversation_participants WHERE user_id = ?", (FEED_USER,)
+        ).fetchone()[0]
+        if count != FEED_CONVERSATIONS:
+            raise RuntimeError(f"{FEED_USER} got {count} conversations, not {FEED_CONVERSATIONS}")
+    conn.execute("ANALYZE")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    os.replace(tmp, path)
+    for suffix in ("-wal", "-shm"):
+        leftover = Path(str(tmp) + suffix)
+        if leftover.exists():
+            leftover.unlink()
+    return time.monotonic() - started
+
+
+def database(kind: str, src: Path | None) -> tuple[Path, float | None]:
+    """The pristine database of `kind`, built when missing; (path, build seconds or None)."""
+    DATA.mkdir(parents=True, exist_ok=True)
+    path = DATA / f"scale-{kind}-{schema_hash(src)}.db"
+    if path.exists():
+        return path, None
+    print(f"   building {path.name} …", file=sys.stderr)
+    took = build(path, kind, src)
+    print(
+        f"   built {path.name} in {took:.0f} s ({path.stat().st_size >> 20} MiB)", file=sys.stderr
+    )
+    return path, took
+
+
+# --------------------------------------------------------------------------- measure
+
+
+@dataclass
+class Point:
+    group: str
+    """What varies: "conversations", "messages", "feed page", "message page"."""
+    operation: str
+    size: str
+    size_value: float
+    rps: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    requests: int = 0
+    connections: int = 0
+    cpu_others: float | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+class Runner:
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.api_key = "bench-" + secrets.token_hex(24)
+        self.server_cpu = args.server_cpu if args.pinned else None
+        self.wrk_cpu = args.wrk_cpu if args.pinned else None
+        self.headers = {"X-API-KEY": self.api_key}
+
+    def server(self, pristine: Path, name: str) -> servers.Server:
+        copy = self.workdir / f"{name}.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(copy) + suffix).unlink(missing_ok=True)
+        shutil.copyfile(pristine, copy)
+        srv = servers.airia_server(
+            self.workdir,
+            self.server_cpu,
+            self.api_key,
+            name=name,
+            src=self.args.src,
+            database_url=f"sqlite:///{copy}",
+        )
+        return srv.start(timeout_s=120)
+
+    def wrk(
+        self,
+        srv: servers.Server,
+        point: Point,
+        *,
+        path: str = "/",
+        script: Path | None = None,
+        post: bool = False,
+        connections: int | None = None,
+        timeout_s: int = 10,
+    ) -> Point:
+        opts = wrk.WrkOptions(
+            threads=1,
+            connections=connections or self.args.connections,
+            cpu=self.wrk_cpu,
+            timeout_s=timeout_s,
+        )
+        point.connections = opts.connections
+        headers = {**self.headers, **({"Content-Type": "application/json"} if post else {})}
+        try:
+            if self.args.warmup > 0:
+                wrk.run(srv.base_url + path, self.args.warmup, opts, script=script, headers=headers)
+            before = servers.cpu_sample(self.server_cpu, srv.proc.pid)
+            r = wrk.run(
+                srv.base_url + path, self.args.duration, opts, script=script, headers=headers
+            )
+            shares = servers.cpu_shares(before, servers.cpu_sample(self.server_cpu, srv.proc.pid))
+            point.cpu_others = shares["others"] if shares else None
+            point.rps, point.p50_ms, point.p99_ms, point.requests = (
+                r.rps,
+                r.p50_ms,
+                r.p99_ms,
+                r.requests,
+            )
+            if r.non_2xx:
+                point.errors.append(f"{r.non_2xx} non-2xx of {r.requests}")
+            if r.total_socket_errors:
+                point.errors.append(f"socket errors {r.socket_errors}")
+        except wrk.WrkError as exc:
+            point.errors.append(str(exc)[:300])
+        print(
+            f"   {point.operation} @ {point.size}: {point.rps:,.1f} req/s p50 {point.p50_ms:.2f} ms"
+            + (f" ERRORS {point.errors}" if point.errors else ""),
+            file=sys.stderr,
+        )
+        return point
+
+    def ids_script(self, name: str, ids: list[str], lua: str, **params) -> Path:
+        ids_file = self.workdir / f"{name}.ids"
+        ids_file.write_text("\n".join(ids) + "\n")
+        return wrk.render_script(
+            [bench_run.LUA / "common.lua", bench_run.LUA / lua],
+            self.workdir / f"{name}.lua",
+            ids_file=str(ids_file),
+            threads=1,
+            **params,
+        )
+
+    def conversations(self, kind: str, pristine: Path) -> list[Point]:
+        n = int(kind)
+        label = f"{n:,}"
+        conn = sqlite3.connect(pristine)
+        sample = [
+            row[0]
+            for row in conn.execute(
+                "SELECT id FROM conversations ORDER BY random() LIMIT 1000"
+            ).fetchall()
+        ]
+        conn.close()
+        points = []
+        srv = self.server(pristine, f"scale-{kind}")
+        try:
+            get = self.ids_script(f"get-{kind}", sample, "get_by_id.lua")
+            points.append(self.wrk(srv, Point("conversations", "GET by id", label, n), script=get))
+            feed = "/v1/Conversations/feed?userId=feed-user&PageSize=20&PageNumber="
+            last = FEED_CONVERSATIONS // 20
+            points.append(
+                self.wrk(
+                    srv, Point("feed page", f"feed, {label} in db", "page 1", 1), path=feed + "1"
+                )
+            )
+            points.append(
+                self.wrk(
+                    srv,
+                    Point("feed page", f"feed, {label} in db", f"page {last}", last),
+                    path=feed + str(last),
+                )
+            )
+            append = self.ids_script(
+                f"append-{kind}", sample, "post_messages.lua", body=bench_run.MESSAGE_BODY
+            )
+            points.append(
+                self.wrk(
+                    srv,
+                    Point("conversations", "append message", label, n),
+                    script=append,
+                    post=True,
+                )
+            )
+        finally:
+            srv.stop()
+            self.check_log(srv, points)
+        return points
+
+    def messages(self, pristine: Path) -> list[Point]:
+        conn = sqlite3.connect(pristine)
+        small = [
+            r[0]
+            for r in conn.execute(
+                "SELECT id FROM conversations WHERE message_count = ?", (SMALL_MESSAGES,)
+            )
+        ]
+        big = conn.execute(
+            "SELECT id FROM conversations WHERE message_count = ?", (BIG_MESSAGES,)
+        ).fetchone()[0]
+        conn.close()
+        points: list[Point] = []
+        srv = self.server(pristine, "scale-messages")
+        try:
+            base = f"/v1/Conversations/{big}/messages?limit=50"
+            # Follow nextCursor from the first page to the last.
+            with httpx.Client(base_url=srv.base_url, headers=self.headers, timeout=60) as c:
+                cursor, pages = None, 0
+                while True:
+                    r = c.get(base + (f"&cursor={cursor}" if cursor else ""))
+                    r.raise_for_status()
+                    pages += 1
+                    nxt = r.json()["nextCursor"]
+                    if nxt is None:
+                        break
+                    cursor = nxt
+            size = f"{BIG_MESSAGES:,} messages"
+            points.append(
+                self.wrk(
+                    srv,
+                    Point("message page", "messages, newest page (order=desc)", size, 1),
+                    path=base + "&order=desc",
+                )
+            )
+            points.append(
+                self.wrk(
+                    srv,
+                    Point("message page", "messages, first page (asc)", size, 1),
+                    path=base,
+                )
+            )
+            points.append(
+                self.wrk(
+                    srv,
+                    Point(
+                        "message page", f"messages, last page (cursor, page {pages})", size, pages
+                    ),
+                    path=base + f"&cursor={cursor}",
+                )
+            )
+            get_small = self.ids_script("get-small", small, "get_by_id.lua")
+            points.append(
+                self.wrk(
+                    srv,
+                    Point(
+                        "messages", "GET by id (all messages)", f"{SMALL_MESSAGES}", SMALL_MESSAGES
+                    ),
+                    script=get_small,
+                )
+            )
+            points.append(
+                self.wrk(
+                    srv,
+                    Point(
+                        "messages", "GET by id (all messages)", f"{BIG_MESSAGES:,}", BIG_MESSAGES
+                    ),
+                    path=f"/v1/Conversations/{big}",
+                    connections=1,
+                    timeout_s=60,
+                )
+            )
+            append_small = self.ids_script(
+                "append-small", small, "post_messages.lua", body=bench_run.MESSAGE_BODY
+            )
+            points.append(
+                self.wrk(
+                    srv,
+                    Point("messages", "append message", f"{SMALL_MESSAGES}", SMALL_MESSAGES),
+                    script=append_small,
+                    post=True,
+                )
+            )
+            append_big = self.ids_script(
+                "append-big", [big], "post_messages.lua", body=bench_run.MESSAGE_BODY
+            )
+            points.append(
+                self.wrk(
+                    srv,
+                    Point("messages", "append message", f"{BIG_MESSAGES:,}", BIG_MESSAGES),
+                    script=append_big,
+                    post=True,
+                )
+            )
+        finally:
+            srv.stop()
+            self.check_log(srv, points)
+        return points
+
+    def check_log(self, srv: servers.Server, points: list[Point]) -> None:
+        summary = servers.summarize_log(srv.log_path)
+        bad = summary.levels.get("error", 0) + summary.levels.get("critical", 0)
+        if bad and points:
+            points[-1].errors.append(f"{bad} error lines in {srv.log_path}: {summary.notable[:2]}")
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def fmt(ms: float) -> str:
+    return f"{ms * 1000:.0f} µs" if ms < 1 else f"{ms:,.2f} ms"
+
+
+def markdown(points: list[Point]) -> str:
+    rows = [
+        "| operation | size | req/s | p50 | p99 | vs smallest | wrk -c |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    first: dict[str, float] = {}
+    for p in points:
+        key = f"{p.group}/{p.operation}" if p.group != "message page" else p.group
+        base = first.setdefault(key, p.rps)
+        ratio = f"{p.rps / base:.2f}x" if base and not p.errors else "—"
+        rows.append(
+            f"| {p.operation} | {p.size} | {p.rps:,.1f} | {fmt(p.p50_ms)} | {fmt(p.p99_ms)} | "
+            f"{ratio} | {p.connections} |" + (f" ERROR: {'; '.join(p.errors)}" if p.errors else "")
+        )
+    return "\n".join(rows)
+
+
+def plot(points: list[Point], out: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("scale: matplotlib is not installed; no plot", file=sys.stderr)
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    for ax, group, xlabel in (
+        (axes[0], "conversations", "conversations in the database"),
+        (axes[1], "messages", "messages in the conversation"),
+    ):
+        ops: dict[str, list[Point]] = {}
+        for p in points:
+            if p.group == group and not p.errors:
+                ops.setdefault(p.operation, []).append(p)
+        for op, ps in ops.items():
+            ax.plot([p.size_value for p in ps], [p.rps for p in ps], marker="o", label=op)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("req/s (log)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    pages = [p for p in points if p.group in ("feed page", "message page") and not p.errors]
+    ax = axes[2]
+    labels = [f"{p.operation}\n{p.size}" for p in pages]
+    ax.barh(range(len(pages)), [p.rps for p in pages])
+    ax.set_yticks(range(len(pages)), labels, fontsize=7)
+    ax.set_xlabel("req/s")
+    ax.set_title("first vs last page")
+    ax.invert_yaxis()
+    axes[0].set_title("cost against conversations")
+    axes[1].set_title("cost against messages in one conversation")
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--sizes", nargs="+", default=["10000", "1000000"], help="conversation counts")
+    p.add_argument("--no-messages", action="store_true", help="skip the messages database")
+    p.add_argument("--duration", type=float, default=5, help="seconds measured per point")
+    p.add_argument("--warmup", type=float, default=1)
+    p.add_argument("--connections", type=int, default=32)
+    p.add_argument("--server-cpu", type=int, default=0)
+    p.add_argument("--wrk-cpu", type=int, default=1)
+    p.add_argument("--no-pin", action="store_true")
+    p.add_argument("--build-only", action="store_true", help="build the databases and stop")
+    p.add_argument("--publish", action="store_true", help="copy the table and plot to bench/plots/")
+    p.add_argument("--src", type=Path, help="import airia_server from DIR (see run.py)")
+    args = p.parse_args(argv)
+    args.pinned = not args.no_pin and (os.cpu_count() or 1) > 1 and shutil.which("taskset")
+    try:
+        wrk.wrk_binary()
+    except wrk.WrkError as exc:
+        print(f"scale: {exc}", file=sys.stderr)
+        return 2
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    load_start = bench_run.loadavg()
+    kinds = list(args.sizes) + ([] if args.no_messages else ["messages"])
+    dbs, builds = {}, {}
+    for kind in kinds:
+        dbs[kind], took = database(kind, args.src)
+        if took is not None:
+            builds[kind] = round(took, 1)
+    if args.build_only:
+        return 0
+    workdir = Path(tempfile.mkdtemp(prefix="airia-scale-"))
+    points: list[Point] = []
+    try:
+        runner = Runner(args, workdir)
+        for kind in args.sizes:
+            print(f"== {kind} conversations", file=sys.stderr)
+            points += runner.conversations(kind, dbs[kind])
+        if "messages" in dbs:
+            print("== messages", file=sys.stderr)
+            points += runner.messages(dbs["messages"])
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    order = {"conversations": 0, "messages": 1, "feed page": 2, "message page": 3}
+    points.sort(key=lambda p: (order[p.group], p.operation, p.size_value))
+    busy = [f"{p.operation} @ {p.size}" for p in points if (p.cpu_others or 0) > 0.05]
+    head = (
+        f"Scale benchmark on {started} ({os.cpu_count()} CPUs, "
+        f"server on CPU {args.server_cpu if args.pinned else '-'}, "
+        f"wrk on CPU {args.wrk_cpu if args.pinned else '-'}, {args.warmup:g}s warm-up + "
+        f"{args.duration:g}s per point); load average {load_start} at start, "
+        f"{bench_run.loadavg()} at end."
+    )
+    text = head + "\n\n" + markdown(points) + "\n"
+    if busy:
+        text += (
+            "\nOther work took over 5% of the server CPU during: "
+            + ", ".join(busy)
+            + "; those figures are unreliable.\n"
+        )
+    if builds:
+        text += f"\nBuilt this run (seconds): {builds}.\n"
+    print(text)
+    bench_run.RESULTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    png = plot(points, bench_run.RESULTS / f"scale-{stamp}.png")
+    payload = {
+        "started": started,
+        "loadavg_start": load_start,
+        "databases": {k: str(v) for k, v in dbs.items()},
+        "builds_s": builds,
+        "points": [asdict(p) for p in points],
+    }
+    (bench_run.RESULTS / f"scale-{stamp}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (bench_run.RESULTS / "scale-latest.md").write_text(text)
+    if png is not None:
+        shutil.copyfile(png, bench_run.RESULTS / "scale-latest.png")
+    if args.publish:
+        PLOTS.mkdir(exist_ok=True)
+        (PLOTS / "scale.md").write_text(text)
+        if png is not None:
+            shutil.copyfile(png, PLOTS / "scale.png")
+    return 1 if any(p.errors for p in points) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
