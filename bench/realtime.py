@@ -59,9 +59,11 @@ def _raise_nofile() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def client_main(url: str, count: int, cpu: int | None, out: mp.Queue) -> None:
-    """Open `count` sockets on `url`; report ready; for every "rt <i>" message, once
-    all sockets have it, report (i, receipt times); exit on "rt stop"."""
+def client_main(url: str, count: int, cpu: int | None, out: mp.Queue, deflate: bool) -> None:
+    """Open `count` sockets on `url` (offering permessage-deflate when `deflate`);
+    report ready; for every "rt <i>" message, once all sockets have it, report
+    (i, receipt times); exit on "rt stop"."""
+    deflate_offer = deflate
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
     _raise_nofile()
@@ -73,12 +75,19 @@ def client_main(url: str, count: int, cpu: int | None, out: mp.Queue) -> None:
         sem = asyncio.Semaphore(64)
         errors: list[str] = []
         deflate = None
+        offer = deflate_offer
 
         async def open_one() -> None:
             nonlocal deflate
             async with sem:
                 try:
-                    ws = await connect(url, ping_interval=None, open_timeout=60, max_queue=None)
+                    ws = await connect(
+                        url,
+                        ping_interval=None,
+                        open_timeout=60,
+                        max_queue=None,
+                        compression="deflate" if offer else None,
+                    )
                 except Exception as exc:
                     errors.append(f"{type(exc).__name__}: {exc}"[:200])
                     return
@@ -133,14 +142,14 @@ def pct(values: list[float], p: float) -> float:
 class Subscribers:
     """Client processes holding `count` sockets on one conversation."""
 
-    def __init__(self, url: str, count: int, cpu: int | None) -> None:
+    def __init__(self, url: str, count: int, cpu: int | None, deflate: bool = True) -> None:
         self.ctx = mp.get_context("spawn")
         self.out = self.ctx.Queue()
         shares = [PER_PROCESS] * (count // PER_PROCESS)
         if count % PER_PROCESS:
             shares.append(count % PER_PROCESS)
         self.procs = [
-            self.ctx.Process(target=client_main, args=(url, n, cpu, self.out), daemon=True)
+            self.ctx.Process(target=client_main, args=(url, n, cpu, self.out, deflate), daemon=True)
             for n in shares
         ]
         self.count = count
@@ -293,9 +302,9 @@ def run(
             srv.stop()
             _log_errors(srv, errors)
 
-        for n in idle:
-            srv = start_server(ctx, f"airia-realtime-{n}")
-            row = {"sockets": n}
+        for n, offer in [(n, True) for n in idle] + [(n, False) for n in idle]:
+            srv = start_server(ctx, f"airia-realtime-{n}-{'deflate' if offer else 'plain'}")
+            row = {"sockets": n, "offered_deflate": offer}
             try:
                 co = Coordinator(srv.base_url, ctx.api_key)
                 cid, url = co.conversation()
@@ -308,7 +317,7 @@ def run(
                     co.http.get(f"/v1/Conversations/{cid}")
                 time.sleep(1.0)
                 row["rss_before_kib"] = servers.rss_kib(srv.proc.pid)
-                subs = Subscribers(url, n, client_cpu)
+                subs = Subscribers(url, n, client_cpu, deflate=offer)
                 t = time.perf_counter()
                 opened = subs.open(timeout_s=600)
                 row["open_s"] = time.perf_counter() - t
@@ -334,7 +343,7 @@ def run(
             if "error" in row:
                 errors.append(f"memory with {n}: {row['error']}")
             memory.append(row)
-            print(f"   idle {n}: {_short(row)}", file=sys.stderr)
+            print(f"   idle {n} (deflate offered: {offer}): {_short(row)}", file=sys.stderr)
     finally:
         os.sched_setaffinity(0, old_affinity)
     result = {"delivery": delivery, "memory": memory, "errors": errors}
@@ -390,26 +399,36 @@ def markdown(result: dict) -> str:
         rows.append(line(f"POST → {r['sockets']:,} socket(s)", r, r["sockets"]))
     for r in result["memory"]:
         if "delivery" in r:
-            rows.append(line(f"POST → {r['sockets']:,} sockets", r["delivery"], r["sockets"]))
+            how = "deflate" if r.get("deflate") else "no compression"
+            rows.append(
+                line(f"POST → {r['sockets']:,} sockets ({how})", r["delivery"], r["sockets"])
+            )
     rows += [
         "",
-        "| idle sockets | opened | RSS before | RSS after | per socket | target | pass? |",
-        "|---:|---:|---:|---:|---:|---|---|",
+        "| idle sockets | compression | opened | RSS before | RSS after | per socket | target"
+        " | pass? |",
+        "|---:|---|---:|---:|---:|---:|---|---|",
     ]
     for r in result["memory"]:
+        how = {True: "permessage-deflate", False: "none", None: "?"}[r.get("deflate")]
         if "kib_per_socket" not in r:
-            rows.append(f"| {r['sockets']:,} | — | — | — | — | < 50 KiB | ERROR |")
+            rows.append(f"| {r['sockets']:,} | {how} | — | — | — | — | < 50 KiB | ERROR |")
             continue
         verdict = "yes" if r["kib_per_socket"] < MEMORY_TARGET_KIB else "MISSED"
         rows.append(
-            f"| {r['sockets']:,} | {r['opened']:,} in {r['open_s']:.0f} s | "
+            f"| {r['sockets']:,} | {how} | {r['opened']:,} in {r['open_s']:.0f} s | "
             f"{r['rss_before_kib'] / 1024:.0f} MiB | {r['rss_after_kib'] / 1024:.0f} MiB | "
             f"{r['kib_per_socket']:.1f} KiB | < {MEMORY_TARGET_KIB:g} KiB | {verdict} |"
         )
     notes = []
-    deflate = {r.get("deflate") for r in result["delivery"] + result["memory"]} - {None}
+    deflate = {r.get("deflate") for r in result["delivery"]} - {None}
     if deflate:
-        notes.append("permessage-deflate negotiated: " + ("yes" if True in deflate else "no") + ".")
+        notes.append(
+            "Delivery rows for 1 to 1,000 sockets: the clients offered permessage-deflate (as"
+            " browsers do) and the server "
+            + ("took it" if True in deflate else "declined it")
+            + "."
+        )
     busy = [
         f"{r['sockets']} ({r['cpu']['others']:.0%} of the server CPU)"
         for r in result["delivery"]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import math
 import os
@@ -184,6 +185,14 @@ class WrkScenario(Scenario):
     path = "/"
     expected_status = 200
     """When >= 400, every answer must be non-2xx instead (an error-path benchmark)."""
+    timeout_s: int | None = None
+    """wrk's per-request timeout when not the default (slow operations: a timed-out
+    request is a socket error, which fails the run instead of measuring it)."""
+
+    def options(self, ctx: Context) -> wrk.WrkOptions:
+        if self.timeout_s is None:
+            return ctx.wrk_options
+        return dataclasses.replace(ctx.wrk_options, timeout_s=self.timeout_s)
 
     def script(self, ctx: Context, phase: str) -> Path | None:
         """The Lua script for `phase` ("warmup" or "measure"); None for a plain GET."""
@@ -197,7 +206,7 @@ class WrkScenario(Scenario):
         return wrk.run(
             ctx.server.base_url + self.path,
             seconds,
-            ctx.wrk_options,
+            self.options(ctx),
             script=self.script(ctx, phase),
             headers=ctx.headers if self.server != HELLO else None,
         )
@@ -590,6 +599,7 @@ class Feed(WrkScenario):
     name = "feed"
     label = "GET …/feed, page 1 of 20, user with 10,000"
     target_ratio = 0.20
+    timeout_s = 60
     user = "feed-user"
     conversations = 10_000
     page = 1
