@@ -19,7 +19,9 @@ from starlette.routing import Route
 from airia_server.api.bodies import read_json, stream_body
 from airia_server.api.common import json_response
 from airia_server.api.deps import current_principal, services
+from airia_server.api.idempotency import run_once
 from airia_server.api.schemas import Attachment, Base64UploadRequest
+from airia_server.domain.auth import Principal
 from airia_server.errors import (
     AppError,
     BadRequest,
@@ -195,16 +197,15 @@ async def upload_multipart(request: Request) -> Response:
     except Exception as exc:  # a malformed body, or the client went away half way
         staged.discard()
         raise BadRequest("Malformed multipart body", str(exc)[:200]) from None
-    file_name = clean_file_name(form.file_name)
-    record = await svc.attachments.store_upload(
+    return await _keep(
+        request,
         principal,
         conversation_id,
         staged,
-        file_name=file_name,
-        content_type=clean_content_type(form.file_type, file_name),
-        source=source,
+        clean_file_name(form.file_name),
+        form.file_type,
+        source,
     )
-    return json_response(attachment_view(request, record))
 
 
 async def upload_base64(request: Request) -> Response:
@@ -234,16 +235,48 @@ async def upload_base64(request: Request) -> Response:
     except BaseException:
         staged.discard()
         raise
-    file_name = clean_file_name(body.file_name)
-    record = await svc.attachments.store_upload(
+    return await _keep(
+        request,
         principal,
         conversation_id,
         staged,
-        file_name=file_name,
-        content_type=clean_content_type(body.content_type, file_name),
-        source=body.source,
+        clean_file_name(body.file_name),
+        body.content_type,
+        body.source,
     )
-    return json_response(attachment_view(request, record))
+
+
+async def _keep(
+    request: Request,
+    principal: Principal,
+    conversation_id: str,
+    staged: StagedUpload,
+    file_name: str,
+    content_type: str | None,
+    source: str,
+) -> Response:
+    """Store a received upload, once per Idempotency-Key, and describe it."""
+    svc = services(request)
+    content_type = clean_content_type(content_type, file_name)
+    fingerprint = "\0".join(
+        (staged.sha256(), str(staged.size), file_name, content_type, source)
+    ).encode()
+
+    async def produce() -> Response:
+        record = await svc.attachments.store_upload(
+            principal,
+            conversation_id,
+            staged,
+            file_name=file_name,
+            content_type=content_type,
+            source=source,
+        )
+        return json_response(attachment_view(request, record))
+
+    try:
+        return await run_once(request, principal, fingerprint, produce)
+    finally:
+        staged.discard()  # a replay never used it; a store consumed it already
 
 
 async def list_attachments(request: Request) -> Response:

@@ -20,7 +20,7 @@ from airia_server.errors import (
 
 T = TypeVar("T")
 
-_AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_AT = re.compile(r" - at (?:`key` in )?`\$(?P<path>[^`]*)`$")
 _MISSING = re.compile(r"missing required field `(?P<field>[^`]+)`")
 
 
@@ -80,7 +80,7 @@ def _refuse_nul(text: str) -> None:
     """No database stores a NUL inside text (PostgreSQL refuses it): say so up front."""
     try:
         value = msgspec.json.decode(text)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return  # the typed decode reports the malformed JSON
     if _has_nul(value):
         raise ValidationFailed(
@@ -133,3 +133,7 @@ async def read_json(request: Request, decoder: msgspec.json.Decoder[T], limit: i
         raise ValidationFailed(message, text, errors=errors) from exc
     except msgspec.DecodeError as exc:
         raise BadRequest("Malformed JSON", f"The request body is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise BadRequest(
+            "JSON nested too deeply", "The request body nests arrays or objects too deeply"
+        ) from None

@@ -209,8 +209,8 @@ async def _on_client_frame(websocket: WebSocket, svc: Services, conn: _Connectio
         if len(text) > _MAX_CLIENT_FRAME:
             raise ValueError("frame too large")
         signal = _decode_signal(text)
-    except (msgspec.DecodeError, ValueError) as exc:
-        error = f"invalid frame: {exc}"
+    except (msgspec.DecodeError, ValueError, RecursionError) as exc:
+        error = f"invalid frame: {type(exc).__name__}"
     else:
         data: dict[str, Any]
         if signal.type == "typing" and signal.is_typing is not None:
