@@ -77,6 +77,9 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     max_header_bytes: int = Field(16 * 1024, ge=1024)
+    header_read_timeout_seconds: float = Field(10.0, gt=0)
+    """A connection that does not finish sending a request's headers this long after it
+    opens, or after the request began, gets 408 and is closed."""
     body_read_timeout_seconds: float = Field(30.0, gt=0)
     """A client that sends nothing of its body for this long gets 408."""
     rate_limit_per_key: int = Field(0, ge=0)

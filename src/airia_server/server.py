@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from airia_server.app import AiriaApp, create_app
 from airia_server.config import Settings
@@ -29,6 +31,66 @@ class GracefulServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+_SLOW_HEAD_BODY = (
+    b'{"type":"about:blank","title":"Request Timeout","status":408,'
+    b'"detail":"The request headers did not arrive in time",'
+    b'"message":"Request headers too slow"}'
+)
+_SLOW_HEAD = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/problem+json\r\n"
+    b"connection: close\r\ncontent-length: "
+    + str(len(_SLOW_HEAD_BODY)).encode()
+    + b"\r\n\r\n"
+    + _SLOW_HEAD_BODY
+)
+
+
+class HeadTimeoutProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol, with a deadline for each request's head (request line and
+    headers): a client that trickles them in (slowloris) gets 408 and is disconnected
+    instead of holding a connection for ever. Bodies have their own timeout (bodies.py).
+
+    A class at module level, so worker processes can import it; `timeout` is set from
+    the settings before serving (and read from the environment in workers)."""
+
+    timeout = float(os.environ.get("AIRIA_HEADER_READ_TIMEOUT_SECONDS") or 10.0)
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._head_timer = self.loop.call_later(self.timeout, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _too_slow(self) -> None:
+        self._head_timer = None
+        # Only between requests or inside a head: never while a response is going out.
+        if (self.cycle is None or self.cycle.response_complete) and not (
+            self.transport.is_closing()
+        ):
+            self.transport.write(_SLOW_HEAD)
+            self.transport.close()
+
+
 def _options(settings: Settings) -> dict[str, Any]:
     return dict(
         host=settings.host,
@@ -36,7 +98,7 @@ def _options(settings: Settings) -> dict[str, Any]:
         log_config=None,
         access_log=False,
         loop="uvloop",
-        http="httptools",
+        http=HeadTimeoutProtocol,
         ws="websockets-sansio",
         ws_ping_interval=settings.ws_heartbeat_seconds,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
@@ -45,6 +107,8 @@ def _options(settings: Settings) -> dict[str, Any]:
 
 
 def serve(settings: Settings, workers: int = 1, overrides: dict[str, Any] | None = None) -> None:
+    HeadTimeoutProtocol.timeout = settings.header_read_timeout_seconds
+    os.environ["AIRIA_HEADER_READ_TIMEOUT_SECONDS"] = str(settings.header_read_timeout_seconds)
     options = _options(settings)
     if workers > 1:
         # Each worker process builds its own app from the environment.

@@ -1,0 +1,73 @@
+"""Slow clients: a request head that trickles in gets 408 and the connection closes."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .support import clean_env, free_port, server_command, stop_process, wait_healthy
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def port(tmp_path: Path) -> Iterator[int]:
+    port = free_port()
+    env = clean_env(
+        AIRIA_DATABASE_URL=f"sqlite:///{tmp_path / 'slow.db'}",
+        AIRIA_BLOB_DIR=str(tmp_path / "blobs"),
+        AIRIA_HEADER_READ_TIMEOUT_SECONDS="1",
+    )
+    stderr_path = tmp_path / "server.stderr"
+    with open(stderr_path, "wb") as stderr:
+        proc = subprocess.Popen(
+            server_command("serve", "--host", "127.0.0.1", "--port", str(port)),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        wait_healthy(proc, f"http://127.0.0.1:{port}", stderr_path)
+        yield port
+    finally:
+        stop_process(proc)
+
+
+def read_all(sock: socket.socket) -> bytes:
+    sock.settimeout(10)
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    return data
+
+
+def test_a_trickling_head_gets_408_and_a_closed_connection(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never the blank line
+        started = time.monotonic()
+        answer = read_all(sock)  # ends when the server closes
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408"), answer
+    assert b"application/problem+json" in head
+    assert json.loads(body)["status"] == 408
+    assert time.monotonic() - started < 8
+
+
+def test_a_silent_connection_is_closed_too(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        assert read_all(sock).startswith(b"HTTP/1.1 408")
+
+
+def test_a_prompt_client_may_pause_between_requests(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        for _ in range(2):
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.settimeout(5)
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+            time.sleep(1.5)  # longer than the head timeout, within keep-alive
