@@ -29,9 +29,15 @@ from airia_server.storage.base import (
     FeedQuery,
     conversation_snapshot,
 )
+from airia_server.storage.feed_sql import FeedSql
 from airia_server.storage.postgres_attachments import AttachmentsMixin
 from airia_server.storage.postgres_housekeeping import IdempotencyMixin, LifecycleMixin
-from airia_server.storage.postgres_messages import MessagesMixin, append, as_text
+from airia_server.storage.postgres_messages import (
+    MessagesMixin,
+    append,
+    as_text,
+    touch_participants,
+)
 from airia_server.storage.rows import (
     API_KEY_COLUMNS,
     CONVERSATION_COLUMNS,
@@ -196,8 +202,8 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
             f"WITH c AS (INSERT INTO conversations ({CONVERSATION_COLUMNS}) "
             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id) "
             "INSERT INTO conversation_participants (conversation_id, user_id, id, tenant_id, "
-            "role, shared_at, shared_by_user_id) SELECT c.id, $3, $14, $2, 'Owner', $12, $3 "
-            "FROM c",
+            "role, shared_at, shared_by_user_id, conv_updated_at, conv_created_at) "
+            "SELECT c.id, $3, $14, $2, 'Owner', $12, $3, $13, $12 FROM c",
             record.id,
             record.tenant_id,
             record.user_id,
@@ -259,6 +265,7 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
             if row is None:
                 return None
             record = conversation_row(row)
+            await touch_participants(conn, record.id, updated_at)
             event = EventRecord(
                 conversation_id=record.id,
                 sequence=record.last_sequence,
@@ -294,42 +301,10 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
         )
 
     async def feed(self, query: FeedQuery) -> FeedPage:
-        column = "c." + _SORT_COLUMNS[query.sort_by]
-        direction = "DESC" if query.descending else "ASC"
-        params: list[Any] = [query.tenant_id]
-        if query.user_id is not None:
-            params.append(query.user_id)
-            source = "conversation_participants p JOIN conversations c ON c.id = p.conversation_id"
-            where = ["p.tenant_id = $1", "p.user_id = $2"]
-            reader = "$2"
-        else:
-            source = "conversations c"
-            where = ["c.tenant_id = $1"]
-            reader = "c.user_id"
-        if query.title_filter:
-            escaped = (
-                query.title_filter.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            )
-            params.append(f"%{escaped}%")
-            where.append(f"c.title ILIKE ${len(params)}")
-        clause = " AND ".join(where)
-        cols = ", ".join("c." + name.strip() for name in CONVERSATION_COLUMNS.split(","))
-        unread = (
-            "(SELECT count(*) FROM messages m WHERE m.conversation_id = c.id AND m.position > "
-            "coalesce((SELECT r.position FROM conversation_reads r WHERE r.conversation_id = c.id"
-            f" AND r.user_id = {reader}), 0))"
-        )
-        limit = len(params) + 1
+        sql = FeedSql(query, lambda n: f"${n}", postgres=True)
         async with self.pool.acquire() as conn:
-            total = await conn.fetchval(f"SELECT count(*) FROM {source} WHERE {clause}", *params)
-            rows = await conn.fetch(
-                f"SELECT {cols}, {unread} FROM {source} WHERE {clause} "
-                f"ORDER BY {column} {direction}, c.id {direction} "
-                f"LIMIT ${limit} OFFSET ${limit + 1}",
-                *params,
-                query.page_size,
-                (query.page_number - 1) * query.page_size,
-            )
+            total = await conn.fetchval(sql.count, *sql.count_params)
+            rows = await conn.fetch(sql.page, *sql.page_params)
         return FeedPage(
             items=[conversation_row(row) for row in rows],
             unread_counts=[row[13] for row in rows],

@@ -54,14 +54,27 @@ async def append(conn: asyncpg.Connection, event: EventRecord) -> None:
 
 
 async def _bump(conn, tenant_id: str, conversation_id: str, now: str, messages: int = 0):
-    return await conn.fetchrow(
+    row = await conn.fetchrow(
         "UPDATE conversations SET last_sequence = last_sequence + 1, updated_at = $1, "
         "message_seq = message_seq + greatest($2::bigint, 0), message_count = message_count + $2 "
-        "WHERE id = $3 AND tenant_id = $4 RETURNING last_sequence, message_seq, message_count",
+        "WHERE id = $3 AND tenant_id = $4 "
+        "RETURNING last_sequence, message_seq, message_count, created_at",
         now,
         messages,
         conversation_id,
         tenant_id,
+    )
+    if row is not None:
+        await touch_participants(conn, conversation_id, now)
+    return row
+
+
+async def touch_participants(conn, conversation_id: str, updated_at: str) -> None:
+    """Keep the feed's copy of the conversation's `updated_at` current."""
+    await conn.execute(
+        "UPDATE conversation_participants SET conv_updated_at = $1 WHERE conversation_id = $2",
+        updated_at,
+        conversation_id,
     )
 
 
@@ -83,7 +96,9 @@ class MessagesMixin:
             f"m AS (INSERT INTO messages ({MESSAGE_COLUMNS}) SELECT $4, $2, b.message_seq, $5, "
             "$6, $7, $8, $9, $1, $1 FROM b), "
             "e AS (INSERT INTO conversation_events (conversation_id, sequence, type, data, "
-            "created_at) SELECT $2, b.last_sequence, 'message.created', $10, $1 FROM b) "
+            "created_at) SELECT $2, b.last_sequence, 'message.created', $10, $1 FROM b), "
+            "p AS (UPDATE conversation_participants SET conv_updated_at = $1 "
+            "WHERE conversation_id = $2 AND EXISTS (SELECT 1 FROM b)) "
             "SELECT last_sequence, message_seq FROM b",
             record.created_at,
             record.conversation_id,
@@ -250,8 +265,9 @@ class MessagesMixin:
                         shared_by_user_id=shared_by,
                     )
                     await conn.execute(
-                        f"INSERT INTO conversation_participants ({PARTICIPANT_COLUMNS}) "
-                        "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                        f"INSERT INTO conversation_participants ({PARTICIPANT_COLUMNS}, "
+                        "conv_updated_at, conv_created_at) "
+                        "VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $8)",
                         record.id,
                         conversation_id,
                         tenant_id,
@@ -259,6 +275,7 @@ class MessagesMixin:
                         role,
                         now,
                         shared_by,
+                        bumped[3],
                     )
                     kind = "participant.added"
                 else:

@@ -23,6 +23,7 @@ from airia_server.storage.base import (
     FeedQuery,
     conversation_snapshot,
 )
+from airia_server.storage.feed_sql import FeedSql
 from airia_server.storage.rows import (
     API_KEY_COLUMNS,
     CONVERSATION_COLUMNS,
@@ -31,7 +32,7 @@ from airia_server.storage.rows import (
 )
 from airia_server.storage.sqlite_attachments import AttachmentsMixin
 from airia_server.storage.sqlite_housekeeping import IdempotencyMixin, LifecycleMixin
-from airia_server.storage.sqlite_messages import MessagesMixin, append_event
+from airia_server.storage.sqlite_messages import MessagesMixin, append_event, touch_participants
 from airia_server.storage.sqlite_writer import GroupCommitWriter
 
 _json_encode = msgspec.json.encode
@@ -75,8 +76,16 @@ def migrations() -> list[tuple[int, str, str]]:
 
 
 def _statements(sql: str) -> list[str]:
+    """The statements of a migration, whole: a trigger's body has semicolons of its own."""
     lines = [line for line in sql.splitlines() if not line.lstrip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+    statements, buffer = [], ""
+    for piece in "\n".join(lines).split(";"):
+        buffer += piece + ";"
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip(" \n;"):
+                statements.append(buffer.strip())
+            buffer = ""
+    return statements
 
 
 class SqliteStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, LifecycleMixin):
@@ -263,7 +272,8 @@ class SqliteStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, LifecycleMi
             )
             conn.execute(
                 "INSERT INTO conversation_participants (conversation_id, user_id, id, tenant_id, "
-                "role, shared_at, shared_by_user_id) VALUES (?, ?, ?, ?, 'Owner', ?, ?)",
+                "role, shared_at, shared_by_user_id, conv_updated_at, conv_created_at) "
+                "VALUES (?, ?, ?, ?, 'Owner', ?, ?, ?, ?)",
                 (
                     record.id,
                     record.user_id,
@@ -271,6 +281,8 @@ class SqliteStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, LifecycleMi
                     record.tenant_id,
                     record.created_at,
                     record.user_id,
+                    record.updated_at,
+                    record.created_at,
                 ),
             )
 
@@ -328,6 +340,7 @@ class SqliteStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, LifecycleMi
             if row is None:
                 return None
             record = conversation_row(row)
+            touch_participants(conn, record.id, updated_at)
             event = EventRecord(
                 conversation_id=record.id,
                 sequence=record.last_sequence,
@@ -363,44 +376,14 @@ class SqliteStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, LifecycleMi
         return await self._write(op)
 
     async def feed(self, query: FeedQuery) -> FeedPage:
-        column = "c." + _SORT_COLUMNS[query.sort_by]
-        direction = "DESC" if query.descending else "ASC"
-        if query.user_id is not None:
-            source = "conversation_participants p JOIN conversations c ON c.id = p.conversation_id"
-            where = ["p.tenant_id = ?", "p.user_id = ?"]
-            params: list[Any] = [query.tenant_id, query.user_id]
-            reader = "?"
-            reader_params: list[Any] = [query.user_id]
-        else:
-            source = "conversations c"
-            where = ["c.tenant_id = ?"]
-            params = [query.tenant_id]
-            reader = "c.user_id"
-            reader_params = []
-        if query.title_filter:
-            escaped = (
-                query.title_filter.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            )
-            where.append("c.title LIKE ? ESCAPE '\\'")
-            params.append(f"%{escaped}%")
-        clause = " AND ".join(where)
+        sql = FeedSql(query, lambda _: "?", postgres=False)
         conn = self._read()
-        total = conn.execute(f"SELECT count(*) FROM {source} WHERE {clause}", params).fetchone()
-        unread = (
-            "(SELECT count(*) FROM messages m WHERE m.conversation_id = c.id AND m.position > "
-            "coalesce((SELECT r.position FROM conversation_reads r WHERE r.conversation_id = c.id"
-            f" AND r.user_id = {reader}), 0))"
-        )
-        cols = ", ".join("c." + name.strip() for name in CONVERSATION_COLUMNS.split(","))
-        rows = conn.execute(
-            f"SELECT {cols}, {unread} FROM {source} WHERE {clause} "
-            f"ORDER BY {column} {direction}, c.id {direction} LIMIT ? OFFSET ?",
-            [*reader_params, *params, query.page_size, (query.page_number - 1) * query.page_size],
-        ).fetchall()
+        total = conn.execute(sql.count, sql.count_params).fetchone()[0]
+        rows = conn.execute(sql.page, sql.page_params).fetchall()
         return FeedPage(
             items=[conversation_row(row) for row in rows],
             unread_counts=[row[13] for row in rows],
-            total_count=total[0],
+            total_count=total,
         )
 
     async def events_after(self, conversation_id: str, after: int, limit: int) -> list[EventRecord]:

@@ -33,15 +33,27 @@ def _json_or_none(value: list[str] | None) -> str | None:
 
 def _bump(
     conn: sqlite3.Connection, tenant_id: str, conversation_id: str, now: str, messages: int = 0
-) -> tuple[int, int, int] | None:
+) -> tuple[int, int, int, str] | None:
     """Take the conversation's next event sequence (and message position when
     `messages` is 1); the row lock of this UPDATE orders concurrent writers."""
-    return conn.execute(
+    row = conn.execute(
         "UPDATE conversations SET last_sequence = last_sequence + 1, updated_at = ?, "
         "message_seq = message_seq + max(?, 0), message_count = message_count + ? "
-        "WHERE id = ? AND tenant_id = ? RETURNING last_sequence, message_seq, message_count",
+        "WHERE id = ? AND tenant_id = ? "
+        "RETURNING last_sequence, message_seq, message_count, created_at",
         (now, messages, messages, conversation_id, tenant_id),
     ).fetchone()
+    if row is not None:
+        touch_participants(conn, conversation_id, now)
+    return row
+
+
+def touch_participants(conn: sqlite3.Connection, conversation_id: str, updated_at: str) -> None:
+    """Keep the feed's copy of the conversation's `updated_at` current."""
+    conn.execute(
+        "UPDATE conversation_participants SET conv_updated_at = ? WHERE conversation_id = ?",
+        (updated_at, conversation_id),
+    )
 
 
 def append_event(conn: sqlite3.Connection, event: EventRecord) -> None:
@@ -68,7 +80,7 @@ class MessagesMixin:
             bumped = _bump(conn, tenant_id, record.conversation_id, record.created_at, 1)
             if bumped is None:
                 return None
-            sequence, position, _ = bumped
+            sequence, position, _, _ = bumped
             stored = msgspec.structs.replace(record, position=position)
             conn.execute(
                 f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -157,7 +169,7 @@ class MessagesMixin:
             bumped = _bump(conn, tenant_id, conversation_id, now, -deleted)
             if bumped is None:
                 return None
-            sequence, _, remaining = bumped
+            sequence, _, remaining, _ = bumped
             data = {
                 "conversationId": conversation_id,
                 "fromMessageId": message_id,
@@ -243,10 +255,21 @@ class MessagesMixin:
                     shared_by_user_id=shared_by,
                 )
                 conn.execute(
-                    f"INSERT INTO conversation_participants ({PARTICIPANT_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (record.id, conversation_id, tenant_id, user_id, role, now, shared_by),
+                    f"INSERT INTO conversation_participants ({PARTICIPANT_COLUMNS}, "
+                    "conv_updated_at, conv_created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        record.id,
+                        conversation_id,
+                        tenant_id,
+                        user_id,
+                        role,
+                        now,
+                        shared_by,
+                        now,
+                        bumped[3],
+                    ),
                 )
+
                 kind = "participant.added"
             else:
                 record = msgspec.structs.replace(participant_row(current), role=role)
