@@ -528,7 +528,7 @@ def plot(points: list[Point], out: Path) -> Path | None:
     except ImportError:
         print("scale: matplotlib is not installed; no plot", file=sys.stderr)
         return None
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     for ax, group, xlabel in (
         (axes[0], "conversations", "conversations in the database"),
         (axes[1], "messages", "messages in the conversation"),
@@ -549,8 +549,11 @@ def plot(points: list[Point], out: Path) -> Path | None:
     ax = axes[2]
     labels = [f"{p.operation}\n{p.size}" for p in pages]
     ax.barh(range(len(pages)), [p.rps for p in pages])
+    for i, p in enumerate(pages):
+        ax.text(p.rps, i, f" {p.rps:,.0f}", va="center", fontsize=7)
     ax.set_yticks(range(len(pages)), labels, fontsize=7)
-    ax.set_xlabel("req/s")
+    ax.set_xscale("log")
+    ax.set_xlabel("req/s (log)")
     ax.set_title("first vs last page")
     ax.invert_yaxis()
     axes[0].set_title("cost against conversations")
