@@ -8,9 +8,12 @@ Databases are built once with bulk inserts (executemany in big transactions) and
 kept under bench/results/data/ (not committed); a file's name carries a hash of
 the server's SQLite migrations, so a schema change builds new ones. The schema
 comes from the server's own migrations (SqliteStore.migrate); the rows are what
-the server writes: a conversation and its Owner participant row, as
-SqliteStore.create_conversation does, and for messages the message row, its
-`message.created` event and the conversation's counters, as add_message does.
+the server writes: a conversation and its Owner participant row (with its copy
+of the conversation's times), as SqliteStore.create_conversation does, and for
+messages the message row, its `message.created` event, the conversation's
+counters and the participant's conv_updated_at, as add_message does; the
+schema's triggers keep the feed counters. The builder stops if a table has a
+column it does not know.
 
 | database | contents |
 |---|---|
@@ -105,8 +108,40 @@ CONV_SQL = (
 )
 PART_SQL = (
     "INSERT INTO conversation_participants (conversation_id, user_id, id, tenant_id, "
-    "role, shared_at, shared_by_user_id) VALUES (?, ?, ?, ?, 'Owner', ?, ?)"
+    "role, shared_at, shared_by_user_id, conv_updated_at, conv_created_at) "
+    "VALUES (?, ?, ?, ?, 'Owner', ?, ?, ?, ?)"
 )
+# Every column the builder fills, per table; any other column means the server's schema
+# has changed and the builder must learn what the server writes there (it stops).
+KNOWN_COLUMNS = {
+    "conversations": {
+        "id", "tenant_id", "user_id", "title", "deployment_id", "data_source_files",
+        "is_bookmarked", "last_execution_status", "last_execution_id", "message_count",
+        "last_sequence", "created_at", "updated_at", "message_seq",
+    },
+    "conversation_participants": {
+        "conversation_id", "user_id", "id", "tenant_id", "role", "shared_at",
+        "shared_by_user_id", "conv_updated_at", "conv_created_at",
+    },
+    "messages": {
+        "id", "conversation_id", "position", "user_id", "role", "message", "images",
+        "image_attachment_ids", "created_at", "updated_at",
+    },
+    "conversation_events": {"conversation_id", "sequence", "type", "data", "created_at"},
+}  # fmt: skip
+
+
+def check_schema(conn: sqlite3.Connection) -> None:
+    for table, known in KNOWN_COLUMNS.items():
+        columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if columns != known:
+            raise RuntimeError(
+                f"the server's {table} table has changed (new: {sorted(columns - known)},"
+                f" gone: {sorted(known - columns)}); update bench/scale.py to write what"
+                " the server writes"
+            )
+
+
 MSG_SQL = (
     "INSERT INTO messages (id, conversation_id, position, user_id, role, message, images, "
     "image_attachment_ids, created_at, updated_at) VALUES (?, ?, ?, ?, 'user', ?, NULL, NULL, ?, ?)"
@@ -128,6 +163,7 @@ def build(path: Path, kind: str, src: Path | None, batch: int = 50_000) -> float
         leftover.unlink()
     mod.SqliteStore(tmp)._migrate()  # the server's own schema, exactly
     conn = sqlite3.connect(tmp, isolation_level=None)
+    check_schema(conn)
     conn.execute("PRAGMA synchronous = OFF")
     conn.execute("PRAGMA cache_size = -262144")  # 256 MiB
     ids = Ids()
@@ -173,7 +209,8 @@ def build(path: Path, kind: str, src: Path | None, batch: int = 50_000) -> float
                 last_ts,
                 messages,
             )
-            part = (cid, user, ids.at(created), TENANT, ts, user)
+            # conv_updated_at / conv_created_at: the feed's copy of the conversation's times.
+            part = (cid, user, ids.at(created), TENANT, ts, user, last_ts, ts)
             yield conv, part, msgs, events
 
     def insert(rows) -> None:
