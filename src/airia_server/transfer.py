@@ -59,7 +59,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Protocol, IO, Any
 
 import msgspec
 
@@ -869,13 +869,16 @@ def _lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
             yield number, line
 
 
-class _Writer:
+class _Writer(Protocol):
     async def insert(self, table: _Table, rows: list[tuple[Any, ...]]) -> int:
         """Insert what is not there yet; how many rows were new."""
-        raise NotImplementedError
+
+    async def finish(self) -> None:
+        """Derive what the export does not carry: the feed's copies of each
+        conversation's times on its participant rows."""
 
 
-class _SqliteWriter(_Writer):
+class _SqliteWriter:
     def __init__(self, store: Any) -> None:
         self.store = store
 
@@ -893,8 +896,21 @@ class _SqliteWriter(_Writer):
 
         return await self.store._write(op)
 
+    async def finish(self) -> None:
+        def op(conn) -> None:
+            conn.execute(
+                "UPDATE conversation_participants SET "
+                "conv_updated_at = (SELECT c.updated_at FROM conversations c "
+                "WHERE c.id = conversation_participants.conversation_id), "
+                "conv_created_at = (SELECT c.created_at FROM conversations c "
+                "WHERE c.id = conversation_participants.conversation_id) "
+                "WHERE conv_updated_at = ''"
+            )
 
-class _PostgresWriter(_Writer):
+        await self.store._write(op)
+
+
+class _PostgresWriter:
     def __init__(self, store: Any) -> None:
         self.store = store
 
@@ -908,6 +924,13 @@ class _PostgresWriter(_Writer):
         columns = [list(column) for column in zip(*rows, strict=True)]
         status = await self.store.pool.execute(sql, *columns)
         return int(status.split()[-1])
+
+    async def finish(self) -> None:
+        await self.store.pool.execute(
+            "UPDATE conversation_participants p SET conv_updated_at = c.updated_at, "
+            "conv_created_at = c.created_at FROM conversations c "
+            "WHERE c.id = p.conversation_id AND p.conv_updated_at = ''"
+        )
 
 
 @dataclass
@@ -1007,6 +1030,7 @@ async def import_stream(
             await flush(kind)
     for kind in KINDS:
         await flush(kind)
+    await writer.finish()
     progress.finish()
     complete = end is not None and all(end.counts.get(k, 0) == read[k] for k in KINDS)
     return ImportSummary(read=read, added=added, complete=complete)
