@@ -50,6 +50,7 @@ anyway. Neither are unreferenced blobs (the sweep deletes them).
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import base64
 import contextlib
@@ -59,7 +60,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol, IO, Any
+from typing import IO, Any, Protocol
 
 import msgspec
 
@@ -609,14 +610,14 @@ def _count(table: _Table, tenant: str | None, placeholder: Callable[[int], str])
     )
 
 
-class _Reader:
+class _Reader(abc.ABC):
     """Consistent, streamed reads of one store."""
 
-    async def counts(self) -> dict[str, int]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def counts(self) -> dict[str, int]: ...
 
-    def rows(self, table: _Table) -> AsyncIterator[tuple[Any, ...]]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def rows(self, table: _Table) -> AsyncIterator[tuple[Any, ...]]: ...
 
     def blob_bytes(
         self, blobs: BlobStore, tenant_id: str, sha256: str, size: int
