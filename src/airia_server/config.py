@@ -96,6 +96,9 @@ class Settings(BaseSettings):
         return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
 
     feed_max_page_size: int = Field(100, ge=1, le=1000)
+    conversation_messages_limit: int = Field(1000, ge=1, le=1_000_000)
+    """At most this many (the newest) messages in a conversation's GET; the rest are read
+    through the paged GET .../messages."""
     write_batch_max: int = Field(256, ge=1)
 
     blob_store: Literal["auto", "filesystem", "database"] = "auto"

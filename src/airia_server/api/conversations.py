@@ -29,6 +29,22 @@ _update_decoder = msgspec.json.Decoder(UpdateConversationRequest)
 _SORT_FIELDS = {"createdat": "createdAt", "updatedat": "updatedAt", "title": "title"}
 
 
+async def shown_messages(svc, record: ConversationRecord) -> list[MessageRecord]:
+    """The messages a conversation's GET shows: all of them, oldest first, up to
+    AIRIA_CONVERSATION_MESSAGES_LIMIT (the newest ones); longer conversations are read
+    page by page through GET .../messages, so one GET never carries megabytes."""
+    if not record.message_count:
+        return []
+    newest = await svc.store.list_messages(
+        record.id,
+        cursor=None,
+        limit=svc.settings.conversation_messages_limit,
+        descending=True,
+    )
+    newest.reverse()
+    return newest
+
+
 def message_view(m: MessageRecord) -> ConversationMessage:
     return ConversationMessage(
         id=m.id,
@@ -95,7 +111,7 @@ async def get_conversation(request: Request) -> Response:
     principal = await current_principal(request)
     svc = services(request)
     record = await svc.conversations.get(principal, request.path_params["conversation_id"])
-    messages = await svc.store.all_messages(record.id) if record.message_count else []
+    messages = await shown_messages(svc, record)
     return json_response(conversation_view(request, principal, record, messages))
 
 
@@ -115,7 +131,7 @@ async def update_conversation(request: Request) -> Response:
         if value is not None:
             changes[field] = value
     record = await svc.conversations.update(principal, conversation_id, changes)
-    messages = await svc.store.all_messages(record.id) if record.message_count else []
+    messages = await shown_messages(svc, record)
     return json_response(conversation_view(request, principal, record, messages))
 
 

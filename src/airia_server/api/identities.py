@@ -9,7 +9,7 @@ from starlette.routing import Route
 
 from airia_server.api.bodies import read_json
 from airia_server.api.common import json_response, query_params, resource
-from airia_server.api.conversations import conversation_view
+from airia_server.api.conversations import conversation_view, shown_messages
 from airia_server.api.deps import current_principal, services
 from airia_server.api.schemas import ExternalIdentity, ExternalIdentityRequest
 from airia_server.errors import ValidationFailed
@@ -84,7 +84,7 @@ async def find_by_identity(request: Request) -> Response:
     record = await svc.identities.find(
         principal, query.external_system, query.external_channel_id, query.external_thread_id
     )
-    messages = await svc.store.all_messages(record.id) if record.message_count else []
+    messages = await shown_messages(svc, record)
     return json_response(conversation_view(request, principal, record, messages))
 
 

@@ -254,8 +254,6 @@ class Store(Protocol):
     ) -> list[MessageRecord]:
         """A page of messages, strictly after (or before, descending) position `cursor`."""
 
-    async def all_messages(self, conversation_id: str) -> list[MessageRecord]: ...
-
     async def find_message(self, conversation_id: str, message_id: str) -> MessageRecord | None: ...
 
     async def truncate_messages(

@@ -139,13 +139,6 @@ class MessagesMixin:
         )
         return [message_row(row) for row in rows]
 
-    async def all_messages(self, conversation_id: str) -> list[MessageRecord]:
-        rows = await self.pool.fetch(
-            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 ORDER BY position",
-            conversation_id,
-        )
-        return [message_row(row) for row in rows]
-
     async def find_message(self, conversation_id: str, message_id: str) -> MessageRecord | None:
         row = await self.pool.fetchrow(
             f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1 AND conversation_id = $2",

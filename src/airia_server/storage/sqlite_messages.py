@@ -129,18 +129,6 @@ class MessagesMixin:
         )
         return [message_row(row) for row in rows]
 
-    async def all_messages(self, conversation_id: str) -> list[MessageRecord]:
-        rows = (
-            self._read()
-            .execute(
-                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? "
-                "ORDER BY position",
-                (conversation_id,),
-            )
-            .fetchall()
-        )
-        return [message_row(row) for row in rows]
-
     async def find_message(self, conversation_id: str, message_id: str) -> MessageRecord | None:
         row = (
             self._read()
