@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     ws_ticket_ttl_seconds: int = Field(3600, ge=10, le=7 * 24 * 3600)
     ws_heartbeat_seconds: float = Field(20.0, gt=0)
     ws_queue_size: int = Field(1000, ge=1)
+    ws_compression: bool = False
+    """Offer permessage-deflate on WebSockets (more memory per socket, more CPU)."""
 
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     max_header_bytes: int = Field(16 * 1024, ge=1024)
