@@ -181,8 +181,13 @@ class LocalHub:
         return sum(len(s) for s in self._subscribers.values())
 
     async def publish(self, event: EventRecord) -> None:
-        """Deliver after commit to every subscriber of the event's conversation."""
-        self.deliver(event)
+        """Deliver after commit to every subscriber of the event's conversation.
+
+        Scheduled rather than done here, so the request that caused the event answers
+        first even when thousands of sockets listen; callbacks run in the order they
+        were scheduled, so events keep their order."""
+        if event.conversation_id in self._subscribers:
+            asyncio.get_running_loop().call_soon(self.deliver, event)
 
     def deliver(self, event: EventRecord) -> None:
         subs = self._subscribers.get(event.conversation_id)
