@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,6 +91,10 @@ class LiveServer:
     process: subprocess.Popen = field(repr=False)
 
     @property
+    def port(self) -> int:
+        return int(self.base_url.rsplit(":", 1)[1])
+
+    @property
     def ws_base_url(self) -> str:
         return "ws" + self.base_url.removeprefix("http")
 
@@ -118,6 +124,72 @@ class LiveServer:
 
     def client(self, **kwargs) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, timeout=10.0, **kwargs)
+
+    def wait_healthy(self) -> None:
+        wait_healthy(self.process, self.base_url, self.stderr_path)
+
+
+def start_server(
+    root: Path,
+    *,
+    database_url: str | None = None,
+    name: str = "server",
+    wait: bool = True,
+    **env: str | None,
+) -> LiveServer:
+    """A real `airia-server serve` on a free port of 127.0.0.1; the one way tests start one.
+
+    Its settings: `database_url`, or a fresh SQLite database `root`/a.db; blobs under
+    `root`/blobs; the bootstrap key and the JWT secret; text logs; then `env` on top (a value
+    of None leaves that setting out). Its stderr is appended to `root`/`name`.stderr, so a
+    server restarted over the same root keeps one log. Healthy on return, unless `wait` is
+    false (several instances started at once): then call `.wait_healthy()` before use.
+    Stop it with `stop_process(server.process)`, or use `running_server`.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    settings: dict[str, str | None] = {
+        "AIRIA_DATABASE_URL": database_url or f"sqlite:///{root / 'a.db'}",
+        "AIRIA_BLOB_DIR": str(root / "blobs"),
+        "AIRIA_BOOTSTRAP_API_KEY": BOOTSTRAP_KEY,
+        "AIRIA_JWT_SECRET": JWT_SECRET,
+        "AIRIA_LOG_FORMAT": "text",
+        **env,
+    }
+    server_env = clean_env(**{k: v for k, v in settings.items() if v is not None})
+    stderr_path = root / f"{name}.stderr"
+    with open(stderr_path, "ab") as stderr:
+        proc = subprocess.Popen(
+            server_command("serve", "--host", "127.0.0.1", "--port", str(port)),
+            env=server_env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    server = LiveServer(
+        base_url=f"http://127.0.0.1:{port}",
+        api_key=BOOTSTRAP_KEY,
+        env=server_env,
+        db_path=root / "a.db",
+        stderr_path=stderr_path,
+        process=proc,
+    )
+    if wait:
+        try:
+            server.wait_healthy()
+        except BaseException:
+            stop_process(proc)
+            raise
+    return server
+
+
+@contextmanager
+def running_server(root: Path, **kwargs) -> Iterator[LiveServer]:
+    """`start_server(root, **kwargs)`, stopped (SIGTERM, then SIGKILL) on the way out."""
+    server = start_server(root, **kwargs)
+    try:
+        yield server
+    finally:
+        stop_process(server.process)
 
 
 def wait_healthy(proc: subprocess.Popen, base_url: str, stderr_path: Path) -> None:

@@ -17,7 +17,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,14 +30,11 @@ import pytest
 
 from .support import (
     BOOTSTRAP_KEY,
-    JWT_SECRET,
     LiveServer,
     assert_problem,
-    clean_env,
-    free_port,
     mint_jwt,
+    start_server,
     stop_process,
-    wait_healthy,
 )
 
 pytestmark = pytest.mark.e2e
@@ -817,42 +813,14 @@ class OwnServer:
 
 
 def start_own_server(root: Path, **settings: str) -> OwnServer:
-    port = free_port()
-    blob_dir = root / "blobs"
-    env = clean_env(
-        AIRIA_DATABASE_URL=f"sqlite:///{root / 'own.db'}",
-        AIRIA_BOOTSTRAP_API_KEY=BOOTSTRAP_KEY,
-        AIRIA_JWT_SECRET=JWT_SECRET,
+    server = start_server(
+        root,
+        name="own",
         AIRIA_SECRET_KEY=SIGNING_KEY,
-        AIRIA_LOG_FORMAT="text",
         AIRIA_BLOB_STORE="filesystem",
-        AIRIA_BLOB_DIR=str(blob_dir),
         **settings,
     )
-    stderr_path = root / "own.stderr"
-    with open(stderr_path, "wb") as stderr:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "airia_server",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(proc, base_url, stderr_path)
-    except BaseException:
-        stop_process(proc)
-        raise
-    return OwnServer(base_url, blob_dir, proc, stderr_path)
+    return OwnServer(server.base_url, root / "blobs", server.process, server.stderr_path)
 
 
 @pytest.fixture

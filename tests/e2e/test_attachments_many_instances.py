@@ -13,7 +13,6 @@ import base64
 import hashlib
 import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,11 +28,9 @@ import backends
 
 from .support import (
     BOOTSTRAP_KEY,
-    JWT_SECRET,
     assert_problem,
-    clean_env,
-    free_port,
     mint_jwt,
+    start_server,
     stop_process,
     wait_healthy,
 )
@@ -64,17 +61,9 @@ class Pair:
     database_url: str
 
 
-def spawn_instance(name: str, env: dict[str, str], root: Path) -> Instance:
-    port = free_port()
-    stderr_path = root / f"{name}.stderr"
-    with open(stderr_path, "wb") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "airia_server", "serve", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    return Instance(name, f"http://127.0.0.1:{port}", proc, stderr_path)
+def spawn_instance(name: str, root: Path, **settings: str) -> Instance:
+    server = start_server(root, name=name, wait=False, **settings)
+    return Instance(name, server.base_url, server.process, server.stderr_path)
 
 
 def wait_ready(instance: Instance) -> None:
@@ -95,21 +84,17 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     backends.require(backends.redis_problem())
     root = tmp_path_factory.mktemp("attachments-many")
     database_url = backends.create_database_sync()
-    env = clean_env(
-        AIRIA_DATABASE_URL=database_url,
+    settings = dict(
+        database_url=database_url,
         AIRIA_REDIS_URL=backends.REDIS_URL,
         AIRIA_REDIS_PREFIX=f"airia-test-{uuid.uuid4().hex[:12]}",
-        AIRIA_BOOTSTRAP_API_KEY=BOOTSTRAP_KEY,
-        AIRIA_JWT_SECRET=JWT_SECRET,
-        AIRIA_LOG_FORMAT="text",
-        AIRIA_HOST="127.0.0.1",
         # Deleted content goes at once, so a delete on one instance shows on the other.
         AIRIA_BLOB_SWEEP_GRACE_SECONDS="0",
     )
     started: list[Instance] = []
     try:
-        started.append(spawn_instance("a", env, root))
-        started.append(spawn_instance("b", env, root))
+        started.append(spawn_instance("a", root, **settings))
+        started.append(spawn_instance("b", root, **settings))
         for instance in started:
             wait_healthy(instance.process, instance.base_url, instance.stderr_path)
             wait_ready(instance)

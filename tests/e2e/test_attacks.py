@@ -13,12 +13,9 @@ import hashlib
 import hmac
 import json
 import re
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -36,16 +33,13 @@ from .support import (
     JWT_SECRET,
     LiveServer,
     assert_problem,
-    clean_env,
-    free_port,
+    start_server,
     stop_process,
-    wait_healthy,
 )
 
 pytestmark = pytest.mark.e2e
 
 COLLECTION = "/v1/Conversations"
-SERVE = [sys.executable, "-m", "airia_server", "serve", "--host", "127.0.0.1"]
 AUDIENCE = "airia-e2e"
 ISSUER = "https://issuer.e2e.test"
 TICKET_KEY = "e2e-ticket-key-" + "t" * 40
@@ -57,32 +51,11 @@ REFUSED: list[str] = []
 """One line per attack refused, for the summary."""
 
 
-def start_server(root: Path, **extra: str) -> LiveServer:
-    root.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    env = clean_env(
-        AIRIA_DATABASE_URL=f"sqlite:///{root / 'a.db'}",
-        AIRIA_BLOB_DIR=str(root / "blobs"),
-        AIRIA_BOOTSTRAP_API_KEY=BOOTSTRAP_KEY,
-        AIRIA_LOG_FORMAT="text",
-        AIRIA_LOG_LEVEL="DEBUG",
-        **extra,
-    )
-    stderr_path = root / "server.stderr"
-    with open(stderr_path, "ab") as stderr:
-        proc = subprocess.Popen(
-            [*SERVE, "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=stderr
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    wait_healthy(proc, base_url, stderr_path)
-    return LiveServer(base_url, BOOTSTRAP_KEY, env, root / "a.db", stderr_path, proc)
-
-
 @pytest.fixture(scope="module")
 def hs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     server = start_server(
         tmp_path_factory.mktemp("hs"),
-        AIRIA_JWT_SECRET=JWT_SECRET,
+        AIRIA_LOG_LEVEL="DEBUG",
         AIRIA_JWT_AUDIENCE=AUDIENCE,
         AIRIA_JWT_ISSUER=ISSUER,
         AIRIA_SECRET_KEY=TICKET_KEY,
@@ -109,6 +82,8 @@ def rsa_keys() -> tuple[bytes, bytes]:
 def rs(tmp_path_factory: pytest.TempPathFactory, rsa_keys) -> Iterator[LiveServer]:
     server = start_server(
         tmp_path_factory.mktemp("rs"),
+        AIRIA_LOG_LEVEL="DEBUG",
+        AIRIA_JWT_SECRET=None,
         AIRIA_JWT_ALGORITHM="RS256",
         AIRIA_JWT_PUBLIC_KEY=rsa_keys[1].decode(),
         AIRIA_CORS_ORIGINS=ALLOWED_ORIGIN,

@@ -17,8 +17,6 @@ import json
 import os
 import random
 import sqlite3
-import subprocess
-import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,46 +29,19 @@ from websockets.asyncio.client import connect
 import backends
 
 from .support import (
-    BOOTSTRAP_KEY,
-    JWT_SECRET,
     LiveServer,
-    clean_env,
-    free_port,
+    start_server,
     stop_process,
-    wait_healthy,
 )
 
 pytestmark = pytest.mark.e2e
 
 COLLECTION = "/v1/Conversations"
-SERVE = [sys.executable, "-m", "airia_server", "serve", "--host", "127.0.0.1"]
 ROUNDS = 3
 WORKERS = 8
 TIMEOUT = 10.0
 MAX_OPS_PER_WORKER = 400
 """Bounds a round even if the kill came late."""
-
-
-def start_server(root: Path, database_url: str, **extra: str) -> LiveServer:
-    root.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    env = clean_env(
-        AIRIA_DATABASE_URL=database_url,
-        AIRIA_BLOB_DIR=str(root / "blobs"),
-        AIRIA_BOOTSTRAP_API_KEY=BOOTSTRAP_KEY,
-        AIRIA_JWT_SECRET=JWT_SECRET,
-        AIRIA_LOG_FORMAT="text",
-        AIRIA_LOG_LEVEL="WARNING",
-        **extra,
-    )
-    stderr_path = root / "server.stderr"
-    with open(stderr_path, "ab") as stderr:
-        proc = subprocess.Popen(
-            [*SERVE, "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=stderr
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    wait_healthy(proc, base_url, stderr_path)
-    return LiveServer(base_url, BOOTSTRAP_KEY, env, root / "a.db", stderr_path, proc)
 
 
 @dataclass
@@ -221,14 +192,14 @@ async def test_sigkill_under_load_loses_no_acknowledged_write(backend: str, tmp_
     survived = verified = 0
     try:
         for round_no in range(1, ROUNDS + 1):
-            server = start_server(tmp_path, database_url)
+            server = start_server(tmp_path, database_url=database_url, AIRIA_LOG_LEVEL="WARNING")
             kill_after = rng.uniform(0.3, 1.5)
             before = ledger.acked_writes
             await workload(server, ledger, rng, kill_after)
             assert server.process.returncode == -9, server.process.returncode
             if backend == "sqlite":
                 assert integrity_check(tmp_path / "a.db") == "ok"
-            server = start_server(tmp_path, database_url)
+            server = start_server(tmp_path, database_url=database_url, AIRIA_LOG_LEVEL="WARNING")
             verified = await verify(server, ledger)
             stop_process(server.process)
             assert server.process.returncode in (0, -15), server.stderr_text()[-3000:]

@@ -17,8 +17,6 @@ import base64
 import collections
 import json
 import os
-import subprocess
-import sys
 import zlib
 from pathlib import Path
 from typing import Any
@@ -42,13 +40,9 @@ from schemathesis.specs.openapi.checks import (
 import backends
 
 from .support import (
-    BOOTSTRAP_KEY,
-    JWT_SECRET,
     LiveServer,
-    clean_env,
-    free_port,
+    start_server,
     stop_process,
-    wait_healthy,
 )
 
 pytestmark = pytest.mark.e2e
@@ -64,32 +58,6 @@ CHECKS = [
     response_schema_conformance,
 ]
 COLLECTION = "/v1/Conversations"
-SERVE = [sys.executable, "-m", "airia_server", "serve", "--host", "127.0.0.1"]
-
-
-def start_server(root: Path, database_url: str, **extra: str) -> LiveServer:
-    root.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    env = clean_env(
-        AIRIA_DATABASE_URL=database_url,
-        AIRIA_BLOB_DIR=str(root / "blobs"),
-        AIRIA_BOOTSTRAP_API_KEY=BOOTSTRAP_KEY,
-        AIRIA_JWT_SECRET=JWT_SECRET,
-        AIRIA_LOG_FORMAT="text",
-        AIRIA_LOG_LEVEL="WARNING",
-        **extra,
-    )
-    stderr_path = root / "server.stderr"
-    with open(stderr_path, "ab") as stderr:
-        proc = subprocess.Popen(
-            [*SERVE, "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    wait_healthy(proc, base_url, stderr_path)
-    return LiveServer(base_url, BOOTSTRAP_KEY, env, root / "a.db", stderr_path, proc)
 
 
 class Pool:
@@ -242,7 +210,7 @@ def test_fuzz_every_operation(backend: str, tmp_path: Path) -> None:
     else:
         backends.require(backends.postgres_problem())
         database_url = drop = backends.create_database_sync()
-    server = start_server(tmp_path, database_url)
+    server = start_server(tmp_path, database_url=database_url, AIRIA_LOG_LEVEL="WARNING")
     tally = Tally()
     try:
         with requests.Session() as session:
@@ -285,7 +253,7 @@ def test_fuzz_every_operation(backend: str, tmp_path: Path) -> None:
 def test_every_reference_in_the_document_resolves(tmp_path: Path) -> None:
     """A `$ref` to a schema the document does not hold leaves clients (and the
     fuzzer) unable to check that body at all."""
-    server = start_server(tmp_path, f"sqlite:///{tmp_path / 'a.db'}")
+    server = start_server(tmp_path, AIRIA_LOG_LEVEL="WARNING")
     try:
         document = httpx.get(f"{server.base_url}/openapi.json", timeout=REQUEST_TIMEOUT).json()
     finally:

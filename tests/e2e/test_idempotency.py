@@ -12,12 +12,9 @@ import asyncio
 import base64
 import json
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -26,43 +23,17 @@ import pytest
 import backends
 
 from .support import (
-    BOOTSTRAP_KEY,
-    JWT_SECRET,
     LiveServer,
     assert_problem,
-    clean_env,
-    free_port,
     mint_jwt,
+    start_server,
     stop_process,
-    wait_healthy,
 )
 
 pytestmark = pytest.mark.e2e
 
 COLLECTION = "/v1/Conversations"
-SERVE = [sys.executable, "-m", "airia_server", "serve", "--host", "127.0.0.1"]
 TIMEOUT = 10.0
-
-
-def start_server(root: Path, database_url: str, **extra: str) -> LiveServer:
-    root.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    env = clean_env(
-        AIRIA_DATABASE_URL=database_url,
-        AIRIA_BLOB_DIR=str(root / "blobs"),
-        AIRIA_BOOTSTRAP_API_KEY=BOOTSTRAP_KEY,
-        AIRIA_JWT_SECRET=JWT_SECRET,
-        AIRIA_LOG_FORMAT="text",
-        **extra,
-    )
-    stderr_path = root / "server.stderr"
-    with open(stderr_path, "ab") as stderr:
-        proc = subprocess.Popen(
-            [*SERVE, "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=stderr
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    wait_healthy(proc, base_url, stderr_path)
-    return LiveServer(base_url, BOOTSTRAP_KEY, env, root / "a.db", stderr_path, proc)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -76,7 +47,7 @@ def server(
     else:
         backends.require(backends.postgres_problem())
         database_url = drop = backends.create_database_sync()
-    live = start_server(root, database_url)
+    live = start_server(root, database_url=database_url)
     try:
         yield live
     finally:

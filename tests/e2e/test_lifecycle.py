@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,16 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .support import (
-    BOOTSTRAP_KEY,
-    LiveServer,
-    clean_env,
-    free_port,
-    run_cli,
-    server_command,
-    stop_process,
-    wait_healthy,
-)
+from .support import LiveServer, run_cli, running_server
 
 pytestmark = pytest.mark.e2e
 
@@ -29,36 +19,10 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 def own_server(tmp_path: Path) -> Iterator[LiveServer]:
     """A SQLite server whose maintenance runs every second, with no blob grace."""
-    port = free_port()
-    db_path = tmp_path / "life.db"
-    env = clean_env(
-        AIRIA_DATABASE_URL=f"sqlite:///{db_path}",
-        AIRIA_BLOB_DIR=str(tmp_path / "blobs"),
-        AIRIA_BOOTSTRAP_API_KEY=BOOTSTRAP_KEY,
-        AIRIA_BLOB_SWEEP_GRACE_SECONDS="0",
-        AIRIA_LOG_FORMAT="text",
-    )
-    stderr_path = tmp_path / "server.stderr"
-    with open(stderr_path, "wb") as stderr:
-        proc = subprocess.Popen(
-            server_command("serve", "--host", "127.0.0.1", "--port", str(port)),
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    try:
-        base_url = f"http://127.0.0.1:{port}"
-        wait_healthy(proc, base_url, stderr_path)
-        yield LiveServer(
-            base_url=base_url,
-            api_key=BOOTSTRAP_KEY,
-            env=env,
-            db_path=db_path,
-            stderr_path=stderr_path,
-            process=proc,
-        )
-    finally:
-        stop_process(proc)
+    with running_server(
+        tmp_path, AIRIA_JWT_SECRET=None, AIRIA_BLOB_SWEEP_GRACE_SECONDS="0"
+    ) as server:
+        yield server
 
 
 def age(db_path: Path, conversation_id: str, days: int) -> None:

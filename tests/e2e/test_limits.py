@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,21 +21,16 @@ from websockets.sync.client import ClientConnection, connect
 import backends
 
 from .support import (
-    BOOTSTRAP_KEY,
-    JWT_SECRET,
     LiveServer,
     assert_problem,
-    clean_env,
-    free_port,
     mint_jwt,
+    start_server,
     stop_process,
-    wait_healthy,
 )
 
 pytestmark = pytest.mark.e2e
 
 COLLECTION = "/v1/Conversations"
-SERVE = [sys.executable, "-m", "airia_server", "serve", "--host", "127.0.0.1"]
 MAX_BODY = 256 * 1024
 MAX_HEADERS = 4096
 FEED_PAGE = 50
@@ -46,27 +39,6 @@ PER_KEY = 5
 PER_USER = 4
 SHARED_LIMIT = 6
 TESTED: list[str] = []
-
-
-def start_server(root: Path, database_url: str | None = None, **extra: str) -> LiveServer:
-    root.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    env = clean_env(
-        AIRIA_DATABASE_URL=database_url or f"sqlite:///{root / 'a.db'}",
-        AIRIA_BLOB_DIR=str(root / "blobs"),
-        AIRIA_BOOTSTRAP_API_KEY=BOOTSTRAP_KEY,
-        AIRIA_JWT_SECRET=JWT_SECRET,
-        AIRIA_LOG_FORMAT="text",
-        **extra,
-    )
-    stderr_path = root / f"server-{port}.stderr"
-    with open(stderr_path, "ab") as stderr:
-        proc = subprocess.Popen(
-            [*SERVE, "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=stderr
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    wait_healthy(proc, base_url, stderr_path)
-    return LiveServer(base_url, BOOTSTRAP_KEY, env, root / "a.db", stderr_path, proc)
 
 
 @pytest.fixture(scope="module")
@@ -429,7 +401,7 @@ def test_rate_limits_are_shared_between_instances_through_redis(tmp_path: Path) 
             AIRIA_RATE_LIMIT_PER_KEY=str(SHARED_LIMIT),
             AIRIA_RATE_LIMIT_PER_USER=str(SHARED_LIMIT),
         )
-        servers = [start_server(tmp_path / n, database_url, **shared) for n in "ab"]
+        servers = [start_server(tmp_path / n, database_url=database_url, **shared) for n in "ab"]
         clients = [s.client() for s in servers]
         try:
             wait_for_fresh_window()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,9 +29,7 @@ import backends
 
 from .support import (
     BOOTSTRAP_KEY,
-    JWT_SECRET,
-    clean_env,
-    free_port,
+    start_server,
     stop_process,
     wait_healthy,
 )
@@ -56,18 +53,10 @@ class Instance:
         return urlsplit(self.base_url).netloc
 
 
-def spawn_instance(name: str, env: dict[str, str], root: Path) -> Instance:
+def spawn_instance(name: str, root: Path, **settings: str) -> Instance:
     """Start the process; `wait_healthy` it before use."""
-    port = free_port()
-    stderr_path = root / f"{name}.stderr"
-    with open(stderr_path, "wb") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "airia_server", "serve", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    return Instance(name, f"http://127.0.0.1:{port}", proc, stderr_path)
+    server = start_server(root, name=name, wait=False, **settings)
+    return Instance(name, server.base_url, server.process, server.stderr_path)
 
 
 @pytest.fixture(scope="module")
@@ -76,21 +65,17 @@ def instances(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Instan
     backends.require(backends.redis_problem())
     root = tmp_path_factory.mktemp("many")
     database_url = backends.create_database_sync()
-    env = clean_env(
-        AIRIA_DATABASE_URL=database_url,
+    settings = dict(
+        database_url=database_url,
         AIRIA_REDIS_URL=backends.REDIS_URL,
         # Our own channel on the shared Redis: other runs' events are not ours.
         AIRIA_REDIS_PREFIX=f"airia-test-{uuid.uuid4().hex[:12]}",
-        AIRIA_BOOTSTRAP_API_KEY=BOOTSTRAP_KEY,
-        AIRIA_JWT_SECRET=JWT_SECRET,
-        AIRIA_LOG_FORMAT="text",
-        AIRIA_HOST="127.0.0.1",
     )
     started: list[Instance] = []
     try:
         # Both start at once: migrations take turns under the advisory lock.
-        started.append(spawn_instance("a", env, root))
-        started.append(spawn_instance("b", env, root))
+        started.append(spawn_instance("a", root, **settings))
+        started.append(spawn_instance("b", root, **settings))
         for instance in started:
             wait_healthy(instance.process, instance.base_url, instance.stderr_path)
             wait_ready(instance)

@@ -11,8 +11,6 @@ import asyncio
 import json
 import secrets
 import socket
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -26,14 +24,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 import backends
 
 from .support import (
-    BOOTSTRAP_KEY,
-    JWT_SECRET,
     LiveServer,
-    clean_env,
-    free_port,
     mint_jwt,
-    stop_process,
-    wait_healthy,
+    running_server,
 )
 
 pytestmark = pytest.mark.e2e
@@ -421,54 +414,18 @@ def small_queue_server(
 ) -> Iterator[LiveServer]:
     """A second server, started like the session's, with AIRIA_WS_QUEUE_SIZE=5, on each backend."""
     root = tmp_path_factory.mktemp("small-queue-server")
-    db_path = root / "a.db"
-    port = free_port()
-    database_url = f"sqlite:///{db_path}"
+    database_url: str | None = None
     extra: dict[str, str] = {}
     if request.param == "postgres+redis":
         backends.require(backends.postgres_problem())
         backends.require(backends.redis_problem())
-        database_url = backends.create_database_sync()
-        request.addfinalizer(lambda: backends.drop_database_sync(database_url))
+        database_url = url = backends.create_database_sync()
+        request.addfinalizer(lambda: backends.drop_database_sync(url))
         extra["AIRIA_REDIS_URL"] = backends.REDIS_URL
-    env = clean_env(
-        AIRIA_DATABASE_URL=database_url,
-        AIRIA_BOOTSTRAP_API_KEY=BOOTSTRAP_KEY,
-        AIRIA_JWT_SECRET=JWT_SECRET,
-        AIRIA_LOG_FORMAT="text",
-        AIRIA_WS_QUEUE_SIZE=str(SMALL_QUEUE),
-        **extra,
-    )
-    stderr_path = root / "server.stderr"
-    with open(stderr_path, "wb") as stderr:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "airia_server",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    try:
-        base_url = f"http://127.0.0.1:{port}"
-        wait_healthy(proc, base_url, stderr_path)
-        yield LiveServer(
-            base_url=base_url,
-            api_key=BOOTSTRAP_KEY,
-            env=env,
-            db_path=db_path,
-            stderr_path=stderr_path,
-            process=proc,
-        )
-    finally:
-        stop_process(proc)
+    with running_server(
+        root, database_url=database_url, AIRIA_WS_QUEUE_SIZE=str(SMALL_QUEUE), **extra
+    ) as server:
+        yield server
 
 
 async def tiny_buffer_socket(url: str) -> socket.socket:

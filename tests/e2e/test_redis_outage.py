@@ -14,7 +14,6 @@ import asyncio
 import json
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,9 +29,8 @@ import backends
 
 from .support import (
     BOOTSTRAP_KEY,
-    JWT_SECRET,
-    clean_env,
     free_port,
+    start_server,
     stop_process,
     wait_healthy,
 )
@@ -107,18 +105,15 @@ class PrivateRedis:
 
 
 class Server:
-    def __init__(self, name: str, env: dict[str, str], root: Path) -> None:
+    def __init__(self, name: str, root: Path, database_url: str, redis_url: str) -> None:
+        """Started, not yet waited for: `wait_healthy` it before use."""
         self.name = name
-        port = free_port()
-        self.base_url = f"http://127.0.0.1:{port}"
-        self.stderr_path = root / f"{name}.stderr"
-        with open(self.stderr_path, "wb") as stderr:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "airia_server", "serve", "--port", str(port)],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-            )
+        server = start_server(
+            root, name=name, wait=False, database_url=database_url, AIRIA_REDIS_URL=redis_url
+        )
+        self.base_url = server.base_url
+        self.stderr_path = server.stderr_path
+        self.process = server.process
 
     @property
     def netloc(self) -> str:
@@ -152,16 +147,8 @@ def setup(tmp_path: Path) -> Iterator[tuple[PrivateRedis, Server, Server]]:
     servers: list[Server] = []
     try:
         redis.start()
-        env = clean_env(
-            AIRIA_DATABASE_URL=database_url,
-            AIRIA_REDIS_URL=redis.url,
-            AIRIA_BOOTSTRAP_API_KEY=BOOTSTRAP_KEY,
-            AIRIA_JWT_SECRET=JWT_SECRET,
-            AIRIA_LOG_FORMAT="text",
-            AIRIA_HOST="127.0.0.1",
-        )
-        servers.append(Server("one", env, tmp_path))
-        servers.append(Server("two", env, tmp_path))
+        servers.append(Server("one", tmp_path, database_url, redis.url))
+        servers.append(Server("two", tmp_path, database_url, redis.url))
         for server in servers:
             wait_healthy(server.process, server.base_url, server.stderr_path)
         yield redis, servers[0], servers[1]
@@ -367,18 +354,9 @@ async def test_an_event_written_on_an_instance_cut_off_from_redis_reaches_the_ot
     try:
         redis.start()
         await proxy.start()
-        base = dict(
-            AIRIA_DATABASE_URL=database_url,
-            AIRIA_BOOTSTRAP_API_KEY=BOOTSTRAP_KEY,
-            AIRIA_JWT_SECRET=JWT_SECRET,
-            AIRIA_LOG_FORMAT="text",
-            AIRIA_HOST="127.0.0.1",
-        )
-        one = Server(
-            "one", clean_env(AIRIA_REDIS_URL=f"redis://127.0.0.1:{proxy.port}/0", **base), tmp_path
-        )
+        one = Server("one", tmp_path, database_url, f"redis://127.0.0.1:{proxy.port}/0")
         servers.append(one)
-        two = Server("two", clean_env(AIRIA_REDIS_URL=redis.url, **base), tmp_path)
+        two = Server("two", tmp_path, database_url, redis.url)
         servers.append(two)
         for server in servers:
             await asyncio.to_thread(

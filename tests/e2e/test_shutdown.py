@@ -8,8 +8,6 @@ import asyncio
 import json
 import signal
 import socket
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -22,44 +20,17 @@ from websockets.exceptions import ConnectionClosed
 import backends
 
 from .support import (
-    BOOTSTRAP_KEY,
-    JWT_SECRET,
-    LiveServer,
-    clean_env,
-    free_port,
     mint_jwt,
+    start_server,
     stop_process,
-    wait_healthy,
 )
 
 pytestmark = pytest.mark.e2e
 
 COLLECTION = "/v1/Conversations"
-SERVE = [sys.executable, "-m", "airia_server", "serve", "--host", "127.0.0.1"]
 TIMEOUT = 10.0
 EXIT_BOUND_SECONDS = 15.0
 IN_FLIGHT = 4
-
-
-def start_server(root: Path, database_url: str, **extra: str) -> LiveServer:
-    root.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    env = clean_env(
-        AIRIA_DATABASE_URL=database_url,
-        AIRIA_BLOB_DIR=str(root / "blobs"),
-        AIRIA_BOOTSTRAP_API_KEY=BOOTSTRAP_KEY,
-        AIRIA_JWT_SECRET=JWT_SECRET,
-        AIRIA_LOG_FORMAT="text",
-        **extra,
-    )
-    stderr_path = root / "server.stderr"
-    with open(stderr_path, "ab") as stderr:
-        proc = subprocess.Popen(
-            [*SERVE, "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=stderr
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    wait_healthy(proc, base_url, stderr_path)
-    return LiveServer(base_url, BOOTSTRAP_KEY, env, root / "a.db", stderr_path, proc)
 
 
 class SlowBody:
@@ -99,7 +70,7 @@ async def test_sigterm_closes_sockets_with_1001_finishes_requests_and_exits(
         backends.require(backends.redis_problem())
         database_url = drop = backends.create_database_sync()
         extra["AIRIA_REDIS_URL"] = backends.REDIS_URL
-    server = start_server(tmp_path, database_url, **extra)
+    server = start_server(tmp_path, database_url=database_url, **extra)
     clients: list[httpx.AsyncClient] = []
     try:
         async with httpx.AsyncClient(base_url=server.base_url, timeout=TIMEOUT) as http:
@@ -157,7 +128,7 @@ async def test_sigterm_closes_sockets_with_1001_finishes_requests_and_exits(
             await ws.close()
 
         # What the in-flight requests were answered 2xx for is stored.
-        server = start_server(tmp_path, database_url, **extra)
+        server = start_server(tmp_path, database_url=database_url, **extra)
         async with httpx.AsyncClient(base_url=server.base_url, timeout=TIMEOUT) as http:
             got = await http.get(f"{COLLECTION}/{cid}", headers=server.headers())
             assert got.status_code == 200

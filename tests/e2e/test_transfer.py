@@ -18,11 +18,8 @@ import base64
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,11 +34,9 @@ from .support import (
     BOOTSTRAP_KEY,
     JWT_SECRET,
     clean_env,
-    free_port,
     mint_jwt,
     run_cli,
-    stop_process,
-    wait_healthy,
+    running_server,
 )
 
 pytestmark = pytest.mark.e2e
@@ -62,31 +57,10 @@ KINDS = (
 )
 
 
-@contextmanager
-def running_server(database_url: str, root: Path, name: str) -> Iterator[str]:
-    """A real `airia-server serve` over `database_url`; its base URL. Always stopped."""
-    port = free_port()
-    env = server_env(database_url, root)
-    root.mkdir(parents=True, exist_ok=True)
-    stderr_path = root / f"{name}.stderr"
-    with open(stderr_path, "wb") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "airia_server", "serve", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    try:
-        base_url = f"http://127.0.0.1:{port}"
-        wait_healthy(proc, base_url, stderr_path)
-        yield base_url
-    finally:
-        stop_process(proc)
-
-
 def server_env(database_url: str, root: Path) -> dict[str, str]:
-    """The settings of a server (or CLI) over `database_url`; a filesystem blob store (the
-    default on SQLite) lives in `root`/blobs, never in the working directory."""
+    """The settings of the CLI over `database_url`, as `running_server(root, ...)` gives a
+    server; a filesystem blob store (the default on SQLite) lives in `root`/blobs, never in
+    the working directory."""
     return clean_env(
         AIRIA_DATABASE_URL=database_url,
         AIRIA_BLOB_DIR=str(root / "blobs"),
@@ -391,8 +365,8 @@ async def test_sqlite_export_imports_into_postgres_and_serves_the_same(
     revoked_id = revoked.stdout.split()[3]
     assert run_cli(source_env, "keys", "revoke", revoked_id).returncode == 0
 
-    with running_server(sqlite_url, tmp_path, "sqlite") as base:
-        with httpx.Client(base_url=base, timeout=TIMEOUT) as http:
+    with running_server(tmp_path, database_url=sqlite_url, name="sqlite") as server:
+        with httpx.Client(base_url=server.base_url, timeout=TIMEOUT) as http:
             created = populate(http, tenant_keys)
             before = snapshot(http, tenant_keys, created)
             downloaded = downloads(http, tenant_keys, created)
@@ -410,7 +384,9 @@ async def test_sqlite_export_imports_into_postgres_and_serves_the_same(
             events_before = {}
             for tenant, key in tenant_keys.items():
                 for cid in created[tenant]:
-                    events_before[cid] = await replay(http, base, key, cid, event_counts[cid])
+                    events_before[cid] = await replay(
+                        http, server.base_url, key, cid, event_counts[cid]
+                    )
 
     # The export of the stopped source: header first, end last, nothing but hashes of keys.
     export_path = tmp_path / "airia.jsonl"
@@ -499,8 +475,8 @@ async def test_sqlite_export_imports_into_postgres_and_serves_the_same(
     )
     assert not (tmp_path / "target" / "blobs").exists(), "on PostgreSQL, blobs are in the database"
 
-    with running_server(postgres_url, tmp_path / "target", "postgres") as base:
-        with httpx.Client(base_url=base, timeout=TIMEOUT) as http:
+    with running_server(tmp_path / "target", database_url=postgres_url, name="postgres") as server:
+        with httpx.Client(base_url=server.base_url, timeout=TIMEOUT) as http:
             after = snapshot(http, tenant_keys, created)
             assert after.keys() == before.keys()
             for name in before:
@@ -510,7 +486,7 @@ async def test_sqlite_export_imports_into_postgres_and_serves_the_same(
             assert downloads(http, tenant_keys, created) == downloaded
             for tenant, key in tenant_keys.items():
                 for cid in created[tenant]:
-                    events = await replay(http, base, key, cid, event_counts[cid])
+                    events = await replay(http, server.base_url, key, cid, event_counts[cid])
                     assert events == events_before[cid], cid
                     assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
             # Keys made on the SQLite side keep working; the revoked one stays revoked.
@@ -711,8 +687,8 @@ def test_a_version_1_export_still_imports(tmp_path: Path) -> None:
 def test_export_stops_at_a_blob_the_blob_store_lost(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'source.db'}"
     headers = {"X-API-KEY": BOOTSTRAP_KEY}
-    with running_server(url, tmp_path, "source") as base:
-        with httpx.Client(base_url=base, timeout=TIMEOUT) as http:
+    with running_server(tmp_path, database_url=url, name="source") as server:
+        with httpx.Client(base_url=server.base_url, timeout=TIMEOUT) as http:
             cid = ok(http.post(COLLECTION, headers=headers, json={"userId": "u1"}))[
                 "conversationId"
             ]
