@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/scale.py                      # = make bench-scale
     .venv/bin/python bench/scale.py --sizes 10000        # skip the 1,000,000 database
-    .venv/bin/python bench/scale.py --publish            # also copy plots + table to bench/plots/
+    .venv/bin/python bench/scale.py --publish  # plot to docs/images/, table to bench/
 
 Databases are built once with bulk inserts (executemany in big transactions) and
 kept under bench/results/data/ (not committed); a file's name carries a hash of
@@ -54,7 +54,8 @@ import wrk
 from servers import BENCH_DIR
 
 DATA = bench_run.RESULTS / "data"
-PLOTS = BENCH_DIR / "plots"
+PLOT = BENCH_DIR.parent / "docs" / "images" / "bench-scale.png"
+TABLE = BENCH_DIR / "scale-latest.md"
 TENANT = "default"
 FEED_USER = "feed-user"
 FEED_CONVERSATIONS = 10_000
@@ -612,7 +613,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wrk-cpu", type=int, default=1)
     p.add_argument("--no-pin", action="store_true")
     p.add_argument("--build-only", action="store_true", help="build the databases and stop")
-    p.add_argument("--publish", action="store_true", help="copy the table and plot to bench/plots/")
+    p.add_argument(
+        "--publish", action="store_true", help="copy the plot to docs/images/, the table to bench/"
+    )
     p.add_argument("--src", type=Path, help="import airia_server from DIR (see run.py)")
     args = p.parse_args(argv)
     args.pinned = not args.no_pin and (os.cpu_count() or 1) > 1 and shutil.which("taskset")
@@ -678,10 +681,9 @@ def main(argv: list[str] | None = None) -> int:
     if png is not None:
         shutil.copyfile(png, bench_run.RESULTS / "scale-latest.png")
     if args.publish:
-        PLOTS.mkdir(exist_ok=True)
-        (PLOTS / "scale.md").write_text(text)
+        TABLE.write_text(text)
         if png is not None:
-            shutil.copyfile(png, PLOTS / "scale.png")
+            shutil.copyfile(png, PLOT)
     return 1 if any(p.errors for p in points) else 0
 
 
