@@ -10,9 +10,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 
-import backends
 import httpx
 import pytest
+
+import backends
 
 from .support import LiveServer, running_server
 

@@ -76,5 +76,5 @@ def test_describe_masks_secrets_and_url_passwords(monkeypatch: pytest.MonkeyPatc
 def test_production_refuses_placeholder_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIRIA_ENVIRONMENT", "production")
     monkeypatch.setenv("AIRIA_JWT_SECRET", "changeme")
-    with pytest.raises(ValidationError, match="jwt_secret|JWT_SECRET"):
+    with pytest.raises(ValidationError, match=r"jwt_secret|JWT_SECRET"):
         load_settings()
