@@ -31,63 +31,84 @@ class GracefulServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-_SLOW_HEAD_BODY = (
-    b'{"type":"about:blank","title":"Request Timeout","status":408,'
-    b'"detail":"The request headers did not arrive in time",'
-    b'"message":"Request headers too slow"}'
+def _timeout_response(detail: str, message: str) -> bytes:
+    body = (
+        b'{"type":"about:blank","title":"Request Timeout","status":408,"detail":"'
+        + detail.encode()
+        + b'","message":"'
+        + message.encode()
+        + b'"}'
+    )
+    return (
+        b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/problem+json\r\n"
+        b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+
+
+_SLOW_HEAD = _timeout_response(
+    "The request headers did not arrive in time", "Request headers too slow"
 )
-_SLOW_HEAD = (
-    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/problem+json\r\n"
-    b"connection: close\r\ncontent-length: "
-    + str(len(_SLOW_HEAD_BODY)).encode()
-    + b"\r\n\r\n"
-    + _SLOW_HEAD_BODY
+_SLOW_BODY = _timeout_response(
+    "No part of the request body arrived in time", "Request body too slow"
 )
 
 
-class HeadTimeoutProtocol(HttpToolsProtocol):
-    """uvicorn's HTTP protocol, with a deadline for each request's head (request line and
-    headers): a client that trickles them in (slowloris) gets 408 and is disconnected
-    instead of holding a connection for ever. Bodies have their own timeout (bodies.py).
+class TimeoutProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol with deadlines for slow clients: a request head that has
+    not fully arrived `head_timeout` seconds after the connection opened (or the request
+    began), or a body that stalls for `body_timeout` seconds, is answered 408 and the
+    connection closed, instead of being held for ever (slowloris).
 
-    A class at module level, so worker processes can import it; `timeout` is set from
-    the settings before serving (and read from the environment in workers)."""
+    Done here, with one timer per connection, rather than around every read in the
+    application. A class at module level, so worker processes can import it; the
+    timeouts are set from the settings before serving (and read from the environment
+    in workers)."""
 
-    timeout = float(os.environ.get("AIRIA_HEADER_READ_TIMEOUT_SECONDS") or 10.0)
-    _head_timer: asyncio.TimerHandle | None = None
+    head_timeout = float(os.environ.get("AIRIA_HEADER_READ_TIMEOUT_SECONDS") or 10.0)
+    body_timeout = float(os.environ.get("AIRIA_BODY_READ_TIMEOUT_SECONDS") or 30.0)
+    _timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm()
+        self._arm(self.head_timeout, _SLOW_HEAD)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._arm()
+        self._arm(self.head_timeout, _SLOW_HEAD)
 
     def on_headers_complete(self) -> None:
-        self._disarm()
         super().on_headers_complete()
+        # Until the message completes (often in this same read), the body must keep coming.
+        self._arm(self.body_timeout, _SLOW_BODY)
+
+    def on_body(self, body: bytes) -> None:
+        super().on_body(body)
+        self._arm(self.body_timeout, _SLOW_BODY)
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
 
-    def _arm(self) -> None:
+    def _arm(self, delay: float, answer: bytes) -> None:
         self._disarm()
-        self._head_timer = self.loop.call_later(self.timeout, self._too_slow)
+        self._timer = self.loop.call_later(delay, self._too_slow, answer)
 
     def _disarm(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
-    def _too_slow(self) -> None:
-        self._head_timer = None
-        # Only between requests or inside a head: never while a response is going out.
-        if (self.cycle is None or self.cycle.response_complete) and not (
-            self.transport.is_closing()
-        ):
-            self.transport.write(_SLOW_HEAD)
+    def _too_slow(self, answer: bytes) -> None:
+        self._timer = None
+        # Never once a response has begun: then the connection is the application's.
+        if self.cycle is not None and self.cycle.response_started:
+            return
+        if not self.transport.is_closing():
+            self.transport.write(answer)
             self.transport.close()
 
 
@@ -98,7 +119,7 @@ def _options(settings: Settings) -> dict[str, Any]:
         log_config=None,
         access_log=False,
         loop="uvloop",
-        http=HeadTimeoutProtocol,
+        http=TimeoutProtocol,
         ws="websockets-sansio",
         ws_ping_interval=settings.ws_heartbeat_seconds,
         # Compression costs ~35 KiB of zlib state per socket and CPU on every fan-out,
@@ -110,8 +131,10 @@ def _options(settings: Settings) -> dict[str, Any]:
 
 
 def serve(settings: Settings, workers: int = 1, overrides: dict[str, Any] | None = None) -> None:
-    HeadTimeoutProtocol.timeout = settings.header_read_timeout_seconds
+    TimeoutProtocol.head_timeout = settings.header_read_timeout_seconds
+    TimeoutProtocol.body_timeout = settings.body_read_timeout_seconds
     os.environ["AIRIA_HEADER_READ_TIMEOUT_SECONDS"] = str(settings.header_read_timeout_seconds)
+    os.environ["AIRIA_BODY_READ_TIMEOUT_SECONDS"] = str(settings.body_read_timeout_seconds)
     options = _options(settings)
     if workers > 1:
         # Each worker process builds its own app from the environment.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
@@ -11,7 +10,6 @@ import msgspec
 from starlette.requests import Request
 
 from airia_server.errors import (
-    AppError,
     BadRequest,
     PayloadTooLarge,
     UnsupportedMediaType,
@@ -24,26 +22,10 @@ _AT = re.compile(r" - at (?:`key` in )?`\$(?P<path>[^`]*)`$")
 _MISSING = re.compile(r"missing required field `(?P<field>[^`]+)`")
 
 
-class RequestTimeout(AppError):
-    status = 408
-    title = "Request Timeout"
-
-
 async def stream_body(request: Request) -> AsyncIterator[bytes]:
-    """The body's chunks; 408 when the client sends nothing for the configured time, so
-    a slow or stalled client cannot hold a request open for ever."""
-    timeout = request.app.state.services.settings.body_read_timeout_seconds
-    chunks = request.stream().__aiter__()
-    while True:
-        try:
-            async with asyncio.timeout(timeout):
-                chunk = await chunks.__anext__()
-        except StopAsyncIteration:
-            return
-        except TimeoutError:
-            raise RequestTimeout(
-                "Request body too slow", f"No part of the body arrived for {timeout:g} s"
-            ) from None
+    """The body's chunks. A client that stalls mid-body is answered 408 by the server's
+    protocol (server.TimeoutProtocol), which then ends this stream."""
+    async for chunk in request.stream():
         yield chunk
 
 

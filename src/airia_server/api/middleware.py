@@ -11,6 +11,7 @@ import re
 import time
 import uuid
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from airia_server.api.problems import PROBLEM_JSON, problem_body, problem_for
@@ -77,6 +78,8 @@ class RequestContextMiddleware:
                 )
                 return
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            state["status"] = state["status"] or 499  # the client went away (or timed out)
         except Exception as exc:
             response = problem_for(exc, scope.get("method", ""), scope["path"])
             if response is not None:
