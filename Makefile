@@ -18,8 +18,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install the SDK, the server and the test tools
 
-run: $(STAMP) ## Serve on http://127.0.0.1:8000 with SQLite under ./var/
-	$(BIN)/airia-server serve
+# For local development only: the documentation's placeholder key is accepted, so its
+# examples run as written. Set AIRIA_BOOTSTRAP_API_KEY yourself (or to nothing) to change it.
+AIRIA_BOOTSTRAP_API_KEY ?= your_api_key
+
+run: $(STAMP) ## Serve on http://127.0.0.1:8000 with SQLite under ./var/ (dev key: your_api_key)
+	@echo "make run: development server; the API key 'your_api_key' is accepted (AIRIA_BOOTSTRAP_API_KEY)"
+	AIRIA_BOOTSTRAP_API_KEY="$(AIRIA_BOOTSTRAP_API_KEY)" $(BIN)/airia-server serve
 
 test: $(STAMP) ## Run the whole test suite
 	$(BIN)/python -m pytest
