@@ -25,7 +25,7 @@ from airia_server.domain import access
 from airia_server.domain.tickets import InvalidTicket, TicketClaims
 from airia_server.ids import parse_id
 from airia_server.realtime.hub import Subscription, encode_event
-from airia_server.storage.base import EventRecord
+from airia_server.storage.base import ConversationRecord, EventRecord
 from airia_server.timeutil import utcnow_iso
 
 log = logging.getLogger("airia_server.realtime")
@@ -89,14 +89,11 @@ async def conversation_socket(websocket: WebSocket) -> None:
     # Subscribe before reading the current sequence, so nothing falls between.
     sub = await svc.hub.subscribe(conversation_id, owner)
     try:
-        role = await _role(svc, claims, conversation_id)
-        if role is None:
+        found = await _visible(svc, claims, conversation_id)
+        if found is None:
             await websocket.close(code=CLOSE_POLICY)
             return
-        record = await svc.store.get_conversation(claims.tenant_id, conversation_id)
-        if record is None:
-            await websocket.close(code=CLOSE_POLICY)
-            return
+        record, role = found
         await websocket.accept()
         conn = _Connection(claims, conversation_id, role)
         reader = asyncio.create_task(_read_client(websocket, svc, sub, conn))
@@ -118,12 +115,17 @@ async def conversation_socket(websocket: WebSocket) -> None:
         svc.hub.unsubscribe(sub)
 
 
-async def _role(svc: Services, claims: TicketClaims, conversation_id: str) -> str | None:
+async def _visible(
+    svc: Services, claims: TicketClaims, conversation_id: str
+) -> tuple[ConversationRecord, str] | None:
+    """The conversation and the ticket holder's role, if they may still watch it."""
     if claims.user_id is None:  # minted for an API key: every right in its tenant
-        found = await svc.store.get_conversation(claims.tenant_id, conversation_id)
-        return "Owner" if found is not None else None
+        record = await svc.store.get_conversation(claims.tenant_id, conversation_id)
+        return (record, "Owner") if record is not None else None
     found = await svc.store.get_conversation_for(claims.tenant_id, conversation_id, claims.user_id)
-    return found[1] if found is not None else None
+    if found is None or found[1] is None:
+        return None
+    return found[0], found[1]
 
 
 async def _stream(
