@@ -1,67 +1,11 @@
-"""Response models of the Airia API, grouped by resource."""
+"""Response models of the Airia API, grouped by resource.
+
+Each resource's models are also importable from here, as the official package
+allows (`from airia.types.api import GetConversationResponse`).
+"""
 
 from . import conversations as conversations
-from .conversations import (
-    AddMessageResponse,
-    Attachment,
-    ConversationDeletedEvent,
-    ConversationEvent,
-    ConversationFeedItem,
-    ConversationFeedResponse,
-    ConversationMessage,
-    ConversationUpdatedEvent,
-    CreateConversationResponse,
-    ExternalIdentity,
-    GetConversationResponse,
-    MarkAsReadResponse,
-    MessageCreatedEvent,
-    MessagePage,
-    MessagesTruncatedEvent,
-    Participant,
-    ParticipantAddedEvent,
-    ParticipantRemovedEvent,
-    ParticipantUpdatedEvent,
-    PolicyRedaction,
-    PresenceData,
-    PresenceEvent,
-    PresenceResponse,
-    TruncateMessagesResponse,
-    TypingData,
-    TypingEvent,
-    TypingResponse,
-    WebSocketUrlResponse,
-    parse_event,
-)
+from .conversations import *  # noqa: F403 - the resource's public names, listed there once
+from .conversations import __all__ as _conversations_all
 
-__all__ = [
-    "AddMessageResponse",
-    "Attachment",
-    "ConversationDeletedEvent",
-    "ConversationEvent",
-    "ConversationFeedItem",
-    "ConversationFeedResponse",
-    "ConversationMessage",
-    "ConversationUpdatedEvent",
-    "CreateConversationResponse",
-    "ExternalIdentity",
-    "GetConversationResponse",
-    "MarkAsReadResponse",
-    "MessageCreatedEvent",
-    "MessagePage",
-    "MessagesTruncatedEvent",
-    "Participant",
-    "ParticipantAddedEvent",
-    "ParticipantRemovedEvent",
-    "ParticipantUpdatedEvent",
-    "PolicyRedaction",
-    "PresenceData",
-    "PresenceEvent",
-    "PresenceResponse",
-    "TruncateMessagesResponse",
-    "TypingData",
-    "TypingEvent",
-    "TypingResponse",
-    "WebSocketUrlResponse",
-    "conversations",
-    "parse_event",
-]
+__all__ = [*_conversations_all, "conversations"]
