@@ -232,6 +232,26 @@ class _Table:
     to_row: Callable[[Any], tuple[Any, ...]]
 
 
+def _plain(
+    kind: str,
+    name: str,
+    columns: tuple[str, ...],
+    order: tuple[str, ...],
+    pg_types: tuple[str, ...],
+    line: type[_Line],
+) -> _Table:
+    """A table whose line has a field per column, of the same name and value."""
+    return _Table(
+        kind,
+        name,
+        columns,
+        order,
+        pg_types,
+        lambda r: line(**dict(zip(columns, r, strict=True))),
+        lambda item: tuple(getattr(item, column) for column in columns),
+    )
+
+
 def _conversation_line(r: tuple[Any, ...]) -> ConversationLine:
     return ConversationLine(
         id=r[0],
@@ -311,22 +331,13 @@ def _event_row(e: EventLine) -> tuple[Any, ...]:
     return (e.conversation_id, e.sequence, e.type, bytes(e.data).decode(), e.created_at)
 
 
-API_KEYS = _Table(
+API_KEYS = _plain(
     "api_key",
     "api_keys",
     ("id", "tenant_id", "name", "prefix", "key_hash", "created_at", "revoked_at"),
     ("id",),
     ("text",) * 7,
-    lambda r: ApiKeyLine(
-        id=r[0],
-        tenant_id=r[1],
-        name=r[2],
-        prefix=r[3],
-        key_hash=r[4],
-        created_at=r[5],
-        revoked_at=r[6],
-    ),
-    lambda k: (k.id, k.tenant_id, k.name, k.prefix, k.key_hash, k.created_at, k.revoked_at),
+    ApiKeyLine,
 )
 CONVERSATIONS = _Table(
     "conversation",
@@ -354,30 +365,13 @@ CONVERSATIONS = _Table(
 )
 # The children of a conversation, in the order they are written after it.
 CHILDREN = (
-    _Table(
+    _plain(
         "participant",
         "conversation_participants",
         ("conversation_id", "user_id", "id", "tenant_id", "role", "shared_at", "shared_by_user_id"),
         ("user_id",),
         ("text",) * 7,
-        lambda r: ParticipantLine(
-            conversation_id=r[0],
-            user_id=r[1],
-            id=r[2],
-            tenant_id=r[3],
-            role=r[4],
-            shared_at=r[5],
-            shared_by_user_id=r[6],
-        ),
-        lambda p: (
-            p.conversation_id,
-            p.user_id,
-            p.id,
-            p.tenant_id,
-            p.role,
-            p.shared_at,
-            p.shared_by_user_id,
-        ),
+        ParticipantLine,
     ),
     _Table(
         "message",
@@ -399,14 +393,13 @@ CHILDREN = (
         _message_line,
         _message_row,
     ),
-    _Table(
+    _plain(
         "read_position",
         "conversation_reads",
         ("conversation_id", "user_id", "position", "read_at"),
         ("user_id",),
         ("text", "text", "bigint", "text"),
-        lambda r: ReadPositionLine(conversation_id=r[0], user_id=r[1], position=r[2], read_at=r[3]),
-        lambda p: (p.conversation_id, p.user_id, p.position, p.read_at),
+        ReadPositionLine,
     ),
     _Table(
         "event",
@@ -417,7 +410,7 @@ CHILDREN = (
         _event_line,
         _event_row,
     ),
-    _Table(
+    _plain(
         "external_identity",
         "external_identities",
         (
@@ -431,26 +424,9 @@ CHILDREN = (
         ),
         ("id",),
         ("text",) * 7,
-        lambda r: ExternalIdentityLine(
-            conversation_id=r[0],
-            id=r[1],
-            tenant_id=r[2],
-            external_system=r[3],
-            external_channel_id=r[4],
-            external_thread_id=r[5],
-            created_at=r[6],
-        ),
-        lambda i: (
-            i.conversation_id,
-            i.id,
-            i.tenant_id,
-            i.external_system,
-            i.external_channel_id,
-            i.external_thread_id,
-            i.created_at,
-        ),
+        ExternalIdentityLine,
     ),
-    _Table(
+    _plain(
         "attachment",
         "attachments",
         (
@@ -466,52 +442,33 @@ CHILDREN = (
         ),
         ("id",),
         ("text",) * 6 + ("bigint", "text", "text"),
-        lambda r: AttachmentLine(
-            conversation_id=r[0],
-            id=r[1],
-            tenant_id=r[2],
-            sha256=r[3],
-            file_name=r[4],
-            content_type=r[5],
-            size=r[6],
-            source=r[7],
-            created_at=r[8],
-        ),
-        lambda a: (
-            a.conversation_id,
-            a.id,
-            a.tenant_id,
-            a.sha256,
-            a.file_name,
-            a.content_type,
-            a.size,
-            a.source,
-            a.created_at,
-        ),
+        AttachmentLine,
     ),
 )
 # Per (tenant, sha256) that an exported attachment references; its line carries the bytes.
-BLOBS = _Table(
+BLOBS = _plain(
     "blob",
     "blobs",
     ("tenant_id", "sha256", "size", "created_at", "last_used_at"),
     ("tenant_id", "sha256"),
     ("text", "text", "bigint", "text", "text"),
-    lambda r: BlobLine(tenant_id=r[0], sha256=r[1], size=r[2], created_at=r[3], last_used_at=r[4]),
-    lambda b: (b.tenant_id, b.sha256, b.size, b.created_at, b.last_used_at),
+    BlobLine,
 )
 TABLES = {t.kind: t for t in (API_KEYS, CONVERSATIONS, *CHILDREN, BLOBS)}
 KINDS = tuple(TABLES)
 _LINE_KIND = {
-    ApiKeyLine: "api_key",
-    ConversationLine: "conversation",
-    ParticipantLine: "participant",
-    MessageLine: "message",
-    ReadPositionLine: "read_position",
-    EventLine: "event",
-    ExternalIdentityLine: "external_identity",
-    AttachmentLine: "attachment",
-    BlobLine: "blob",
+    cls: cls.__struct_config__.tag
+    for cls in (
+        ApiKeyLine,
+        ConversationLine,
+        ParticipantLine,
+        MessageLine,
+        ReadPositionLine,
+        EventLine,
+        ExternalIdentityLine,
+        AttachmentLine,
+        BlobLine,
+    )
 }
 
 
