@@ -26,6 +26,7 @@ from airia_server.api import (
 )
 from airia_server.api.deps import Services
 from airia_server.api.middleware import RequestContextMiddleware
+from airia_server.api.routing import SegmentRouter
 from airia_server.config import Settings, load_settings
 from airia_server.domain import maintenance
 from airia_server.domain.attachments import AttachmentService
@@ -95,7 +96,7 @@ def create_app(settings: Settings | None = None) -> AiriaApp:
         )
         conversation_service = ConversationService(store, hub, settings.default_deployment_id)
         conversation_service.after_delete = attachment_service.sweep
-        app.state.services = Services(
+        app.services = app.state.services = Services(
             settings=settings,
             store=store,
             hub=hub,
@@ -170,9 +171,12 @@ class AiriaApp:
     def __init__(self, router: Router, max_header_bytes: int = 16 * 1024) -> None:
         self.router = router
         self.state = State()
+        self.services: Services | None = None  # set by the lifespan; read on every request
         self.metrics = Metrics()
         self._stack = RequestContextMiddleware(
-            router, max_header_bytes=max_header_bytes, metrics=self.metrics
+            SegmentRouter(router.routes, router),
+            max_header_bytes=max_header_bytes,
+            metrics=self.metrics,
         )
 
     def enable_cors(self, origins: list[str]) -> None:

@@ -53,6 +53,50 @@ _SLOW_BODY = _timeout_response(
 )
 
 
+class _HeadWithBody:
+    """The transport as one response's cycle sees it: the head (status line and
+    headers) is held back and leaves in the same write as the body's first bytes.
+
+    uvicorn writes a response's head and body separately: two system calls and, with
+    TCP_NODELAY, two packets for every small JSON answer. Held here, they are one;
+    nothing waits, because the body follows the head within the same handler. A
+    response that ends with no body write (HEAD, 204) has its head flushed when it
+    completes or when the connection is closed.
+    """
+
+    __slots__ = ("_head", "_started", "_transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._head: bytes | None = None
+        self._started = False
+
+    def write(self, data: bytes) -> None:
+        if not self._started:
+            self._started = True
+            self._head = data
+            return
+        if self._head is not None:
+            data = self._head + data
+            self._head = None
+        self._transport.write(data)
+
+    def flush(self) -> None:
+        if self._head is not None:
+            head, self._head = self._head, None
+            self._transport.write(head)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class TimeoutProtocol(HttpToolsProtocol):
     """uvicorn's HTTP protocol with deadlines for slow clients: a request head that has
     not fully arrived `head_timeout` seconds after the connection opened (or the request
@@ -78,6 +122,8 @@ class TimeoutProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
+        if self.cycle is not None:
+            self.cycle.transport = _HeadWithBody(self.transport)  # type: ignore[assignment]
         # Until the message completes (often in this same read), the body must keep coming.
         self._arm(self.body_timeout, _SLOW_BODY)
 
@@ -88,6 +134,12 @@ class TimeoutProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._disarm()
         super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        cycle = self.cycle
+        if cycle is not None and type(cycle.transport) is _HeadWithBody:
+            cycle.transport.flush()
+        super().on_response_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()

@@ -67,4 +67,6 @@ def resource(path: str, **handlers: Endpoint) -> Route:
         return await by_method[request.method](request)
 
     dispatch.__name__ = "_".join(h.__name__ for h in handlers.values())
-    return Route(path, dispatch, methods=list(by_method))
+    route = Route(path, dispatch, methods=list(by_method))
+    route.handlers = by_method  # type: ignore[attr-defined]  # called directly by SegmentRouter
+    return route

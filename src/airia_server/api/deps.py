@@ -41,7 +41,7 @@ class Services:
 
 
 def services(conn: HTTPConnection) -> Services:
-    return conn.app.state.services
+    return conn.scope["app"].services
 
 
 async def current_principal(conn: HTTPConnection) -> Principal:

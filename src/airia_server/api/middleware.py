@@ -6,10 +6,11 @@ cost microseconds.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
 import time
-import uuid
 
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -21,6 +22,25 @@ from airia_server.metrics import Metrics
 error_log = logging.getLogger("airia_server.api")
 
 _VALID_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def _reseed() -> None:
+    global _cid_prefix, _cid_counter
+    _cid_prefix = os.urandom(8).hex()
+    _cid_counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
+
+
+_cid_prefix = ""
+_cid_counter = itertools.count()
+_reseed()
+os.register_at_fork(after_in_child=_reseed)
+
+
+def new_correlation_id() -> str:
+    """32 hex digits, unique to this process and request: a random prefix chosen at
+    start (and again in a forked child) and a counter. Unique is all a correlation id
+    needs to be; unlike a UUID4 it costs no system call per request."""
+    return f"{_cid_prefix}{next(_cid_counter) & 0xFFFF_FFFF_FFFF_FFFF:016x}"
 
 
 class RequestContextMiddleware:
@@ -41,13 +61,14 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         raw = None
+        header_bytes = 0
         for name, value in scope["headers"]:
+            header_bytes += len(name) + len(value)
             if name == b"x-correlation-id":
                 raw = value
-                break
         # A caller's id is kept when it is a plain token; anything else could
         # forge log lines, so it is replaced.
-        cid = raw.decode() if raw is not None and _VALID_ID.match(raw) else uuid.uuid4().hex
+        cid = raw.decode() if raw is not None and _VALID_ID.match(raw) else new_correlation_id()
         cid_header = (b"x-correlation-id", cid.encode())
         token = correlation_id_var.set(cid)
         tenant_token = tenant_var.set(None)
@@ -61,7 +82,7 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            if sum(len(n) + len(v) for n, v in scope["headers"]) > self.max_header_bytes:
+            if header_bytes > self.max_header_bytes:
                 state["status"] = 431
                 if scope["type"] == "http":
                     await _send_problem(

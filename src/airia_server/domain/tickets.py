@@ -8,7 +8,7 @@ HMAC-SHA256 of the payload under the server's secret.
 from __future__ import annotations
 
 import base64
-import hashlib
+import binascii
 import hmac
 import time
 
@@ -30,8 +30,11 @@ class TicketClaims(msgspec.Struct, array_like=True):
 _decode_claims = msgspec.json.Decoder(TicketClaims).decode
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+    return binascii.b2a_base64(data, newline=False).translate(_URLSAFE).rstrip(b"=").decode()
 
 
 def _unb64(text: str) -> bytes:
@@ -44,7 +47,7 @@ class TicketSigner:
         self.ttl_seconds = ttl_seconds
 
     def _sign(self, payload: str) -> str:
-        return _b64(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
+        return _b64(hmac.digest(self._key, payload.encode(), "sha256"))
 
     def mint(self, tenant_id: str, conversation_id: str, user_id: str | None) -> tuple[str, int]:
         """A ticket and its expiry (Unix seconds)."""
@@ -79,7 +82,7 @@ class UrlSigner:
 
     def _sign(self, purpose: str, expires: int) -> str:
         message = f"{purpose}:{expires}".encode()
-        return _b64(hmac.new(self._key, message, hashlib.sha256).digest())
+        return _b64(hmac.digest(self._key, message, "sha256"))
 
     def sign(self, purpose: str) -> tuple[int, str]:
         expires = int(time.time()) + self.ttl_seconds
