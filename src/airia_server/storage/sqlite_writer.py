@@ -3,9 +3,9 @@
 SQLite has one writer at a time, and with `synchronous=FULL` each commit costs
 an fsync. Requests hand their write to `submit` as a function of the
 connection. While a commit is in flight, new writes queue up; when it lands,
-everything queued runs in the next transaction, each write inside its own
-savepoint (so one failing write does not spoil the others), and one COMMIT
-makes the batch durable. A request's future resolves only after its COMMIT.
+everything queued runs in the next transaction (one failing write does not
+spoil the others: see `_run`), and one COMMIT makes the batch durable. A
+request's future resolves only after its COMMIT.
 
 The statements run on the event loop's thread (they touch the page cache and
 take microseconds); only BEGIN, which may wait for another process's lock,
@@ -103,6 +103,25 @@ class GroupCommitWriter:
             self._draining = None
 
     def _run(self, batch: list[tuple[Op, asyncio.Future[Any]]]) -> list[tuple[Any, Any, Any]]:
+        """Run every write of the batch in the open transaction.
+
+        Writes rarely fail, so the batch first runs under one savepoint; if a write
+        raises, that savepoint is rolled back and the batch replayed with a savepoint
+        around each write, so that only the failing one fails. (A write is a function
+        of the connection alone, so running it again gives the same outcome.)
+        """
+        conn = self._conn
+        conn.execute("SAVEPOINT batch")
+        try:
+            outcomes = [(future, op(conn), None) for op, future in batch]
+        except Exception:
+            conn.execute("ROLLBACK TO batch")
+            conn.execute("RELEASE batch")
+            return self._run_each(batch)
+        conn.execute("RELEASE batch")
+        return outcomes
+
+    def _run_each(self, batch: list[tuple[Op, asyncio.Future[Any]]]) -> list[tuple[Any, Any, Any]]:
         conn = self._conn
         outcomes = []
         for op, future in batch:

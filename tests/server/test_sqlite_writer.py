@@ -1,0 +1,78 @@
+"""GroupCommitWriter: a batch commits together, and one failing write fails alone."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+
+from airia_server.storage.sqlite_writer import GroupCommitWriter
+
+
+def _connect(path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY, v INTEGER)")
+    return conn
+
+
+def _insert(k: str, v: int):
+    def op(conn: sqlite3.Connection) -> int:
+        conn.execute("INSERT INTO t (k, v) VALUES (?, ?)", (k, v))
+        return v
+
+    return op
+
+
+def test_concurrent_writes_share_commits_and_all_land(tmp_path):
+    conn = _connect(tmp_path / "w.db")
+
+    async def main() -> list[int]:
+        writer = GroupCommitWriter(conn)
+        results = await asyncio.gather(*(writer.submit(_insert(f"k{i}", i)) for i in range(100)))
+        stats = writer.stats
+        await writer.close()
+        assert stats.ops == 100 and stats.batches < 100
+        return list(results)
+
+    assert asyncio.run(main()) == list(range(100))
+    assert _connect(tmp_path / "w.db").execute("SELECT count(*) FROM t").fetchone() == (100,)
+
+
+def test_a_failing_write_fails_alone_and_leaves_nothing_behind(tmp_path):
+    conn = _connect(tmp_path / "w.db")
+    conn.execute("INSERT INTO t (k, v) VALUES ('taken', 0)")
+
+    def half_then_fail(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO t (k, v) VALUES ('half', 1)")
+        conn.execute("INSERT INTO t (k, v) VALUES ('taken', 1)")  # violates the key
+
+    async def main():
+        writer = GroupCommitWriter(conn)
+        futures = [
+            writer.submit(_insert("a", 1)),
+            writer.submit(half_then_fail),
+            writer.submit(_insert("b", 2)),
+        ]
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        await writer.close()
+        return outcomes
+
+    first, failed, last = asyncio.run(main())
+    assert (first, last) == (1, 2)
+    assert isinstance(failed, sqlite3.IntegrityError)
+    rows = _connect(tmp_path / "w.db").execute("SELECT k, v FROM t ORDER BY k").fetchall()
+    assert rows == [("a", 1), ("b", 2), ("taken", 0)]  # no 'half': its write was undone
+
+
+def test_writes_after_close_are_refused(tmp_path):
+    conn = _connect(tmp_path / "w.db")
+
+    async def main():
+        writer = GroupCommitWriter(conn)
+        await writer.close()
+        with pytest.raises(RuntimeError, match="closed"):
+            await writer.submit(_insert("late", 1))
+
+    asyncio.run(main())
