@@ -12,6 +12,29 @@ _CANONICAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-
 _lock = threading.Lock()
 _last_ms = 0
 _counter = 0
+# Random bytes from the OS, drawn 4 KiB at a time rather than with a system call per
+# id; a forked child starts with an empty pool so it never repeats its parent's.
+_POOL_SIZE = 4096
+_pool = b""
+_pool_at = 0
+
+
+def _forget_pool() -> None:
+    global _pool, _pool_at
+    _pool, _pool_at = b"", 0
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _random(n: int) -> int:
+    """`n` random bytes as an integer (call with `_lock` held)."""
+    global _pool, _pool_at
+    if _pool_at + n > len(_pool):
+        _pool, _pool_at = os.urandom(_POOL_SIZE), 0
+    start = _pool_at
+    _pool_at += n
+    return int.from_bytes(_pool[start : start + n], "big")
 
 
 def uuid7() -> uuid.UUID:
@@ -20,12 +43,16 @@ def uuid7() -> uuid.UUID:
     The counter keeps ids minted within the same millisecond in order, so ids
     from one process sort by creation even under load.
     """
+    return uuid.UUID(int=_uuid7_int())
+
+
+def _uuid7_int() -> int:
     global _last_ms, _counter
     with _lock:
         ms = time.time_ns() // 1_000_000
         if ms > _last_ms:
             _last_ms = ms
-            _counter = int.from_bytes(os.urandom(2), "big") & 0x3FF  # leave room to count up
+            _counter = _random(2) & 0x3FF  # leave room to count up
         else:
             _counter += 1
             if _counter > 0xFFF:  # counter exhausted: borrow the next millisecond
@@ -33,13 +60,14 @@ def uuid7() -> uuid.UUID:
                 _counter = 0
             ms = _last_ms
         counter = _counter
-    rand_b = int.from_bytes(os.urandom(8), "big") & 0x3FFF_FFFF_FFFF_FFFF
-    value = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | rand_b
-    return uuid.UUID(int=value)
+        rand_b = _random(8) & 0x3FFF_FFFF_FFFF_FFFF
+    return (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | rand_b
 
 
 def new_id() -> str:
-    return str(uuid7())
+    """A new UUIDv7 in its canonical text form."""
+    h = f"{_uuid7_int():032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def parse_id(value: str) -> str | None:
