@@ -97,23 +97,51 @@ class _HeadWithBody:
         return getattr(self._transport, name)
 
 
+class _Sweeper:
+    """One timer per event loop that closes the connections past their deadline.
+
+    Arming a timer per request (on every request head, body and completion) cost
+    more than routing the request; a deadline is a float set on the connection
+    instead, and this sweep checks them all a few times a second."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
+        self.loop = loop
+        self.interval = interval
+        self.protocols: set[TimeoutProtocol] = set()
+        loop.call_later(interval, self._sweep)
+
+    def _sweep(self) -> None:
+        now = self.loop.time()
+        for protocol in [p for p in self.protocols if 0.0 < p._deadline <= now]:
+            protocol._too_slow()
+        self.loop.call_later(self.interval, self._sweep)
+
+
 class TimeoutProtocol(HttpToolsProtocol):
     """uvicorn's HTTP protocol with deadlines for slow clients: a request head that has
     not fully arrived `head_timeout` seconds after the connection opened (or the request
     began), or a body that stalls for `body_timeout` seconds, is answered 408 and the
     connection closed, instead of being held for ever (slowloris).
 
-    Done here, with one timer per connection, rather than around every read in the
-    application. A class at module level, so worker processes can import it; the
-    timeouts are set from the settings before serving (and read from the environment
-    in workers)."""
+    Done here, with a deadline per connection checked by one sweep per loop, rather
+    than around every read in the application. A class at module level, so worker
+    processes can import it; the timeouts are set from the settings before serving
+    (and read from the environment in workers)."""
 
     head_timeout = float(os.environ.get("AIRIA_HEADER_READ_TIMEOUT_SECONDS") or 10.0)
     body_timeout = float(os.environ.get("AIRIA_BODY_READ_TIMEOUT_SECONDS") or 30.0)
-    _timer: asyncio.TimerHandle | None = None
+    _sweeper: _Sweeper | None = None
+    _deadline = 0.0  # loop time after which the request is too slow; 0: none
+    _answer = b""
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        sweeper = TimeoutProtocol._sweeper
+        if sweeper is None or sweeper.loop is not self.loop:
+            # Deadlines are met to within a quarter of the shorter timeout.
+            interval = min(1.0, max(0.05, min(self.head_timeout, self.body_timeout) / 4))
+            sweeper = TimeoutProtocol._sweeper = _Sweeper(self.loop, interval)
+        sweeper.protocols.add(self)
         self._arm(self.head_timeout, _SLOW_HEAD)
 
     def on_message_begin(self) -> None:
@@ -129,10 +157,10 @@ class TimeoutProtocol(HttpToolsProtocol):
 
     def on_body(self, body: bytes) -> None:
         super().on_body(body)
-        self._arm(self.body_timeout, _SLOW_BODY)
+        self._deadline = self.loop.time() + self.body_timeout
 
     def on_message_complete(self) -> None:
-        self._disarm()
+        self._deadline = 0.0
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
@@ -141,26 +169,31 @@ class TimeoutProtocol(HttpToolsProtocol):
             cycle.transport.flush()
         super().on_response_complete()
 
+    def handle_websocket_upgrade(self) -> None:
+        self._forget()  # the connection now belongs to the WebSocket protocol
+        super().handle_websocket_upgrade()
+
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        self._forget()
         super().connection_lost(exc)
 
+    def _forget(self) -> None:
+        self._deadline = 0.0
+        sweeper = TimeoutProtocol._sweeper
+        if sweeper is not None:
+            sweeper.protocols.discard(self)
+
     def _arm(self, delay: float, answer: bytes) -> None:
-        self._disarm()
-        self._timer = self.loop.call_later(delay, self._too_slow, answer)
+        self._deadline = self.loop.time() + delay
+        self._answer = answer
 
-    def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _too_slow(self, answer: bytes) -> None:
-        self._timer = None
+    def _too_slow(self) -> None:
+        self._deadline = 0.0
         # Never once a response has begun: then the connection is the application's.
         if self.cycle is not None and self.cycle.response_started:
             return
         if not self.transport.is_closing():
-            self.transport.write(answer)
+            self.transport.write(self._answer)
             self.transport.close()
 
 
