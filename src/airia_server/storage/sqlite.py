@@ -54,6 +54,9 @@ _OWNED_TABLES = (
     "external_identities",
     "attachments",
 )
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
+"""Bytes the WAL file is trimmed to when SQLite starts it over."""
+
 _SORT_COLUMNS = {"createdAt": "created_at", "updatedAt": "updated_at", "title": "title"}
 
 
@@ -108,6 +111,7 @@ class SqliteStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, LifecycleMi
         # Checkpoints copy the WAL back into the database and fsync it; done on the
         # commit path they stall every request of that batch, so a thread does them.
         self._writer_conn.execute("PRAGMA wal_autocheckpoint = 0")
+        self._writer_conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         self._writer = GroupCommitWriter(self._writer_conn, self._write_batch_max)
         self._checkpointer = _Checkpointer(self.path)
         self._checkpointer.start()
@@ -409,11 +413,20 @@ class SqliteStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, LifecycleMi
 
 
 class _Checkpointer:
-    """Runs passive WAL checkpoints off the commit path, twice a second."""
+    """Runs passive WAL checkpoints off the commit path, twice a second.
 
-    def __init__(self, path: Path, interval: float = 0.5) -> None:
+    Under a steady stream of commits a passive checkpoint never catches the writer,
+    so SQLite never gets to start the WAL over and it grows for as long as the load
+    lasts (a gigabyte in a minute of message appends). Once it holds more than
+    `restart_frames`, a RESTART checkpoint waits for the commit in flight, copies
+    the rest, and lets the next commit start the WAL from the beginning;
+    `journal_size_limit` (set on the writer) then trims the file.
+    """
+
+    def __init__(self, path: Path, interval: float = 0.5, restart_frames: int = 16384) -> None:
         self._path = path
         self._interval = interval
+        self._restart_frames = restart_frames
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
 
@@ -428,7 +441,9 @@ class _Checkpointer:
         conn = _connect(self._path)
         try:
             while not self._stopping.wait(self._interval):
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if frames > self._restart_frames:
+                    conn.execute("PRAGMA wal_checkpoint(RESTART)")
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             conn.close()
