@@ -76,3 +76,40 @@ def test_writes_after_close_are_refused(tmp_path):
             await writer.submit(_insert("late", 1))
 
     asyncio.run(main())
+
+
+def test_the_wal_stays_bounded_under_a_steady_stream_of_commits(tmp_path):
+    """Passive checkpoints alone never catch a steady writer; asked by the
+    checkpointer, the writer restarts the WAL between batches and the size limit
+    trims the file."""
+    import os
+    import time
+
+    from airia_server.storage.sqlite import _Checkpointer
+
+    path = tmp_path / "w.db"
+    conn = _connect(path)
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.execute("PRAGMA journal_size_limit = 262144")
+    checkpointer = _Checkpointer(path, interval=0.01, restart_frames=64)
+    checkpointer.start()
+
+    async def main() -> tuple[int, int]:
+        writer = GroupCommitWriter(conn, 256, checkpointer.restart_job)
+        largest, i = 0, 0
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            batch = [writer.submit(_insert(f"{i + j:08d}" + "x" * 2000, i + j)) for j in range(8)]
+            await asyncio.gather(*batch)
+            i += len(batch)
+            largest = max(largest, os.path.getsize(f"{path}-wal"))
+        await writer.close()
+        return largest, i
+
+    try:
+        largest, count = asyncio.run(main())
+    finally:
+        checkpointer.stop()
+    written = count * 2000
+    assert written > 8 * 1024 * 1024, "too few commits to tell"
+    assert largest < 4 * 1024 * 1024, f"WAL reached {largest} bytes for {written} written"

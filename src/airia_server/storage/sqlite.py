@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -112,8 +113,10 @@ class SqliteStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, LifecycleMi
         # commit path they stall every request of that batch, so a thread does them.
         self._writer_conn.execute("PRAGMA wal_autocheckpoint = 0")
         self._writer_conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
-        self._writer = GroupCommitWriter(self._writer_conn, self._write_batch_max)
         self._checkpointer = _Checkpointer(self.path)
+        self._writer = GroupCommitWriter(
+            self._writer_conn, self._write_batch_max, self._checkpointer.restart_job
+        )
         self._checkpointer.start()
         self._reader = _connect(self.path)
         self._reader.execute("PRAGMA query_only = ON")
@@ -418,20 +421,29 @@ class _Checkpointer:
     Under a steady stream of commits a passive checkpoint never catches the writer,
     so SQLite never gets to start the WAL over and it grows for as long as the load
     lasts (a gigabyte in a minute of message appends). Once it holds more than
-    `restart_frames`, a RESTART checkpoint waits for the commit in flight, copies
-    the rest, and lets the next commit start the WAL from the beginning;
-    `journal_size_limit` (set on the writer) then trims the file.
+    `restart_frames`, the writer is asked (`restart_job`) to run a RESTART
+    checkpoint between two batches, where no other writer can be in its way; the
+    next commit then starts the WAL from the beginning, and `journal_size_limit`
+    (set on the writer) trims the file.
     """
 
     def __init__(self, path: Path, interval: float = 0.5, restart_frames: int = 16384) -> None:
         self._path = path
         self._interval = interval
         self._restart_frames = restart_frames
+        self._restart_wanted = False
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
+
+    def restart_job(self) -> Callable[[sqlite3.Connection], object] | None:
+        """What the writer should run between batches, if anything."""
+        if not self._restart_wanted:
+            return None
+        self._restart_wanted = False
+        return _restart_wal
 
     def stop(self) -> None:
         self._stopping.set()
@@ -443,7 +455,11 @@ class _Checkpointer:
             while not self._stopping.wait(self._interval):
                 _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 if frames > self._restart_frames:
-                    conn.execute("PRAGMA wal_checkpoint(RESTART)")
+                    self._restart_wanted = True
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             conn.close()
+
+
+def _restart_wal(conn: sqlite3.Connection) -> object:
+    return conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()

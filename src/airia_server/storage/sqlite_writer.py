@@ -40,8 +40,16 @@ class WriterStats:
 
 
 class GroupCommitWriter:
-    def __init__(self, conn: sqlite3.Connection, max_batch: int = 256) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        max_batch: int = 256,
+        between_batches: Callable[[], Op | None] | None = None,
+    ) -> None:
         self._conn = conn
+        # Asked after each commit for work to do on the connection outside any
+        # transaction (a WAL restart), run on the disk thread before the next batch.
+        self._between_batches = between_batches
         self._max_batch = max_batch
         self._pending: list[tuple[Op, asyncio.Future[Any]]] = []
         self._draining: asyncio.Task[None] | None = None
@@ -71,6 +79,12 @@ class GroupCommitWriter:
         loop = asyncio.get_running_loop()
         try:
             while self._pending:
+                job = self._between_batches() if self._between_batches is not None else None
+                if job is not None:
+                    try:
+                        await loop.run_in_executor(self._disk, job, self._conn)
+                    except sqlite3.Error:
+                        log.warning("work between write batches failed", exc_info=True)
                 await loop.run_in_executor(self._disk, self._conn.execute, "BEGIN IMMEDIATE")
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
