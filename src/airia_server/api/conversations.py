@@ -29,20 +29,18 @@ _update_decoder = msgspec.json.Decoder(UpdateConversationRequest)
 _SORT_FIELDS = {"createdat": "createdAt", "updatedat": "updatedAt", "title": "title"}
 
 
-async def shown_messages(svc, record: ConversationRecord) -> list[MessageRecord]:
-    """The messages a conversation's GET shows: all of them, oldest first, up to
-    AIRIA_CONVERSATION_MESSAGES_LIMIT (the newest ones); longer conversations are read
-    page by page through GET .../messages, so one GET never carries megabytes."""
+_NO_MESSAGES = msgspec.Raw(b"[]")
+
+
+async def shown_messages(svc, record: ConversationRecord) -> msgspec.Raw:
+    """The messages a conversation's GET shows, as JSON: all of them, oldest first, up
+    to AIRIA_CONVERSATION_MESSAGES_LIMIT (the newest ones); longer conversations are
+    read page by page through GET .../messages, so one GET never carries megabytes."""
     if not record.message_count:
-        return []
-    newest = await svc.store.list_messages(
-        record.id,
-        cursor=None,
-        limit=svc.settings.conversation_messages_limit,
-        descending=True,
+        return _NO_MESSAGES
+    return msgspec.Raw(
+        await svc.store.recent_messages_json(record.id, svc.settings.conversation_messages_limit)
     )
-    newest.reverse()
-    return newest
 
 
 def message_view(m: MessageRecord) -> ConversationMessage:
@@ -60,7 +58,7 @@ def message_view(m: MessageRecord) -> ConversationMessage:
 
 
 def conversation_view(
-    request: Request, principal, record: ConversationRecord, messages: list[MessageRecord]
+    request: Request, principal, record: ConversationRecord, messages: msgspec.Raw
 ) -> GetConversationResponse:
     return GetConversationResponse(
         conversation_id=record.id,
@@ -72,7 +70,7 @@ def conversation_view(
         deployment_id=record.deployment_id,
         data_source_files=record.data_source_files,
         websocket_url=websocket_url(request, principal, record.id),
-        messages=[message_view(m) for m in messages],
+        messages=messages,  # type: ignore[arg-type]  # already JSON: list[ConversationMessage]
         policy_redactions=None,
         last_execution_status=record.last_execution_status,
         last_execution_id=record.last_execution_id,

@@ -254,6 +254,13 @@ class Store(Protocol):
     ) -> list[MessageRecord]:
         """A page of messages, strictly after (or before, descending) position `cursor`."""
 
+    async def recent_messages_json(self, conversation_id: str, limit: int) -> bytes:
+        """The newest `limit` messages, oldest first, as the JSON array a conversation's
+        GET carries (`ConversationMessage` objects), rendered by the database.
+
+        The one place the storage layer writes the wire shape: turning fifty rows into
+        Python objects only to encode them again was most of the cost of that GET."""
+
     async def find_message(self, conversation_id: str, message_id: str) -> MessageRecord | None: ...
 
     async def truncate_messages(

@@ -21,7 +21,9 @@ from airia_server.storage.base import (
 from airia_server.storage.rows import (
     MESSAGE_COLUMNS,
     PARTICIPANT_COLUMNS,
+    WIRE_MESSAGE_COLUMNS,
     message_row,
+    messages_json,
     participant_row,
 )
 
@@ -138,6 +140,15 @@ class MessagesMixin:
             limit,
         )
         return [message_row(row) for row in rows]
+
+    async def recent_messages_json(self, conversation_id: str, limit: int) -> bytes:
+        rows = await self.pool.fetch(
+            f"SELECT {WIRE_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 "
+            "ORDER BY position DESC LIMIT $2",
+            conversation_id,
+            limit,
+        )
+        return messages_json(rows)
 
     async def find_message(self, conversation_id: str, message_id: str) -> MessageRecord | None:
         row = await self.pool.fetchrow(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -117,3 +118,40 @@ def participant_row(row: tuple[Any, ...]) -> ParticipantRecord:
         shared_at=row[5],
         shared_by_user_id=row[6],
     )
+
+
+# The JSON of the messages a conversation's GET carries, straight from rows (see
+# Store.recent_messages_json): the columns in the order of the API's
+# ConversationMessage, each row made a struct positionally and encoded at once.
+WIRE_MESSAGE_COLUMNS = (
+    "id, conversation_id, message, role, images, image_attachment_ids, created_at, "
+    "updated_at, user_id"
+)
+
+
+class _WireMessage(msgspec.Struct, rename="camel"):
+    id: str
+    conversation_id: str
+    message: Any
+    role: str
+    images: Any  # stored as JSON text: passed through as msgspec.Raw
+    image_attachment_ids: Any
+    created_at: str
+    updated_at: str
+    user_id: Any
+
+
+_encode_wire = msgspec.json.Encoder().encode
+
+
+def messages_json(rows_newest_first: Sequence[Sequence[Any]]) -> bytes:
+    """Rows of WIRE_MESSAGE_COLUMNS, newest first, as a JSON array oldest first."""
+    items = []
+    for row in reversed(rows_newest_first):
+        item = _WireMessage(*row)
+        if row[4] is not None:
+            item.images = msgspec.Raw(row[4].encode())
+        if row[5] is not None:
+            item.image_attachment_ids = msgspec.Raw(row[5].encode())
+        items.append(item)
+    return _encode_wire(items)

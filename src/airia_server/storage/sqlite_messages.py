@@ -20,7 +20,9 @@ from airia_server.storage.base import (
 from airia_server.storage.rows import (
     MESSAGE_COLUMNS,
     PARTICIPANT_COLUMNS,
+    WIRE_MESSAGE_COLUMNS,
     message_row,
+    messages_json,
     participant_row,
 )
 
@@ -128,6 +130,18 @@ class MessagesMixin:
             .fetchall()
         )
         return [message_row(row) for row in rows]
+
+    async def recent_messages_json(self, conversation_id: str, limit: int) -> bytes:
+        rows = (
+            self._read()
+            .execute(
+                f"SELECT {WIRE_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? "
+                "ORDER BY position DESC LIMIT ?",
+                (conversation_id, limit),
+            )
+            .fetchall()
+        )
+        return messages_json(rows)
 
     async def find_message(self, conversation_id: str, message_id: str) -> MessageRecord | None:
         row = (
