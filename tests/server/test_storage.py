@@ -232,9 +232,11 @@ async def test_delete_removes_the_conversation_and_its_events(store) -> None:
         await store.update_conversation("t1", record.id, {"title": f"t{i}"}, format_us(BASE_US))
     await store.update_conversation("t1", keep.id, {"title": "kept"}, format_us(BASE_US))
 
-    event = await store.delete_conversation("t1", record.id, format_us(BASE_US + 9))
+    deleted = await store.delete_conversation("t1", record.id, format_us(BASE_US + 9))
 
-    assert event is not None
+    assert deleted is not None
+    event, attachments = deleted
+    assert attachments == 0
     assert (event.type, event.sequence, event.conversation_id) == (
         "conversation.deleted",
         4,

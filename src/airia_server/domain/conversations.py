@@ -29,7 +29,7 @@ class ConversationService:
         self.hub = hub
         self.default_deployment_id = default_deployment_id
         self.after_delete: Callable[[], Awaitable[object]] | None = None
-        """Run after a delete commits (the attachment blob sweep)."""
+        """Run after a delete that took attachments with it commits (the blob sweep)."""
 
     async def create(
         self,
@@ -92,11 +92,14 @@ class ConversationService:
 
     async def delete(self, principal: Principal, conversation_id: str) -> None:
         current, _ = await access.load(self.store, principal, conversation_id, access.MANAGE)
-        event = await self.store.delete_conversation(principal.tenant_id, current.id, utcnow_iso())
-        if event is None:
+        deleted = await self.store.delete_conversation(
+            principal.tenant_id, current.id, utcnow_iso()
+        )
+        if deleted is None:
             raise conversation_not_found(conversation_id)
+        event, attachments = deleted
         await self.hub.publish(event)
-        if self.after_delete is not None:
+        if attachments and self.after_delete is not None:
             try:
                 await self.after_delete()
             except Exception:  # the periodic sweep will finish the job

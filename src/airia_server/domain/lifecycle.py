@@ -31,10 +31,10 @@ class ErasureReport(msgspec.Struct):
 
 
 async def _delete(store: Store, hub: LocalHub, tenant_id: str, conversation_id: str) -> bool:
-    event = await store.delete_conversation(tenant_id, conversation_id, utcnow_iso())
-    if event is None:
+    deleted = await store.delete_conversation(tenant_id, conversation_id, utcnow_iso())
+    if deleted is None:
         return False
-    await hub.publish(event)
+    await hub.publish(deleted[0])
     return True
 
 

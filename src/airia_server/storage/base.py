@@ -236,8 +236,9 @@ class Store(Protocol):
 
     async def delete_conversation(
         self, tenant_id: str, conversation_id: str, deleted_at: str
-    ) -> EventRecord | None:
-        """Delete the conversation and all that belongs to it; the event is not stored."""
+    ) -> tuple[EventRecord, int] | None:
+        """Delete the conversation and all that belongs to it: its event (not stored)
+        and how many attachments went with it (their blobs may now be unused)."""
 
     async def feed(self, query: FeedQuery) -> FeedPage:
         """With `user_id`: the conversations that user takes part in; else the tenant's."""

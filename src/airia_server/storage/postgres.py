@@ -65,6 +65,19 @@ _OWNED_TABLES = (
     "external_identities",
     "attachments",
 )
+# One statement, so one round trip and atomic on its own: the conversation, then (only
+# if it was there) everything that belongs to it; the last sequence and how many
+# attachments went.
+_DELETE_CONVERSATION = (
+    "WITH gone AS (DELETE FROM conversations WHERE id = $1 AND tenant_id = $2 "
+    "RETURNING id, last_sequence), "
+    + ", ".join(
+        f"d_{table} AS (DELETE FROM {table} WHERE conversation_id IN (SELECT id FROM gone) "
+        "RETURNING 1)"
+        for table in _OWNED_TABLES
+    )
+    + " SELECT last_sequence, (SELECT count(*) FROM d_attachments) FROM gone"
+)
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -278,27 +291,18 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
 
     async def delete_conversation(
         self, tenant_id: str, conversation_id: str, deleted_at: str
-    ) -> EventRecord | None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            last = await conn.fetchval(
-                "DELETE FROM conversations WHERE id = $1 AND tenant_id = $2 "
-                "RETURNING last_sequence",
-                conversation_id,
-                tenant_id,
-            )
-            if last is None:
-                return None
-            for table in _OWNED_TABLES:
-                await conn.execute(
-                    f"DELETE FROM {table} WHERE conversation_id = $1", conversation_id
-                )
-        return EventRecord(
+    ) -> tuple[EventRecord, int] | None:
+        row = await self.pool.fetchrow(_DELETE_CONVERSATION, conversation_id, tenant_id)
+        if row is None:
+            return None
+        event = EventRecord(
             conversation_id=conversation_id,
-            sequence=last + 1,
+            sequence=row[0] + 1,
             type="conversation.deleted",
             created_at=deleted_at,
             data={"conversationId": conversation_id},
         )
+        return event, row[1]
 
     async def feed(self, query: FeedQuery) -> FeedPage:
         sql = FeedSql(query, lambda n: f"${n}", postgres=True)

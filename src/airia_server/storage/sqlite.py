@@ -362,23 +362,27 @@ class SqliteStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, LifecycleMi
 
     async def delete_conversation(
         self, tenant_id: str, conversation_id: str, deleted_at: str
-    ) -> EventRecord | None:
-        def op(conn: sqlite3.Connection) -> EventRecord | None:
+    ) -> tuple[EventRecord, int] | None:
+        def op(conn: sqlite3.Connection) -> tuple[EventRecord, int] | None:
             row = conn.execute(
                 "DELETE FROM conversations WHERE id = ? AND tenant_id = ? RETURNING last_sequence",
                 (conversation_id, tenant_id),
             ).fetchone()
             if row is None:
                 return None
+            removed = 0
             for table in _OWNED_TABLES:
-                conn.execute(f"DELETE FROM {table} WHERE conversation_id = ?", (conversation_id,))
-            return EventRecord(
+                removed = conn.execute(
+                    f"DELETE FROM {table} WHERE conversation_id = ?", (conversation_id,)
+                ).rowcount  # the last table is attachments
+            event = EventRecord(
                 conversation_id=conversation_id,
                 sequence=row[0] + 1,
                 type="conversation.deleted",
                 created_at=deleted_at,
                 data={"conversationId": conversation_id},
             )
+            return event, removed
 
         return await self._write(op)
 
