@@ -303,7 +303,7 @@ async def test_feed_pages_and_counts(store, feed_records: list[ConversationRecor
             query(page_number=page_number, page_size=2, sort_by="createdAt", descending=False)
         )
         assert page.total_count == 7
-        seen += [r.id for r in page.items]
+        seen += [r.conversation_id for r in page.items]
     assert seen == expected
     empty = await store.feed(query(page_number=5, page_size=2))
     assert (empty.items, empty.total_count) == ([], 7)
@@ -319,14 +319,14 @@ async def test_feed_sorts_by_title(store, feed_records: list[ConversationRecord]
 
 async def test_feed_sorts_by_time(store, feed_records: list[ConversationRecord]) -> None:
     newest_first = await store.feed(query())  # the default: updatedAt, descending
-    assert [r.id for r in newest_first.items] == [r.id for r in feed_records[:7]][::-1]
+    assert [r.conversation_id for r in newest_first.items] == [r.id for r in feed_records[:7]][::-1]
     await store.update_conversation(
         "t1", feed_records[0].id, {"title": "delta 2"}, format_us(BASE_US + 99_000_000)
     )
     by_update = await store.feed(query())
-    assert by_update.items[0].id == feed_records[0].id
+    assert by_update.items[0].conversation_id == feed_records[0].id
     by_creation = await store.feed(query(sort_by="createdAt"))
-    assert by_creation.items[-1].id == feed_records[0].id
+    assert by_creation.items[-1].conversation_id == feed_records[0].id
 
 
 async def test_feed_ties_break_by_id(store) -> None:
@@ -334,7 +334,7 @@ async def test_feed_ties_break_by_id(store) -> None:
     for record in same_time:
         await create(store, record)
     page = await store.feed(query(sort_by="title", descending=False))
-    assert [r.id for r in page.items] == sorted(r.id for r in same_time)
+    assert [r.conversation_id for r in page.items] == sorted(r.id for r in same_time)
 
 
 @pytest.mark.parametrize(
@@ -360,7 +360,8 @@ async def test_feed_filters_titles_literally(
 async def test_feed_scopes(store, feed_records: list[ConversationRecord]) -> None:
     tenant_wide = await store.feed(query(user_id=None))
     assert tenant_wide.total_count == 8
-    assert {r.tenant_id for r in tenant_wide.items} == {"t1"}
+    t1_ids = {r.id for r in feed_records if r.tenant_id == "t1"}
+    assert {r.conversation_id for r in tenant_wide.items} == t1_ids
     other_user = await store.feed(query(user_id="u2"))
     assert [r.title for r in other_user.items] == ["alpha of u2"]
     other_tenant = await store.feed(query(tenant_id="t2", user_id=None))
@@ -382,7 +383,7 @@ async def test_concurrent_creates_all_land_in_fewer_commits(sqlite_store) -> Non
     assert await row_count(store, "conversations") == 200
     page = await store.feed(query(user_id=None, page_size=1000))
     assert page.total_count == 200
-    assert {r.id for r in page.items} == {r.id for r in records}
+    assert {r.conversation_id for r in page.items} == {r.id for r in records}
     stats = store.writer_stats
     ops, batches = stats.ops - before_ops, stats.batches - before_batches
     assert ops >= 200

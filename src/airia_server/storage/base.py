@@ -94,10 +94,25 @@ class FeedQuery(msgspec.Struct, kw_only=True):
     title_filter: str | None = None
 
 
+class FeedItem(msgspec.Struct, rename="camel"):
+    """One conversation as the feed shows it, in the order and under the names of the
+    API's ConversationFeedItem, so a page's rows become structs positionally and are
+    encoded as they are (see FEED_ITEM_COLUMNS)."""
+
+    conversation_id: str
+    user_id: str
+    title: str | None
+    message_count: int
+    unread_count: int
+    """Messages after the feed user's read position (the owner's for a tenant feed)."""
+    created_at: str
+    updated_at: str
+    is_bookmarked: bool
+    deployment_id: str
+
+
 class FeedPage(msgspec.Struct, kw_only=True):
-    items: list[ConversationRecord]
-    unread_counts: list[int]
-    """Per item: messages after the feed user's read position (the owner's for a tenant feed)."""
+    items: list[FeedItem]
     total_count: int
 
 

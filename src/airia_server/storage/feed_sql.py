@@ -20,9 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from airia_server.storage.base import FeedQuery
-from airia_server.storage.rows import CONVERSATION_COLUMNS
 
-_COLUMNS = [name.strip() for name in CONVERSATION_COLUMNS.split(",")]
 _USER_SORT = {"updatedAt": "p.conv_updated_at", "createdAt": "p.conv_created_at"}
 _TENANT_SORT = {"updatedAt": "c.updated_at", "createdAt": "c.created_at", "title": "c.title"}
 
@@ -87,15 +85,16 @@ class FeedSql:
 
         self.page_params: list[Any] = []
         reader = self._add(self.page_params, query.user_id) if by_user else "c.user_id"
-        cols = ", ".join(f"c.{name}" for name in _COLUMNS)
         inner_where = where(self.page_params)
         limit = self._add(self.page_params, query.page_size)
         offset = self._add(self.page_params, (query.page_number - 1) * query.page_size)
+        # The columns of FeedItem, in its order.
         self.page = (
-            f"SELECT {cols}, "
+            "SELECT c.id, c.user_id, c.title, c.message_count, "
             "(SELECT count(*) FROM messages m WHERE m.conversation_id = c.id AND m.position > "
             "coalesce((SELECT r.position FROM conversation_reads r WHERE "
-            f"r.conversation_id = c.id AND r.user_id = {reader}), 0)) "
+            f"r.conversation_id = c.id AND r.user_id = {reader}), 0)), "
+            "c.created_at, c.updated_at, c.is_bookmarked, c.deployment_id "
             f"FROM (SELECT {id_column} AS id, {sort} AS sort_key FROM {source} "
             f"WHERE {inner_where} ORDER BY {sort} {direction}, {tiebreak} {direction} "
             f"LIMIT {limit} OFFSET {offset}) page JOIN conversations c ON c.id = page.id "

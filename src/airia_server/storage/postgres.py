@@ -43,6 +43,7 @@ from airia_server.storage.rows import (
     CONVERSATION_COLUMNS,
     api_key_row,
     conversation_row,
+    feed_items,
 )
 
 _encode = msgspec.json.encode
@@ -309,11 +310,7 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
         async with self.pool.acquire() as conn:
             total = await conn.fetchval(sql.count, *sql.count_params)
             rows = await conn.fetch(sql.page, *sql.page_params)
-        return FeedPage(
-            items=[conversation_row(row) for row in rows],
-            unread_counts=[row[13] for row in rows],
-            total_count=total,
-        )
+        return FeedPage(items=feed_items(rows), total_count=total)
 
     async def events_after(self, conversation_id: str, after: int, limit: int) -> list[EventRecord]:
         rows = await self.pool.fetch(

@@ -11,6 +11,7 @@ from airia_server.storage.base import (
     ApiKeyRecord,
     AttachmentRecord,
     ConversationRecord,
+    FeedItem,
     IdentityRecord,
     MessageRecord,
     ParticipantRecord,
@@ -118,6 +119,14 @@ def participant_row(row: tuple[Any, ...]) -> ParticipantRecord:
         shared_at=row[5],
         shared_by_user_id=row[6],
     )
+
+
+def feed_items(rows: Sequence[Sequence[Any]]) -> list[FeedItem]:
+    """Rows of the feed's page query (FEED_ITEM_COLUMNS order) as FeedItems."""
+    items = [FeedItem(*row) for row in rows]
+    for item in items:
+        item.is_bookmarked = bool(item.is_bookmarked)  # SQLite stores 0 and 1
+    return items
 
 
 # The JSON of the messages a conversation's GET carries, straight from rows (see

@@ -30,6 +30,7 @@ from airia_server.storage.rows import (
     CONVERSATION_COLUMNS,
     api_key_row,
     conversation_row,
+    feed_items,
 )
 from airia_server.storage.sqlite_attachments import AttachmentsMixin
 from airia_server.storage.sqlite_housekeeping import IdempotencyMixin, LifecycleMixin
@@ -391,11 +392,7 @@ class SqliteStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, LifecycleMi
         conn = self._read()
         total = conn.execute(sql.count, sql.count_params).fetchone()[0]
         rows = conn.execute(sql.page, sql.page_params).fetchall()
-        return FeedPage(
-            items=[conversation_row(row) for row in rows],
-            unread_counts=[row[13] for row in rows],
-            total_count=total,
-        )
+        return FeedPage(items=feed_items(rows), total_count=total)
 
     async def events_after(self, conversation_id: str, after: int, limit: int) -> list[EventRecord]:
         rows = (
