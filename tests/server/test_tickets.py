@@ -107,3 +107,24 @@ def test_expired_ticket_is_refused(signer: TicketSigner, monkeypatch: pytest.Mon
     now += 2
     with pytest.raises(InvalidTicket):
         signer.verify(ticket, CONVERSATION)
+
+
+def test_tickets_signed_the_earlier_way_are_still_accepted(signer: TicketSigner) -> None:
+    """Tickets minted before BLAKE2s (HMAC-SHA256) stay valid until they expire, so an
+    upgrade does not cut off the sockets about to connect."""
+    ticket = mint(signer, "acme", CONVERSATION, "u")
+    payload = ticket.partition(".")[0]
+    earlier = f"{payload}.{signer._sign_v1(payload)}"
+    assert earlier != ticket
+    assert signer.verify(earlier, CONVERSATION).user_id == "u"
+    other = TicketSigner(b"x" * 32, ttl_seconds=60)
+    with pytest.raises(InvalidTicket):
+        signer.verify(f"{payload}.{other._sign_v1(payload)}", CONVERSATION)
+
+
+def test_a_secret_longer_than_blake2s_takes_still_signs(signer: TicketSigner) -> None:
+    long = TicketSigner(b"s" * 100, ttl_seconds=60)
+    ticket = mint(long, "acme", CONVERSATION, None)
+    assert long.verify(ticket, CONVERSATION).user_id is None
+    with pytest.raises(InvalidTicket):
+        signer.verify(ticket, CONVERSATION)

@@ -76,6 +76,7 @@ class Authenticator:
         # Valid API keys, for AIRIA_API_KEY_CACHE_SECONDS (off by default): a revocation
         # takes effect within that time instead of at once.
         self._key_cache: dict[str, tuple[Principal, float]] = {}
+        self._digests: dict[str, str] = {}
         self.key_cache_seconds = settings.api_key_cache_seconds
 
     async def authenticate(self, api_key: str | None, authorization: str | None) -> Principal:
@@ -94,7 +95,13 @@ class Authenticator:
         )
 
     async def _from_api_key(self, key: str) -> Principal:
-        digest = hash_api_key(key)
+        # The hash of a key is a pure function of it: remembered (not the verdict,
+        # which is looked up every time unless AIRIA_API_KEY_CACHE_SECONDS says so).
+        digest = self._digests.get(key)
+        if digest is None:
+            if len(self._digests) >= _TOKEN_CACHE_MAX:
+                self._digests.clear()
+            digest = self._digests[key] = hash_api_key(key)
         if self._bootstrap_hash is not None and hmac.compare_digest(digest, self._bootstrap_hash):
             return Principal(tenant_id=DEFAULT_TENANT, kind="api_key", key_id="bootstrap")
         now = time.monotonic()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import time
 
@@ -44,9 +45,18 @@ def _unb64(text: str) -> bytes:
 class TicketSigner:
     def __init__(self, key: bytes, ttl_seconds: int) -> None:
         self._key = key
+        # BLAKE2s takes keys of up to 32 bytes: longer secrets are hashed down.
+        self._mac_key = key if len(key) <= 32 else hashlib.sha256(key).digest()
         self.ttl_seconds = ttl_seconds
 
     def _sign(self, payload: str) -> str:
+        """BLAKE2s in its keyed mode, a MAC by design (RFC 7693) and, being CPython's
+        own code rather than an OpenSSL call, a third of HMAC-SHA256's cost: a ticket
+        is minted on every conversation GET."""
+        return _b64(hashlib.blake2s(payload.encode(), key=self._mac_key).digest())
+
+    def _sign_v1(self, payload: str) -> str:
+        """HMAC-SHA256, what tickets minted before BLAKE2s carry; still accepted."""
         return _b64(hmac.digest(self._key, payload.encode(), "sha256"))
 
     def mint(self, tenant_id: str, conversation_id: str, user_id: str | None) -> tuple[str, int]:
@@ -60,7 +70,10 @@ class TicketSigner:
         payload, _, signature = ticket.partition(".")
         if not payload or not signature or len(ticket) > 2048:
             raise InvalidTicket("malformed ticket")
-        if not hmac.compare_digest(self._sign(payload).encode(), signature.encode()):
+        given = signature.encode()
+        if not hmac.compare_digest(self._sign(payload).encode(), given) and not (
+            hmac.compare_digest(self._sign_v1(payload).encode(), given)
+        ):
             raise InvalidTicket("bad signature")
         try:
             claims = _decode_claims(_unb64(payload))
