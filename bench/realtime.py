@@ -59,14 +59,139 @@ def _raise_nofile() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+class _RawSocket(asyncio.Protocol):
+    """A WebSocket client reduced to what the measurement needs: the handshake, then
+    unmasked server frames split off the stream, pings answered. Thousands of sockets
+    on one client core: the `websockets` library's ~40 us per received frame would be
+    the figure being measured, not the server's fan-out."""
+
+    def __init__(self, request: bytes, on_text, on_closed) -> None:
+        self.request = request
+        self.on_text = on_text
+        self.on_closed = on_closed
+        self.buffer = b""
+        self.upgraded = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buffer + data
+        if not self.upgraded.done():
+            head, sep, buf = buf.partition(b"\r\n\r\n")
+            if not sep:
+                self.buffer = head
+                return
+            if not head.startswith(b"HTTP/1.1 101"):
+                self.upgraded.set_exception(RuntimeError(head.split(b"\r\n")[0].decode()))
+                return
+            self.upgraded.set_result(None)
+        while len(buf) >= 2:
+            opcode, size, at = buf[0] & 0x0F, buf[1] & 0x7F, 2
+            if size == 126:
+                if len(buf) < 4:
+                    break
+                size, at = int.from_bytes(buf[2:4], "big"), 4
+            elif size == 127:
+                if len(buf) < 10:
+                    break
+                size, at = int.from_bytes(buf[2:10], "big"), 10
+            if len(buf) < at + size:
+                break
+            payload, buf = buf[at : at + size], buf[at + size :]
+            if opcode == 0x1:
+                self.on_text(payload)
+            elif opcode == 0x9:  # ping: pong with the payload, masked as clients must
+                mask = os.urandom(4)
+                masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+                self.transport.write(bytes((0x8A, 0x80 | len(payload))) + mask + masked)
+            elif opcode == 0x8:
+                self.transport.close()
+        self.buffer = buf
+
+    def connection_lost(self, exc) -> None:
+        if not self.upgraded.done():
+            self.upgraded.set_exception(ConnectionError("closed before the upgrade"))
+        self.on_closed()
+
+
+def _raw_client(url: str, count: int, out: mp.Queue) -> None:
+    import base64
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    target = f"{parts.path}?{parts.query}"
+
+    async def main() -> None:
+        received: dict[int, list[float]] = {}
+        sockets: list[_RawSocket] = []
+        errors: list[str] = []
+        sem = asyncio.Semaphore(64)
+        loop = asyncio.get_running_loop()
+        closed = asyncio.Event()
+        state = {"n": 0, "stopped": 0}
+
+        def on_text(payload: bytes) -> None:
+            now = time.perf_counter()
+            at = payload.find(b'"message":"rt ')
+            if at < 0 or b'"message.created"' not in payload:
+                return
+            word = payload[at + 14 : payload.index(b'"', at + 14)]
+            if word == b"stop":
+                state["stopped"] += 1
+                if state["stopped"] == state["n"]:
+                    closed.set()
+                return
+            i = int(word)
+            times = received.setdefault(i, [])
+            times.append(now)
+            if len(times) == state["n"]:
+                out.put(("got", i, received.pop(i)))
+
+        async def open_one() -> None:
+            key = base64.b64encode(os.urandom(16)).decode()
+            request = (
+                f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+            async with sem:
+                try:
+                    _, proto = await loop.create_connection(
+                        lambda: _RawSocket(request, on_text, lambda: None),
+                        parts.hostname,
+                        parts.port,
+                    )
+                    await asyncio.wait_for(proto.upgraded, 60)
+                except Exception as exc:
+                    errors.append(f"{type(exc).__name__}: {exc}"[:200])
+                    return
+                sockets.append(proto)
+
+        await asyncio.gather(*(open_one() for _ in range(count)))
+        state["n"] = len(sockets)
+        out.put(("ready", len(sockets), errors[:5], len(errors), False))
+        if sockets:
+            await closed.wait()
+        for proto in sockets:
+            proto.transport.close()
+
+    asyncio.run(main())
+
+
 def client_main(url: str, count: int, cpu: int | None, out: mp.Queue, deflate: bool) -> None:
     """Open `count` sockets on `url` (offering permessage-deflate when `deflate`);
     report ready; for every "rt <i>" message, once all sockets have it, report
-    (i, receipt times); exit on "rt stop"."""
+    (i, receipt times); exit on "rt stop". Without deflate the sockets are _RawSocket."""
     deflate_offer = deflate
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
     _raise_nofile()
+    if not deflate:
+        _raw_client(url, count, out)
+        return
     from websockets.asyncio.client import connect
 
     async def main() -> None:

@@ -8,6 +8,8 @@ from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import State
 
 from airia_server.app import AiriaApp, create_app
 from airia_server.config import Settings
@@ -197,6 +199,34 @@ class TimeoutProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
+class FrameWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol, offering the application a way to write a
+    ready-made frame straight to the connection (`scope["extensions"]["airia.frames"]`).
+
+    The hub uses it to send one event to thousands of idle sockets without waking a
+    task per socket. It writes only while the connection is open, uncompressed and
+    not pushing back (below the transport's high-water mark); otherwise the caller
+    falls back to the ASGI path, which waits for the client like any other send."""
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if scope is not None:
+            scope["extensions"]["airia.frames"] = self
+
+    def write_frame(self, frame: bytes) -> bool:
+        if (
+            self.close_sent
+            or not self.writable.is_set()
+            or self.conn.state is not State.OPEN
+            or self.conn.extensions
+            or self.transport.is_closing()
+        ):
+            return False
+        self.transport.write(frame)
+        return True
+
+
 def _options(settings: Settings) -> dict[str, Any]:
     return dict(
         host=settings.host,
@@ -205,7 +235,7 @@ def _options(settings: Settings) -> dict[str, Any]:
         access_log=False,
         loop="uvloop",
         http=TimeoutProtocol,
-        ws="websockets-sansio",
+        ws=FrameWebSocketProtocol,
         ws_ping_interval=settings.ws_heartbeat_seconds,
         # Compression costs ~35 KiB of zlib state per socket and CPU on every fan-out,
         # for events that are a few hundred bytes: off unless asked for.

@@ -24,7 +24,7 @@ from airia_server.api.deps import Services, services
 from airia_server.domain import access
 from airia_server.domain.tickets import InvalidTicket, TicketClaims
 from airia_server.ids import parse_id
-from airia_server.realtime.hub import Subscription, encode_event
+from airia_server.realtime.hub import LiveEvent, Subscription, encode_event
 from airia_server.storage.base import ConversationRecord, EventRecord
 from airia_server.timeutil import utcnow_iso
 
@@ -100,6 +100,9 @@ async def conversation_socket(websocket: WebSocket) -> None:
         start = after if after is not None else record.last_sequence
         sender = asyncio.create_task(_stream(websocket, svc, sub, conn, start))
         sub.on_overflow = sender.cancel
+        frames = websocket.scope.get("extensions", {}).get("airia.frames")
+        if frames is not None:
+            sub.direct = _direct_writer(sub, conn, frames)
         try:
             await sender
         except asyncio.CancelledError:
@@ -135,6 +138,7 @@ async def _stream(
     conn.last = last = await _replay(websocket, store, sub.conversation_id, last, None)
     while True:
         batch = await sub.next_batch()
+        last = conn.last  # events may have been written directly while this waited
         if sub.overflowed:
             await websocket.close(code=CLOSE_RESUME, reason=f"resume after={last}")
             return
@@ -166,6 +170,26 @@ async def _stream(
                     await websocket.close(code=CLOSE_POLICY, reason="access removed")
                     return
                 conn.role = event.role or conn.role
+
+
+def _direct_writer(sub: Subscription, conn: _Connection, frames: Any):
+    """What the hub calls to hand this socket an event while its sender is idle: the
+    frame is written at once when it is simply the next one in sequence (or carries
+    none) and needs no decision of the sender's; anything else goes to the sender."""
+
+    def write(event: LiveEvent) -> bool:
+        sequence = event.sequence
+        if event.steers or (sequence is not None and sequence != conn.last + 1):
+            return False
+        if sub.closed or sub.leaving or sub.needs_resync or sub.overflowed:
+            return False
+        if not frames.write_frame(event.frame):
+            return False
+        if sequence is not None:
+            conn.last = sequence
+        return True
+
+    return write
 
 
 async def _close_quietly(websocket: WebSocket, code: int, reason: str) -> None:

@@ -28,17 +28,35 @@ class WireEvent(msgspec.Struct, rename="camel"):
 
 
 class LiveEvent:
-    """An event encoded once, shared by every subscriber it goes to."""
+    """An event encoded once, shared by every subscriber it goes to: as text, and as
+    the WebSocket frame that carries it (for sockets written to directly)."""
 
-    __slots__ = ("role", "sequence", "text", "type", "user_id")
+    __slots__ = ("frame", "role", "sequence", "steers", "text", "type", "user_id")
 
     def __init__(self, event: EventRecord) -> None:
         self.sequence = event.sequence
         self.type = event.type
         self.text = encode_event(event)
+        self.frame = text_frame(self.text.encode())
+        # Events after which a socket may have to close or change what it may do:
+        # always through the socket's own sender.
+        self.steers = self.type == "conversation.deleted" or self.type.startswith("participant.")
         # Participant events change what a socket's user may do; keep what it needs.
         self.user_id = event.data.get("userId") if self.type.startswith("participant.") else None
         self.role = event.data.get("role") if self.user_id is not None else None
+
+
+def text_frame(payload: bytes) -> bytes:
+    """An unmasked, final WebSocket text frame (RFC 6455 5.2), as a server sends it
+    when no extension (compression) is in use."""
+    size = len(payload)
+    if size < 126:
+        head = bytes((0x81, size))
+    elif size < 65536:
+        head = bytes((0x81, 126)) + size.to_bytes(2, "big")
+    else:
+        head = bytes((0x81, 127)) + size.to_bytes(8, "big")
+    return head + payload
 
 
 def encode_event(event: EventRecord) -> str:
@@ -58,12 +76,14 @@ class Subscription:
         "_wakeup",
         "closed",
         "conversation_id",
+        "direct",
         "leaving",
         "maxsize",
         "needs_resync",
         "on_overflow",
         "overflowed",
         "owner",
+        "waiting",
     )
 
     def __init__(self, conversation_id: str, maxsize: int, owner: str = "") -> None:
@@ -80,6 +100,15 @@ class Subscription:
         writing to a client that does not read, so waking it is not enough."""
         self._items: deque[LiveEvent] = deque()
         self._wakeup = asyncio.Event()
+        self.waiting = False
+        """The socket's sender is idle, waiting for events."""
+        self.direct: Callable[[LiveEvent], bool] | None = None
+        """Set by the socket: writes an event's frame straight to the connection if it
+        can (True), or declines (False) and the event is queued for the sender.
+
+        Waking a sender task per socket, and its trip through the ASGI layers, was
+        most of the cost of one event going to thousands of sockets; an idle sender
+        has nothing in flight, so writing its next frame here keeps the order."""
 
     def push(self, event: LiveEvent) -> None:
         if self.overflowed:
@@ -110,7 +139,11 @@ class Subscription:
             self._items or self.overflowed or self.closed or self.needs_resync or self.leaving
         ):
             self._wakeup.clear()
-            await self._wakeup.wait()
+            self.waiting = True
+            try:
+                await self._wakeup.wait()
+            finally:
+                self.waiting = False
         if self.closed:
             return []
         items = list(self._items)
@@ -195,6 +228,10 @@ class LocalHub:
             return
         live = LiveEvent(event)
         for sub in tuple(subs):
+            direct = sub.direct
+            if direct is not None and sub.waiting and not sub._items and direct(live):
+                self.delivered += 1
+                continue
             sub.push(live)
             if sub.overflowed:
                 self.dropped += 1
