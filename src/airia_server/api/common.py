@@ -13,8 +13,24 @@ from airia_server.api.schemas import encode
 from airia_server.errors import ValidationFailed
 
 
+class JsonResponse(Response):
+    """Encoded JSON with its two headers, built directly (Starlette's `init_headers`
+    generalises over media types and header mappings on every response)."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, status_code: int = 200) -> None:
+        self.status_code = status_code
+        self.background = None
+        self.body = body
+        self.raw_headers = [
+            (b"content-length", str(len(body)).encode()),
+            (b"content-type", b"application/json"),
+        ]
+
+
 def json_response(payload: Any, status: int = 200) -> Response:
-    return Response(encode(payload), status_code=status, media_type="application/json")
+    return JsonResponse(encode(payload), status)
 
 
 def query_params(request: Request) -> dict[str, str]:

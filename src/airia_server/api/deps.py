@@ -45,10 +45,14 @@ def services(conn: HTTPConnection) -> Services:
 
 
 async def current_principal(conn: HTTPConnection) -> Principal:
-    headers = conn.headers
-    principal = await services(conn).auth.authenticate(
-        headers.get("x-api-key"), headers.get("authorization")
-    )
+    api_key = authorization = None
+    for name, value in conn.scope["headers"]:  # one pass; the first of each counts
+        if name == b"x-api-key":
+            if api_key is None:
+                api_key = value.decode("latin-1")
+        elif name == b"authorization" and authorization is None:
+            authorization = value.decode("latin-1")
+    principal = await services(conn).auth.authenticate(api_key, authorization)
     tenant_var.set(principal.tenant_id)
     await services(conn).limiter.check(principal)
     return principal

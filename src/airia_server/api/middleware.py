@@ -21,6 +21,14 @@ from airia_server.metrics import Metrics
 
 error_log = logging.getLogger("airia_server.api")
 
+CORRELATION_HEADER = "airia.correlation_header"
+"""Scope key: the `x-correlation-id` header every response carries."""
+WRAPPED_SEND = "airia.send_with_id"
+"""Scope key: `send` wrapped to add that header and note the status, for responses
+the router does not make itself."""
+STATUS = "airia.status"
+"""Scope key: the status of the response the router sent."""
+
 _VALID_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -73,6 +81,10 @@ class RequestContextMiddleware:
         token = correlation_id_var.set(cid)
         tenant_token = tenant_var.set(None)
         started = time.perf_counter()
+        # The router adds this header to the responses it makes and records their
+        # status here (`STATUS`), so most requests need no wrapper around `send`;
+        # responses made elsewhere go through `send_with_id`.
+        scope[CORRELATION_HEADER] = cid_header
         state = {"status": 0}
 
         async def send_with_id(message: Message) -> None:
@@ -80,6 +92,8 @@ class RequestContextMiddleware:
                 state["status"] = message["status"]
                 message["headers"] = [*message.get("headers", ()), cid_header]
             await send(message)
+
+        scope[WRAPPED_SEND] = send_with_id
 
         try:
             if header_bytes > self.max_header_bytes:
@@ -98,20 +112,26 @@ class RequestContextMiddleware:
                     send, 400, "NUL characters are not allowed in URLs", scope["path"], cid_header
                 )
                 return
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send)
         except ClientDisconnect:
-            state["status"] = state["status"] or 499  # the client went away (or timed out)
+            # the client went away (or timed out)
+            state["status"] = state["status"] or scope.get(STATUS) or 499
         except Exception as exc:
             response = problem_for(exc, scope.get("method", ""), scope["path"])
             if response is not None:
-                if scope["type"] == "http" and state["status"] == 0:
+                if scope["type"] == "http" and not (state["status"] or scope.get(STATUS)):
                     await response(scope, receive, send_with_id)
                 return
             error_log.exception("unhandled error on %s %s", scope.get("method"), scope["path"])
-            if scope["type"] == "http" and state["status"] == 0:
+            if scope["type"] == "http" and not (state["status"] or scope.get(STATUS)):
                 state["status"] = 500
                 await _send_problem(send, 500, "Internal server error", scope["path"], cid_header)
         finally:
+            # `send_with_id` holds uvicorn's send, whose cycle holds this scope: break
+            # the loop, or every request would be left for the cyclic GC to find.
+            del scope[WRAPPED_SEND]
+            if not state["status"]:
+                state["status"] = scope.get(STATUS, 0)
             elapsed = time.perf_counter() - started
             method = scope.get("method", "WS")
             if self.metrics is not None and scope["type"] == "http":

@@ -29,6 +29,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, Router
 from starlette.types import Receive, Scope, Send
 
+from airia_server.api.middleware import CORRELATION_HEADER, STATUS, WRAPPED_SEND
+
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 _PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
@@ -109,11 +111,11 @@ class SegmentRouter:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.fallback(scope, receive, send)
+            await self.fallback(scope, receive, scope.get(WRAPPED_SEND, send))
             return
         found = self._find(get_route_path(scope) if scope.get("root_path") else scope["path"])
         if found is None:
-            await self.fallback(scope, receive, send)
+            await self.fallback(scope, receive, scope.get(WRAPPED_SEND, send))
             return
         node, params = found
         endpoint = node.methods.get(scope["method"])  # type: ignore[union-attr]
@@ -122,6 +124,10 @@ class SegmentRouter:
         if endpoint is None:
             raise HTTPException(405, headers={"Allow": node.allow})
         response = await endpoint(Request(scope, receive, send))
+        header = scope.get(CORRELATION_HEADER)
+        if header is not None:
+            response.raw_headers.append(header)
+        scope[STATUS] = response.status_code
         await response(scope, receive, send)
 
 
