@@ -411,6 +411,20 @@ class Runner:
                     path=feed + str(last),
                 )
             )
+            # The same last page reached as a client paging through would: by the cursor
+            # the page before it hands out (the feed's keyset extension).
+            with httpx.Client(base_url=srv.base_url, headers=self.headers, timeout=60) as c:
+                before = c.get(feed + str(last - 1)).json()
+            cursor = before["nextCursor"]
+            points.append(
+                self.wrk(
+                    srv,
+                    Point(
+                        "feed page", f"feed, {label} in db", f"page {last}, by cursor", last + 0.5
+                    ),
+                    path=f"/v1/Conversations/feed?userId=feed-user&PageSize=20&cursor={cursor}",
+                )
+            )
             append = self.ids_script(
                 f"append-{kind}", sample, "post_messages.lua", body=bench_run.MESSAGE_BODY
             )

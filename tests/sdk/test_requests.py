@@ -144,3 +144,25 @@ def test_delete_returns_none_and_accepts_200(api, server: FakeServer):
 def test_timeout_is_applied_per_request(api, server: FakeServer):
     api(timeout=7.5)("create_conversation", user_id="u")
     assert server.last.extensions["timeout"]["read"] == 7.5
+
+
+def test_feed_cursor_is_sent_instead_of_a_page_number(api, server: FakeServer):
+    api()("get_conversations_feed", page_number=3, page_size=5, cursor="abc")
+    params = server.requests[-1].url.params
+    assert params["cursor"] == "abc" and params["PageSize"] == "5"
+    assert "PageNumber" not in params
+    api()("get_conversations_feed", page_number=3)
+    params = server.requests[-1].url.params
+    assert params["PageNumber"] == "3" and "cursor" not in params
+
+
+def test_feed_next_cursor_is_parsed():
+    from airia import AiriaClient
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"items": [], "totalCount": 9, "nextCursor": "n1"})
+
+    http = httpx.Client(transport=httpx.MockTransport(answer))
+    with AiriaClient(base_url="http://test", api_key=API_KEY, http_client=http) as client:
+        feed = client.conversations.get_conversations_feed(page_size=2)
+    assert feed.next_cursor == "n1" and feed.total_count == 9

@@ -71,14 +71,16 @@ def _feed_params(
     sort_direction: str | None,
     filter: str | None,
     user_id: str | None,
+    cursor: str | None = None,
 ) -> dict[str, Any]:
     params = {
-        "PageNumber": page_number,
+        "PageNumber": None if cursor else page_number,
         "PageSize": page_size,
         "SortBy": sort_by,
         "SortDirection": sort_direction,
         "filter": filter,
         "userId": user_id,
+        "cursor": cursor,
     }
     return {k: v for k, v in params.items() if v is not None}
 
@@ -221,6 +223,7 @@ class Conversations(
         sort_direction: str | None = None,
         filter: str | None = None,
         user_id: str | None = None,
+        cursor: str | None = None,
         correlation_id: str | None = None,
     ) -> ConversationFeedResponse:
         """List conversations one page at a time.
@@ -232,6 +235,8 @@ class Conversations(
             sort_direction: ``asc`` or ``desc``.
             filter: Text to match in titles.
             user_id: Only conversations of this user.
+            cursor: ``next_cursor`` of the previous page (same sort): continues there,
+                however deep, at the cost of a first page; ``page_number`` is ignored.
             correlation_id: Trace id sent as ``X-Correlation-ID``.
 
         Example:
@@ -240,7 +245,9 @@ class Conversations(
             print(f"{len(feed.items)} of {feed.total_count}")
             ```
         """
-        params = _feed_params(page_number, page_size, sort_by, sort_direction, filter, user_id)
+        params = _feed_params(
+            page_number, page_size, sort_by, sort_direction, filter, user_id, cursor
+        )
         return self._client._request(
             "GET",
             f"{COLLECTION}/feed",
@@ -354,6 +361,7 @@ class AsyncConversations(
         sort_direction: str | None = None,
         filter: str | None = None,
         user_id: str | None = None,
+        cursor: str | None = None,
         correlation_id: str | None = None,
     ) -> ConversationFeedResponse:
         """List conversations one page at a time (see ``Conversations.get_conversations_feed``).
@@ -363,7 +371,9 @@ class AsyncConversations(
             feed = await client.conversations.get_conversations_feed(page_number=2)
             ```
         """
-        params = _feed_params(page_number, page_size, sort_by, sort_direction, filter, user_id)
+        params = _feed_params(
+            page_number, page_size, sort_by, sort_direction, filter, user_id, cursor
+        )
         return await self._client._request(
             "GET",
             f"{COLLECTION}/feed",

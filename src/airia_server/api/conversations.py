@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import msgspec
@@ -155,6 +156,7 @@ async def conversations_feed(request: Request) -> Response:
             errors=[{"field": "filter", "message": "at most 500 characters"}],
         )
     user_id = params.get("userid") or None
+    after = _feed_cursor(params.get("cursor"), sort_by, direction)
     page = await svc.conversations.feed(
         principal,
         FeedQuery(
@@ -165,12 +167,59 @@ async def conversations_feed(request: Request) -> Response:
             sort_by=sort_by,
             descending=direction == "desc",
             title_filter=text,
+            after=after,
         ),
     )
+    next_cursor = None
+    if len(page.items) == page_size and sort_by != "title":
+        last = page.items[-1]
+        key = last.updated_at if sort_by == "updatedAt" else last.created_at
+        next_cursor = _encode_cursor(
+            [_CURSOR_VERSION, sort_by, direction, key, last.conversation_id]
+        )
     # FeedItem is ConversationFeedItem's shape: encoded as the store made it.
     return json_response(
-        ConversationFeedResponse(items=page.items, total_count=page.total_count)  # type: ignore[arg-type]
+        ConversationFeedResponse(
+            items=page.items,  # type: ignore[arg-type]
+            total_count=page.total_count,
+            next_cursor=next_cursor,
+        )
     )
+
+
+_CURSOR_VERSION = 1
+_cursor_decoder = msgspec.json.Decoder(tuple[int, str, str, str, str])
+
+
+def _encode_cursor(fields: list) -> str:
+    return base64.urlsafe_b64encode(msgspec.json.encode(fields)).rstrip(b"=").decode()
+
+
+def _feed_cursor(raw: str | None, sort_by: str, direction: str) -> tuple[str, str] | None:
+    """The (sort key, id) a feed `cursor` continues after. It names its sort, which
+    must be the request's: a cursor is a position in one order only."""
+    if not raw:
+        return None
+    if sort_by == "title":
+        raise ValidationFailed(
+            "Invalid value for 'cursor': cursors page by createdAt or updatedAt",
+            errors=[{"field": "cursor", "message": "not with SortBy=title; use PageNumber"}],
+        )
+    try:
+        if len(raw) > 512:
+            raise ValueError("too long")
+        version, sort, order, key, after_id = _cursor_decoder.decode(
+            base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+        )
+    except (ValueError, msgspec.DecodeError):
+        version, sort, order, key, after_id = 0, "", "", "", ""
+    if (version, sort, order) != (_CURSOR_VERSION, sort_by, direction) or "\x00" in key + after_id:
+        raise ValidationFailed(
+            "Invalid value for 'cursor': use the nextCursor of a previous page "
+            "with the same SortBy and SortDirection",
+            errors=[{"field": "cursor", "message": "not a cursor for this sort"}],
+        )
+    return key, after_id
 
 
 async def empty_id(request: Request) -> Response:

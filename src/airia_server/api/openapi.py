@@ -168,6 +168,13 @@ def openapi_document(max_page_size: int = 100) -> dict[str, Any]:
             {"type": "string"},
             "Extension: with an API key, only the conversations this user takes part in",
         ),
+        _query(
+            "cursor",
+            {"type": "string", "maxLength": 512},
+            "Extension: the `nextCursor` of the previous page (same SortBy and "
+            "SortDirection); PageNumber is then ignored, and a deep page costs what the "
+            "first does",
+        ),
     ]
     message_params = [
         _query(

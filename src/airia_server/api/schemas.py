@@ -181,9 +181,13 @@ class ConversationFeedItem(Struct, rename="camel", kw_only=True):
     deployment_id: str
 
 
-class ConversationFeedResponse(Struct, rename="camel", kw_only=True):
+class ConversationFeedResponse(Struct, rename="camel", kw_only=True, omit_defaults=True):
     items: list[ConversationFeedItem]
     total_count: int
+    next_cursor: str | None = None
+    """Extension: pass as `cursor` for the page after this one, which then costs the
+    same however deep it is. Absent on the last page and when sorting by title, so
+    such answers are exactly the platform's."""
 
 
 ExternalSystem = Annotated[str, Meta(min_length=2, max_length=50, pattern="^[A-Za-z][A-Za-z0-9]*$")]

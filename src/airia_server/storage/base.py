@@ -92,6 +92,9 @@ class FeedQuery(msgspec.Struct, kw_only=True):
     sort_by: SortField = "updatedAt"
     descending: bool = True
     title_filter: str | None = None
+    after: tuple[str, str] | None = None
+    """Keyset paging (not for `title`): the page starts after this (sort key, id) in
+    the sort order, and `page_number` is ignored. However deep, a page costs the same."""
 
 
 class FeedItem(msgspec.Struct, rename="camel"):

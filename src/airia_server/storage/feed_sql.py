@@ -8,6 +8,8 @@ however deep the page:
   (`participants_feed_*`); a tenant's feed walks `conversations_tenant_*`;
 - the page's ids come off the index alone (skipping rows for OFFSET touches
   no table), and only those rows are joined and get unread counts;
+- with a cursor (`FeedQuery.after`) the page starts at its position in the index
+  instead of counting rows from the start: deep pages cost what the first does;
 - `totalCount` without a title filter is read from counters that triggers
   keep current (`participant_counts`, `tenant_conversation_counts`).
 
@@ -86,8 +88,17 @@ class FeedSql:
         self.page_params: list[Any] = []
         reader = self._add(self.page_params, query.user_id) if by_user else "c.user_id"
         inner_where = where(self.page_params)
+        skip = (query.page_number - 1) * query.page_size
+        if query.after is not None:
+            if query.sort_by == "title":
+                raise ValueError("keyset paging is by createdAt or updatedAt")
+            key = self._add(self.page_params, query.after[0])
+            after_id = self._add(self.page_params, query.after[1])
+            beyond = "<" if query.descending else ">"
+            inner_where += f" AND ({sort}, {tiebreak}) {beyond} ({key}, {after_id})"
+            skip = 0
         limit = self._add(self.page_params, query.page_size)
-        offset = self._add(self.page_params, (query.page_number - 1) * query.page_size)
+        offset = self._add(self.page_params, skip)
         # The columns of FeedItem, in its order.
         self.page = (
             "SELECT c.id, c.user_id, c.title, c.message_count, "

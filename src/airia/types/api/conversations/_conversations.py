@@ -97,3 +97,6 @@ class ConversationFeedResponse(_Model):
 
     items: list[ConversationFeedItem] = Field(default_factory=list)
     total_count: int = 0
+    next_cursor: str | None = None
+    """Pass as ``cursor`` for the next page (an extension of this server; None on
+    the last page and when sorting by title)."""
