@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import msgspec
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from airia_server.errors import (
     BadRequest,
@@ -38,14 +38,25 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise PayloadTooLarge(
                 "Request body too large", f"The request body exceeds the limit of {limit} bytes"
             )
-    body = bytearray()
-    async for chunk in stream_body(request):
-        body += chunk
+    cached = getattr(request, "_body", None)  # read already (the idempotency check)
+    if cached is not None:
+        return cached
+    # Straight from `receive` rather than through Starlette's stream generator: most
+    # bodies arrive in one message, and this runs on every write.
+    body = b""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        body += message.get("body", b"")
         if len(body) > limit:
             raise PayloadTooLarge(
                 "Request body too large", f"The request body exceeds the limit of {limit} bytes"
             )
-    return bytes(body)
+        if not message.get("more_body", False):
+            break
+    request._body = body  # so that Starlette serves it again if asked
+    return body
 
 
 def _has_nul(value: Any) -> bool:
