@@ -5,13 +5,23 @@ from __future__ import annotations
 import time
 
 
+_second: tuple[int, str] = (-1, "")
+"""The last second formatted, and its text up to the fraction (one tuple, so that
+threads always see a matching pair)."""
+
+
 def format_us(epoch_us: int) -> str:
+    global _second
     seconds, micro = divmod(epoch_us, 1_000_000)
-    t = time.gmtime(seconds)
-    return (
-        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
-        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{micro:06d}Z"
-    )
+    cached_seconds, prefix = _second
+    if seconds != cached_seconds:
+        t = time.gmtime(seconds)
+        prefix = (
+            f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+        )
+        _second = (seconds, prefix)
+    return f"{prefix}.{micro:06d}Z"
 
 
 def now_us() -> int:
