@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-
 _second: tuple[int, str] = (-1, "")
 """The last second formatted, and its text up to the fraction (one tuple, so that
 threads always see a matching pair)."""

@@ -9,7 +9,7 @@ from typing import Any
 from airia_server.domain import access
 from airia_server.domain.auth import Principal
 from airia_server.errors import Forbidden, ValidationFailed, conversation_not_found
-from airia_server.ids import new_id
+from airia_server.ids import new_id, parse_id
 from airia_server.realtime.hub import LocalHub
 from airia_server.storage.base import (
     ConversationRecord,
@@ -91,10 +91,16 @@ class ConversationService:
         return record
 
     async def delete(self, principal: Principal, conversation_id: str) -> None:
-        current, _ = await access.load(self.store, principal, conversation_id, access.MANAGE)
-        deleted = await self.store.delete_conversation(
-            principal.tenant_id, current.id, utcnow_iso()
-        )
+        if principal.is_api_key:
+            # An API key is Owner of every conversation of its tenant, and the delete
+            # itself is scoped to the tenant: no read first (404 all the same).
+            target = parse_id(conversation_id)
+            if target is None:
+                raise conversation_not_found(conversation_id)
+        else:
+            current, _ = await access.load(self.store, principal, conversation_id, access.MANAGE)
+            target = current.id
+        deleted = await self.store.delete_conversation(principal.tenant_id, target, utcnow_iso())
         if deleted is None:
             raise conversation_not_found(conversation_id)
         event, attachments = deleted
@@ -103,7 +109,7 @@ class ConversationService:
             try:
                 await self.after_delete()
             except Exception:  # the periodic sweep will finish the job
-                log.exception("cleanup after deleting %s failed", current.id)
+                log.exception("cleanup after deleting %s failed", target)
 
     async def feed(self, principal: Principal, query: FeedQuery) -> FeedPage:
         if not principal.is_api_key:
