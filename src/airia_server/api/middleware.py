@@ -27,7 +27,7 @@ WRAPPED_SEND = "airia.send_with_id"
 """Scope key: `send` wrapped to add that header and note the status, for responses
 the router does not make itself."""
 STATUS = "airia.status"
-"""Scope key: the status of the response the router sent."""
+"""Scope key: the status of the response sent (0 while none has been)."""
 
 _VALID_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 
@@ -82,14 +82,14 @@ class RequestContextMiddleware:
         tenant_token = tenant_var.set(None)
         started = time.perf_counter()
         # The router adds this header to the responses it makes and records their
-        # status here (`STATUS`), so most requests need no wrapper around `send`;
-        # responses made elsewhere go through `send_with_id`.
+        # status in the scope (`STATUS`), so most requests need no wrapper around
+        # `send`; responses made elsewhere go through `send_with_id`, which does both.
         scope[CORRELATION_HEADER] = cid_header
-        state = {"status": 0}
+        scope[STATUS] = 0
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                state["status"] = message["status"]
+                scope[STATUS] = message["status"]
                 message["headers"] = [*message.get("headers", ()), cid_header]
             await send(message)
 
@@ -97,7 +97,7 @@ class RequestContextMiddleware:
 
         try:
             if header_bytes > self.max_header_bytes:
-                state["status"] = 431
+                scope[STATUS] = 431
                 if scope["type"] == "http":
                     await _send_problem(
                         send, 431, "Request headers too large", scope["path"], cid_header
@@ -107,7 +107,7 @@ class RequestContextMiddleware:
                 b"%00" in scope.get("raw_path", b"") or b"%00" in scope.get("query_string", b"")
             ):
                 # No stored text can hold a NUL; refuse it before it reaches a query.
-                state["status"] = 400
+                scope[STATUS] = 400
                 await _send_problem(
                     send, 400, "NUL characters are not allowed in URLs", scope["path"], cid_header
                 )
@@ -115,23 +115,22 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
         except ClientDisconnect:
             # the client went away (or timed out)
-            state["status"] = state["status"] or scope.get(STATUS) or 499
+            scope[STATUS] = scope[STATUS] or 499
         except Exception as exc:
             response = problem_for(exc, scope.get("method", ""), scope["path"])
             if response is not None:
-                if scope["type"] == "http" and not (state["status"] or scope.get(STATUS)):
+                if scope["type"] == "http" and not scope[STATUS]:
                     await response(scope, receive, send_with_id)
                 return
             error_log.exception("unhandled error on %s %s", scope.get("method"), scope["path"])
-            if scope["type"] == "http" and not (state["status"] or scope.get(STATUS)):
-                state["status"] = 500
+            if scope["type"] == "http" and not scope[STATUS]:
+                scope[STATUS] = 500
                 await _send_problem(send, 500, "Internal server error", scope["path"], cid_header)
         finally:
             # `send_with_id` holds uvicorn's send, whose cycle holds this scope: break
             # the loop, or every request would be left for the cyclic GC to find.
             del scope[WRAPPED_SEND]
-            if not state["status"]:
-                state["status"] = scope.get(STATUS, 0)
+            status = scope[STATUS]
             elapsed = time.perf_counter() - started
             method = scope.get("method", "WS")
             if self.metrics is not None and scope["type"] == "http":
@@ -139,11 +138,11 @@ class RequestContextMiddleware:
                 self.metrics.observe(
                     method,
                     route.path if route is not None else "unmatched",
-                    state["status"],
+                    status,
                     elapsed,
                 )
             if self.access_log_enabled and access_log.enabled:
-                access_log.emit(method, scope["path"], state["status"], elapsed * 1000)
+                access_log.emit(method, scope["path"], status, elapsed * 1000)
             tenant_var.reset(tenant_token)
             correlation_id_var.reset(token)
 
