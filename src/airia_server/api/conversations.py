@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from airia_server import urlsafe
 from airia_server.api.bodies import read_json
 from airia_server.api.common import choice, int_param, json_response, query_params, resource
 from airia_server.api.deps import current_principal, services, websocket_url
@@ -192,7 +192,7 @@ _cursor_decoder = msgspec.json.Decoder(tuple[int, str, str, str, str])
 
 
 def _encode_cursor(fields: list) -> str:
-    return base64.urlsafe_b64encode(msgspec.json.encode(fields)).rstrip(b"=").decode()
+    return urlsafe.encode(msgspec.json.encode(fields))
 
 
 def _feed_cursor(raw: str | None, sort_by: str, direction: str) -> tuple[str, str] | None:
@@ -208,9 +208,7 @@ def _feed_cursor(raw: str | None, sort_by: str, direction: str) -> tuple[str, st
     try:
         if len(raw) > 512:
             raise ValueError("too long")
-        version, sort, order, key, after_id = _cursor_decoder.decode(
-            base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
-        )
+        version, sort, order, key, after_id = _cursor_decoder.decode(urlsafe.decode(raw))
     except (ValueError, msgspec.DecodeError):
         version, sort, order, key, after_id = 0, "", "", "", ""
     if (version, sort, order) != (_CURSOR_VERSION, sort_by, direction) or "\x00" in key + after_id:

@@ -1,19 +1,20 @@
 """Signed, expiring WebSocket tickets scoped to one conversation and one caller.
 
 A browser cannot set headers on a WebSocket, so `websocketUrl` carries its own
-credential: `<payload>.<signature>`, both base64url, the signature an
-HMAC-SHA256 of the payload under the server's secret.
+credential: `<payload>.<signature>`, both base64url, the signature a keyed
+BLAKE2s of the payload under the server's secret (tickets signed earlier with
+HMAC-SHA256 are still accepted). Download URLs (`UrlSigner`) carry HMAC-SHA256.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import time
 
 import msgspec
+
+from airia_server import urlsafe
 
 
 class InvalidTicket(Exception):
@@ -31,17 +32,6 @@ class TicketClaims(msgspec.Struct, array_like=True):
 _decode_claims = msgspec.json.Decoder(TicketClaims).decode
 
 
-_URLSAFE = bytes.maketrans(b"+/", b"-_")
-
-
-def _b64(data: bytes) -> str:
-    return binascii.b2a_base64(data, newline=False).translate(_URLSAFE).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 class TicketSigner:
     def __init__(self, key: bytes, ttl_seconds: int) -> None:
         self._key = key
@@ -53,17 +43,17 @@ class TicketSigner:
         """BLAKE2s in its keyed mode, a MAC by design (RFC 7693) and, being CPython's
         own code rather than an OpenSSL call, a third of HMAC-SHA256's cost: a ticket
         is minted on every conversation GET."""
-        return _b64(hashlib.blake2s(payload.encode(), key=self._mac_key).digest())
+        return urlsafe.encode(hashlib.blake2s(payload.encode(), key=self._mac_key).digest())
 
     def _sign_v1(self, payload: str) -> str:
         """HMAC-SHA256, what tickets minted before BLAKE2s carry; still accepted."""
-        return _b64(hmac.digest(self._key, payload.encode(), "sha256"))
+        return urlsafe.encode(hmac.digest(self._key, payload.encode(), "sha256"))
 
     def mint(self, tenant_id: str, conversation_id: str, user_id: str | None) -> tuple[str, int]:
         """A ticket and its expiry (Unix seconds)."""
         expires = int(time.time()) + self.ttl_seconds
         claims = TicketClaims(1, tenant_id, conversation_id, user_id, expires)
-        payload = _b64(msgspec.json.encode(claims))
+        payload = urlsafe.encode(msgspec.json.encode(claims))
         return f"{payload}.{self._sign(payload)}", expires
 
     def verify(self, ticket: str, conversation_id: str) -> TicketClaims:
@@ -76,7 +66,7 @@ class TicketSigner:
         ):
             raise InvalidTicket("bad signature")
         try:
-            claims = _decode_claims(_unb64(payload))
+            claims = _decode_claims(urlsafe.decode(payload))
         except (ValueError, msgspec.DecodeError) as exc:
             raise InvalidTicket("malformed ticket") from exc
         if claims.version != 1 or claims.conversation_id != conversation_id:
@@ -95,7 +85,7 @@ class UrlSigner:
 
     def _sign(self, purpose: str, expires: int) -> str:
         message = f"{purpose}:{expires}".encode()
-        return _b64(hmac.digest(self._key, message, "sha256"))
+        return urlsafe.encode(hmac.digest(self._key, message, "sha256"))
 
     def sign(self, purpose: str) -> tuple[int, str]:
         expires = int(time.time()) + self.ttl_seconds
