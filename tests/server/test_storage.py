@@ -130,6 +130,38 @@ def test_every_backend_has_the_same_migrations() -> None:
     assert [n for _, n, _ in migrations()] == [n for _, n, _ in postgres_migrations()]
 
 
+async def test_the_event_log_keeps_every_event_when_it_moves_to_arrival_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migration 8 rebuilds the SQLite event log; what was there before is still there,
+    found by sequence, and a sequence still cannot be taken twice."""
+    from airia_server.storage import sqlite as sqlite_storage
+
+    every = migrations()
+    monkeypatch.setattr(sqlite_storage, "migrations", lambda: [m for m in every if m[0] < 8])
+    store = SqliteStore(tmp_path / "old.db")
+    await store.migrate()
+    old = [("c1", 2, "b", '{"n": 2}', "t2"), ("c2", 1, "c", "{}", "t3"), ("c1", 1, "a", "{}", "t1")]
+    with sqlite3.connect(store.path) as conn:
+        conn.executemany("INSERT INTO conversation_events VALUES (?, ?, ?, ?, ?)", old)
+
+    monkeypatch.setattr(sqlite_storage, "migrations", lambda: every)
+    assert 8 in await store.migrate()
+    await store.start()
+    try:
+        events = await store.events_after("c1", 0, 10)
+        assert [(e.sequence, e.type, e.data) for e in events] == [(1, "a", {}), (2, "b", {"n": 2})]
+        assert [e.sequence for e in await store.events_after("c1", 1, 10)] == [2]
+        assert [e.type for e in await store.events_after("c2", 0, 10)] == ["c"]
+    finally:
+        await store.close()
+    with sqlite3.connect(store.path) as conn, pytest.raises(sqlite3.IntegrityError):
+        conn.execute(
+            "INSERT INTO conversation_events (conversation_id, sequence, type, data, created_at)"
+            " VALUES ('c1', 2, 'again', '{}', 't9')"
+        )
+
+
 def test_migration_files_are_numbered_without_gaps() -> None:
     versions = [version for version, _, _ in migrations()]
     assert versions == list(range(1, len(versions) + 1))

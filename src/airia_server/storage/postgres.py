@@ -90,6 +90,10 @@ def migrations() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
+def _has_statements(sql: str) -> bool:
+    return any(line.strip() and not line.lstrip().startswith("--") for line in sql.splitlines())
+
+
 class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, LifecycleMixin):
     backend = "postgres"
 
@@ -139,7 +143,8 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
                     if version in done:
                         continue
                     async with conn.transaction():
-                        await conn.execute(sql)
+                        if _has_statements(sql):  # a version can have nothing to do here
+                            await conn.execute(sql)
                         await conn.execute(
                             "INSERT INTO schema_migrations VALUES ($1, $2, to_char(now() AT TIME "
                             "ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))",

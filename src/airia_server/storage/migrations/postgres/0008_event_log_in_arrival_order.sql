@@ -1,0 +1,5 @@
+-- SQLite's 0008 moves the event log from a table clustered by (conversation_id,
+-- sequence) to rows in arrival order with a unique index on those two columns.
+-- PostgreSQL already stores conversation_events that way (a heap in arrival order,
+-- with its primary key as the index), so there is nothing to change here; this file
+-- keeps the two backends' schema versions in step.
