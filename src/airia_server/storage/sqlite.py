@@ -114,6 +114,9 @@ class SqliteStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, LifecycleMi
         # commit path they stall every request of that batch, so a thread does them.
         self._writer_conn.execute("PRAGMA wal_autocheckpoint = 0")
         self._writer_conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
+        # The sub-journal of a savepoint (see GroupCommitWriter._run_each) stays in
+        # memory rather than spilling to a temporary file.
+        self._writer_conn.execute("PRAGMA temp_store = MEMORY")
         self._checkpointer = _Checkpointer(self.path)
         self._writer = GroupCommitWriter(
             self._writer_conn, self._write_batch_max, self._checkpointer.restart_job
