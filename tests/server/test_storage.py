@@ -15,7 +15,7 @@ import pytest
 import backends
 from airia_server.ids import new_id
 from airia_server.storage import LATEST_MIGRATION
-from airia_server.storage.base import ApiKeyRecord, ConversationRecord, FeedQuery
+from airia_server.storage.base import ApiKeyRecord, ConversationRecord, FeedQuery, MessageRecord
 from airia_server.storage.postgres import PostgresStore
 from airia_server.storage.postgres import migrations as postgres_migrations
 from airia_server.storage.sqlite import SqliteStore, migrations
@@ -279,6 +279,49 @@ async def test_delete_removes_the_conversation_and_its_events(store) -> None:
     assert await store.delete_conversation("t1", record.id, format_us(BASE_US)) is None
     assert len(await store.events_after(keep.id, 0, 100)) == 1
     assert await store.get_conversation("t1", keep.id) is not None
+
+
+def make_message(conversation_id: str, user_id: str | None, role: str = "user") -> MessageRecord:
+    stamp = format_us(BASE_US + 5)
+    return MessageRecord(
+        id=new_id(),
+        conversation_id=conversation_id,
+        position=0,
+        user_id=user_id,
+        role=role,
+        message="hello",
+        images=None,
+        image_attachment_ids=None,
+        created_at=stamp,
+        updated_at=stamp,
+    )
+
+
+async def test_a_message_can_be_by_the_conversations_user_without_a_read_first(store) -> None:
+    record = make_record(user="alice")
+    await create(store, record)
+
+    by_default = await store.add_message(
+        "t1", make_message(record.id, None), author_from_conversation=True
+    )
+    named = await store.add_message(
+        "t1", make_message(record.id, "bob"), author_from_conversation=True
+    )
+    nobody = await store.add_message("t1", make_message(record.id, None, role="assistant"))
+
+    assert by_default is not None and named is not None and nobody is not None
+    (first, first_event), (second, second_event), (third, _) = by_default, named, nobody
+    assert (first.user_id, first_event.data["userId"], first.position) == ("alice", "alice", 1)
+    assert (second.user_id, second_event.data["userId"], second.position) == ("bob", "bob", 2)
+    assert third.user_id is None
+    stored = await store.list_messages(record.id, cursor=None, limit=10, descending=False)
+    assert [m.user_id for m in stored] == ["alice", "bob", None]
+    # Another tenant's key finds nothing to write to, and learns nothing.
+    assert (
+        await store.add_message("t2", make_message(record.id, None), author_from_conversation=True)
+        is None
+    )
+    assert len(await store.list_messages(record.id, cursor=None, limit=10, descending=False)) == 3
 
 
 async def test_delete_is_scoped_to_the_tenant(store) -> None:

@@ -33,22 +33,36 @@ class MessageService:
         image_attachment_ids: list[str] | None,
         user_id: str | None,
     ) -> MessageRecord:
-        record, _ = await access.load(self.store, principal, conversation_id, access.WRITE)
         if message is None and not images and not image_attachment_ids:
             raise ValidationFailed(
                 "A message needs text or images",
                 errors=[{"field": "message", "message": "give message, images or both"}],
             )
-        if image_attachment_ids:
-            # Only this conversation's own attachments: never another's, or another tenant's.
-            image_attachment_ids = await self.attachments.check_references(
-                record.id, image_attachment_ids
+        canonical = parse_id(conversation_id)
+        if canonical is None:
+            raise conversation_not_found(conversation_id)
+        by_conversation_user = role == "user" and user_id is None
+        if principal.is_api_key and not image_attachment_ids:
+            # An API key may write to every conversation of its tenant, and the write
+            # itself is scoped to the tenant (and finds the conversation's user when
+            # the message is by them): nothing to read first.
+            author = user_id
+        else:
+            record, _ = await access.load(self.store, principal, conversation_id, access.WRITE)
+            if image_attachment_ids:
+                # Only this conversation's own attachments: never another's, or another
+                # tenant's.
+                image_attachment_ids = await self.attachments.check_references(
+                    record.id, image_attachment_ids
+                )
+            author = access.acting_user(
+                principal, user_id, record.user_id if by_conversation_user else None
             )
+            by_conversation_user = False
         now = utcnow_iso()
-        author = access.acting_user(principal, user_id, record.user_id if role == "user" else None)
         draft = MessageRecord(
             id=new_id(),
-            conversation_id=record.id,
+            conversation_id=canonical,
             position=0,
             user_id=author,
             role=role,
@@ -58,7 +72,9 @@ class MessageService:
             created_at=now,
             updated_at=now,
         )
-        result = await self.store.add_message(principal.tenant_id, draft)
+        result = await self.store.add_message(
+            principal.tenant_id, draft, author_from_conversation=by_conversation_user
+        )
         if result is None:
             raise conversation_not_found(conversation_id)
         stored, event = result

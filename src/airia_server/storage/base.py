@@ -264,9 +264,12 @@ class Store(Protocol):
     # messages
 
     async def add_message(
-        self, tenant_id: str, record: MessageRecord
+        self, tenant_id: str, record: MessageRecord, *, author_from_conversation: bool = False
     ) -> tuple[MessageRecord, EventRecord] | None:
-        """Append (the store assigns `position`); None if the conversation is gone."""
+        """Append (the store assigns `position`); None if the tenant has no such
+        conversation. With `author_from_conversation` and no `user_id` on the record,
+        the message is by the conversation's user (found in the same write, so the
+        caller need not read the conversation first)."""
 
     async def list_messages(
         self, conversation_id: str, *, cursor: int | None, limit: int, descending: bool
@@ -275,7 +278,7 @@ class Store(Protocol):
 
     async def recent_messages_json(self, conversation_id: str, limit: int) -> bytes:
         """The newest `limit` messages, oldest first, as the JSON array a conversation's
-        GET carries (`ConversationMessage` objects), rendered by the database.
+        GET carries (`ConversationMessage` objects), encoded straight from the rows.
 
         The one place the storage layer writes the wire shape: turning fifty rows into
         Python objects only to encode them again was most of the cost of that GET."""

@@ -86,8 +86,19 @@ class MessagesMixin:
     # messages
 
     async def add_message(
-        self, tenant_id: str, record: MessageRecord
+        self, tenant_id: str, record: MessageRecord, *, author_from_conversation: bool = False
     ) -> tuple[MessageRecord, EventRecord] | None:
+        if author_from_conversation and record.user_id is None:
+            # The event's data carries the author, so it is read first (the user a
+            # conversation is for never changes).
+            author = await self.pool.fetchval(
+                "SELECT user_id FROM conversations WHERE id = $1 AND tenant_id = $2",
+                record.conversation_id,
+                tenant_id,
+            )
+            if author is None:
+                return None
+            record = msgspec.structs.replace(record, user_id=author)
         # One statement: take the next sequence and position (row lock), store the
         # message and its event. The event's data does not depend on either number.
         data = as_text(message_snapshot(record))

@@ -35,14 +35,17 @@ def _json_or_none(value: list[str] | None) -> str | None:
 
 def _bump(
     conn: sqlite3.Connection, tenant_id: str, conversation_id: str, now: str, messages: int = 0
-) -> tuple[int, int, int, str] | None:
+) -> tuple[int, int, int, str, str] | None:
     """Take the conversation's next event sequence (and message position when
-    `messages` is 1); the row lock of this UPDATE orders concurrent writers."""
+    `messages` is 1); the row lock of this UPDATE orders concurrent writers.
+
+    Returns (sequence, message position, message count, created_at, user_id), or
+    None when the tenant has no such conversation."""
     row = conn.execute(
         "UPDATE conversations SET last_sequence = last_sequence + 1, updated_at = ?, "
         "message_seq = message_seq + max(?, 0), message_count = message_count + ? "
         "WHERE id = ? AND tenant_id = ? "
-        "RETURNING last_sequence, message_seq, message_count, created_at",
+        "RETURNING last_sequence, message_seq, message_count, created_at, user_id",
         (now, messages, messages, conversation_id, tenant_id),
     ).fetchone()
     if row is not None:
@@ -76,14 +79,19 @@ class MessagesMixin:
     # `_read()` and `_write(op)` come from SqliteStore.
 
     async def add_message(
-        self, tenant_id: str, record: MessageRecord
+        self, tenant_id: str, record: MessageRecord, *, author_from_conversation: bool = False
     ) -> tuple[MessageRecord, EventRecord] | None:
         def op(conn: sqlite3.Connection) -> tuple[MessageRecord, EventRecord] | None:
             bumped = _bump(conn, tenant_id, record.conversation_id, record.created_at, 1)
             if bumped is None:
                 return None
-            sequence, position, _, _ = bumped
-            stored = msgspec.structs.replace(record, position=position)
+            sequence, position, _, _, conversation_user = bumped
+            if author_from_conversation and record.user_id is None:
+                stored = msgspec.structs.replace(
+                    record, position=position, user_id=conversation_user
+                )
+            else:
+                stored = msgspec.structs.replace(record, position=position)
             conn.execute(
                 f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -171,7 +179,7 @@ class MessagesMixin:
             bumped = _bump(conn, tenant_id, conversation_id, now, -deleted)
             if bumped is None:
                 return None
-            sequence, _, remaining, _ = bumped
+            sequence, _, remaining, _, _ = bumped
             data = {
                 "conversationId": conversation_id,
                 "fromMessageId": message_id,
