@@ -66,6 +66,34 @@ def test_a_failing_write_fails_alone_and_leaves_nothing_behind(tmp_path):
     assert rows == [("a", 1), ("b", 2), ("taken", 0)]  # no 'half': its write was undone
 
 
+def test_a_batch_that_cannot_be_replayed_fails_its_requests_and_the_writer_goes_on(tmp_path):
+    conn = _connect(tmp_path / "w.db")
+
+    def ends_the_transaction_then_fails(conn: sqlite3.Connection) -> None:
+        conn.execute("COMMIT")  # the writer then has no transaction to roll back
+        raise ValueError("and fails")
+
+    async def main():
+        writer = GroupCommitWriter(conn)
+        first = await asyncio.wait_for(
+            asyncio.gather(
+                writer.submit(_insert("a", 1)),
+                writer.submit(ends_the_transaction_then_fails),
+                return_exceptions=True,
+            ),
+            timeout=10,
+        )
+        after = await asyncio.wait_for(writer.submit(_insert("b", 2)), timeout=10)
+        await writer.close()
+        return first, after
+
+    (a, broken), after = asyncio.run(main())
+    assert isinstance(a, sqlite3.OperationalError) and a is broken
+    assert after == 2
+    rows = _connect(tmp_path / "w.db").execute("SELECT k FROM t ORDER BY k").fetchall()
+    assert ("b",) in rows
+
+
 def test_writes_after_close_are_refused(tmp_path):
     conn = _connect(tmp_path / "w.db")
 
