@@ -37,20 +37,31 @@ def _bump(
     conn: sqlite3.Connection, tenant_id: str, conversation_id: str, now: str, messages: int = 0
 ) -> tuple[int, int, int, str, str] | None:
     """Take the conversation's next event sequence (and message position when
-    `messages` is 1); the row lock of this UPDATE orders concurrent writers.
+    `messages` is 1). Writes run one at a time, in the writer's transaction, so
+    reading the counters and then writing them back cannot interleave with
+    another writer (one SELECT and an UPDATE by rowid cost less than one
+    UPDATE ... RETURNING).
 
     Returns (sequence, message position, message count, created_at, user_id), or
     None when the tenant has no such conversation."""
     row = conn.execute(
-        "UPDATE conversations SET last_sequence = last_sequence + 1, updated_at = ?, "
-        "message_seq = message_seq + max(?, 0), message_count = message_count + ? "
-        "WHERE id = ? AND tenant_id = ? "
-        "RETURNING last_sequence, message_seq, message_count, created_at, user_id",
-        (now, messages, messages, conversation_id, tenant_id),
+        "SELECT rowid, last_sequence, message_seq, message_count, created_at, user_id "
+        "FROM conversations WHERE id = ? AND tenant_id = ?",
+        (conversation_id, tenant_id),
     ).fetchone()
-    if row is not None:
-        touch_participants(conn, conversation_id, now)
-    return row
+    if row is None:
+        return None
+    rowid, sequence, position, count, created_at, user_id = row
+    sequence += 1
+    position += max(messages, 0)
+    count += messages
+    conn.execute(
+        "UPDATE conversations SET last_sequence = ?, updated_at = ?, message_seq = ?, "
+        "message_count = ? WHERE rowid = ?",
+        (sequence, now, position, count, rowid),
+    )
+    touch_participants(conn, conversation_id, now)
+    return sequence, position, count, created_at, user_id
 
 
 def touch_participants(conn: sqlite3.Connection, conversation_id: str, updated_at: str) -> None:
