@@ -128,7 +128,8 @@ KNOWN_COLUMNS = {
         "id", "conversation_id", "position", "user_id", "role", "message", "images",
         "image_attachment_ids", "created_at", "updated_at",
     },
-    "conversation_events": {"conversation_id", "sequence", "type", "data", "created_at"},
+    # `id` is the rowid (arrival order), which SQLite assigns.
+    "conversation_events": {"id", "conversation_id", "sequence", "type", "data", "created_at"},
 }  # fmt: skip
 
 
