@@ -314,6 +314,10 @@ class Runner:
         for suffix in ("", "-wal", "-shm"):
             Path(str(copy) + suffix).unlink(missing_ok=True)
         shutil.copyfile(pristine, copy)
+        # Write the copy out now, or the kernel flushes it (a gigabyte for the largest)
+        # while the server is being measured.
+        with open(copy, "rb+") as f:
+            os.fsync(f.fileno())
         srv = servers.airia_server(
             self.workdir,
             self.server_cpu,
