@@ -162,48 +162,6 @@ async def test_the_event_log_keeps_every_event_when_it_moves_to_arrival_order(
         )
 
 
-async def test_messages_keep_their_order_and_ids_when_they_move_to_arrival_order(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Migration 9 rebuilds the SQLite messages table; every message is still there,
-    paged by position, found by id, and neither a position nor an id can repeat."""
-    from airia_server.storage import sqlite as sqlite_storage
-
-    every = migrations()
-    monkeypatch.setattr(sqlite_storage, "migrations", lambda: [m for m in every if m[0] < 9])
-    store = SqliteStore(tmp_path / "old.db")
-    await store.migrate()
-    rows = [
-        ("c1", 2, "m2", "u1", "assistant", "two", None, None, "t2", "t2"),
-        ("c2", 1, "m3", "u2", "user", "other", '["https://x/i.png"]', None, "t3", "t3"),
-        ("c1", 1, "m1", "u1", "user", "one", None, '["a1"]', "t1", "t1"),
-    ]
-    with sqlite3.connect(store.path) as conn:
-        conn.executemany("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-
-    monkeypatch.setattr(sqlite_storage, "migrations", lambda: every)
-    assert 9 in await store.migrate()
-    await store.start()
-    try:
-        page = await store.list_messages("c1", cursor=None, limit=10, descending=False)
-        assert [(m.id, m.position, m.message) for m in page] == [("m1", 1, "one"), ("m2", 2, "two")]
-        assert page[0].image_attachment_ids == ["a1"]
-        newest = await store.list_messages("c1", cursor=None, limit=1, descending=True)
-        assert [m.id for m in newest] == ["m2"]
-        found = await store.find_message("c2", "m3")
-        assert found is not None and found.images == ["https://x/i.png"]
-    finally:
-        await store.close()
-    with sqlite3.connect(store.path) as conn:
-        for duplicate in (("c1", 2, "m9"), ("c3", 1, "m1")):
-            with pytest.raises(sqlite3.IntegrityError):
-                conn.execute(
-                    "INSERT INTO messages (conversation_id, position, id, role, created_at,"
-                    " updated_at) VALUES (?, ?, ?, 'user', 't', 't')",
-                    duplicate,
-                )
-
-
 def test_migration_files_are_numbered_without_gaps() -> None:
     versions = [version for version, _, _ in migrations()]
     assert versions == list(range(1, len(versions) + 1))

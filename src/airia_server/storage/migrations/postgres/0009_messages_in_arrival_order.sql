@@ -1,5 +1,0 @@
--- SQLite's 0009 moves messages from a table clustered by (conversation_id,
--- position) to rows in arrival order with a unique index on those two columns.
--- PostgreSQL already stores messages that way (a heap, with its primary key as
--- the index), so there is nothing to change here; this file keeps the two
--- backends' schema versions in step.
