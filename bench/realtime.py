@@ -11,10 +11,12 @@ that message's `message.created` frame. perf_counter is CLOCK_MONOTONIC, shared
 by every process on the machine, so client processes can time it. The next
 message is posted once every socket has its copy: each figure is one event's
 fan-out, without queueing behind the previous one. The sockets are opened by
-client processes (asyncio + the `websockets` library, 500 sockets per process
+client processes (uvloop + the `websockets` library, 500 sockets per process
 at most) pinned to the client CPU; the server runs alone on the server CPU.
 Client-side receive work is part of the figure: the last socket's frame waits
-for the client to read the others on the same core.
+for the client to read the others on the same core. That is why the clients
+run on uvloop, as the server does: on asyncio's own loop, reading 10,000
+sockets took the client core longer than the server took to write them.
 
 Memory: a fresh server, RSS (VmRSS, /proc/<pid>/status) after a warm-up, then
 with 1,000 or 10,000 idle sockets open (after they settle); the difference per
@@ -40,6 +42,7 @@ import time
 from pathlib import Path
 
 import httpx
+import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -178,7 +181,9 @@ def _raw_client(url: str, count: int, out: mp.Queue) -> None:
         for proto in sockets:
             proto.transport.close()
 
-    asyncio.run(main())
+    # uvloop, as the server runs: asyncio's own loop spends longer per received frame
+    # than the server spends writing it, and the client core would be the figure.
+    uvloop.run(main())
 
 
 def client_main(url: str, count: int, cpu: int | None, out: mp.Queue, deflate: bool) -> None:
@@ -250,7 +255,7 @@ def client_main(url: str, count: int, cpu: int | None, out: mp.Queue, deflate: b
         await asyncio.gather(*(reader(ws) for ws in sockets))
         await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
 
-    asyncio.run(main())
+    uvloop.run(main())
 
 
 # -------------------------------------------------------------------- coordinator
