@@ -278,7 +278,8 @@ class Store(Protocol):
 
     async def recent_messages_json(self, conversation_id: str, limit: int) -> bytes:
         """The newest `limit` messages, oldest first, as the JSON array a conversation's
-        GET carries (`ConversationMessage` objects), encoded straight from the rows.
+        GET carries (`ConversationMessage` objects): SQLite builds each message's
+        JSON, PostgreSQL's rows are encoded straight from the rows (`messages_json`).
 
         The one place the storage layer writes the wire shape: turning fifty rows into
         Python objects only to encode them again was most of the cost of that GET."""
