@@ -130,14 +130,11 @@ def feed_items(rows: Sequence[Sequence[Any]]) -> list[FeedItem]:
 
 
 # The JSON of the messages a conversation's GET carries, straight from rows (see
-# Store.recent_messages_json): the columns in the order of the API's
-# ConversationMessage, each row made a struct positionally and encoded at once.
-WIRE_MESSAGE_COLUMNS = (
-    "id, conversation_id, message, role, images, image_attachment_ids, created_at, "
-    "updated_at, user_id"
-)
-
-
+# Store.recent_messages_json), in the shape of the API's ConversationMessage. One
+# struct says it all: the columns come in its field order, each row becomes one
+# positionally, and for SQLite the same fields make the `json_object` that builds
+# each message's JSON in the database (byte for byte the encoder's; a test holds
+# them together).
 class _WireMessage(msgspec.Struct, rename="camel"):
     id: str
     conversation_id: str
@@ -148,6 +145,18 @@ class _WireMessage(msgspec.Struct, rename="camel"):
     created_at: str
     updated_at: str
     user_id: Any
+
+
+_STORED_AS_JSON = ("images", "image_attachment_ids")
+
+WIRE_MESSAGE_COLUMNS = ", ".join(f.name for f in msgspec.structs.fields(_WireMessage))
+
+WIRE_MESSAGE_JSON = "json_object({})".format(
+    ", ".join(
+        f"'{f.encode_name}', " + (f"json({f.name})" if f.name in _STORED_AS_JSON else f.name)
+        for f in msgspec.structs.fields(_WireMessage)
+    )
+)
 
 
 _encode_wire = msgspec.json.Encoder().encode
