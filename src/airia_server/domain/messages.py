@@ -41,12 +41,11 @@ class MessageService:
         canonical = parse_id(conversation_id)
         if canonical is None:
             raise conversation_not_found(conversation_id)
-        by_conversation_user = role == "user" and user_id is None
         if principal.is_api_key and not image_attachment_ids:
             # An API key may write to every conversation of its tenant, and the write
             # itself is scoped to the tenant (and finds the conversation's user when
             # the message is by them): nothing to read first.
-            author = user_id
+            author, from_conversation = user_id, role == "user" and user_id is None
         else:
             record, _ = await access.load(self.store, principal, conversation_id, access.WRITE)
             if image_attachment_ids:
@@ -56,9 +55,9 @@ class MessageService:
                     record.id, image_attachment_ids
                 )
             author = access.acting_user(
-                principal, user_id, record.user_id if by_conversation_user else None
+                principal, user_id, record.user_id if role == "user" else None
             )
-            by_conversation_user = False
+            from_conversation = False
         now = utcnow_iso()
         draft = MessageRecord(
             id=new_id(),
@@ -73,7 +72,7 @@ class MessageService:
             updated_at=now,
         )
         result = await self.store.add_message(
-            principal.tenant_id, draft, author_from_conversation=by_conversation_user
+            principal.tenant_id, draft, author_from_conversation=from_conversation
         )
         if result is None:
             raise conversation_not_found(conversation_id)

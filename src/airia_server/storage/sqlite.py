@@ -434,12 +434,13 @@ class _Checkpointer:
     fsync, and those then cover about one batch of writes.
     """
 
+    _catch_up_passes = 4
+    _catch_up_frames = 256
+
     def __init__(self, path: Path, interval: float = 0.5, restart_frames: int = 16384) -> None:
         self._path = path
         self._interval = interval
         self._restart_frames = restart_frames
-        self._catch_up_passes = 4
-        self._catch_up_frames = 256
         self._restart_wanted = False
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
