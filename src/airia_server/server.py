@@ -12,7 +12,8 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.protocol import State
 
 from airia_server.app import AiriaApp, create_app
-from airia_server.config import Settings
+from airia_server.config import Settings, load_settings
+from airia_server.logs import configure_logging
 
 GRACEFUL_SHUTDOWN_SECONDS = 10
 
@@ -255,7 +256,16 @@ def serve(settings: Settings, workers: int = 1, overrides: dict[str, Any] | None
         # Each worker process builds its own app from the environment.
         for name, value in (overrides or {}).items():
             os.environ[f"AIRIA_{name.upper()}"] = str(value)
-        uvicorn.run("airia_server.app:create_app", factory=True, workers=workers, **options)
+        uvicorn.run("airia_server.server:worker_app", factory=True, workers=workers, **options)
         return
     app = create_app(settings)
     GracefulServer(uvicorn.Config(app, **options), app).run()
+
+
+def worker_app() -> AiriaApp:
+    """The app of one `serve --workers` process. Each worker is a new interpreter, so
+    it reads the settings from the environment and sets up logging (the access log
+    too) as `airia-server` did in the parent."""
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)

@@ -135,6 +135,7 @@ def start_server(
     database_url: str | None = None,
     name: str = "server",
     wait: bool = True,
+    workers: int = 1,
     **env: str | None,
 ) -> LiveServer:
     """A real `airia-server serve` on a free port of 127.0.0.1; the one way tests start one.
@@ -144,6 +145,7 @@ def start_server(
     of None leaves that setting out). Its stderr is appended to `root`/`name`.stderr, so a
     server restarted over the same root keeps one log. Healthy on return, unless `wait` is
     false (several instances started at once): then call `.wait_healthy()` before use.
+    `workers` > 1 serves with that many worker processes (`serve --workers`).
     Stop it with `stop_process(server.process)`, or use `running_server`.
     """
     root.mkdir(parents=True, exist_ok=True)
@@ -160,7 +162,9 @@ def start_server(
     stderr_path = root / f"{name}.stderr"
     with open(stderr_path, "ab") as stderr:
         proc = subprocess.Popen(
-            server_command("serve", "--host", "127.0.0.1", "--port", str(port)),
+            server_command(
+                "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)
+            ),
             env=server_env,
             stdout=subprocess.DEVNULL,
             stderr=stderr,

@@ -1,0 +1,122 @@
+"""`airia-server serve --workers 2` on SQLite, with Redis for events: one port, two
+processes over one database file.
+
+Requests reach both processes; appends made concurrently through the port leave one
+gap-free sequence, stored once each; a socket receives every event, whichever worker
+made the write and whichever holds the socket; and each worker writes its access log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+
+import backends
+
+from .support import BOOTSTRAP_KEY, start_server, stop_process
+
+pytestmark = pytest.mark.e2e
+
+COLLECTION = "/v1/Conversations"
+HEADERS = {"X-API-KEY": BOOTSTRAP_KEY}
+TIMEOUT = 15.0
+
+
+def _children_cpu_ticks(pid: int) -> dict[int, int]:
+    """CPU time (user + system, in clock ticks) of each child process of `pid`."""
+    ticks = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:  # ppid
+            ticks[int(entry.name)] = int(fields[11]) + int(fields[12])
+    return ticks
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc for the workers")
+async def test_two_workers_on_one_sqlite_file_serve_one_consistent_conversation(
+    tmp_path: Path,
+) -> None:
+    backends.require(backends.redis_problem())
+    server = start_server(
+        tmp_path,
+        workers=2,
+        AIRIA_REDIS_URL=backends.REDIS_URL,
+        AIRIA_REDIS_PREFIX=f"airia-test-{uuid.uuid4().hex[:12]}",
+    )
+    try:
+        before = _children_cpu_ticks(server.process.pid)
+        assert len(before) >= 2, f"expected two worker processes, found {sorted(before)}"
+        writers, per_writer = 8, 30
+        total = writers * per_writer
+        limits = httpx.Limits(max_connections=writers, max_keepalive_connections=writers)
+        async with httpx.AsyncClient(
+            base_url=server.base_url, headers=HEADERS, timeout=TIMEOUT, limits=limits
+        ) as http:
+            created = await http.post(COLLECTION, json={"userId": "worker-test"})
+            assert created.status_code == 201, created.text
+            cid = created.json()["conversationId"]
+            ticket = (await http.get(f"{COLLECTION}/{cid}")).json()["websocketUrl"]
+
+            async def writer(name: str) -> None:
+                for i in range(per_writer):
+                    r = await http.post(
+                        f"{COLLECTION}/{cid}/messages", json={"message": f"{name}-{i}"}
+                    )
+                    assert r.status_code == 201, r.text
+
+            sockets = [await connect(ticket) for _ in range(4)]
+            try:
+                await asyncio.gather(*(writer(f"w{n}") for n in range(writers)))
+                seen = []
+                for ws in sockets:
+                    events = []
+                    while len(events) < total:
+                        frame = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+                        if frame.get("type") == "message.created":
+                            events.append(frame)
+                    seen.append(events)
+            finally:
+                for ws in sockets:
+                    await ws.close()
+
+            sequences = [event["sequence"] for event in seen[0]]
+            assert sequences == list(range(sequences[0], sequences[0] + total)), "gap-free"
+            assert all(events == seen[0] for events in seen), "every socket, the same events"
+            stored, cursor = [], None
+            while True:
+                params = {"limit": 100, **({"cursor": cursor} if cursor else {})}
+                page = (await http.get(f"{COLLECTION}/{cid}/messages", params=params)).json()
+                stored += page["items"]
+                if not (cursor := page["nextCursor"]):
+                    break
+            assert [m["id"] for m in stored] == [e["data"]["id"] for e in seen[0]]
+            for n in range(writers):
+                mine = [m["message"] for m in stored if m["message"].startswith(f"w{n}-")]
+                assert mine == [f"w{n}-{i}" for i in range(per_writer)]
+
+        after = _children_cpu_ticks(server.process.pid)
+        busy = [pid for pid in before if after.get(pid, 0) - before[pid] > 0]
+        assert len(busy) >= 2, f"one worker did all the work: {before} -> {after}"
+    finally:
+        stop_process(server.process)
+    log = server.stderr_path.read_text()
+    logged = log.count(f"POST /v1/Conversations/{cid}/messages 201 ")
+    assert logged == total, f"{logged} of {total} appends in the access log:\n{log[-2000:]}"
+    deadline = time.monotonic() + 10
+    while (alive := [p for p in before if Path(f"/proc/{p}").exists()]) and (
+        time.monotonic() < deadline
+    ):
+        await asyncio.sleep(0.05)
+    assert not alive, f"workers {alive} outlived the server"
