@@ -1,5 +1,6 @@
-"""Two `airia-server` processes over one PostgreSQL database and one Redis: any instance serves
-any request and any socket.
+"""Two `airia-server` processes over one database and one Redis: any instance serves any
+request and any socket. The database is PostgreSQL (instances on many hosts) or one SQLite
+file (processes on one host, as `--workers` runs them).
 
 Writes on one are read, changed and deleted on the other; a socket on A receives, in order,
 the events of writes made on B; a client moves from A to B with `after=` and misses nothing;
@@ -59,12 +60,18 @@ def spawn_instance(name: str, root: Path, **settings: str) -> Instance:
     return Instance(name, server.base_url, server.process, server.stderr_path)
 
 
-@pytest.fixture(scope="module")
-def instances(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Instance, Instance]]:
-    backends.require(backends.postgres_problem())
+@pytest.fixture(scope="module", params=["postgres", "sqlite"])
+def instances(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Instance, Instance]]:
+    if request.param == "postgres":
+        backends.require(backends.postgres_problem())
     backends.require(backends.redis_problem())
     root = tmp_path_factory.mktemp("many")
-    database_url = backends.create_database_sync()
+    if request.param == "postgres":
+        database_url = backends.create_database_sync()
+    else:
+        database_url = f"sqlite:///{root / 'shared.db'}"
     settings = dict(
         database_url=database_url,
         AIRIA_REDIS_URL=backends.REDIS_URL,
@@ -73,7 +80,8 @@ def instances(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Instan
     )
     started: list[Instance] = []
     try:
-        # Both start at once: migrations take turns under the advisory lock.
+        # Both start at once: migrations take turns under the advisory lock (PostgreSQL)
+        # or the write lock (SQLite).
         started.append(spawn_instance("a", root, **settings))
         started.append(spawn_instance("b", root, **settings))
         for instance in started:
@@ -83,7 +91,8 @@ def instances(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Instan
     finally:
         for instance in started:
             stop_process(instance.process)
-        backends.drop_database_sync(database_url)
+        if request.param == "postgres":
+            backends.drop_database_sync(database_url)
 
 
 def wait_ready(instance: Instance) -> None:
