@@ -730,6 +730,59 @@ class PgTwoInstances(GetById):
         return m
 
 
+# ------------------------------------------------------------------ two workers
+
+SQLITE_TWO = "airia-sqlite-workers"
+
+
+class TwoWorkers(GetById):
+    """GET by id against `airia-server serve --workers 2` on SQLite (the embedded
+    default, on one host), with one worker pinned to each CPU and wrk unpinned: the
+    load generator shares both CPUs with the workers. Compared with `get` (one
+    worker with a CPU to itself, wrk on the other)."""
+
+    name = "two-workers"
+    label = "GET by id, two workers (SQLite)"
+    server = SQLITE_TWO
+    target_ratio = None
+    p99_factor = None
+    old_target = None
+    baseline = "get"
+    target_vs_baseline = 1.6
+    threads = 2
+
+    def prepare(self, ctx: Context) -> None:
+        assert ctx.server is not None
+        cpus = [0, 1] if ctx.server_cpu is not None else []
+        if cpus:
+            servers.pin_workers(ctx.server, cpus)
+        else:
+            servers.worker_pids(ctx.server, 2)
+        super().prepare(ctx)
+
+    def options(self, ctx: Context) -> wrk.WrkOptions:
+        return dataclasses.replace(ctx.wrk_options, threads=self.threads, cpu=None)
+
+    def script(self, ctx: Context, phase: str) -> Path:
+        return wrk.render_script(
+            [LUA / "common.lua", LUA / "get_by_id.lua"],
+            ctx.workdir / "two_workers.lua",
+            ids_file=str(self.ids_file),
+            threads=self.threads,
+        )
+
+    def measure(self, ctx: Context) -> Measurement:
+        m = super().measure(ctx)
+        # The pinned-CPU shares describe one process on one CPU; not this row.
+        m.cpu = m.wrk_cpu = None
+        m.notes.append(
+            "two workers, one pinned to each CPU; wrk (2 threads, unpinned) shares both"
+            if ctx.server_cpu is not None
+            else "two workers and wrk, unpinned"
+        )
+        return m
+
+
 SCENARIOS: list[Scenario] = [
     Hello(),
     GetById(),
@@ -742,6 +795,7 @@ SCENARIOS: list[Scenario] = [
     PgCreate(),
     PgAppend(),
     PgTwoInstances(),
+    TwoWorkers(),
     HelloAgain(),
 ]
 
@@ -773,6 +827,16 @@ SERVERS = {
     ),
     PG: pg_server,
     PG_TWO: lambda ctx: pg_server(ctx, name="airia-pg-1"),
+    SQLITE_TWO: lambda ctx: servers.airia_server(
+        ctx.workdir,
+        None,
+        ctx.api_key,
+        name=SQLITE_TWO,
+        src=ctx.server_src,
+        workers=2,
+        # As deployed: events cross workers through Redis (docs/deployment.md).
+        env={"AIRIA_REDIS_URL": servers.REDIS_URL, "AIRIA_REDIS_PREFIX": "bench-" + SQLITE_TWO},
+    ),
 }
 
 

@@ -135,13 +135,15 @@ def airia_server(
     database_url: str | None = None,
     env: dict[str, str] | None = None,
     nofile: int | None = None,
+    workers: int = 1,
 ) -> Server:
     """airia-server, one worker, on a fresh SQLite database under `workdir` (or on
     `database_url`), with `env` added to its environment.
 
     The access log stays on (INFO, JSON lines to a file) because that is how it runs
     for real; writing it is part of the cost being measured. `nofile` raises its
-    open-file limit with prlimit (for thousands of WebSockets).
+    open-file limit with prlimit (for thousands of WebSockets). `workers` > 1 runs
+    `serve --workers N` (see `pin_workers`).
     """
     port = free_port()
     env = {
@@ -167,8 +169,40 @@ def airia_server(
         "127.0.0.1",
         "--port",
         str(port),
+        *(["--workers", str(workers)] if workers > 1 else []),
     ]
     return Server(name, cmd, port, workdir / f"{name}.log", env=env)
+
+
+def worker_pids(server: Server, count: int, timeout_s: float = 20.0) -> list[int]:
+    """The pids of `serve --workers`'s worker processes, once `count` of them run."""
+    assert server.proc is not None
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                cmdline = (entry / "cmdline").read_bytes()
+            except (OSError, IndexError, ValueError):
+                continue
+            if parent == server.proc.pid and b"spawn_main" in cmdline:
+                found.append(int(entry.name))
+        if len(found) >= count:
+            return sorted(found)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{server.name}: {len(found)} of {count} workers started")
+        time.sleep(0.1)
+
+
+def pin_workers(server: Server, cpus: list[int]) -> list[int]:
+    """Pin the i-th worker of `serve --workers` to cpus[i]; their pids."""
+    pids = worker_pids(server, len(cpus))
+    for pid, cpu in zip(pids, cpus, strict=False):
+        os.sched_setaffinity(pid, {cpu})
+    return pids
 
 
 # ------------------------------------------------------------------ PostgreSQL, Redis
