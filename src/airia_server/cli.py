@@ -21,6 +21,16 @@ from airia_server.storage import open_store
 from airia_server.timeutil import utcnow_iso
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="airia-server", description=__doc__)
     parser.add_argument(
@@ -35,7 +45,13 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP and WebSocket service")
     serve.add_argument("--host", help="address to listen on (AIRIA_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (AIRIA_PORT, default 8000)")
-    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    serve.add_argument(
+        "--workers",
+        type=_at_least_one,
+        default=1,
+        help="worker processes on this host (default 1; with more, set AIRIA_REDIS_URL so "
+        "that events reach every worker's sockets)",
+    )
 
     sub.add_parser("migrate", help="apply pending database migrations and exit")
 
@@ -104,6 +120,13 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
+    if args.workers > 1 and not settings.redis_url:
+        print(
+            f"airia-server: warning: {args.workers} workers without AIRIA_REDIS_URL: a "
+            "WebSocket receives only the events of writes made by its own worker",
+            file=sys.stderr,
+            flush=True,
+        )
     if args.config is not None:
         os.environ["AIRIA_CONFIG_FILE"] = str(args.config)  # for worker processes
     server.serve(settings, args.workers, overrides)

@@ -137,3 +137,11 @@ def test_production_refuses_a_short_secret(env: dict[str, str]) -> None:
     result = run_cli(bad, "migrate")
     assert result.returncode == 2
     assert "AIRIA_JWT_SECRET" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two"])
+def test_serve_refuses_fewer_than_one_worker(env: dict[str, str], value: str) -> None:
+    result = run_cli(env, "serve", "--port", "1", "--workers", value)
+    assert result.returncode == 2
+    assert "--workers" in result.stderr
+    assert not db_path(env).exists(), "nothing was started"

@@ -120,3 +120,13 @@ async def test_two_workers_on_one_sqlite_file_serve_one_consistent_conversation(
     ):
         await asyncio.sleep(0.05)
     assert not alive, f"workers {alive} outlived the server"
+
+
+def test_workers_without_redis_say_that_events_stay_in_each_worker(tmp_path: Path) -> None:
+    server = start_server(tmp_path, workers=2)
+    try:
+        log = server.stderr_path.read_text()
+    finally:
+        stop_process(server.process)
+    assert "2 workers without AIRIA_REDIS_URL" in log
+    assert "only the events of writes made by its own worker" in log
