@@ -137,8 +137,9 @@ def airia_server(
     nofile: int | None = None,
     workers: int = 1,
 ) -> Server:
-    """airia-server, one worker, on a fresh SQLite database under `workdir` (or on
-    `database_url`), with `env` added to its environment.
+    """airia-server (one worker, unless `workers` says more) on a fresh SQLite
+    database under `workdir` (or on `database_url`), with `env` added to its
+    environment.
 
     The access log stays on (INFO, JSON lines to a file) because that is how it runs
     for real; writing it is part of the cost being measured. `nofile` raises its
