@@ -1,9 +1,11 @@
-"""Attachments across two `airia-server` processes over one PostgreSQL database and one Redis.
+"""Attachments across two `airia-server` processes over one database and one Redis: PostgreSQL,
+or one SQLite file (processes on one host, as `--workers` runs them).
 
-On PostgreSQL the blob store defaults to the database, so bytes uploaded through A are read
-through B; the signing key is kept in the database, so a link A signed opens on B (the
-signature covers the attachment and the expiry, not the host). Deleting on one instance
-deletes for both, and content stays stored once per tenant whichever instance received it.
+On PostgreSQL the blob store defaults to the database, and on SQLite both processes share the
+blob directory, so bytes uploaded through A are read through B; the signing key is kept in the
+database, so a link A signed opens on B (the signature covers the attachment and the expiry,
+not the host). Deleting on one instance deletes for both, and content stays stored once per
+tenant whichever instance received it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import base64
 import hashlib
 import os
+import sqlite3
 import subprocess
 import time
 import uuid
@@ -59,6 +62,7 @@ class Pair:
     a: Instance
     b: Instance
     database_url: str
+    blob_dir: Path
 
 
 def spawn_instance(name: str, root: Path, **settings: str) -> Instance:
@@ -78,12 +82,18 @@ def wait_ready(instance: Instance) -> None:
             time.sleep(0.05)
 
 
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
-    backends.require(backends.postgres_problem())
+@pytest.fixture(scope="module", params=["postgres", "sqlite"])
+def pair(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Pair]:
+    if request.param == "postgres":
+        backends.require(backends.postgres_problem())
     backends.require(backends.redis_problem())
     root = tmp_path_factory.mktemp("attachments-many")
-    database_url = backends.create_database_sync()
+    if request.param == "postgres":
+        database_url = backends.create_database_sync()
+    else:
+        database_url = f"sqlite:///{root / 'shared.db'}"
     settings = dict(
         database_url=database_url,
         AIRIA_REDIS_URL=backends.REDIS_URL,
@@ -98,11 +108,12 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         for instance in started:
             wait_healthy(instance.process, instance.base_url, instance.stderr_path)
             wait_ready(instance)
-        yield Pair(started[0], started[1], database_url)
+        yield Pair(started[0], started[1], database_url, root / "blobs")
     finally:
         for instance in started:
             stop_process(instance.process)
-        backends.drop_database_sync(database_url)
+        if request.param == "postgres":
+            backends.drop_database_sync(database_url)
 
 
 @pytest.fixture
@@ -149,11 +160,20 @@ def listed(http: httpx.Client, cid: str, **headers: str) -> list[dict]:
     return response.json()
 
 
-def blob_rows(database_url: str, sha256: str) -> int:
-    """How many tenants hold this content in the database store."""
+def blob_rows(pair: Pair, sha256: str) -> int:
+    """How many tenants hold this content: in the database store (PostgreSQL), or in the
+    blob directory, as the database records it (SQLite)."""
+    if pair.database_url.startswith("sqlite:///"):
+        files = len(list(pair.blob_dir.glob(f"*/{sha256[:2]}/{sha256}")))
+        with sqlite3.connect(pair.database_url.removeprefix("sqlite:///")) as conn:
+            (rows,) = conn.execute(
+                "SELECT count(DISTINCT tenant_id) FROM blobs WHERE sha256 = ?", (sha256,)
+            ).fetchone()
+        assert files == rows, f"{files} files, {rows} blob rows"
+        return files
 
     async def count() -> int:
-        conn = await asyncpg.connect(database_url)
+        conn = await asyncpg.connect(pair.database_url)
         try:
             return await conn.fetchval(
                 "SELECT count(DISTINCT tenant_id) FROM blob_chunks WHERE sha256 = $1", sha256
@@ -241,14 +261,14 @@ def test_the_same_content_through_both_is_stored_once_per_tenant(
     first = upload(on_a, create(on_a), data)
     second = upload(on_b, create(on_b), data)
     assert first["sha256"] == second["sha256"] == sha
-    assert blob_rows(pair.database_url, sha) == 1
+    assert blob_rows(pair, sha) == 1
 
     other = f"other_{uuid.uuid4().hex[:8]}"
     token = {"Authorization": f"Bearer {mint_jwt(other, 'many-other')}"}
     with httpx.Client(base_url=pair.b.base_url, timeout=TIMEOUT, headers=token) as as_other:
         theirs = upload(as_other, create(as_other, other), data)
     assert theirs["sha256"] == sha
-    assert blob_rows(pair.database_url, sha) == 2
+    assert blob_rows(pair, sha) == 2
     for att, instance in ((first, pair.b), (second, pair.a), (theirs, pair.a)):
         assert fetch(on(att["url"], instance)).content == data
 
@@ -270,5 +290,5 @@ def test_deleted_on_b_is_gone_on_a(pair: Pair, clients: tuple[httpx.Client, http
         assert_problem(fetch(on(gone_shared["url"], instance)), 404)
         assert fetch(on(kept["url"], instance)).content == shared
     assert_problem(on_a.get(f"{COLLECTION}/{cid}/attachments"), 404)
-    assert blob_rows(pair.database_url, gone["sha256"]) == 0
-    assert blob_rows(pair.database_url, kept["sha256"]) == 1
+    assert blob_rows(pair, gone["sha256"]) == 0
+    assert blob_rows(pair, kept["sha256"]) == 1
