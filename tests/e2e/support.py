@@ -229,3 +229,17 @@ def assert_problem(response: httpx.Response, status: int) -> dict:
     for member in ("message", "title", "detail"):
         assert isinstance(body[member], str) and body[member], (member, body)
     return body
+
+
+async def all_messages(http: httpx.AsyncClient, conversation_id: str) -> list[dict]:
+    """Every message of a conversation, oldest first, read page by page by cursor."""
+    messages: list[dict] = []
+    cursor = None
+    while True:
+        params = {"limit": 100, **({"cursor": cursor} if cursor else {})}
+        response = await http.get(f"/v1/Conversations/{conversation_id}/messages", params=params)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        messages += page["items"]
+        if not (cursor := page["nextCursor"]):
+            return messages

@@ -30,6 +30,7 @@ import backends
 
 from .support import (
     BOOTSTRAP_KEY,
+    all_messages,
     start_server,
     stop_process,
     wait_healthy,
@@ -275,16 +276,7 @@ async def test_concurrent_appends_through_both_instances_leave_one_gapless_seque
 
     # Stored once each, in the order of the event log, whichever instance reads.
     for http in (on_a, on_b):
-        stored, cursor = [], None
-        while True:
-            params: dict[str, Any] = {"limit": 100}
-            if cursor:
-                params["cursor"] = cursor
-            page = ok(await http.get(f"{COLLECTION}/{cid}/messages", params=params))
-            stored += page["items"]
-            cursor = page["nextCursor"]
-            if not cursor:
-                break
+        stored = await all_messages(http, cid)
         assert [m["id"] for m in stored] == [e["data"]["id"] for e in seen_a]
     async with open_ws(on_instance(await ws_url(on_a, cid), b, after=0)) as ws:
         replayed = await receive(ws, total)

@@ -21,7 +21,7 @@ from websockets.asyncio.client import connect
 
 import backends
 
-from .support import BOOTSTRAP_KEY, start_server, stop_process
+from .support import BOOTSTRAP_KEY, all_messages, start_server, stop_process
 
 pytestmark = pytest.mark.e2e
 
@@ -98,13 +98,7 @@ async def test_two_workers_on_one_sqlite_file_serve_one_consistent_conversation(
             sequences = [event["sequence"] for event in seen[0]]
             assert sequences == list(range(sequences[0], sequences[0] + total)), "gap-free"
             assert all(events == seen[0] for events in seen), "every socket, the same events"
-            stored, cursor = [], None
-            while True:
-                params = {"limit": 100, **({"cursor": cursor} if cursor else {})}
-                page = (await http.get(f"{COLLECTION}/{cid}/messages", params=params)).json()
-                stored += page["items"]
-                if not (cursor := page["nextCursor"]):
-                    break
+            stored = await all_messages(http, cid)
             assert [m["id"] for m in stored] == [e["data"]["id"] for e in seen[0]]
             for n in range(writers):
                 mine = [m["message"] for m in stored if m["message"].startswith(f"w{n}-")]
