@@ -38,9 +38,10 @@ def _bump(
     conn: sqlite3.Connection, tenant_id: str, conversation_id: str, now: str, messages: int = 0
 ) -> tuple[int, int, int, str, str] | None:
     """Take the conversation's next event sequence (and message position when
-    `messages` is 1). Writes run one at a time, in the writer's transaction, so
-    reading the counters and then writing them back cannot interleave with
-    another writer (one SELECT and an UPDATE by rowid cost less than one
+    `messages` is 1). Writes run in the writer's BEGIN IMMEDIATE transaction,
+    which holds the database's write lock (against other processes on the file
+    too), so reading the counters and then writing them back cannot interleave
+    with another writer (one SELECT and an UPDATE by rowid cost less than one
     UPDATE ... RETURNING).
 
     Returns (sequence, message position, message count, created_at, user_id), or
