@@ -169,6 +169,14 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
     root.addHandler(handler)
     root.setLevel(level.upper())
     access_log.configure(fmt == "json", getattr(sys.stderr, "buffer", None))
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
+    # `access_log` writes the access log. uvicorn writes its own line for every
+    # request when its "uvicorn.access" logger has a handler anywhere up the tree
+    # (it asks once per connection); that would log each request twice, through the
+    # slow `logging` path. A `serve --workers` process builds its app (and so calls
+    # this) after uvicorn set this logger up, so it is silenced here, not only there.
+    uvicorn_access = logging.getLogger("uvicorn.access")
+    uvicorn_access.handlers.clear()
+    uvicorn_access.propagate = False

@@ -4,7 +4,7 @@ processes over one database file.
 Requests reach both processes (told apart by their correlation ids); appends made
 concurrently through the port leave one gap-free sequence, stored once each; a socket
 receives every event, whichever worker made the write and whichever holds the socket;
-and each worker writes its access log.
+and each worker writes its access log, one line per request.
 """
 
 from __future__ import annotations
@@ -117,6 +117,9 @@ async def test_two_workers_on_one_sqlite_file_serve_one_consistent_conversation(
     log = server.stderr_path.read_text()
     logged = log.count(f"POST /v1/Conversations/{cid}/messages 201 ")
     assert logged == total, f"{logged} of {total} appends in the access log:\n{log[-2000:]}"
+    # Once each: not also uvicorn's own access line (`"POST /v1/... HTTP/1.1" 201`).
+    mentioned = log.count(f"POST /v1/Conversations/{cid}/messages")
+    assert mentioned == total, f"appends logged {mentioned} times for {total}:\n{log[-2000:]}"
     deadline = time.monotonic() + 10
     while (alive := [p for p in workers if Path(f"/proc/{p}").exists()]) and (
         time.monotonic() < deadline
