@@ -37,6 +37,7 @@ from airia_server.domain.messages import MessageService
 from airia_server.domain.participants import ParticipantService
 from airia_server.domain.ratelimit import RateLimiter
 from airia_server.domain.tickets import TicketSigner, UrlSigner
+from airia_server.logs import access_log
 from airia_server.metrics import Metrics
 from airia_server.realtime.hub import LocalHub
 from airia_server.storage import open_blob_store, open_store
@@ -137,6 +138,7 @@ def create_app(settings: Settings | None = None) -> AiriaApp:
             await limiter.close()
             await hub.close()
             await store.close()
+            access_log.flush()
 
     router = Router(
         routes=[

@@ -3,13 +3,15 @@ and the app configure logging in."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from collections.abc import Iterator
 
 import pytest
 import uvicorn
 
-from airia_server.logs import configure_logging
+from airia_server.logs import FLUSH_SECONDS, AccessLog, configure_logging
 
 
 @pytest.fixture
@@ -47,3 +49,39 @@ def test_uvicorn_writes_no_access_line_of_its_own(uvicorn_first: bool) -> None:
     # Its server messages still reach the root handler.
     assert logging.getLogger("uvicorn.error").hasHandlers()
     assert logging.getLogger("uvicorn.error").isEnabledFor(logging.INFO)
+
+
+class _Stream:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def flush(self) -> None:
+        pass
+
+
+async def test_access_lines_are_written_together_soon_after() -> None:
+    log, stream = AccessLog(), _Stream()
+    log.configure(True, stream)
+    for status in (200, 201, 404):
+        log.emit("GET", "/v1/Conversations/x", status, 1.5)
+        await asyncio.sleep(0)  # requests finish in different turns of the loop
+    assert stream.writes == []  # not one write per turn
+    await asyncio.sleep(FLUSH_SECONDS * 3)
+    (written,) = stream.writes
+    lines = [json.loads(line) for line in written.splitlines()]
+    assert [line["status"] for line in lines] == [200, 201, 404]
+    assert lines[0]["message"] == "GET /v1/Conversations/x 200 1.5ms"
+
+
+async def test_pending_access_lines_are_written_on_flush() -> None:
+    # The lifespan's shutdown and the exit handler call flush: nothing is left behind.
+    log, stream = AccessLog(), _Stream()
+    log.configure(True, stream)
+    log.emit("POST", "/v1/Conversations", 201, 3.0)
+    log.flush()
+    assert b'"POST /v1/Conversations 201 3.0ms"' in b"".join(stream.writes)
+    await asyncio.sleep(FLUSH_SECONDS * 3)  # the timer finds nothing more to write
+    assert len(stream.writes) == 1
