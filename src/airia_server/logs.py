@@ -92,9 +92,9 @@ FLUSH_SECONDS = 0.02
 class AccessLog:
     """One line per request. As JSON it skips the logging machinery, which costs more
     than many requests do: lines are encoded directly and written together, at most
-    `FLUSH_SECONDS` after the first of them (one write per turn of the event loop
-    cost a GET 5-10% of its time, more when `serve --workers` processes share the
-    output). What is pending is written at shutdown and at exit; a process killed
+    `FLUSH_SECONDS` after the first of them (under load a turn of the event loop
+    finishes only a few requests, so a write per turn was a write every few
+    requests, on an output `serve --workers` processes share). What is pending is written at shutdown and at exit; a process killed
     outright loses at most the last `FLUSH_SECONDS` of lines. As text (on a
     terminal) it goes through `logging`."""
 
