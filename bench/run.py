@@ -383,6 +383,7 @@ class Delete(WrkScenario):
     label = "DELETE /v1/Conversations/{id}"
     expected_status = 204
     target_ratio = 0.25
+    p99_factor = 4.0
     old_target = "none"
     headroom = 2.0
     max_pool = 500_000
@@ -482,7 +483,7 @@ class GetWithMessages(GetById):
     name = "get-50"
     label = "GET /v1/Conversations/{id}, 50 messages"
     target_ratio = 0.20
-    p99_factor = None
+    p99_factor = 4.0
     old_target = None
     pool = 20
     messages = 50
@@ -513,6 +514,7 @@ class AppendMessage(WrkScenario):
     label = "POST …/{id}/messages (durable)"
     expected_status = 201
     target_ratio = 0.25
+    p99_factor = 4.0
     pool = 200
 
     def prepare(self, ctx: Context) -> None:
@@ -599,6 +601,7 @@ class Feed(WrkScenario):
     name = "feed"
     label = "GET …/feed, page 1 of 20, user with 10,000"
     target_ratio = 0.20
+    p99_factor = 4.0
     timeout_s = 60
     user = "feed-user"
     conversations = 10_000
