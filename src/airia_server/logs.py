@@ -94,9 +94,10 @@ class AccessLog:
     than many requests do: lines are encoded directly and written together, at most
     `FLUSH_SECONDS` after the first of them (under load a turn of the event loop
     finishes only a few requests, so a write per turn was a write every few
-    requests, on an output `serve --workers` processes share). What is pending is written at shutdown and at exit; a process killed
-    outright loses at most the last `FLUSH_SECONDS` of lines. As text (on a
-    terminal) it goes through `logging`."""
+    requests, on an output `serve --workers` processes share). What is pending is
+    written at shutdown and at exit; a process killed outright loses at most the
+    last `FLUSH_SECONDS` of lines. As text (on a terminal) it goes through
+    `logging`."""
 
     def __init__(self) -> None:
         self._logger = logging.getLogger("airia_server.access")
