@@ -94,6 +94,18 @@ def _has_statements(sql: str) -> bool:
     return any(line.strip() and not line.lstrip().startswith("--") for line in sql.splitlines())
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """What the pool runs on a connection it takes back, after asyncpg itself has
+    rolled back any transaction left open: nothing.
+
+    asyncpg's default resets the session with one more statement (closing cursors,
+    UNLISTEN, RESET ALL, releasing advisory locks): a second round trip for every
+    query made through the pool, about a quarter of the server's time on a GET. The
+    store leaves nothing of the kind on a pooled connection: settings are fixed at
+    connect, no SET or LISTEN runs, cursors live inside transactions, and the
+    migration lock is taken on a connection of its own (`migrate`)."""
+
+
 class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, LifecycleMixin):
     backend = "postgres"
 
@@ -110,6 +122,7 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
             min_size=self._min_pool,
             max_size=self._max_pool,
             server_settings={"application_name": "airia-server"},
+            reset=_keep_session,
         )
 
     async def close(self) -> None:
