@@ -1,16 +1,72 @@
-"""The PostgreSQL store's pool: a connection comes back from a request with nothing of
-that request left on it, and without a reset statement."""
+"""The PostgreSQL store's pool: connections go to requests in the order they asked,
+and a connection comes back from a request with nothing of that request left on it."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
 import backends
+from airia_server.storage.pg_pool import FairPool
 from airia_server.storage.postgres import PostgresStore
+
+
+class QueuePool:
+    """A pool of `size` tokens handed out the way asyncpg hands out connections:
+    through an `asyncio.Queue`, where a newcomer can take a token a waiter was
+    woken for."""
+
+    def __init__(self, size: int) -> None:
+        self._free: asyncio.Queue[int] = asyncio.Queue()
+        for token in range(size):
+            self._free.put_nowait(token)
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[int]:
+        token = await self._free.get()
+        try:
+            yield token
+        finally:
+            self._free.put_nowait(token)
+
+
+async def served_order(pool) -> list[str]:
+    """`holder` has the only connection; `waiter` asks for it; then, in the turn
+    where `holder` gives it back, `newcomer` asks too. The order they got it in."""
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def use(name: str, hold: asyncio.Event | None = None) -> None:
+        async with pool.acquire():
+            order.append(name)
+            if hold is not None:
+                await hold.wait()
+
+    holder = asyncio.create_task(use("holder", release))
+    await asyncio.sleep(0)
+    waiter = asyncio.create_task(use("waiter"))
+    await asyncio.sleep(0)
+
+    async def give_back_then_arrive() -> None:
+        release.set()
+        await asyncio.sleep(0)  # holder's `finally` runs: the connection is free
+        await use("newcomer")
+
+    await asyncio.gather(holder, waiter, give_back_then_arrive())
+    return order
+
+
+async def test_a_plain_queue_lets_a_newcomer_past_a_waiter() -> None:
+    # Why the gate exists: asyncpg's own queue behaves like this.
+    assert await served_order(QueuePool(1)) == ["holder", "newcomer", "waiter"]
+
+
+async def test_the_gate_serves_requests_in_the_order_they_asked() -> None:
+    assert await served_order(FairPool(QueuePool(1), 1)) == ["holder", "waiter", "newcomer"]
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from airia_server.storage.base import (
     conversation_snapshot,
 )
 from airia_server.storage.feed_sql import FeedSql
+from airia_server.storage.pg_pool import FairPool
 from airia_server.storage.postgres_attachments import AttachmentsMixin
 from airia_server.storage.postgres_housekeeping import IdempotencyMixin, LifecycleMixin
 from airia_server.storage.postgres_messages import (
@@ -113,17 +114,18 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
         self.dsn = dsn
         self._min_pool = min_pool
         self._max_pool = max_pool
-        self._pool: asyncpg.Pool | None = None
+        self._pool: FairPool | None = None
 
     async def start(self) -> None:
         await self.migrate()
-        self._pool = await asyncpg.create_pool(
+        pool = await asyncpg.create_pool(
             self.dsn,
             min_size=self._min_pool,
             max_size=self._max_pool,
             server_settings={"application_name": "airia-server"},
             reset=_keep_session,
         )
+        self._pool = FairPool(pool, self._max_pool)
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -131,7 +133,7 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
             self._pool = None
 
     @property
-    def pool(self) -> asyncpg.Pool:
+    def pool(self) -> FairPool:
         if self._pool is None:
             raise RuntimeError("the store is not started")
         return self._pool
