@@ -121,3 +121,7 @@ async def test_pool_queries_work_through_the_gate(pg_store) -> None:
         await pg_store.pool.fetchval("SELEC 1")
     # A failed query gives its turn back: the one connection is still there.
     assert await asyncio.wait_for(pg_store.pool.fetchval("SELECT 7"), 5) == 7
+    # What /metrics reports.
+    assert (pg_store.pool.get_size(), pg_store.pool.get_idle_size()) == (1, 1)
+    async with pg_store.pool.acquire():
+        assert pg_store.pool.get_idle_size() == 0

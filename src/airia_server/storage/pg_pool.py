@@ -51,5 +51,13 @@ class FairPool:
         async with self._turns:
             return await self._pool.fetchval(query, *args, column=column, timeout=timeout)
 
+    def get_size(self) -> int:
+        """Connections open (for the metrics)."""
+        return self._pool.get_size()
+
+    def get_idle_size(self) -> int:
+        """Connections open and not in use (for the metrics)."""
+        return self._pool.get_idle_size()
+
     async def close(self) -> None:
         await self._pool.close()
