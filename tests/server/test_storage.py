@@ -15,7 +15,13 @@ import pytest
 import backends
 from airia_server.ids import new_id
 from airia_server.storage import LATEST_MIGRATION
-from airia_server.storage.base import ApiKeyRecord, ConversationRecord, FeedQuery, MessageRecord
+from airia_server.storage.base import (
+    ApiKeyRecord,
+    AttachmentRecord,
+    ConversationRecord,
+    FeedQuery,
+    MessageRecord,
+)
 from airia_server.storage.postgres import PostgresStore
 from airia_server.storage.postgres import migrations as postgres_migrations
 from airia_server.storage.sqlite import SqliteStore, migrations
@@ -533,3 +539,40 @@ async def test_server_secret_is_kept_once(store) -> None:
     second = await store.server_secret("ws_ticket_key", b"second")
     assert first == second == b"first"
     assert await store.server_secret("other", b"x") == b"x"
+
+
+# --- blobs and the sweep ------------------------------------------------------------
+
+
+async def test_the_sweep_leaves_held_content_alone_until_an_attachment_dates_it(store) -> None:
+    # An upload touches its content with a hold, stores the bytes, then records the
+    # attachment. A sweep in between, even with no grace at all, must not take it.
+    record = make_record()
+    await create(store, record)
+    sha = "ab" * 32
+    now_us = BASE_US + 10_000_000
+    now = format_us(now_us)
+    await store.touch_blob(record.tenant_id, sha, 10, now, format_us(now_us + 600_000_000))
+    no_grace = format_us(now_us + 1_000_000)  # everything last used before "now + 1 s"
+    assert await store.sweep_blobs(no_grace) == []
+    # A second upload of the same content does not shorten the first one's hold.
+    await store.touch_blob(record.tenant_id, sha, 10, now, format_us(now_us + 1))
+    assert await store.sweep_blobs(no_grace) == []
+
+    attachment = AttachmentRecord(
+        id=new_id(),
+        tenant_id=record.tenant_id,
+        conversation_id=record.id,
+        sha256=sha,
+        file_name="f.bin",
+        content_type="application/octet-stream",
+        size=10,
+        source="upload",
+        created_at=now,
+    )
+    assert await store.add_attachment(attachment) == attachment
+    assert await store.sweep_blobs(no_grace) == []  # referenced
+    # Once nothing refers to it, the grace period counts from the attachment, not
+    # from the end of the hold.
+    assert await store.delete_conversation(record.tenant_id, record.id, now) is not None
+    assert await store.sweep_blobs(no_grace) == [(record.tenant_id, sha)]

@@ -16,6 +16,12 @@ from airia_server.timeutil import format_us, now_us, utcnow_iso
 
 log = logging.getLogger("airia_server.attachments")
 
+UPLOAD_HOLD_SECONDS = 600.0
+"""How long the sweep leaves new content alone while its upload is being stored (the
+attachment that refers to it ends the hold). With a grace period shorter than an
+upload's store, even 0, the sweep cannot take content from under an upload; content
+of an upload that failed half-way goes with the sweep after this."""
+
 
 def download_purpose(attachment_id: str) -> str:
     return f"attachment:{attachment_id}"
@@ -46,8 +52,17 @@ class AttachmentService:
         """Keep a fully received upload. The staged file is consumed either way."""
         try:
             sha256 = await asyncio.to_thread(staged.finish)
-            # Touch first: from here the sweep leaves this content alone.
-            await self.store.touch_blob(principal.tenant_id, sha256, staged.size, utcnow_iso())
+            # Touch first: from here the sweep leaves this content alone, until the
+            # attachment refers to it or the hold runs out (an upload that failed
+            # half-way), whatever the sweep's grace period.
+            now = now_us()
+            await self.store.touch_blob(
+                principal.tenant_id,
+                sha256,
+                staged.size,
+                format_us(now),
+                format_us(now + int(UPLOAD_HOLD_SECONDS * 1e6)),
+            )
             await self.blobs.put(principal.tenant_id, sha256, staged.path)
         finally:
             staged.discard()

@@ -336,11 +336,16 @@ class Store(Protocol):
 
     # attachments
 
-    async def touch_blob(self, tenant_id: str, sha256: str, size: int, now: str) -> None:
-        """Record that content exists (or is about to), shielding it from the sweep."""
+    async def touch_blob(
+        self, tenant_id: str, sha256: str, size: int, now: str, hold_until: str
+    ) -> None:
+        """Record that content exists (or is about to): the sweep leaves it alone
+        until `hold_until` at least, however short its grace period."""
 
     async def add_attachment(self, record: AttachmentRecord) -> AttachmentRecord | None:
-        """None if the conversation is gone."""
+        """None if the conversation is gone. The blob's hold ends: it is dated to the
+        attachment, so once nothing refers to it the sweep's grace period counts from
+        there."""
 
     async def list_attachments(
         self, tenant_id: str, conversation_id: str

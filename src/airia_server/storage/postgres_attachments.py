@@ -77,22 +77,28 @@ class AttachmentsMixin:
         row = await self.pool.fetchrow(_FIND_IDENTITY, tenant_id, system, channel, thread)
         return identity_row(row) if row else None
 
-    async def touch_blob(self, tenant_id: str, sha256: str, size: int, now: str) -> None:
+    async def touch_blob(
+        self, tenant_id: str, sha256: str, size: int, now: str, hold_until: str
+    ) -> None:
         await self.pool.execute(
             "INSERT INTO blobs (tenant_id, sha256, size, created_at, last_used_at) "
-            "VALUES ($1, $2, $3, $4, $4) ON CONFLICT (tenant_id, sha256) "
-            "DO UPDATE SET last_used_at = excluded.last_used_at",
+            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, sha256) "
+            "DO UPDATE SET last_used_at = greatest(blobs.last_used_at, excluded.last_used_at)",
             tenant_id,
             sha256,
             size,
             now,
+            hold_until,
         )
 
     async def add_attachment(self, record: AttachmentRecord) -> AttachmentRecord | None:
         inserted = await self.pool.fetchval(
-            f"INSERT INTO attachments ({ATTACHMENT_COLUMNS}) "
+            f"WITH a AS (INSERT INTO attachments ({ATTACHMENT_COLUMNS}) "
             "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE EXISTS (SELECT 1 FROM conversations "
-            "WHERE id = $3 AND tenant_id = $2) RETURNING id",
+            "WHERE id = $3 AND tenant_id = $2) RETURNING id), "
+            "dated AS (UPDATE blobs SET last_used_at = $9 WHERE tenant_id = $2 AND sha256 = $4 "
+            "AND EXISTS (SELECT 1 FROM a)) "
+            "SELECT id FROM a",
             record.id,
             record.tenant_id,
             record.conversation_id,

@@ -100,13 +100,15 @@ class AttachmentsMixin:
         )
         return identity_row(row) if row else None
 
-    async def touch_blob(self, tenant_id: str, sha256: str, size: int, now: str) -> None:
+    async def touch_blob(
+        self, tenant_id: str, sha256: str, size: int, now: str, hold_until: str
+    ) -> None:
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "INSERT INTO blobs (tenant_id, sha256, size, created_at, last_used_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, sha256) "
-                "DO UPDATE SET last_used_at = excluded.last_used_at",
-                (tenant_id, sha256, size, now, now),
+                "DO UPDATE SET last_used_at = max(last_used_at, excluded.last_used_at)",
+                (tenant_id, sha256, size, now, hold_until),
             )
 
         await self._write(op)
@@ -129,6 +131,10 @@ class AttachmentsMixin:
                     record.source,
                     record.created_at,
                 ),
+            )
+            conn.execute(
+                "UPDATE blobs SET last_used_at = ? WHERE tenant_id = ? AND sha256 = ?",
+                (record.created_at, record.tenant_id, record.sha256),
             )
             return record
 
