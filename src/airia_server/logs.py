@@ -107,6 +107,7 @@ class AccessLog:
         self._second = -1
         self._stamp = ""
         self._at_exit = False
+        self._flush_loop: asyncio.AbstractEventLoop | None = None
 
     def configure(self, json_lines: bool, stream) -> None:
         self.flush()
@@ -150,13 +151,16 @@ class AccessLog:
             "correlation_id": correlation_id_var.get() or "-",
             "tenant": tenant_var.get() or "-",
         }
-        if not self._pending:
-            try:
-                asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
-            except RuntimeError:
-                self._pending.append(_encode(entry))
-                self.flush()
-                return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop: write at once
+            self._pending.append(_encode(entry))
+            self.flush()
+            return
+        if not self._pending or loop is not self._flush_loop:
+            # (A loop that stopped before its flush came never writes: this one will.)
+            loop.call_later(FLUSH_SECONDS, self.flush)
+            self._flush_loop = loop
         self._pending.append(_encode(entry))
 
     def flush(self) -> None:

@@ -85,3 +85,18 @@ async def test_pending_access_lines_are_written_on_flush() -> None:
     assert b'"POST /v1/Conversations 201 3.0ms"' in b"".join(stream.writes)
     await asyncio.sleep(FLUSH_SECONDS * 3)  # the timer finds nothing more to write
     assert len(stream.writes) == 1
+
+
+def test_lines_left_by_a_loop_that_stopped_are_written_by_the_next() -> None:
+    log, stream = AccessLog(), _Stream()
+    log.configure(True, stream)
+
+    async def request(status: int, wait: float) -> None:
+        log.emit("GET", "/healthz", status, 0.1)
+        await asyncio.sleep(wait)
+
+    asyncio.run(request(200, 0))  # stops before its flush is due
+    assert stream.writes == []
+    asyncio.run(request(201, FLUSH_SECONDS * 3))
+    statuses = [json.loads(line)["status"] for line in b"".join(stream.writes).splitlines()]
+    assert statuses == [200, 201]
