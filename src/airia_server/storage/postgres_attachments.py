@@ -92,6 +92,9 @@ class AttachmentsMixin:
         )
 
     async def add_attachment(self, record: AttachmentRecord) -> AttachmentRecord | None:
+        # One round trip: the attachment, and (only when it was inserted) the end of
+        # its blob's upload hold. PostgreSQL runs a data-modifying WITH part even
+        # though the final SELECT does not read it.
         inserted = await self.pool.fetchval(
             f"WITH a AS (INSERT INTO attachments ({ATTACHMENT_COLUMNS}) "
             "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE EXISTS (SELECT 1 FROM conversations "
