@@ -168,6 +168,74 @@ async def test_the_event_log_keeps_every_event_when_it_moves_to_arrival_order(
         )
 
 
+async def test_feed_counts_keep_their_totals_when_they_move_to_slots(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PostgreSQL's migration 9 spreads each counter over slots: the counts made before
+    it still stand, and creates and deletes after it keep them exact."""
+    from airia_server.storage import postgres as postgres_storage
+
+    backends.require(backends.postgres_problem())
+    url = await backends.create_database()
+    every = postgres_migrations()
+    monkeypatch.setattr(postgres_storage, "migrations", lambda: [m for m in every if m[0] < 9])
+    old = PostgresStore(url)
+    try:
+        await old.start()
+        before = [make_record(user=f"u{i % 2}") for i in range(5)]
+        for record in before:
+            await create(old, record)
+        await old.close()
+
+        monkeypatch.setattr(postgres_storage, "migrations", lambda: every)
+        store = PostgresStore(url)
+        await store.start()
+        try:
+            assert (await store.feed(query(user_id=None))).total_count == 5
+            assert (await store.feed(query(user_id="u0"))).total_count == 3
+            await create(store, make_record(user="u0"))
+            await store.delete_conversation("t1", before[0].id, "now")  # made before
+            await store.delete_conversation("t1", before[1].id, "now")
+            assert (await store.feed(query(user_id=None))).total_count == 4
+            assert (await store.feed(query(user_id="u0"))).total_count == 3
+            assert (await store.feed(query(user_id="u1"))).total_count == 1
+        finally:
+            await store.close()
+    finally:
+        await backends.drop_database(url)
+
+
+async def test_feed_counts_are_exact_with_many_instances_writing_at_once() -> None:
+    """Instances (each with its own connections, so its own counter slots) create and
+    delete concurrently; every instance reads the same, exact totals."""
+    backends.require(backends.postgres_problem())
+    url = await backends.create_database()
+    stores = [PostgresStore(url) for _ in range(3)]
+    try:
+        for store in stores:
+            await store.start()
+        records = [make_record(user=f"u{i % 3}") for i in range(90)]
+        await asyncio.gather(*(create(stores[i % 3], record) for i, record in enumerate(records)))
+        gone = records[::4]
+        results = await asyncio.gather(
+            *(
+                stores[(i + 1) % 3].delete_conversation("t1", record.id, "now")
+                for i, record in enumerate(gone)
+            )
+        )
+        assert all(result is not None for result in results)
+        left = [r for r in records if r not in gone]
+        for store in stores:
+            assert (await store.feed(query(user_id=None))).total_count == len(left)
+            for user in ("u0", "u1", "u2"):
+                page = await store.feed(query(user_id=user))
+                assert page.total_count == sum(1 for r in left if r.user_id == user)
+    finally:
+        for store in stores:
+            await store.close()
+        await backends.drop_database(url)
+
+
 def test_migration_files_are_numbered_without_gaps() -> None:
     versions = [version for version, _, _ in migrations()]
     assert versions == list(range(1, len(versions) + 1))

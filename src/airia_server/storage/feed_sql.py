@@ -11,7 +11,9 @@ however deep the page:
 - with a cursor (`FeedQuery.after`) the page starts at its position in the index
   instead of counting rows from the start: deep pages cost what the first does;
 - `totalCount` without a title filter is read from counters that triggers
-  keep current (`participant_counts`, `tenant_conversation_counts`).
+  keep current (`participant_counts`, `tenant_conversation_counts`): the sum of
+  a counter's rows, one on SQLite and one per slot on PostgreSQL (its migration
+  0009 says why).
 
 Sorting by title, or filtering on it, reads the conversations themselves.
 """
@@ -75,14 +77,14 @@ class FeedSql:
             tenant = self._add(self.count_params, query.tenant_id)
             user = self._add(self.count_params, query.user_id)
             self.count = (
-                "SELECT coalesce((SELECT count FROM participant_counts "
-                f"WHERE tenant_id = {tenant} AND user_id = {user}), 0)"
+                "SELECT CAST(coalesce(sum(count), 0) AS BIGINT) FROM participant_counts "
+                f"WHERE tenant_id = {tenant} AND user_id = {user}"
             )
         else:
             tenant = self._add(self.count_params, query.tenant_id)
             self.count = (
-                "SELECT coalesce((SELECT count FROM tenant_conversation_counts "
-                f"WHERE tenant_id = {tenant}), 0)"
+                "SELECT CAST(coalesce(sum(count), 0) AS BIGINT) FROM tenant_conversation_counts "
+                f"WHERE tenant_id = {tenant}"
             )
 
         self.page_params: list[Any] = []

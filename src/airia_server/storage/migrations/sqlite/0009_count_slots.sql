@@ -1,0 +1,5 @@
+-- PostgreSQL's 0009 spreads each feed counter over several rows, so that concurrent
+-- transactions do not queue on one row lock. SQLite has one writer at a time and no
+-- such queue: its counters stay one row each, and a count (the sum of a counter's
+-- rows, the same statement on both backends) reads that row. This file keeps the two
+-- backends' schema versions in step.
