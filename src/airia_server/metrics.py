@@ -81,7 +81,7 @@ def _components(services: Any) -> list[str]:
     if stats is not None:
         out += _gauge(
             "airia_db_write_batches_total",
-            "SQLite commits (each a batch of writes).",
+            "Commits of write batches (SQLite: every write; PostgreSQL: creates).",
             stats.batches,
             "counter",
         )

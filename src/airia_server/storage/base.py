@@ -14,6 +14,17 @@ import msgspec
 SortField = Literal["createdAt", "updatedAt", "title"]
 
 
+class WriterStats:
+    """What a backend's group commit has done (for the metrics)."""
+
+    __slots__ = ("batches", "commit_seconds", "ops")
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.ops = 0
+        self.commit_seconds = 0.0
+
+
 class ConversationRecord(msgspec.Struct, kw_only=True):
     id: str
     tenant_id: str

@@ -37,6 +37,12 @@ class FairPool:
         async with self._turns:
             return await self._pool.execute(query, *args, timeout=timeout)
 
+    async def executemany(
+        self, query: str, args: list[Any], *, timeout: float | None = None
+    ) -> None:
+        async with self._turns:
+            await self._pool.executemany(query, args, timeout=timeout)
+
     async def fetch(self, query: str, *args: Any, timeout: float | None = None) -> list[Any]:
         async with self._turns:
             return await self._pool.fetch(query, *args, timeout=timeout)

@@ -27,9 +27,11 @@ from airia_server.storage.base import (
     EventRecord,
     FeedPage,
     FeedQuery,
+    WriterStats,
     conversation_snapshot,
 )
 from airia_server.storage.feed_sql import FeedSql
+from airia_server.storage.pg_batch import BatchedStatement
 from airia_server.storage.pg_pool import FairPool
 from airia_server.storage.postgres_attachments import AttachmentsMixin
 from airia_server.storage.postgres_housekeeping import IdempotencyMixin, LifecycleMixin
@@ -82,6 +84,17 @@ _DELETE_CONVERSATION = (
 )
 
 
+# The conversation and its Owner together, one statement. Creates are batched
+# (`BatchedStatement`): concurrent ones share a round trip and a commit.
+_CREATE_CONVERSATION = (
+    f"WITH c AS (INSERT INTO conversations ({CONVERSATION_COLUMNS}) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id) "
+    "INSERT INTO conversation_participants (conversation_id, user_id, id, tenant_id, "
+    "role, shared_at, shared_by_user_id, conv_updated_at, conv_created_at) "
+    "SELECT c.id, $3, $14, $2, 'Owner', $12, $3, $13, $12 FROM c"
+)
+
+
 def migrations() -> list[tuple[int, str, str]]:
     folder = resources.files("airia_server.storage.migrations") / "postgres"
     found = []
@@ -115,6 +128,8 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
         self._min_pool = min_pool
         self._max_pool = max_pool
         self._pool: FairPool | None = None
+        self._write_stats = WriterStats()
+        self._create: BatchedStatement | None = None
 
     async def start(self) -> None:
         await self.migrate()
@@ -126,8 +141,12 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
             reset=_keep_session,
         )
         self._pool = FairPool(pool, self._max_pool)
+        self._create = BatchedStatement(self._pool, _CREATE_CONVERSATION, self._write_stats)
 
     async def close(self) -> None:
+        if self._create is not None:
+            await self._create.close()
+            self._create = None
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -139,8 +158,9 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
         return self._pool
 
     @property
-    def writer_stats(self):
-        return None
+    def writer_stats(self) -> WriterStats:
+        """The batched writes' (creates, for now) batches, writes and time."""
+        return self._write_stats
 
     async def migrate(self) -> list[int]:
         """Apply pending migrations, under an advisory lock so instances take turns."""
@@ -231,13 +251,9 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
     # conversations
 
     async def create_conversation(self, record: ConversationRecord, owner_id: str) -> None:
-        # One statement, one round trip: the conversation and its Owner together.
-        await self.pool.execute(
-            f"WITH c AS (INSERT INTO conversations ({CONVERSATION_COLUMNS}) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id) "
-            "INSERT INTO conversation_participants (conversation_id, user_id, id, tenant_id, "
-            "role, shared_at, shared_by_user_id, conv_updated_at, conv_created_at) "
-            "SELECT c.id, $3, $14, $2, 'Owner', $12, $3, $13, $12 FROM c",
+        if self._create is None:
+            raise RuntimeError("the store is not started")
+        await self._create.run(
             record.id,
             record.tenant_id,
             record.user_id,

@@ -24,19 +24,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from airia_server.storage.base import WriterStats
+
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
 
 log = logging.getLogger("airia_server.storage")
-
-
-class WriterStats:
-    __slots__ = ("batches", "commit_seconds", "ops")
-
-    def __init__(self) -> None:
-        self.batches = 0
-        self.ops = 0
-        self.commit_seconds = 0.0
 
 
 class GroupCommitWriter:

@@ -1,0 +1,128 @@
+"""PostgreSQL group commit (`BatchedStatement`): concurrent calls of one statement share
+a round trip and a commit, and each still gets its own outcome."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+import backends
+from airia_server.storage.base import WriterStats
+from airia_server.storage.pg_batch import BatchedStatement
+from airia_server.storage.pg_pool import FairPool
+
+INSERT = "INSERT INTO items (id, note) VALUES ($1, $2)"
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[FairPool]:
+    backends.require(backends.postgres_problem())
+    url = await backends.create_database()
+    raw = await asyncpg.create_pool(url, min_size=1, max_size=4)
+    try:
+        await raw.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, note TEXT NOT NULL)")
+        yield FairPool(raw, 4)
+    finally:
+        await raw.close()
+        await backends.drop_database(url)
+
+
+async def stored(pool: FairPool) -> dict[int, str]:
+    return dict(await pool.fetch("SELECT id, note FROM items ORDER BY id"))
+
+
+async def test_concurrent_calls_share_commits_and_all_land(pool: FairPool) -> None:
+    stats = WriterStats()
+    insert = BatchedStatement(pool, INSERT, stats)
+    await asyncio.gather(*(insert.run(i, f"note {i}") for i in range(200)))
+    assert await stored(pool) == {i: f"note {i}" for i in range(200)}
+    assert stats.ops == 200
+    assert stats.batches < 200 // 2  # queued together, committed together
+    await insert.close()
+
+
+async def test_a_batch_is_limited_in_size(pool: FairPool) -> None:
+    stats = WriterStats()
+    insert = BatchedStatement(pool, INSERT, stats, max_batch=16)
+    await asyncio.gather(*(insert.run(i, "x") for i in range(64)))
+    assert (stats.ops, stats.batches) == (64, 4)
+    await insert.close()
+
+
+async def test_one_failing_call_fails_alone(pool: FairPool) -> None:
+    await pool.execute(INSERT, 3, "already there")
+    stats = WriterStats()
+    insert = BatchedStatement(pool, INSERT, stats)
+    outcomes = await asyncio.gather(
+        *(insert.run(i, f"note {i}") for i in range(6)), return_exceptions=True
+    )
+    assert [type(o) for o in outcomes] == [type(None)] * 3 + [asyncpg.UniqueViolationError] + [
+        type(None)
+    ] * 2
+    assert await stored(pool) == {0: "note 0", 1: "note 1", 2: "note 2", 3: "already there"} | {
+        4: "note 4",
+        5: "note 5",
+    }
+    await insert.close()
+
+
+async def test_a_call_sees_the_calls_before_it_in_its_batch(pool: FairPool) -> None:
+    """Two calls for one key in one batch: the second is the duplicate, not the first."""
+    insert = BatchedStatement(pool, INSERT, WriterStats())
+    first, second = await asyncio.gather(
+        insert.run(1, "first"), insert.run(1, "second"), return_exceptions=True
+    )
+    assert first is None
+    assert isinstance(second, asyncpg.UniqueViolationError)
+    assert await stored(pool) == {1: "first"}
+    await insert.close()
+
+
+class BrokenPool:
+    """A pool whose connection breaks during every batch: PostgreSQL may or may not
+    have committed it."""
+
+    def __init__(self) -> None:
+        self.alone = 0
+
+    async def executemany(self, sql: str, args: list[Any]) -> None:
+        raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle")
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        self.alone += 1
+        return "INSERT 0 1"
+
+
+async def test_a_batch_of_unknown_outcome_fails_every_call_and_is_not_replayed() -> None:
+    """Running the calls again could write twice what was committed: each fails."""
+    broken = BrokenPool()
+    insert = BatchedStatement(broken, INSERT, WriterStats())  # type: ignore[arg-type]
+    outcomes = await asyncio.gather(*(insert.run(i, "x") for i in range(3)), return_exceptions=True)
+    assert all(isinstance(o, asyncpg.ConnectionDoesNotExistError) for o in outcomes)
+    assert broken.alone == 0
+    await insert.close()
+
+
+async def test_a_caller_that_goes_away_does_not_undo_its_write(pool: FairPool) -> None:
+    insert = BatchedStatement(pool, INSERT, WriterStats())
+    blocker = insert.run(1, "first batch")  # in flight while the next call queues
+    waiting = asyncio.ensure_future(insert.run(2, "queued"))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    await blocker
+    await insert.close()
+    assert await stored(pool) == {1: "first batch", 2: "queued"}
+
+
+async def test_close_finishes_what_is_queued_then_refuses(pool: FairPool) -> None:
+    insert = BatchedStatement(pool, INSERT, WriterStats())
+    queued = [insert.run(i, "x") for i in range(5)]
+    await insert.close()
+    assert all(f.done() and f.exception() is None for f in queued)
+    assert len(await stored(pool)) == 5
+    with pytest.raises(RuntimeError, match="closed"):
+        await insert.run(9, "late")
