@@ -1,9 +1,10 @@
 """PostgreSQL storage through asyncpg: the deployment for many stateless instances.
 
-Every write is one transaction on a pooled connection; PostgreSQL's own group
-commit makes concurrent commits share WAL flushes, and `synchronous_commit`
+Every write is one transaction on a pooled connection, and `synchronous_commit`
 stays on, so a returned write is durable. The hottest writes are single
-statements (CTEs), one round trip each.
+statements (CTEs), one round trip each; creates, which touch no row another
+request could be writing, are batched besides (`BatchedStatement`): concurrent
+ones share one round trip and one commit.
 
 Per-conversation event sequences stay gap-free under concurrent writers on
 any number of instances because every state change starts with
