@@ -12,7 +12,7 @@ import pytest
 
 import backends
 from airia_server.storage.base import WriterStats
-from airia_server.storage.pg_batch import BatchedStatement
+from airia_server.storage.pg_batch import BatchedLookup, BatchedStatement
 from airia_server.storage.pg_pool import FairPool
 
 INSERT = "INSERT INTO items (id, note) VALUES ($1, $2)"
@@ -126,3 +126,78 @@ async def test_close_finishes_what_is_queued_then_refuses(pool: FairPool) -> Non
     assert len(await stored(pool)) == 5
     with pytest.raises(RuntimeError, match="closed"):
         await insert.run(9, "late")
+
+
+# --- reads --------------------------------------------------------------------------
+
+LOOKUP = (
+    "SELECT k.i, items.note FROM unnest($1::int[], $2::text[]) WITH ORDINALITY AS k(id, tag, i) "
+    "JOIN items ON items.id = k.id AND items.note LIKE k.tag || '%'"
+)
+
+
+class CountingPool(FairPool):
+    """The real pool; it counts the queries and can hold them back."""
+
+    def __init__(self, pool: FairPool) -> None:
+        super().__init__(pool._pool, 4)
+        self.queries = 0
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def fetch(self, query: str, *args: Any, timeout: float | None = None) -> list[Any]:
+        self.queries += 1
+        await self.gate.wait()
+        return await super().fetch(query, *args, timeout=timeout)
+
+
+async def test_concurrent_lookups_share_one_query_and_each_gets_its_own_row(
+    pool: FairPool,
+) -> None:
+    for i, note in enumerate(["a1", "a2", "b3"], 1):
+        await pool.execute(INSERT, i, note)
+    counting = CountingPool(pool)
+    lookup = BatchedLookup(counting, LOOKUP)
+    keys = [(1, "a"), (2, "a"), (3, "a"), (3, "b"), (9, "a"), (1, "a"), (2, "b")]
+    rows = await asyncio.gather(*(lookup.get(*key) for key in keys))
+    # The same id asked for under two tags gets the row only under the one it matches.
+    assert [tuple(r) if r else None for r in rows] == [
+        ("a1",),
+        ("a2",),
+        None,
+        ("b3",),
+        None,
+        ("a1",),
+        None,
+    ]
+    assert counting.queries == 1
+    await lookup.close()
+
+
+async def test_a_lookup_never_joins_a_query_already_made(pool: FairPool) -> None:
+    """A lookup made after a write committed sees it, even with an older query still
+    in flight: it waits for that one and goes in the next."""
+    counting = CountingPool(pool)
+    lookup = BatchedLookup(counting, LOOKUP)
+    counting.gate.clear()
+    early = lookup.get(7, "")
+    await asyncio.sleep(0.01)  # the first query is on its way
+    await pool.execute(INSERT, 7, "written")
+    late = lookup.get(7, "")
+    counting.gate.set()
+    assert await early in (None, ("written",))  # raced the write; either is right
+    assert tuple(await late) == ("written",)
+    assert counting.queries == 2
+    await lookup.close()
+
+
+async def test_a_failed_lookup_fails_its_whole_batch_and_the_next_batch_runs(
+    pool: FairPool,
+) -> None:
+    await pool.execute(INSERT, 1, "a1")
+    # Key 0 makes the query divide by zero.
+    lookup = BatchedLookup(pool, LOOKUP + " AND 1 / k.id > 0")
+    outcomes = await asyncio.gather(lookup.get(1, "a"), lookup.get(0, "a"), return_exceptions=True)
+    assert all(isinstance(o, asyncpg.DivisionByZeroError) for o in outcomes)
+    assert tuple(await lookup.get(1, "a")) == ("a1",)
+    await lookup.close()

@@ -257,6 +257,38 @@ async def test_get_is_scoped_to_the_tenant(store) -> None:
     assert await store.get_conversation("t1", new_id()) is None
 
 
+async def test_reads_made_together_each_get_their_own_answer(store) -> None:
+    """However a backend answers concurrent reads (PostgreSQL batches them into one
+    query), each gets the answer for its own tenant and user."""
+    mine, theirs = make_record(tenant="t1"), make_record(tenant="t2", user="v1")
+    await create(store, mine)
+    await create(store, theirs)
+    await store.put_participant("t1", mine.id, "u2", "Viewer", "u1", "now", only_existing=False)
+    plain = await asyncio.gather(
+        store.get_conversation("t1", mine.id),
+        store.get_conversation("t2", mine.id),
+        store.get_conversation("t2", theirs.id),
+        store.get_conversation("t1", theirs.id),
+        store.get_conversation("t1", new_id()),
+    )
+    assert [r.id if r else None for r in plain] == [mine.id, None, theirs.id, None, None]
+    assert plain[2] == theirs  # every column, from the row of its own key
+    roles = await asyncio.gather(
+        store.get_conversation_for("t1", mine.id, "u1"),
+        store.get_conversation_for("t1", mine.id, "u2"),
+        store.get_conversation_for("t1", mine.id, "u3"),
+        store.get_conversation_for("t2", mine.id, "u1"),
+        store.get_conversation_for("t2", theirs.id, "v1"),
+    )
+    assert [(r[0].id, r[1]) if r else None for r in roles] == [
+        (mine.id, "Owner"),
+        (mine.id, "Viewer"),
+        (mine.id, None),
+        None,
+        (theirs.id, "Owner"),
+    ]
+
+
 async def test_duplicate_id_fails_and_keeps_the_original(store) -> None:
     record = make_record(title="original")
     await create(store, record)

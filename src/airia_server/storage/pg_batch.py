@@ -1,23 +1,30 @@
-"""Group commit for PostgreSQL: one write statement, run for many requests at once.
+"""Batching for PostgreSQL: many requests' calls of one statement, one round trip.
 
-Each write on its own is a round trip and a commit, and a commit waits for its
-WAL flush. `BatchedStatement` queues the arguments of concurrent calls to one
-statement and runs them as a batch with asyncpg's `executemany`: one round trip,
-one implicit transaction, one commit. asyncpg makes `executemany` atomic, so a
-batch is committed whole or not at all, and a caller's future resolves only
-after the COMMIT, with `synchronous_commit` on: a returned write is as durable
-as one made alone.
+Each query on its own is a round trip, and asyncpg's and PostgreSQL's work per
+query (the pool, the protocol, parse and bind, a write's commit and its WAL
+flush) is most of what a simple request costs. Both batchers here queue the
+calls made while a batch is in flight, and run the queue as the next batch when
+it lands. Nothing is held back waiting for company: a call made while nothing
+is in flight goes at once, alone. And nothing is answered from an earlier
+query: a call only ever joins a batch that has not started yet, so it sees every
+write committed before it was made.
 
-While a batch is in flight, new calls queue up for the next one, as in
-`GroupCommitWriter` (SQLite). One failing call does not spoil the others: when
-PostgreSQL refuses a batch (which it then rolled back), each call of it runs
-again alone and gets its own outcome. When the batch's outcome is not known (the
-connection broke), every call of it fails with that error, as a single write
-would.
+- `BatchedStatement` (writes) runs a batch with asyncpg's `executemany`: one
+  round trip, one implicit transaction, one commit. asyncpg makes `executemany`
+  atomic, so a batch is committed whole or not at all, and a caller's future
+  resolves only after the COMMIT, with `synchronous_commit` on: a returned write
+  is as durable as one made alone. One failing call does not spoil the others:
+  when PostgreSQL refuses a batch (and so rolled it back), each call of it runs
+  again alone and gets its own outcome. When the outcome is not known (the
+  connection broke), every call fails with that error and nothing is replayed.
+  Only statements whose calls are independent of each other belong here: the
+  calls of a batch run in the order they came, in one transaction, and a call
+  sees what the calls before it wrote.
 
-Only statements whose calls are independent of each other belong here: the
-calls of one batch run in the order they came, in one transaction, and a call
-sees what the calls before it in the batch wrote.
+- `BatchedLookup` (reads) answers a batch of keys with one query that joins the
+  keys, as arrays, with the table (`unnest(...) WITH ORDINALITY`): each row
+  comes back with the position of the key it answers, so every caller gets the
+  rows for exactly its key, tenant and all, or None.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 
@@ -34,6 +41,8 @@ from airia_server.storage.base import WriterStats
 from airia_server.storage.pg_pool import FairPool
 
 log = logging.getLogger("airia_server.storage")
+
+R = TypeVar("R")
 
 REFUSED = (
     asyncpg.DataError,  # 22: a value the column cannot take
@@ -48,24 +57,22 @@ rolls its transaction back. Any other error (a broken connection, a shutdown, a
 timeout) leaves it unknown whether the batch was committed."""
 
 
-class BatchedStatement:
-    def __init__(
-        self, pool: FairPool, sql: str, stats: WriterStats, *, max_batch: int = 128
-    ) -> None:
+class _Batcher(Generic[R]):
+    """Calls queue while a batch is in flight; `_run` runs a batch of them."""
+
+    def __init__(self, pool: FairPool, sql: str, max_batch: int) -> None:
         self._pool = pool
         self._sql = sql
-        self._stats = stats
         self._max_batch = max_batch
-        self._pending: list[tuple[Sequence[Any], asyncio.Future[None]]] = []
+        self._pending: list[tuple[Sequence[Any], asyncio.Future[R]]] = []
         self._draining: asyncio.Task[None] | None = None
         self._closed = False
 
-    def run(self, *args: Any) -> asyncio.Future[None]:
-        """Queue one call; the future resolves once it is committed."""
+    def _submit(self, args: Sequence[Any]) -> asyncio.Future[R]:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
+        future: asyncio.Future[R] = loop.create_future()
         if self._closed:
-            future.set_exception(RuntimeError("the database writer is closed"))
+            future.set_exception(RuntimeError("the store is closed"))
             return future
         self._pending.append((args, future))
         if self._draining is None:
@@ -83,18 +90,14 @@ class BatchedStatement:
             while self._pending:
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
-                started = time.perf_counter()
-                outcomes = await self._commit(batch)
-                self._stats.batches += 1
-                self._stats.ops += len(batch)
-                self._stats.commit_seconds += time.perf_counter() - started
-                for (_, future), exc in zip(batch, outcomes, strict=True):
-                    if future.done():  # its caller has gone; the write stands
+                outcomes = await self._run([args for args, _ in batch])
+                for (_, future), outcome in zip(batch, outcomes, strict=True):
+                    if future.done():  # its caller has gone (a write stands all the same)
                         continue
-                    if exc is None:
-                        future.set_result(None)
+                    if isinstance(outcome, Exception):
+                        future.set_exception(outcome)
                     else:
-                        future.set_exception(exc)
+                        future.set_result(outcome)
         except BaseException as exc:
             for _, future in self._pending:
                 if not future.done():
@@ -104,18 +107,42 @@ class BatchedStatement:
         finally:
             self._draining = None
 
-    async def _commit(
-        self, batch: list[tuple[Sequence[Any], asyncio.Future[None]]]
-    ) -> list[Exception | None]:
-        """Run the batch; the error of each call, None for those committed."""
+    async def _run(self, batch: list[Sequence[Any]]) -> list[Any]:
+        """The outcome of each call of the batch: its result, or its exception."""
+        raise NotImplementedError
+
+
+class BatchedStatement(_Batcher[None]):
+    """A write statement; `run(*args)` resolves once its call is committed."""
+
+    def __init__(
+        self, pool: FairPool, sql: str, stats: WriterStats, *, max_batch: int = 128
+    ) -> None:
+        super().__init__(pool, sql, max_batch)
+        self._stats = stats
+
+    def run(self, *args: Any) -> asyncio.Future[None]:
+        return self._submit(args)
+
+    async def _run(self, batch: list[Sequence[Any]]) -> list[Any]:
+        started = time.perf_counter()
         try:
-            await self._pool.executemany(self._sql, [args for args, _ in batch])
+            outcomes = await self._commit(batch)
+        finally:
+            self._stats.batches += 1
+            self._stats.ops += len(batch)
+            self._stats.commit_seconds += time.perf_counter() - started
+        return outcomes
+
+    async def _commit(self, batch: list[Sequence[Any]]) -> list[Any]:
+        try:
+            await self._pool.executemany(self._sql, batch)
         except REFUSED as exc:
             # PostgreSQL refused the batch and rolled it back: nothing of it is
             # written. Alone, each call gets the outcome it would have had.
             if len(batch) == 1:
                 return [exc]
-            return [await self._alone(args) for args, _ in batch]
+            return [await self._alone(args) for args in batch]
         except Exception as exc:  # the outcome is not known: fail every call with it
             log.warning("a batch of %d writes failed", len(batch), exc_info=True)
             return [exc] * len(batch)
@@ -127,3 +154,29 @@ class BatchedStatement:
         except Exception as exc:
             return exc
         return None
+
+
+class BatchedLookup(_Batcher[Any]):
+    """A read by key; `get(*key)` resolves to the row for that key, or None.
+
+    `sql` takes one array per part of the key, as `$1`, `$2`...; it selects the
+    key's position (`WITH ORDINALITY`) as its first column, and at most one row
+    per key. The row handed back is the rest of the columns.
+    """
+
+    def __init__(self, pool: FairPool, sql: str, *, max_batch: int = 256) -> None:
+        super().__init__(pool, sql, max_batch)
+
+    def get(self, *key: Any) -> asyncio.Future[Any]:
+        return self._submit(key)
+
+    async def _run(self, batch: list[Sequence[Any]]) -> list[Any]:
+        columns = [list(part) for part in zip(*batch, strict=True)]
+        try:
+            rows = await self._pool.fetch(self._sql, *columns)
+        except Exception as exc:
+            return [exc] * len(batch)
+        found: list[Any] = [None] * len(batch)
+        for row in rows:
+            found[row[0] - 1] = row[1:]
+        return found

@@ -32,7 +32,7 @@ from airia_server.storage.base import (
     conversation_snapshot,
 )
 from airia_server.storage.feed_sql import FeedSql
-from airia_server.storage.pg_batch import BatchedStatement
+from airia_server.storage.pg_batch import BatchedLookup, BatchedStatement
 from airia_server.storage.pg_pool import FairPool
 from airia_server.storage.postgres_attachments import AttachmentsMixin
 from airia_server.storage.postgres_housekeeping import IdempotencyMixin, LifecycleMixin
@@ -95,6 +95,22 @@ _CREATE_CONVERSATION = (
     "SELECT c.id, $3, $14, $2, 'Owner', $12, $3, $13, $12 FROM c"
 )
 
+# A conversation by id within a tenant, and with it the role of a user in it: reads
+# are batched (`BatchedLookup`), concurrent ones answered by one query.
+_KEYED_COLUMNS = ", ".join("c." + column.strip() for column in CONVERSATION_COLUMNS.split(","))
+_GET_CONVERSATIONS = (
+    f"SELECT k.i, {_KEYED_COLUMNS} "
+    "FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(id, tenant_id, i) "
+    "JOIN conversations c ON c.id = k.id AND c.tenant_id = k.tenant_id"
+)
+_GET_CONVERSATIONS_FOR = (
+    f"SELECT k.i, {_KEYED_COLUMNS}, (SELECT p.role FROM conversation_participants p "
+    "WHERE p.conversation_id = c.id AND p.user_id = k.user_id) "
+    "FROM unnest($1::text[], $2::text[], $3::text[]) "
+    "WITH ORDINALITY AS k(id, tenant_id, user_id, i) "
+    "JOIN conversations c ON c.id = k.id AND c.tenant_id = k.tenant_id"
+)
+
 
 def migrations() -> list[tuple[int, str, str]]:
     folder = resources.files("airia_server.storage.migrations") / "postgres"
@@ -131,6 +147,8 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
         self._pool: FairPool | None = None
         self._write_stats = WriterStats()
         self._create: BatchedStatement | None = None
+        self._get: BatchedLookup | None = None
+        self._get_for: BatchedLookup | None = None
 
     async def start(self) -> None:
         await self.migrate()
@@ -143,11 +161,14 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
         )
         self._pool = FairPool(pool, self._max_pool)
         self._create = BatchedStatement(self._pool, _CREATE_CONVERSATION, self._write_stats)
+        self._get = BatchedLookup(self._pool, _GET_CONVERSATIONS)
+        self._get_for = BatchedLookup(self._pool, _GET_CONVERSATIONS_FOR)
 
     async def close(self) -> None:
-        if self._create is not None:
-            await self._create.close()
-            self._create = None
+        for batcher in (self._create, self._get, self._get_for):
+            if batcher is not None:
+                await batcher.close()
+        self._create = self._get = self._get_for = None
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -274,24 +295,17 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
     async def get_conversation(
         self, tenant_id: str, conversation_id: str
     ) -> ConversationRecord | None:
-        row = await self.pool.fetchrow(
-            f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1 AND tenant_id = $2",
-            conversation_id,
-            tenant_id,
-        )
+        if self._get is None:
+            raise RuntimeError("the store is not started")
+        row = await self._get.get(conversation_id, tenant_id)
         return conversation_row(row) if row else None
 
     async def get_conversation_for(
         self, tenant_id: str, conversation_id: str, user_id: str
     ) -> tuple[ConversationRecord, str | None] | None:
-        row = await self.pool.fetchrow(
-            f"SELECT {CONVERSATION_COLUMNS}, (SELECT role FROM conversation_participants p "
-            "WHERE p.conversation_id = conversations.id AND p.user_id = $3) "
-            "FROM conversations WHERE id = $1 AND tenant_id = $2",
-            conversation_id,
-            tenant_id,
-            user_id,
-        )
+        if self._get_for is None:
+            raise RuntimeError("the store is not started")
+        row = await self._get_for.get(conversation_id, tenant_id, user_id)
         return (conversation_row(row), row[13]) if row else None
 
     async def update_conversation(
