@@ -11,6 +11,15 @@ One channel for all conversations keeps subscription handling trivial and
 ordering simple; every instance sees every event, which suits tens of
 thousands of events per second. Sharding the channel by conversation is the
 step after that.
+
+Events go out in batches: those published while a PUBLISH is on its way wait
+for it and go together in the next one, as one message holding a list. A
+round trip to Redis and the parsing of a message each cost about as much as
+the rest of a write request; this way an instance pays them once per batch,
+on the publishing side and on every listening one. A publish still returns
+only once its event is in Redis (or, Redis being away, delivered locally).
+A listener reads both a list and a single event, the form older versions
+publish.
 """
 
 from __future__ import annotations
@@ -27,7 +36,9 @@ from airia_server.storage.base import EventRecord
 
 log = logging.getLogger("airia_server.realtime")
 _encode = msgspec.msgpack.encode
-_decode = msgspec.msgpack.Decoder(EventRecord).decode
+_decode = msgspec.msgpack.Decoder(list[EventRecord] | EventRecord).decode
+MAX_BATCH = 256
+"""Events in one Redis message, at most."""
 
 
 class RedisHub(LocalHub):
@@ -46,6 +57,8 @@ class RedisHub(LocalHub):
         self._healthy = False
         self._missed_by_others = False
         """Events went out only locally while Redis was away."""
+        self._outbox: list[tuple[EventRecord, asyncio.Future[None]]] = []
+        self._sending: asyncio.Task[None] | None = None
 
     @property
     def healthy(self) -> bool:
@@ -60,6 +73,8 @@ class RedisHub(LocalHub):
             log.warning("Redis is not reachable yet; events stay on this instance until it is")
 
     async def close(self) -> None:
+        if self._sending is not None:
+            await asyncio.shield(self._sending)
         if self._listener is not None:
             self._listener.cancel()
             try:
@@ -70,10 +85,50 @@ class RedisHub(LocalHub):
         await self._listen_client.aclose()
 
     async def publish(self, event: EventRecord) -> None:
-        if self._healthy and await self._publish(self._channel, _encode(event)):
-            return  # our own listener delivers it locally, as every instance's does
-        self._missed_by_others = True
-        self.deliver(event)
+        if not self._healthy and self._sending is None:
+            self._missed_by_others = True
+            self.deliver(event)
+            return
+        # Behind the events already on their way, even if Redis has just gone: the
+        # sockets here get every conversation's events in order either way.
+        loop = asyncio.get_running_loop()
+        sent: asyncio.Future[None] = loop.create_future()
+        self._outbox.append((event, sent))
+        if self._sending is None:
+            self._sending = loop.create_task(self._send())
+        await sent
+
+    async def _send(self) -> None:
+        """Publish the outbox, a batch at a time, until it is empty."""
+        batch: list[tuple[EventRecord, asyncio.Future[None]]] = []
+        try:
+            while self._outbox:
+                batch = self._outbox[:MAX_BATCH]
+                del self._outbox[:MAX_BATCH]
+                events = [event for event, _ in batch]
+                if not (self._healthy and await self._publish(self._channel, _encode(events))):
+                    self._deliver_here(events)
+                # Published: our own listener delivers them locally, as every
+                # instance's does.
+                for _, sent in batch:
+                    if not sent.done():
+                        sent.set_result(None)
+                batch = []
+        finally:
+            # Cancelled (shut down) half-way: what did not go out is delivered here.
+            left = batch + self._outbox
+            self._outbox = []
+            self._deliver_here([event for event, _ in left])
+            for _, sent in left:
+                if not sent.done():
+                    sent.set_result(None)
+            self._sending = None
+
+    def _deliver_here(self, events: list[EventRecord]) -> None:
+        if events:
+            self._missed_by_others = True
+        for event in events:
+            self.deliver(event)
 
     async def _publish(self, channel: str, payload: bytes) -> bool:
         # Health is the listener's call; a failed publish only means this event goes
@@ -142,11 +197,15 @@ class RedisHub(LocalHub):
         if message.get("type") != "message":
             return
         try:
-            event = _decode(message["data"])
+            events = _decode(message["data"])
         except msgspec.DecodeError:
             log.warning("ignored an undecodable event on %s", self._channel)
             return
-        self.deliver(event)
+        if isinstance(events, EventRecord):  # from an older version: one event
+            self.deliver(events)
+            return
+        for event in events:
+            self.deliver(event)
 
 
 def _text(value: object) -> str | None:
