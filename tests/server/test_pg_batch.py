@@ -12,7 +12,7 @@ import pytest
 
 import backends
 from airia_server.storage.base import WriterStats
-from airia_server.storage.pg_batch import BatchedLookup, BatchedStatement
+from airia_server.storage.pg_batch import BatchedLookup, BatchedRows, BatchedStatement
 from airia_server.storage.pg_pool import FairPool
 
 INSERT = "INSERT INTO items (id, note) VALUES ($1, $2)"
@@ -201,3 +201,51 @@ async def test_a_failed_lookup_fails_its_whole_batch_and_the_next_batch_runs(
     assert all(isinstance(o, asyncpg.DivisionByZeroError) for o in outcomes)
     assert tuple(await lookup.get(1, "a")) == ("a1",)
     await lookup.close()
+
+
+# --- writes that answer with rows ---------------------------------------------------
+
+ADD = (
+    "WITH k AS (SELECT * FROM unnest($1::int[], $2::text[]) WITH ORDINALITY AS k(id, note, i)), "
+    "w AS (INSERT INTO items (id, note) SELECT id, note FROM k ORDER BY i RETURNING id) "
+    "SELECT k.i, length(k.note) FROM k JOIN w ON w.id = k.id"
+)
+ADD_ONE = (
+    "WITH w AS (INSERT INTO items (id, note) VALUES ($1, $2) RETURNING id) SELECT length($2) FROM w"
+)
+
+
+async def test_a_write_batch_answers_each_call_with_its_row(pool: FairPool) -> None:
+    stats = WriterStats()
+    add = BatchedRows(pool, ADD, alone=ADD_ONE, stats=stats)
+    rows = await asyncio.gather(*(add.get(i, "x" * i) for i in range(1, 21)))
+    assert [tuple(r) for r in rows] == [(i,) for i in range(1, 21)]
+    assert (stats.ops, stats.batches) == (20, 1)
+    assert len(await stored(pool)) == 20
+    await add.close()
+
+
+async def test_a_refused_write_batch_runs_each_call_alone(pool: FairPool) -> None:
+    await pool.execute(INSERT, 2, "taken")
+    add = BatchedRows(pool, ADD, alone=ADD_ONE, stats=WriterStats())
+    rows = await asyncio.gather(*(add.get(i, "ab") for i in range(1, 4)), return_exceptions=True)
+    assert tuple(rows[0]) == (2,) and tuple(rows[2]) == (2,)
+    assert isinstance(rows[1], asyncpg.UniqueViolationError)
+    assert await stored(pool) == {1: "ab", 2: "taken", 3: "ab"}
+    await add.close()
+
+
+async def test_a_write_batch_of_unknown_outcome_is_not_replayed() -> None:
+    class Broken(BrokenPool):
+        async def fetch(self, sql: str, *args: Any) -> list[Any]:
+            raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle")
+
+        async def fetchrow(self, sql: str, *args: Any) -> Any:
+            self.alone += 1
+
+    broken = Broken()
+    add = BatchedRows(broken, ADD, alone=ADD_ONE, stats=WriterStats())  # type: ignore[arg-type]
+    rows = await asyncio.gather(*(add.get(i, "x") for i in range(3)), return_exceptions=True)
+    assert all(isinstance(r, asyncpg.ConnectionDoesNotExistError) for r in rows)
+    assert broken.alone == 0
+    await add.close()

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import msgspec
 import pytest
 
 import backends
@@ -236,6 +237,35 @@ async def test_feed_counts_are_exact_with_many_instances_writing_at_once() -> No
         await backends.drop_database(url)
 
 
+async def test_appends_from_many_instances_stay_gap_free() -> None:
+    """Two instances append to the same conversations at once, each in batches that
+    lock several conversations: every message gets its own position and event."""
+    backends.require(backends.postgres_problem())
+    url = await backends.create_database()
+    stores = [PostgresStore(url) for _ in range(2)]
+    try:
+        for store in stores:
+            await store.start()
+        records = [make_record() for _ in range(4)]
+        for record in records:
+            await create(stores[0], record)
+        calls = [(stores[i % 2], records[(i * 7 + i // 3) % 4].id) for i in range(240)]
+        results = await asyncio.gather(
+            *(store.add_message("t1", make_message(cid, "u1")) for store, cid in calls)
+        )
+        assert all(result is not None for result in results)
+        for record in records:
+            mine = [r for r in results if r[0].conversation_id == record.id]
+            assert sorted(m.position for m, _ in mine) == list(range(1, len(mine) + 1))
+            assert sorted(e.sequence for _, e in mine) == list(range(1, len(mine) + 1))
+            events = await stores[1].events_after(record.id, 0, 1000)
+            assert [e.sequence for e in events] == list(range(1, len(mine) + 1))
+    finally:
+        for store in stores:
+            await store.close()
+        await backends.drop_database(url)
+
+
 def test_migration_files_are_numbered_without_gaps() -> None:
     versions = [version for version, _, _ in migrations()]
     assert versions == list(range(1, len(versions) + 1))
@@ -428,6 +458,84 @@ async def test_a_message_can_be_by_the_conversations_user_without_a_read_first(s
         is None
     )
     assert len(await store.list_messages(record.id, cursor=None, limit=10, descending=False)) == 3
+
+
+async def test_appends_made_together_each_get_their_own_numbers(store) -> None:
+    """Concurrent appends (one statement and one commit on PostgreSQL): several to one
+    conversation take its next numbers in the order they were made; one for another
+    tenant's conversation, or one that does not exist, writes nothing."""
+    a, b, theirs = make_record(), make_record(user="u2"), make_record(tenant="t2")
+    for record in (a, b, theirs):
+        await create(store, record)
+    await store.put_participant("t1", a.id, "u3", "Viewer", "u1", "now", only_existing=False)
+    shared_seq = (await store.get_conversation("t1", a.id)).last_sequence
+
+    calls = [
+        ("t1", a.id, 1),
+        ("t1", b.id, 2),
+        ("t1", a.id, 3),
+        ("t1", theirs.id, 4),
+        ("t1", new_id(), 5),
+        ("t1", a.id, 6),
+        ("t2", theirs.id, 7),
+    ]
+    messages = []
+    for tenant, conversation_id, n in calls:
+        message = make_message(conversation_id, "u1")
+        stamp = format_us(BASE_US + n)
+        message = msgspec.structs.replace(
+            message, message=f"m{n}", created_at=stamp, updated_at=stamp
+        )
+        messages.append((tenant, message))
+    results = await asyncio.gather(*(store.add_message(t, m) for t, m in messages))
+
+    numbers = [(r[0].position, r[1].sequence) if r else None for r in results]
+    assert numbers == [
+        (1, shared_seq + 1),
+        (1, 1),
+        (2, shared_seq + 2),
+        None,
+        None,
+        (3, shared_seq + 3),
+        (1, 1),
+    ]
+    stored = await store.list_messages(a.id, cursor=None, limit=10, descending=False)
+    assert [(m.message, m.position) for m in stored] == [("m1", 1), ("m3", 2), ("m6", 3)]
+    events = await store.events_after(a.id, shared_seq, 10)
+    assert [(e.sequence, e.data["message"]) for e in events] == [
+        (shared_seq + 1, "m1"),
+        (shared_seq + 2, "m3"),
+        (shared_seq + 3, "m6"),
+    ]
+    after = await store.get_conversation("t1", a.id)
+    assert (after.message_count, after.last_sequence) == (3, shared_seq + 3)
+    assert after.updated_at == format_us(BASE_US + 6)
+    # Both participants' feeds put it at its latest message's time.
+    for user in ("u1", "u3"):
+        page = await store.feed(query(user_id=user, sort_by="updatedAt"))
+        assert [(i.conversation_id, i.updated_at) for i in page.items][:1] == [
+            (a.id, format_us(BASE_US + 6))
+        ]
+    assert (await store.get_conversation("t2", theirs.id)).message_count == 1
+
+
+async def test_an_append_that_fails_fails_alone(store) -> None:
+    record = make_record()
+    await create(store, record)
+    first = make_message(record.id, "u1")
+    await store.add_message("t1", first)
+    again = msgspec.structs.replace(make_message(record.id, "u1"), id=first.id)
+    results = await asyncio.gather(
+        store.add_message("t1", make_message(record.id, "u1")),
+        store.add_message("t1", again),
+        store.add_message("t1", make_message(record.id, "u1")),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], INTEGRITY_ERRORS)
+    assert [r[0].position for r in (results[0], results[2])] == [2, 3]
+    stored = await store.list_messages(record.id, cursor=None, limit=10, descending=False)
+    assert [m.position for m in stored] == [1, 2, 3]
+    assert (await store.get_conversation("t1", record.id)).message_count == 3
 
 
 async def test_delete_is_scoped_to_the_tenant(store) -> None:

@@ -116,7 +116,12 @@ class BatchedStatement(_Batcher[None]):
     """A write statement; `run(*args)` resolves once its call is committed."""
 
     def __init__(
-        self, pool: FairPool, sql: str, stats: WriterStats, *, max_batch: int = 128
+        self,
+        pool: FairPool,
+        sql: str,
+        stats: WriterStats,
+        *,
+        max_batch: int = 128,
     ) -> None:
         super().__init__(pool, sql, max_batch)
         self._stats = stats
@@ -156,27 +161,77 @@ class BatchedStatement(_Batcher[None]):
         return None
 
 
-class BatchedLookup(_Batcher[Any]):
-    """A read by key; `get(*key)` resolves to the row for that key, or None.
+class BatchedRows(_Batcher[Any]):
+    """A statement over arrays: `get(*args)` resolves to the row for those arguments,
+    or None.
 
-    `sql` takes one array per part of the key, as `$1`, `$2`...; it selects the
-    key's position (`WITH ORDINALITY`) as its first column, and at most one row
-    per key. The row handed back is the rest of the columns.
+    `sql` takes one array per argument, as `$1`, `$2`..., and joins them as rows
+    (`unnest(...) WITH ORDINALITY`); it selects each call's position as its first
+    column, and at most one row per call. The row handed back is the rest of the
+    columns. A read needs nothing more (`BatchedLookup`).
+
+    A write also names `alone`, the same statement for one call with plain
+    parameters, and `stats`. The statement runs as one transaction of its own, so
+    a batch is committed whole, durably, before any of its calls resolves, or not
+    at all; when PostgreSQL refuses it, each call runs again alone, and when the
+    outcome is not known, every call fails with that error (see the module's
+    docstring).
     """
 
-    def __init__(self, pool: FairPool, sql: str, *, max_batch: int = 256) -> None:
+    def __init__(
+        self,
+        pool: FairPool,
+        sql: str,
+        *,
+        alone: str | None = None,
+        stats: WriterStats | None = None,
+        max_batch: int = 256,
+    ) -> None:
         super().__init__(pool, sql, max_batch)
+        self._alone_sql = alone
+        self._stats = stats
 
-    def get(self, *key: Any) -> asyncio.Future[Any]:
-        return self._submit(key)
+    def get(self, *args: Any) -> asyncio.Future[Any]:
+        return self._submit(args)
 
     async def _run(self, batch: list[Sequence[Any]]) -> list[Any]:
+        started = time.perf_counter()
+        try:
+            return await self._rows(batch)
+        finally:
+            if self._stats is not None:
+                self._stats.batches += 1
+                self._stats.ops += len(batch)
+                self._stats.commit_seconds += time.perf_counter() - started
+
+    async def _rows(self, batch: list[Sequence[Any]]) -> list[Any]:
         columns = [list(part) for part in zip(*batch, strict=True)]
         try:
             rows = await self._pool.fetch(self._sql, *columns)
+        except REFUSED as exc:
+            if self._alone_sql is None or len(batch) == 1:
+                return [exc] * len(batch)
+            return [await self._one(args) for args in batch]
         except Exception as exc:
+            if self._alone_sql is not None:
+                log.warning("a batch of %d writes failed", len(batch), exc_info=True)
             return [exc] * len(batch)
         found: list[Any] = [None] * len(batch)
         for row in rows:
             found[row[0] - 1] = row[1:]
         return found
+
+    async def _one(self, args: Sequence[Any]) -> Any:
+        assert self._alone_sql is not None
+        try:
+            row = await self._pool.fetchrow(self._alone_sql, *args)
+        except Exception as exc:
+            return exc
+        return tuple(row) if row is not None else None
+
+
+class BatchedLookup(BatchedRows):
+    """A read by key: `get(*key)` resolves to the row for that key, or None."""
+
+    def __init__(self, pool: FairPool, sql: str, *, max_batch: int = 256) -> None:
+        super().__init__(pool, sql, max_batch=max_batch)

@@ -32,11 +32,13 @@ from airia_server.storage.base import (
     conversation_snapshot,
 )
 from airia_server.storage.feed_sql import FeedSql
-from airia_server.storage.pg_batch import BatchedLookup, BatchedStatement
+from airia_server.storage.pg_batch import BatchedLookup, BatchedRows, BatchedStatement
 from airia_server.storage.pg_pool import FairPool
 from airia_server.storage.postgres_attachments import AttachmentsMixin
 from airia_server.storage.postgres_housekeeping import IdempotencyMixin, LifecycleMixin
 from airia_server.storage.postgres_messages import (
+    ADD_MESSAGE,
+    ADD_MESSAGES,
     MessagesMixin,
     append,
     as_text,
@@ -149,6 +151,7 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
         self._create: BatchedStatement | None = None
         self._get: BatchedLookup | None = None
         self._get_for: BatchedLookup | None = None
+        self._add_messages_batch: BatchedRows | None = None
 
     async def start(self) -> None:
         await self.migrate()
@@ -163,12 +166,16 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
         self._create = BatchedStatement(self._pool, _CREATE_CONVERSATION, self._write_stats)
         self._get = BatchedLookup(self._pool, _GET_CONVERSATIONS)
         self._get_for = BatchedLookup(self._pool, _GET_CONVERSATIONS_FOR)
+        self._add_messages_batch = BatchedRows(
+            self._pool, ADD_MESSAGES, alone=ADD_MESSAGE, stats=self._write_stats
+        )
 
     async def close(self) -> None:
-        for batcher in (self._create, self._get, self._get_for):
+        batchers = (self._create, self._add_messages_batch, self._get, self._get_for)
+        for batcher in batchers:
             if batcher is not None:
                 await batcher.close()
-        self._create = self._get = self._get_for = None
+        self._create = self._add_messages_batch = self._get = self._get_for = None
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -178,6 +185,12 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
         if self._pool is None:
             raise RuntimeError("the store is not started")
         return self._pool
+
+    @property
+    def _add_messages(self) -> BatchedRows:
+        if self._add_messages_batch is None:
+            raise RuntimeError("the store is not started")
+        return self._add_messages_batch
 
     @property
     def writer_stats(self) -> WriterStats:

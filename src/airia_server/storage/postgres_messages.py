@@ -44,6 +44,60 @@ _APPEND_EVENT = (
 )
 
 
+# A message and its event, one statement: take the next sequence and position (row
+# lock), store the message and its event, keep the feed's copies of updated_at. The
+# event's data does not depend on either number. Parameters: created_at,
+# conversation_id, tenant_id, then the message's id, user_id, role, message, images,
+# image_attachment_ids, then the event's data; it returns (sequence, position).
+ADD_MESSAGE = (
+    "WITH b AS (UPDATE conversations SET last_sequence = last_sequence + 1, "
+    "message_seq = message_seq + 1, message_count = message_count + 1, updated_at = $1 "
+    "WHERE id = $2 AND tenant_id = $3 RETURNING last_sequence, message_seq), "
+    f"m AS (INSERT INTO messages ({MESSAGE_COLUMNS}) SELECT $4, $2, b.message_seq, $5, "
+    "$6, $7, $8, $9, $1, $1 FROM b), "
+    "e AS (INSERT INTO conversation_events (conversation_id, sequence, type, data, "
+    "created_at) SELECT $2, b.last_sequence, 'message.created', $10, $1 FROM b), "
+    "p AS (UPDATE conversation_participants SET conv_updated_at = $1 "
+    "WHERE conversation_id = $2 AND EXISTS (SELECT 1 FROM b)) "
+    "SELECT last_sequence, message_seq FROM b"
+)
+# The same for a batch of messages (`BatchedRows`), each parameter an array with one
+# element per message. A conversation with n messages in the batch is updated once,
+# by n, and its messages take its next n numbers in the batch's order. Conversations
+# are locked in id order, so that batches of several instances never deadlock.
+ADD_MESSAGES = (
+    "WITH k AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], "
+    "$5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[]) "
+    "WITH ORDINALITY AS k(created_at, conversation_id, tenant_id, id, user_id, role, "
+    "message, images, image_attachment_ids, data, i)), "
+    "r AS (SELECT k.*, row_number() OVER (PARTITION BY conversation_id, tenant_id "
+    "ORDER BY i) AS rank FROM k), "
+    "n AS (SELECT conversation_id, tenant_id, count(*) AS n, max(created_at) AS now "
+    "FROM k GROUP BY conversation_id, tenant_id), "
+    "locked AS MATERIALIZED (SELECT c.id, c.tenant_id FROM conversations c "
+    "JOIN n ON c.id = n.conversation_id AND c.tenant_id = n.tenant_id "
+    "ORDER BY c.id FOR UPDATE OF c), "
+    "b AS (UPDATE conversations c SET last_sequence = c.last_sequence + n.n, "
+    "message_seq = c.message_seq + n.n, message_count = c.message_count + n.n, "
+    "updated_at = n.now FROM n JOIN locked l ON l.id = n.conversation_id "
+    "AND l.tenant_id = n.tenant_id WHERE c.id = l.id "
+    "RETURNING c.id, c.tenant_id, c.last_sequence - n.n AS sequence_before, "
+    "c.message_seq - n.n AS position_before, n.now), "
+    "mine AS (SELECT r.*, b.sequence_before + r.rank AS sequence, "
+    "b.position_before + r.rank AS position FROM r "
+    "JOIN b ON b.id = r.conversation_id AND b.tenant_id = r.tenant_id), "
+    f"m AS (INSERT INTO messages ({MESSAGE_COLUMNS}) SELECT id, conversation_id, position, "
+    "user_id, role, message, images, image_attachment_ids, created_at, created_at "
+    "FROM mine ORDER BY i), "
+    "e AS (INSERT INTO conversation_events (conversation_id, sequence, type, data, "
+    "created_at) SELECT conversation_id, sequence, 'message.created', data, created_at "
+    "FROM mine ORDER BY i), "
+    "p AS (UPDATE conversation_participants p SET conv_updated_at = b.now FROM b "
+    "WHERE p.conversation_id = b.id) "
+    "SELECT i, sequence, position FROM mine"
+)
+
+
 async def append(conn: asyncpg.Connection, event: EventRecord) -> None:
     await conn.execute(
         _APPEND_EVENT,
@@ -81,7 +135,8 @@ async def touch_participants(conn, conversation_id: str, updated_at: str) -> Non
 
 
 class MessagesMixin:
-    # `pool` comes from PostgresStore.
+    # `pool`, `get_conversation` and `_add_messages` (ADD_MESSAGES, batched) come from
+    # PostgresStore.
 
     # messages
 
@@ -90,29 +145,13 @@ class MessagesMixin:
     ) -> tuple[MessageRecord, EventRecord] | None:
         if author_from_conversation and record.user_id is None:
             # The event's data carries the author, so it is read first (the user a
-            # conversation is for never changes).
-            author = await self.pool.fetchval(
-                "SELECT user_id FROM conversations WHERE id = $1 AND tenant_id = $2",
-                record.conversation_id,
-                tenant_id,
-            )
-            if author is None:
+            # conversation is for never changes), through the batched read by id.
+            conversation = await self.get_conversation(tenant_id, record.conversation_id)
+            if conversation is None:
                 return None
-            record = msgspec.structs.replace(record, user_id=author)
-        # One statement: take the next sequence and position (row lock), store the
-        # message and its event. The event's data does not depend on either number.
-        data = as_text(message_snapshot(record))
-        row = await self.pool.fetchrow(
-            "WITH b AS (UPDATE conversations SET last_sequence = last_sequence + 1, "
-            "message_seq = message_seq + 1, message_count = message_count + 1, updated_at = $1 "
-            "WHERE id = $2 AND tenant_id = $3 RETURNING last_sequence, message_seq), "
-            f"m AS (INSERT INTO messages ({MESSAGE_COLUMNS}) SELECT $4, $2, b.message_seq, $5, "
-            "$6, $7, $8, $9, $1, $1 FROM b), "
-            "e AS (INSERT INTO conversation_events (conversation_id, sequence, type, data, "
-            "created_at) SELECT $2, b.last_sequence, 'message.created', $10, $1 FROM b), "
-            "p AS (UPDATE conversation_participants SET conv_updated_at = $1 "
-            "WHERE conversation_id = $2 AND EXISTS (SELECT 1 FROM b)) "
-            "SELECT last_sequence, message_seq FROM b",
+            record = msgspec.structs.replace(record, user_id=conversation.user_id)
+        # Concurrent appends share one statement (ADD_MESSAGES) and one commit.
+        row = await self._add_messages.get(
             record.created_at,
             record.conversation_id,
             tenant_id,
@@ -122,7 +161,7 @@ class MessagesMixin:
             record.message,
             _list_or_none(record.images),
             _list_or_none(record.image_attachment_ids),
-            data,
+            as_text(message_snapshot(record)),
         )
         if row is None:
             return None
