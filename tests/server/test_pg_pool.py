@@ -125,3 +125,42 @@ async def test_pool_queries_work_through_the_gate(pg_store) -> None:
     assert (pg_store.pool.get_size(), pg_store.pool.get_idle_size()) == (1, 1)
     async with pg_store.pool.acquire():
         assert pg_store.pool.get_idle_size() == 0
+
+
+async def test_statements_over_arrays_are_planned_for_the_table_as_it_is_now() -> None:
+    """A connection caches a statement's plan while the table's statistics stand. The
+    batched reads and appends join their keys with `conversations`; a plan made while
+    the table was small scans all of it, and a cached one goes on doing so after it
+    has grown. The batchers' connections plan each time: after the table grows, the
+    same statement finds its rows by index there, and still scans on a pool one."""
+    from airia_server.storage.postgres import _GET_CONVERSATIONS
+
+    backends.require(backends.postgres_problem())
+    url = await backends.create_database()
+    store = PostgresStore(url)
+    await store.start()
+    try:
+
+        async def plan_after_growth(pool: FairPool) -> str:
+            async with pool.acquire() as conn:
+                await conn.execute("TRUNCATE conversations")  # small again
+                await conn.execute(f"PREPARE lookup AS {_GET_CONVERSATIONS}")
+                for _ in range(6):  # enough runs for PostgreSQL to settle on a plan
+                    await conn.fetch("EXECUTE lookup(ARRAY['x1'], ARRAY['t1'])")
+                await conn.execute(
+                    "INSERT INTO conversations (id, tenant_id, user_id, title, deployment_id,"
+                    " data_source_files, is_bookmarked, message_count, last_sequence,"
+                    " created_at, updated_at) SELECT 'x' || g, 't1', 'u1', 't', 'd', '{}',"
+                    " false, 0, 0, 'c', 'u' FROM generate_series(1, 10000) g"
+                )
+                rows = await conn.fetch("EXPLAIN EXECUTE lookup(ARRAY['x7'], ARRAY['t1'])")
+                await conn.execute("DEALLOCATE lookup")
+            return "\n".join(row[0] for row in rows)
+
+        assert "Seq Scan on conversations" in await plan_after_growth(store.pool)
+        batch_plan = await plan_after_growth(store._batch_pool)
+        assert "conversations_pkey" in batch_plan
+        assert "Seq Scan on conversations" not in batch_plan
+    finally:
+        await store.close()
+        await backends.drop_database(url)
