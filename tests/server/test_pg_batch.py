@@ -12,7 +12,7 @@ import pytest
 
 import backends
 from airia_server.storage.base import WriterStats
-from airia_server.storage.pg_batch import BatchedLookup, BatchedRows, BatchedStatement
+from airia_server.storage.pg_batch import BatchedRows, BatchedStatement
 from airia_server.storage.pg_pool import FairPool
 
 INSERT = "INSERT INTO items (id, note) VALUES ($1, $2)"
@@ -134,6 +134,7 @@ LOOKUP = (
     "SELECT k.i, items.note FROM unnest($1::int[], $2::text[]) WITH ORDINALITY AS k(id, tag, i) "
     "JOIN items ON items.id = k.id AND items.note LIKE k.tag || '%'"
 )
+LOOKUP_ONE = "SELECT note FROM items WHERE id = $1 AND note LIKE $2 || '%'"
 
 
 class CountingPool(FairPool):
@@ -141,14 +142,23 @@ class CountingPool(FairPool):
 
     def __init__(self, pool: FairPool) -> None:
         super().__init__(pool._pool, 4)
-        self.queries = 0
+        self.batches = self.singles = 0
         self.gate = asyncio.Event()
         self.gate.set()
 
     async def fetch(self, query: str, *args: Any, timeout: float | None = None) -> list[Any]:
-        self.queries += 1
+        self.batches += 1
         await self.gate.wait()
         return await super().fetch(query, *args, timeout=timeout)
+
+    async def fetchrow(self, query: str, *args: Any, timeout: float | None = None) -> Any:
+        self.singles += 1
+        await self.gate.wait()
+        return await super().fetchrow(query, *args, timeout=timeout)
+
+
+def lookup_on(pool: FairPool, sql: str = LOOKUP, single: str = LOOKUP_ONE) -> BatchedRows:
+    return BatchedRows(pool, sql, single=single, single_pool=pool)
 
 
 async def test_concurrent_lookups_share_one_query_and_each_gets_its_own_row(
@@ -157,7 +167,7 @@ async def test_concurrent_lookups_share_one_query_and_each_gets_its_own_row(
     for i, note in enumerate(["a1", "a2", "b3"], 1):
         await pool.execute(INSERT, i, note)
     counting = CountingPool(pool)
-    lookup = BatchedLookup(counting, LOOKUP)
+    lookup = lookup_on(counting)
     keys = [(1, "a"), (2, "a"), (3, "a"), (3, "b"), (9, "a"), (1, "a"), (2, "b")]
     rows = await asyncio.gather(*(lookup.get(*key) for key in keys))
     # The same id asked for under two tags gets the row only under the one it matches.
@@ -170,7 +180,17 @@ async def test_concurrent_lookups_share_one_query_and_each_gets_its_own_row(
         ("a1",),
         None,
     ]
-    assert counting.queries == 1
+    assert (counting.batches, counting.singles) == (1, 0)
+    await lookup.close()
+
+
+async def test_a_lookup_alone_runs_the_single_statement(pool: FairPool) -> None:
+    await pool.execute(INSERT, 1, "a1")
+    counting = CountingPool(pool)
+    lookup = lookup_on(counting)
+    assert tuple(await lookup.get(1, "a")) == ("a1",)
+    assert await lookup.get(1, "b") is None
+    assert (counting.batches, counting.singles) == (0, 2)
     await lookup.close()
 
 
@@ -178,7 +198,7 @@ async def test_a_lookup_never_joins_a_query_already_made(pool: FairPool) -> None
     """A lookup made after a write committed sees it, even with an older query still
     in flight: it waits for that one and goes in the next."""
     counting = CountingPool(pool)
-    lookup = BatchedLookup(counting, LOOKUP)
+    lookup = lookup_on(counting)
     counting.gate.clear()
     early = lookup.get(7, "")
     await asyncio.sleep(0.01)  # the first query is on its way
@@ -187,18 +207,17 @@ async def test_a_lookup_never_joins_a_query_already_made(pool: FairPool) -> None
     counting.gate.set()
     assert await early in (None, ("written",))  # raced the write; either is right
     assert tuple(await late) == ("written",)
-    assert counting.queries == 2
+    assert counting.batches + counting.singles == 2
     await lookup.close()
 
 
-async def test_a_failed_lookup_fails_its_whole_batch_and_the_next_batch_runs(
-    pool: FairPool,
-) -> None:
+async def test_a_failing_lookup_fails_alone(pool: FairPool) -> None:
     await pool.execute(INSERT, 1, "a1")
-    # Key 0 makes the query divide by zero.
-    lookup = BatchedLookup(pool, LOOKUP + " AND 1 / k.id > 0")
+    # Key 0 makes the statements divide by zero.
+    lookup = lookup_on(pool, LOOKUP + " AND 1 / k.id > 0", LOOKUP_ONE + " AND 1 / $1 > 0")
     outcomes = await asyncio.gather(lookup.get(1, "a"), lookup.get(0, "a"), return_exceptions=True)
-    assert all(isinstance(o, asyncpg.DivisionByZeroError) for o in outcomes)
+    assert tuple(outcomes[0]) == ("a1",)
+    assert isinstance(outcomes[1], asyncpg.DivisionByZeroError)
     assert tuple(await lookup.get(1, "a")) == ("a1",)
     await lookup.close()
 
@@ -217,7 +236,7 @@ ADD_ONE = (
 
 async def test_a_write_batch_answers_each_call_with_its_row(pool: FairPool) -> None:
     stats = WriterStats()
-    add = BatchedRows(pool, ADD, alone=ADD_ONE, stats=stats)
+    add = BatchedRows(pool, ADD, single=ADD_ONE, single_pool=pool, stats=stats)
     rows = await asyncio.gather(*(add.get(i, "x" * i) for i in range(1, 21)))
     assert [tuple(r) for r in rows] == [(i,) for i in range(1, 21)]
     assert (stats.ops, stats.batches) == (20, 1)
@@ -227,7 +246,7 @@ async def test_a_write_batch_answers_each_call_with_its_row(pool: FairPool) -> N
 
 async def test_a_refused_write_batch_runs_each_call_alone(pool: FairPool) -> None:
     await pool.execute(INSERT, 2, "taken")
-    add = BatchedRows(pool, ADD, alone=ADD_ONE, stats=WriterStats())
+    add = BatchedRows(pool, ADD, single=ADD_ONE, single_pool=pool, stats=WriterStats())
     rows = await asyncio.gather(*(add.get(i, "ab") for i in range(1, 4)), return_exceptions=True)
     assert tuple(rows[0]) == (2,) and tuple(rows[2]) == (2,)
     assert isinstance(rows[1], asyncpg.UniqueViolationError)
@@ -244,7 +263,13 @@ async def test_a_write_batch_of_unknown_outcome_is_not_replayed() -> None:
             self.alone += 1
 
     broken = Broken()
-    add = BatchedRows(broken, ADD, alone=ADD_ONE, stats=WriterStats())  # type: ignore[arg-type]
+    add = BatchedRows(
+        broken,  # type: ignore[arg-type]
+        ADD,
+        single=ADD_ONE,
+        single_pool=broken,  # type: ignore[arg-type]
+        stats=WriterStats(),
+    )
     rows = await asyncio.gather(*(add.get(i, "x") for i in range(3)), return_exceptions=True)
     assert all(isinstance(r, asyncpg.ConnectionDoesNotExistError) for r in rows)
     assert broken.alone == 0

@@ -21,10 +21,12 @@ write committed before it was made.
   calls of a batch run in the order they came, in one transaction, and a call
   sees what the calls before it wrote.
 
-- `BatchedLookup` (reads) answers a batch of keys with one query that joins the
-  keys, as arrays, with the table (`unnest(...) WITH ORDINALITY`): each row
-  comes back with the position of the key it answers, so every caller gets the
-  rows for exactly its key, tenant and all, or None.
+- `BatchedRows` (reads, and writes that answer with a row) runs a batch as one
+  statement that joins the calls' arguments, as arrays, with the tables
+  (`unnest(...) WITH ORDINALITY`): each row comes back with the position of the
+  call it answers, so every caller gets the row for exactly its arguments,
+  tenant and all, or None. A write through it commits as `BatchedStatement`'s
+  do.
 """
 
 from __future__ import annotations
@@ -168,14 +170,16 @@ class BatchedRows(_Batcher[Any]):
     `sql` takes one array per argument, as `$1`, `$2`..., and joins them as rows
     (`unnest(...) WITH ORDINALITY`); it selects each call's position as its first
     column, and at most one row per call. The row handed back is the rest of the
-    columns. A read needs nothing more (`BatchedLookup`).
+    columns. `single` is the same statement for one call, with plain parameters.
 
-    A write also names `alone`, the same statement for one call with plain
-    parameters, and `stats`. The statement runs as one transaction of its own, so
+    A call that has its batch to itself runs `single` on `single_pool`, which
+    keeps its plan: under a light load nothing is planned per call. A batch runs
+    `sql` on `pool`, whose connections plan each statement for its arrays (see
+    `PostgresStore.start`). A write's statement is one transaction of its own, so
     a batch is committed whole, durably, before any of its calls resolves, or not
-    at all; when PostgreSQL refuses it, each call runs again alone, and when the
-    outcome is not known, every call fails with that error (see the module's
-    docstring).
+    at all; when PostgreSQL refuses a batch, each call runs again alone, and when
+    the outcome is not known, every call fails with that error (see the module's
+    docstring). `stats` counts a writer's batches.
     """
 
     def __init__(
@@ -183,12 +187,14 @@ class BatchedRows(_Batcher[Any]):
         pool: FairPool,
         sql: str,
         *,
-        alone: str | None = None,
+        single: str,
+        single_pool: FairPool,
         stats: WriterStats | None = None,
         max_batch: int = 256,
     ) -> None:
         super().__init__(pool, sql, max_batch)
-        self._alone_sql = alone
+        self._single = single
+        self._single_pool = single_pool
         self._stats = stats
 
     def get(self, *args: Any) -> asyncio.Future[Any]:
@@ -197,6 +203,8 @@ class BatchedRows(_Batcher[Any]):
     async def _run(self, batch: list[Sequence[Any]]) -> list[Any]:
         started = time.perf_counter()
         try:
+            if len(batch) == 1:
+                return [await self._one(batch[0])]
             return await self._rows(batch)
         finally:
             if self._stats is not None:
@@ -208,13 +216,10 @@ class BatchedRows(_Batcher[Any]):
         columns = [list(part) for part in zip(*batch, strict=True)]
         try:
             rows = await self._pool.fetch(self._sql, *columns)
-        except REFUSED as exc:
-            if self._alone_sql is None or len(batch) == 1:
-                return [exc] * len(batch)
+        except REFUSED:
             return [await self._one(args) for args in batch]
         except Exception as exc:
-            if self._alone_sql is not None:
-                log.warning("a batch of %d writes failed", len(batch), exc_info=True)
+            log.warning("a batch of %d calls failed", len(batch), exc_info=True)
             return [exc] * len(batch)
         found: list[Any] = [None] * len(batch)
         for row in rows:
@@ -222,16 +227,8 @@ class BatchedRows(_Batcher[Any]):
         return found
 
     async def _one(self, args: Sequence[Any]) -> Any:
-        assert self._alone_sql is not None
         try:
-            row = await self._pool.fetchrow(self._alone_sql, *args)
+            row = await self._single_pool.fetchrow(self._single, *args)
         except Exception as exc:
             return exc
         return tuple(row) if row is not None else None
-
-
-class BatchedLookup(BatchedRows):
-    """A read by key: `get(*key)` resolves to the row for that key, or None."""
-
-    def __init__(self, pool: FairPool, sql: str, *, max_batch: int = 256) -> None:
-        super().__init__(pool, sql, max_batch=max_batch)

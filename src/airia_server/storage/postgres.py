@@ -2,9 +2,9 @@
 
 Every write is one transaction on a pooled connection, and `synchronous_commit`
 stays on, so a returned write is durable. The hottest writes are single
-statements (CTEs), one round trip each; creates, which touch no row another
-request could be writing, are batched besides (`BatchedStatement`): concurrent
-ones share one round trip and one commit.
+statements (CTEs), one round trip each. Creates, message appends and reads of a
+conversation by id are batched besides (`storage/pg_batch.py`): concurrent ones
+share one statement, one round trip and, for writes, one commit.
 
 Per-conversation event sequences stay gap-free under concurrent writers on
 any number of instances because every state change starts with
@@ -32,7 +32,7 @@ from airia_server.storage.base import (
     conversation_snapshot,
 )
 from airia_server.storage.feed_sql import FeedSql
-from airia_server.storage.pg_batch import BatchedLookup, BatchedRows, BatchedStatement
+from airia_server.storage.pg_batch import BatchedRows, BatchedStatement
 from airia_server.storage.pg_pool import FairPool
 from airia_server.storage.postgres_attachments import AttachmentsMixin
 from airia_server.storage.postgres_housekeeping import IdempotencyMixin, LifecycleMixin
@@ -98,7 +98,15 @@ _CREATE_CONVERSATION = (
 )
 
 # A conversation by id within a tenant, and with it the role of a user in it: reads
-# are batched (`BatchedLookup`), concurrent ones answered by one query.
+# are batched (`BatchedRows`), concurrent ones answered by one query.
+_GET_CONVERSATION = (
+    f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1 AND tenant_id = $2"
+)
+_GET_CONVERSATION_FOR = (
+    f"SELECT {CONVERSATION_COLUMNS}, (SELECT role FROM conversation_participants p "
+    "WHERE p.conversation_id = conversations.id AND p.user_id = $3) "
+    "FROM conversations WHERE id = $1 AND tenant_id = $2"
+)
 _KEYED_COLUMNS = ", ".join("c." + column.strip() for column in CONVERSATION_COLUMNS.split(","))
 _GET_CONVERSATIONS = (
     f"SELECT k.i, {_KEYED_COLUMNS} "
@@ -155,8 +163,8 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
         self._batch_pool: FairPool | None = None
         self._write_stats = WriterStats()
         self._create: BatchedStatement | None = None
-        self._get: BatchedLookup | None = None
-        self._get_for: BatchedLookup | None = None
+        self._get: BatchedRows | None = None
+        self._get_for: BatchedRows | None = None
         self._add_messages_batch: BatchedRows | None = None
 
     async def start(self) -> None:
@@ -191,10 +199,15 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
         )
         self._batch_pool = FairPool(batch_pool, BATCHERS)
         self._create = BatchedStatement(self._pool, _CREATE_CONVERSATION, self._write_stats)
-        self._get = BatchedLookup(self._batch_pool, _GET_CONVERSATIONS)
-        self._get_for = BatchedLookup(self._batch_pool, _GET_CONVERSATIONS_FOR)
+        batched, single = self._batch_pool, self._pool
+        self._get = BatchedRows(
+            batched, _GET_CONVERSATIONS, single=_GET_CONVERSATION, single_pool=single
+        )
+        self._get_for = BatchedRows(
+            batched, _GET_CONVERSATIONS_FOR, single=_GET_CONVERSATION_FOR, single_pool=single
+        )
         self._add_messages_batch = BatchedRows(
-            self._batch_pool, ADD_MESSAGES, alone=ADD_MESSAGE, stats=self._write_stats
+            batched, ADD_MESSAGES, single=ADD_MESSAGE, single_pool=single, stats=self._write_stats
         )
 
     async def close(self) -> None:
