@@ -274,3 +274,25 @@ async def test_a_write_batch_of_unknown_outcome_is_not_replayed() -> None:
     assert all(isinstance(r, asyncpg.ConnectionDoesNotExistError) for r in rows)
     assert broken.alone == 0
     await add.close()
+
+
+async def test_a_drain_cut_short_fails_its_calls_instead_of_leaving_them_waiting() -> None:
+    """Cancelled mid-batch (an event loop shutting down), the batcher fails the calls
+    of the batch it was running and those queued behind it."""
+
+    class Stuck(BrokenPool):
+        async def fetch(self, sql: str, *args: Any) -> list[Any]:
+            await asyncio.Event().wait()
+            return []
+
+    stuck = Stuck()
+    add = BatchedRows(stuck, ADD, single=ADD_ONE, single_pool=stuck)  # type: ignore[arg-type]
+    running = [add.get(i, "x") for i in range(2)]
+    await asyncio.sleep(0.01)  # the batch of two is in flight
+    queued = add.get(9, "x")
+    assert add._draining is not None
+    add._draining.cancel()
+    await asyncio.sleep(0.01)
+    for future in (*running, queued):
+        assert future.done()
+        assert isinstance(future.exception(), RuntimeError)

@@ -35,11 +35,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 
 from airia_server.storage.base import WriterStats
+from airia_server.storage.batching import BatchQueue
 from airia_server.storage.pg_pool import FairPool
 
 log = logging.getLogger("airia_server.storage")
@@ -59,55 +60,26 @@ rolls its transaction back. Any other error (a broken connection, a shutdown, a
 timeout) leaves it unknown whether the batch was committed."""
 
 
-class _Batcher(Generic[R]):
-    """Calls queue while a batch is in flight; `_run` runs a batch of them."""
+class _Batcher(BatchQueue[Sequence[Any], R]):
+    """Calls of one statement queue while a batch is in flight; `_run` runs a batch."""
 
     def __init__(self, pool: FairPool, sql: str, max_batch: int) -> None:
+        super().__init__(max_batch)
         self._pool = pool
         self._sql = sql
-        self._max_batch = max_batch
-        self._pending: list[tuple[Sequence[Any], asyncio.Future[R]]] = []
-        self._draining: asyncio.Task[None] | None = None
-        self._closed = False
-
-    def _submit(self, args: Sequence[Any]) -> asyncio.Future[R]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[R] = loop.create_future()
-        if self._closed:
-            future.set_exception(RuntimeError("the store is closed"))
-            return future
-        self._pending.append((args, future))
-        if self._draining is None:
-            self._draining = loop.create_task(self._drain())
-        return future
-
-    async def close(self) -> None:
-        """Finish every call already queued, then refuse new ones."""
-        self._closed = True
-        if self._draining is not None:
-            await asyncio.shield(self._draining)
 
     async def _drain(self) -> None:
-        try:
-            while self._pending:
-                batch = self._pending[: self._max_batch]
-                del self._pending[: self._max_batch]
-                outcomes = await self._run([args for args, _ in batch])
-                for (_, future), outcome in zip(batch, outcomes, strict=True):
-                    if future.done():  # its caller has gone (a write stands all the same)
-                        continue
-                    if isinstance(outcome, Exception):
-                        future.set_exception(outcome)
-                    else:
-                        future.set_result(outcome)
-        except BaseException as exc:
-            for _, future in self._pending:
-                if not future.done():
-                    future.set_exception(exc if isinstance(exc, Exception) else RuntimeError())
-            self._pending.clear()
-            raise
-        finally:
-            self._draining = None
+        while self._pending:
+            batch = self._next_batch()
+            outcomes = await self._run([args for args, _ in batch])
+            self._settle(
+                [
+                    (future, None, outcome)
+                    if isinstance(outcome, Exception)
+                    else (future, outcome, None)
+                    for (_, future), outcome in zip(batch, outcomes, strict=True)
+                ]
+            )
 
     async def _run(self, batch: list[Sequence[Any]]) -> list[Any]:
         """The outcome of each call of the batch: its result, or its exception."""
@@ -129,7 +101,7 @@ class BatchedStatement(_Batcher[None]):
         self._stats = stats
 
     def run(self, *args: Any) -> asyncio.Future[None]:
-        return self._submit(args)
+        return self.submit(args)
 
     async def _run(self, batch: list[Sequence[Any]]) -> list[Any]:
         started = time.perf_counter()
@@ -198,7 +170,7 @@ class BatchedRows(_Batcher[Any]):
         self._stats = stats
 
     def get(self, *args: Any) -> asyncio.Future[Any]:
-        return self._submit(args)
+        return self.submit(args)
 
     async def _run(self, batch: list[Sequence[Any]]) -> list[Any]:
         started = time.perf_counter()

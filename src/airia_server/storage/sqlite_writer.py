@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from airia_server.storage.base import WriterStats
+from airia_server.storage.batching import BatchQueue
 
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
@@ -32,81 +33,55 @@ Op = Callable[[sqlite3.Connection], Any]
 log = logging.getLogger("airia_server.storage")
 
 
-class GroupCommitWriter:
+class GroupCommitWriter(BatchQueue[Op, Any]):
+    closed_message = "the database writer is closed"
+
     def __init__(
         self,
         conn: sqlite3.Connection,
         max_batch: int = 256,
         between_batches: Callable[[], Op | None] | None = None,
     ) -> None:
+        super().__init__(max_batch)
         self._conn = conn
         # Asked after each commit for work to do on the connection outside any
         # transaction (a WAL restart), run on the disk thread before the next batch.
         self._between_batches = between_batches
-        self._max_batch = max_batch
-        self._pending: list[tuple[Op, asyncio.Future[Any]]] = []
-        self._draining: asyncio.Task[None] | None = None
         self._disk = ThreadPoolExecutor(1, thread_name_prefix="sqlite-commit")
-        self._closed = False
         self.stats = WriterStats()
 
     def submit(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        if self._closed:
-            future.set_exception(RuntimeError("the database writer is closed"))
-            return future
-        self._pending.append((op, future))
-        if self._draining is None:
-            self._draining = loop.create_task(self._drain())
-        return future
+        """Queue a write (a function of the connection); it resolves once committed."""
+        return super().submit(op)
 
     async def close(self) -> None:
         """Finish every write already submitted, then refuse new ones."""
-        self._closed = True
-        if self._draining is not None:
-            await asyncio.shield(self._draining)
+        await super().close()
         self._disk.shutdown(wait=True)
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
-        try:
-            while self._pending:
-                job = self._between_batches() if self._between_batches is not None else None
-                if job is not None:
-                    try:
-                        await loop.run_in_executor(self._disk, job, self._conn)
-                    except sqlite3.Error:
-                        log.warning("work between write batches failed", exc_info=True)
-                await loop.run_in_executor(self._disk, self._conn.execute, "BEGIN IMMEDIATE")
-                batch = self._pending[: self._max_batch]
-                del self._pending[: self._max_batch]
-                started = time.perf_counter()
+        while self._pending:
+            job = self._between_batches() if self._between_batches is not None else None
+            if job is not None:
                 try:
-                    outcomes = await self._commit(batch)
-                except Exception as exc:  # nothing of this batch is durable
-                    log.exception("commit of a batch of %d writes failed", len(batch))
-                    if self._conn.in_transaction:
-                        self._conn.execute("ROLLBACK")
-                    outcomes = [(future, None, exc) for _, future in batch]
-                self.stats.batches += 1
-                self.stats.ops += len(batch)
-                self.stats.commit_seconds += time.perf_counter() - started
-                for future, result, exc in outcomes:
-                    if future.done():
-                        continue
-                    if exc is not None:
-                        future.set_exception(exc)
-                    else:
-                        future.set_result(result)
-        except BaseException as exc:
-            for _, future in self._pending:
-                if not future.done():
-                    future.set_exception(exc if isinstance(exc, Exception) else RuntimeError())
-            self._pending.clear()
-            raise
-        finally:
-            self._draining = None
+                    await loop.run_in_executor(self._disk, job, self._conn)
+                except sqlite3.Error:
+                    log.warning("work between write batches failed", exc_info=True)
+            await loop.run_in_executor(self._disk, self._conn.execute, "BEGIN IMMEDIATE")
+            batch = self._next_batch()
+            started = time.perf_counter()
+            try:
+                outcomes = await self._commit(batch)
+            except Exception as exc:  # nothing of this batch is durable
+                log.exception("commit of a batch of %d writes failed", len(batch))
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                outcomes = [(future, None, exc) for _, future in batch]
+            self.stats.batches += 1
+            self.stats.ops += len(batch)
+            self.stats.commit_seconds += time.perf_counter() - started
+            self._settle(outcomes)
 
     async def _commit(
         self, batch: list[tuple[Op, asyncio.Future[Any]]]
