@@ -11,13 +11,14 @@ fails rather than hanging.
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 from typing import Any, Generic, TypeVar
 
 Item = TypeVar("Item")
 R = TypeVar("R")
 
 
-class BatchQueue(Generic[Item, R]):
+class BatchQueue(ABC, Generic[Item, R]):
     closed_message = "the store is closed"
 
     def __init__(self, max_batch: int) -> None:
@@ -76,6 +77,6 @@ class BatchQueue(Generic[Item, R]):
             self._in_flight = []
             self._draining = None
 
+    @abstractmethod
     async def _drain(self) -> None:
         """Run batches (`_next_batch`) until the queue is empty."""
-        raise NotImplementedError

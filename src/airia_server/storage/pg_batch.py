@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -61,17 +62,26 @@ timeout) leaves it unknown whether the batch was committed."""
 
 
 class _Batcher(BatchQueue[Sequence[Any], R]):
-    """Calls of one statement queue while a batch is in flight; `_run` runs a batch."""
+    """Calls of one statement queue while a batch is in flight; `_run` runs a batch.
+    A writer's batches are counted in `stats`."""
 
-    def __init__(self, pool: FairPool, sql: str, max_batch: int) -> None:
+    def __init__(self, pool: FairPool, sql: str, max_batch: int, stats: WriterStats | None) -> None:
         super().__init__(max_batch)
         self._pool = pool
         self._sql = sql
+        self._stats = stats
 
     async def _drain(self) -> None:
         while self._pending:
             batch = self._next_batch()
-            outcomes = await self._run([args for args, _ in batch])
+            started = time.perf_counter()
+            try:
+                outcomes = await self._run([args for args, _ in batch])
+            finally:
+                if self._stats is not None:
+                    self._stats.batches += 1
+                    self._stats.ops += len(batch)
+                    self._stats.commit_seconds += time.perf_counter() - started
             self._settle(
                 [
                     (future, None, outcome)
@@ -81,9 +91,9 @@ class _Batcher(BatchQueue[Sequence[Any], R]):
                 ]
             )
 
+    @abstractmethod
     async def _run(self, batch: list[Sequence[Any]]) -> list[Any]:
         """The outcome of each call of the batch: its result, or its exception."""
-        raise NotImplementedError
 
 
 class BatchedStatement(_Batcher[None]):
@@ -97,23 +107,12 @@ class BatchedStatement(_Batcher[None]):
         *,
         max_batch: int = 128,
     ) -> None:
-        super().__init__(pool, sql, max_batch)
-        self._stats = stats
+        super().__init__(pool, sql, max_batch, stats)
 
     def run(self, *args: Any) -> asyncio.Future[None]:
         return self.submit(args)
 
     async def _run(self, batch: list[Sequence[Any]]) -> list[Any]:
-        started = time.perf_counter()
-        try:
-            outcomes = await self._commit(batch)
-        finally:
-            self._stats.batches += 1
-            self._stats.ops += len(batch)
-            self._stats.commit_seconds += time.perf_counter() - started
-        return outcomes
-
-    async def _commit(self, batch: list[Sequence[Any]]) -> list[Any]:
         try:
             await self._pool.executemany(self._sql, batch)
         except REFUSED as exc:
@@ -164,27 +163,16 @@ class BatchedRows(_Batcher[Any]):
         stats: WriterStats | None = None,
         max_batch: int = 256,
     ) -> None:
-        super().__init__(pool, sql, max_batch)
+        super().__init__(pool, sql, max_batch, stats)
         self._single = single
         self._single_pool = single_pool
-        self._stats = stats
 
     def get(self, *args: Any) -> asyncio.Future[Any]:
         return self.submit(args)
 
     async def _run(self, batch: list[Sequence[Any]]) -> list[Any]:
-        started = time.perf_counter()
-        try:
-            if len(batch) == 1:
-                return [await self._one(batch[0])]
-            return await self._rows(batch)
-        finally:
-            if self._stats is not None:
-                self._stats.batches += 1
-                self._stats.ops += len(batch)
-                self._stats.commit_seconds += time.perf_counter() - started
-
-    async def _rows(self, batch: list[Sequence[Any]]) -> list[Any]:
+        if len(batch) == 1:
+            return [await self._one(batch[0])]
         columns = [list(part) for part in zip(*batch, strict=True)]
         try:
             rows = await self._pool.fetch(self._sql, *columns)
