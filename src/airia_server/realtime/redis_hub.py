@@ -33,6 +33,7 @@ from redis.exceptions import RedisError
 
 from airia_server.realtime.hub import LocalHub
 from airia_server.storage.base import EventRecord
+from airia_server.storage.batching import BatchQueue
 
 log = logging.getLogger("airia_server.realtime")
 _encode = msgspec.msgpack.encode
@@ -57,8 +58,7 @@ class RedisHub(LocalHub):
         self._healthy = False
         self._missed_by_others = False
         """Events went out only locally while Redis was away."""
-        self._outbox: list[tuple[EventRecord, asyncio.Future[None]]] = []
-        self._sending: asyncio.Task[None] | None = None
+        self._outbox = _Outbox(self)
 
     @property
     def healthy(self) -> bool:
@@ -73,8 +73,7 @@ class RedisHub(LocalHub):
             log.warning("Redis is not reachable yet; events stay on this instance until it is")
 
     async def close(self) -> None:
-        if self._sending is not None:
-            await asyncio.shield(self._sending)
+        await self._outbox.close()
         if self._listener is not None:
             self._listener.cancel()
             try:
@@ -85,44 +84,18 @@ class RedisHub(LocalHub):
         await self._listen_client.aclose()
 
     async def publish(self, event: EventRecord) -> None:
-        if not self._healthy and self._sending is None:
-            self._missed_by_others = True
-            self.deliver(event)
+        if self._outbox.closed or (not self._healthy and not self._outbox.busy):
+            self._deliver_here([event])
             return
         # Behind the events already on their way, even if Redis has just gone: the
         # sockets here get every conversation's events in order either way.
-        loop = asyncio.get_running_loop()
-        sent: asyncio.Future[None] = loop.create_future()
-        self._outbox.append((event, sent))
-        if self._sending is None:
-            self._sending = loop.create_task(self._send())
-        await sent
+        await self._outbox.submit(event)
 
-    async def _send(self) -> None:
-        """Publish the outbox, a batch at a time, until it is empty."""
-        batch: list[tuple[EventRecord, asyncio.Future[None]]] = []
-        try:
-            while self._outbox:
-                batch = self._outbox[:MAX_BATCH]
-                del self._outbox[:MAX_BATCH]
-                events = [event for event, _ in batch]
-                if not (self._healthy and await self._publish(self._channel, _encode(events))):
-                    self._deliver_here(events)
-                # Published: our own listener delivers them locally, as every
-                # instance's does.
-                for _, sent in batch:
-                    if not sent.done():
-                        sent.set_result(None)
-                batch = []
-        finally:
-            # Cancelled (shut down) half-way: what did not go out is delivered here.
-            left = batch + self._outbox
-            self._outbox = []
-            self._deliver_here([event for event, _ in left])
-            for _, sent in left:
-                if not sent.done():
-                    sent.set_result(None)
-            self._sending = None
+    async def _send(self, events: list[EventRecord]) -> None:
+        """One batch: to Redis, where our own listener delivers it locally, as every
+        instance's does; or, Redis being away, straight to the sockets here."""
+        if not (self._healthy and await self._publish(self._channel, _encode(events))):
+            self._deliver_here(events)
 
     def _deliver_here(self, events: list[EventRecord]) -> None:
         if events:
@@ -206,6 +179,29 @@ class RedisHub(LocalHub):
             return
         for event in events:
             self.deliver(event)
+
+
+class _Outbox(BatchQueue[EventRecord, None]):
+    """Events waiting for their PUBLISH, sent a batch at a time (`RedisHub._send`)."""
+
+    closed_message = "the event fan-out is closed"
+
+    def __init__(self, hub: RedisHub) -> None:
+        super().__init__(MAX_BATCH)
+        self._hub = hub
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch = self._next_batch()
+                await self._hub._send([event for event, _ in batch])
+                self._settle([(sent, None, None) for _, sent in batch])
+        finally:
+            # Cut short (shut down) half-way: what did not go out is delivered here.
+            left = [(e, sent) for e, sent in self._in_flight + self._pending if not sent.done()]
+            self._pending.clear()
+            self._hub._deliver_here([event for event, _ in left])
+            self._settle([(sent, None, None) for _, sent in left])
 
 
 def _text(value: object) -> str | None:

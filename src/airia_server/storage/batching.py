@@ -1,11 +1,13 @@
-"""The queue behind both backends' group commits: calls wait while a batch is in
-flight, and one task drains them, a batch at a time.
+"""The queue behind both backends' group commits and the Redis fan-out's outbox:
+calls wait while a batch is in flight, and one task drains them, a batch at a
+time.
 
 `BatchQueue.submit` queues an item and starts the draining task if none runs;
 a subclass's `_drain` takes batches with `_next_batch` until the queue is empty,
 and settles each item's future. If the task dies half-way (cancelled at
 shutdown), every call still waiting, in the batch it held or in the queue,
-fails rather than hanging.
+fails rather than hanging (unless the subclass's `_drain` has settled it
+otherwise on its way out, as the outbox does).
 """
 
 from __future__ import annotations
@@ -39,6 +41,15 @@ class BatchQueue(ABC, Generic[Item, R]):
         if self._draining is None:
             self._draining = loop.create_task(self._drain_all())
         return future
+
+    @property
+    def busy(self) -> bool:
+        """A batch is in flight or queued."""
+        return self._draining is not None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     async def close(self) -> None:
         """Finish every item already queued, then refuse new ones."""
