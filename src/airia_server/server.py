@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import multiprocessing.reduction
 import os
+import socket
+import sys
 from typing import Any
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from uvicorn.supervisors import Multiprocess
 from websockets.protocol import State
 
 from airia_server.app import AiriaApp, create_app
@@ -16,6 +22,8 @@ from airia_server.config import Settings, load_settings
 from airia_server.logs import configure_logging
 
 GRACEFUL_SHUTDOWN_SECONDS = 10
+
+logger = logging.getLogger("uvicorn.error")
 
 
 class GracefulServer(uvicorn.Server):
@@ -256,7 +264,13 @@ def serve(settings: Settings, workers: int = 1, overrides: dict[str, Any] | None
         # Each worker process builds its own app from the environment.
         for name, value in (overrides or {}).items():
             os.environ[f"AIRIA_{name.upper()}"] = str(value)
-        uvicorn.run("airia_server.server:worker_app", factory=True, workers=workers, **options)
+        config = uvicorn.Config(
+            "airia_server.server:worker_app", factory=True, workers=workers, **options
+        )
+        try:
+            Multiprocess(config, sockets=[bind_for_workers(config)]).run()
+        except KeyboardInterrupt:
+            pass
         return
     app = create_app(settings)
     GracefulServer(uvicorn.Config(app, **options), app).run()
@@ -269,3 +283,72 @@ def worker_app() -> AiriaApp:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     return create_app(settings)
+
+
+# ------------------------------------------------------------------ one port, N workers
+
+
+class SharedPort(socket.socket):
+    """The port `serve --workers` listens on, as the supervising process holds it:
+    bound, never listening, and never handed to a worker as it is. Each worker that
+    unpickles it gets a listening socket of its own on the same address instead
+    (SO_REUSEPORT, `_listen_beside`), and the kernel spreads new connections over
+    the workers' sockets by a hash of each connection's addresses.
+
+    uvicorn's own way, one socket shared by all, lets the worker that wakes first
+    accept every connection waiting: a burst of connections (a proxy's keep-alive
+    pool, a load generator) could all land on one worker, which then served them
+    alone for as long as they stayed open while the others idled."""
+
+
+def _listen_beside(family: int, address: Any) -> socket.socket:
+    """In a worker: a socket in the same SO_REUSEPORT group as the parent's."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(address)
+    return sock
+
+
+def _reduce_shared_port(sock: SharedPort) -> tuple[Any, tuple[int, Any]]:
+    return _listen_beside, (sock.family, sock.getsockname())
+
+
+# Workers are spawned processes: their sockets travel pickled (uvicorn's Multiprocess).
+multiprocessing.reduction.register(SharedPort, _reduce_shared_port)
+
+
+def bind_for_workers(config: uvicorn.Config) -> socket.socket:
+    """The socket `serve --workers` hands its workers: a SharedPort where the kernel
+    balances SO_REUSEPORT groups (Linux), else uvicorn's one shared socket.
+
+    A port already in use fails here, with uvicorn's message and exit status, as
+    it does without workers: the address is first bound without SO_REUSEPORT, so
+    another server on it (even an earlier `serve --workers` of the same user, whose
+    group would otherwise take this one in) is found rather than joined."""
+    if sys.platform != "linux" or not hasattr(socket, "SO_REUSEPORT"):
+        return config.bind_socket()
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    address = (config.host, config.port)
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+            if not config.port:  # one free port, the same for every worker
+                address = probe.getsockname()
+        sock = SharedPort(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+    except OSError as exc:
+        logger.error(exc)
+        sys.exit(STARTUP_FAILURE)
+    host = f"[{config.host}]" if family == socket.AF_INET6 else config.host
+    logger.info(
+        "Uvicorn running on http://%s:%d (Press CTRL+C to quit); %d workers, each with "
+        "a listening socket of its own (SO_REUSEPORT)",
+        host,
+        sock.getsockname()[1],
+        config.workers,
+    )
+    return sock

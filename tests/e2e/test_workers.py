@@ -4,13 +4,20 @@ processes over one database file.
 Requests reach both processes (told apart by their correlation ids); appends made
 concurrently through the port leave one gap-free sequence, stored once each; a socket
 receives every event, whichever worker made the write and whichever holds the socket;
-and each worker writes its access log, one line per request.
+and each worker writes its access log, one line per request. Connections opened
+together are spread over the workers, even when one is busy as they arrive; and a second
+server on the same port fails to start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import select
+import signal
+import socket
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -21,7 +28,7 @@ from websockets.asyncio.client import connect
 
 import backends
 
-from .support import BOOTSTRAP_KEY, all_messages, start_server, stop_process
+from .support import BOOTSTRAP_KEY, all_messages, run_cli, start_server, stop_process
 
 pytestmark = pytest.mark.e2e
 
@@ -136,3 +143,99 @@ def test_workers_without_redis_say_that_events_stay_in_each_worker(tmp_path: Pat
         stop_process(server.process)
     assert "2 workers without AIRIA_REDIS_URL" in log
     assert "only the events of writes made by its own worker" in log
+
+
+def _worker_of(sock: socket.socket) -> str:
+    """The process part of the correlation id of one GET /healthz on `sock`."""
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        assert chunk, f"connection closed after {head!r}"
+        head += chunk
+    for line in head.split(b"\r\n"):
+        name, _, value = line.decode().partition(":")
+        if name.lower() == "x-correlation-id":
+            return value.strip()[:16]
+    raise AssertionError(f"no correlation id in {head!r}")
+
+
+def _connect_at_once(address: tuple[str, int], count: int) -> list[socket.socket]:
+    """`count` connections to `address`, all started before any is waited for, as a
+    load generator or a proxy's pool opens them."""
+    conns = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    for conn in conns:
+        conn.setblocking(False)
+        conn.connect_ex(address)
+    for conn in conns:
+        _, writable, _ = select.select([], [conn], [], TIMEOUT)
+        assert writable, "connection not established"
+        assert conn.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+        conn.settimeout(TIMEOUT)
+    return conns
+
+
+def _worker_pids(server_pid: int) -> list[int]:
+    """The worker processes of `serve --workers` (not multiprocessing's helpers)."""
+    return [
+        pid
+        for pid in _children(server_pid)
+        if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the kernel balances SO_REUSEPORT on Linux")
+def test_connections_are_spread_over_the_workers_even_when_one_is_busy(tmp_path: Path) -> None:
+    # A proxy's pool (or a load generator) opens its connections at once, and keeps
+    # them. With one socket shared by the workers, whichever worker got the CPU first
+    # accepted all of them, and the one busy at that moment (here: stopped) got none,
+    # for as long as they stayed open. With a socket each, the kernel hashes each
+    # connection to a worker: 2 in a million bursts of 32 leave one fewer than 4.
+    server = start_server(tmp_path, workers=2)
+    host, port = server.base_url.removeprefix("http://").split(":")
+    busy = None
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while server.stderr_path.read_text().count("Application startup complete") < 2:
+            assert time.monotonic() < deadline, "the second worker did not start"
+            time.sleep(0.05)
+        workers = _worker_pids(server.process.pid)
+        assert len(workers) == 2, workers
+        busy = workers[1]
+        os.kill(busy, signal.SIGSTOP)
+        conns = _connect_at_once((host, int(port)), 32)
+        try:
+            time.sleep(0.5)  # time for the running worker to accept what it can
+            os.kill(busy, signal.SIGCONT)
+            busy = None
+            counts: dict[str, int] = {}
+            for conn in conns:
+                worker = _worker_of(conn)
+                counts[worker] = counts.get(worker, 0) + 1
+        finally:
+            for conn in conns:
+                conn.close()
+    finally:
+        if busy is not None:
+            os.kill(busy, signal.SIGCONT)
+        stop_process(server.process)
+    assert len(counts) == 2, f"connections per worker: {counts}"
+    assert min(counts.values()) >= 4, f"connections per worker: {counts}"
+
+
+def test_workers_refuse_a_port_another_server_listens_on(tmp_path: Path) -> None:
+    # The workers' sockets share their port (SO_REUSEPORT); a second server started
+    # on it by mistake must fail, not silently take half the connections.
+    first = start_server(tmp_path / "first", workers=2)
+    try:
+        port = first.base_url.rsplit(":", 1)[1]
+        result = run_cli(
+            first.env, "serve", "--host", "127.0.0.1", "--port", port, "--workers", "2"
+        )
+        assert first.process.poll() is None
+        with httpx.Client(base_url=first.base_url, headers=HEADERS) as http:
+            assert http.get("/healthz").status_code == 200
+    finally:
+        stop_process(first.process)
+    assert result.returncode != 0, result.stderr[-2000:]
+    assert "address already in use" in result.stderr.lower(), result.stderr[-2000:]
