@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import multiprocessing.reduction
 import os
+import signal
 import socket
 import sys
 from typing import Any
@@ -22,6 +24,7 @@ from airia_server.config import Settings, load_settings
 from airia_server.logs import configure_logging
 
 GRACEFUL_SHUTDOWN_SECONDS = 10
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 logger = logging.getLogger("uvicorn.error")
 
@@ -280,9 +283,26 @@ def worker_app() -> AiriaApp:
     """The app of one `serve --workers` process. Each worker is a new interpreter, so
     it reads the settings from the environment and sets up logging (the access log
     too) as `airia-server` did in the parent."""
+    _exit_with_parent()
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     return create_app(settings)
+
+
+def _exit_with_parent() -> None:
+    """Have Linux send this worker SIGTERM (a graceful stop) when the supervising
+    process dies, however it dies: a supervisor killed outright (SIGKILL, the OOM
+    killer) would otherwise leave its workers serving the port on their own, with
+    nothing to stop them. Elsewhere, a no-op."""
+    if sys.platform != "linux":
+        return
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        logger.warning("cannot ask to be stopped with the parent: errno %d", ctypes.get_errno())
+        return
+    if os.getppid() != parent:  # it died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 # ------------------------------------------------------------------ one port, N workers

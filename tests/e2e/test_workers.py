@@ -5,8 +5,9 @@ Requests reach both processes (told apart by their correlation ids); appends mad
 concurrently through the port leave one gap-free sequence, stored once each; a socket
 receives every event, whichever worker made the write and whichever holds the socket;
 and each worker writes its access log, one line per request. Connections opened
-together are spread over the workers, even when one is busy as they arrive; and a second
-server on the same port fails to start.
+together are spread over the workers, even when one is busy as they arrive; a second
+server on the same port fails to start; and the workers stop when their supervisor is
+killed outright.
 """
 
 from __future__ import annotations
@@ -239,3 +240,32 @@ def test_workers_refuse_a_port_another_server_listens_on(tmp_path: Path) -> None
         stop_process(first.process)
     assert result.returncode != 0, result.stderr[-2000:]
     assert "address already in use" in result.stderr.lower(), result.stderr[-2000:]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+def test_workers_stop_when_their_supervisor_is_killed(tmp_path: Path) -> None:
+    # SIGKILL (or the OOM killer) gives the supervisor no chance to stop its workers;
+    # they must not go on serving the port on their own.
+    server = start_server(tmp_path, workers=2)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while len(workers := _worker_pids(server.process.pid)) < 2:
+            assert time.monotonic() < deadline, f"workers: {workers}"
+            time.sleep(0.05)
+        server.process.kill()
+        server.process.wait(TIMEOUT)
+        deadline = time.monotonic() + TIMEOUT
+        while (alive := [p for p in workers if _running(p)]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop_process(server.process)
+    assert not alive, f"workers {alive} outlived their supervisor"
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` runs (an exited child of a dead parent is reaped by init)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
