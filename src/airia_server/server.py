@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import multiprocessing
 import multiprocessing.reduction
 import os
 import signal
@@ -294,14 +295,14 @@ def _exit_with_parent() -> None:
     process dies, however it dies: a supervisor killed outright (SIGKILL, the OOM
     killer) would otherwise leave its workers serving the port on their own, with
     nothing to stop them. Elsewhere, a no-op."""
-    if sys.platform != "linux":
+    parent = multiprocessing.parent_process()
+    if sys.platform != "linux" or parent is None:
         return
-    parent = os.getppid()
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
         logger.warning("cannot ask to be stopped with the parent: errno %d", ctypes.get_errno())
         return
-    if os.getppid() != parent:  # it died before the request was made
+    if os.getppid() != parent.pid:  # it died before the request was made
         os.kill(os.getpid(), signal.SIGTERM)
 
 
