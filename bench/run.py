@@ -103,6 +103,13 @@ class Measurement:
     """Shares of the server's CPU used by the server ("own") and by others while measuring."""
     wrk_cpu: dict[str, float] | None = None
     """The same for wrk's CPU."""
+    cpu_us: dict[str, float] | None = None
+    """Microseconds of CPU per request while measuring, over the whole machine: the
+    server's processes ("server"), wrk, and the rest (the kernel's own threads and
+    network work not charged to a process, anything else running)."""
+    shared_cpus: int | None = None
+    """For a row whose servers share all the machine's CPUs with wrk (two workers): how
+    many. Its note then says what those CPUs allow at the baseline's cost per request."""
     missed: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -128,6 +135,16 @@ class Measurement:
                 self.notes.append(f"not compared: no clean {self.baseline} figure in this run")
             return
         self.ratio_to_baseline = self.rps / base.rps
+        if self.shared_cpus and self.cpu_us and base.cpu_us:
+            alone, here = base.cpu_us["server"], self.cpu_us
+            ceiling = self.shared_cpus * 1e6 / (alone + here["wrk"] + here["rest"])
+            self.notes.append(
+                f"CPU per request: the servers {here['server']:.0f} µs (one alone, in"
+                f" {self.baseline}: {alone:.0f} µs), wrk {here['wrk']:.0f} µs, the rest"
+                f" {here['rest']:.0f} µs. At one server's cost, {self.shared_cpus} CPUs"
+                f" shared with wrk serve at most {ceiling:,.0f} req/s:"
+                f" {ceiling / base.rps:.2f}x {self.baseline}"
+            )
         if self.target_vs_baseline is not None and self.ratio_to_baseline < self.target_vs_baseline:
             self.missed.append(
                 f"{self.ratio_to_baseline:.2f}x {self.baseline} < {self.target_vs_baseline}x"
@@ -198,6 +215,10 @@ class WrkScenario(Scenario):
         """The Lua script for `phase` ("warmup" or "measure"); None for a plain GET."""
         return None
 
+    def server_pids(self, ctx: Context) -> list[int]:
+        """The processes that serve the requests, for `Measurement.cpu_us`."""
+        return [ctx.server.proc.pid] if ctx.server and ctx.server.proc else []
+
     def check(self, ctx: Context, result: wrk.WrkResult, m: Measurement) -> None:
         """Scenario-specific checks of a measured run; append to m.errors."""
 
@@ -218,7 +239,10 @@ class WrkScenario(Scenario):
         pid = ctx.server.proc.pid if ctx.server and ctx.server.proc else None
         before = servers.cpu_sample(ctx.server_cpu, pid)
         wrk_before = servers.cpu_sample(ctx.wrk_options.cpu, None)
+        pids = self.server_pids(ctx)
+        account = servers.cpu_account(pids)
         result = self.run_wrk(ctx, ctx.duration_s, "measure")
+        m.cpu_us = servers.cpu_per_request(account, servers.cpu_account(pids), result.requests)
         m.cpu = servers.cpu_shares(before, servers.cpu_sample(ctx.server_cpu, pid))
         m.wrk_cpu = servers.cpu_shares(wrk_before, servers.cpu_sample(ctx.wrk_options.cpu, None))
         for name in (
@@ -753,15 +777,19 @@ class TwoWorkers(GetById):
     baseline = "get"
     target_vs_baseline = 1.6
     threads = 2
+    pids: list[int] = []
 
     def prepare(self, ctx: Context) -> None:
         assert ctx.server is not None
         cpus = [0, 1] if ctx.server_cpu is not None else []
         if cpus:
-            servers.pin_workers(ctx.server, cpus)
+            self.pids = servers.pin_workers(ctx.server, cpus)
         else:
-            servers.worker_pids(ctx.server, 2)
+            self.pids = servers.worker_pids(ctx.server, 2)
         super().prepare(ctx)
+
+    def server_pids(self, ctx: Context) -> list[int]:
+        return self.pids
 
     def options(self, ctx: Context) -> wrk.WrkOptions:
         return dataclasses.replace(ctx.wrk_options, threads=self.threads, cpu=None)
@@ -778,6 +806,7 @@ class TwoWorkers(GetById):
         m = super().measure(ctx)
         # The pinned-CPU shares describe one process on one CPU; not this row.
         m.cpu = m.wrk_cpu = None
+        m.shared_cpus = 2
         m.notes.append(
             "two workers, one pinned to each CPU; wrk (2 threads, unpinned) shares both"
             if ctx.server_cpu is not None

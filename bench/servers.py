@@ -301,6 +301,46 @@ def children_jiffies() -> int:
     return round((usage.ru_utime + usage.ru_stime) * _TICK)
 
 
+@dataclass
+class CpuAccount:
+    """Jiffies over the whole machine, split: some processes', the finished
+    children's (wrk, once it has exited), and everything busy on every CPU."""
+
+    processes: int
+    children: int
+    busy: int
+
+
+def cpu_account(pids: list[int]) -> CpuAccount | None:
+    """A reading of /proc for `cpu_per_request` (Linux only; None elsewhere)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        if fields[0] != "cpu":
+            return None
+        v = [int(x) for x in fields[1:9]]  # user nice system idle iowait irq softirq steal
+        own = 0
+        for pid in pids:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            own += int(stat[11]) + int(stat[12])
+    except (OSError, ValueError, IndexError):
+        return None
+    return CpuAccount(own, children_jiffies(), v[0] + v[1] + v[2] + v[5] + v[6] + v[7])
+
+
+def cpu_per_request(
+    before: CpuAccount | None, after: CpuAccount | None, requests: int
+) -> dict[str, float] | None:
+    """Microseconds of CPU per request: the processes', wrk's, and the rest (the
+    kernel's own threads and network work not charged to a process, anything else)."""
+    if before is None or after is None or requests <= 0:
+        return None
+    us = 1e6 / _TICK / requests
+    own = after.processes - before.processes
+    wrk = after.children - before.children
+    rest = max(0, after.busy - before.busy - own - wrk)
+    return {"server": own * us, "wrk": wrk * us, "rest": rest * us}
+
+
 def cpu_sample(cpu: int | None, pid: int | None) -> CpuSample | None:
     """A reading of /proc (Linux only; None elsewhere or when unpinned).
 
