@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -220,6 +221,21 @@ class FrameWebSocketProtocol(WebSocketsSansIOProtocol):
     task per socket. It writes only while the connection is open, uncompressed and
     not pushing back (below the transport's high-water mark); otherwise the caller
     falls back to the ASGI path, which waits for the client like any other send."""
+
+    going_away: Callable[[], bool] | None = None
+    """Set by the application: asks its side of the socket to close with 1001 (going
+    away) after what it has queued; False if it was asked already."""
+
+    def shutdown(self) -> None:
+        """Called on every connection when the server shuts down. uvicorn's closes the
+        socket at once with 1012; a socket of ours is asked to leave instead, as
+        `GracefulServer` asks them all first, and uvicorn waits (up to its graceful
+        timeout) for the application to close it with 1001. That way `serve
+        --workers`, whose workers run uvicorn's own server, closes sockets as one
+        process does. Asked a second time, or not ours: uvicorn's close."""
+        if self.going_away is not None and not self.close_sent and self.going_away():
+            return
+        super().shutdown()
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)

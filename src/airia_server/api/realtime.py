@@ -103,6 +103,7 @@ async def conversation_socket(websocket: WebSocket) -> None:
         frames = websocket.scope.get("extensions", {}).get("airia.frames")
         if frames is not None:
             sub.direct = _direct_writer(sub, conn, frames)
+            frames.going_away = sub.leave
         try:
             await sender
         except asyncio.CancelledError:

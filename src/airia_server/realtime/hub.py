@@ -127,6 +127,15 @@ class Subscription:
         self.closed = True
         self._wakeup.set()
 
+    def leave(self) -> bool:
+        """The server is shutting down: wake the sender to close with 1001 (after what
+        it has queued). False if it was asked already."""
+        if self.leaving:
+            return False
+        self.leaving = True
+        self._wakeup.set()
+        return True
+
     def resync(self) -> None:
         """Live events may have been missed (the fan-out was down): reread the stored log."""
         self.needs_resync = True
@@ -198,8 +207,7 @@ class LocalHub:
         """Ask every socket to close with 1001 and wait (up to `timeout`) until they have."""
         for subs in self._subscribers.values():
             for sub in subs:
-                sub.leaving = True
-                sub._wakeup.set()
+                sub.leave()
         deadline = asyncio.get_running_loop().time() + timeout
         while self._subscribers and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.02)
