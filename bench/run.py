@@ -67,6 +67,9 @@ class Context:
     server_src: Path | None
     api_key: str
     server: Server | None = None
+    floor: Server | None = None
+    """A hello server up for the whole run, measured right before each row with a
+    hello target (`local_floor`); idle, on the same CPU, while the row runs."""
     data: dict = field(default_factory=dict)
     """Hand-over between scenarios, e.g. the create rate and the ids it made."""
 
@@ -93,6 +96,8 @@ class Measurement:
     target_ratio: float | None = None
     p99_factor: float | None = None
     ratio_to_hello: float | None = None
+    local_floor: float | None = None
+    """The hello floor measured right before this row (req/s): its ratio's divisor."""
     baseline: str | None = None
     """Another operation of the same run this one is compared with (PostgreSQL vs SQLite)."""
     target_vs_baseline: float | None = None
@@ -151,6 +156,9 @@ class Measurement:
             )
 
     def judge(self, hello_rps: float | None) -> None:
+        """Against the floor measured right before the row when there is one, else
+        the run's (the higher of its two)."""
+        hello_rps = self.local_floor or hello_rps
         if hello_rps:
             self.ratio_to_hello = self.rps / hello_rps
         if self.target_ratio is not None:
@@ -163,6 +171,23 @@ class Measurement:
 
 
 # ------------------------------------------------------------------------- scenarios
+
+LOCAL_FLOOR_S = 5.0
+
+
+def local_floor(ctx: Context) -> float | None:
+    """The hello floor right before a row, on the same CPUs: this machine's speed
+    drifts over minutes (a run's first and last floors have been 20% apart), and a
+    row measured in a slow minute should be judged against that minute's floor."""
+    if ctx.floor is None:
+        return None
+    url = ctx.floor.base_url + "/"
+    if ctx.warmup_s > 0:
+        wrk.run(url, 1, ctx.wrk_options)
+    result = wrk.run(url, min(LOCAL_FLOOR_S, ctx.duration_s), ctx.wrk_options)
+    if result.non_2xx or result.total_socket_errors or not result.requests:
+        return None
+    return result.rps
 
 
 class Scenario:
@@ -906,18 +931,20 @@ def pass_text(m: Measurement) -> str:
 
 def markdown(results: list[Measurement]) -> str:
     rows = [
-        "| operation | req/s | p50 | p99 | p99/p50 | ratio to hello | compared with | target"
-        " | pass? |",
-        "|---|---:|---:|---:|---:|---:|---|---|---|",
+        "| operation | req/s | p50 | p99 | p99/p50 | hello beside | ratio to hello"
+        " | compared with | target | pass? |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|---|",
     ]
     for m in results:
         ratio = f"{m.ratio_to_hello:.2f}x" if m.ratio_to_hello is not None else "—"
+        beside = f"{m.local_floor:,.0f}" if m.local_floor else "—"
         versus = (
             f"{m.ratio_to_baseline:.2f}x {m.baseline}" if m.ratio_to_baseline is not None else "—"
         )
         rows.append(
             f"| {m.label} | {m.rps:,.0f} | {fmt_ms(m.p50_ms)} | {fmt_ms(m.p99_ms)} | "
-            f"{m.p99_over_p50:.1f} | {ratio} | {versus} | {target_text(m)} | {pass_text(m)} |"
+            f"{m.p99_over_p50:.1f} | {beside} | {ratio} | {versus} | {target_text(m)} |"
+            f" {pass_text(m)} |"
         )
     return "\n".join(rows)
 
@@ -1054,6 +1081,8 @@ def main(argv: list[str] | None = None) -> int:
             groups.append((s.server, [s]))
 
     try:
+        if any(s.server == HELLO for s in scenarios):
+            ctx.floor = servers.hello_server(workdir, ctx.server_cpu, name="hello-beside").start()
         for server_name, group in groups:
             server = SERVERS[server_name](ctx)
             print(f"== {server_name}: starting (log: {server.log_path})", file=sys.stderr)
@@ -1063,8 +1092,10 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"   {s.name}: preparing", file=sys.stderr)
                     try:
                         s.prepare(ctx)
+                        floor = local_floor(ctx) if s.target_ratio is not None else None
                         print(f"   {s.name}: measuring {ctx.duration_s:g}s", file=sys.stderr)
                         m = s.measure(ctx)
+                        m.local_floor = floor
                     except (RuntimeError, wrk.WrkError, httpx.HTTPError) as exc:
                         m = s.new_measurement()
                         m.errors.append(f"{type(exc).__name__}: {exc}")
@@ -1097,6 +1128,8 @@ def main(argv: list[str] | None = None) -> int:
             realtime_result = realtime.run(ctx, messages=args.realtime_messages)
             failures += [f"realtime: {e}" for e in realtime_result["errors"]]
     finally:
+        if ctx.floor is not None:
+            ctx.floor.stop()
         if "pg_database" in ctx.data:
             try:
                 servers.pg_drop_database(ctx.data["pg_database"])
@@ -1133,9 +1166,11 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if len(floors) > 1:
         report.append(
-            f"\nHello floor: {' and '.join(f'{f:,.0f}' for f in floors)} req/s; ratios use the"
-            f" higher. Spread {spread:.0%}"
+            f"\nHello floor at start and end: {' and '.join(f'{f:,.0f}' for f in floors)}"
+            f" req/s, spread {spread:.0%}"
             + (" — NOISY machine, compare ratios with care." if spread > 0.15 else ".")
+            + " Each row with a hello target is judged against the floor measured right"
+            " before it (hello beside); a row without one, against the higher of these."
         )
     report.append(f"\nLoad average at start {env['loadavg_start']}, at end {env['loadavg_end']}.")
 

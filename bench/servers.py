@@ -106,7 +106,7 @@ class Server:
         self.stop()
 
 
-def hello_server(workdir: Path, cpu: int | None) -> Server:
+def hello_server(workdir: Path, cpu: int | None, name: str = "hello") -> Server:
     port = free_port()
     cmd = [
         *pin(cpu),
@@ -122,7 +122,7 @@ def hello_server(workdir: Path, cpu: int | None) -> Server:
         str(port),
         *UVICORN_OPTIONS,
     ]
-    return Server("hello", cmd, port, workdir / "hello.log", health_path="/")
+    return Server(name, cmd, port, workdir / f"{name}.log", health_path="/")
 
 
 def airia_server(
