@@ -115,6 +115,8 @@ class Measurement:
     shared_cpus: int | None = None
     """For a row whose servers share all the machine's CPUs with wrk (two workers): how
     many. Its note then says what those CPUs allow at the baseline's cost per request."""
+    rest_label: str = "the rest"
+    """What `cpu_us["rest"]` is, in that note."""
     missed: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -145,10 +147,10 @@ class Measurement:
             ceiling = self.shared_cpus * 1e6 / (alone + here["wrk"] + here["rest"])
             self.notes.append(
                 f"CPU per request: the servers {here['server']:.0f} µs (one alone, in"
-                f" {self.baseline}: {alone:.0f} µs), wrk {here['wrk']:.0f} µs, the rest"
-                f" {here['rest']:.0f} µs. At one server's cost, {self.shared_cpus} CPUs"
-                f" shared with wrk serve at most {ceiling:,.0f} req/s:"
-                f" {ceiling / base.rps:.2f}x {self.baseline}"
+                f" {self.baseline}: {alone:.0f} µs), wrk {here['wrk']:.0f} µs,"
+                f" {self.rest_label} {here['rest']:.0f} µs. At one server's cost, with"
+                f" what the others took here, {self.shared_cpus} CPUs serve at most"
+                f" {ceiling:,.0f} req/s: {ceiling / base.rps:.2f}x {self.baseline}"
             )
         if self.target_vs_baseline is not None and self.ratio_to_baseline < self.target_vs_baseline:
             self.missed.append(
@@ -752,10 +754,15 @@ class PgTwoInstances(GetById):
             if ctx.warmup_s > 0:
                 both(ctx.warmup_s)
             before = servers.cpu_sample(ctx.server_cpu, first.proc.pid)
+            pids = [first.proc.pid, second.proc.pid]
+            account = servers.cpu_account(pids)
             results = both(ctx.duration_s)
             m.cpu = servers.cpu_shares(before, servers.cpu_sample(ctx.server_cpu, first.proc.pid))
             m.rps = sum(r.rps for r in results)
             m.requests = sum(r.requests for r in results)
+            m.cpu_us = servers.cpu_per_request(account, servers.cpu_account(pids), m.requests)
+            m.shared_cpus = 2
+            m.rest_label = "PostgreSQL and the rest"
             m.duration_s = max(r.duration_s for r in results)
             for name in ("p50_ms", "p75_ms", "p90_ms", "p99_ms", "max_ms"):
                 setattr(m, name, max(getattr(r, name) for r in results))
