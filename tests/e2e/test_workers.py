@@ -6,8 +6,9 @@ concurrently through the port leave one gap-free sequence, stored once each; a s
 receives every event, whichever worker made the write and whichever holds the socket;
 and each worker writes its access log, one line per request. Connections opened
 together are spread over the workers, even when one is busy as they arrive; a second
-server on the same port fails to start; and the workers stop when their supervisor is
-killed outright.
+server on the same port fails to start; SIGHUP replaces the workers, each new one with
+a listening socket of its own; and the workers stop when their supervisor is killed
+outright.
 """
 
 from __future__ import annotations
@@ -260,6 +261,44 @@ def test_workers_stop_when_their_supervisor_is_killed(tmp_path: Path) -> None:
     finally:
         stop_process(server.process)
     assert not alive, f"workers {alive} outlived their supervisor"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc for the workers")
+def test_sighup_replaces_the_workers_and_each_new_one_listens(tmp_path: Path) -> None:
+    # Each worker's socket is made in the worker, from the supervisor's pickled port
+    # (SharedPort): a worker started later (SIGHUP's rolling restart) must get its own.
+    server = start_server(tmp_path, workers=2)
+    port = int(server.base_url.rsplit(":", 1)[1])
+    try:
+        old = _worker_pids(server.process.pid)
+        assert len(old) == 2, old
+        server.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 4 * TIMEOUT
+        while True:
+            new = _worker_pids(server.process.pid)
+            if len(new) == 2 and not set(new) & set(old) and _listeners(port) == 2:
+                break
+            assert time.monotonic() < deadline, f"workers {old} -> {new}"
+            time.sleep(0.1)
+        conns = _connect_at_once(("127.0.0.1", port), 32)
+        try:
+            served_by = {_worker_of(conn) for conn in conns}
+        finally:
+            for conn in conns:
+                conn.close()
+    finally:
+        stop_process(server.process)
+    assert len(served_by) == 2, f"answers came from {len(served_by)} worker(s)"
+
+
+def _listeners(port: int) -> int:
+    """How many sockets listen on `port` (IPv4), from /proc/net/tcp."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":  # LISTEN
+            count += 1
+    return count
 
 
 def _running(pid: int) -> bool:
