@@ -301,6 +301,23 @@ def children_jiffies() -> int:
     return round((usage.ru_utime + usage.ru_stime) * _TICK)
 
 
+def _cpu_jiffies(name: str) -> tuple[int, int] | None:
+    """Busy and total jiffies of the line `name` of /proc/stat ("cpu": all CPUs,
+    "cpu0": one); steal counts as busy."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        fields = line.split()
+        if fields and fields[0] == name:
+            v = [int(x) for x in fields[1:9]]  # user nice system idle iowait irq softirq steal
+            return v[0] + v[1] + v[2] + v[5] + v[6] + v[7], sum(v)
+    return None
+
+
+def _process_jiffies(pid: int) -> int:
+    """utime + stime of process `pid`, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
 @dataclass
 class CpuAccount:
     """Jiffies over the whole machine, split: some processes', the finished
@@ -314,17 +331,13 @@ class CpuAccount:
 def cpu_account(pids: list[int]) -> CpuAccount | None:
     """A reading of /proc for `cpu_per_request` (Linux only; None elsewhere)."""
     try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-        if fields[0] != "cpu":
+        machine = _cpu_jiffies("cpu")
+        if machine is None:
             return None
-        v = [int(x) for x in fields[1:9]]  # user nice system idle iowait irq softirq steal
-        own = 0
-        for pid in pids:
-            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            own += int(stat[11]) + int(stat[12])
+        own = sum(_process_jiffies(pid) for pid in pids)
     except (OSError, ValueError, IndexError):
         return None
-    return CpuAccount(own, children_jiffies(), v[0] + v[1] + v[2] + v[5] + v[6] + v[7])
+    return CpuAccount(own, children_jiffies(), machine[0])
 
 
 def cpu_per_request(
@@ -349,22 +362,13 @@ def cpu_sample(cpu: int | None, pid: int | None) -> CpuSample | None:
     if cpu is None:
         return None
     try:
-        for line in Path("/proc/stat").read_text().splitlines():
-            if line.startswith(f"cpu{cpu} "):
-                # user nice system idle iowait irq softirq steal ...
-                v = [int(x) for x in line.split()[1:9]]
-                busy, total = v[0] + v[1] + v[2] + v[5] + v[6] + v[7], sum(v)
-                break
-        else:
+        jiffies = _cpu_jiffies(f"cpu{cpu}")
+        if jiffies is None:
             return None
-        if pid is None:
-            own = children_jiffies()
-        else:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            own = int(fields[11]) + int(fields[12])  # utime + stime, all threads
+        own = children_jiffies() if pid is None else _process_jiffies(pid)
     except (OSError, ValueError, IndexError):
         return None
-    return CpuSample(busy, total, own)
+    return CpuSample(jiffies[0], jiffies[1], own)
 
 
 def cpu_shares(before: CpuSample | None, after: CpuSample | None) -> dict[str, float] | None:
