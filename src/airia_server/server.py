@@ -338,13 +338,19 @@ class SharedPort(socket.socket):
     alone for as long as they stayed open while the others idled."""
 
 
-def _listen_beside(family: int, address: Any) -> socket.socket:
-    """In a worker: a socket in the same SO_REUSEPORT group as the parent's."""
-    sock = socket.socket(family, socket.SOCK_STREAM)
+def _bound_in_group(cls: type[socket.socket], family: int, address: Any) -> socket.socket:
+    """A TCP socket of `cls` bound to `address` with SO_REUSEPORT: every socket so
+    bound to one address, by one user, joins the same group."""
+    sock = cls(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind(address)
     return sock
+
+
+def _listen_beside(family: int, address: Any) -> socket.socket:
+    """In a worker: a socket in the same SO_REUSEPORT group as the parent's."""
+    return _bound_in_group(socket.socket, family, address)
 
 
 def _reduce_shared_port(sock: SharedPort) -> tuple[Any, tuple[int, Any]]:
@@ -373,10 +379,7 @@ def bind_for_workers(config: uvicorn.Config) -> socket.socket:
             probe.bind(address)
             if not config.port:  # one free port, the same for every worker
                 address = probe.getsockname()
-        sock = SharedPort(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(address)
+        sock = _bound_in_group(SharedPort, family, address)
     except OSError as exc:
         logger.error(exc)
         sys.exit(STARTUP_FAILURE)
