@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import sqlite3
 from collections.abc import AsyncIterator
@@ -206,15 +207,27 @@ async def test_feed_counts_keep_their_totals_when_they_move_to_slots(
         await backends.drop_database(url)
 
 
-async def test_feed_counts_are_exact_with_many_instances_writing_at_once() -> None:
-    """Instances (each with its own connections, so its own counter slots) create and
-    delete concurrently; every instance reads the same, exact totals."""
+@contextlib.asynccontextmanager
+async def pg_instances(count: int) -> AsyncIterator[list[PostgresStore]]:
+    """`count` started PostgresStores (as many server instances) over one new database,
+    closed and the database dropped on the way out."""
     backends.require(backends.postgres_problem())
     url = await backends.create_database()
-    stores = [PostgresStore(url) for _ in range(3)]
+    stores = [PostgresStore(url) for _ in range(count)]
     try:
         for store in stores:
             await store.start()
+        yield stores
+    finally:
+        for store in stores:
+            await store.close()
+        await backends.drop_database(url)
+
+
+async def test_feed_counts_are_exact_with_many_instances_writing_at_once() -> None:
+    """Instances (each with its own connections, so its own counter slots) create and
+    delete concurrently; every instance reads the same, exact totals."""
+    async with pg_instances(3) as stores:
         records = [make_record(user=f"u{i % 3}") for i in range(90)]
         await asyncio.gather(*(create(stores[i % 3], record) for i, record in enumerate(records)))
         gone = records[::4]
@@ -231,21 +244,12 @@ async def test_feed_counts_are_exact_with_many_instances_writing_at_once() -> No
             for user in ("u0", "u1", "u2"):
                 page = await store.feed(query(user_id=user))
                 assert page.total_count == sum(1 for r in left if r.user_id == user)
-    finally:
-        for store in stores:
-            await store.close()
-        await backends.drop_database(url)
 
 
 async def test_appends_from_many_instances_stay_gap_free() -> None:
     """Two instances append to the same conversations at once, each in batches that
     lock several conversations: every message gets its own position and event."""
-    backends.require(backends.postgres_problem())
-    url = await backends.create_database()
-    stores = [PostgresStore(url) for _ in range(2)]
-    try:
-        for store in stores:
-            await store.start()
+    async with pg_instances(2) as stores:
         records = [make_record() for _ in range(4)]
         for record in records:
             await create(stores[0], record)
@@ -260,10 +264,6 @@ async def test_appends_from_many_instances_stay_gap_free() -> None:
             assert sorted(e.sequence for _, e in mine) == list(range(1, len(mine) + 1))
             events = await stores[1].events_after(record.id, 0, 1000)
             assert [e.sequence for e in events] == list(range(1, len(mine) + 1))
-    finally:
-        for store in stores:
-            await store.close()
-        await backends.drop_database(url)
 
 
 def test_migration_files_are_numbered_without_gaps() -> None:
