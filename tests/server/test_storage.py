@@ -24,6 +24,7 @@ from airia_server.storage.base import (
     FeedQuery,
     MessageRecord,
 )
+from airia_server.storage.feed_sql import FeedSql
 from airia_server.storage.postgres import PostgresStore
 from airia_server.storage.postgres import migrations as postgres_migrations
 from airia_server.storage.sqlite import SqliteStore, migrations
@@ -657,6 +658,71 @@ async def test_feed_scopes(store, feed_records: list[ConversationRecord]) -> Non
     assert [r.title for r in other_tenant.items] == ["alpha of t2"]
     nobody = await store.feed(query(tenant_id="t3", user_id=None))
     assert (nobody.items, nobody.total_count) == ([], 0)
+
+
+async def deep_feed(store) -> None:
+    """23 conversations of u1 in t1, among others', some created in the same
+    microsecond (ties break by id), every tenth one touched later."""
+    mine = []
+    for i in range(23):
+        record = make_record(title=f"title {i % 5}", at_us=BASE_US + (i // 3) * 1_000_000)
+        await create(store, record)
+        mine.append(record)
+    await create(store, make_record(user="u2", at_us=BASE_US + 5))
+    await create(store, make_record(tenant="t2", at_us=BASE_US + 5))
+    for record in mine[::10]:
+        await store.add_message(
+            "t1",
+            MessageRecord(
+                id=new_id(),
+                conversation_id=record.id,
+                position=0,
+                user_id="u1",
+                role="user",
+                message="hello",
+                images=None,
+                image_attachment_ids=None,
+                created_at=format_us(BASE_US + 90_000_000),
+                updated_at=format_us(BASE_US + 90_000_000),
+            ),
+        )
+
+
+@pytest.mark.parametrize("scope", ["user", "tenant"])
+async def test_feed_every_page_by_number_is_its_slice_of_the_whole(store, scope: str) -> None:
+    # Pages in the back half are read from the end of the index: each must still be
+    # exactly its slice of the feed, in order, and past the end a page is empty.
+    await deep_feed(store)
+    user = "u1" if scope == "user" else None
+    for sort_by in ("updatedAt", "createdAt", "title"):
+        for descending in (True, False):
+            order = dict(user_id=user, sort_by=sort_by, descending=descending)
+            whole = [r.conversation_id for r in (await store.feed(query(**order))).items]
+            assert len(whole) == (23 if scope == "user" else 24)
+            for size in (1, 4, 7, 23, 30):
+                pages = []
+                for number in range(1, len(whole) // size + 3):
+                    page = await store.feed(query(page_number=number, page_size=size, **order))
+                    assert page.total_count == len(whole)
+                    pages.append([r.conversation_id for r in page.items])
+                assert [i for p in pages for i in p] == whole, (sort_by, descending, size)
+                assert pages[-1] == []
+
+
+@pytest.mark.parametrize("misread", [-30, -5, -1, 1, 5, 1000])
+async def test_feed_page_holds_its_rows_whatever_total_the_count_read(
+    store, monkeypatch: pytest.MonkeyPatch, misread: int
+) -> None:
+    # A write between the count and the page changes the total the page is planned
+    # with; a page read from the end must count its rows again in its own snapshot.
+    await deep_feed(store)
+    order = dict(sort_by="createdAt", descending=False)
+    whole = [r.conversation_id for r in (await store.feed(query(**order))).items]
+    planned = FeedSql.page
+    monkeypatch.setattr(FeedSql, "page", lambda sql, total: planned(sql, max(total + misread, 0)))
+    for number in range(1, 8):
+        page = await store.feed(query(page_number=number, page_size=4, **order))
+        assert [r.conversation_id for r in page.items] == whole[(number - 1) * 4 : number * 4]
 
 
 # --- group commit -------------------------------------------------------------------

@@ -10,6 +10,9 @@ however deep the page:
   no table), and only those rows are joined and get unread counts;
 - with a cursor (`FeedQuery.after`) the page starts at its position in the index
   instead of counting rows from the start: deep pages cost what the first does;
+- a page by number in the back half of the feed is read from the other end of the
+  index, skipping the rows after it rather than those before: the last page costs
+  what the first does, and no page skips more than half the feed;
 - `totalCount` without a title filter is read from counters that triggers
   keep current (`participant_counts`, `tenant_conversation_counts`): the sum of
   a counter's rows, one on SQLite and one per slot on PostgreSQL (its migration
@@ -30,89 +33,127 @@ _TENANT_SORT = {"updatedAt": "c.updated_at", "createdAt": "c.created_at", "title
 
 
 class FeedSql:
-    """`count` and `page` statements with their parameters."""
+    """The `count` statement with its parameters, and the page's (`page(total)`)."""
 
     def __init__(self, query: FeedQuery, placeholder: Callable[[int], str], postgres: bool) -> None:
+        self._query = query
         self._mark = placeholder
-        direction = "DESC" if query.descending else "ASC"
-        by_user = query.user_id is not None
-        needs_title = bool(query.title_filter) or query.sort_by == "title"
-
-        if by_user and not needs_title:
-            source = "conversation_participants p"
-            sort, tiebreak, id_column = (
-                _USER_SORT[query.sort_by],
-                "p.conversation_id",
-                "p.conversation_id",
-            )
-        elif by_user:
-            source = "conversation_participants p JOIN conversations c ON c.id = p.conversation_id"
-            sort, tiebreak, id_column = _TENANT_SORT[query.sort_by], "c.id", "c.id"
-        else:
-            source = "conversations c"
-            sort, tiebreak, id_column = _TENANT_SORT[query.sort_by], "c.id", "c.id"
-
-        def where(params: list[Any]) -> str:
-            marks = []
-            table = "p" if by_user else "c"
-            marks.append(f"{table}.tenant_id = {self._add(params, query.tenant_id)}")
-            if by_user:
-                marks.append(f"p.user_id = {self._add(params, query.user_id)}")
-            if query.title_filter:
-                text = query.title_filter
-                escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-                mark = self._add(params, f"%{escaped}%")
-                marks.append(
-                    f"c.title ILIKE {mark}" if postgres else f"c.title LIKE {mark} ESCAPE '\\'"
-                )
-            return " AND ".join(marks)
-
+        self._postgres = postgres
         self.count_params: list[Any] = []
+        self.count = self._count(self.count_params)
+
+    def _count(self, params: list[Any]) -> str:
+        query = self._query
+        by_user = query.user_id is not None
         if query.title_filter:
-            count_source = source if by_user else "conversations c"
-            if by_user and "JOIN" not in count_source:
-                count_source += " JOIN conversations c ON c.id = p.conversation_id"
-            self.count = f"SELECT count(*) FROM {count_source} WHERE {where(self.count_params)}"
-        elif by_user:
-            tenant = self._add(self.count_params, query.tenant_id)
-            user = self._add(self.count_params, query.user_id)
-            self.count = (
+            source = "conversation_participants p" if by_user else "conversations c"
+            if by_user:
+                source += " JOIN conversations c ON c.id = p.conversation_id"
+            return f"SELECT count(*) FROM {source} WHERE {self._where(params)}"
+        if by_user:
+            tenant = self._add(params, query.tenant_id)
+            user = self._add(params, query.user_id)
+            return (
                 "SELECT CAST(coalesce(sum(count), 0) AS BIGINT) FROM participant_counts "
                 f"WHERE tenant_id = {tenant} AND user_id = {user}"
             )
-        else:
-            tenant = self._add(self.count_params, query.tenant_id)
-            self.count = (
-                "SELECT CAST(coalesce(sum(count), 0) AS BIGINT) FROM tenant_conversation_counts "
-                f"WHERE tenant_id = {tenant}"
-            )
+        tenant = self._add(params, query.tenant_id)
+        return (
+            "SELECT CAST(coalesce(sum(count), 0) AS BIGINT) FROM tenant_conversation_counts "
+            f"WHERE tenant_id = {tenant}"
+        )
 
-        self.page_params: list[Any] = []
-        reader = self._add(self.page_params, query.user_id) if by_user else "c.user_id"
-        inner_where = where(self.page_params)
+    def _where(self, params: list[Any]) -> str:
+        query = self._query
+        table = "p" if query.user_id is not None else "c"
+        marks = [f"{table}.tenant_id = {self._add(params, query.tenant_id)}"]
+        if query.user_id is not None:
+            marks.append(f"p.user_id = {self._add(params, query.user_id)}")
+        if query.title_filter:
+            text = query.title_filter
+            escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            mark = self._add(params, f"%{escaped}%")
+            marks.append(
+                f"c.title ILIKE {mark}" if self._postgres else f"c.title LIKE {mark} ESCAPE '\\'"
+            )
+        return " AND ".join(marks)
+
+    def page(self, total: int) -> tuple[str, list[Any]]:
+        """The page's statement and parameters, given the feed's `total` as `count` read it.
+
+        A page by number whose rows lie nearer the end than the start is read in the
+        opposite order, skipping the rows after it, and put back in order. Without a
+        title filter `total` is a counter, and the statement reads it again itself, so
+        the rows it skips from the end are counted in the same snapshot as the page:
+        a write between the two statements changes which end is nearer, never which
+        rows the page holds. With a title filter the count is no counter and the page
+        is read from the start.
+        """
+        query = self._query
+        by_user = query.user_id is not None
+        if by_user and not (query.title_filter or query.sort_by == "title"):
+            source = "conversation_participants p"
+            sort, tiebreak = _USER_SORT[query.sort_by], "p.conversation_id"
+        elif by_user:
+            source = "conversation_participants p JOIN conversations c ON c.id = p.conversation_id"
+            sort, tiebreak = _TENANT_SORT[query.sort_by], "c.id"
+        else:
+            source = "conversations c"
+            sort, tiebreak = _TENANT_SORT[query.sort_by], "c.id"
+
+        params: list[Any] = []
         skip = (query.page_number - 1) * query.page_size
+        from_end = (
+            query.after is None
+            and not query.title_filter
+            and max(total - skip - query.page_size, 0) < skip
+        )
+        prefix = ""
+        if from_end:
+            prefix = f"WITH feed_total (n) AS ({self._count(params)}) "
+        reader = self._add(params, query.user_id) if by_user else "c.user_id"
+        inner_where = self._where(params)
         if query.after is not None:
             if query.sort_by == "title":
                 raise ValueError("keyset paging is by createdAt or updatedAt")
-            key = self._add(self.page_params, query.after[0])
-            after_id = self._add(self.page_params, query.after[1])
+            key = self._add(params, query.after[0])
+            after_id = self._add(params, query.after[1])
             beyond = "<" if query.descending else ">"
             inner_where += f" AND ({sort}, {tiebreak}) {beyond} ({key}, {after_id})"
             skip = 0
-        limit = self._add(self.page_params, query.page_size)
-        offset = self._add(self.page_params, skip)
+        if from_end:
+            # The rows from `skip` on, counted back from the last: `n - skip` of them
+            # (none once past the end, at most a page), after the `n - skip - size` that
+            # follow the page. LIMIT is bounded below by 0: SQLite reads a negative one
+            # as no limit at all. (Marks repeat: both backends' placeholders are numbered.)
+            inner = not query.descending
+            left = f"n - {self._add(params, skip)}"
+            size = self._add(params, query.page_size)
+            limit = (
+                f"(SELECT CASE WHEN {left} <= 0 THEN 0 WHEN {left} < {size} THEN {left} "
+                f"ELSE {size} END FROM feed_total)"
+            )
+            rest = f"{left} - {size}"
+            offset = f"(SELECT CASE WHEN {rest} > 0 THEN {rest} ELSE 0 END FROM feed_total)"
+        else:
+            inner = query.descending
+            limit = self._add(params, query.page_size)
+            offset = self._add(params, skip)
+        inner_direction = "DESC" if inner else "ASC"
+        direction = "DESC" if query.descending else "ASC"
         # The columns of FeedItem, in its order.
-        self.page = (
-            "SELECT c.id, c.user_id, c.title, c.message_count, "
+        statement = (
+            f"{prefix}SELECT c.id, c.user_id, c.title, c.message_count, "
             "(SELECT count(*) FROM messages m WHERE m.conversation_id = c.id AND m.position > "
             "coalesce((SELECT r.position FROM conversation_reads r WHERE "
             f"r.conversation_id = c.id AND r.user_id = {reader}), 0)), "
             "c.created_at, c.updated_at, c.is_bookmarked, c.deployment_id "
-            f"FROM (SELECT {id_column} AS id, {sort} AS sort_key FROM {source} "
-            f"WHERE {inner_where} ORDER BY {sort} {direction}, {tiebreak} {direction} "
+            f"FROM (SELECT {tiebreak} AS id, {sort} AS sort_key FROM {source} "
+            f"WHERE {inner_where} ORDER BY {sort} {inner_direction}, {tiebreak} {inner_direction} "
             f"LIMIT {limit} OFFSET {offset}) page JOIN conversations c ON c.id = page.id "
             f"ORDER BY page.sort_key {direction}, page.id {direction}"
         )
+        return statement, params
 
     def _add(self, params: list[Any], value: Any) -> str:
         params.append(value)

@@ -414,7 +414,8 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
         sql = FeedSql(query, lambda n: f"${n}", postgres=True)
         async with self.pool.acquire() as conn:
             total = await conn.fetchval(sql.count, *sql.count_params)
-            rows = await conn.fetch(sql.page, *sql.page_params)
+            statement, params = sql.page(total)
+            rows = await conn.fetch(statement, *params)
         return FeedPage(items=feed_items(rows), total_count=total)
 
     async def events_after(self, conversation_id: str, after: int, limit: int) -> list[EventRecord]:

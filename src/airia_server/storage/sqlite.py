@@ -394,10 +394,10 @@ class SqliteStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, LifecycleMi
         return await self._write(op)
 
     async def feed(self, query: FeedQuery) -> FeedPage:
-        sql = FeedSql(query, lambda _: "?", postgres=False)
+        sql = FeedSql(query, lambda n: f"?{n}", postgres=False)
         conn = self._read()
         total = conn.execute(sql.count, sql.count_params).fetchone()[0]
-        rows = conn.execute(sql.page, sql.page_params).fetchall()
+        rows = conn.execute(*sql.page(total)).fetchall()
         return FeedPage(items=feed_items(rows), total_count=total)
 
     async def events_after(self, conversation_id: str, after: int, limit: int) -> list[EventRecord]:
