@@ -31,17 +31,19 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import os
 import random
 import secrets
 import shutil
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import httpx
@@ -298,6 +300,30 @@ class Point:
     connections: int = 0
     cpu_others: float | None = None
     errors: list[str] = field(default_factory=list)
+    baseline: str | None = None
+    """The operation whose first point this one is compared with (default: its own)."""
+    rounds_rps: list[float] = field(default_factory=list)
+    """req/s of each round; `rps`, `p50_ms` and `p99_ms` are the rounds' medians."""
+
+
+Measure = tuple[servers.Server, Point, dict]
+"""A point to measure: the server, the point to fill in, and Runner.wrk's options."""
+
+
+def median_point(samples: list[Point]) -> Point:
+    """One point from its rounds: the medians of the rounds that had no error."""
+    clean = [p for p in samples if not p.errors] or samples
+    others = [p.cpu_others for p in samples if p.cpu_others is not None]
+    return replace(
+        samples[0],
+        rps=statistics.median(p.rps for p in clean),
+        p50_ms=statistics.median(p.p50_ms for p in clean),
+        p99_ms=statistics.median(p.p99_ms for p in clean),
+        requests=sum(p.requests for p in samples),
+        cpu_others=max(others) if others else None,
+        errors=[e for p in samples for e in p.errors],
+        rounds_rps=[p.rps for p in samples],
+    )
 
 
 class Runner:
@@ -386,68 +412,110 @@ class Runner:
             **params,
         )
 
-    def conversations(self, kind: str, pristine: Path) -> list[Point]:
+    def rounds(self, measures: list[Measure]) -> list[Point]:
+        """Measure every point `--rounds` times, all of them in turn within a round, and
+        keep each point's median. The points a ratio compares are measured next to
+        each other (a few seconds apart) in every round: the machine's speed drifts
+        over minutes, and one 5 s run per point read the same code anywhere from
+        0.71x to 1.01x."""
+        samples: list[list[Point]] = [[] for _ in measures]
+        # Every round of the reads comes before the first write: appends give the
+        # conversations more messages to return and count as unread, and move them up
+        # the feed.
+        reads = [i for i, (_, _, options) in enumerate(measures) if not options.get("post")]
+        writes = [i for i, (_, _, options) in enumerate(measures) if options.get("post")]
+        for kind, chosen in (("reads", reads), ("writes", writes)):
+            for number in range(self.args.rounds if chosen else 0):
+                print(f"   {kind}: round {number + 1} of {self.args.rounds}", file=sys.stderr)
+                for i in chosen:
+                    srv, point, options = measures[i]
+                    samples[i].append(self.wrk(srv, replace(point, errors=[]), **options))
+        return [median_point(taken) for taken in samples]
+
+    def conversations(self, kinds: dict[str, Path]) -> list[Point]:
+        """GET, append and feed pages on every database of conversations, the same
+        operation on each size one after the other."""
+        started: dict[str, servers.Server] = {}
+        by_size: list[list[Measure]] = []
+        try:
+            for kind, pristine in kinds.items():
+                started[kind] = self.server(pristine, f"scale-{kind}")
+                by_size.append(self.conversation_measures(kind, pristine, started[kind]))
+            # Size by size for each operation: [GET 10,000, GET 1,000,000, feed page 1 ...]
+            measures = [m for same_step in itertools.zip_longest(*by_size) for m in same_step if m]
+            points = self.rounds(measures)
+        finally:
+            for srv in started.values():
+                srv.stop()
+        for srv in started.values():
+            self.check_log(srv, [p for p, m in zip(points, measures, strict=True) if m[0] is srv])
+        return points
+
+    def conversation_measures(
+        self, kind: str, pristine: Path, srv: servers.Server
+    ) -> list[Measure]:
         n = int(kind)
         label = f"{n:,}"
+        # GET and append go to 1,000 random conversations of the feed user, who has
+        # 10,000 in every database: only the database's size differs between sizes.
+        # Appends to conversations of as many different owners (in a database that has
+        # other users) also move each owner's feed index entry, a page of its own: a
+        # point of their own, compared with the same first point.
         conn = sqlite3.connect(pristine)
-        sample = [
-            row[0]
-            for row in conn.execute(
-                "SELECT id FROM conversations ORDER BY random() LIMIT 1000"
-            ).fetchall()
-        ]
+        pick = "SELECT id FROM conversations WHERE user_id {} ? ORDER BY random() LIMIT 1000"
+        sample = [row[0] for row in conn.execute(pick.format("="), (FEED_USER,))]
+        spread = [row[0] for row in conn.execute(pick.format("!="), (FEED_USER,))]
+        owners = conn.execute(
+            "SELECT count(DISTINCT user_id) FROM conversations "
+            "WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(spread),),
+        ).fetchone()[0]
         conn.close()
-        points = []
-        srv = self.server(pristine, f"scale-{kind}")
-        try:
-            get = self.ids_script(f"get-{kind}", sample, "get_by_id.lua")
-            points.append(self.wrk(srv, Point("conversations", "GET by id", label, n), script=get))
-            feed = "/v1/Conversations/feed?userId=feed-user&PageSize=20&PageNumber="
-            last = FEED_CONVERSATIONS // 20
-            points.append(
-                self.wrk(
-                    srv, Point("feed page", f"feed, {label} in db", "page 1", 1), path=feed + "1"
-                )
+        get = self.ids_script(f"get-{kind}", sample, "get_by_id.lua")
+        measures: list[Measure] = [
+            (srv, Point("conversations", "GET by id", label, n), {"script": get})
+        ]
+        feed = "/v1/Conversations/feed?userId=feed-user&PageSize=20&PageNumber="
+        last = FEED_CONVERSATIONS // 20
+        # Pages by number in the back half are read from the end of the index, so the
+        # middle page is the one that skips the most rows.
+        for number in (1, last // 2, last):
+            point = Point("feed page", f"feed, {label} in db", f"page {number}", number)
+            measures.append((srv, point, {"path": feed + str(number)}))
+        # The same last page reached as a client paging through would: by the cursor
+        # the page before it hands out (the feed's keyset extension).
+        with httpx.Client(base_url=srv.base_url, headers=self.headers, timeout=60) as c:
+            cursor = c.get(feed + str(last - 1)).json()["nextCursor"]
+        measures.append(
+            (
+                srv,
+                Point("feed page", f"feed, {label} in db", f"page {last}, by cursor", last + 0.5),
+                {"path": f"/v1/Conversations/feed?userId=feed-user&PageSize=20&cursor={cursor}"},
             )
-            # Pages by number in the back half are read from the end of the index, so the
-            # middle page is the one that skips the most rows.
-            for number in (last // 2, last):
-                points.append(
-                    self.wrk(
-                        srv,
-                        Point("feed page", f"feed, {label} in db", f"page {number}", number),
-                        path=feed + str(number),
-                    )
-                )
-            # The same last page reached as a client paging through would: by the cursor
-            # the page before it hands out (the feed's keyset extension).
-            with httpx.Client(base_url=srv.base_url, headers=self.headers, timeout=60) as c:
-                before = c.get(feed + str(last - 1)).json()
-            cursor = before["nextCursor"]
-            points.append(
-                self.wrk(
-                    srv,
-                    Point(
-                        "feed page", f"feed, {label} in db", f"page {last}, by cursor", last + 0.5
-                    ),
-                    path=f"/v1/Conversations/feed?userId=feed-user&PageSize=20&cursor={cursor}",
-                )
+        )
+        append = self.ids_script(
+            f"append-{kind}", sample, "post_messages.lua", body=bench_run.MESSAGE_BODY
+        )
+        measures.append(
+            (
+                srv,
+                Point("conversations", "append message", label, n),
+                {"script": append, "post": True},
             )
+        )
+        if spread:
             append = self.ids_script(
-                f"append-{kind}", sample, "post_messages.lua", body=bench_run.MESSAGE_BODY
+                f"append-spread-{kind}", spread, "post_messages.lua", body=bench_run.MESSAGE_BODY
             )
-            points.append(
-                self.wrk(
-                    srv,
-                    Point("conversations", "append message", label, n),
-                    script=append,
-                    post=True,
-                )
+            point = Point(
+                "conversations",
+                f"append message, {owners:,} owners",
+                label,
+                n,
+                baseline="append message",
             )
-        finally:
-            srv.stop()
-            self.check_log(srv, points)
-        return points
+            measures.append((srv, point, {"script": append, "post": True}))
+        return measures
 
     def messages(self, pristine: Path) -> list[Point]:
         conn = sqlite3.connect(pristine)
@@ -477,72 +545,53 @@ class Runner:
                         break
                     cursor = nxt
             size = f"{BIG_MESSAGES:,} messages"
-            points.append(
-                self.wrk(
-                    srv,
-                    Point("message page", "messages, newest page (order=desc)", size, 1),
-                    path=base + "&order=desc",
-                )
-            )
-            points.append(
-                self.wrk(
-                    srv,
-                    Point("message page", "messages, first page (asc)", size, 1),
-                    path=base,
-                )
-            )
-            points.append(
-                self.wrk(
-                    srv,
-                    Point(
-                        "message page", f"messages, last page (cursor, page {pages})", size, pages
-                    ),
-                    path=base + f"&cursor={cursor}",
-                )
-            )
             get_small = self.ids_script("get-small", small, "get_by_id.lua")
-            points.append(
-                self.wrk(
-                    srv,
-                    Point(
-                        "messages", "GET by id (all messages)", f"{SMALL_MESSAGES}", SMALL_MESSAGES
-                    ),
-                    script=get_small,
-                )
-            )
-            points.append(
-                self.wrk(
-                    srv,
-                    Point(
-                        "messages", "GET by id (all messages)", f"{BIG_MESSAGES:,}", BIG_MESSAGES
-                    ),
-                    path=f"/v1/Conversations/{big}",
-                    connections=1,
-                    timeout_s=60,
-                )
-            )
             append_small = self.ids_script(
                 "append-small", small, "post_messages.lua", body=bench_run.MESSAGE_BODY
-            )
-            points.append(
-                self.wrk(
-                    srv,
-                    Point("messages", "append message", f"{SMALL_MESSAGES}", SMALL_MESSAGES),
-                    script=append_small,
-                    post=True,
-                )
             )
             append_big = self.ids_script(
                 "append-big", [big], "post_messages.lua", body=bench_run.MESSAGE_BODY
             )
-            points.append(
-                self.wrk(
+            measures: list[Measure] = [
+                (
+                    srv,
+                    Point("message page", "messages, newest page (order=desc)", size, 1),
+                    {"path": base + "&order=desc"},
+                ),
+                (srv, Point("message page", "messages, first page (asc)", size, 1), {"path": base}),
+                (
+                    srv,
+                    Point(
+                        "message page", f"messages, last page (cursor, page {pages})", size, pages
+                    ),
+                    {"path": base + f"&cursor={cursor}"},
+                ),
+                (
+                    srv,
+                    Point(
+                        "messages", "GET by id (all messages)", f"{SMALL_MESSAGES}", SMALL_MESSAGES
+                    ),
+                    {"script": get_small},
+                ),
+                (
+                    srv,
+                    Point(
+                        "messages", "GET by id (all messages)", f"{BIG_MESSAGES:,}", BIG_MESSAGES
+                    ),
+                    {"path": f"/v1/Conversations/{big}", "connections": 1, "timeout_s": 60},
+                ),
+                (
+                    srv,
+                    Point("messages", "append message", f"{SMALL_MESSAGES}", SMALL_MESSAGES),
+                    {"script": append_small, "post": True},
+                ),
+                (
                     srv,
                     Point("messages", "append message", f"{BIG_MESSAGES:,}", BIG_MESSAGES),
-                    script=append_big,
-                    post=True,
-                )
-            )
+                    {"script": append_big, "post": True},
+                ),
+            ]
+            points = self.rounds(measures)
         finally:
             srv.stop()
             self.check_log(srv, points)
@@ -562,18 +611,23 @@ def fmt(ms: float) -> str:
     return f"{ms * 1000:.0f} µs" if ms < 1 else f"{ms:,.2f} ms"
 
 
+def spread(values: list[float]) -> str:
+    return f"{min(values):,.0f}-{max(values):,.0f}" if len(values) > 1 else "—"
+
+
 def markdown(points: list[Point]) -> str:
     rows = [
-        "| operation | size | req/s | p50 | p99 | vs smallest | wrk -c |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| operation | size | req/s | rounds | p50 | p99 | vs smallest | wrk -c |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     first: dict[str, float] = {}
     for p in points:
-        key = f"{p.group}/{p.operation}" if p.group != "message page" else p.group
+        key = f"{p.group}/{p.baseline or p.operation}" if p.group != "message page" else p.group
         base = first.setdefault(key, p.rps)
         ratio = f"{p.rps / base:.2f}x" if base and not p.errors else "—"
         rows.append(
-            f"| {p.operation} | {p.size} | {p.rps:,.1f} | {fmt(p.p50_ms)} | {fmt(p.p99_ms)} | "
+            f"| {p.operation} | {p.size} | {p.rps:,.1f} | {spread(p.rounds_rps)} | "
+            f"{fmt(p.p50_ms)} | {fmt(p.p99_ms)} | "
             f"{ratio} | {p.connections} |" + (f" ERROR: {'; '.join(p.errors)}" if p.errors else "")
         )
     return "\n".join(rows)
@@ -614,7 +668,7 @@ def plot(points: list[Point], out: Path) -> Path | None:
     ax.set_yticks(range(len(pages)), labels, fontsize=7)
     ax.set_xscale("log")
     ax.set_xlabel("req/s (log)")
-    ax.set_title("first vs last page")
+    ax.set_title("first, middle and last page")
     ax.invert_yaxis()
     axes[0].set_title("cost against conversations")
     axes[1].set_title("cost against messages in one conversation")
@@ -630,6 +684,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-messages", action="store_true", help="skip the messages database")
     p.add_argument("--duration", type=float, default=5, help="seconds measured per point")
     p.add_argument("--warmup", type=float, default=1)
+    p.add_argument(
+        "--rounds", type=int, default=3, help="runs per point, interleaved; medians are kept"
+    )
     p.add_argument("--connections", type=int, default=32)
     p.add_argument("--server-cpu", type=int, default=0)
     p.add_argument("--wrk-cpu", type=int, default=1)
@@ -660,9 +717,8 @@ def main(argv: list[str] | None = None) -> int:
     points: list[Point] = []
     try:
         runner = Runner(args, workdir)
-        for kind in args.sizes:
-            print(f"== {kind} conversations", file=sys.stderr)
-            points += runner.conversations(kind, dbs[kind])
+        print(f"== conversations: {', '.join(args.sizes)}", file=sys.stderr)
+        points += runner.conversations({kind: dbs[kind] for kind in args.sizes})
         if "messages" in dbs:
             print("== messages", file=sys.stderr)
             points += runner.messages(dbs["messages"])
@@ -675,7 +731,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Scale benchmark on {started} ({os.cpu_count()} CPUs, "
         f"server on CPU {args.server_cpu if args.pinned else '-'}, "
         f"wrk on CPU {args.wrk_cpu if args.pinned else '-'}, {args.warmup:g}s warm-up + "
-        f"{args.duration:g}s per point); load average {load_start} at start, "
+        f"{args.duration:g}s per point, {args.rounds} interleaved rounds, medians); "
+        f"load average {load_start} at start, "
         f"{bench_run.loadavg()} at end."
     )
     text = head + "\n\n" + markdown(points) + "\n"
