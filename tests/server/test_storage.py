@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import inspect
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,33 @@ async def test_migrations_apply_once_then_are_idempotent(tmp_path: Path) -> None
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
     assert versions == expected
     assert mode == "wal"
+
+
+def test_servers_starting_at_once_on_a_new_file_all_migrate_it(tmp_path: Path) -> None:
+    # Three at once on a new file ask SQLite to switch it to WAL together; it answered
+    # "database is locked" without waiting to about one in twenty of them (13 of 300
+    # here), and that server did not start.
+    def start(path: Path, ready: threading.Barrier, outcomes: list[object]) -> None:
+        ready.wait()
+        try:
+            outcomes.append(SqliteStore(path)._migrate())
+        except sqlite3.Error as exc:
+            outcomes.append(exc)
+
+    for trial in range(40):
+        ready = threading.Barrier(3)
+        outcomes: list[object] = []
+        args = (tmp_path / f"shared-{trial}.db", ready, outcomes)
+        threads = [threading.Thread(target=start, args=args) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        errors = [o for o in outcomes if isinstance(o, Exception)]
+        assert errors == [], f"trial {trial}"
+        # Each migration was applied once, by one of them (they take turns).
+        applied = sorted(version for versions in outcomes for version in versions)
+        assert applied == [version for version, _, _ in migrations()]
 
 
 async def test_schema_version_is_the_latest_migration(store) -> None:
