@@ -753,6 +753,64 @@ async def test_feed_page_holds_its_rows_whatever_total_the_count_read(
         assert [r.conversation_id for r in page.items] == whole[(number - 1) * 4 : number * 4]
 
 
+async def test_feed_unread_counts_follow_reads_appends_and_truncation(store) -> None:
+    # Each unread count is worked out from whichever side of the read position is
+    # shorter; at every step it must equal the messages after that position, counted
+    # here from the messages themselves.
+    record = make_record()
+    await create(store, record)
+    read_at = 0
+
+    async def add(count: int) -> None:
+        for _ in range(count):
+            await store.add_message(
+                "t1",
+                MessageRecord(
+                    id=new_id(),
+                    conversation_id=record.id,
+                    position=0,
+                    user_id="u1",
+                    role="user",
+                    message="hello",
+                    images=None,
+                    image_attachment_ids=None,
+                    created_at=format_us(BASE_US),
+                    updated_at=format_us(BASE_US),
+                ),
+            )
+
+    async def messages() -> list[MessageRecord]:
+        return await store.list_messages(record.id, cursor=None, limit=1000, descending=False)
+
+    async def read() -> None:
+        nonlocal read_at
+        read_at = (await store.mark_read(record.id, "u1", format_us(BASE_US))).position
+
+    async def truncate_from(position: int) -> None:
+        message = next(m for m in await messages() if m.position == position)
+        await store.truncate_messages("t1", record.id, message.id, format_us(BASE_US))
+
+    steps = [
+        (add, 10),  # never read: every message
+        (read, None),  # up to date
+        (add, 1),  # one after the read position
+        (add, 15),  # most of them after it
+        (truncate_from, 5),  # the read position now lies past the last message
+        (add, 3),  # positions go on from the highest ever given, past a gap
+        (read, None),
+        (add, 2),
+        (truncate_from, 2),
+        (add, 4),
+    ]
+    for step, (action, argument) in enumerate(steps):
+        await (action(argument) if argument is not None else action())
+        present = await messages()
+        expected = sum(1 for m in present if m.position > read_at)
+        for user_id in ("u1", None):  # the user's feed, and the tenant's (the owner reads)
+            item = (await store.feed(query(user_id=user_id))).items[0]
+            assert (item.unread_count, item.message_count) == (expected, len(present)), step
+
+
 # --- group commit -------------------------------------------------------------------
 
 

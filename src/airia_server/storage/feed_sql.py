@@ -29,6 +29,22 @@ from typing import Any
 from airia_server.storage.base import FeedQuery
 
 _USER_SORT = {"updatedAt": "p.conv_updated_at", "createdAt": "p.conv_created_at"}
+
+# A conversation's unread messages: those after the reader's read position `r`.
+# Counting them walks the messages after `r`; counting those up to `r` and taking
+# them from `message_count` (kept in the same transactions as the messages) walks
+# the messages before it. Each row takes the shorter walk (`message_seq` is the
+# highest position ever given, so it bounds the walk after `r`): a reader who never
+# marked anything read costs nothing, nor does one who is up to date, where the old
+# count walked every message of all 20 conversations of a page (2.5 ms a page with
+# 1,000 messages each, against 84 us with none).
+_UNREAD = (
+    "CASE WHEN r.position IS NULL OR r.position <= 0 THEN c.message_count "
+    "WHEN c.message_seq - r.position <= r.position THEN (SELECT count(*) FROM messages m "
+    "WHERE m.conversation_id = c.id AND m.position > r.position) "
+    "ELSE c.message_count - (SELECT count(*) FROM messages m "
+    "WHERE m.conversation_id = c.id AND m.position <= r.position) END"
+)
 _TENANT_SORT = {"updatedAt": "c.updated_at", "createdAt": "c.created_at", "title": "c.title"}
 
 
@@ -143,14 +159,13 @@ class FeedSql:
         direction = "DESC" if query.descending else "ASC"
         # The columns of FeedItem, in its order.
         statement = (
-            f"{prefix}SELECT c.id, c.user_id, c.title, c.message_count, "
-            "(SELECT count(*) FROM messages m WHERE m.conversation_id = c.id AND m.position > "
-            "coalesce((SELECT r.position FROM conversation_reads r WHERE "
-            f"r.conversation_id = c.id AND r.user_id = {reader}), 0)), "
+            f"{prefix}SELECT c.id, c.user_id, c.title, c.message_count, {_UNREAD}, "
             "c.created_at, c.updated_at, c.is_bookmarked, c.deployment_id "
             f"FROM (SELECT {tiebreak} AS id, {sort} AS sort_key FROM {source} "
             f"WHERE {inner_where} ORDER BY {sort} {inner_direction}, {tiebreak} {inner_direction} "
             f"LIMIT {limit} OFFSET {offset}) page JOIN conversations c ON c.id = page.id "
+            "LEFT JOIN conversation_reads r "
+            f"ON r.conversation_id = c.id AND r.user_id = {reader} "
             f"ORDER BY page.sort_key {direction}, page.id {direction}"
         )
         return statement, params
