@@ -545,6 +545,7 @@ class Runner:
                         break
                     cursor = nxt
             size = f"{BIG_MESSAGES:,} messages"
+            feed = "/v1/Conversations/feed?userId=msg-user&PageSize=20&PageNumber="
             get_small = self.ids_script("get-small", small, "get_by_id.lua")
             append_small = self.ids_script(
                 "append-small", small, "post_messages.lua", body=bench_run.MESSAGE_BODY
@@ -565,6 +566,23 @@ class Runner:
                         "message page", f"messages, last page (cursor, page {pages})", size, pages
                     ),
                     {"path": base + f"&cursor={cursor}"},
+                ),
+                # A feed page's unread counts, with nothing marked read: page 2 holds
+                # conversations of 10 messages, page 1 also the one of 100,000 (the
+                # newest).
+                (
+                    srv,
+                    Point(
+                        "messages", "feed page (unread counts)", f"{SMALL_MESSAGES}", SMALL_MESSAGES
+                    ),
+                    {"path": f"{feed}2"},
+                ),
+                (
+                    srv,
+                    Point(
+                        "messages", "feed page (unread counts)", f"{BIG_MESSAGES:,}", BIG_MESSAGES
+                    ),
+                    {"path": f"{feed}1"},
                 ),
                 (
                     srv,
