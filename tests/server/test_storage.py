@@ -446,8 +446,10 @@ async def test_delete_removes_the_conversation_and_its_events(store) -> None:
     assert await store.get_conversation("t1", keep.id) is not None
 
 
-def make_message(conversation_id: str, user_id: str | None, role: str = "user") -> MessageRecord:
-    stamp = format_us(BASE_US + 5)
+def make_message(
+    conversation_id: str, user_id: str | None, role: str = "user", *, at_us: int = BASE_US + 5
+) -> MessageRecord:
+    stamp = format_us(at_us)
     return MessageRecord(
         id=new_id(),
         conversation_id=conversation_id,
@@ -699,21 +701,7 @@ async def deep_feed(store) -> None:
     await create(store, make_record(user="u2", at_us=BASE_US + 5))
     await create(store, make_record(tenant="t2", at_us=BASE_US + 5))
     for record in mine[::10]:
-        await store.add_message(
-            "t1",
-            MessageRecord(
-                id=new_id(),
-                conversation_id=record.id,
-                position=0,
-                user_id="u1",
-                role="user",
-                message="hello",
-                images=None,
-                image_attachment_ids=None,
-                created_at=format_us(BASE_US + 90_000_000),
-                updated_at=format_us(BASE_US + 90_000_000),
-            ),
-        )
+        await store.add_message("t1", make_message(record.id, "u1", at_us=BASE_US + 90_000_000))
 
 
 @pytest.mark.parametrize("scope", ["user", "tenant"])
@@ -763,21 +751,7 @@ async def test_feed_unread_counts_follow_reads_appends_and_truncation(store) -> 
 
     async def add(count: int) -> None:
         for _ in range(count):
-            await store.add_message(
-                "t1",
-                MessageRecord(
-                    id=new_id(),
-                    conversation_id=record.id,
-                    position=0,
-                    user_id="u1",
-                    role="user",
-                    message="hello",
-                    images=None,
-                    image_attachment_ids=None,
-                    created_at=format_us(BASE_US),
-                    updated_at=format_us(BASE_US),
-                ),
-            )
+            await store.add_message("t1", make_message(record.id, "u1"))
 
     async def messages() -> list[MessageRecord]:
         return await store.list_messages(record.id, cursor=None, limit=1000, descending=False)
