@@ -29,6 +29,7 @@ from typing import Any
 from airia_server.storage.base import FeedQuery
 
 _USER_SORT = {"updatedAt": "p.conv_updated_at", "createdAt": "p.conv_created_at"}
+_TENANT_SORT = {"updatedAt": "c.updated_at", "createdAt": "c.created_at", "title": "c.title"}
 
 # A conversation's unread messages: those after the reader's read position `r`.
 # Counting them walks the messages after `r`; counting those up to `r` and taking
@@ -45,7 +46,6 @@ _UNREAD = (
     "ELSE c.message_count - (SELECT count(*) FROM messages m "
     "WHERE m.conversation_id = c.id AND m.position <= r.position) END"
 )
-_TENANT_SORT = {"updatedAt": "c.updated_at", "createdAt": "c.created_at", "title": "c.title"}
 
 
 class FeedSql:
@@ -58,13 +58,22 @@ class FeedSql:
         self.count_params: list[Any] = []
         self.count = self._count(self.count_params)
 
+    def _source(self) -> tuple[str, str, str]:
+        """What the feed reads, its sort column and its tiebreak (the conversation id).
+        A user's feed walks their participant rows alone, unless it needs titles."""
+        query = self._query
+        if query.user_id is None:
+            return "conversations c", _TENANT_SORT[query.sort_by], "c.id"
+        if query.title_filter or query.sort_by == "title":
+            source = "conversation_participants p JOIN conversations c ON c.id = p.conversation_id"
+            return source, _TENANT_SORT[query.sort_by], "c.id"
+        return "conversation_participants p", _USER_SORT[query.sort_by], "p.conversation_id"
+
     def _count(self, params: list[Any]) -> str:
         query = self._query
         by_user = query.user_id is not None
         if query.title_filter:
-            source = "conversation_participants p" if by_user else "conversations c"
-            if by_user:
-                source += " JOIN conversations c ON c.id = p.conversation_id"
+            source, _, _ = self._source()
             return f"SELECT count(*) FROM {source} WHERE {self._where(params)}"
         if by_user:
             tenant = self._add(params, query.tenant_id)
@@ -107,16 +116,7 @@ class FeedSql:
         """
         query = self._query
         by_user = query.user_id is not None
-        if by_user and not (query.title_filter or query.sort_by == "title"):
-            source = "conversation_participants p"
-            sort, tiebreak = _USER_SORT[query.sort_by], "p.conversation_id"
-        elif by_user:
-            source = "conversation_participants p JOIN conversations c ON c.id = p.conversation_id"
-            sort, tiebreak = _TENANT_SORT[query.sort_by], "c.id"
-        else:
-            source = "conversations c"
-            sort, tiebreak = _TENANT_SORT[query.sort_by], "c.id"
-
+        source, sort, tiebreak = self._source()
         params: list[Any] = []
         skip = (query.page_number - 1) * query.page_size
         from_end = (

@@ -82,8 +82,8 @@ def _use_wal(conn: sqlite3.Connection, timeout_s: float = BUSY_TIMEOUT_S) -> Non
     On a new file, every process that starts at once asks for the switch, which needs
     the file to itself. SQLite answers "database is locked" at once there instead of
     waiting (its busy handler stands aside where waiting could deadlock): 86 of
-    1,200 servers started three at a time on new files failed to start. So the
-    switch is tried again until the others are done.
+    1,200 processes opening the store three at a time on new files failed, and a
+    server exits on that. So the switch is tried again until the others are done.
     """
     deadline = time.monotonic() + timeout_s
     while True:
