@@ -24,7 +24,10 @@ column it does not know.
 
 Each server run gets a fresh copy of a database (writes would change it), is
 pinned to the server CPU, and wrk to the other, as in run.py. Figures are
-wrk's req/s, p50 and p99; the interesting number is the ratio large/small.
+wrk's req/s, p50 and p99, each the median of `--rounds` runs (3): the points a
+ratio compares run one right after the other in every round (both databases of
+conversations are served at once), and every round of reads comes before the
+first write. The interesting number is the ratio large/small.
 """
 
 from __future__ import annotations
@@ -629,7 +632,7 @@ def fmt(ms: float) -> str:
     return f"{ms * 1000:.0f} µs" if ms < 1 else f"{ms:,.2f} ms"
 
 
-def spread(values: list[float]) -> str:
+def rounds_range(values: list[float]) -> str:
     return f"{min(values):,.0f}-{max(values):,.0f}" if len(values) > 1 else "—"
 
 
@@ -644,7 +647,7 @@ def markdown(points: list[Point]) -> str:
         base = first.setdefault(key, p.rps)
         ratio = f"{p.rps / base:.2f}x" if base and not p.errors else "—"
         rows.append(
-            f"| {p.operation} | {p.size} | {p.rps:,.1f} | {spread(p.rounds_rps)} | "
+            f"| {p.operation} | {p.size} | {p.rps:,.1f} | {rounds_range(p.rounds_rps)} | "
             f"{fmt(p.p50_ms)} | {fmt(p.p99_ms)} | "
             f"{ratio} | {p.connections} |" + (f" ERROR: {'; '.join(p.errors)}" if p.errors else "")
         )
