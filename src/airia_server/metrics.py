@@ -8,6 +8,7 @@ when `/metrics` is scraped.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Sequence
 from typing import Any
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -44,19 +45,30 @@ class Metrics:
             "# TYPE airia_http_request_duration_seconds histogram",
         ]
         for (method, route), series in sorted(self.latency.items()):
-            labels = f'method="{method}",route="{_esc(route)}"'
-            running = 0.0
-            for bound, count in zip((*BUCKETS, "+Inf"), series[:-1], strict=True):
-                running += count
-                out.append(
-                    f'airia_http_request_duration_seconds_bucket{{{labels},le="{bound}"}} '
-                    f"{int(running)}"
-                )
-            out.append(f"airia_http_request_duration_seconds_sum{{{labels}}} {series[-1]:.6f}")
-            out.append(f"airia_http_request_duration_seconds_count{{{labels}}} {int(running)}")
+            out += histogram_series(
+                "airia_http_request_duration_seconds",
+                f'method="{method}",route="{_esc(route)}"',
+                series[:-1],
+                series[-1],
+            )
         if services is not None:
             out += _components(services)
         return "\n".join(out) + "\n"
+
+
+def histogram_series(name: str, labels: str, counts: Sequence[float], total: float) -> list[str]:
+    """One histogram's samples: its cumulative buckets (`counts` holds one per bound
+    of BUCKETS, then +Inf, each not cumulative), its sum and its count."""
+    out = []
+    prefix = f"{labels}," if labels else ""
+    running = 0
+    for bound, count in zip((*BUCKETS, "+Inf"), counts, strict=True):
+        running += int(count)
+        out.append(f'{name}_bucket{{{prefix}le="{bound}"}} {running}')
+    braces = f"{{{labels}}}" if labels else ""
+    out.append(f"{name}_sum{braces} {total:.6f}")
+    out.append(f"{name}_count{braces} {running}")
+    return out
 
 
 def _gauge(name: str, help_text: str, value: float, kind: str = "gauge") -> list[str]:
@@ -94,6 +106,13 @@ def _components(services: Any) -> list[str]:
             round(stats.commit_seconds, 6),
             "counter",
         )
+        name = "airia_db_write_batch_duration_seconds"
+        out += [
+            f"# HELP {name} Time from a write batch's first statement to its durable commit "
+            "(SQLite: the statements, then COMMIT with the WAL's fsync).",
+            f"# TYPE {name} histogram",
+        ]
+        out += histogram_series(name, "", stats.durations, stats.commit_seconds)
     pool = getattr(services.store, "_pool", None)
     if pool is not None:
         out += _gauge("airia_db_pool_connections", "PostgreSQL connections open.", pool.get_size())

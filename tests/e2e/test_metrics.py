@@ -79,6 +79,14 @@ async def test_counts_and_histograms_follow_the_load(server: LiveServer) -> None
         name.startswith(("airia_db_write_batches_total", "airia_db_pool_connections"))
         for name in after
     )
+    # Every write batch is in the batch duration histogram, once.
+    batches = after["airia_db_write_batches_total"]
+    assert batches - before["airia_db_write_batches_total"] >= 1
+    assert after["airia_db_write_batch_duration_seconds_count"] == batches
+    assert after['airia_db_write_batch_duration_seconds_bucket{le="+Inf"}'] == batches
+    assert after["airia_db_write_batch_duration_seconds_sum"] == pytest.approx(
+        after["airia_db_commit_seconds_total"], abs=1e-5
+    )
     # Counters never go down between scrapes.
     key = 'airia_http_requests_total{method="GET",route="/metrics",status="200"}'
     seen = [s.get(key, 0.0) for s in scrapes]

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
+from bisect import bisect_left
 
 import pytest
 
+from airia_server.metrics import BUCKETS
+from airia_server.storage.base import WriterStats
 from airia_server.storage.sqlite_writer import GroupCommitWriter
 
 
@@ -141,3 +145,24 @@ def test_the_wal_stays_bounded_under_a_steady_stream_of_commits(tmp_path):
     written = count * 2000
     assert written > 8 * 1024 * 1024, "too few commits to tell"
     assert largest < 4 * 1024 * 1024, f"WAL reached {largest} bytes for {written} written"
+
+
+def test_a_batch_is_timed_from_its_first_statement_to_its_commit(tmp_path):
+    conn = _connect(tmp_path / "w.db")
+
+    def slow(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO t (k, v) VALUES ('slow', 1)")
+        time.sleep(0.03)
+
+    async def main() -> WriterStats:
+        writer = GroupCommitWriter(conn)
+        await writer.submit(slow)
+        await writer.close()
+        return writer.stats
+
+    stats = asyncio.run(main())
+    assert (stats.batches, stats.ops) == (1, 1)
+    assert stats.commit_seconds >= 0.03
+    # Counted once, in a bucket past 30 ms (the first bound above it is 50 ms).
+    assert sum(stats.durations) == 1
+    assert sum(stats.durations[bisect_left(BUCKETS, 0.03) :]) == 1

@@ -7,9 +7,12 @@ conversation's log in the same transaction, with the next gap-free `sequence`.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import Any, Literal, Protocol
 
 import msgspec
+
+from airia_server.metrics import BUCKETS
 
 SortField = Literal["createdAt", "updatedAt", "title"]
 
@@ -17,12 +20,21 @@ SortField = Literal["createdAt", "updatedAt", "title"]
 class WriterStats:
     """What a backend's group commit has done (for the metrics)."""
 
-    __slots__ = ("batches", "commit_seconds", "ops")
+    __slots__ = ("batches", "commit_seconds", "durations", "ops")
 
     def __init__(self) -> None:
         self.batches = 0
         self.ops = 0
         self.commit_seconds = 0.0
+        self.durations = [0] * (len(BUCKETS) + 1)
+        """Batches per duration bucket (`metrics.BUCKETS`, then one for longer ones)."""
+
+    def record(self, ops: int, seconds: float) -> None:
+        """One batch of `ops` writes, `seconds` from its first statement to its commit."""
+        self.batches += 1
+        self.ops += ops
+        self.commit_seconds += seconds
+        self.durations[bisect_left(BUCKETS, seconds)] += 1
 
 
 class ConversationRecord(msgspec.Struct, kw_only=True):

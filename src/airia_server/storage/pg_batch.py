@@ -79,9 +79,7 @@ class _Batcher(BatchQueue[Sequence[Any], R]):
                 outcomes = await self._run([args for args, _ in batch])
             finally:
                 if self._stats is not None:
-                    self._stats.batches += 1
-                    self._stats.ops += len(batch)
-                    self._stats.commit_seconds += time.perf_counter() - started
+                    self._stats.record(len(batch), time.perf_counter() - started)
             self._settle(
                 [
                     (future, None, outcome)

@@ -78,9 +78,7 @@ class GroupCommitWriter(BatchQueue[Op, Any]):
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 outcomes = [(future, None, exc) for _, future in batch]
-            self.stats.batches += 1
-            self.stats.ops += len(batch)
-            self.stats.commit_seconds += time.perf_counter() - started
+            self.stats.record(len(batch), time.perf_counter() - started)
             self._settle(outcomes)
 
     async def _commit(
