@@ -117,6 +117,10 @@ class Measurement:
     many. Its note then says what those CPUs allow at the baseline's cost per request."""
     rest_label: str = "the rest"
     """What `cpu_us["rest"]` is, in that note."""
+    write_batches: dict[str, int] | None = None
+    """The server's group commits while measuring (durable rows): batches per bucket of
+    `airia_db_write_batch_duration_seconds` (upper bound in seconds, "+Inf"), and
+    "writes", the writes they held."""
     missed: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -233,6 +237,11 @@ class WrkScenario(Scenario):
     """wrk's per-request timeout when not the default (slow operations: a timed-out
     request is a socket error, which fails the run instead of measuring it)."""
 
+    durable = False
+    """Its requests write through the group commit: the row reports the server's write
+    batches while measuring (from `/metrics`), so that a p99 set by the disk's fsync
+    shows as such."""
+
     def options(self, ctx: Context) -> wrk.WrkOptions:
         if self.timeout_s is None:
             return ctx.wrk_options
@@ -268,7 +277,12 @@ class WrkScenario(Scenario):
         wrk_before = servers.cpu_sample(ctx.wrk_options.cpu, None)
         pids = self.server_pids(ctx)
         account = servers.cpu_account(pids)
+        batches_before = write_batches(ctx) if self.durable else None
         result = self.run_wrk(ctx, ctx.duration_s, "measure")
+        if batches_before is not None:
+            m.write_batches = batches_between(batches_before, write_batches(ctx))
+            if m.write_batches:
+                m.notes.append(batches_note(m.write_batches))
         m.cpu_us = servers.cpu_per_request(account, servers.cpu_account(pids), result.requests)
         m.cpu = servers.cpu_shares(before, servers.cpu_sample(ctx.server_cpu, pid))
         m.wrk_cpu = servers.cpu_shares(wrk_before, servers.cpu_sample(ctx.wrk_options.cpu, None))
@@ -314,6 +328,65 @@ class HelloAgain(Hello):
 
     name = "hello-end"
     label = "hello again (end of run)"
+
+
+BATCH_HISTOGRAM = 'airia_db_write_batch_duration_seconds_bucket{le="'
+SLOW_BATCH_S = 0.05
+"""A batch slower than this waited on the disk: its statements take a few milliseconds."""
+
+
+def write_batches(ctx: Context) -> dict[str, int] | None:
+    """The server's write batch histogram as it stands (`parse_write_batches`); None
+    when the server does not serve it."""
+    assert ctx.server is not None
+    try:
+        return parse_write_batches(httpx.get(ctx.server.base_url + "/metrics", timeout=10).text)
+    except httpx.HTTPError:
+        return None
+
+
+def parse_write_batches(text: str) -> dict[str, int] | None:
+    """From Prometheus text: the write batch histogram's cumulative count per bound
+    ("+Inf" last), and "writes", the writes committed; None without the histogram."""
+    found: dict[str, int] = {}
+    for line in text.splitlines():
+        if line.startswith(BATCH_HISTOGRAM):
+            bound, _, value = line[len(BATCH_HISTOGRAM) :].partition('"} ')
+            found[bound] = int(float(value))
+        elif line.startswith("airia_db_writes_total "):
+            found["writes"] = int(float(line.split()[1]))
+    return found if "+Inf" in found else None
+
+
+def batches_between(before: dict[str, int], after: dict[str, int] | None) -> dict[str, int] | None:
+    """Batches per bucket (not cumulative) between two readings of `write_batches`."""
+    if after is None:
+        return None
+    out: dict[str, int] = {}
+    below = 0
+    for bound, count in after.items():
+        if bound == "writes":
+            continue
+        total = count - before.get(bound, 0)
+        out[bound] = total - below
+        below = total
+    out["writes"] = after.get("writes", 0) - before.get("writes", 0)
+    return out if below else None
+
+
+def batches_note(batches: dict[str, int]) -> str:
+    """What `batches_between` found, in words: "1,602 write batches (32.1 writes each);
+    14 over 50 ms, the slowest up to 500 ms" (a bucket's bound, not a measured time)."""
+    buckets = [(b, n) for b, n in batches.items() if b != "writes"]
+    total = sum(n for _, n in buckets)
+    slowest = next(b for b, n in reversed(buckets) if n)
+    slow = sum(n for b, n in buckets if b == "+Inf" or float(b) > SLOW_BATCH_S)
+    limit = f"{SLOW_BATCH_S * 1000:.0f} ms"
+    bound = "over 10 s" if slowest == "+Inf" else f"up to {float(slowest) * 1000:g} ms"
+    return (
+        f"{total:,} write batches ({batches['writes'] / total:.1f} writes each); "
+        f"{f'{slow:,}' if slow else 'none'} over {limit}, the slowest {bound}"
+    )
 
 
 def create_conversations(
@@ -393,6 +466,7 @@ class Create(WrkScenario):
     """POST /v1/Conversations: the 201 means committed and fsynced (group commit)."""
 
     name = "create"
+    durable = True
     label = "POST /v1/Conversations (durable)"
     path = "/v1/Conversations"
     expected_status = 201
@@ -431,6 +505,7 @@ class Delete(WrkScenario):
     """
 
     name = "delete"
+    durable = True
     label = "DELETE /v1/Conversations/{id}"
     expected_status = 204
     target_ratio = 0.25
@@ -562,6 +637,7 @@ class AppendMessage(WrkScenario):
     means the message and its event are committed and fsynced."""
 
     name = "append"
+    durable = True
     label = "POST …/{id}/messages (durable)"
     expected_status = 201
     target_ratio = 0.25
