@@ -508,6 +508,16 @@ DELIVERY_TARGET_MS = {1000: 100.0, 10_000: 250.0}
 MEMORY_TARGET_KIB = 50.0
 
 
+def _compression(row: dict) -> str:
+    """What a memory row's sockets ran with, and what their clients asked for: the
+    server declines permessage-deflate unless configured to take it."""
+    used = {True: "permessage-deflate", False: "none", None: "?"}[row.get("deflate")]
+    offered = row.get("offered_deflate")
+    if offered is None:
+        return used
+    return f"{used}, deflate {'offered' if offered else 'not offered'}"
+
+
 def markdown(result: dict) -> str:
     rows = [
         "| WebSocket delivery | messages | p50 | p99 | max | POST p50 | target | pass? |",
@@ -529,9 +539,12 @@ def markdown(result: dict) -> str:
         rows.append(line(f"POST → {r['sockets']:,} socket(s)", r, r["sockets"]))
     for r in result["memory"]:
         if "delivery" in r:
-            how = "deflate" if r.get("deflate") else "no compression"
             rows.append(
-                line(f"POST → {r['sockets']:,} sockets ({how})", r["delivery"], r["sockets"])
+                line(
+                    f"POST → {r['sockets']:,} sockets ({_compression(r)})",
+                    r["delivery"],
+                    r["sockets"],
+                )
             )
     rows += [
         "",
@@ -540,7 +553,7 @@ def markdown(result: dict) -> str:
         "|---:|---|---:|---:|---:|---:|---|---|",
     ]
     for r in result["memory"]:
-        how = {True: "permessage-deflate", False: "none", None: "?"}[r.get("deflate")]
+        how = _compression(r)
         if "kib_per_socket" not in r:
             rows.append(f"| {r['sockets']:,} | {how} | — | — | — | — | < 50 KiB | ERROR |")
             continue
