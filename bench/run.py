@@ -332,7 +332,8 @@ class HelloAgain(Hello):
 
 BATCH_HISTOGRAM = 'airia_db_write_batch_duration_seconds_bucket{le="'
 SLOW_BATCH_S = 0.05
-"""A batch slower than this waited on the disk: its statements take a few milliseconds."""
+"""A batch slower than this waited on the disk (an fsync, a WAL restart): its statements
+take a few milliseconds."""
 
 
 def write_batches(ctx: Context) -> dict[str, int] | None:

@@ -108,8 +108,9 @@ def _components(services: Any) -> list[str]:
         )
         name = "airia_db_write_batch_duration_seconds"
         out += [
-            f"# HELP {name} Time from a write batch's first statement to its durable commit "
-            "(SQLite: the statements, then COMMIT with the WAL's fsync).",
+            f"# HELP {name} Time from the writer taking up a write batch to its durable "
+            "commit (SQLite: a WAL restart when due, BEGIN, the statements, and COMMIT with "
+            "the WAL's fsync).",
             f"# TYPE {name} histogram",
         ]
         out += histogram_series(name, "", stats.durations, stats.commit_seconds)

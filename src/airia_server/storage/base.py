@@ -30,7 +30,7 @@ class WriterStats:
         """Batches per duration bucket (`metrics.BUCKETS`, then one for longer ones)."""
 
     def record(self, ops: int, seconds: float) -> None:
-        """One batch of `ops` writes, `seconds` from its first statement to its commit."""
+        """One batch of `ops` writes, `seconds` from the writer taking it up to its commit."""
         self.batches += 1
         self.ops += ops
         self.commit_seconds += seconds

@@ -62,6 +62,9 @@ class GroupCommitWriter(BatchQueue[Op, Any]):
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
         while self._pending:
+            # Timed from here: a WAL restart due, and BEGIN waiting for another
+            # process's write lock, hold up the batch's writes as much as its COMMIT.
+            started = time.perf_counter()
             job = self._between_batches() if self._between_batches is not None else None
             if job is not None:
                 try:
@@ -70,7 +73,6 @@ class GroupCommitWriter(BatchQueue[Op, Any]):
                     log.warning("work between write batches failed", exc_info=True)
             await loop.run_in_executor(self._disk, self._conn.execute, "BEGIN IMMEDIATE")
             batch = self._next_batch()
-            started = time.perf_counter()
             try:
                 outcomes = await self._commit(batch)
             except Exception as exc:  # nothing of this batch is durable
