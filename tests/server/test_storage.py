@@ -28,7 +28,7 @@ from airia_server.storage.base import (
 from airia_server.storage.feed_sql import FeedSql
 from airia_server.storage.postgres import PostgresStore
 from airia_server.storage.postgres import migrations as postgres_migrations
-from airia_server.storage.sqlite import SqliteStore, migrations
+from airia_server.storage.sqlite import READER_CACHE_KIB, SqliteStore, migrations
 from airia_server.timeutil import format_us
 
 BASE_US = 1_795_672_894_000_000
@@ -783,6 +783,29 @@ async def test_feed_unread_counts_follow_reads_appends_and_truncation(store) -> 
         for user_id in ("u1", None):  # the user's feed, and the tenant's (the owner reads)
             item = (await store.feed(query(user_id=user_id))).items[0]
             assert (item.unread_count, item.message_count) == (expected, len(present)), step
+
+
+async def test_the_reader_s_larger_cache_never_serves_a_row_older_than_the_last_commit(
+    sqlite_store,
+) -> None:
+    store = sqlite_store
+    assert store._read().execute("PRAGMA cache_size").fetchone()[0] == -READER_CACHE_KIB
+    records = [make_record(title="v0") for _ in range(50)]
+    for record in records:
+        await create(store, record)
+    for version in range(1, 4):
+        # Every row's pages are in the reader's cache when the writer commits over them.
+        for record in records:
+            assert (await store.get_conversation("t1", record.id)).title == f"v{version - 1}"
+        stamp = format_us(BASE_US + version)
+        await asyncio.gather(
+            *(
+                store.update_conversation("t1", r.id, {"title": f"v{version}"}, stamp)
+                for r in records
+            )
+        )
+        for record in records:
+            assert (await store.get_conversation("t1", record.id)).title == f"v{version}"
 
 
 # --- group commit -------------------------------------------------------------------
