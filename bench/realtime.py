@@ -508,8 +508,8 @@ DELIVERY_TARGET_MS = {1000: 100.0, 10_000: 250.0}
 MEMORY_TARGET_KIB = 50.0
 
 
-def _compression(row: dict) -> str:
-    """What a memory row's sockets ran with, and who their clients were: clients that
+def _sockets(row: dict) -> str:
+    """A memory row's sockets: the compression they ran with, and whose clients: those that
     offer permessage-deflate are the `websockets` library's, the others the minimal
     frame reader (`_RawSocket`), which reads 10,000 sockets faster on the client's
     core, so the two rows' delivery times differ by the clients' own work. The
@@ -545,19 +545,19 @@ def markdown(result: dict) -> str:
         if "delivery" in r:
             rows.append(
                 line(
-                    f"POST → {r['sockets']:,} sockets ({_compression(r)})",
+                    f"POST → {r['sockets']:,} sockets ({_sockets(r)})",
                     r["delivery"],
                     r["sockets"],
                 )
             )
     rows += [
         "",
-        "| idle sockets | compression | opened | RSS before | RSS after | per socket | target"
-        " | pass? |",
+        "| idle sockets | compression; clients | opened | RSS before | RSS after | per socket"
+        " | target | pass? |",
         "|---:|---|---:|---:|---:|---:|---|---|",
     ]
     for r in result["memory"]:
-        how = _compression(r)
+        how = _sockets(r)
         if "kib_per_socket" not in r:
             rows.append(f"| {r['sockets']:,} | {how} | — | — | — | — | < 50 KiB | ERROR |")
             continue

@@ -382,11 +382,11 @@ def batches_note(batches: dict[str, int]) -> str:
     total = sum(n for _, n in buckets)
     slowest = next(b for b, n in reversed(buckets) if n)
     slow = sum(n for b, n in buckets if b == "+Inf" or float(b) > SLOW_BATCH_S)
-    limit = f"{SLOW_BATCH_S * 1000:.0f} ms"
+    slow_count = f"{slow:,}" if slow else "none"
     bound = "over 10 s" if slowest == "+Inf" else f"up to {float(slowest) * 1000:g} ms"
     return (
         f"{total:,} write batches ({batches['writes'] / total:.1f} writes each); "
-        f"{f'{slow:,}' if slow else 'none'} over {limit}, the slowest {bound}"
+        f"{slow_count} over {SLOW_BATCH_S * 1000:.0f} ms, the slowest {bound}"
     )
 
 
