@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from bisect import bisect_left
+from pathlib import Path
 
 import pytest
 
@@ -166,3 +168,55 @@ def test_a_batch_is_timed_until_its_commit(tmp_path):
     # Counted once, in a bucket past 30 ms (the first bound above it is 50 ms).
     assert sum(stats.durations) == 1
     assert sum(stats.durations[bisect_left(BUCKETS, 0.03) :]) == 1
+
+
+def _native_thread_names() -> list[str]:
+    tasks = Path("/proc/self/task")
+    return [(task / "comm").read_text().strip() for task in tasks.iterdir()]
+
+
+@pytest.mark.skipif(
+    not Path("/proc/self/task").is_dir(), reason="SKIPPED: no /proc (thread names are Linux's)"
+)
+def test_the_store_s_threads_carry_their_names_for_the_os(tmp_path):
+    """`top -H` and perf show the kernel's name of a thread, which Python does not set:
+    the commit and checkpoint threads name themselves, and the event loop's thread
+    keeps the program's name."""
+    from airia_server.storage.sqlite import CHECKPOINT_THREAD, SqliteStore
+    from airia_server.storage.sqlite_writer import COMMIT_THREAD
+
+    own_name = (Path("/proc/self/task") / str(threading.get_native_id()) / "comm").read_text()
+
+    async def main() -> list[str]:
+        store = SqliteStore(tmp_path / "names.db")
+        await store.start()
+        try:
+            await store.server_secret("probe", b"x")  # a write: the commit thread starts
+            deadline = time.monotonic() + 5
+            while CHECKPOINT_THREAD not in _native_thread_names() and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            return _native_thread_names()
+        finally:
+            await store.close()
+
+    names = asyncio.run(main())
+    assert COMMIT_THREAD in names and CHECKPOINT_THREAD in names
+    assert (Path("/proc/self/task") / str(threading.get_native_id()) / "comm").read_text() == (
+        own_name
+    )
+
+
+def test_a_thread_name_is_cut_to_what_linux_keeps_and_never_raises():
+    from airia_server.threadnames import NATIVE_NAME_MAX, set_native_name
+
+    seen: list[str] = []
+
+    def body() -> None:
+        set_native_name("x" * 40)
+        path = Path("/proc/self/task") / str(threading.get_native_id()) / "comm"
+        seen.append(path.read_text().strip() if path.exists() else "x" * NATIVE_NAME_MAX)
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join()
+    assert seen == ["x" * NATIVE_NAME_MAX]

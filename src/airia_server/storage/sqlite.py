@@ -37,6 +37,7 @@ from airia_server.storage.sqlite_attachments import AttachmentsMixin
 from airia_server.storage.sqlite_housekeeping import IdempotencyMixin, LifecycleMixin
 from airia_server.storage.sqlite_messages import MessagesMixin, append_event, touch_participants
 from airia_server.storage.sqlite_writer import GroupCommitWriter
+from airia_server.threadnames import set_native_name
 
 _json_encode = msgspec.json.encode
 _decode_data = msgspec.json.Decoder(dict[str, Any]).decode
@@ -71,6 +72,9 @@ GET walks through (about four) are scattered over a large database: with
 by the writer does not empty this cache: a one-row commit and a lookup right
 after it made 2 read calls to the kernel with it, against 4 with the default
 (the commit's own reads included)."""
+
+CHECKPOINT_THREAD = "sqlite-ckpt"
+"""The name the OS shows for the checkpoint thread (`top -H`)."""
 
 BUSY_TIMEOUT_S = 10.0
 """How long a statement waits for another connection's lock before it fails."""
@@ -505,6 +509,7 @@ class _Checkpointer:
         self._thread.join()
 
     def _run(self) -> None:
+        set_native_name(CHECKPOINT_THREAD)
         conn = _connect(self._path)
         try:
             while not self._stopping.wait(self._interval):

@@ -26,11 +26,15 @@ from typing import Any, TypeVar
 
 from airia_server.storage.base import WriterStats
 from airia_server.storage.batching import BatchQueue
+from airia_server.threadnames import set_native_name
 
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
 
 log = logging.getLogger("airia_server.storage")
+
+COMMIT_THREAD = "sqlite-commit"
+"""The name the OS shows for the thread that runs BEGIN and COMMIT (`top -H`)."""
 
 
 class GroupCommitWriter(BatchQueue[Op, Any]):
@@ -47,7 +51,12 @@ class GroupCommitWriter(BatchQueue[Op, Any]):
         # Asked after each commit for work to do on the connection outside any
         # transaction (a WAL restart), run on the disk thread before the next batch.
         self._between_batches = between_batches
-        self._disk = ThreadPoolExecutor(1, thread_name_prefix="sqlite-commit")
+        self._disk = ThreadPoolExecutor(
+            1,
+            thread_name_prefix="sqlite-commit",
+            initializer=set_native_name,
+            initargs=(COMMIT_THREAD,),
+        )
         self.stats = WriterStats()
 
     def submit(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
