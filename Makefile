@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast bench bench-realtime bench-scale lint format clean
+.PHONY: help install run test test-fast bench bench-realtime bench-scale profile lint format clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -40,6 +40,10 @@ bench-realtime: $(STAMP) ## WebSocket delivery latency (1, 100, 1,000 sockets) a
 
 bench-scale: $(STAMP) ## Cost against data size (builds large SQLite files under bench/results/data/)
 	$(BIN)/python bench/scale.py
+
+ROW ?= append
+profile: $(STAMP) ## Where the server's CPU goes under one bench row (ROW=append; perf, py-spy)
+	$(BIN)/python bench/cpu_profile.py $(ROW)
 
 lint: $(STAMP) ## Check style and common bugs with ruff
 	$(BIN)/ruff check src tests bench

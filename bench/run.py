@@ -207,6 +207,9 @@ class Scenario:
     baseline: str | None = None
     target_vs_baseline: float | None = None
     old_target: str | None = None
+    consumes_data = False
+    """Its measurement uses its data up (each delete needs a conversation of its own):
+    a second load (`bench/cpu_profile.py`) needs `prepare` again."""
 
     def prepare(self, ctx: Context) -> None:
         """Create whatever data the measurement needs (not timed)."""
@@ -504,6 +507,8 @@ class Delete(WrkScenario):
     a thread still run out, its Lua script stops it and reports "exhausted", and
     the run fails instead of printing a rate that is too low.
     """
+
+    consumes_data = True
 
     name = "delete"
     durable = True
