@@ -316,7 +316,12 @@ def with_py_spy(pid: int, seconds: float, rate: int, out: Path, load: Load) -> l
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    names = [s.name for s in run.SCENARIOS if isinstance(s, run.WrkScenario)]
+    # Rows loaded by WrkScenario's own measure: one server process, one wrk.
+    names = [
+        s.name
+        for s in run.SCENARIOS
+        if isinstance(s, run.WrkScenario) and type(s).measure is run.WrkScenario.measure
+    ]
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -334,7 +339,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    wrk.wrk_binary()
+    try:
+        wrk.wrk_binary()
+    except wrk.WrkError as exc:
+        print(f"profile: {exc}", file=sys.stderr)
+        return 2
     scenario = next(s for s in run.SCENARIOS if s.name == args.row)
     workdir = Path(tempfile.mkdtemp(prefix="airia-profile-"))
     ctx = run.Context(
