@@ -158,7 +158,8 @@ class Measurement:
             )
         if self.target_vs_baseline is not None and self.ratio_to_baseline < self.target_vs_baseline:
             self.missed.append(
-                f"{self.ratio_to_baseline:.2f}x {self.baseline} < {self.target_vs_baseline}x"
+                f"{short_of(self.ratio_to_baseline, self.target_vs_baseline)}x {self.baseline}"
+                f" < {self.target_vs_baseline}x"
             )
 
     def judge(self, hello_rps: float | None) -> None:
@@ -171,9 +172,17 @@ class Measurement:
             if self.ratio_to_hello is None:
                 self.notes.append("throughput not judged: no hello floor in this run")
             elif self.ratio_to_hello < self.target_ratio:
-                self.missed.append(f"{self.ratio_to_hello:.2f}x hello < {self.target_ratio}x")
+                ratio = short_of(self.ratio_to_hello, self.target_ratio)
+                self.missed.append(f"{ratio}x hello < {self.target_ratio}x")
         if self.p99_factor is not None and self.p99_over_p50 > self.p99_factor:
             self.missed.append(f"p99 {self.p99_over_p50:.1f}x p50 > {self.p99_factor}x")
+
+
+def short_of(ratio: float, target: float) -> str:
+    """A ratio below its target, to two decimals, or three where two would round it up
+    to the target ("0.245", not "0.25 < 0.25")."""
+    text = f"{ratio:.2f}"
+    return text if float(text) < target else f"{math.floor(ratio * 1000) / 1000:.3f}"
 
 
 # ------------------------------------------------------------------------- scenarios

@@ -44,3 +44,13 @@ def test_a_server_without_the_histogram_reads_as_none() -> None:
 def test_fast_batches_say_none_was_slow() -> None:
     note = run.batches_note({"0.0025": 40, "0.05": 0, "+Inf": 0, "writes": 80})
     assert note == "40 write batches (2.0 writes each); none over 50 ms, the slowest up to 2.5 ms"
+
+
+def test_a_missed_ratio_never_reads_as_its_target():
+    assert run.short_of(0.2454, 0.25) == "0.245"
+    assert run.short_of(0.2496, 0.25) == "0.249"
+    assert run.short_of(0.21, 0.25) == "0.21"
+    assert run.short_of(1.5972, 1.6) == "1.597"
+    m = run.Measurement("append", "append", "airia-sqlite", rps=8106, target_ratio=0.25)
+    m.judge(33028)
+    assert m.missed == ["0.245x hello < 0.25x"]
