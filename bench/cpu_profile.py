@@ -339,10 +339,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        wrk.wrk_binary()
-    except wrk.WrkError as exc:
-        print(f"profile: {exc}", file=sys.stderr)
+    if wrk.missing("profile"):
         return 2
     scenario = next(s for s in run.SCENARIOS if s.name == args.row)
     workdir = Path(tempfile.mkdtemp(prefix="airia-profile-"))

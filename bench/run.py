@@ -1140,10 +1140,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        wrk.wrk_binary()
-    except wrk.WrkError as exc:
-        print(f"bench: {exc}", file=sys.stderr)
+    if wrk.missing("bench"):
         return 2
 
     pinned = not args.no_pin and shutil.which("taskset") is not None and (os.cpu_count() or 1) > 1

@@ -719,10 +719,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--src", type=Path, help="import airia_server from DIR (see run.py)")
     args = p.parse_args(argv)
     args.pinned = not args.no_pin and (os.cpu_count() or 1) > 1 and shutil.which("taskset")
-    try:
-        wrk.wrk_binary()
-    except wrk.WrkError as exc:
-        print(f"scale: {exc}", file=sys.stderr)
+    if wrk.missing("scale"):
         return 2
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     load_start = bench_run.loadavg()

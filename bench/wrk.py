@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,17 @@ def wrk_binary() -> str:
     if path is None:
         raise WrkError("wrk is not installed; on Debian/Ubuntu: sudo apt-get install wrk")
     return path
+
+
+def missing(program: str) -> bool:
+    """True when wrk is not installed, having said so on stderr as `program` (the
+    bench scripts then exit with status 2)."""
+    try:
+        wrk_binary()
+    except WrkError as exc:
+        print(f"{program}: {exc}", file=sys.stderr)
+        return True
+    return False
 
 
 def to_ms(value: str, unit: str) -> float:
