@@ -517,10 +517,9 @@ class Delete(WrkScenario):
     the run fails instead of printing a rate that is too low.
     """
 
-    consumes_data = True
-
     name = "delete"
     durable = True
+    consumes_data = True
     label = "DELETE /v1/Conversations/{id}"
     expected_status = 204
     target_ratio = 0.25
