@@ -226,6 +226,7 @@ def assert_problem(response: httpx.Response, status: int) -> dict:
     assert media == "application/problem+json", response.headers["content-type"]
     body = response.json()
     assert body["status"] == status
+    assert body["type"] == "about:blank", body  # RFC 9457 4.2.1; the contract's example has it
     for member in ("message", "title", "detail"):
         assert isinstance(body[member], str) and body[member], (member, body)
     return body

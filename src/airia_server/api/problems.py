@@ -13,6 +13,8 @@ from airia_server.errors import AppError
 from airia_server.logs import correlation_id_var
 
 PROBLEM_JSON = "application/problem+json"
+PROBLEM_TYPE = "about:blank"
+"""Every problem's `type`: its `status` and `title` say what went wrong (RFC 9457, 4.2.1)."""
 log = logging.getLogger("airia_server.api")
 
 _TITLES = {
@@ -38,6 +40,7 @@ def problem_body(status: int, message: str, detail: str, instance: str | None, *
     """The problem document; `extra` adds members (`errors`, or what a 409 points at)."""
     body = msgspec.to_builtins(
         Problem(
+            type=PROBLEM_TYPE,
             title=_TITLES.get(status, "Error"),
             status=status,
             detail=detail,

@@ -234,9 +234,11 @@ class Attachment(Struct, rename="camel", kw_only=True):
 
 
 class Problem(Struct, rename="camel", kw_only=True, omit_defaults=True):
-    """An RFC 9457 problem, with `message` for clients that show one line."""
+    """An RFC 9457 problem, with `message` for clients that show one line. `type` has no
+    default, so that it is always written (`omit_defaults` leaves out only the empty
+    optional members)."""
 
-    type: str = "about:blank"
+    type: str
     title: str
     status: int
     detail: str
