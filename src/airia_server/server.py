@@ -21,6 +21,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from uvicorn.supervisors import Multiprocess
 from websockets.protocol import State
 
+from airia_server.api.problems import PROBLEM_JSON, problem_body
 from airia_server.app import AiriaApp, create_app
 from airia_server.config import Settings, load_settings
 from airia_server.logs import configure_logging
@@ -47,25 +48,31 @@ class GracefulServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def _timeout_response(detail: str, message: str) -> bytes:
-    body = (
-        b'{"type":"about:blank","title":"Request Timeout","status":408,"detail":"'
-        + detail.encode()
-        + b'","message":"'
-        + message.encode()
-        + b'"}'
-    )
+def _closing_problem(status: int, reason: str, message: str, detail: str) -> bytes:
+    """A whole HTTP response, written by the protocol itself (no request reached the
+    application): a problem+json body like every other error's, and the connection
+    closed after it."""
+    body = problem_body(status, message, detail, None)
     return (
-        b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/problem+json\r\n"
-        b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: {PROBLEM_JSON}\r\n".encode()
+        + b"connection: close\r\ncontent-length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
     )
 
 
-_SLOW_HEAD = _timeout_response(
-    "The request headers did not arrive in time", "Request headers too slow"
+_SLOW_HEAD = _closing_problem(
+    408, "Request Timeout", "Request headers too slow", "The request headers did not arrive in time"
 )
-_SLOW_BODY = _timeout_response(
-    "No part of the request body arrived in time", "Request body too slow"
+_SLOW_BODY = _closing_problem(
+    408, "Request Timeout", "Request body too slow", "No part of the request body arrived in time"
+)
+_UNPARSABLE = _closing_problem(
+    400,
+    "Bad Request",
+    "Invalid HTTP request",
+    "The request is not valid HTTP/1.1 (its request line, a header, or its framing)",
 )
 
 
@@ -184,6 +191,14 @@ class TimeoutProtocol(HttpToolsProtocol):
         if cycle is not None and type(cycle.transport) is _HeadWithBody:
             cycle.transport.flush()
         super().on_response_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes that do not parse as HTTP, as problem+json (uvicorn
+        writes plain text); it has logged `msg` already."""
+        self._forget()
+        if not self.transport.is_closing():
+            self.transport.write(_UNPARSABLE)
+            self.transport.close()
 
     def handle_websocket_upgrade(self) -> None:
         self._forget()  # the connection now belongs to the WebSocket protocol

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import uuid
 
 import httpx
@@ -20,6 +21,41 @@ def create(http: httpx.Client, headers: dict[str, str], user_id: str, **body) ->
     response = http.post(COLLECTION, json={"userId": user_id, **body}, headers=headers)
     assert response.status_code in (200, 201), response.text
     return response.json()
+
+
+# --- bytes that are not HTTP ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET /v1/Conversations HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+        b"GET /v1/Conversations HTTP/1.1\r\nHost: x\r\nA header without a colon\r\n\r\n",
+        b"POST /v1/Conversations HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ],
+    ids=["request-line", "content-length", "header", "chunk-size"],
+)
+def test_a_request_that_is_not_http_is_400_problem_and_closed(
+    server: LiveServer, raw: bytes
+) -> None:
+    """Refused before the application sees it, by the HTTP parser: still problem+json
+    (uvicorn itself answers in plain text), and the connection is closed."""
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(raw)
+        sock.settimeout(10)
+        answer = b""
+        while chunk := sock.recv(4096):  # ends when the server closes
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), answer
+    headers = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:])
+    assert headers[b"content-type"] == b"application/problem+json"
+    assert headers[b"connection"] == b"close"
+    assert int(headers[b"content-length"]) == len(body)
+    problem = json.loads(body)
+    assert problem["type"] == "about:blank" and problem["status"] == 400
+    assert problem["message"] == "Invalid HTTP request"
 
 
 # --- request bodies -----------------------------------------------------------------
