@@ -677,6 +677,29 @@ async def test_feed_filters_titles_literally(
     assert page.total_count == len(titles)
 
 
+@pytest.mark.parametrize(
+    ("text", "titles"),
+    [
+        ("über", ["Über uns"]),
+        ("ÜBER", ["Über uns"]),
+        ("uns", ["Über uns"]),  # an ASCII needle in a title that is not
+        ("äö", ["ÄÖ 100%"]),
+        ("äö 100%", ["ÄÖ 100%"]),  # % stays literal past ASCII too
+        ("ä_", []),
+        ("ωmega", ["Ωmega"]),
+        ("é", []),
+    ],
+)
+async def test_feed_filters_ignore_case_beyond_ascii(store, text: str, titles: list[str]) -> None:
+    """Both backends alike: PostgreSQL's ILIKE folds every letter, SQLite's LIKE only
+    ASCII ones."""
+    for i, title in enumerate(["Über uns", "ÄÖ 100%", "Ωmega", "plain"]):
+        await create(store, make_record(title=title, at_us=BASE_US + i * 1_000_000))
+    page = await store.feed(query(title_filter=text))
+    assert sorted(r.title for r in page.items) == titles
+    assert page.total_count == len(titles)
+
+
 async def test_feed_scopes(store, feed_records: list[ConversationRecord]) -> None:
     tenant_wide = await store.feed(query(user_id=None))
     assert tenant_wide.total_count == 8

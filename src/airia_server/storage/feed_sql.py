@@ -1,4 +1,5 @@
-"""The feed's SQL, the same for every backend but for placeholders and LIKE.
+"""The feed's SQL, the same for every backend but for placeholders and how titles
+are matched (ILIKE, or SQLite's LIKE and a function past ASCII).
 
 Built so a page costs the same however many conversations there are and
 however deep the page:
@@ -27,6 +28,16 @@ from collections.abc import Callable
 from typing import Any
 
 from airia_server.storage.base import FeedQuery
+
+CONTAINS_IGNORING_CASE = "airia_contains_ci"
+"""A function every SQLite connection of the store has (`contains_ignoring_case`)."""
+
+
+def contains_ignoring_case(text: str | None, lowered_needle: str) -> bool:
+    """Whether `text` contains the needle (given lower-cased), ignoring case beyond
+    ASCII, as PostgreSQL's ILIKE does."""
+    return text is not None and lowered_needle in text.lower()
+
 
 _USER_SORT = {"updatedAt": "p.conv_updated_at", "createdAt": "p.conv_created_at"}
 _TENANT_SORT = {"updatedAt": "c.updated_at", "createdAt": "c.created_at", "title": "c.title"}
@@ -96,11 +107,16 @@ class FeedSql:
             marks.append(f"p.user_id = {self._add(params, query.user_id)}")
         if query.title_filter:
             text = query.title_filter
-            escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            mark = self._add(params, f"%{escaped}%")
-            marks.append(
-                f"c.title ILIKE {mark}" if self._postgres else f"c.title LIKE {mark} ESCAPE '\\'"
-            )
+            if self._postgres or text.isascii():
+                escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                mark = self._add(params, f"%{escaped}%")
+                like = "ILIKE" if self._postgres else "LIKE"
+                marks.append(f"c.title {like} {mark} ESCAPE '\\'")
+            else:
+                # SQLite's LIKE ignores the case of ASCII letters only ("über" would
+                # miss "Über"): past ASCII, a function ignores case as ILIKE does.
+                mark = self._add(params, text.lower())
+                marks.append(f"{CONTAINS_IGNORING_CASE}(c.title, {mark})")
         return " AND ".join(marks)
 
     def page(self, total: int) -> tuple[str, list[Any]]:

@@ -25,7 +25,7 @@ from airia_server.storage.base import (
     FeedQuery,
     conversation_snapshot,
 )
-from airia_server.storage.feed_sql import FeedSql
+from airia_server.storage.feed_sql import CONTAINS_IGNORING_CASE, FeedSql, contains_ignoring_case
 from airia_server.storage.rows import (
     API_KEY_COLUMNS,
     CONVERSATION_COLUMNS,
@@ -86,6 +86,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
     conn.execute("PRAGMA foreign_keys = ON")
+    conn.create_function(CONTAINS_IGNORING_CASE, 2, contains_ignoring_case, deterministic=True)
     return conn
 
 
