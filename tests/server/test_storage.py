@@ -637,6 +637,31 @@ async def test_feed_sorts_by_title(store, feed_records: list[ConversationRecord]
     assert [r.title for r in desc.items] == titles[::-1]
 
 
+@pytest.mark.parametrize("page_size", [100, 1])  # one page; and pages read from either end
+async def test_feed_sorts_untitled_conversations_first_by_title_ascending(
+    store, page_size: int
+) -> None:
+    """A conversation without a title sorts before every title, and last descending, on
+    both backends (PostgreSQL's default puts NULL last ascending, SQLite's first)."""
+    titles = ["beta", None, "alpha", None, "gamma"]
+    for i, title in enumerate(titles):
+        await create(store, make_record(title=title, at_us=BASE_US + i * 1_000_000))
+
+    async def titles_in(descending: bool) -> list[str | None]:
+        seen: list[str | None] = []
+        for number in range(1, -(-len(titles) // page_size) + 1):
+            page = await store.feed(
+                query(
+                    sort_by="title", descending=descending, page_size=page_size, page_number=number
+                )
+            )
+            seen += [r.title for r in page.items]
+        return seen
+
+    assert await titles_in(False) == [None, None, "alpha", "beta", "gamma"]
+    assert await titles_in(True) == ["gamma", "beta", "alpha", None, None]
+
+
 async def test_feed_sorts_by_time(store, feed_records: list[ConversationRecord]) -> None:
     newest_first = await store.feed(query())  # the default: updatedAt, descending
     assert [r.conversation_id for r in newest_first.items] == [r.id for r in feed_records[:7]][::-1]

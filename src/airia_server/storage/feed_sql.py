@@ -110,8 +110,11 @@ class FeedSql:
             if self._postgres or text.isascii():
                 escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
                 mark = self._add(params, f"%{escaped}%")
-                like = "ILIKE" if self._postgres else "LIKE"
-                marks.append(f"c.title {like} {mark} ESCAPE '\\'")
+                marks.append(
+                    f"c.title ILIKE {mark}"
+                    if self._postgres
+                    else f"c.title LIKE {mark} ESCAPE '\\'"
+                )
             else:
                 # SQLite's LIKE ignores the case of ASCII letters only ("über" would
                 # miss "Über"): past ASCII, a function ignores case as ILIKE does.
@@ -173,16 +176,23 @@ class FeedSql:
             offset = self._add(params, skip)
         inner_direction = "DESC" if inner else "ASC"
         direction = "DESC" if query.descending else "ASC"
+        inner_nulls = nulls = ""
+        if query.sort_by == "title":
+            # An untitled conversation sorts before every title, on both backends
+            # (PostgreSQL's default puts NULL last ascending, SQLite's first).
+            inner_nulls = " NULLS LAST" if inner else " NULLS FIRST"
+            nulls = " NULLS LAST" if query.descending else " NULLS FIRST"
         # The columns of FeedItem, in its order.
         statement = (
             f"{prefix}SELECT c.id, c.user_id, c.title, c.message_count, {_UNREAD}, "
             "c.created_at, c.updated_at, c.is_bookmarked, c.deployment_id "
             f"FROM (SELECT {tiebreak} AS id, {sort} AS sort_key FROM {source} "
-            f"WHERE {inner_where} ORDER BY {sort} {inner_direction}, {tiebreak} {inner_direction} "
+            f"WHERE {inner_where} ORDER BY {sort} {inner_direction}{inner_nulls}, "
+            f"{tiebreak} {inner_direction} "
             f"LIMIT {limit} OFFSET {offset}) page JOIN conversations c ON c.id = page.id "
             "LEFT JOIN conversation_reads r "
             f"ON r.conversation_id = c.id AND r.user_id = {reader} "
-            f"ORDER BY page.sort_key {direction}, page.id {direction}"
+            f"ORDER BY page.sort_key {direction}{nulls}, page.id {direction}"
         )
         return statement, params
 
