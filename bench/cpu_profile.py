@@ -58,12 +58,12 @@ def thread_times(pid: int) -> dict[int, tuple[str, int]]:
     times = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            stat = (task / "stat").read_text()
-            name = (task / "comm").read_text().strip()
+            times[int(task.name)] = (
+                (task / "comm").read_text().strip(),
+                run.servers.stat_jiffies(task / "stat"),
+            )
         except OSError:  # the thread ended
             continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        times[int(task.name)] = (name, int(fields[11]) + int(fields[12]))  # utime, stime
     return times
 
 
@@ -227,11 +227,7 @@ def with_perf(pid: int, seconds: float, out: Path, load: Load) -> list[str]:
     if perf:
         cmd = [perf, "record", "-e", "cpu-clock", "-F", "1999", "-g", "-p", str(pid)]
         cmd += ["-o", str(data), "--", "sleep", str(seconds)]
-        proc = subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-        )
+        proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             perf = None
             print(f"profile: perf record failed: {proc.stderr.strip()[-300:]}", file=sys.stderr)
@@ -289,11 +285,7 @@ def with_py_spy(pid: int, seconds: float, rate: int, out: Path, load: Load) -> l
     raw = out.with_suffix(".py-spy.txt")
     cmd = [py_spy, "record", "-p", str(pid), "-d", str(round(seconds)), "-r", str(rate)]
     cmd += ["-f", "raw", "--gil", "-o", str(raw)]
-    proc = subprocess.run(
-        cmd,
-        capture_output=True,
-        text=True,
-    )
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     rps = load.finish()
     if proc.returncode != 0 or not raw.exists():
         return [f"py-spy: failed: {(proc.stderr or proc.stdout).strip()[-300:]}"]
@@ -368,7 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         lines = [
             f"# Profile: {scenario.label} (`{args.row}`)",
             "",
-            f"Commit `{_commit()}`, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}: the server on"
+            f"Commit `{run.git_commit()}` ({run.server_source(None)}),"
+            f" {time.strftime('%Y-%m-%d %H:%M:%S %Z')}: the server on"
             f" CPU {args.server_cpu}, wrk (-c{args.connections}) on CPU {args.wrk_cpu};"
             f" {args.warmup:g} s warm-up, then {args.seconds:g} s sampled per phase.",
             "",
@@ -391,16 +384,6 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
     print(f"\nwritten: {out}", file=sys.stderr)
     return 0
-
-
-def _commit() -> str:
-    proc = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=run.REPO_DIR
-    )
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "src"], capture_output=True, text=True, cwd=run.REPO_DIR
-    ).stdout.strip()
-    return (proc.stdout.strip() or "?") + (", src/ modified" if dirty else "")
 
 
 if __name__ == "__main__":

@@ -1064,6 +1064,25 @@ def fs_type(path: Path) -> str:
     return kind
 
 
+def git_commit() -> str:
+    """This checkout's commit, short; "?" outside git."""
+    proc = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO_DIR
+    )
+    return proc.stdout.strip() or "?"
+
+
+def server_source(src: Path | None) -> str:
+    """Where the measured server's code came from: `--src`, or this checkout's working
+    tree, and whether its src/ differs from the commit."""
+    if src is not None:
+        return str(src)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "src"], capture_output=True, text=True, cwd=REPO_DIR
+    ).stdout.strip()
+    return "working tree, src/ modified" if dirty else "working tree"
+
+
 def environment(args: argparse.Namespace, ctx: Context) -> dict:
     def out(cmd: list[str]) -> str:
         try:
@@ -1072,14 +1091,9 @@ def environment(args: argparse.Namespace, ctx: Context) -> dict:
         except (OSError, IndexError, subprocess.SubprocessError):
             return "?"
 
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "src"], capture_output=True, text=True, cwd=REPO_DIR
-    ).stdout.strip()
     return {
-        "git_commit": out(["git", "rev-parse", "--short", "HEAD"]),
-        "server_source": str(ctx.server_src)
-        if ctx.server_src
-        else ("working tree, src/ modified" if dirty else "working tree"),
+        "git_commit": git_commit(),
+        "server_source": server_source(ctx.server_src),
         "wrk": out(["wrk", "--version"]),
         "python": platform.python_version(),
         "platform": platform.platform(),

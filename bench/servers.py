@@ -312,9 +312,10 @@ def _cpu_jiffies(name: str) -> tuple[int, int] | None:
     return None
 
 
-def _process_jiffies(pid: int) -> int:
-    """utime + stime of process `pid`, all its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def stat_jiffies(stat: Path) -> int:
+    """utime + stime from a /proc stat file: a process's (`/proc/<pid>/stat`, all its
+    threads) or one thread's (`/proc/<pid>/task/<tid>/stat`)."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])
 
 
@@ -334,7 +335,7 @@ def cpu_account(pids: list[int]) -> CpuAccount | None:
         machine = _cpu_jiffies("cpu")
         if machine is None:
             return None
-        own = sum(_process_jiffies(pid) for pid in pids)
+        own = sum(stat_jiffies(Path(f"/proc/{pid}/stat")) for pid in pids)
     except (OSError, ValueError, IndexError):
         return None
     return CpuAccount(own, children_jiffies(), machine[0])
@@ -365,7 +366,7 @@ def cpu_sample(cpu: int | None, pid: int | None) -> CpuSample | None:
         jiffies = _cpu_jiffies(f"cpu{cpu}")
         if jiffies is None:
             return None
-        own = children_jiffies() if pid is None else _process_jiffies(pid)
+        own = children_jiffies() if pid is None else stat_jiffies(Path(f"/proc/{pid}/stat"))
     except (OSError, ValueError, IndexError):
         return None
     return CpuSample(jiffies[0], jiffies[1], own)
