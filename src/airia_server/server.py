@@ -12,6 +12,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 import uvicorn
@@ -48,29 +49,26 @@ class GracefulServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def _closing_problem(status: int, reason: str, message: str, detail: str) -> bytes:
+def _closing_problem(status: int, message: str, detail: str) -> bytes:
     """A whole HTTP response, written by the protocol itself (no request reached the
     application): a problem+json body like every other error's, and the connection
     closed after it."""
     body = problem_body(status, message, detail, None)
-    return (
-        f"HTTP/1.1 {status} {reason}\r\ncontent-type: {PROBLEM_JSON}\r\n".encode()
-        + b"connection: close\r\ncontent-length: "
-        + str(len(body)).encode()
-        + b"\r\n\r\n"
-        + body
+    head = (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: {PROBLEM_JSON}\r\n"
+        f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n"
     )
+    return head.encode() + body
 
 
 _SLOW_HEAD = _closing_problem(
-    408, "Request Timeout", "Request headers too slow", "The request headers did not arrive in time"
+    408, "Request headers too slow", "The request headers did not arrive in time"
 )
 _SLOW_BODY = _closing_problem(
-    408, "Request Timeout", "Request body too slow", "No part of the request body arrived in time"
+    408, "Request body too slow", "No part of the request body arrived in time"
 )
 _UNPARSABLE = _closing_problem(
     400,
-    "Bad Request",
     "Invalid HTTP request",
     "The request is not valid HTTP/1.1 (its request line, a header, or its framing)",
 )
