@@ -170,13 +170,19 @@ def test_a_batch_is_timed_until_its_commit(tmp_path):
     assert sum(stats.durations[bisect_left(BUCKETS, 0.03) :]) == 1
 
 
+TASKS = Path("/proc/self/task")
+
+
 def _native_thread_names() -> list[str]:
-    tasks = Path("/proc/self/task")
-    return [(task / "comm").read_text().strip() for task in tasks.iterdir()]
+    return [(task / "comm").read_text().strip() for task in TASKS.iterdir()]
+
+
+def _this_thread_s_name() -> str:
+    return (TASKS / str(threading.get_native_id()) / "comm").read_text().strip()
 
 
 needs_proc = pytest.mark.skipif(
-    not Path("/proc/self/task").is_dir(), reason="SKIPPED: no /proc (thread names are Linux's)"
+    not TASKS.is_dir(), reason="SKIPPED: no /proc (thread names are Linux's)"
 )
 
 
@@ -188,7 +194,7 @@ def test_the_store_s_threads_carry_their_names_for_the_os(tmp_path):
     from airia_server.storage.sqlite import CHECKPOINT_THREAD, SqliteStore
     from airia_server.storage.sqlite_writer import COMMIT_THREAD
 
-    own_name = (Path("/proc/self/task") / str(threading.get_native_id()) / "comm").read_text()
+    own_name = _this_thread_s_name()
 
     async def main() -> list[str]:
         store = SqliteStore(tmp_path / "names.db")
@@ -204,9 +210,7 @@ def test_the_store_s_threads_carry_their_names_for_the_os(tmp_path):
 
     names = asyncio.run(main())
     assert COMMIT_THREAD in names and CHECKPOINT_THREAD in names
-    assert (Path("/proc/self/task") / str(threading.get_native_id()) / "comm").read_text() == (
-        own_name
-    )
+    assert _this_thread_s_name() == own_name
 
 
 @needs_proc
@@ -217,9 +221,7 @@ def test_a_thread_name_is_cut_to_what_linux_keeps():
 
     def body() -> None:
         set_native_name("x" * 40)
-        seen.append(
-            (Path("/proc/self/task") / str(threading.get_native_id()) / "comm").read_text().strip()
-        )
+        seen.append(_this_thread_s_name())
 
     thread = threading.Thread(target=body)
     thread.start()
