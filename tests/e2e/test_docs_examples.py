@@ -172,7 +172,7 @@ def drive_events(proc: subprocess.Popen, out: list[str], http: httpx.Client, cid
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.id for e in EXAMPLES])
 def test_example_runs(example: Example, server: LiveServer, tmp_path: Path) -> None:
     if example.not_run is not None:
-        pytest.skip(f"marked not-run: {example.not_run}")
+        pytest.skip(f"SKIPPED DOC EXAMPLE, marked not-run: {example.not_run}")
     for name, content in FILES.items():
         (tmp_path / name).write_bytes(content)
     with httpx.Client(base_url=server.base_url, headers=server.headers(), timeout=10) as http:
