@@ -11,7 +11,7 @@ import urllib.parse
 
 import msgspec
 from python_multipart import MultipartParser
-from python_multipart.multipart import parse_options_header
+from python_multipart.multipart import MultipartState, parse_options_header
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -31,12 +31,14 @@ from airia_server.errors import (
 )
 from airia_server.storage.base import AttachmentRecord
 from airia_server.storage.blobs import StagedUpload
+from airia_server.text import is_ascii_digits
 
 _base64_decoder = msgspec.json.Decoder(Base64UploadRequest)
 _MULTIPART_OVERHEAD = 64 * 1024
 _MAX_FIELD = 1024
-_CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*$")
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# ASCII alone: a content type is sent back as a header, and headers are Latin-1.
+_CONTENT_TYPE = re.compile(r"[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*\Z", re.ASCII)
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)\Z")
 
 
 class RangeNotSatisfiable(AppError):
@@ -167,8 +169,8 @@ async def upload_multipart(request: Request) -> Response:
             "Send the file as multipart/form-data",
             "Expected multipart/form-data with a boundary and a part named 'file'",
         )
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit + _MULTIPART_OVERHEAD:
+    declared = request.headers.get("content-length", "").strip(" \t")
+    if is_ascii_digits(declared) and int(declared) > limit + _MULTIPART_OVERHEAD:
         raise _too_large(limit)  # before reading a byte of the body
     staged = StagedUpload(svc.blobs.staging_dir, limit)
     form = _FormReader(staged)
@@ -180,7 +182,12 @@ async def upload_multipart(request: Request) -> Response:
             if received > limit + _MULTIPART_OVERHEAD:
                 raise OverflowError(limit)
             parser.write(chunk)
-        parser.finalize()
+        parser.finalize()  # checks nothing (python-multipart): the state says it all
+        if parser.state != MultipartState.END:
+            # Cut short, by the client or on the way: what arrived is not the file.
+            raise BadRequest(
+                "Malformed multipart body", "The body ended before its closing boundary"
+            )
         if not form.has_file:
             raise ValidationFailed(
                 "Missing file",
@@ -295,6 +302,8 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     if match is None or (not match.group(1) and not match.group(2)):
         return None  # not one simple range: ignoring it (and sending 200) is allowed
     first, last = match.group(1), match.group(2)
+    if first and last and int(last) < int(first):
+        return None  # an invalid range (RFC 9110, 14.1.1) is ignored, not refused
     if first:
         start = int(first)
         end = min(int(last) + 1, size) if last else size

@@ -15,6 +15,7 @@ import time
 import msgspec
 
 from airia_server import urlsafe
+from airia_server.text import is_ascii_digits
 
 
 class InvalidTicket(Exception):
@@ -92,7 +93,7 @@ class UrlSigner:
         return expires, self._sign(purpose, expires)
 
     def verify(self, purpose: str, expires: str, signature: str) -> None:
-        if not expires.isdigit() or len(expires) > 12 or len(signature) > 128:
+        if not is_ascii_digits(expires) or len(expires) > 12 or len(signature) > 128:
             raise InvalidTicket("malformed signature")
         if not hmac.compare_digest(self._sign(purpose, int(expires)).encode(), signature.encode()):
             raise InvalidTicket("bad signature")
