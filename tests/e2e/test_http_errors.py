@@ -23,6 +23,24 @@ def create(http: httpx.Client, headers: dict[str, str], user_id: str, **body) ->
     return response.json()
 
 
+def exchange(server: LiveServer, raw: bytes) -> tuple[bytes, dict[bytes, bytes], bytes]:
+    """Bytes as sent, whatever a client library would make of them: the answer's status
+    line, headers (by lower-case name) and body, read until the server closes."""
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(raw)
+        sock.settimeout(10)
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(b": ")
+        headers[name.lower()] = value
+    return status, headers, body
+
+
 # --- bytes that are not HTTP ---------------------------------------------------------
 
 
@@ -41,15 +59,8 @@ def test_a_request_that_is_not_http_is_400_problem_and_closed(
 ) -> None:
     """Refused before the application sees it, by the HTTP parser: still problem+json
     (uvicorn itself answers in plain text), and the connection is closed."""
-    with socket.create_connection(("127.0.0.1", server.port)) as sock:
-        sock.sendall(raw)
-        sock.settimeout(10)
-        answer = b""
-        while chunk := sock.recv(4096):  # ends when the server closes
-            answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 400 "), answer
-    headers = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:])
+    head, headers, body = exchange(server, raw)
+    assert head.startswith(b"HTTP/1.1 400 "), head
     assert headers[b"content-type"] == b"application/problem+json"
     assert headers[b"connection"] == b"close"
     assert int(headers[b"content-length"]) == len(body)
@@ -127,6 +138,40 @@ def test_body_that_is_not_an_object_is_422(
 def test_unknown_fields_are_ignored(server: LiveServer, http: httpx.Client, user_id: str) -> None:
     created = create(http, server.headers(), user_id, somethingNew={"a": 1}, title=None)
     assert created["userId"] == user_id
+
+
+def test_a_nul_is_refused_where_it_would_be_stored_and_ignored_elsewhere(
+    server: LiveServer, http: httpx.Client, user_id: str
+) -> None:
+    headers = {**server.headers(), "content-type": "application/json"}
+    ignored = http.post(
+        COLLECTION,
+        content=json.dumps({"userId": user_id, "extra": {"k": "\x00"}}).encode(),
+        headers=headers,
+    )
+    assert ignored.status_code == 201, ignored.text
+    for body, field in [
+        ({"userId": user_id, "title": "a\x00b"}, "title"),
+        ({"userId": user_id, "dataSourceFiles": {"docs": ["ok", "b\x00d"]}}, "dataSourceFiles"),
+    ]:
+        response = http.post(COLLECTION, content=json.dumps(body).encode(), headers=headers)
+        problem = assert_problem(response, 422)
+        assert field in problem["message"], problem
+        assert problem["errors"][0]["field"].startswith(field), problem
+
+
+@pytest.mark.parametrize("escape", ["\\ud800", "\\udfff", "\\udc00\\ud800"])
+def test_a_lone_surrogate_is_422_naming_the_field(
+    server: LiveServer, http: httpx.Client, user_id: str, escape: str
+) -> None:
+    """What `json.dumps` writes for a Python string holding half a surrogate pair."""
+    raw = f'{{"userId": "{user_id}", "title": "a{escape}b"}}'.encode()
+    response = http.post(
+        COLLECTION, content=raw, headers={**server.headers(), "content-type": "application/json"}
+    )
+    problem = assert_problem(response, 422)
+    assert problem["message"].startswith("Invalid value for 'title'"), problem
+    assert [error["field"] for error in problem["errors"]] == ["title"], problem
 
 
 def test_body_over_one_mebibyte_is_413(server: LiveServer, http: httpx.Client) -> None:
@@ -292,6 +337,50 @@ def test_jwt_without_sub_signed_with_the_right_secret_is_401(http: httpx.Client)
     assert_problem(response, 401)
 
 
+@pytest.mark.parametrize(
+    "claims",
+    [{"sub": "a\x00b"}, {"tenant": "de\x00fault"}, {"sub": "u" * 256}, {"tenant": ""}, {"sub": 7}],
+    ids=["nul-in-sub", "nul-in-tenant", "sub-too-long", "empty-tenant", "sub-not-text"],
+)
+def test_a_signed_token_naming_no_storable_user_is_401(http: httpx.Client, claims: dict) -> None:
+    """Signed with the right secret, but naming a user or tenant no database could
+    store (PostgreSQL refuses NUL in text): refused at the door, on every backend."""
+    import jwt
+
+    from .support import JWT_SECRET
+
+    token = jwt.encode(
+        {"sub": "u1", "tenant": "default", "exp": 4_000_000_000, **claims}, JWT_SECRET
+    )
+    for path in (f"{COLLECTION}/feed", f"{COLLECTION}/{SOME_UUID}"):
+        response = http.get(path, headers={"Authorization": f"Bearer {token}"})
+        assert_problem(response, 401)
+
+
+@pytest.mark.parametrize("padding", [b" ", b"\t", b"  \t "])
+def test_whitespace_around_an_api_key_is_not_part_of_it(server: LiveServer, padding: bytes) -> None:
+    """As around any header value (RFC 9110, 5.5); HTTP libraries send such values."""
+    key = server.api_key.encode()
+    raw = (
+        b"GET /v1/Conversations/feed HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"X-API-KEY:" + padding + key + padding + b"\r\n\r\n"
+    )
+    status, _, body = exchange(server, raw)
+    assert status.startswith(b"HTTP/1.1 200 "), body
+
+
+def test_whitespace_after_a_content_length_is_allowed(server: LiveServer, user_id: str) -> None:
+    body = json.dumps({"userId": user_id}).encode()
+    raw = (
+        b"POST /v1/Conversations HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Content-Type: application/json\r\nX-API-KEY: " + server.api_key.encode() + b"\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b" \r\n\r\n" + body
+    )
+    status, _, answer = exchange(server, raw)
+    assert status.startswith(b"HTTP/1.1 201 "), answer
+    assert json.loads(answer)["userId"] == user_id
+
+
 def test_api_key_header_name_is_case_insensitive(server: LiveServer, http: httpx.Client) -> None:
     response = http.get(f"{COLLECTION}/feed", headers={"x-api-key": server.api_key})
     assert response.status_code == 200
@@ -332,6 +421,14 @@ def test_revoked_key_is_401(server: LiveServer, http: httpx.Client, user_id: str
         ({"SortBy": "title; DROP TABLE conversations"}, "SortBy"),
         ({"SortDirection": "sideways"}, "SortDirection"),
         ({"filter": "x" * 501}, "filter"),
+        # Numbers in ASCII digits only: int() alone would read all of these.
+        ({"PageNumber": "1_0"}, "PageNumber"),
+        ({"PageNumber": "+1"}, "PageNumber"),
+        ({"PageNumber": " 1"}, "PageNumber"),
+        ({"PageNumber": "\u0661"}, "PageNumber"),
+        ({"PageSize": "\uff15"}, "PageSize"),
+        ({"PageSize": "²"}, "PageSize"),
+        ({"userId": "u" * 256}, "userId"),
     ],
     ids=lambda v: str(v)[:40] if isinstance(v, dict) else v,
 )

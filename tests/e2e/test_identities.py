@@ -410,6 +410,7 @@ VALID = {"externalSystem": "Slack", "externalChannelId": "C1", "externalThreadId
         {"externalSystem": "Sla ck"},
         {"externalSystem": "Slack_"},
         {"externalSystem": "Slàck"},
+        {"externalSystem": "Slack\n"},  # Python's `$` matches before a final newline
         {"externalSystem": ""},
         {"externalSystem": 7},
         {"externalSystem": None},
@@ -498,6 +499,7 @@ def test_the_edges_of_the_limits_are_accepted(
         {"externalChannelId": "C1", "externalThreadId": "T1"},
         {"externalSystem": "S", "externalChannelId": "C1", "externalThreadId": "T1"},
         {"externalSystem": "1abc", "externalChannelId": "C1", "externalThreadId": "T1"},
+        {"externalSystem": "Slack\n", "externalChannelId": "C1", "externalThreadId": "T1"},
         {"externalSystem": "Slack", "externalChannelId": "", "externalThreadId": "T1"},
         {"externalSystem": "Slack", "externalChannelId": "C1", "externalThreadId": "t" * 256},
     ],

@@ -297,6 +297,10 @@ def test_empty_conversation_has_one_empty_page(
         ({"limit": -1}, "limit"),
         ({"limit": "ten"}, "limit"),
         ({"order": "sideways"}, "order"),
+        ({"cursor": "²"}, "cursor"),  # str.isdigit says yes; int() says no
+        ({"cursor": "\u0661"}, "cursor"),  # an Arabic-Indic 1, which int() reads
+        ({"limit": "1_0"}, "limit"),
+        ({"limit": "+5"}, "limit"),
     ],
     ids=[
         "cursor-text",
@@ -307,6 +311,10 @@ def test_empty_conversation_has_one_empty_page(
         "limit-neg",
         "limit-text",
         "order",
+        "cursor-superscript",
+        "cursor-arabic-indic",
+        "limit-underscore",
+        "limit-plus",
     ],
 )
 def test_bad_page_parameters_are_422(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import msgspec
@@ -15,11 +16,15 @@ from airia_server.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from airia_server.text import is_ascii_digits
 
 T = TypeVar("T")
 
 _AT = re.compile(r" - at (?:`key` in )?`\$(?P<path>[^`]*)`$")
 _MISSING = re.compile(r"missing required field `(?P<field>[^`]+)`")
+_LONE_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+_NUL = "NUL characters (\\u0000) cannot be stored"
+_SURROGATE = "a \\uD800-\\uDFFF escape that is not half of a surrogate pair is not text"
 
 
 async def stream_body(request: Request) -> AsyncIterator[bytes]:
@@ -32,7 +37,8 @@ async def stream_body(request: Request) -> AsyncIterator[bytes]:
 async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        declared = declared.strip(" \t")  # optional whitespace, as around any field value
+        if not is_ascii_digits(declared):
             raise BadRequest("Invalid Content-Length header")
         if int(declared) > limit:
             raise PayloadTooLarge(
@@ -59,26 +65,42 @@ async def read_body(request: Request, limit: int) -> bytes:
     return body
 
 
-def _has_nul(value: Any) -> bool:
+def _path_of(value: Any, bad: Callable[[str], bool], path: str = "$") -> str | None:
+    """Where in decoded JSON the first string that `bad` picks is, as msgspec
+    writes paths (`$.a.b[0]`), or None."""
     if isinstance(value, str):
-        return "\x00" in value
+        return path if bad(value) else None
     if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
+        for key, item in value.items():
+            found = path if bad(key) else _path_of(item, bad, f"{path}.{key}")
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _path_of(item, bad, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
 
 
-def _refuse_nul(text: str) -> None:
-    """No database stores a NUL inside text (PostgreSQL refuses it): say so up front."""
-    try:
-        value = msgspec.json.decode(text)
-    except (msgspec.DecodeError, RecursionError):
-        return  # the typed decode reports the malformed JSON
-    if _has_nul(value):
+def _has_nul(text: str) -> bool:
+    return "\x00" in text
+
+
+def _has_surrogate(text: str) -> bool:
+    return any("\ud800" <= char <= "\udfff" for char in text)
+
+
+def _refuse_text(value: Any, bad: Callable[[str], bool], what: str) -> None:
+    """422 naming the field when a string of the body that the server keeps is not
+    text a database can store (fields it ignores do not matter)."""
+    path = _path_of(msgspec.to_builtins(value), bad)
+    if path is not None:
+        field = path.removeprefix("$").lstrip(".") or None
         raise ValidationFailed(
-            "Strings must not contain NUL characters",
-            "A string in the body contains \\u0000, which cannot be stored",
+            f"Invalid value for '{field}': {what}" if field else f"Invalid request body: {what}",
+            f"{what} - at `{path}`",
+            errors=[{"field": field, "message": what}],
         )
 
 
@@ -109,10 +131,8 @@ async def read_json(request: Request, decoder: msgspec.json.Decoder[T], limit: i
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadRequest("Malformed JSON", f"The request body is not UTF-8: {exc}") from exc
-    if "\\u0000" in text or "\\U0000" in text:
-        _refuse_nul(text)
     try:
-        return decoder.decode(text)
+        value = decoder.decode(text)
     except msgspec.ValidationError as exc:
         text = str(exc)
         field = field_of(text)
@@ -125,8 +145,18 @@ async def read_json(request: Request, decoder: msgspec.json.Decoder[T], limit: i
             message = f"Invalid request body: {text}"
         raise ValidationFailed(message, text, errors=errors) from exc
     except msgspec.DecodeError as exc:
+        if _LONE_SURROGATE.search(text):
+            # msgspec refuses these before it looks at the field (Python's json does
+            # not): say which field, as for any other value that cannot be stored.
+            try:
+                _refuse_text(json.loads(text), _has_surrogate, _SURROGATE)
+            except (ValueError, RecursionError):
+                pass  # malformed anyway
         raise BadRequest("Malformed JSON", f"The request body is not valid JSON: {exc}") from exc
     except RecursionError:
         raise BadRequest(
             "JSON nested too deeply", "The request body nests arrays or objects too deeply"
         ) from None
+    if "\\u0000" in text:
+        _refuse_text(value, _has_nul, _NUL)
+    return value

@@ -9,8 +9,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from airia_server.api.schemas import encode
+from airia_server.api.schemas import MAX_USER_ID, encode
 from airia_server.errors import ValidationFailed
+from airia_server.text import parse_int
 
 
 class JsonResponse(Response):
@@ -43,16 +44,24 @@ def int_param(params: dict[str, str], name: str, default: int, low: int, high: i
     raw = params.get(name.lower())
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = low - 1
-    if not low <= value <= high:
+    value = parse_int(raw)
+    if value is None or not low <= value <= high:
         raise ValidationFailed(
             f"Invalid value for '{name}': must be an integer from {low} to {high}",
             errors=[{"field": name, "message": f"must be an integer from {low} to {high}"}],
         )
     return value
+
+
+def user_param(params: dict[str, str]) -> str | None:
+    """The `userId` query parameter, held to the limit of a `userId` in a body."""
+    raw = params.get("userid") or None
+    if raw is not None and len(raw) > MAX_USER_ID:
+        raise ValidationFailed(
+            f"Invalid value for 'userId': at most {MAX_USER_ID} characters",
+            errors=[{"field": "userId", "message": f"at most {MAX_USER_ID} characters"}],
+        )
+    return raw
 
 
 def choice(params: dict[str, str], name: str, choices: dict[str, str], default: str) -> str:

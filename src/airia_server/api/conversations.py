@@ -10,7 +10,14 @@ from starlette.responses import Response
 
 from airia_server import urlsafe
 from airia_server.api.bodies import read_json
-from airia_server.api.common import choice, int_param, json_response, query_params, resource
+from airia_server.api.common import (
+    choice,
+    int_param,
+    json_response,
+    query_params,
+    resource,
+    user_param,
+)
 from airia_server.api.deps import current_principal, services, websocket_url
 from airia_server.api.idempotency import idempotent
 from airia_server.api.schemas import (
@@ -155,7 +162,7 @@ async def conversations_feed(request: Request) -> Response:
             "Invalid value for 'filter': at most 500 characters",
             errors=[{"field": "filter", "message": "at most 500 characters"}],
         )
-    user_id = params.get("userid") or None
+    user_id = user_param(params)
     after = _feed_cursor(params.get("cursor"), sort_by, direction)
     page = await svc.conversations.feed(
         principal,

@@ -8,7 +8,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from airia_server.api.bodies import read_json
-from airia_server.api.common import choice, int_param, json_response, query_params, resource
+from airia_server.api.common import (
+    choice,
+    int_param,
+    json_response,
+    query_params,
+    resource,
+    user_param,
+)
 from airia_server.api.conversations import message_view
 from airia_server.api.deps import current_principal, services
 from airia_server.api.idempotency import idempotent
@@ -20,6 +27,7 @@ from airia_server.api.schemas import (
     TruncateMessagesResponse,
 )
 from airia_server.errors import ValidationFailed
+from airia_server.text import is_ascii_digits
 
 _add_decoder = msgspec.json.Decoder(AddMessageRequest)
 MAX_PAGE = 200
@@ -52,7 +60,7 @@ def _cursor(params: dict[str, str]) -> int | None:
     raw = params.get("cursor")
     if not raw:
         return None
-    if not raw.isdigit() or len(raw) > 18:
+    if not is_ascii_digits(raw) or len(raw) > 18:
         raise ValidationFailed(
             "Invalid value for 'cursor': use the nextCursor of a previous page",
             errors=[{"field": "cursor", "message": "not a cursor this server issued"}],
@@ -97,7 +105,7 @@ async def truncate_messages(request: Request) -> Response:
 
 async def mark_as_read(request: Request) -> Response:
     principal = await current_principal(request)
-    user_id = query_params(request).get("userid") or None
+    user_id = user_param(query_params(request))
     conversation_id, reader, position = await services(request).messages.mark_read(
         principal, request.path_params["conversation_id"], user_id
     )

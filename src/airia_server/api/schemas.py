@@ -7,7 +7,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct
 
-UserId = Annotated[str, Meta(min_length=1, max_length=255, description="Opaque user id")]
+MAX_USER_ID = 255
+UserId = Annotated[str, Meta(min_length=1, max_length=MAX_USER_ID, description="Opaque user id")]
 DeploymentId = Annotated[str, Meta(min_length=1, max_length=255)]
 Title = Annotated[str, Meta(max_length=500)]
 RequiredTitle = Annotated[str, Meta(min_length=1, max_length=500)]
@@ -190,7 +191,8 @@ class ConversationFeedResponse(Struct, rename="camel", kw_only=True, omit_defaul
     such answers are exactly the platform's."""
 
 
-ExternalSystem = Annotated[str, Meta(min_length=2, max_length=50, pattern="^[A-Za-z][A-Za-z0-9]*$")]
+EXTERNAL_SYSTEM_PATTERN = "^[A-Za-z][A-Za-z0-9]*$"
+ExternalSystem = Annotated[str, Meta(min_length=2, max_length=50, pattern=EXTERNAL_SYSTEM_PATTERN)]
 ExternalKey = Annotated[str, Meta(min_length=1, max_length=255)]
 
 
@@ -198,6 +200,14 @@ class ExternalIdentityRequest(Struct, rename="camel", kw_only=True):
     external_system: ExternalSystem
     external_channel_id: ExternalKey
     external_thread_id: ExternalKey
+
+    def __post_init__(self) -> None:
+        # The pattern is searched with Python's `re`, whose `$` also matches before a
+        # final newline: "Slack\n" would pass it.
+        if self.external_system.endswith("\n"):
+            raise ValueError(
+                f"Expected `str` matching regex {EXTERNAL_SYSTEM_PATTERN!r} - at `$.externalSystem`"
+            )
 
 
 class ExternalIdentity(Struct, rename="camel", kw_only=True):

@@ -61,6 +61,15 @@ async def create_api_key(
     return record, key
 
 
+MAX_NAME_LENGTH = 255
+"""The longest user or tenant a token may name: as long as a `userId` in a body."""
+
+
+def _is_name(value: object) -> bool:
+    # No database stores NUL in text: PostgreSQL would refuse the query.
+    return isinstance(value, str) and 0 < len(value) <= MAX_NAME_LENGTH and "\x00" not in value
+
+
 class Authenticator:
     def __init__(self, settings: Settings, store: Store) -> None:
         self._store = store
@@ -81,7 +90,8 @@ class Authenticator:
 
     async def authenticate(self, api_key: str | None, authorization: str | None) -> Principal:
         if api_key is not None:
-            return await self._from_api_key(api_key)
+            # Whitespace around a field value is not part of it (RFC 9110, 5.5).
+            return await self._from_api_key(api_key.strip(" \t"))
         if authorization is not None:
             scheme, _, token = authorization.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
@@ -145,8 +155,12 @@ class Authenticator:
         except jwt.PyJWTError as exc:
             raise Unauthorized("Invalid token", "The bearer token is not valid") from exc
         sub, tenant = claims.get("sub"), claims.get("tenant", DEFAULT_TENANT)
-        if not isinstance(sub, str) or not sub or not isinstance(tenant, str) or not tenant:
-            raise Unauthorized("Invalid token", "The token's 'sub' and 'tenant' must be strings")
+        if not _is_name(sub) or not _is_name(tenant):
+            raise Unauthorized(
+                "Invalid token",
+                "The token's 'sub' and 'tenant' must be strings of 1 to"
+                f" {MAX_NAME_LENGTH} characters, without NUL",
+            )
         principal = Principal(tenant_id=tenant, kind="bearer", user_id=sub)
         if len(self._token_cache) >= _TOKEN_CACHE_MAX:
             self._token_cache.clear()
