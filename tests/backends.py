@@ -73,12 +73,12 @@ def _database_url(name: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
 
 
-async def create_database() -> str:
-    """A new, empty database; its URL."""
+async def create_database(options: str = "") -> str:
+    """A new, empty database, made with CREATE DATABASE's `options`; its URL."""
     name = f"airia_test_{uuid.uuid4().hex[:16]}"
     conn = await asyncpg.connect(POSTGRES_ADMIN_URL)
     try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.execute(f'CREATE DATABASE "{name}" {options}')
     finally:
         await conn.close()
     return _database_url(name)

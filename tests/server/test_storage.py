@@ -662,6 +662,53 @@ async def test_feed_sorts_untitled_conversations_first_by_title_ascending(
     assert await titles_in(True) == ["gamma", "beta", "alpha", None, None]
 
 
+CODE_POINT_TITLES = ["Banana", "Zebra", "_x", "a b", "apple", "cherry", "Éclair", "éclair", "Ωmega"]
+
+
+async def titles_by_title(store) -> tuple[list[str | None], list[str | None]]:
+    for i, title in enumerate(CODE_POINT_TITLES):
+        await create(store, make_record(title=title, at_us=BASE_US + i * 1_000_000))
+    ascending, descending = [], []
+    for number in (1, 2, 3):  # pages of 4, so the last one is read from the end
+        for into, desc in ((ascending, False), (descending, True)):
+            page = await store.feed(
+                query(sort_by="title", descending=desc, page_size=4, page_number=number)
+            )
+            into += [r.title for r in page.items]
+    return ascending, descending
+
+
+async def test_feed_sorts_titles_by_code_point(store) -> None:
+    ascending, descending = await titles_by_title(store)
+    assert ascending == sorted(CODE_POINT_TITLES)
+    assert descending == sorted(CODE_POINT_TITLES, reverse=True)
+
+
+async def test_feed_sorts_titles_by_code_point_whatever_the_databases_collation() -> None:
+    """A PostgreSQL database made with a language's collation sorts 'apple' before
+    'Banana'; the feed still sorts as SQLite does, so both backends agree."""
+    backends.require(backends.postgres_problem())
+    try:
+        url = await backends.create_database(
+            "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+        )
+    except asyncpg.PostgresError as exc:
+        pytest.skip(f"SKIPPED BACKEND: this PostgreSQL makes no ICU database ({exc})")
+    store = PostgresStore(url)
+    try:
+        await store.start()
+        collation = await store.pool.fetchval(
+            "SELECT daticulocale FROM pg_database WHERE datname = current_database()"
+        )
+        assert collation == "en-US"
+        ascending, descending = await titles_by_title(store)
+        assert ascending == sorted(CODE_POINT_TITLES)
+        assert descending == sorted(CODE_POINT_TITLES, reverse=True)
+    finally:
+        await store.close()
+        await backends.drop_database(url)
+
+
 async def test_feed_sorts_by_time(store, feed_records: list[ConversationRecord]) -> None:
     newest_first = await store.feed(query())  # the default: updatedAt, descending
     assert [r.conversation_id for r in newest_first.items] == [r.id for r in feed_records[:7]][::-1]
@@ -713,12 +760,23 @@ async def test_feed_filters_titles_literally(
         ("ä_", []),
         ("ωmega", ["Ωmega"]),
         ("é", []),
+        # ILIKE lowers a character at a time: 'İ' is 'i', the Kelvin sign 'k', and a
+        # capital sigma is a small sigma, never the final form. An ASCII needle finds
+        # the first two, too.
+        ("istanbul", ["İSTANBUL"]),
+        ("İstanbul", ["İSTANBUL"]),
+        ("i", ["plain", "İSTANBUL", "\u212aelvin"]),
+        ("kelvin", ["\u212aelvin"]),
+        ("k", ["\u212aelvin"]),
+        ("σίσυφοσ", ["ΣΊΣΥΦΟΣ"]),
+        ("σίσυφος", []),
     ],
 )
 async def test_feed_filters_ignore_case_beyond_ascii(store, text: str, titles: list[str]) -> None:
     """Both backends alike: PostgreSQL's ILIKE folds every letter, SQLite's LIKE only
     ASCII ones."""
-    for i, title in enumerate(["Über uns", "ÄÖ 100%", "Ωmega", "plain"]):
+    samples = ["Über uns", "ÄÖ 100%", "Ωmega", "plain", "İSTANBUL", "\u212aelvin", "ΣΊΣΥΦΟΣ"]
+    for i, title in enumerate(samples):
         await create(store, make_record(title=title, at_us=BASE_US + i * 1_000_000))
     page = await store.feed(query(title_filter=text))
     assert sorted(r.title for r in page.items) == titles

@@ -33,10 +33,26 @@ CONTAINS_IGNORING_CASE = "airia_contains_ci"
 """A function every SQLite connection of the store has (`contains_ignoring_case`)."""
 
 
-def contains_ignoring_case(text: str | None, lowered_needle: str) -> bool:
-    """Whether `text` contains the needle (given lower-cased), ignoring case beyond
-    ASCII, as PostgreSQL's ILIKE does."""
-    return text is not None and lowered_needle in text.lower()
+# PostgreSQL's ILIKE lower-cases both sides a character at a time (towlower), where
+# Python's str.lower turns 'İ' into two characters and 'Σ' into 'ς' at the end of a
+# word. Translating these two first makes str.lower give what towlower gives, for
+# every character (tests/server/test_feed_sql.py checks them all against PostgreSQL).
+_ONE_TO_ONE = str.maketrans({"\u0130": "i", "\u03a3": "\u03c3"})
+
+# The characters past ASCII whose lower case is an ASCII letter ('İ' and the Kelvin
+# sign), by that letter: SQLite's LIKE, which folds ASCII alone, misses them.
+_FOLDS_INTO_ASCII = {"i": "\u0130", "k": "\u212a"}
+
+
+def fold_case(text: str) -> str:
+    """`text` lower-cased as PostgreSQL's ILIKE lower-cases it."""
+    return text.translate(_ONE_TO_ONE).lower()
+
+
+def contains_ignoring_case(text: str | None, folded_needle: str) -> bool:
+    """Whether `text` contains the needle (given through `fold_case`), ignoring case
+    beyond ASCII as PostgreSQL's ILIKE does."""
+    return text is not None and folded_needle in fold_case(text)
 
 
 _USER_SORT = {"updatedAt": "p.conv_updated_at", "createdAt": "p.conv_created_at"}
@@ -106,21 +122,31 @@ class FeedSql:
         if query.user_id is not None:
             marks.append(f"p.user_id = {self._add(params, query.user_id)}")
         if query.title_filter:
-            text = query.title_filter
-            if self._postgres or text.isascii():
-                escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-                mark = self._add(params, f"%{escaped}%")
-                marks.append(
-                    f"c.title ILIKE {mark}"
-                    if self._postgres
-                    else f"c.title LIKE {mark} ESCAPE '\\'"
-                )
-            else:
-                # SQLite's LIKE ignores the case of ASCII letters only ("über" would
-                # miss "Über"): past ASCII, a function ignores case as ILIKE does.
-                mark = self._add(params, text.lower())
-                marks.append(f"{CONTAINS_IGNORING_CASE}(c.title, {mark})")
+            marks.append(self._title_matches(params, query.title_filter))
         return " AND ".join(marks)
+
+    def _title_matches(self, params: list[Any], text: str) -> str:
+        if not self._postgres and not text.isascii():
+            # SQLite's LIKE ignores the case of ASCII letters only ("über" would miss
+            # "Über"): past ASCII, a function ignores case as ILIKE does.
+            mark = self._add(params, fold_case(text))
+            return f"{CONTAINS_IGNORING_CASE}(c.title, {mark})"
+        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        mark = self._add(params, f"%{escaped}%")
+        if self._postgres:
+            return f"c.title ILIKE {mark}"
+        like = f"c.title LIKE {mark} ESCAPE '\\'"
+        # An ASCII needle is matched by LIKE, in C, but for the titles that hold a
+        # character LIKE does not fold into the needle's letters ("istanbul" in
+        # "İstanbul"): those alone go through the function.
+        sources = [
+            _FOLDS_INTO_ASCII[c] for c in sorted(set(text.lower())) if c in _FOLDS_INTO_ASCII
+        ]
+        if not sources:
+            return like
+        holds = " OR ".join(f"instr(c.title, {self._add(params, c)})" for c in sources)
+        needle = self._add(params, fold_case(text))
+        return f"({like} OR (({holds}) AND {CONTAINS_IGNORING_CASE}(c.title, {needle})))"
 
     def page(self, total: int) -> tuple[str, list[Any]]:
         """The page's statement and parameters, given the feed's `total` as `count` read it.
@@ -176,23 +202,27 @@ class FeedSql:
             offset = self._add(params, skip)
         inner_direction = "DESC" if inner else "ASC"
         direction = "DESC" if query.descending else "ASC"
-        inner_nulls = nulls = ""
+        inner_nulls = nulls = collate = ""
         if query.sort_by == "title":
             # An untitled conversation sorts before every title, on both backends
             # (PostgreSQL's default puts NULL last ascending, SQLite's first).
             inner_nulls = " NULLS LAST" if inner else " NULLS FIRST"
             nulls = " NULLS LAST" if query.descending else " NULLS FIRST"
+            if self._postgres:
+                # Titles in code point order, as SQLite sorts them, whatever collation
+                # the database was made with ('en-US' puts "apple" before "Banana").
+                collate = ' COLLATE "C"'
         # The columns of FeedItem, in its order.
         statement = (
             f"{prefix}SELECT c.id, c.user_id, c.title, c.message_count, {_UNREAD}, "
             "c.created_at, c.updated_at, c.is_bookmarked, c.deployment_id "
             f"FROM (SELECT {tiebreak} AS id, {sort} AS sort_key FROM {source} "
-            f"WHERE {inner_where} ORDER BY {sort} {inner_direction}{inner_nulls}, "
+            f"WHERE {inner_where} ORDER BY {sort}{collate} {inner_direction}{inner_nulls}, "
             f"{tiebreak} {inner_direction} "
             f"LIMIT {limit} OFFSET {offset}) page JOIN conversations c ON c.id = page.id "
             "LEFT JOIN conversation_reads r "
             f"ON r.conversation_id = c.id AND r.user_id = {reader} "
-            f"ORDER BY page.sort_key {direction}{nulls}, page.id {direction}"
+            f"ORDER BY page.sort_key{collate} {direction}{nulls}, page.id {direction}"
         )
         return statement, params
 
