@@ -431,3 +431,41 @@ async def test_shared_conversation_is_in_the_sharees_feed_until_unshared(
     )
     assert feed_for.json()["items"] == []
     assert await feed_ids(ahttp, as_owner, title) == [cid]
+
+
+# --- user ids with a '/' --------------------------------------------------------------------------
+
+
+async def test_a_user_id_with_a_slash_is_one_path_segment(
+    server: LiveServer, ahttp: httpx.AsyncClient
+) -> None:
+    """User ids are opaque ("team/zed" is one): sent encoded in a path (`team%2Fzed`, as
+    clients send them), such a participant can be given a role and removed, and such a
+    bearer user can leave."""
+    owner, member, leaver = new_user("owner"), f"team/{new_user('zed')}", f"org/{new_user('al')}"
+    created = await ahttp.post(COLLECTION, json={"userId": owner}, headers=server.headers())
+    assert created.status_code == 201, created.text
+    cid = created.json()["conversationId"]
+    await share(ahttp, server.headers(), cid, member, "Viewer")
+    await share(ahttp, server.headers(), cid, leaver, "Viewer")
+
+    encoded = member.replace("/", "%2F")
+    response = await ahttp.put(
+        f"{COLLECTION}/{cid}/participants/{encoded}/role",
+        json={"role": "Collaborator"},
+        headers=server.headers(),
+    )
+    assert response.status_code == 200, response.text
+    assert (response.json()["userId"], response.json()["role"]) == (member, "Collaborator")
+    response = await ahttp.delete(
+        f"{COLLECTION}/{cid}/participants/{encoded}", headers=server.headers()
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["userId"] == member
+
+    as_leaver = server.bearer(mint_jwt(leaver))
+    response = await ahttp.delete(
+        f"{COLLECTION}/{cid}/participants/{leaver.replace('/', '%2f')}", headers=as_leaver
+    )
+    assert response.status_code == 200, response.text
+    assert await participants(ahttp, server.headers(), cid) == {owner: "Owner"}

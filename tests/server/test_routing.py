@@ -41,13 +41,15 @@ def _router() -> SegmentRouter:
     return SegmentRouter(routes, Router(routes, redirect_slashes=False))
 
 
-def _call(router: SegmentRouter, method: str, path: str, root_path: str = "") -> tuple[int, bytes]:
+def _call(
+    router: SegmentRouter, method: str, path: str, root_path: str = "", raw_path: bytes = b""
+) -> tuple[int, bytes]:
     scope = {
         "type": "http",
         "method": method,
         "path": root_path + path,
         "root_path": root_path,
-        "raw_path": (root_path + path).encode(),
+        "raw_path": raw_path or (root_path + path).encode(),
         "query_string": b"",
         "headers": [],
         "app": object(),
@@ -75,6 +77,18 @@ def test_parameters_are_whole_segments():
         b"/v1/Conversations/{conversation_id}/participants/{user_id} "
         b"{'conversation_id': 'abc', 'user_id': 'u%201'}"
     )
+
+
+@pytest.mark.parametrize("slash", [b"%2F", b"%2f"])
+def test_an_encoded_slash_stays_inside_its_segment(slash: bytes):
+    """The server decodes `path` whole ("team/zed" would be two segments): a path with
+    an encoded '/' is routed by its segments as sent, each decoded on its own."""
+    raw = b"/v1/Conversations/abc/participants/team" + slash + b"zed%20x"
+    status, body = _call(
+        _router(), "DELETE", "/v1/Conversations/abc/participants/team/zed x", raw_path=raw
+    )
+    assert status == 200
+    assert body.endswith(b"{'conversation_id': 'abc', 'user_id': 'team/zed x'}")
 
 
 def test_head_is_answered_by_get():

@@ -21,6 +21,7 @@ import inspect
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
+from urllib.parse import unquote
 
 from starlette._utils import get_route_path
 from starlette.exceptions import HTTPException
@@ -109,11 +110,29 @@ class SegmentRouter:
         node = _walk(self._root, segments, 1, params)
         return (node, params) if node is not None else None
 
+    def _find_encoded(self, raw_path: bytes) -> tuple[_Node, dict[str, str]] | None:
+        """Route a path holding an encoded '/' by its segments as sent, each decoded on
+        its own: a user id such as "team/zed" is one segment, `team%2Fzed`. (`path`
+        has every '/' decoded, and would make it two.)"""
+        segments = [unquote(s) for s in raw_path.decode("ascii", "replace").split("/")]
+        if segments[0] != "":
+            return None
+        params: dict[str, str] = {}
+        node = _walk(self._root, segments, 1, params)
+        return (node, params) if node is not None else None
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.fallback(scope, receive, scope.get(WRAPPED_SEND, send))
             return
-        found = self._find(get_route_path(scope) if scope.get("root_path") else scope["path"])
+        if scope.get("root_path"):
+            found = self._find(get_route_path(scope))
+        else:
+            raw = scope.get("raw_path") or b""
+            if b"%2F" in raw or b"%2f" in raw:
+                found = self._find_encoded(raw)
+            else:
+                found = self._find(scope["path"])
         if found is None:
             await self.fallback(scope, receive, scope.get(WRAPPED_SEND, send))
             return
