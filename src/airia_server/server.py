@@ -22,10 +22,11 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from uvicorn.supervisors import Multiprocess
 from websockets.protocol import State
 
+from airia_server.api.middleware import new_correlation_id
 from airia_server.api.problems import PROBLEM_JSON, problem_body
 from airia_server.app import AiriaApp, create_app
 from airia_server.config import Settings, load_settings
-from airia_server.logs import configure_logging
+from airia_server.logs import configure_logging, correlation_id_var
 
 GRACEFUL_SHUTDOWN_SECONDS = 10
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -49,25 +50,29 @@ class GracefulServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def _closing_problem(status: int, message: str, detail: str) -> bytes:
+def _closing_problem(status: int, message: str, detail: str, instance: str | None = None) -> bytes:
     """A whole HTTP response, written by the protocol itself (no request reached the
-    application): a problem+json body like every other error's, and the connection
+    application): a problem+json body like every other error's, with a correlation
+    id of its own (in the body, the header and the log line), and the connection
     closed after it."""
-    body = problem_body(status, message, detail, None)
+    cid = new_correlation_id()
+    token = correlation_id_var.set(cid)
+    try:
+        body = problem_body(status, message, detail, instance)
+        logger.info("%d %s: connection closed", status, message)
+    finally:
+        correlation_id_var.reset(token)
     head = (
         f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: {PROBLEM_JSON}\r\n"
-        f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n"
+        f"x-correlation-id: {cid}\r\nconnection: close\r\ncontent-length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
 
 
-_SLOW_HEAD = _closing_problem(
-    408, "Request headers too slow", "The request headers did not arrive in time"
-)
-_SLOW_BODY = _closing_problem(
-    408, "Request body too slow", "No part of the request body arrived in time"
-)
-_UNPARSABLE = _closing_problem(
+# The protocol's own answers (status, message, detail), built when sent.
+_SLOW_HEAD = (408, "Request headers too slow", "The request headers did not arrive in time")
+_SLOW_BODY = (408, "Request body too slow", "No part of the request body arrived in time")
+_UNPARSABLE = (
     400,
     "Invalid HTTP request",
     "The request is not valid HTTP/1.1 (its request line, a header, or its framing)",
@@ -153,7 +158,7 @@ class TimeoutProtocol(HttpToolsProtocol):
     body_timeout = float(os.environ.get("AIRIA_BODY_READ_TIMEOUT_SECONDS") or 30.0)
     _sweeper: _Sweeper | None = None
     _deadline = 0.0  # loop time after which the request is too slow; 0: none
-    _answer = b""
+    _answer = _SLOW_HEAD
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -195,7 +200,7 @@ class TimeoutProtocol(HttpToolsProtocol):
         writes plain text); it has logged `msg` already."""
         self._forget()
         if not self.transport.is_closing():
-            self.transport.write(_UNPARSABLE)
+            self.transport.write(_closing_problem(*_UNPARSABLE))
             self.transport.close()
 
     def handle_websocket_upgrade(self) -> None:
@@ -212,7 +217,7 @@ class TimeoutProtocol(HttpToolsProtocol):
         if sweeper is not None:
             sweeper.protocols.discard(self)
 
-    def _arm(self, delay: float, answer: bytes) -> None:
+    def _arm(self, delay: float, answer: tuple[int, str, str]) -> None:
         self._deadline = self.loop.time() + delay
         self._answer = answer
 
@@ -222,7 +227,9 @@ class TimeoutProtocol(HttpToolsProtocol):
         if self.cycle is not None and self.cycle.response_started:
             return
         if not self.transport.is_closing():
-            self.transport.write(self._answer)
+            # A request whose head has arrived (its body is slow) has a path.
+            instance = self.scope["path"] if self.cycle is not None else None
+            self.transport.write(_closing_problem(*self._answer, instance))
             self.transport.close()
 
 

@@ -67,6 +67,7 @@ def test_a_request_that_is_not_http_is_400_problem_and_closed(
     problem = json.loads(body)
     assert problem["type"] == "about:blank" and problem["status"] == 400
     assert problem["message"] == "Invalid HTTP request"
+    assert problem["correlationId"] == headers[b"x-correlation-id"].decode()
 
 
 # --- request bodies -----------------------------------------------------------------

@@ -43,7 +43,13 @@ def test_a_trickling_head_gets_408_and_a_closed_connection(port: int) -> None:
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 408"), answer
     assert b"application/problem+json" in head
-    assert json.loads(body)["status"] == 408
+    problem = json.loads(body)
+    assert problem["status"] == 408
+    assert "instance" not in problem  # no request arrived whole
+    # Its own correlation id, in the header and the body alike.
+    headers = dict(line.lower().split(b": ", 1) for line in head.split(b"\r\n")[1:])
+    assert problem["correlationId"] == headers[b"x-correlation-id"].decode()
+    assert len(problem["correlationId"]) == 32
     assert time.monotonic() - started < 8
 
 
