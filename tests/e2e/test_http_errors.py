@@ -70,6 +70,63 @@ def test_a_request_that_is_not_http_is_400_problem_and_closed(
     assert problem["correlationId"] == headers[b"x-correlation-id"].decode()
 
 
+@pytest.mark.parametrize(
+    "host_lines",
+    [
+        b"",
+        b"Host: \r\n",
+        b"Host: a b\r\n",
+        b"Host: x/y?z#\r\n",
+        "Host: hé.com\r\n".encode(),
+        b"Host: x\r\nHost: y\r\n",
+        b"Host: [::1\r\n",
+        b"Host: x:80:80\r\n",
+    ],
+    ids=[
+        "missing",
+        "empty",
+        "space",
+        "path-and-fragment",
+        "not-ascii",
+        "twice",
+        "open-bracket",
+        "two-ports",
+    ],
+)
+def test_a_request_without_one_valid_host_is_400(server: LiveServer, host_lines: bytes) -> None:
+    """RFC 9112, 3.2. Links the server hands out are built from Host when no public URL
+    is set: a Host such as 'x/y?z#' would have put the ticket in a URL fragment."""
+    raw = (
+        b"POST /v1/Conversations HTTP/1.1\r\n" + host_lines + b"Connection: close\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 15\r\n"
+        b"X-API-KEY: " + server.api_key.encode() + b'\r\n\r\n{"userId":"u1"}'
+    )
+    status, headers, body = exchange(server, raw)
+    assert status.startswith(b"HTTP/1.1 400 "), (status, body)
+    problem = json.loads(body)
+    assert problem["message"] == "Invalid Host header"
+    assert problem["correlationId"] == headers[b"x-correlation-id"].decode()
+
+
+@pytest.mark.parametrize(
+    "host",
+    [b"example.com", b"example.com:8080", b"127.0.0.1:1", b"[::1]:8000", b"my_host.local"],
+)
+def test_a_valid_host_is_served(server: LiveServer, host: bytes) -> None:
+    raw = (
+        b"GET /v1/Conversations/feed HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n"
+        b"X-API-KEY: " + server.api_key.encode() + b"\r\n\r\n"
+    )
+    status, _, body = exchange(server, raw)
+    assert status.startswith(b"HTTP/1.1 200 "), (status, body)
+
+
+def test_http_1_0_may_leave_host_out(server: LiveServer) -> None:
+    raw = b"GET /healthz HTTP/1.0\r\n\r\n"
+    status, _, body = exchange(server, raw)
+    assert status.startswith(b"HTTP/1.1 200 "), (status, body)
+
+
 # --- request bodies -----------------------------------------------------------------
 
 

@@ -30,6 +30,15 @@ STATUS = "airia.status"
 """Scope key: the status of the response sent (0 while none has been)."""
 
 _VALID_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+# A Host header is a URI host and an optional port (RFC 9112, 3.2; RFC 3986, 3.2.2):
+# a registered name or IPv4 address, or an IP literal in brackets.
+_VALID_HOST = re.compile(
+    rb"(?:(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{0,5})?\Z"
+)
+_HOST_DETAIL = (
+    "An HTTP/1.1 request needs exactly one Host header, holding a host name or address"
+    " and an optional port"
+)
 
 
 def _reseed() -> None:
@@ -68,12 +77,15 @@ class RequestContextMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        raw = None
-        header_bytes = 0
+        raw = host = None
+        header_bytes = hosts = 0
         for name, value in scope["headers"]:
             header_bytes += len(name) + len(value)
             if name == b"x-correlation-id":
                 raw = value
+            elif name == b"host":
+                host = value
+                hosts += 1
         # A caller's id is kept when it is a plain token; anything else could
         # forge log lines, so it is replaced.
         cid = raw.decode() if raw is not None and _VALID_ID.match(raw) else new_correlation_id()
@@ -102,6 +114,18 @@ class RequestContextMiddleware:
                     await _send_problem(
                         send, 431, "Request headers too large", scope["path"], cid_header
                     )
+                return
+            if scope["type"] == "http" and (
+                hosts > 1
+                or (host is None and scope.get("http_version") != "1.0")
+                or (host is not None and _VALID_HOST.match(host) is None)
+            ):
+                # RFC 9112, 3.2: links the server hands out (websocketUrl, attachment
+                # URLs) are built from Host when no public URL is configured.
+                scope[STATUS] = 400
+                await _send_problem(
+                    send, 400, "Invalid Host header", scope["path"], cid_header, _HOST_DETAIL
+                )
                 return
             if scope["type"] == "http" and (
                 b"%00" in scope.get("raw_path", b"") or b"%00" in scope.get("query_string", b"")
@@ -148,9 +172,15 @@ class RequestContextMiddleware:
 
 
 async def _send_problem(
-    send: Send, status: int, message: str, path: str, cid_header: tuple[bytes, bytes]
+    send: Send,
+    status: int,
+    message: str,
+    path: str,
+    cid_header: tuple[bytes, bytes],
+    detail: str | None = None,
 ) -> None:
-    detail = "The server failed to handle the request" if status == 500 else message
+    if detail is None:
+        detail = "The server failed to handle the request" if status == 500 else message
     body = problem_body(status, message, detail, path)
     await send(
         {
