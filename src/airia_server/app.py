@@ -124,6 +124,13 @@ def create_app(settings: Settings | None = None) -> AiriaApp:
                 ),
             )
         )
+        key_watch = asyncio.create_task(
+            realtime.close_revoked_keys(
+                hub,
+                app.services.auth,
+                min(realtime.KEY_CHECK_SECONDS, settings.ws_heartbeat_seconds),
+            )
+        )
         # Full collections of everything start-up allocated stalled every request in
         # flight for ~20 ms a few times a second: freeze what exists now, and collect
         # the young generation less often.
@@ -135,6 +142,7 @@ def create_app(settings: Settings | None = None) -> AiriaApp:
             yield
         finally:
             sweeper.cancel()
+            key_watch.cancel()
             await limiter.close()
             await hub.close()
             await store.close()

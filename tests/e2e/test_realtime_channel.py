@@ -509,3 +509,112 @@ async def test_slow_consumer_is_dropped_with_4000_and_resumes_without_loss(
             live = await receive_event(resumed)
             assert (live["type"], live["sequence"]) == ("message.created", count + 1)
     assert server.process.poll() is None
+
+
+# --- resuming past the end, odd `after`s, binary frames, an API key's typing ---------------------
+
+
+async def test_resuming_past_the_last_stored_event_is_told_where_it_ends(
+    server: LiveServer, api: Api, user_id: str
+) -> None:
+    """A client whose `after` is beyond the conversation's last event holds another history
+    (a restored backup, say): rather than skip to `after`, the server closes with 4000 and
+    the sequence to resume from."""
+    cid = (await api.create(server.headers(), user_id))["conversationId"]
+    url = await api.ws_url(server.headers(), cid)
+    for i in range(3):
+        await api.add(server.headers(), cid, f"m{i}")
+    async with open_ws(with_query(url, after="10")) as ws:
+        await expect_closed(ws, 4000)
+        assert ws.close_reason == "resume after=3"
+    async with open_ws(with_query(url, after="3")) as ws:
+        await api.add(server.headers(), cid, "m3")
+        assert (await receive_event(ws))["sequence"] == 4
+
+
+@pytest.mark.parametrize("after", ["1_0", "+1", " 1", "\u0661", "-1", "1.0", "1" * 19])
+async def test_an_after_that_is_not_a_sequence_is_refused(
+    server: LiveServer, api: Api, user_id: str, after: str
+) -> None:
+    cid = (await api.create(server.headers(), user_id))["conversationId"]
+    url = await api.ws_url(server.headers(), cid)
+    with pytest.raises(InvalidStatus) as refused:
+        async with open_ws(with_query(url, after=after)):
+            pass
+    assert refused.value.response.status_code == 403
+
+
+async def test_a_binary_frame_is_answered_with_an_error(
+    server: LiveServer, api: Api, user_id: str
+) -> None:
+    cid = (await api.create(server.headers(), user_id))["conversationId"]
+    async with open_ws(await api.ws_url(server.headers(), cid)) as ws:
+        await ws.send(b'{"type": "typing", "isTyping": true}')
+        error = await receive_event(ws)
+        assert error["type"] == "error" and "binary" in error["message"]
+        sentinel = await api.add(server.headers(), cid, "still open")
+        assert (await receive_event(ws))["data"]["id"] == sentinel["messageId"]
+
+
+async def test_typing_by_an_api_key_without_a_user_is_the_owners(
+    server: LiveServer, api: Api, user_id: str
+) -> None:
+    """As a message by an API key is the owner's unless it names a user; never null."""
+    cid = (await api.create(server.headers(), user_id))["conversationId"]
+    async with open_ws(await api.ws_url(server.headers(), cid)) as ws:
+        answer = await api.typing(server.headers(), cid)
+        assert answer["userId"] == user_id
+        assert (await receive_event(ws))["data"] == {"userId": user_id, "isTyping": True}
+        await api.call(
+            "POST", f"{COLLECTION}/{cid}/presence", server.headers(), {"action": "joined"}
+        )
+        assert (await receive_event(ws))["data"] == {"userId": user_id, "action": "joined"}
+        await ws.send(json.dumps({"type": "typing", "isTyping": False}))
+        assert (await receive_event(ws))["data"] == {"userId": user_id, "isTyping": False}
+        await ws.send(json.dumps({"type": "typing", "isTyping": True, "userId": "named"}))
+        assert (await receive_event(ws))["data"] == {"userId": "named", "isTyping": True}
+
+
+# --- a revoked API key, on a server that checks every second ------------------------------------
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres+redis"])
+def fast_heartbeat_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    root = tmp_path_factory.mktemp("fast-heartbeat-server")
+    database_url: str | None = None
+    extra: dict[str, str] = {}
+    if request.param == "postgres+redis":
+        backends.require(backends.postgres_problem())
+        backends.require(backends.redis_problem())
+        database_url = url = backends.create_database_sync()
+        request.addfinalizer(lambda: backends.drop_database_sync(url))
+        extra["AIRIA_REDIS_URL"] = backends.REDIS_URL
+    with running_server(
+        root, database_url=database_url, AIRIA_WS_HEARTBEAT_SECONDS="1", **extra
+    ) as server:
+        yield server
+
+
+async def test_a_revoked_keys_tickets_open_nothing_and_its_sockets_close(
+    fast_heartbeat_server: LiveServer,
+) -> None:
+    server = fast_heartbeat_server
+    key = server.create_api_key(f"tenant_{uuid.uuid4().hex[:8]}", name="to-revoke")
+    headers = {"X-API-KEY": key}
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=TIMEOUT) as http:
+        api = Api(http)
+        cid = (await api.create(headers, new_user("owner")))["conversationId"]
+        url = await api.ws_url(headers, cid)
+        spare = await api.ws_url(headers, cid)
+        async with open_ws(url) as ws:
+            listing = server.cli("keys", "list")
+            (row,) = [line for line in listing.stdout.splitlines() if "to-revoke" in line]
+            assert server.cli("keys", "revoke", row.split()[0]).returncode == 0
+            await expect_closed(ws, 1008)
+            assert ws.close_reason == "API key revoked"
+        with pytest.raises(InvalidStatus) as refused:
+            async with open_ws(spare):
+                pass
+        assert refused.value.response.status_code == 403

@@ -30,6 +30,7 @@ import backends
 from .support import (
     BOOTSTRAP_KEY,
     free_port,
+    mint_jwt,
     start_server,
     stop_process,
     wait_healthy,
@@ -407,3 +408,55 @@ async def test_an_event_written_on_an_instance_cut_off_from_redis_reaches_the_ot
         await proxy.cut()
         redis.stop()
         backends.drop_database_sync(database_url)
+
+
+async def test_a_deletion_and_a_removal_missed_in_an_outage_still_close_the_remote_sockets(
+    setup: tuple[PrivateRedis, Server, Server],
+) -> None:
+    """What the stored log cannot give back on its own: a conversation deleted in the
+    outage has no log left, and a removed user's socket must not stay open to read
+    what follows. On the resync, the first socket is sent `conversation.deleted` and
+    closed with 1000; the second gets the replayed `participant.removed` and 1008."""
+    redis, one, two = setup
+    owner, bob = f"owner_{uuid.uuid4().hex[:8]}", f"bob_{uuid.uuid4().hex[:8]}"
+    as_bob = {"Authorization": f"Bearer {mint_jwt(bob)}"}
+    async with (
+        httpx.AsyncClient(base_url=one.base_url, timeout=TIMEOUT, headers=HEADERS) as on_one,
+        httpx.AsyncClient(base_url=two.base_url, timeout=TIMEOUT) as on_two,
+    ):
+        doomed = ok(await on_one.post(COLLECTION, json={"userId": owner}))["conversationId"]
+        shared = ok(await on_one.post(COLLECTION, json={"userId": owner}))["conversationId"]
+        ok(await on_one.post(f"{COLLECTION}/{doomed}/messages", json={"message": "0"}))
+        ok(
+            await on_one.post(
+                f"{COLLECTION}/{shared}/share", json={"userId": bob, "role": "Collaborator"}
+            )
+        )
+        doomed_url = ok(await on_one.get(f"{COLLECTION}/{doomed}/websocket-url"))["websocketUrl"]
+        bob_url = ok(await on_two.get(f"{COLLECTION}/{shared}/websocket-url", headers=as_bob))[
+            "websocketUrl"
+        ]
+        async with (
+            open_ws(on_server(doomed_url, two)) as watching_doomed,
+            open_ws(bob_url) as watching_shared,
+        ):
+            redis.stop()
+            for server in (one, two):
+                server.wait_readyz(503)
+            ok(await on_one.delete(f"{COLLECTION}/{doomed}"))
+            ok(await on_one.delete(f"{COLLECTION}/{shared}/participants/{bob}"))
+            ok(await on_one.post(f"{COLLECTION}/{shared}/messages", json={"message": "secret"}))
+            redis.start()
+            for server in (one, two):
+                server.wait_readyz(200)
+
+            (gone,) = await receive(watching_doomed, 1)
+            assert gone["type"] == "conversation.deleted"
+            assert (gone["sequence"], gone["data"]) == (2, {"conversationId": doomed})
+            await asyncio.wait_for(watching_doomed.wait_closed(), TIMEOUT)
+            assert watching_doomed.close_code == 1000
+
+            (removed,) = await receive(watching_shared, 1)
+            assert (removed["type"], removed["data"]["userId"]) == ("participant.removed", bob)
+            await asyncio.wait_for(watching_shared.wait_closed(), TIMEOUT)
+            assert watching_shared.close_code == 1008  # and never the message after it

@@ -78,5 +78,7 @@ def _websocket_url(
     if base is None:
         scheme = "wss" if conn.url.scheme in ("https", "wss") else "ws"
         base = f"{scheme}://{conn.headers.get('host', 'localhost')}"
-    ticket, expires = svc.tickets.mint(principal.tenant_id, conversation_id, principal.user_id)
+    ticket, expires = svc.tickets.mint(
+        principal.tenant_id, conversation_id, principal.user_id, principal.key_id
+    )
     return f"{base}/v1/Conversations/{conversation_id}/ws?ticket={ticket}", expires

@@ -22,10 +22,12 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from airia_server.api.deps import Services, services
 from airia_server.domain import access
+from airia_server.domain.auth import Authenticator
 from airia_server.domain.tickets import InvalidTicket, TicketClaims
 from airia_server.ids import parse_id
-from airia_server.realtime.hub import LiveEvent, Subscription, encode_event
+from airia_server.realtime.hub import LiveEvent, LocalHub, Subscription, encode_event
 from airia_server.storage.base import ConversationRecord, EventRecord
+from airia_server.text import is_ascii_digits
 from airia_server.timeutil import utcnow_iso
 
 log = logging.getLogger("airia_server.realtime")
@@ -38,6 +40,8 @@ CLOSE_RESUME = 4000
 `after=<last sequence received>` and nothing is lost."""
 
 _REPLAY_PAGE = 500
+_REPLAY_FIRST_PAGE = 20
+_REPLAY_BUDGET = 1 << 20
 _MAX_CLIENT_FRAME = 4096
 
 
@@ -54,14 +58,23 @@ _decode_signal = msgspec.json.Decoder(_ClientSignal).decode
 class _Connection:
     """What one open socket knows about its caller."""
 
-    __slots__ = ("claims", "conversation_id", "last", "role")
+    __slots__ = ("claims", "conversation_id", "last", "owner_id", "role")
 
-    def __init__(self, claims: TicketClaims, conversation_id: str, role: str) -> None:
+    def __init__(
+        self, claims: TicketClaims, conversation_id: str, role: str, owner_id: str
+    ) -> None:
         self.claims = claims
         self.conversation_id = conversation_id
         self.role = role
+        self.owner_id = owner_id
+        """The conversation's owner: whom an API key's typing is by, unless it names
+        a user (as a message by an API key is the owner's)."""
         self.last = 0
         """The last sequence sent to this client."""
+
+
+class _Closed(Exception):
+    """The socket was closed while events were being sent to it."""
 
 
 async def conversation_socket(websocket: WebSocket) -> None:
@@ -73,10 +86,14 @@ async def conversation_socket(websocket: WebSocket) -> None:
         if conversation_id is None:
             raise InvalidTicket("unknown conversation")
         claims = svc.tickets.verify(ticket, conversation_id)
-        after = int(after_raw) if after_raw not in (None, "") else None
-        if after is not None and not 0 <= after < 2**62:
-            raise ValueError(after)
-    except (InvalidTicket, ValueError) as exc:
+        after = None
+        if after_raw not in (None, ""):
+            if not is_ascii_digits(after_raw) or len(after_raw) > 18:
+                raise InvalidTicket(f"after={after_raw[:20]!r} is not a sequence")
+            after = int(after_raw)
+        if claims.key_id is not None and not await svc.auth.key_active(claims.key_id):
+            raise InvalidTicket("the ticket's API key was revoked")
+    except InvalidTicket as exc:
         log.info("websocket refused: %s", exc)
         await websocket.close(code=CLOSE_POLICY)
         return
@@ -87,18 +104,23 @@ async def conversation_socket(websocket: WebSocket) -> None:
         await websocket.close(code=CLOSE_POLICY)
         return
     # Subscribe before reading the current sequence, so nothing falls between.
-    sub = await svc.hub.subscribe(conversation_id, owner)
+    sub = await svc.hub.subscribe(conversation_id, owner, claims.key_id)
     try:
-        found = await _visible(svc, claims, conversation_id)
-        if found is None:
+        record, role = await _visible(svc, claims, conversation_id)
+        if record is None or role is None:
             await websocket.close(code=CLOSE_POLICY)
             return
-        record, role = found
         await websocket.accept()
-        conn = _Connection(claims, conversation_id, role)
+        conn = _Connection(claims, conversation_id, role, record.user_id)
+        if after is not None and after > record.last_sequence:
+            # Past the last event stored: the client holds another history (a database
+            # restored from an older backup, say). Resuming would skip everything up
+            # to `after`; the client is told where this history ends instead.
+            await _close_quietly(websocket, CLOSE_RESUME, f"resume after={record.last_sequence}")
+            return
         reader = asyncio.create_task(_read_client(websocket, svc, sub, conn))
-        start = after if after is not None else record.last_sequence
-        sender = asyncio.create_task(_stream(websocket, svc, sub, conn, start))
+        conn.last = after if after is not None else record.last_sequence
+        sender = asyncio.create_task(_stream(websocket, svc, sub, conn))
         sub.on_overflow = sender.cancel
         frames = websocket.scope.get("extensions", {}).get("airia.frames")
         if frames is not None:
@@ -121,56 +143,91 @@ async def conversation_socket(websocket: WebSocket) -> None:
 
 async def _visible(
     svc: Services, claims: TicketClaims, conversation_id: str
-) -> tuple[ConversationRecord, str] | None:
-    """The conversation and the ticket holder's role, if they may still watch it."""
+) -> tuple[ConversationRecord | None, str | None]:
+    """The conversation (None if it is gone) and the ticket holder's role in it (None
+    if they may no longer watch it)."""
     if claims.user_id is None:  # minted for an API key: every right in its tenant
         record = await svc.store.get_conversation(claims.tenant_id, conversation_id)
-        return (record, "Owner") if record is not None else None
+        return record, "Owner" if record is not None else None
     found = await svc.store.get_conversation_for(claims.tenant_id, conversation_id, claims.user_id)
-    if found is None or found[1] is None:
-        return None
+    if found is None:
+        return None, None
     return found[0], found[1]
 
 
 async def _stream(
-    websocket: WebSocket, svc: Services, sub: Subscription, conn: _Connection, last: int
+    websocket: WebSocket, svc: Services, sub: Subscription, conn: _Connection
 ) -> None:
-    store = svc.store
-    conn.last = last = await _replay(websocket, store, sub.conversation_id, last, None)
-    while True:
-        batch = await sub.next_batch()
-        last = conn.last  # events may have been written directly while this waited
-        if sub.overflowed:
-            await websocket.close(code=CLOSE_RESUME, reason=f"resume after={last}")
-            return
-        if sub.closed:  # the client went away
-            return
-        if sub.leaving:
-            await _close_quietly(websocket, CLOSE_GOING_AWAY, "server shutting down")
-            return
-        if sub.needs_resync:
-            sub.needs_resync = False
-            conn.last = last = await _replay(websocket, store, sub.conversation_id, last, None)
-        for event in batch:
-            if event.sequence is None:
-                await websocket.send_text(event.text)
-                continue
-            if event.sequence <= last:
-                continue
-            if event.sequence > last + 1:
-                conn.last = last = await _replay(
-                    websocket, store, sub.conversation_id, last, event.sequence
-                )
-            await websocket.send_text(event.text)
-            conn.last = last = event.sequence
-            if event.type == "conversation.deleted":
-                await websocket.close(code=CLOSE_NORMAL, reason="conversation deleted")
+    try:
+        await _replay(websocket, svc.store, conn, None)
+        while True:
+            batch = await sub.next_batch()
+            if sub.overflowed:
+                await websocket.close(code=CLOSE_RESUME, reason=f"resume after={conn.last}")
                 return
-            if event.type.startswith("participant.") and event.user_id == conn.claims.user_id:
-                if event.type == "participant.removed":
-                    await websocket.close(code=CLOSE_POLICY, reason="access removed")
-                    return
-                conn.role = event.role or conn.role
+            if sub.closed:  # the client went away
+                return
+            if sub.revoked:
+                await _close_quietly(websocket, CLOSE_POLICY, "API key revoked")
+                return
+            if sub.leaving:
+                await _close_quietly(websocket, CLOSE_GOING_AWAY, "server shutting down")
+                return
+            if sub.needs_resync:
+                sub.needs_resync = False
+                await _resync(websocket, svc, conn)
+            for event in batch:
+                if event.sequence is None:
+                    await websocket.send_text(event.text)
+                    continue
+                if event.sequence <= conn.last:
+                    continue
+                if event.sequence > conn.last + 1:
+                    await _replay(websocket, svc.store, conn, event.sequence)
+                await websocket.send_text(event.text)
+                conn.last = event.sequence
+                await _steer(websocket, conn, event.type, event.user_id, event.role)
+    except _Closed:
+        return
+
+
+async def _steer(
+    websocket: WebSocket, conn: _Connection, kind: str, user_id: str | None, role: str | None
+) -> None:
+    """After an event has gone out (live or replayed): close the socket if the
+    conversation is gone or its user was removed, note a new role; raises `_Closed`."""
+    if kind == "conversation.deleted":
+        await websocket.close(code=CLOSE_NORMAL, reason="conversation deleted")
+        raise _Closed
+    if kind.startswith("participant.") and user_id is not None and user_id == conn.claims.user_id:
+        if kind == "participant.removed":
+            await websocket.close(code=CLOSE_POLICY, reason="access removed")
+            raise _Closed
+        conn.role = role or conn.role
+
+
+async def _resync(websocket: WebSocket, svc: Services, conn: _Connection) -> None:
+    """Live events may have been missed (the fan-out was down): send what the stored log
+    has, then check what the log cannot say. A deleted conversation's log is deleted
+    with it, so its `conversation.deleted` is sent here, after the last event the
+    client had; and a user's role is read again. Raises `_Closed`."""
+    await _replay(websocket, svc.store, conn, None)
+    record, role = await _visible(svc, conn.claims, conn.conversation_id)
+    if record is None:
+        gone = EventRecord(
+            conversation_id=conn.conversation_id,
+            sequence=conn.last + 1,
+            type="conversation.deleted",
+            created_at=utcnow_iso(),
+            data={"conversationId": conn.conversation_id},
+        )
+        await websocket.send_text(encode_event(gone))
+        conn.last = conn.last + 1
+        await _steer(websocket, conn, gone.type, None, None)
+    if role is None:
+        await websocket.close(code=CLOSE_POLICY, reason="access removed")
+        raise _Closed
+    conn.role = role
 
 
 def _direct_writer(sub: Subscription, conn: _Connection, frames: Any):
@@ -182,7 +239,7 @@ def _direct_writer(sub: Subscription, conn: _Connection, frames: Any):
         sequence = event.sequence
         if event.steers or (sequence is not None and sequence != conn.last + 1):
             return False
-        if sub.closed or sub.leaving or sub.needs_resync or sub.overflowed:
+        if sub.closed or sub.leaving or sub.needs_resync or sub.overflowed or sub.revoked:
             return False
         if not frames.write_frame(event.frame):
             return False
@@ -201,17 +258,28 @@ async def _close_quietly(websocket: WebSocket, code: int, reason: str) -> None:
         pass
 
 
-async def _replay(websocket, store, conversation_id: str, last: int, before: int | None) -> int:
-    """Send stored events after `last` (and before `before`); the new last sequence."""
+async def _replay(websocket, store, conn: _Connection, before: int | None) -> None:
+    """Send stored events after `conn.last` (and before `before`), steering as the live
+    stream does. Pages hold about `_REPLAY_BUDGET` bytes of events (at most
+    `_REPLAY_PAGE`): a page is held until the client has read it, and a long history
+    of large messages would otherwise pin hundreds of MB for a client that stops
+    reading. Raises `_Closed`."""
+    size = _REPLAY_FIRST_PAGE
     while True:
-        events = await store.events_after(conversation_id, last, _REPLAY_PAGE)
+        events = await store.events_after(conn.conversation_id, conn.last, size)
+        sent = 0
         for event in events:
             if before is not None and event.sequence >= before:
-                return last
-            await websocket.send_text(encode_event(event))
-            last = event.sequence
-        if len(events) < _REPLAY_PAGE:
-            return last
+                return
+            text = encode_event(event)
+            await websocket.send_text(text)
+            sent += len(text)
+            conn.last = event.sequence
+            user_id = event.data.get("userId") if event.type.startswith("participant.") else None
+            await _steer(websocket, conn, event.type, user_id, event.data.get("role"))
+        if len(events) < size:
+            return
+        size = max(1, min(_REPLAY_PAGE, _REPLAY_BUDGET * len(events) // max(sent, 1)))
 
 
 async def _read_client(
@@ -225,6 +293,8 @@ async def _read_client(
             text = message.get("text")
             if text is not None:
                 await _on_client_frame(websocket, svc, conn, text)
+            elif message.get("bytes") is not None:
+                await _send_error(websocket, "send text frames of JSON, not binary ones")
     except Exception:  # the socket is gone either way
         log.debug("websocket reader stopped", exc_info=True)
     sub.close()
@@ -249,7 +319,7 @@ async def _on_client_frame(websocket: WebSocket, svc: Services, conn: _Connectio
         if error is None and not access.role_allows(conn.role, access.WRITE):
             error = f"a {conn.role} cannot send {signal.type}"
         if error is None:
-            user = conn.claims.user_id if conn.claims.user_id is not None else signal.user_id
+            user = conn.claims.user_id or signal.user_id or conn.owner_id
             await svc.hub.publish(
                 EventRecord(
                     conversation_id=conn.conversation_id,
@@ -260,7 +330,32 @@ async def _on_client_frame(websocket: WebSocket, svc: Services, conn: _Connectio
                 )
             )
     if error is not None:
-        await websocket.send_text(msgspec.json.encode({"type": "error", "message": error}).decode())
+        await _send_error(websocket, error)
+
+
+async def _send_error(websocket: WebSocket, message: str) -> None:
+    await websocket.send_text(msgspec.json.encode({"type": "error", "message": message}).decode())
+
+
+KEY_CHECK_SECONDS = 10.0
+"""How often (at most; at every heartbeat when that is shorter) an instance checks
+that the API keys behind its open sockets still stand."""
+
+
+async def close_revoked_keys(hub: LocalHub, auth: Authenticator, interval: float) -> None:
+    """Forever: every `interval` seconds, close the sockets opened with a ticket of an
+    API key revoked since (revocation is a database write, seen by every instance)."""
+    while True:
+        await asyncio.sleep(interval)
+        for key_id in hub.key_ids():
+            try:
+                active = await auth.key_active(key_id)
+            except Exception:  # the database is away: try again next time
+                log.warning("could not check API key %s", key_id, exc_info=True)
+                continue
+            if not active:
+                closed = hub.revoke_key(key_id)
+                log.info("API key %s was revoked: closing its %d sockets", key_id, closed)
 
 
 routes = [WebSocketRoute("/v1/Conversations/{conversation_id}/ws", conversation_socket)]

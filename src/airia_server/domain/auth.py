@@ -61,6 +61,9 @@ async def create_api_key(
     return record, key
 
 
+BOOTSTRAP_KEY_ID = "bootstrap"
+"""The key id of AIRIA_BOOTSTRAP_API_KEY, which is no row of the database."""
+
 MAX_NAME_LENGTH = 255
 """The longest user or tenant a token may name: as long as a `userId` in a body."""
 
@@ -113,7 +116,7 @@ class Authenticator:
                 self._digests.clear()
             digest = self._digests[key] = hash_api_key(key)
         if self._bootstrap_hash is not None and hmac.compare_digest(digest, self._bootstrap_hash):
-            return Principal(tenant_id=DEFAULT_TENANT, kind="api_key", key_id="bootstrap")
+            return Principal(tenant_id=DEFAULT_TENANT, kind="api_key", key_id=BOOTSTRAP_KEY_ID)
         now = time.monotonic()
         if self.key_cache_seconds:
             cached = self._key_cache.get(digest)
@@ -130,6 +133,13 @@ class Authenticator:
                 self._key_cache.clear()
             self._key_cache[digest] = (principal, now + self.key_cache_seconds)
         return principal
+
+    async def key_active(self, key_id: str) -> bool:
+        """Whether the API key with this id may still be used: a WebSocket ticket
+        minted for a key is only as good as the key."""
+        if key_id == BOOTSTRAP_KEY_ID:
+            return self._bootstrap_hash is not None
+        return await self._store.api_key_active(key_id)
 
     def _from_token(self, token: str) -> Principal:
         cached = self._token_cache.get(token)

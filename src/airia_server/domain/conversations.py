@@ -131,7 +131,7 @@ class ConversationService:
     ) -> tuple[str, str | None]:
         """Broadcast a typing or presence signal (never stored): (conversation id, user)."""
         record, _ = await access.load(self.store, principal, conversation_id, access.WRITE)
-        actor = access.acting_user(principal, user_id, None)
+        actor = access.acting_user(principal, user_id, record.user_id)
         payload = {"userId": actor, **data}
         await self.hub.publish(
             EventRecord(

@@ -28,6 +28,9 @@ class TicketClaims(msgspec.Struct, array_like=True):
     conversation_id: str
     user_id: str | None
     expires: int
+    key_id: str | None = None
+    """The API key the ticket was minted for: the socket lasts only as long as the key
+    (tickets minted before this was added have none, and lasted their hour)."""
 
 
 _decode_claims = msgspec.json.Decoder(TicketClaims).decode
@@ -50,10 +53,16 @@ class TicketSigner:
         """HMAC-SHA256, what tickets minted before BLAKE2s carry; still accepted."""
         return urlsafe.encode(hmac.digest(self._key, payload.encode(), "sha256"))
 
-    def mint(self, tenant_id: str, conversation_id: str, user_id: str | None) -> tuple[str, int]:
+    def mint(
+        self,
+        tenant_id: str,
+        conversation_id: str,
+        user_id: str | None,
+        key_id: str | None = None,
+    ) -> tuple[str, int]:
         """A ticket and its expiry (Unix seconds)."""
         expires = int(time.time()) + self.ttl_seconds
-        claims = TicketClaims(1, tenant_id, conversation_id, user_id, expires)
+        claims = TicketClaims(1, tenant_id, conversation_id, user_id, expires, key_id)
         payload = urlsafe.encode(msgspec.json.encode(claims))
         return f"{payload}.{self._sign(payload)}", expires
 

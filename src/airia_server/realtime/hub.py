@@ -77,18 +77,26 @@ class Subscription:
         "closed",
         "conversation_id",
         "direct",
+        "key_id",
         "leaving",
         "maxsize",
         "needs_resync",
         "on_overflow",
         "overflowed",
         "owner",
+        "revoked",
         "waiting",
     )
 
-    def __init__(self, conversation_id: str, maxsize: int, owner: str = "") -> None:
+    def __init__(
+        self, conversation_id: str, maxsize: int, owner: str = "", key_id: str | None = None
+    ) -> None:
         self.conversation_id = conversation_id
         self.owner = owner
+        self.key_id = key_id
+        """The API key whose ticket opened the socket, if one did."""
+        self.revoked = False
+        """That key was revoked: the socket closes."""
         self.maxsize = maxsize
         self.overflowed = False
         self.closed = False
@@ -141,11 +149,21 @@ class Subscription:
         self.needs_resync = True
         self._wakeup.set()
 
+    def revoke(self) -> None:
+        """The API key behind the socket was revoked: wake the sender to close."""
+        self.revoked = True
+        self._wakeup.set()
+
     async def next_batch(self) -> list[LiveEvent]:
         """Everything buffered, waiting until there is something, or the subscription is
         closed, overflowed or needs a resync (then possibly empty: check the flags)."""
         while not (
-            self._items or self.overflowed or self.closed or self.needs_resync or self.leaving
+            self._items
+            or self.overflowed
+            or self.closed
+            or self.needs_resync
+            or self.leaving
+            or self.revoked
         ):
             self._wakeup.clear()
             self.waiting = True
@@ -180,10 +198,13 @@ class LocalHub:
     def healthy(self) -> bool:
         return True
 
-    async def subscribe(self, conversation_id: str, owner: str = "") -> Subscription:
+    async def subscribe(
+        self, conversation_id: str, owner: str = "", key_id: str | None = None
+    ) -> Subscription:
         """Events of this conversation published from now on reach the subscription.
-        `owner` names whose socket it is, for the per-user socket limit."""
-        sub = Subscription(conversation_id, self.queue_size, owner)
+        `owner` names whose socket it is, for the per-user socket limit; `key_id` the
+        API key it was opened with, if any."""
+        sub = Subscription(conversation_id, self.queue_size, owner, key_id)
         self._owners[owner] = self._owners.get(owner, 0) + 1
         self._subscribers.setdefault(conversation_id, set()).add(sub)
         return sub
@@ -211,6 +232,22 @@ class LocalHub:
         deadline = asyncio.get_running_loop().time() + timeout
         while self._subscribers and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.02)
+
+    def key_ids(self) -> set[str]:
+        """The API keys some socket here was opened with."""
+        return {
+            sub.key_id
+            for subs in self._subscribers.values()
+            for sub in subs
+            if sub.key_id is not None
+        }
+
+    def revoke_key(self, key_id: str) -> int:
+        """Close every socket opened with this API key; how many there were."""
+        found = [sub for subs in self._subscribers.values() for sub in subs if sub.key_id == key_id]
+        for sub in found:
+            sub.revoke()
+        return len(found)
 
     def resync_all(self) -> None:
         for subs in self._subscribers.values():

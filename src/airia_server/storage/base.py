@@ -255,6 +255,9 @@ class Store(Protocol):
 
     async def list_api_keys(self, tenant_id: str | None) -> list[ApiKeyRecord]: ...
 
+    async def api_key_active(self, key_id: str) -> bool:
+        """Whether the key with this id exists and is not revoked."""
+
     async def revoke_api_key(self, key_id: str, revoked_at: str) -> bool: ...
 
     # Conversations

@@ -303,6 +303,12 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
         )
         return api_key_row(row) if row else None
 
+    async def api_key_active(self, key_id: str) -> bool:
+        row = await self.pool.fetchrow(
+            "SELECT 1 FROM api_keys WHERE id = $1 AND revoked_at IS NULL", key_id
+        )
+        return row is not None
+
     async def list_api_keys(self, tenant_id: str | None) -> list[ApiKeyRecord]:
         if tenant_id is None:
             rows = await self.pool.fetch(

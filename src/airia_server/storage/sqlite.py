@@ -279,6 +279,14 @@ class SqliteStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, LifecycleMi
         )
         return api_key_row(row) if row else None
 
+    async def api_key_active(self, key_id: str) -> bool:
+        row = (
+            self._read()
+            .execute("SELECT 1 FROM api_keys WHERE id = ? AND revoked_at IS NULL", (key_id,))
+            .fetchone()
+        )
+        return row is not None
+
     async def list_api_keys(self, tenant_id: str | None) -> list[ApiKeyRecord]:
         sql = f"SELECT {API_KEY_COLUMNS} FROM api_keys"
         params: tuple[Any, ...] = ()

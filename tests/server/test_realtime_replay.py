@@ -1,0 +1,111 @@
+"""Replaying stored events to a socket: pages sized by bytes, and the live stream's rules."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from airia_server.api import realtime
+from airia_server.domain.tickets import TicketClaims
+from airia_server.storage.base import EventRecord
+
+CID = "0190f5a2-7c3e-7b1a-9d4e-2f6a8b0c1d2e"
+
+
+class Socket:
+    def __init__(self) -> None:
+        self.sent: list[dict] = []
+        self.closed: tuple[int, str] | None = None
+
+    async def send_text(self, text: str) -> None:
+        assert self.closed is None, "sent after closing"
+        self.sent.append(json.loads(text))
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        self.closed = (code, reason)
+
+
+class Log:
+    """A conversation's stored events, each `size` characters of message, or given."""
+
+    def __init__(self, count: int = 0, size: int = 10, events: list[EventRecord] | None = None):
+        self.events = events or [message(i + 1, "x" * size) for i in range(count)]
+        self.asked: list[int] = []
+
+    async def events_after(self, conversation_id: str, after: int, limit: int):
+        self.asked.append(limit)
+        return [e for e in self.events if e.sequence > after][:limit]
+
+
+def message(sequence: int, text: str) -> EventRecord:
+    return EventRecord(
+        conversation_id=CID,
+        sequence=sequence,
+        type="message.created",
+        created_at="2026-11-27T00:00:00.000000Z",
+        data={"message": text},
+    )
+
+
+def connection(user_id: str | None = None) -> realtime._Connection:
+    claims = TicketClaims(1, "default", CID, user_id, 4_000_000_000)
+    return realtime._Connection(claims, CID, "Collaborator", "owner")
+
+
+def replay(log: Log, conn: realtime._Connection, before: int | None = None) -> Socket:
+    socket = Socket()
+    asyncio.run(realtime._replay(socket, log, conn, before))
+    return socket
+
+
+def test_small_events_come_in_pages_of_up_to_500() -> None:
+    log, conn = Log(count=1_300), connection()
+    socket = replay(log, conn)
+    assert [e["sequence"] for e in socket.sent] == list(range(1, 1_301))
+    assert conn.last == 1_300
+    assert log.asked == [realtime._REPLAY_FIRST_PAGE, 500, 500, 500]
+
+
+def test_large_events_come_in_pages_of_about_a_mebibyte() -> None:
+    """A client that stops reading holds one page: 20 pages of 400 KB events would pin
+    hundreds of MB per socket."""
+    log, conn = Log(count=60, size=400_000), connection()
+    socket = replay(log, conn)
+    assert [e["sequence"] for e in socket.sent] == list(range(1, 61))
+    assert log.asked[0] == realtime._REPLAY_FIRST_PAGE
+    assert set(log.asked[1:]) == {2}  # 1 MiB of 400 KB events
+
+
+def test_a_replay_stops_before_the_live_event_that_revealed_the_gap() -> None:
+    log, conn = Log(count=10), connection()
+    conn.last = 3
+    socket = replay(log, conn, before=7)
+    assert [e["sequence"] for e in socket.sent] == [4, 5, 6]
+    assert conn.last == 6
+
+
+@pytest.mark.parametrize(
+    ("kind", "code"), [("participant.removed", 1008), ("conversation.deleted", 1000)]
+)
+def test_a_replayed_event_closes_the_socket_as_a_live_one_would(kind: str, code: int) -> None:
+    """Events missed while the fan-out was down come back through the replay: a removal
+    found there must close the socket, not leave it open to read what follows."""
+    events = [message(1, "before"), message(2, "x"), message(3, "after")]
+    events[1].type = kind
+    events[1].data = {"userId": "bob", "role": "Collaborator"}
+    socket = Socket()
+    with pytest.raises(realtime._Closed):
+        asyncio.run(realtime._replay(socket, Log(events=events), connection("bob"), None))
+    assert [e["sequence"] for e in socket.sent] == [1, 2]
+    assert socket.closed is not None and socket.closed[0] == code
+
+
+def test_a_replayed_role_change_applies() -> None:
+    events = [message(1, "x")]
+    events[0].type = "participant.updated"
+    events[0].data = {"userId": "bob", "role": "Viewer"}
+    conn = connection("bob")
+    replay(Log(events=events), conn)
+    assert conn.role == "Viewer"
