@@ -48,13 +48,9 @@ GC_THRESHOLDS = (50_000, 50, 100)
 
 
 def _ws_base_url(settings: Settings) -> str | None:
-    if settings.public_url:
-        url = settings.public_url.rstrip("/")
-        if url.startswith("https://"):
-            return "wss://" + url.removeprefix("https://")
-        if url.startswith("http://"):
-            return "ws://" + url.removeprefix("http://")
-        return url
+    if settings.public_url:  # http(s)://host[:port][/path], as the settings check
+        scheme, rest = settings.public_url.split("://", 1)
+        return ("wss://" if scheme == "https" else "ws://") + rest
     if settings.host in ("0.0.0.0", "::", ""):
         return None  # listening everywhere: the request's Host header names us best
     host = f"[{settings.host}]" if ":" in settings.host else settings.host

@@ -7,6 +7,7 @@ import re
 from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import tomllib
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -143,6 +144,25 @@ class Settings(BaseSettings):
                     "set a real secret in production"
                 )
         return self
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        """An http(s) URL with a host and perhaps a path: `websocketUrl` (ws/wss) and
+        attachment links are built on it."""
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("use the URL clients reach the server by: https://HOST[:PORT][/PATH]")
+        if parts.query or parts.fragment or "@" in parts.netloc or any(c.isspace() for c in value):
+            raise ValueError("a public URL has no query, fragment, user or spaces")
+        try:
+            parts.port  # noqa: B018 (raises on a port that is no number)
+        except ValueError:
+            raise ValueError(f"{parts.netloc!r} has an invalid port") from None
+        return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
 
     @field_validator("cors_origins")
     @classmethod

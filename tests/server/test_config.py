@@ -62,6 +62,49 @@ def test_cors_origins_must_be_exact(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_settings().cors_origin_list == ["https://a.example", "https://b.example"]
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "chat.example.com",
+        "ftp://x",
+        "https://h?x=1",
+        "https://h/#top",
+        "https://",
+        "http://a b",
+        "https://u:p@h",
+        "https://h:port",
+    ],
+)
+def test_a_public_url_that_is_no_http_url_stops_the_start(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """websocketUrl is built on it: it must come out a ws:// or wss:// URL a client opens."""
+    monkeypatch.setenv("AIRIA_PUBLIC_URL", value)
+    with pytest.raises(ValidationError) as info:
+        load_settings()
+    assert info.value.errors()[0]["loc"] == ("public_url",)
+
+
+@pytest.mark.parametrize(
+    ("value", "kept", "websocket"),
+    [
+        ("HTTPS://Chat.example.com/", "https://Chat.example.com", "wss://Chat.example.com"),
+        ("http://10.0.0.1:8080/airia/", "http://10.0.0.1:8080/airia", "ws://10.0.0.1:8080/airia"),
+        ("  ", None, None),
+    ],
+)
+def test_a_public_url_is_kept_with_its_scheme_in_lower_case(
+    monkeypatch: pytest.MonkeyPatch, value: str, kept: str | None, websocket: str | None
+) -> None:
+    from airia_server.app import _ws_base_url
+
+    monkeypatch.setenv("AIRIA_PUBLIC_URL", value)
+    monkeypatch.setenv("AIRIA_HOST", "0.0.0.0")
+    settings = load_settings()
+    assert settings.public_url == kept
+    assert _ws_base_url(settings) == websocket
+
+
 def test_describe_masks_secrets_and_url_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIRIA_JWT_SECRET", "a-very-long-secret-value-for-tests-only")
     monkeypatch.setenv("AIRIA_DATABASE_URL", "postgresql://airia:hunter2@db:5432/airia")
