@@ -25,7 +25,10 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
 }
 
 
-_SECRET_QUERY = re.compile(r"(ticket=)[^&\s\"']+")
+# `ticket=`, its letters in either case or percent-encoded ("tick%65t=" is read as
+# "ticket=" too, and would otherwise carry the ticket into the log in clear).
+_TICKET_NAME = "".join(f"(?:{c}|%{ord(c):x}|%{ord(c.upper()):x})" for c in "ticket")
+_SECRET_QUERY = re.compile(rf"({_TICKET_NAME}=)[^&\s\"']+", re.IGNORECASE)
 
 
 def redact(text: str) -> str:
@@ -37,7 +40,7 @@ class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name.startswith("uvicorn"):
             message = record.getMessage()
-            if "ticket=" in message:
+            if "=" in message:
                 record.msg, record.args = redact(message), None
         record.correlation_id = correlation_id_var.get() or "-"
         record.tenant = tenant_var.get() or "-"
