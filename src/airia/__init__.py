@@ -27,6 +27,12 @@ from ._exceptions import (
     WebSocketClosedError,
 )
 from ._version import __version__
+from .logs import (
+    clear_correlation_id,
+    configure_logging,
+    get_correlation_id,
+    set_correlation_id,
+)
 
 __all__ = [
     "APIConnectionError",
@@ -47,4 +53,8 @@ __all__ = [
     "UnprocessableEntityError",
     "WebSocketClosedError",
     "__version__",
+    "clear_correlation_id",
+    "configure_logging",
+    "get_correlation_id",
+    "set_correlation_id",
 ]

@@ -11,7 +11,6 @@ import functools
 import logging
 import os
 import random
-import uuid
 from typing import Any
 from urllib.parse import quote, urljoin
 
@@ -41,6 +40,7 @@ from ._exceptions import (
 )
 from ._files import ReplayableBody
 from ._version import __version__
+from .logs import set_correlation_id
 
 USER_AGENT = f"airia-conversations-python/{__version__}"
 _REDACTED = "[REDACTED]"
@@ -161,7 +161,9 @@ class BaseClient:
         With ``idempotency_key`` the request carries ``Idempotency-Key`` and may be
         retried even though it is a POST; every retry sends the same key.
         """
-        correlation_id = correlation_id or str(uuid.uuid4())
+        # As the official package does: the request's id becomes the context's, for
+        # log lines written while it runs and `airia.get_correlation_id()` after.
+        correlation_id = set_correlation_id(correlation_id or None)
         all_headers = {**self._headers(correlation_id), **(headers or {})}
         if idempotency_key is not None:
             all_headers[IDEMPOTENCY_KEY_HEADER] = idempotency_key
@@ -206,7 +208,7 @@ class BaseClient:
         not sending it to another host (a CDN, object storage) keeps it from leaking.
         A relative URL is resolved against the base URL.
         """
-        correlation_id = correlation_id or str(uuid.uuid4())
+        correlation_id = set_correlation_id(correlation_id or None)
         absolute = self._url(url)
         if self._same_origin(absolute):
             headers = self._headers(correlation_id)

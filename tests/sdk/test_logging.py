@@ -48,3 +48,65 @@ def test_custom_logger_and_retry_warning(server: FakeServer, sleeps, caplog):
     assert [r.levelname for r in caplog.records] == ["INFO", "WARNING", "INFO"]
     assert "retry 1 of 2" in caplog.records[1].getMessage()
     assert API_KEY not in caplog.text
+
+
+# --- the official package's logging names ---------------------------------------------
+
+
+def test_the_official_packages_logging_names_import() -> None:
+    import airia
+    import airia.constants
+    import airia.logs
+
+    for name in (
+        "configure_logging",
+        "set_correlation_id",
+        "get_correlation_id",
+        "clear_correlation_id",
+    ):
+        assert getattr(airia, name) is getattr(airia.logs, name)
+    assert airia.constants.DEFAULT_BASE_URL == "http://localhost:8000/"
+    assert airia.constants.DEFAULT_TIMEOUT == 30.0
+
+
+def test_a_request_makes_its_correlation_id_the_contexts(client, server: FakeServer) -> None:
+    from airia import clear_correlation_id, get_correlation_id, set_correlation_id
+
+    clear_correlation_id()
+    assert get_correlation_id() == ""
+    cid = client.create_conversation(user_id="u", correlation_id="cid-7").conversation_id
+    assert get_correlation_id() == "cid-7"
+    client.get_conversation(cid)
+    fresh = get_correlation_id()
+    assert fresh not in ("", "cid-7")
+    assert server.requests[-1].headers["x-correlation-id"] == fresh
+    client.get_conversation(cid)
+    assert get_correlation_id() != fresh  # one id per call, not one per context
+    assert set_correlation_id("mine") == "mine" and get_correlation_id() == "mine"
+    assert len(set_correlation_id()) == 36
+
+
+def test_configure_logging_prints_the_correlation_id(server: FakeServer, tmp_path) -> None:
+    from airia import configure_logging
+
+    path = tmp_path / "sdk.log"
+    logger = configure_logging(level="DEBUG", sink=path)
+    try:
+        assert logger.name == "airia"
+        http = httpx.Client(transport=httpx.MockTransport(server))
+        client = AiriaClient(
+            base_url=BASE_URL, api_key=API_KEY, log_requests=True, http_client=http
+        )
+        client.create_conversation(user_id="u", correlation_id="cid-9")
+        again = configure_logging(level="INFO", sink=path)  # replaces, never doubles
+        client.create_conversation(user_id="u", correlation_id="cid-10")
+        lines = path.read_text().splitlines()
+        assert again is logger and len(logger.handlers) == 1
+        assert [line.split("]")[0] for line in lines] == ["[cid-9", "[cid-10"]
+        assert "\033[" not in path.read_text()  # no colors in a file
+        assert API_KEY not in path.read_text()
+    finally:
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+            handler.close()
+        logger.setLevel(logging.NOTSET)
