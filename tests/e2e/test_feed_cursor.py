@@ -73,6 +73,34 @@ def test_a_page_that_is_not_full_has_no_next_cursor_field(
     assert len(body["items"]) == 1 and "nextCursor" not in body
 
 
+def test_the_last_page_has_no_next_cursor_even_when_full(
+    server: LiveServer, http: httpx.Client
+) -> None:
+    """api.md: absent on the last page. Six conversations in pages of 3 or 6: a full last
+    page, by number or by cursor, says there is no next one."""
+    user = f"cursor_{uuid.uuid4().hex[:8]}"
+    headers = server.headers()
+    for _ in range(6):
+        http.post("/v1/Conversations", json={"userId": user}, headers=headers)
+
+    def page(**params) -> dict:
+        response = http.get(FEED, params={"userId": user, **params}, headers=headers)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    assert "nextCursor" not in page(PageSize=6)
+    assert "nextCursor" not in page(PageSize=3, PageNumber=2)
+    first = page(PageSize=3)
+    assert len(first["items"]) == 3 and first["nextCursor"]
+    second = page(PageSize=3, cursor=first["nextCursor"])
+    assert len(second["items"]) == 3 and "nextCursor" not in second
+    assert not {i["conversationId"] for i in first["items"]} & {
+        i["conversationId"] for i in second["items"]
+    }
+    middle = page(PageSize=2, cursor=page(PageSize=2)["nextCursor"])
+    assert len(middle["items"]) == 2 and middle["nextCursor"]
+
+
 @pytest.mark.parametrize(
     "cursor",
     ["garbage", "", "eyJhIjoxfQ", "W10", "x" * 600],

@@ -170,15 +170,22 @@ async def conversations_feed(request: Request) -> Response:
             tenant_id=principal.tenant_id,
             user_id=user_id,
             page_number=page_number,
-            page_size=page_size,
+            # By cursor, one row more says whether a next page exists.
+            page_size=page_size + 1 if after is not None else page_size,
             sort_by=sort_by,
             descending=direction == "desc",
             title_filter=text,
             after=after,
         ),
     )
+    # `nextCursor` only where a next page exists: never on the last page, even full.
+    if after is not None:
+        more = len(page.items) > page_size
+        page.items = page.items[:page_size]
+    else:
+        more = (page_number - 1) * page_size + len(page.items) < page.total_count
     next_cursor = None
-    if len(page.items) == page_size and sort_by != "title":
+    if more and sort_by != "title":
         last = page.items[-1]
         key = last.updated_at if sort_by == "updatedAt" else last.created_at
         next_cursor = _encode_cursor(
