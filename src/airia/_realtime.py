@@ -183,6 +183,7 @@ class BaseEventStream:
         self.reconnect = reconnect
         self.max_reconnect_attempts = max_reconnect_attempts
         self._attempt = 0
+        self._last_reason = ""
         self._opened_once = False
         self._finished = False
         self._logger = logger
@@ -215,6 +216,7 @@ class BaseEventStream:
     def _on_close(self, code: int | None, reason: str) -> float:
         """Seconds to wait before reconnecting after a close; raises when it must not."""
         self.close_code = code
+        self._last_reason = reason
         step = plan_after_close(
             code,
             self._attempt,
@@ -253,8 +255,14 @@ class BaseEventStream:
         )
         self._log("real-time connect failed: %s -> %s", error, step.action)
         if step.action != "reconnect":
+            # Reconnecting gave up (max_reconnect_attempts): the channel is closed for
+            # good, as after a close; the last failure is the cause.
             self._finished = True
-            raise error from exc
+            raise WebSocketClosedError(
+                f"Real-time channel closed: {step.reason}; the last attempt: {error}",
+                close_code=self.close_code if self.close_code is not None else CLOSE_ABNORMAL,
+                close_reason=self._last_reason,
+            ) from error
         self._attempt += 1
         return step.delay
 

@@ -264,8 +264,11 @@ def test_transient_connect_errors_after_an_open_are_retried(monkeypatch):
     stream = _stream(max_reconnect_attempts=1)
     stream._on_open("ws://h/ws")
     assert stream._on_connect_error(OSError("Connection refused")) == 0.1
-    with pytest.raises(APIConnectionError):
+    # Past max_reconnect_attempts: closed for good, as documented, the failure its cause.
+    with pytest.raises(WebSocketClosedError, match="gave up after 1") as info:
         stream._on_connect_error(OSError("Connection refused"))
+    assert info.value.close_code == 1006 and stream._finished
+    assert isinstance(info.value.__cause__, APIConnectionError)
     stream = _stream()
     stream._on_open("ws://h/ws")
     with pytest.raises(NotFoundError):
