@@ -55,6 +55,18 @@ def _type_adapter(tp: Any) -> pydantic.TypeAdapter[Any]:
     return pydantic.TypeAdapter(tp)
 
 
+def header_value(name: str, value: str) -> str:
+    """``value``, checked as something the SDK can send in a header: printable ASCII
+    and not blank. Raises ValueError (before anything is sent, and never retried):
+    a line break would be refused by httpx as a connection error, a letter past ASCII
+    would fail to encode."""
+    if not isinstance(value, str) or not value.strip() or not value.isascii():
+        raise ValueError(f"{name} must be non-blank ASCII text, not {value!r}")
+    if not value.isprintable():
+        raise ValueError(f"{name} must not hold control characters (a line break, a tab)")
+    return value
+
+
 def resolve_credentials(
     api_key: str | None, bearer_token: str | None
 ) -> tuple[str | None, str | None]:
@@ -69,12 +81,12 @@ def resolve_credentials(
             "Please use only one authentication method."
         )
     if bearer_token:
-        return None, bearer_token
+        return None, header_value("bearer_token", bearer_token.strip())
     if api_key:
-        return api_key, None
+        return header_value("api_key", api_key.strip()), None
     env_key = os.environ.get(API_KEY_ENV)
     if env_key:
-        return env_key, None
+        return header_value(API_KEY_ENV, env_key.strip()), None
     raise ValueError(
         f"Authentication required. Provide either api_key (or set {API_KEY_ENV} "
         "environment variable) or bearer_token."
@@ -163,10 +175,12 @@ class BaseClient:
         """
         # As the official package does: the request's id becomes the context's, for
         # log lines written while it runs and `airia.get_correlation_id()` after.
+        if correlation_id:
+            header_value("correlation_id", correlation_id)
         correlation_id = set_correlation_id(correlation_id or None)
         all_headers = {**self._headers(correlation_id), **(headers or {})}
         if idempotency_key is not None:
-            all_headers[IDEMPOTENCY_KEY_HEADER] = idempotency_key
+            all_headers[IDEMPOTENCY_KEY_HEADER] = header_value("idempotency_key", idempotency_key)
         return self._http.build_request(
             method,
             self._url(path),
@@ -208,6 +222,8 @@ class BaseClient:
         not sending it to another host (a CDN, object storage) keeps it from leaking.
         A relative URL is resolved against the base URL.
         """
+        if correlation_id:
+            header_value("correlation_id", correlation_id)
         correlation_id = set_correlation_id(correlation_id or None)
         absolute = self._url(url)
         if self._same_origin(absolute):

@@ -205,6 +205,9 @@ def make_status_error(
 ) -> APIStatusError:
     """Build the exception for an error response: class by status, message from the body."""
     text = response.text
+    if redact is not None:
+        # Before parsing, so that `body` holds no credential the server echoed either.
+        text = redact(text)
     try:
         body: Any = json.loads(text) if text else None
     except ValueError:
@@ -219,7 +222,7 @@ def make_status_error(
     correlation_id = response.headers.get("x-correlation-id") or correlation_id
 
     if redact is not None:
-        message, text = redact(message), redact(text)
+        message = redact(message)
 
     status = response.status_code
     cls = _STATUS_CLASSES.get(status) or (InternalServerError if status >= 500 else APIStatusError)

@@ -119,6 +119,9 @@ def test_secret_echoed_by_server_is_redacted(client, server: FakeServer):
         client.create_conversation(user_id="u")
     assert API_KEY not in str(info.value)
     assert "[REDACTED]" in info.value.message
+    # Nor in the parsed body, which code logs as often as the message.
+    assert info.value.body == {"message": "bad key [REDACTED]"}
+    assert API_KEY not in info.value.detailed_message
 
 
 def test_connection_error(api, server: FakeServer):

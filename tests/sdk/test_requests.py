@@ -72,6 +72,41 @@ def test_correlation_id_is_fresh_uuid_per_call(api, server: FakeServer):
     assert uuid.UUID(first).version == 4
 
 
+@pytest.mark.parametrize(
+    ("argument", "value"),
+    [
+        ("correlation_id", "bad\nid"),
+        ("correlation_id", "caf\u00e9"),
+        ("idempotency_key", " "),
+        ("idempotency_key", "k\r\nX-Injected: 1"),
+        ("idempotency_key", "\u201ckey\u201d"),
+    ],
+)
+def test_a_header_value_the_sdk_cannot_send_is_a_value_error_and_sends_nothing(
+    api, server: FakeServer, sleeps: list[float], argument: str, value: str
+):
+    """Not an APIConnectionError after retries, nor a bare UnicodeEncodeError."""
+    with pytest.raises(ValueError, match=argument):
+        api()("create_conversation", user_id="u", **{argument: value})
+    assert server.requests == [] and sleeps == []
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [{"api_key": "k\u2019ey"}, {"api_key": "k\ney"}, {"api_key": None, "bearer_token": "t\tt"}],
+)
+def test_credentials_the_sdk_cannot_send_are_refused_by_the_constructor(credentials: dict):
+    from airia import AiriaClient
+
+    with pytest.raises(ValueError, match=r"api_key|bearer_token"):
+        AiriaClient(base_url="http://testserver/", **{"api_key": None, **credentials})
+
+
+def test_whitespace_around_credentials_is_dropped(api, server: FakeServer):
+    api(api_key=f"  {API_KEY}\n")("create_conversation", user_id="u")
+    assert server.last.headers["X-API-KEY"] == API_KEY
+
+
 def test_get_quotes_the_id_as_one_segment(api, server: FakeServer):
     call = api()
     for weird in ("a/b?c#d", ".."):
