@@ -209,3 +209,34 @@ def test_both_credentials_exit_2(run):
 def test_help_exits_0(run):
     code, out, _ = run("conversations", "--help")
     assert code == 0 and "create" in out
+
+
+@pytest.mark.parametrize(
+    "option", [["--correlation-id", "caf\u00e9"], ["--api-key", "k\u2019y"], ["--api-key", "a\nb"]]
+)
+def test_a_value_no_header_can_carry_is_one_error_line(run, server: FakeServer, option):
+    code, out, err = run(*option, "conversations", "get", "c1")
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert server.requests == []
+
+
+def test_a_reader_that_stops_reading_ends_the_command_quietly(run, server: FakeServer, monkeypatch):
+    """`airia conversations get ID | head -1`: no traceback, no error line; the shell's
+    status for a writer whose reader went away (141)."""
+    import os
+    import sys
+
+    import airia.cli
+
+    created = json.loads(run("--json", "conversations", "create", "--user-id", "u")[1])
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    broken = os.fdopen(write_end, "w")
+    monkeypatch.setattr(sys, "stdout", broken)
+    try:
+        code = airia.cli.main(["conversations", "get", created["conversationId"]])
+    finally:
+        monkeypatch.undo()
+    broken.close()  # flushes into /dev/null now, not the closed pipe
+    assert code == airia.cli.EXIT_BROKEN_PIPE == 141

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -151,8 +152,26 @@ def _list(client: AiriaClient, args: argparse.Namespace) -> str:
     return to_json(feed) if args.json else feed_table(feed, args.page)
 
 
+EXIT_BROKEN_PIPE = 128 + 13
+"""What a shell reports for a program its reader stopped reading (SIGPIPE)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit status."""
+    try:
+        status = _main(argv)
+        sys.stdout.flush()  # here, not at exit, where a closed pipe would go unhandled
+        return status
+    except BrokenPipeError:
+        # The reader went away (`airia messages list ID --all | head -1`): stop quietly,
+        # as other command-line tools do, with what is still buffered going nowhere.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -174,6 +193,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except _attachments.CommandError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return exc.status
+        except ValueError as exc:  # an argument the SDK cannot send (a header value)
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except BrokenPipeError:
+            raise
         except OSError as exc:  # a local file: the path to upload, or where to save
             print(f"error: {exc}", file=sys.stderr)
             return 1
