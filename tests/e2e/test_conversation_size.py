@@ -25,8 +25,10 @@ def test_get_shows_the_newest_messages_oldest_first_up_to_the_limit(tmp_path: Pa
                 ).status_code
                 == 201
             )
-        shown = http.get(f"/v1/Conversations/{cid}").json()["messages"]
+        got = http.get(f"/v1/Conversations/{cid}").json()
+        shown = got["messages"]
         assert [m["message"] for m in shown] == ["m2", "m3", "m4"]
+        assert got["messageCount"] == 5  # all of them, though three are shown
         # All of them stay reachable, page by page, and the feed counts all five.
         page = http.get(f"/v1/Conversations/{cid}/messages", params={"limit": 10}).json()
         assert [m["message"] for m in page["items"]] == [f"m{i}" for i in range(5)]

@@ -74,6 +74,34 @@ def test_get_human_and_json(run, server: FakeServer):
     assert json.loads(out)["messages"] == []
 
 
+def test_get_counts_every_message_when_it_shows_only_the_newest(run, server: FakeServer):
+    message = {
+        "id": "m",
+        "conversationId": "c",
+        "message": "last",
+        "role": "user",
+        "createdAt": "2026-11-26T06:01:34.123456Z",
+        "updatedAt": "2026-11-26T06:01:34.123456Z",
+    }
+    server.script(
+        httpx.Response(
+            200,
+            json={
+                "conversationId": "c",
+                "userId": "u",
+                "dataSourceFiles": {},
+                "isBookmarked": False,
+                "messages": [message],
+                "messageCount": 1005,
+            },
+        )
+    )
+    code, out, err = run("conversations", "get", "c")
+    assert code == 0, err
+    assert out.splitlines()[-2].split(None, 1) == ["messages", "1005 (the newest 1 below)"]
+    assert "message_count" not in out
+
+
 def test_update(run, server: FakeServer):
     cid = json.loads(run("--json", "conversations", "create", "--user-id", "u")[1])[
         "conversationId"

@@ -55,12 +55,14 @@ def columns(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
 
 def conversation_table(model: BaseModel) -> str:
     """Key/value lines for one conversation (or any model); messages, if any, listed after."""
-    fields = {k: v for k, v in model if k != "messages"}
+    fields = {k: v for k, v in model if k not in ("messages", "message_count")}
     fields.update(model.model_extra or {})
     width = max(len(k) for k in fields)
     lines = [f"{key.ljust(width)}  {_cell(value)}" for key, value in fields.items()]
     if isinstance(model, GetConversationResponse):
-        lines.append(f"{'messages'.ljust(width)}  {len(model.messages)}")
+        shown, total = len(model.messages), model.message_count
+        count = f"{total} (the newest {shown} below)" if total and total > shown else str(shown)
+        lines.append(f"{'messages'.ljust(width)}  {count}")
         for message in model.messages:
             lines.append(
                 f"  {_cell(message.created_at)}  {message.role:<9}  {message.message or ''}"

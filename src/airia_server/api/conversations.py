@@ -81,6 +81,7 @@ def conversation_view(
         policy_redactions=None,
         last_execution_status=record.last_execution_status,
         last_execution_id=record.last_execution_id,
+        message_count=record.message_count,
     )
 
 

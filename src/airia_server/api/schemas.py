@@ -168,6 +168,9 @@ class GetConversationResponse(Struct, rename="camel", kw_only=True):
     policy_redactions: dict[str, Any] | None = None
     last_execution_status: str | None = None
     last_execution_id: str | None = None
+    message_count: int = 0
+    """Extension: how many messages the conversation has; `messages` shows the newest
+    AIRIA_CONVERSATION_MESSAGES_LIMIT of them."""
 
 
 class ConversationFeedItem(Struct, rename="camel", kw_only=True):

@@ -58,6 +58,9 @@ class GetConversationResponse(_Model):
     last_execution_id: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    message_count: int | None = None
+    """How many messages the conversation has (this server's extension); ``messages``
+    holds the newest of them, up to the server's limit (1,000 by default)."""
 
 
 class CreateConversationResponse(_Model):
