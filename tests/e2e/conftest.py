@@ -13,9 +13,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-import backends
-
-from .support import LiveServer, running_server
+from .support import LiveServer, server_on
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres+redis"])
@@ -23,16 +21,7 @@ def live_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
     """The embedded default, then the scale-out deployment: every e2e test runs on both."""
-    root = tmp_path_factory.mktemp("server")
-    database_url: str | None = None
-    extra: dict[str, str] = {}
-    if request.param == "postgres+redis":
-        backends.require(backends.postgres_problem())
-        backends.require(backends.redis_problem())
-        database_url = url = backends.create_database_sync()
-        request.addfinalizer(lambda: backends.drop_database_sync(url))
-        extra["AIRIA_REDIS_URL"] = backends.REDIS_URL
-    with running_server(root, database_url=database_url, **extra) as server:
+    with server_on(request.param, tmp_path_factory.mktemp("server")) as server:
         yield server
 
 

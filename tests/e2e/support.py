@@ -17,6 +17,8 @@ import httpx
 import jwt
 import pytest
 
+import backends
+
 BOOTSTRAP_KEY = "e2e-bootstrap-key-" + "k" * 32
 JWT_SECRET = "e2e-jwt-secret-" + "s" * 40
 STARTUP_SECONDS = 20.0
@@ -184,6 +186,25 @@ def start_server(
             stop_process(proc)
             raise
     return server
+
+
+@contextmanager
+def server_on(backend: str, root: Path, **settings: str | None) -> Iterator[LiveServer]:
+    """A running server on `backend`: "sqlite" (a database under `root`), or
+    "postgres+redis" (a PostgreSQL database of its own, dropped once the server has
+    stopped, and the shared Redis); `settings` on top."""
+    database_url = None
+    if backend == "postgres+redis":
+        backends.require(backends.postgres_problem())
+        backends.require(backends.redis_problem())
+        database_url = backends.create_database_sync()
+        settings = {"AIRIA_REDIS_URL": backends.REDIS_URL, **settings}
+    try:
+        with running_server(root, database_url=database_url, **settings) as server:
+            yield server
+    finally:
+        if database_url is not None:
+            backends.drop_database_sync(database_url)
 
 
 @contextmanager

@@ -21,12 +21,10 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-import backends
-
 from .support import (
     LiveServer,
     mint_jwt,
-    running_server,
+    server_on,
 )
 
 pytestmark = pytest.mark.e2e
@@ -414,17 +412,7 @@ def small_queue_server(
 ) -> Iterator[LiveServer]:
     """A second server, started like the session's, with AIRIA_WS_QUEUE_SIZE=5, on each backend."""
     root = tmp_path_factory.mktemp("small-queue-server")
-    database_url: str | None = None
-    extra: dict[str, str] = {}
-    if request.param == "postgres+redis":
-        backends.require(backends.postgres_problem())
-        backends.require(backends.redis_problem())
-        database_url = url = backends.create_database_sync()
-        request.addfinalizer(lambda: backends.drop_database_sync(url))
-        extra["AIRIA_REDIS_URL"] = backends.REDIS_URL
-    with running_server(
-        root, database_url=database_url, AIRIA_WS_QUEUE_SIZE=str(SMALL_QUEUE), **extra
-    ) as server:
+    with server_on(request.param, root, AIRIA_WS_QUEUE_SIZE=str(SMALL_QUEUE)) as server:
         yield server
 
 
@@ -582,18 +570,9 @@ async def test_typing_by_an_api_key_without_a_user_is_the_owners(
 def fast_heartbeat_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
+    """A third, whose API-key check runs at every 1-second heartbeat."""
     root = tmp_path_factory.mktemp("fast-heartbeat-server")
-    database_url: str | None = None
-    extra: dict[str, str] = {}
-    if request.param == "postgres+redis":
-        backends.require(backends.postgres_problem())
-        backends.require(backends.redis_problem())
-        database_url = url = backends.create_database_sync()
-        request.addfinalizer(lambda: backends.drop_database_sync(url))
-        extra["AIRIA_REDIS_URL"] = backends.REDIS_URL
-    with running_server(
-        root, database_url=database_url, AIRIA_WS_HEARTBEAT_SECONDS="1", **extra
-    ) as server:
+    with server_on(request.param, root, AIRIA_WS_HEARTBEAT_SECONDS="1") as server:
         yield server
 
 
