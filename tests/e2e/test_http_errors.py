@@ -439,6 +439,24 @@ def test_whitespace_after_a_content_length_is_allowed(server: LiveServer, user_i
     assert json.loads(answer)["userId"] == user_id
 
 
+@pytest.mark.parametrize("second", ["ak_not-a-real-key", None], ids=["other-key", "same-key"])
+def test_two_different_api_keys_are_401(
+    server: LiveServer, http: httpx.Client, second: str | None
+) -> None:
+    """Which of two keys would count is anyone's guess (a proxy may add one): refused,
+    whichever comes first. The same key twice is one credential."""
+    for pair in ([server.api_key, second], [second, server.api_key]):
+        headers = [("X-API-KEY", value or server.api_key) for value in pair]
+        response = http.get(f"{COLLECTION}/feed", headers=headers)
+        if second is None:
+            assert response.status_code == 200, response.text
+        else:
+            problem = assert_problem(response, 401)
+            assert problem["message"] == "Conflicting credentials"
+    tokens = [("Authorization", f"Bearer {mint_jwt('u1')}"), ("Authorization", "Bearer x.y.z")]
+    assert_problem(http.get(f"{COLLECTION}/feed", headers=tokens), 401)
+
+
 def test_api_key_header_name_is_case_insensitive(server: LiveServer, http: httpx.Client) -> None:
     response = http.get(f"{COLLECTION}/feed", headers={"x-api-key": server.api_key})
     assert response.status_code == 200

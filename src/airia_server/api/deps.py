@@ -15,6 +15,7 @@ from airia_server.domain.messages import MessageService
 from airia_server.domain.participants import ParticipantService
 from airia_server.domain.ratelimit import RateLimiter
 from airia_server.domain.tickets import TicketSigner
+from airia_server.errors import Unauthorized
 from airia_server.logs import tenant_var
 from airia_server.realtime.hub import LocalHub
 from airia_server.storage.base import Store
@@ -46,12 +47,20 @@ def services(conn: HTTPConnection) -> Services:
 
 async def current_principal(conn: HTTPConnection) -> Principal:
     api_key = authorization = None
-    for name, value in conn.scope["headers"]:  # one pass; the first of each counts
-        if name == b"x-api-key":
-            if api_key is None:
-                api_key = value.decode("latin-1")
-        elif name == b"authorization" and authorization is None:
-            authorization = value.decode("latin-1")
+    for name, value in conn.scope["headers"]:  # one pass
+        if name == b"x-api-key" or name == b"authorization":
+            text = value.decode("latin-1")
+            if name == b"x-api-key":
+                seen, api_key = api_key, text
+            else:
+                seen, authorization = authorization, text
+            if seen is not None and seen != text:
+                # Which one would count is anyone's guess (a proxy may have added one):
+                # credentials must be unambiguous.
+                raise Unauthorized(
+                    "Conflicting credentials",
+                    f"The request carries more than one {name.decode()} header",
+                )
     principal = await services(conn).auth.authenticate(api_key, authorization)
     tenant_var.set(principal.tenant_id)
     await services(conn).limiter.check(principal)
