@@ -378,6 +378,18 @@ def test_rate_limits_per_key_and_per_user(tmp_path: Path) -> None:
             )
             # The limit is per key: another key of the same tenant is not affected.
             assert http.get(feed, headers=server.headers(other_key)).status_code == 200
+            # A POST with an Idempotency-Key is one request, though both the key check
+            # and the handler ask who is calling.
+            keyed = server.create_api_key("default")
+            for i in range(PER_KEY + 1):
+                response = http.post(
+                    COLLECTION,
+                    json={"userId": "u"},
+                    headers={**server.headers(keyed), "Idempotency-Key": f"once-{i}"},
+                )
+                if i < PER_KEY:
+                    assert response.status_code == 201, (i, response.text)
+            assert_limited(response, f"idempotent POST {PER_KEY + 1} of a key")
             alice = server.bearer(mint_jwt("alice"))
             for _ in range(PER_USER):
                 assert http.get(feed, headers=alice).status_code == 200

@@ -45,7 +45,15 @@ def services(conn: HTTPConnection) -> Services:
     return conn.scope["app"].services
 
 
+_PRINCIPAL = "airia.principal"
+
+
 async def current_principal(conn: HTTPConnection) -> Principal:
+    """Who is calling, authenticated and counted against the rate limit once per
+    request, however many layers (the idempotency check, the handler) ask."""
+    known = conn.scope.get(_PRINCIPAL)
+    if known is not None:
+        return known
     api_key = authorization = None
     for name, value in conn.scope["headers"]:  # one pass
         if name == b"x-api-key" or name == b"authorization":
@@ -64,6 +72,7 @@ async def current_principal(conn: HTTPConnection) -> Principal:
     principal = await services(conn).auth.authenticate(api_key, authorization)
     tenant_var.set(principal.tenant_id)
     await services(conn).limiter.check(principal)
+    conn.scope[_PRINCIPAL] = principal
     return principal
 
 
