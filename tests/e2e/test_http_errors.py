@@ -397,8 +397,26 @@ def test_jwt_without_sub_signed_with_the_right_secret_is_401(http: httpx.Client)
 
 @pytest.mark.parametrize(
     "claims",
-    [{"sub": "a\x00b"}, {"tenant": "de\x00fault"}, {"sub": "u" * 256}, {"tenant": ""}, {"sub": 7}],
-    ids=["nul-in-sub", "nul-in-tenant", "sub-too-long", "empty-tenant", "sub-not-text"],
+    [
+        {"sub": "a\x00b"},
+        {"tenant": "de\x00fault"},
+        {"sub": "u" * 256},
+        {"tenant": ""},
+        {"sub": 7},
+        {"sub": "a\ud800"},
+        {"tenant": "\udfff"},
+        {"exp": 10**400},
+    ],
+    ids=[
+        "nul-in-sub",
+        "nul-in-tenant",
+        "sub-too-long",
+        "empty-tenant",
+        "sub-not-text",
+        "surrogate-in-sub",
+        "surrogate-tenant",
+        "exp-past-any-float",
+    ],
 )
 def test_a_signed_token_naming_no_storable_user_is_401(http: httpx.Client, claims: dict) -> None:
     """Signed with the right secret, but naming a user or tenant no database could

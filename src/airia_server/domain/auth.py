@@ -69,8 +69,15 @@ MAX_NAME_LENGTH = 255
 
 
 def _is_name(value: object) -> bool:
-    # No database stores NUL in text: PostgreSQL would refuse the query.
-    return isinstance(value, str) and 0 < len(value) <= MAX_NAME_LENGTH and "\x00" not in value
+    # No database stores NUL in text (PostgreSQL would refuse the query), nor half of
+    # a surrogate pair (it is not UTF-8).
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_NAME_LENGTH or "\x00" in value:
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class Authenticator:
@@ -171,10 +178,14 @@ class Authenticator:
                 "The token's 'sub' and 'tenant' must be strings of 1 to"
                 f" {MAX_NAME_LENGTH} characters, without NUL",
             )
+        try:
+            expires = float(claims["exp"])  # PyJWT checked it is a number in the future
+        except (OverflowError, TypeError, ValueError):
+            raise Unauthorized("Invalid token", "The token's 'exp' is out of range") from None
         principal = Principal(tenant_id=tenant, kind="bearer", user_id=sub)
         if len(self._token_cache) >= _TOKEN_CACHE_MAX:
             self._token_cache.clear()
-        self._token_cache[token] = (principal, float(claims["exp"]))
+        self._token_cache[token] = (principal, expires)
         return principal
 
 
