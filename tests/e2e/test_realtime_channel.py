@@ -390,6 +390,29 @@ async def test_removed_participant_gets_the_event_then_close_1008(
     assert refused.value.response.status_code == 403
 
 
+async def test_a_user_added_again_resumes_from_before_their_removal(
+    server: LiveServer, api: Api, user_id: str
+) -> None:
+    """The replayed removal is history: the user is back, so the socket stays open."""
+    bob = new_user("bob")
+    cid = (await api.create(server.headers(), user_id))["conversationId"]
+    await api.share(server.headers(), cid, bob, "Viewer")
+    await api.call("DELETE", f"{COLLECTION}/{cid}/participants/{bob}", server.headers())
+    await api.share(server.headers(), cid, bob, "Collaborator")
+    url = await api.ws_url(server.bearer(mint_jwt(bob)), cid)
+    async with open_ws(with_query(url, after="0")) as ws:
+        replayed = await receive_events(ws, 3)
+        assert [e["type"] for e in replayed] == [
+            "participant.added",
+            "participant.removed",
+            "participant.added",
+        ]
+        sentinel = await api.add(server.headers(), cid, "welcome back")
+        assert (await receive_event(ws))["data"]["id"] == sentinel["messageId"]
+        await ws.send(json.dumps({"type": "typing", "isTyping": True}))  # a Collaborator now
+        assert (await receive_event(ws))["type"] == "typing"
+
+
 async def test_leaving_closes_the_own_socket_with_1008(
     server: LiveServer, api: Api, user_id: str
 ) -> None:

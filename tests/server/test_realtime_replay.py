@@ -33,6 +33,11 @@ class Log:
     def __init__(self, count: int = 0, size: int = 10, events: list[EventRecord] | None = None):
         self.events = events or [message(i + 1, "x" * size) for i in range(count)]
         self.asked: list[int] = []
+        self.role_now: str | None = None
+        """The user's role in the conversation now (None: not a participant)."""
+
+    async def get_conversation_for(self, tenant_id: str, conversation_id: str, user_id: str):
+        return object(), self.role_now
 
     async def events_after(self, conversation_id: str, after: int, limit: int):
         self.asked.append(limit)
@@ -109,3 +114,15 @@ def test_a_replayed_role_change_applies() -> None:
     conn = connection("bob")
     replay(Log(events=events), conn)
     assert conn.role == "Viewer"
+
+
+def test_a_replayed_removal_of_a_user_added_again_since_leaves_the_socket_open() -> None:
+    """Resuming from before a removal: the removal is history, the user is back."""
+    events = [message(1, "x"), message(2, "x"), message(3, "after")]
+    events[0].type, events[0].data = "participant.removed", {"userId": "bob"}
+    events[1].type, events[1].data = "participant.added", {"userId": "bob", "role": "Viewer"}
+    log, conn = Log(events=events), connection("bob")
+    log.role_now = "Viewer"
+    socket = replay(log, conn)
+    assert [e["sequence"] for e in socket.sent] == [1, 2, 3]
+    assert socket.closed is None and conn.role == "Viewer"

@@ -26,7 +26,7 @@ from airia_server.domain.auth import Authenticator
 from airia_server.domain.tickets import InvalidTicket, TicketClaims
 from airia_server.ids import parse_id
 from airia_server.realtime.hub import LiveEvent, LocalHub, Subscription, encode_event
-from airia_server.storage.base import ConversationRecord, EventRecord
+from airia_server.storage.base import ConversationRecord, EventRecord, Store
 from airia_server.text import is_ascii_digits
 from airia_server.timeutil import utcnow_iso
 
@@ -106,7 +106,7 @@ async def conversation_socket(websocket: WebSocket) -> None:
     # Subscribe before reading the current sequence, so nothing falls between.
     sub = await svc.hub.subscribe(conversation_id, owner, claims.key_id)
     try:
-        record, role = await _visible(svc, claims, conversation_id)
+        record, role = await _visible(svc.store, claims, conversation_id)
         if record is None or role is None:
             await websocket.close(code=CLOSE_POLICY)
             return
@@ -142,14 +142,14 @@ async def conversation_socket(websocket: WebSocket) -> None:
 
 
 async def _visible(
-    svc: Services, claims: TicketClaims, conversation_id: str
+    store: Store, claims: TicketClaims, conversation_id: str
 ) -> tuple[ConversationRecord | None, str | None]:
     """The conversation (None if it is gone) and the ticket holder's role in it (None
     if they may no longer watch it)."""
     if claims.user_id is None:  # minted for an API key: every right in its tenant
-        record = await svc.store.get_conversation(claims.tenant_id, conversation_id)
+        record = await store.get_conversation(claims.tenant_id, conversation_id)
         return record, "Owner" if record is not None else None
-    found = await svc.store.get_conversation_for(claims.tenant_id, conversation_id, claims.user_id)
+    found = await store.get_conversation_for(claims.tenant_id, conversation_id, claims.user_id)
     if found is None:
         return None, None
     return found[0], found[1]
@@ -212,7 +212,7 @@ async def _resync(websocket: WebSocket, svc: Services, conn: _Connection) -> Non
     with it, so its `conversation.deleted` is sent here, after the last event the
     client had; and a user's role is read again. Raises `_Closed`."""
     await _replay(websocket, svc.store, conn, None)
-    record, role = await _visible(svc, conn.claims, conn.conversation_id)
+    record, role = await _visible(svc.store, conn.claims, conn.conversation_id)
     if record is None:
         gone = EventRecord(
             conversation_id=conn.conversation_id,
@@ -276,6 +276,13 @@ async def _replay(websocket, store, conn: _Connection, before: int | None) -> No
             sent += len(text)
             conn.last = event.sequence
             user_id = event.data.get("userId") if event.type.startswith("participant.") else None
+            if event.type == "participant.removed" and user_id == conn.claims.user_id:
+                # History: the user may have been added again since. What counts is
+                # whether they may watch now (a live removal is current by nature).
+                _, role = await _visible(store, conn.claims, conn.conversation_id)
+                if role is not None:
+                    conn.role = role
+                    continue
             await _steer(websocket, conn, event.type, user_id, event.data.get("role"))
         if len(events) < size:
             return
