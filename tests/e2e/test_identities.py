@@ -2,8 +2,9 @@
 one conversation.
 
 Add, list, remove, look up by the triple; a triple maps to at most one conversation per tenant
-(409 names the mapped one), while another tenant may map the very same triple; who may do what;
-input validation; and deleting the conversation takes its identities with it.
+(409 names the mapped one, to a caller who may see it), while another tenant may map the very
+same triple; who may do what; input validation; and deleting the conversation takes its
+identities with it.
 """
 
 from __future__ import annotations
@@ -270,9 +271,23 @@ def test_a_duplicate_by_another_user_of_the_tenant_is_409_too(
     body = triple()
     identity = add_ok(http, bearer(alice), first, body)
     problem = assert_problem(add(http, bearer(bob), second, body), 409)
-    # The conflict tells which conversation holds the thread, even one bob cannot open.
-    assert problem["conversationId"] == first
-    assert problem["identityId"] == identity["id"]
+    # The thread is taken, but by a conversation bob cannot see: its ids stay out of
+    # the answer, as the look-up answers bob 404 for it.
+    assert "conversationId" not in problem and "identityId" not in problem
+    assert first not in problem["detail"] and identity["id"] not in problem["detail"]
+    response = http.get(
+        f"{COLLECTION}/external-identities/lookup", params=body, headers=bearer(bob)
+    )
+    assert_problem(response, 404)
+    # Once bob may see it, the conflict names it.
+    response = http.post(
+        f"{COLLECTION}/{first}/share",
+        json={"userId": bob, "role": "Viewer"},
+        headers=bearer(alice),
+    )
+    assert response.status_code == 200, response.text
+    problem = assert_problem(add(http, bearer(bob), second, body), 409)
+    assert (problem["conversationId"], problem["identityId"]) == (first, identity["id"])
 
 
 def test_another_tenant_may_map_the_same_triple(

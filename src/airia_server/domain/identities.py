@@ -43,10 +43,19 @@ class IdentityService:
         try:
             stored = await self.store.add_identity(identity)
         except DuplicateIdentity as exc:
+            where = f"{system}/{channel[:100]}/{thread[:100]}"
+            try:
+                await access.load(self.store, principal, exc.existing.conversation_id)
+            except NotFound:
+                # Mapped to a conversation this caller may not see: say no more than
+                # that, as the look-up (404) says nothing at all.
+                raise Conflict(
+                    "This external thread is already mapped",
+                    f"{where} is already mapped to another conversation",
+                ) from None
             raise Conflict(
                 "This external thread is already mapped",
-                f"{system}/{channel[:100]}/{thread[:100]} already points to conversation "
-                f"{exc.existing.conversation_id}",
+                f"{where} already points to conversation {exc.existing.conversation_id}",
                 conversationId=exc.existing.conversation_id,
                 identityId=exc.existing.id,
             ) from None
