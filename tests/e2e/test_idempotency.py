@@ -295,9 +295,44 @@ def test_keys_are_per_tenant(http: httpx.Client, server: LiveServer) -> None:
     # And within a tenant, a bearer user's key is not the API key's.
     as_user = {**server.bearer(mint_jwt(user)), "Idempotency-Key": key}
     by_user = http.post(COLLECTION, json=body, headers=as_user)
-    assert by_user.status_code in (201, 422), by_user.text
-    if by_user.status_code == 201:
-        assert by_user.json()["conversationId"] != mine.json()["conversationId"]
+    assert by_user.status_code == 201, by_user.text
+    assert "idempotent-replayed" not in by_user.headers
+    assert by_user.json()["conversationId"] != mine.json()["conversationId"]
+
+
+def test_keys_are_each_callers_own(http: httpx.Client, server: LiveServer) -> None:
+    """Within one tenant too: another user's (or API key's) key neither replays, nor
+    blocks, nor tells that it was used."""
+    alice, bob, key = fresh_user(), fresh_user(), str(uuid.uuid4())
+    as_alice = {**server.bearer(mint_jwt(alice)), "Idempotency-Key": key}
+    as_bob = {**server.bearer(mint_jwt(bob)), "Idempotency-Key": key}
+    first = http.post(COLLECTION, json={"userId": alice}, headers=as_alice)
+    assert first.status_code == 201, first.text
+    # Bob's request differs (his user): under a shared key it was 422, telling him the
+    # key was taken; under his own it is simply his.
+    bobs = http.post(COLLECTION, json={"userId": bob}, headers=as_bob)
+    assert bobs.status_code == 201, bobs.text
+    assert "idempotent-replayed" not in bobs.headers
+    # Alice's message under a new key; bob, who cannot see her conversation, sends the
+    # same under that key: 404, as without one (a shared key said 422, "key used").
+    cid = first.json()["conversationId"]
+    url, hello, other_key = f"{COLLECTION}/{cid}/messages", {"message": "hi"}, str(uuid.uuid4())
+    sent = http.post(url, json=hello, headers={**as_alice, "Idempotency-Key": other_key})
+    assert sent.status_code == 201, sent.text
+    assert_problem(
+        http.post(url, json=hello, headers={**as_bob, "Idempotency-Key": other_key}), 404
+    )
+    # Another API key of the tenant: its own request, not alice's or the first key's.
+    other = server.create_api_key("default")
+    body = {"userId": alice}
+    by_key = http.post(COLLECTION, json=body, headers=keyed(server, key))
+    by_other = http.post(COLLECTION, json=body, headers=keyed(server, key, other))
+    assert by_key.status_code == by_other.status_code == 201
+    assert "idempotent-replayed" not in by_other.headers
+    assert by_other.json()["conversationId"] != by_key.json()["conversationId"]
+    again = http.post(COLLECTION, json=body, headers=keyed(server, key, other))
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == by_other.json()
 
 
 def dumps(value: dict) -> bytes:

@@ -1039,3 +1039,32 @@ async def test_the_sweep_leaves_held_content_alone_until_an_attachment_dates_it(
     # from the end of the hold.
     assert await store.delete_conversation(record.tenant_id, record.id, now) is not None
     assert await store.sweep_blobs(no_grace) == [(record.tenant_id, sha)]
+
+
+# --- idempotency keys -----------------------------------------------------------------
+
+
+async def test_an_abandoned_idempotency_claim_is_taken_over_and_its_late_finish_ignored(
+    store,
+) -> None:
+    """A claim never finished (its server was killed mid-request) blocks retries with
+    'still running' only until `abandoned_before` passes it; then a retry claims the
+    key anew, and the first request, should it finish after all, cannot overwrite it."""
+    t0, t1, t2 = (format_us(BASE_US + s * 1_000_000) for s in (0, 5, 700))
+    long_ago = format_us(BASE_US - 86_400_000_000)
+    claim = await store.claim_idempotency_key("t1", "k", "h", t0, long_ago, long_ago)
+    assert claim.state == "new"
+    retry = await store.claim_idempotency_key("t1", "k", "h", t1, long_ago, long_ago)
+    assert retry.state == "pending"  # within the window: still running, as far as we know
+    other = await store.claim_idempotency_key("t1", "k", "other", t1, long_ago, long_ago)
+    assert other.state == "mismatch"
+    later = await store.claim_idempotency_key("t1", "k", "h", t2, long_ago, t1)
+    assert later.state == "new"  # claimed at t0 < t1 and never finished: abandoned
+    await store.finish_idempotency_key("t1", "k", t0, 201, b'{"late": true}')
+    await store.release_idempotency_key("t1", "k", t0)
+    assert (await store.claim_idempotency_key("t1", "k", "h", t2, long_ago, t1)).state == "pending"
+    await store.finish_idempotency_key("t1", "k", t2, 201, b'{"second": true}')
+    replay = await store.claim_idempotency_key("t1", "k", "h", t2, long_ago, t2)
+    assert (replay.state, replay.status, replay.response) == ("replay", 201, b'{"second": true}')
+    # A finished key is never abandoned, only expired.
+    assert (await store.claim_idempotency_key("t1", "k", "h", t2, t0, t2)).state == "replay"

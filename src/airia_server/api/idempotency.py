@@ -1,10 +1,12 @@
 """`Idempotency-Key` on POSTs that create: a retry gets the first response, never a copy.
 
-The key is claimed (per tenant) before the work, and its response stored after
-it, for 24 hours. The same key with the same request replays the stored
-response; with a different request it is 422; while the first is still
-running, 409 with Retry-After. A request that fails releases its key, so the
-client can retry it as it was.
+The key is claimed before the work, and its response stored after it, for 24
+hours. Keys are the caller's own (per API key, or per user of a bearer token):
+another caller's key neither replays nor blocks. The same key with the same
+request replays the stored response; with a different request it is 422; while
+the first is still running, 409 with Retry-After. A request that fails releases
+its key, so the client can retry it as it was; one whose server died with it
+holds its key for `ABANDONED_SECONDS`, then a retry runs it again.
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ from airia_server.timeutil import format_us, now_us
 
 HEADER = "idempotency-key"
 Endpoint = Callable[[Request], Awaitable[Response]]
+
+ABANDONED_SECONDS = 600
+"""A claim never finished this long after it was made is taken as lost with its
+server (killed mid-request). Longer than any request runs: a large upload's bytes
+are held for 10 minutes too."""
 
 
 def _key(request: Request) -> str | None:
@@ -46,16 +53,21 @@ async def run_once(
         return await produce()
     store = services(request).store
     digest = hashlib.sha256()
-    for part in (principal.kind, principal.user_id or "", request.method, request.url.path):
+    for part in (request.method, request.url.path):
         digest.update(part.encode() + b"\0")
     digest.update(fingerprint)
+    # The caller's own: an API key's, or a bearer user's (never another's to replay).
+    caller = principal.user_id if principal.user_id is not None else principal.key_id
+    key = f"{principal.kind}:{caller}:{key}"
     now = now_us()
+    claimed_at = format_us(now)
     claim = await store.claim_idempotency_key(
         principal.tenant_id,
         key,
         digest.hexdigest(),
-        format_us(now),
+        claimed_at,
         format_us(now - KEY_TTL_SECONDS * 1_000_000),
+        format_us(now - ABANDONED_SECONDS * 1_000_000),
     )
     if claim.state == "replay":
         return Response(
@@ -79,14 +91,14 @@ async def run_once(
     try:
         response = await produce()
     except BaseException:
-        await store.release_idempotency_key(principal.tenant_id, key)
+        await store.release_idempotency_key(principal.tenant_id, key, claimed_at)
         raise
     if 200 <= response.status_code < 300:
         await store.finish_idempotency_key(
-            principal.tenant_id, key, response.status_code, bytes(response.body)
+            principal.tenant_id, key, claimed_at, response.status_code, bytes(response.body)
         )
     else:
-        await store.release_idempotency_key(principal.tenant_id, key)
+        await store.release_idempotency_key(principal.tenant_id, key, claimed_at)
     return response
 
 

@@ -385,17 +385,29 @@ class Store(Protocol):
     # idempotency keys
 
     async def claim_idempotency_key(
-        self, tenant_id: str, key: str, request_hash: str, now: str, expired_before: str
+        self,
+        tenant_id: str,
+        key: str,
+        request_hash: str,
+        now: str,
+        expired_before: str,
+        abandoned_before: str,
     ) -> IdempotencyClaim:
-        """Claim `key` for this request, or say what it already holds: the response of
-        the same request (replay), another request (mismatch), or one still running."""
+        """Claim `key` for this request (the claim is known by `now`), or say what it
+        already holds: the response of the same request (replay), another request
+        (mismatch), or one still running. A key expired before `expired_before`, or
+        claimed before `abandoned_before` and never finished (its server died with
+        the request), is claimed anew."""
 
     async def finish_idempotency_key(
-        self, tenant_id: str, key: str, status: int, response: bytes
-    ) -> None: ...
+        self, tenant_id: str, key: str, claimed_at: str, status: int, response: bytes
+    ) -> None:
+        """Keep the response of the claim made at `claimed_at` (a claim taken over
+        since is not touched)."""
 
-    async def release_idempotency_key(self, tenant_id: str, key: str) -> None:
-        """Forget a claim whose request failed, so a retry may run it again."""
+    async def release_idempotency_key(self, tenant_id: str, key: str, claimed_at: str) -> None:
+        """Forget the claim made at `claimed_at`, whose request failed, so a retry may
+        run it again."""
 
     async def purge_idempotency_keys(self, before: str) -> int: ...
 

@@ -9,15 +9,22 @@ class IdempotencyMixin:
     # `pool` comes from PostgresStore.
 
     async def claim_idempotency_key(
-        self, tenant_id: str, key: str, request_hash: str, now: str, expired_before: str
+        self,
+        tenant_id: str,
+        key: str,
+        request_hash: str,
+        now: str,
+        expired_before: str,
+        abandoned_before: str,
     ) -> IdempotencyClaim:
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 "
-                "AND created_at < $3",
+                "AND (created_at < $3 OR (status IS NULL AND created_at < $4))",
                 tenant_id,
                 key,
                 expired_before,
+                abandoned_before,
             )
             inserted = await conn.fetchval(
                 "INSERT INTO idempotency_keys (tenant_id, key, request_hash, created_at) "
@@ -44,22 +51,25 @@ class IdempotencyMixin:
         return IdempotencyClaim(state="replay", status=row[1], response=bytes(row[2]))
 
     async def finish_idempotency_key(
-        self, tenant_id: str, key: str, status: int, response: bytes
+        self, tenant_id: str, key: str, claimed_at: str, status: int, response: bytes
     ) -> None:
         await self.pool.execute(
             "UPDATE idempotency_keys SET status = $1, response = $2 "
-            "WHERE tenant_id = $3 AND key = $4",
+            "WHERE tenant_id = $3 AND key = $4 AND created_at = $5",
             status,
             response,
             tenant_id,
             key,
+            claimed_at,
         )
 
-    async def release_idempotency_key(self, tenant_id: str, key: str) -> None:
+    async def release_idempotency_key(self, tenant_id: str, key: str, claimed_at: str) -> None:
         await self.pool.execute(
-            "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND status IS NULL",
+            "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 "
+            "AND created_at = $3 AND status IS NULL",
             tenant_id,
             key,
+            claimed_at,
         )
 
     async def purge_idempotency_keys(self, before: str) -> int:

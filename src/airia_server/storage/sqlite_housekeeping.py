@@ -11,12 +11,19 @@ class IdempotencyMixin:
     # `_write(op)` comes from SqliteStore.
 
     async def claim_idempotency_key(
-        self, tenant_id: str, key: str, request_hash: str, now: str, expired_before: str
+        self,
+        tenant_id: str,
+        key: str,
+        request_hash: str,
+        now: str,
+        expired_before: str,
+        abandoned_before: str,
     ) -> IdempotencyClaim:
         def op(conn: sqlite3.Connection) -> IdempotencyClaim:
             conn.execute(
-                "DELETE FROM idempotency_keys WHERE tenant_id = ? AND key = ? AND created_at < ?",
-                (tenant_id, key, expired_before),
+                "DELETE FROM idempotency_keys WHERE tenant_id = ? AND key = ? AND "
+                "(created_at < ? OR (status IS NULL AND created_at < ?))",
+                (tenant_id, key, expired_before, abandoned_before),
             )
             row = conn.execute(
                 "SELECT request_hash, status, response FROM idempotency_keys "
@@ -39,22 +46,23 @@ class IdempotencyMixin:
         return await self._write(op)
 
     async def finish_idempotency_key(
-        self, tenant_id: str, key: str, status: int, response: bytes
+        self, tenant_id: str, key: str, claimed_at: str, status: int, response: bytes
     ) -> None:
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "UPDATE idempotency_keys SET status = ?, response = ? "
-                "WHERE tenant_id = ? AND key = ?",
-                (status, response, tenant_id, key),
+                "WHERE tenant_id = ? AND key = ? AND created_at = ?",
+                (status, response, tenant_id, key, claimed_at),
             )
 
         await self._write(op)
 
-    async def release_idempotency_key(self, tenant_id: str, key: str) -> None:
+    async def release_idempotency_key(self, tenant_id: str, key: str, claimed_at: str) -> None:
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "DELETE FROM idempotency_keys WHERE tenant_id = ? AND key = ? AND status IS NULL",
-                (tenant_id, key),
+                "DELETE FROM idempotency_keys WHERE tenant_id = ? AND key = ? "
+                "AND created_at = ? AND status IS NULL",
+                (tenant_id, key, claimed_at),
             )
 
         await self._write(op)
