@@ -9,8 +9,9 @@ import logging
 import os
 from collections.abc import AsyncIterator
 
-from starlette.datastructures import State
+from starlette.datastructures import Headers, State
 from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
 from starlette.routing import Router
 from starlette.types import Receive, Scope, Send
 
@@ -25,7 +26,8 @@ from airia_server.api import (
     system,
 )
 from airia_server.api.deps import Services
-from airia_server.api.middleware import RequestContextMiddleware
+from airia_server.api.middleware import RequestContextMiddleware, correlation_id_from
+from airia_server.api.problems import PROBLEM_JSON, problem_body
 from airia_server.api.routing import SegmentRouter
 from airia_server.config import Settings, load_settings
 from airia_server.domain import maintenance
@@ -37,7 +39,7 @@ from airia_server.domain.messages import MessageService
 from airia_server.domain.participants import ParticipantService
 from airia_server.domain.ratelimit import RateLimiter
 from airia_server.domain.tickets import TicketSigner, UrlSigner
-from airia_server.logs import access_log
+from airia_server.logs import access_log, correlation_id_var
 from airia_server.metrics import Metrics
 from airia_server.realtime.hub import LocalHub
 from airia_server.storage import open_blob_store, open_store
@@ -165,6 +167,33 @@ def create_app(settings: Settings | None = None) -> AiriaApp:
     return app
 
 
+class _Cors(CORSMiddleware):
+    """Starlette's CORS, whose preflight answers (made before any other layer sees the
+    request) carry an `X-Correlation-ID` like every answer, and refuse as problem+json
+    rather than plain text."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        cid = correlation_id_from(request_headers.get("x-correlation-id", "").encode() or None)
+        if response.status_code >= 400:
+            refused = bytes(response.body).decode()  # "Disallowed CORS origin, method"
+            token = correlation_id_var.set(cid)
+            try:
+                body = problem_body(response.status_code, "CORS preflight refused", refused, None)
+            finally:
+                correlation_id_var.reset(token)
+            headers = {
+                k: v
+                for k, v in response.headers.items()
+                if k not in ("content-type", "content-length")
+            }
+            response = Response(
+                body, response.status_code, headers=headers, media_type=PROBLEM_JSON
+            )
+        response.headers["X-Correlation-ID"] = cid
+        return response
+
+
 class AiriaApp:
     """The ASGI application: the router behind one middleware that sets the request's
     context and turns every error into problem+json.
@@ -187,7 +216,7 @@ class AiriaApp:
 
     def enable_cors(self, origins: list[str]) -> None:
         """Answer browsers from exactly these origins (never `*`, never credentials)."""
-        self._stack = CORSMiddleware(
+        self._stack = _Cors(
             self._stack,
             allow_origins=origins,
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],

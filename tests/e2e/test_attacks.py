@@ -540,10 +540,14 @@ def test_cors_is_closed_by_default_and_exact_when_configured(
             )
     REFUSED.append("CORS from any origin on a default server: no Access-Control-* headers")
     with rs.client() as http:
-        allowed = http.options(COLLECTION, headers={"Origin": ALLOWED_ORIGIN, **preflight})
+        allowed = http.options(
+            COLLECTION,
+            headers={"Origin": ALLOWED_ORIGIN, "X-Correlation-ID": "pre-1", **preflight},
+        )
         assert allowed.status_code == 200
         assert allowed.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
         assert "access-control-allow-credentials" not in allowed.headers
+        assert allowed.headers["x-correlation-id"] == "pre-1"  # echoed, as on every answer
         simple = http.get("/healthz", headers={"Origin": ALLOWED_ORIGIN})
         assert simple.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
         for origin in ("https://evil.example", ALLOWED_ORIGIN + ".evil.example", "null"):
@@ -551,7 +555,9 @@ def test_cors_is_closed_by_default_and_exact_when_configured(
             assert "access-control-allow-origin" not in response.headers, origin
             response = http.options(COLLECTION, headers={"Origin": origin, **preflight})
             assert "access-control-allow-origin" not in response.headers, origin
-            assert response.status_code >= 400
+            problem = assert_problem(response, 400)  # problem+json, like every error
+            assert problem["detail"] == "Disallowed CORS origin", problem
+            assert problem["correlationId"] == response.headers["x-correlation-id"]
     REFUSED.append("CORS from an origin not configured: no Access-Control-Allow-Origin")
 
 

@@ -60,6 +60,12 @@ def new_correlation_id() -> str:
     return f"{_cid_prefix}{next(_cid_counter) & 0xFFFF_FFFF_FFFF_FFFF:016x}"
 
 
+def correlation_id_from(raw: bytes | None) -> str:
+    """The request's correlation id: the caller's, when it is a plain token (anything
+    else could forge log lines), or a new one."""
+    return raw.decode() if raw is not None and _VALID_ID.match(raw) else new_correlation_id()
+
+
 class RequestContextMiddleware:
     def __init__(
         self,
@@ -86,9 +92,7 @@ class RequestContextMiddleware:
             elif name == b"host":
                 host = value
                 hosts += 1
-        # A caller's id is kept when it is a plain token; anything else could
-        # forge log lines, so it is replaced.
-        cid = raw.decode() if raw is not None and _VALID_ID.match(raw) else new_correlation_id()
+        cid = correlation_id_from(raw)
         cid_header = (b"x-correlation-id", cid.encode())
         token = correlation_id_var.set(cid)
         tenant_token = tenant_var.set(None)
