@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
@@ -138,4 +139,80 @@ def test_erase_user_reports_what_it_removed(own_server: LiveServer) -> None:
         people = http.get(f"/v1/Conversations/{others}/participants", headers=headers).json()
         assert [p["userId"] for p in people] == ["erin"]
         feed = http.get("/v1/Conversations/feed", params={"userId": "dave"}, headers=headers)
+        assert feed.json()["totalCount"] == 0
+
+
+async def test_erase_user_deletes_what_they_alone_own_and_closes_their_sockets(
+    server: LiveServer,
+) -> None:
+    """Owning is the role: a conversation the user created and handed over stays, one
+    handed to them goes with them unless another Owner remains; from the rest they are
+    removed as an Owner would remove them, so their open sockets close (on SQLite
+    without Redis too: the next event reveals the stored removal)."""
+    import uuid
+
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    from .support import mint_jwt
+
+    tag = uuid.uuid4().hex[:8]
+    alice, carol, dave = f"alice-{tag}", f"carol-{tag}", f"dave-{tag}"
+    keyed = server.headers()
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+
+        async def call(method: str, path: str, body: dict | None = None) -> dict:
+            response = await http.request(method, path, json=body, headers=keyed)
+            assert 200 <= response.status_code < 300, (method, path, response.text)
+            return response.json() if response.content else {}
+
+        async def new(owner: str) -> str:
+            return (await call("POST", "/v1/Conversations", {"userId": owner}))["conversationId"]
+
+        async def share(cid: str, user: str, role: str) -> None:
+            await call("POST", f"/v1/Conversations/{cid}/share", {"userId": user, "role": role})
+
+        handed_over = await new(alice)  # created by alice, now carol's alone
+        await share(handed_over, carol, "Owner")
+        await call("DELETE", f"/v1/Conversations/{handed_over}/participants/{alice}")
+        handed_to_her = await new(dave)  # created by dave, now alice's alone
+        await share(handed_to_her, alice, "Owner")
+        await call(
+            "PUT", f"/v1/Conversations/{handed_to_her}/participants/{dave}/role", {"role": "Viewer"}
+        )
+        co_owned = await new(alice)  # alice and carol own it: it stays, carol's
+        await share(co_owned, carol, "Owner")
+        watched = await new(carol)  # alice only reads it, and has it open
+        await share(watched, alice, "Collaborator")
+        as_alice = server.bearer(mint_jwt(alice))
+        url = await http.get(f"/v1/Conversations/{watched}/websocket-url", headers=as_alice)
+        async with connect(url.json()["websocketUrl"], open_timeout=10) as socket:
+            result = server.cli("erase-user", "--tenant", "default", "--user", alice, "--json")
+            assert result.returncode == 0, result.stderr
+            report = json.loads(result.stdout.splitlines()[-1])
+            assert report["conversations_deleted"] == 1
+            assert report["participations_removed"] == 2  # co_owned and watched
+
+            await call("POST", f"/v1/Conversations/{watched}/messages", {"message": "secret"})
+            event = json.loads(await asyncio.wait_for(socket.recv(), 10))
+            assert (event["type"], event["data"]["userId"]) == ("participant.removed", alice)
+            with pytest.raises(ConnectionClosed):
+                extra = await asyncio.wait_for(socket.recv(), 10)
+                pytest.fail(f"the erased user's socket got {extra}")
+            assert socket.close_code == 1008
+
+        async def status(cid: str) -> int:
+            return (await http.get(f"/v1/Conversations/{cid}", headers=keyed)).status_code
+
+        assert await status(handed_over) == 200
+        assert await status(handed_to_her) == 404
+        assert await status(co_owned) == 200
+        for cid, left in (
+            (handed_over, {carol: "Owner"}),
+            (co_owned, {carol: "Owner"}),
+            (watched, {carol: "Owner"}),
+        ):
+            people = await call("GET", f"/v1/Conversations/{cid}/participants")
+            assert {p["userId"]: p["role"] for p in people} == left
+        feed = await http.get("/v1/Conversations/feed", params={"userId": alice}, headers=keyed)
         assert feed.json()["totalCount"] == 0

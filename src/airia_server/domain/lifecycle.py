@@ -14,7 +14,7 @@ import logging
 import msgspec
 
 from airia_server.realtime.hub import LocalHub
-from airia_server.storage.base import Store
+from airia_server.storage.base import LastOwner, Store
 from airia_server.timeutil import format_us, now_us, utcnow_iso
 
 log = logging.getLogger("airia_server.lifecycle")
@@ -57,17 +57,47 @@ async def apply_retention(store: Store, hub: LocalHub, default_days: int) -> int
 
 
 async def erase_user(store: Store, hub: LocalHub, tenant_id: str, user_id: str) -> ErasureReport:
-    """Delete every conversation the user owns and their part in everyone else's."""
-    conversations = messages = attachments = 0
+    """Delete every conversation the user alone owns, and remove them from the others.
+
+    Owning is the role, not having created it: a conversation the user created and
+    handed to another Owner stays theirs, and one handed to the user is deleted with
+    them unless another Owner remains. They are removed from the others as an Owner
+    removes a participant, with a stored `participant.removed`, so their open
+    sockets close however the instances are connected."""
+    conversations = messages = attachments = removed = 0
+
+    async def delete(conversation_id: str) -> None:
+        nonlocal conversations, messages, attachments
+        record = await store.get_conversation(tenant_id, conversation_id)
+        files = await store.list_attachments(tenant_id, conversation_id)
+        if await _delete(store, hub, tenant_id, conversation_id):
+            conversations += 1
+            messages += record.message_count if record else 0
+            attachments += len(files)
+
     while ids := await store.owned_conversations(tenant_id, user_id, _BATCH):
         for conversation_id in ids:
-            record = await store.get_conversation(tenant_id, conversation_id)
-            files = await store.list_attachments(tenant_id, conversation_id)
-            if await _delete(store, hub, tenant_id, conversation_id):
-                conversations += 1
-                messages += record.message_count if record else 0
-                attachments += len(files)
-    removed = await store.forget_user(tenant_id, user_id)
+            await delete(conversation_id)
+    seen: set[str] = set()  # one try each: a removal that fails is left to forget_user
+
+    async def not_tried() -> list[str]:
+        found = await store.participations(tenant_id, user_id, _BATCH)
+        return [c for c in found if c not in seen]
+
+    while ids := await not_tried():
+        for conversation_id in ids:
+            seen.add(conversation_id)
+            try:
+                result = await store.remove_participant(
+                    tenant_id, conversation_id, user_id, utcnow_iso()
+                )
+            except LastOwner:  # the other Owners left meanwhile: it is the user's alone
+                await delete(conversation_id)
+                continue
+            if result is not None:
+                removed += 1
+                await hub.publish(result[1])
+    removed += await store.forget_user(tenant_id, user_id)  # read positions, and any left
     return ErasureReport(
         tenant_id=tenant_id,
         user_id=user_id,

@@ -425,7 +425,11 @@ class Store(Protocol):
         self, tenant_id: str, updated_before: str, limit: int
     ) -> list[str]: ...
 
-    async def owned_conversations(self, tenant_id: str, user_id: str, limit: int) -> list[str]: ...
+    async def owned_conversations(self, tenant_id: str, user_id: str, limit: int) -> list[str]:
+        """Conversations in which the user is an Owner and no one else is."""
+
+    async def participations(self, tenant_id: str, user_id: str, limit: int) -> list[str]:
+        """Conversations the user takes part in, in any role."""
 
     async def forget_user(self, tenant_id: str, user_id: str) -> int:
         """Remove the user's participation and read positions in others' conversations."""

@@ -112,7 +112,21 @@ class LifecycleMixin:
 
     async def owned_conversations(self, tenant_id: str, user_id: str, limit: int) -> list[str]:
         rows = await self.pool.fetch(
-            "SELECT id FROM conversations WHERE tenant_id = $1 AND user_id = $2 LIMIT $3",
+            "SELECT p.conversation_id FROM conversation_participants p "
+            "WHERE p.tenant_id = $1 AND p.user_id = $2 AND p.role = 'Owner' "
+            "AND NOT EXISTS (SELECT 1 FROM conversation_participants o "
+            "WHERE o.conversation_id = p.conversation_id AND o.role = 'Owner' "
+            "AND o.user_id <> p.user_id) LIMIT $3",
+            tenant_id,
+            user_id,
+            limit,
+        )
+        return [row[0] for row in rows]
+
+    async def participations(self, tenant_id: str, user_id: str, limit: int) -> list[str]:
+        rows = await self.pool.fetch(
+            "SELECT conversation_id FROM conversation_participants "
+            "WHERE tenant_id = $1 AND user_id = $2 ORDER BY conversation_id LIMIT $3",
             tenant_id,
             user_id,
             limit,

@@ -115,7 +115,23 @@ class LifecycleMixin:
         rows = (
             self._read()
             .execute(
-                "SELECT id FROM conversations WHERE tenant_id = ? AND user_id = ? LIMIT ?",
+                "SELECT p.conversation_id FROM conversation_participants p "
+                "WHERE p.tenant_id = ? AND p.user_id = ? AND p.role = 'Owner' "
+                "AND NOT EXISTS (SELECT 1 FROM conversation_participants o "
+                "WHERE o.conversation_id = p.conversation_id AND o.role = 'Owner' "
+                "AND o.user_id <> p.user_id) LIMIT ?",
+                (tenant_id, user_id, limit),
+            )
+            .fetchall()
+        )
+        return [row[0] for row in rows]
+
+    async def participations(self, tenant_id: str, user_id: str, limit: int) -> list[str]:
+        rows = (
+            self._read()
+            .execute(
+                "SELECT conversation_id FROM conversation_participants "
+                "WHERE tenant_id = ? AND user_id = ? ORDER BY conversation_id LIMIT ?",
                 (tenant_id, user_id, limit),
             )
             .fetchall()
