@@ -32,7 +32,8 @@ them) are still read.
 
 The import inserts every row with "on conflict do nothing" semantics, so
 loading the same file twice leaves the same data, and an interrupted import
-can simply be run again. Counters (message_count, message_seq, last_sequence)
+can simply be run again. Rows are stored in batches of every kind at once,
+parents first, so what a cut or damaged file leaves is a whole prefix of it. Counters (message_count, message_seq, last_sequence)
 are taken from the file, never recomputed. The WebSocket ticket key is not
 exported: the target keeps (or generates) its own, and clients fetch a fresh
 `websocketUrl` as they do anyway.
@@ -848,9 +849,9 @@ class _SqliteWriter:
             rows = [(*r[:6], int(r[6]), *r[7:]) for r in rows]
 
         def op(conn) -> int:
-            before = conn.total_changes
-            conn.executemany(sql, rows)
-            return conn.total_changes - before
+            # The statement's own changes: `total_changes` would count the rows the feed
+            # counters' triggers touch too.
+            return conn.executemany(sql, rows).rowcount
 
         return await self.store._write(op)
 
@@ -897,6 +898,8 @@ class ImportSummary:
     added: dict[str, int]
     complete: bool
     """The file ended with its `end` line and its counts matched."""
+    stopped: str | None = None
+    """Where, and why, reading stopped before the end (a line that does not decode)."""
 
     def lines(self) -> list[str]:
         out = [f"{'kind':17} {'in file':>9} {'added':>9} {'already there':>14}"]
@@ -958,11 +961,20 @@ async def import_stream(
     blob_store = _opener(blobs)
     end: EndLine | None = None
 
-    async def flush(kind: str) -> None:
-        if pending[kind]:
-            added[kind] += await writer.insert(TABLES[kind], pending[kind])
-            pending[kind] = []
+    held = 0
 
+    async def flush() -> None:
+        """Store every row read so far, parents first (KINDS is in that order): what
+        is stored is always a whole prefix of the file, never a message without its
+        conversation."""
+        nonlocal held
+        for kind in KINDS:
+            if pending[kind]:
+                added[kind] += await writer.insert(TABLES[kind], pending[kind])
+                pending[kind] = []
+        held = 0
+
+    stopped = None
     for number, line in lines:
         progress.advance(len(line) + 1)
         if end is not None:
@@ -970,7 +982,10 @@ async def import_stream(
         try:
             item = _decode_line(line)
         except msgspec.DecodeError as exc:
-            raise TransferError(f"{source}:{number}: {exc}") from None
+            # Cut short, or damaged, here: what came before is imported, as far as the
+            # file goes, and the import reports it incomplete.
+            stopped = f"{source}:{number}: {exc}"
+            break
         if isinstance(item, EndLine):
             end = item
             continue
@@ -979,19 +994,20 @@ async def import_stream(
         if isinstance(item, BlobLine):
             # Every pending row first: the attachments referencing this blob are then
             # stored before it, so the target's sweep never takes it for unreferenced.
-            for each in KINDS:
-                await flush(each)
+            await flush()
             added[kind] += await _load_blob(item, blob_store, writer, f"{source}:{number}")
             continue
         pending[kind].append(TABLES[kind].to_row(item))
-        if len(pending[kind]) >= BATCH:
-            await flush(kind)
-    for kind in KINDS:
-        await flush(kind)
+        held += 1
+        if held >= BATCH:
+            await flush()
+    await flush()
     await writer.finish()
     progress.finish()
-    complete = end is not None and all(end.counts.get(k, 0) == read[k] for k in KINDS)
-    return ImportSummary(read=read, added=added, complete=complete)
+    complete = (
+        stopped is None and end is not None and all(end.counts.get(k, 0) == read[k] for k in KINDS)
+    )
+    return ImportSummary(read=read, added=added, complete=complete, stopped=stopped)
 
 
 def _size(stream: IO[bytes]) -> int:
@@ -1072,6 +1088,13 @@ def _import_command(settings: Any, path: str) -> int:
     print(f"imported {source} into {settings.database_url.split('://', 1)[0]}:")
     for line in summary.lines():
         print(line)
+    if summary.stopped is not None:
+        print(
+            f"airia-server: {summary.stopped}: the file is cut short or damaged there; "
+            "every line before it is imported (run the import again with the whole file)",
+            file=sys.stderr,
+        )
+        return 1
     if not summary.complete:
         print(
             f"airia-server: {source} has no end line, or its counts differ from the rows read: "

@@ -601,6 +601,59 @@ def test_import_of_a_truncated_file_says_so_and_can_be_rerun(tmp_path: Path) -> 
     assert summary_rows(again.stdout)["api_key"] == (1, 0)
 
 
+def test_an_import_cut_mid_line_keeps_a_whole_prefix_and_counts_right(tmp_path: Path) -> None:
+    """A file cut at any byte (or damaged there) imports every line before the cut, and
+    no more: parents before children, so no message, participant or event without its
+    conversation; exit 1, saying where. The summary's 'added' counts the rows the file
+    put in, not the rows the feed counters' triggers touched as well."""
+    import sqlite3
+
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    with running_server(tmp_path / "source", database_url=source) as server:
+        with server.client() as http:
+            for i in range(30):
+                made = http.post(COLLECTION, json={"userId": f"u{i % 3}"}, headers=server.headers())
+                cid = made.json()["conversationId"]
+                for j in range(20):
+                    sent = http.post(
+                        f"{COLLECTION}/{cid}/messages",
+                        json={"message": f"m{j}"},
+                        headers=server.headers(),
+                    )
+                    assert sent.status_code == 201, sent.text
+    exported = run_cli(server_env(source, tmp_path), "export")
+    assert exported.returncode == 0, exported.stderr
+    data = exported.stdout.encode()
+    cut_at = len(data) * 2 // 3
+    while data[cut_at - 1 : cut_at] == b"\n":
+        cut_at -= 1  # inside a line
+    cut = tmp_path / "cut.jsonl"
+    cut.write_bytes(data[:cut_at])
+    target = tmp_path / "target.db"
+    target_env = server_env(f"sqlite:///{target}", tmp_path / "target")
+    partial = run_cli(target_env, "import", str(cut))
+    assert partial.returncode == 1, (partial.stdout, partial.stderr)
+    cut_line = data[:cut_at].count(b"\n") + 1  # lines number from 1
+    assert f"{cut}:{cut_line}:" in partial.stderr
+    assert "every line before it is imported" in partial.stderr
+    rows = summary_rows(partial.stdout)
+    assert all(added == read for read, added in rows.values()), rows
+    with sqlite3.connect(target) as conn:
+        for table in ("messages", "conversation_participants", "conversation_events"):
+            orphans = conn.execute(
+                f"SELECT count(*) FROM {table} WHERE conversation_id NOT IN "
+                "(SELECT id FROM conversations)"
+            ).fetchone()[0]
+            assert orphans == 0, table
+        stored = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+    assert stored == rows["message"][0] > 0
+    whole = tmp_path / "whole.jsonl"
+    whole.write_bytes(data)
+    again = run_cli(target_env, "import", str(whole))
+    assert again.returncode == 0, again.stderr
+    assert summary_rows(again.stdout)["message"] == (600, 600 - stored)
+
+
 def blob_line(tenant: str, sha256: str, size: int, content: bytes) -> str:
     return json.dumps(
         {
