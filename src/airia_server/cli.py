@@ -110,6 +110,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from airia_server import server
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    problem = blob_dir_problem(settings)
+    if problem is not None:
+        print(f"airia-server: invalid setting AIRIA_BLOB_DIR: {problem}", file=sys.stderr)
+        return 2
     # Migrate once here, so many workers do not race to do it.
     asyncio.run(open_store(settings).migrate())
     public = settings.public_url or f"http://{settings.host}:{settings.port}"
@@ -133,6 +137,22 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def blob_dir_problem(settings: Settings) -> str | None:
+    """Why the filesystem blob store's directory cannot hold attachments, or None (also
+    when attachments live in the database)."""
+    if settings.blob_store == "database" or (
+        settings.blob_store == "auto" and settings.is_postgres
+    ):
+        return None
+    try:
+        settings.blob_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create {settings.blob_dir}: {exc.strerror}"
+    if not os.access(settings.blob_dir, os.W_OK | os.X_OK):
+        return f"{settings.blob_dir} is not writable"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -151,8 +171,12 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     except ValidationError as exc:
         for error in exc.errors():
-            name = "AIRIA_" + "_".join(str(p) for p in error["loc"]).upper()
-            print(f"airia-server: invalid setting {name}: {error['msg']}", file=sys.stderr)
+            message = error["msg"].removeprefix("Value error, ")
+            if error["loc"]:
+                name = "AIRIA_" + "_".join(str(p) for p in error["loc"]).upper()
+                print(f"airia-server: invalid setting {name}: {message}", file=sys.stderr)
+            else:  # a check across settings: its message names them
+                print(f"airia-server: invalid settings: {message}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
 
@@ -188,6 +212,9 @@ def _run(args: argparse.Namespace) -> int:
 
 async def _keys(store, args: argparse.Namespace) -> int:
     if args.keys == "create":
+        if not args.tenant.strip():
+            print("airia-server: --tenant must name a tenant", file=sys.stderr)
+            return 2
         record, key = await create_api_key(store, args.tenant, args.name)
         print(
             f"Created API key {record.id} for tenant '{record.tenant_id}'. "

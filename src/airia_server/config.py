@@ -18,6 +18,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _PLACEHOLDERS = {"changeme", "change-me", "secret", "your_secret", "your_api_key", "password"}
 
 
@@ -171,6 +172,59 @@ class Settings(BaseSettings):
             if origin == "*" or not origin.startswith(("http://", "https://")):
                 raise ValueError(f"{origin!r} is not an exact origin like https://app.example.com")
         return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in _LOG_LEVELS:
+            raise ValueError(f"use one of {', '.join(_LOG_LEVELS)}")
+        return level
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("redis", "rediss", "unix") or not (parts.netloc or parts.path):
+            raise ValueError("use redis://HOST:PORT/DB (or rediss://, or unix:///PATH)")
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _pool_bounds(self) -> Settings:
+        if self.database_pool_min > self.database_pool_max:
+            raise ValueError(
+                f"AIRIA_DATABASE_POOL_MIN ({self.database_pool_min}) is above "
+                f"AIRIA_DATABASE_POOL_MAX ({self.database_pool_max})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _usable_jwt_key(self) -> Settings:
+        """A public key that cannot be read or parsed would refuse every token at run
+        time; it stops the start instead."""
+        if self.jwt_algorithm.startswith("HS") or not self.jwt_public_key:
+            return self
+        import jwt
+
+        try:
+            key = self.jwt_verification_key()
+            algorithm = jwt.algorithms.get_default_algorithms()[self.jwt_algorithm]
+            algorithm.prepare_key(key)
+        except OSError as exc:
+            raise ValueError(
+                f"AIRIA_JWT_PUBLIC_KEY: cannot read {exc.filename}: {exc.strerror}"
+            ) from None
+        except KeyError:
+            raise ValueError(
+                f"AIRIA_JWT_ALGORITHM: unknown algorithm {self.jwt_algorithm}"
+            ) from None
+        except (ValueError, TypeError, jwt.exceptions.PyJWTError) as exc:
+            raise ValueError(
+                f"AIRIA_JWT_PUBLIC_KEY is not a {self.jwt_algorithm} public key ({exc})"
+            ) from None
+        return self
 
     @model_validator(mode="after")
     def _database_blobs_need_postgres(self) -> Settings:

@@ -33,8 +33,9 @@ them) are still read.
 The import inserts every row with "on conflict do nothing" semantics, so
 loading the same file twice leaves the same data, and an interrupted import
 can simply be run again. Rows are stored in batches of every kind at once,
-parents first, so what a cut or damaged file leaves is a whole prefix of it. Counters (message_count, message_seq, last_sequence)
-are taken from the file, never recomputed. The WebSocket ticket key is not
+parents first, so what a cut or damaged file leaves is a whole prefix of it.
+Counters (message_count, message_seq, last_sequence) are taken from the file,
+never recomputed. The WebSocket ticket key is not
 exported: the target keeps (or generates) its own, and clients fetch a fresh
 `websocketUrl` as they do anyway.
 
@@ -924,14 +925,21 @@ async def _load_blob(
     if store is None:
         raise TransferError(f"{where}: {what}: no blob store to write it to")
     if not await store.exists(item.tenant_id, item.sha256):
-        staged = StagedUpload(store.staging_dir, item.size)
         try:
-            staged.write(content)
-            if await asyncio.to_thread(staged.finish) != item.sha256:
-                raise TransferError(f"{where}: {what}: staged content does not match its sha256")
-            await store.put(item.tenant_id, item.sha256, staged.path)  # consumes the file
-        finally:
-            staged.discard()
+            staged = StagedUpload(store.staging_dir, item.size)
+            try:
+                staged.write(content)
+                if await asyncio.to_thread(staged.finish) != item.sha256:
+                    raise TransferError(
+                        f"{where}: {what}: staged content does not match its sha256"
+                    )
+                await store.put(item.tenant_id, item.sha256, staged.path)  # consumes the file
+            finally:
+                staged.discard()
+        except OSError as exc:
+            raise TransferError(
+                f"{where}: {what}: cannot store its bytes in the blob store (AIRIA_BLOB_DIR): {exc}"
+            ) from None
     # The row after the bytes: a blob row never points at content that is not there.
     return await writer.insert(BLOBS, [BLOBS.to_row(item)])
 
@@ -1028,6 +1036,11 @@ def run_transfer(settings: Any, args: Any) -> int:
         except TransferError as exc:  # a blob the blob store does not hold (intact)
             print(f"airia-server: export failed: {exc}", file=sys.stderr)
             return 2
+        except BrokenPipeError:  # `airia-server export | head`: the reader had enough
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            return 128 + 13
     return _import_command(settings, args.file)
 
 
@@ -1044,7 +1057,11 @@ async def _export_command(settings: Any, tenant: str | None, output: str) -> int
             # Written aside and renamed at the end: a partial export never looks complete.
             partial = f"{output}.partial"
             try:
-                with open(partial, "wb") as out:
+                out = open(partial, "wb")  # closed by the `with` below
+            except OSError as exc:
+                raise TransferError(f"cannot write {output}: {exc.strerror}") from None
+            try:
+                with out:
                     counts = await export_store(store, out, tenant=tenant, blobs=blobs)
                 os.replace(partial, output)
             except BaseException:

@@ -145,3 +145,49 @@ def test_serve_refuses_fewer_than_one_worker(env: dict[str, str], value: str) ->
     assert result.returncode == 2
     assert "--workers" in result.stderr
     assert not db_path(env).exists(), "nothing was started"
+
+
+def test_a_check_across_settings_names_them_not_an_empty_one(env: dict[str, str]) -> None:
+    bad = {**env, "AIRIA_DATABASE_POOL_MIN": "20", "AIRIA_DATABASE_POOL_MAX": "5"}
+    result = run_cli(bad, "migrate")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "airia-server: invalid settings: AIRIA_DATABASE_POOL_MIN (20) is above "
+        "AIRIA_DATABASE_POOL_MAX (5)"
+    )
+
+
+def test_an_unusable_blob_directory_stops_serve_with_one_line(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    result = run_cli({**env, "AIRIA_BLOB_DIR": str(blocker / "blobs")}, "serve", "--port", "1")
+    assert result.returncode == 2
+    assert result.stderr.startswith("airia-server: invalid setting AIRIA_BLOB_DIR: cannot create")
+    assert "Traceback" not in result.stderr
+
+
+def test_an_export_to_a_path_it_cannot_write_is_one_line(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    result = run_cli(env, "export", "-o", str(tmp_path / "no-such-dir" / "x.jsonl"))
+    assert result.returncode == 2
+    assert "cannot write" in result.stderr and "AIRIA_DATABASE_URL" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["keys", "create", "--tenant", " "],
+        ["tokens", "mint", "--sub", ""],
+        ["tokens", "mint", "--sub", "u1", "--ttl", "-100"],
+    ],
+    ids=["blank-tenant", "empty-sub", "negative-ttl"],
+)
+def test_cli_arguments_that_make_useless_credentials_are_refused(
+    env: dict[str, str], args: list[str]
+) -> None:
+    result = run_cli({**env, "AIRIA_JWT_SECRET": JWT_SECRET}, *args)
+    assert result.returncode == 2, result.stdout
+    assert result.stdout == "" and result.stderr.startswith("airia-server: ")

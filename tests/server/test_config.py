@@ -105,6 +105,39 @@ def test_a_public_url_is_kept_with_its_scheme_in_lower_case(
     assert _ws_base_url(settings) == websocket
 
 
+@pytest.mark.parametrize(
+    ("settings", "says"),
+    [
+        ({"AIRIA_LOG_LEVEL": "LOUD"}, "DEBUG, INFO"),
+        ({"AIRIA_REDIS_URL": "notaurl"}, "redis://"),
+        ({"AIRIA_DATABASE_POOL_MIN": "20", "AIRIA_DATABASE_POOL_MAX": "5"}, "POOL_MIN (20)"),
+        (
+            {"AIRIA_JWT_ALGORITHM": "RS256", "AIRIA_JWT_PUBLIC_KEY": "/nonexistent.pem"},
+            "cannot read /nonexistent.pem",
+        ),
+        (
+            {"AIRIA_JWT_ALGORITHM": "ES256", "AIRIA_JWT_PUBLIC_KEY": "-----BEGIN PUBLIC KEY-----x"},
+            "not a ES256 public key",
+        ),
+    ],
+    ids=["log-level", "redis-url", "pool-bounds", "key-file", "key-text"],
+)
+def test_settings_that_would_fail_later_stop_the_start(
+    monkeypatch: pytest.MonkeyPatch, settings: dict[str, str], says: str
+) -> None:
+    """Each used to start, then crash with a traceback (or refuse every token)."""
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as info:
+        load_settings()
+    assert says in str(info.value)
+
+
+def test_a_log_level_in_any_case_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRIA_LOG_LEVEL", " debug ")
+    assert load_settings().log_level == "DEBUG"
+
+
 def test_describe_masks_secrets_and_url_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIRIA_JWT_SECRET", "a-very-long-secret-value-for-tests-only")
     monkeypatch.setenv("AIRIA_DATABASE_URL", "postgresql://airia:hunter2@db:5432/airia")

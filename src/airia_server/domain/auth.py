@@ -193,6 +193,10 @@ def mint_token(settings: Settings, sub: str, tenant: str, ttl_seconds: int) -> s
     """A development token signed with `AIRIA_JWT_SECRET`."""
     if not settings.jwt_algorithm.startswith("HS") or settings.jwt_secret is None:
         raise ValueError("minting needs AIRIA_JWT_SECRET (and an HS* AIRIA_JWT_ALGORITHM)")
+    if not _is_name(sub) or not _is_name(tenant):
+        raise ValueError(f"--sub and --tenant must be 1 to {MAX_NAME_LENGTH} characters")
+    if ttl_seconds <= 0:
+        raise ValueError("--ttl must be a positive number of seconds")
     now = int(time.time())
     claims = {"sub": sub, "tenant": tenant, "iat": now, "exp": now + ttl_seconds}
     if settings.jwt_audience:
