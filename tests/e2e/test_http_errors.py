@@ -724,3 +724,31 @@ def test_empty_id_is_a_404_problem_not_a_redirect(
     body = {"title": "t"} if method == "PUT" else None
     response = http.request(method, f"{COLLECTION}/", json=body, headers=server.headers())
     assert_problem(response, 404)
+
+
+# --- a backend away -----------------------------------------------------------------
+
+
+def test_requests_while_the_database_is_away_are_503_with_retry_after(tmp_path) -> None:
+    """The request was fine: 503 and Retry-After say to send it again, where a 500 says
+    the server is broken. The database here is dropped under a running server."""
+    import backends
+
+    from .support import running_server
+
+    backends.require(backends.postgres_problem())
+    url = backends.create_database_sync()
+    try:
+        with running_server(tmp_path, database_url=url) as server, server.client() as http:
+            created = create(http, server.headers(), "u1")
+            backends.drop_database_sync(url)  # its connections are cut as it goes
+            for _ in range(3):  # each pooled connection finds out in turn
+                response = http.get(
+                    f"{COLLECTION}/{created['conversationId']}", headers=server.headers()
+                )
+                problem = assert_problem(response, 503)
+                assert response.headers["retry-after"] == "1"
+                assert problem["message"] == "Service unavailable"
+            assert "Traceback" in server.stderr_text()  # logged for the operator
+    finally:
+        backends.drop_database_sync(url)

@@ -15,7 +15,7 @@ import time
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from airia_server.api.problems import PROBLEM_JSON, problem_body, problem_for
+from airia_server.api.problems import PROBLEM_JSON, problem_body, problem_for, unavailable_response
 from airia_server.logs import access_log, correlation_id_var, tenant_var
 from airia_server.metrics import Metrics
 
@@ -152,6 +152,10 @@ class RequestContextMiddleware:
                 return
             error_log.exception("unhandled error on %s %s", scope.get("method"), scope["path"])
             if scope["type"] == "http" and not scope[STATUS]:
+                away = unavailable_response(exc, scope["path"])
+                if away is not None:  # logged above all the same: an operator wants to know
+                    await away(scope, receive, send_with_id)
+                    return
                 scope[STATUS] = 500
                 await _send_problem(send, 500, "Internal server error", scope["path"], cid_header)
         finally:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 
+import asyncpg
 import msgspec
+import redis.exceptions
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
@@ -65,6 +68,37 @@ def problem_response(
     if status == 401:
         headers = {"WWW-Authenticate": 'Bearer, ApiKey header="X-API-KEY"', **(headers or {})}
     return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+# What a backend raises when it cannot be reached or cannot answer now (a server
+# restarting, a dropped connection, a full pool, a locked or failing SQLite file):
+# the request was fine, and may be sent again.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    sqlite3.OperationalError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.InvalidCatalogNameError,  # the database itself is gone
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+
+
+def unavailable_response(exc: Exception, path: str) -> Response | None:
+    """503 with Retry-After for a backend that is away (`_UNAVAILABLE`); None otherwise."""
+    if not isinstance(exc, _UNAVAILABLE):
+        return None
+    return problem_response(
+        503,
+        "Service unavailable",
+        "A backend of this server (the database, or Redis) did not answer; retry shortly",
+        path,
+        {"Retry-After": "1"},
+    )
 
 
 def problem_for(exc: Exception, method: str, path: str) -> Response | None:
