@@ -29,7 +29,7 @@ from airia_server.api.deps import Services
 from airia_server.api.middleware import RequestContextMiddleware, correlation_id_from
 from airia_server.api.problems import PROBLEM_JSON, problem_body
 from airia_server.api.routing import SegmentRouter
-from airia_server.config import Settings, load_settings
+from airia_server.config import Settings, load_settings, mask_url
 from airia_server.domain import maintenance
 from airia_server.domain.attachments import AttachmentService
 from airia_server.domain.auth import Authenticator
@@ -135,7 +135,7 @@ def create_app(settings: Settings | None = None) -> AiriaApp:
         gc.collect()
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)
-        log.info("ready: database %s", settings.database_url)
+        log.info("ready: database %s", mask_url(settings.database_url))
         try:
             yield
         finally:

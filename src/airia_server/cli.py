@@ -14,7 +14,7 @@ import asyncpg
 import msgspec
 from pydantic import ValidationError
 
-from airia_server.config import ConfigFileError, Settings, describe, load_settings
+from airia_server.config import ConfigFileError, Settings, describe, load_settings, mask_url
 from airia_server.domain.auth import DEFAULT_TENANT, create_api_key, mint_token
 from airia_server.logs import configure_logging
 from airia_server.storage import open_store
@@ -119,8 +119,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     public = settings.public_url or f"http://{settings.host}:{settings.port}"
     print(
         f"Airia Conversations on {public}  (docs: {public}/docs, database: "
-        f"{settings.database_url})\nAPI key: run `airia-server keys create --tenant default`"
-        " in another shell, or set AIRIA_BOOTSTRAP_API_KEY before starting.",
+        f"{mask_url(settings.database_url)})\nAPI key: run `airia-server keys create "
+        "--tenant default` in another shell, or set AIRIA_BOOTSTRAP_API_KEY before starting.",
         file=sys.stderr,
         flush=True,
     )

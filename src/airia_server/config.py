@@ -277,7 +277,23 @@ def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
         Settings._config_file = None
 
 
-_SECRET_URL = re.compile(r"(://[^:/@]*:)[^@]+@")
+_SECRET_QUERY = re.compile(r"(?i)((?:^|&)(?:\w*password|pass|\w*secret|\w*token)=)[^&]*")
+
+
+def mask_url(value: str) -> str:
+    """`value` with the password of a URL in it masked: in its user info (up to the
+    last '@' of the host part: a password may hold '@' itself) and in its query."""
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        return value
+    netloc, slash, tail = rest.partition("/")
+    userinfo, at, host = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:********@{host}"
+    path, mark, query = tail.partition("?")
+    if mark:
+        tail = path + "?" + _SECRET_QUERY.sub(r"\1********", query)
+    return f"{scheme}://{netloc}{slash}{tail}"
 
 
 def describe(settings: Settings) -> list[tuple[str, str]]:
@@ -290,6 +306,6 @@ def describe(settings: Settings) -> list[tuple[str, str]]:
         elif value is None:
             shown = ""
         else:
-            shown = _SECRET_URL.sub(r"\1********@", str(value))
+            shown = mask_url(str(value))
         rows.append((f"AIRIA_{name.upper()}", shown))
     return rows

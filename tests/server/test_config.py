@@ -149,6 +149,26 @@ def test_describe_masks_secrets_and_url_passwords(monkeypatch: pytest.MonkeyPatc
     assert "hunter2" not in "".join(shown.values())
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:p@ss@db:5432/x", "postgresql://u:********@db:5432/x"),
+        (
+            "redis://:pw@h:6379/0?password=zzz&db=1",
+            "redis://:********@h:6379/0?password=********&db=1",
+        ),
+        ("postgresql://u:pw@h/d?sslpassword=q", "postgresql://u:********@h/d?sslpassword=********"),
+        ("postgresql://u@h/db", "postgresql://u@h/db"),
+        ("sqlite:///./var/a.db", "sqlite:///./var/a.db"),
+    ],
+)
+def test_a_url_is_shown_with_every_password_masked(url: str, shown: str) -> None:
+    """An '@' in the password, or a password in the query, came out partly in clear."""
+    from airia_server.config import mask_url
+
+    assert mask_url(url) == shown
+
+
 def test_production_refuses_placeholder_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIRIA_ENVIRONMENT", "production")
     monkeypatch.setenv("AIRIA_JWT_SECRET", "changeme")
