@@ -62,7 +62,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any, Protocol
+from typing import IO, Annotated, Any, Literal, Protocol
 
 import msgspec
 
@@ -86,6 +86,16 @@ class _Line(msgspec.Struct, rename="camel", tag_field="kind", kw_only=True):
     pass
 
 
+# Values the server itself would have written: a line with another (a role it does
+# not know, a time in another format) is damaged, and refused as a line that does
+# not decode.
+_STAMP = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z\Z"
+Stamp = Annotated[str, msgspec.Meta(pattern=_STAMP)]
+MessageRole = Literal["user", "assistant", "system"]
+ParticipantRole = Literal["Owner", "Collaborator", "Viewer"]
+ExecutionStatus = Literal["InProgress", "Completed", "Failed", "NotApplicable"]
+
+
 class Header(_Line, tag="header"):
     format: str
     version: int
@@ -101,8 +111,8 @@ class ApiKeyLine(_Line, tag="api_key"):
     name: str | None
     prefix: str
     key_hash: str
-    created_at: str
-    revoked_at: str | None
+    created_at: Stamp
+    revoked_at: Stamp | None
 
 
 class ConversationLine(_Line, tag="conversation"):
@@ -113,13 +123,13 @@ class ConversationLine(_Line, tag="conversation"):
     deployment_id: str
     data_source_files: dict[str, list[str]]
     is_bookmarked: bool
-    last_execution_status: str | None
+    last_execution_status: ExecutionStatus | None
     last_execution_id: str | None
     message_count: int
     message_seq: int
     last_sequence: int
-    created_at: str
-    updated_at: str
+    created_at: Stamp
+    updated_at: Stamp
 
 
 class ParticipantLine(_Line, tag="participant"):
@@ -127,8 +137,8 @@ class ParticipantLine(_Line, tag="participant"):
     user_id: str
     id: str
     tenant_id: str
-    role: str
-    shared_at: str
+    role: ParticipantRole
+    shared_at: Stamp
     shared_by_user_id: str | None
 
 
@@ -137,19 +147,19 @@ class MessageLine(_Line, tag="message"):
     position: int
     id: str
     user_id: str | None
-    role: str
+    role: MessageRole
     message: str | None
     images: list[str] | None
     image_attachment_ids: list[str] | None
-    created_at: str
-    updated_at: str
+    created_at: Stamp
+    updated_at: Stamp
 
 
 class ReadPositionLine(_Line, tag="read_position"):
     conversation_id: str
     user_id: str
     position: int
-    read_at: str
+    read_at: Stamp
 
 
 class EventLine(_Line, tag="event"):
@@ -158,7 +168,7 @@ class EventLine(_Line, tag="event"):
     type: str
     data: msgspec.Raw
     """The stored JSON text, byte for byte."""
-    created_at: str
+    created_at: Stamp
 
 
 class ExternalIdentityLine(_Line, tag="external_identity"):
@@ -168,7 +178,7 @@ class ExternalIdentityLine(_Line, tag="external_identity"):
     external_system: str
     external_channel_id: str
     external_thread_id: str
-    created_at: str
+    created_at: Stamp
 
 
 class AttachmentLine(_Line, tag="attachment"):
@@ -179,16 +189,16 @@ class AttachmentLine(_Line, tag="attachment"):
     file_name: str
     content_type: str
     size: int
-    source: str
-    created_at: str
+    source: Literal["user", "agent"]
+    created_at: Stamp
 
 
 class BlobLine(_Line, tag="blob"):
     tenant_id: str
     sha256: str
     size: int
-    created_at: str
-    last_used_at: str
+    created_at: Stamp
+    last_used_at: Stamp
     content: bytes = b""
     """Base64 in the file; written last, streamed as the blob store yields it."""
 

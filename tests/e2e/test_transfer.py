@@ -654,6 +654,44 @@ def test_an_import_cut_mid_line_keeps_a_whole_prefix_and_counts_right(tmp_path: 
     assert summary_rows(again.stdout)["message"] == (600, 600 - stored)
 
 
+@pytest.mark.parametrize(
+    ("field", "value"), [("role", "banana"), ("createdAt", "yesterday")], ids=["role", "time"]
+)
+def test_an_import_stops_at_a_line_with_a_value_the_server_never_writes(
+    tmp_path: Path, field: str, value: str
+) -> None:
+    """Such a line was stored and served back as it was; it is damage, like a line cut
+    short: the lines before it are imported, and the exit code is 1."""
+    import sqlite3
+
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    with running_server(tmp_path / "source", database_url=source) as server:
+        with server.client() as http:
+            made = http.post(COLLECTION, json={"userId": "u"}, headers=server.headers())
+            cid = made.json()["conversationId"]
+            for text in ("first", "second"):
+                sent = http.post(
+                    f"{COLLECTION}/{cid}/messages", json={"message": text}, headers=server.headers()
+                )
+                assert sent.status_code == 201, sent.text
+    exported = run_cli(server_env(source, tmp_path), "export")
+    lines = exported.stdout.splitlines()
+    rows = [json.loads(line) for line in lines]
+    (bad,) = [n for n, row in enumerate(rows) if row.get("message") == "second"]
+    damaged = json.loads(lines[bad])
+    damaged[field] = value
+    lines[bad] = json.dumps(damaged)
+    path = tmp_path / "damaged.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    target = tmp_path / "target.db"
+    result = run_cli(server_env(f"sqlite:///{target}", tmp_path / "target"), "import", str(path))
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert f"{path}:{bad + 1}:" in result.stderr and field in result.stderr
+    with sqlite3.connect(target) as conn:
+        stored = [row[0] for row in conn.execute("SELECT message FROM messages")]
+    assert stored == ["first"]
+
+
 def blob_line(tenant: str, sha256: str, size: int, content: bytes) -> str:
     return json.dumps(
         {
