@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 from pathlib import Path
 
-import swagger_ui_bundle
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -15,15 +15,47 @@ from airia_server.api.deps import services
 from airia_server.api.openapi import openapi_document
 from airia_server.storage import LATEST_MIGRATION
 
-_DOCS_PAGE = """<!doctype html>
+
+def _swagger_ui_static() -> Path:
+    """Swagger UI's files, as the `swagger-ui-py` package ships them (5.x, which reads
+    OpenAPI 3.1: the 4.x of `swagger-ui-bundle` showed "Unable to render this
+    definition"). Found without importing the package, whose code (a web framework
+    adapter) the server does not use."""
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the swagger-ui-py package is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "static"
+
+
+_DOCS_PAGE = b"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Airia Conversations API</title>
+<link rel="icon" href="/docs/assets/favicon-32x32.png">
 <link rel="stylesheet" href="/docs/assets/swagger-ui.css"></head>
 <body><div id="ui"></div>
 <script src="/docs/assets/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui", persistAuthorization: true});</script>
+<script src="/docs/init.js"></script>
 </body></html>"""
+
+# The key a user types into "Authorize" stays in the page (never in this origin's
+# localStorage, which the console shares).
+_DOCS_INIT = b"""SwaggerUIBundle({
+  url: "/openapi.json", dom_id: "#ui", persistAuthorization: false
+});
+"""
+
+_DOCS_HEADERS = {
+    # Swagger UI needs inline styles; scripts and everything else come from here.
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+        "form-action 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 async def healthz(request: Request) -> Response:
@@ -69,7 +101,11 @@ async def openapi_json(request: Request) -> Response:
 
 
 async def docs(request: Request) -> Response:
-    return HTMLResponse(_DOCS_PAGE)
+    return HTMLResponse(_DOCS_PAGE, headers=_DOCS_HEADERS)
+
+
+async def docs_init(request: Request) -> Response:
+    return Response(_DOCS_INIT, media_type="text/javascript", headers=_DOCS_HEADERS)
 
 
 routes = [
@@ -78,5 +114,6 @@ routes = [
     Route("/metrics", metrics, methods=["GET"]),
     Route("/openapi.json", openapi_json, methods=["GET"]),
     Route("/docs", docs, methods=["GET"]),
-    Mount("/docs/assets", StaticFiles(directory=Path(swagger_ui_bundle.swagger_ui_path))),
+    Route("/docs/init.js", docs_init, methods=["GET"]),
+    Mount("/docs/assets", StaticFiles(directory=_swagger_ui_static())),
 ]
