@@ -22,7 +22,7 @@ import pytest
 
 import backends
 
-from .support import LiveServer
+from .support import LiveServer, assert_problem
 
 pytestmark = pytest.mark.e2e
 
@@ -160,16 +160,47 @@ def test_console_is_served_with_its_assets_and_headers(server: LiveServer) -> No
         assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
         assert page.headers["x-content-type-options"] == "nosniff"
         for asset, media in (("app.js", "javascript"), ("app.css", "text/css")):
-            assert f"/console/assets/{asset}" in page.text
+            # Relative to /console, so that a proxy may serve the server under a path.
+            assert f'"console/assets/{asset}"' in page.text
             got = http.get(f"/console/assets/{asset}")
             assert got.status_code == 200 and media in got.headers["content-type"], asset
             assert got.headers["x-content-type-options"] == "nosniff"
+            assert got.headers["content-security-policy"] == csp
         # Nothing the page loads is from elsewhere.
         assert "http://" not in page.text and "https://" not in page.text
         missing = http.get("/console/assets/nope.js")
         assert missing.status_code == 404
         assert missing.headers["content-type"].startswith("application/problem+json")
-        assert http.get("/console/").status_code == 200
+        # The page has one address, with its headers: not also among the assets
+        # (where it had none: no CSP, and it could be framed).
+        assert_problem(http.get("/console/assets/index.html"), 404)
+        slash = http.get("/console/")
+        assert (slash.status_code, slash.headers["location"]) == (308, "../console")
+
+
+def test_the_api_reference_page_renders_the_document(browser, server: LiveServer) -> None:
+    """/docs: Swagger UI 5 (4.x could not read OpenAPI 3.1: "Unable to render this
+    definition"), from this server alone, under a CSP that lets nothing else in."""
+    from playwright.sync_api import expect
+
+    with server.client() as http:
+        page = http.get("/docs")
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        assert page.headers["x-frame-options"] == "DENY"
+        assert "<script>" not in page.text  # no inline script for the CSP to allow
+    context = browser.new_context(viewport=DESKTOP, base_url=server.base_url)
+    context.set_default_timeout(TIMEOUT_MS)
+    docs = context.new_page()
+    errors: list[str] = []
+    docs.on("pageerror", lambda exc: errors.append(str(exc)))
+    docs.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    docs.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    docs.goto("/docs")
+    expect(docs.locator(".opblock").first).to_be_visible()
+    assert docs.locator(".opblock").count() >= 20
+    assert "Unable to render" not in docs.content()
+    assert errors == []
+    context.close()
 
 
 def unread(server: LiveServer, key: str, user: str, cid: str, wait: float = 5.0) -> int:

@@ -12,6 +12,7 @@
   const MESSAGE_PAGE = 50;
   const TYPING_IDLE_MS = 2500;   // stop "typing" after this long without a keystroke
   const TYPING_EXPIRE_MS = 8000; // forget someone's "typing" if their "false" never came
+  const TYPING_REPEAT_MS = 5000; // say "typing" again this often while it goes on
 
   const $ = (id) => document.getElementById(id);
 
@@ -74,9 +75,13 @@
     }
   }
 
+  // Where the API is: the page's own directory, so that the console works behind a
+  // proxy that serves this server under a path (https://example.com/airia/console).
+  const ROOT = location.pathname.replace(/console\/?$/, "");
+
   /** fetch() against the API; JSON in and out; a problem becomes an ApiError. */
   async function api(method, path, options = {}) {
-    const headers = Object.assign({ Accept: "application/json" }, authHeaders());
+    const headers = Object.assign({ Accept: "application/json" }, authHeaders(), options.headers);
     let body;
     if (options.form) {
       body = options.form;
@@ -86,7 +91,12 @@
     }
     let response;
     try {
-      response = await fetch(path, { method, headers, body, credentials: "omit" });
+      response = await fetch(ROOT + path.replace(/^\//, ""), {
+        method,
+        headers,
+        body,
+        credentials: "omit",
+      });
     } catch (err) {
       throw new ApiError("Cannot reach the server: " + err.message, 0, null);
     }
@@ -198,8 +208,15 @@
       return;
     }
     renderWho();
+    let id = null;
     if (match) {
-      const id = decodeURIComponent(match[1]);
+      try {
+        id = decodeURIComponent(match[1]);
+      } catch (_) {
+        id = null; // a hash no link of ours makes: back to the feed
+      }
+    }
+    if (id !== null) {
       if (!conv || conv.id !== id) {
         leaveConversation();
         openConversation(id);
@@ -331,7 +348,7 @@
       "aria-label": (item.isBookmarked ? "Remove bookmark from " : "Bookmark ") + titleOf(item),
       text: item.isBookmarked ? "★" : "☆",
       onclick: () => attempt(async () => {
-        const updated = await setBookmark(item.conversationId, item.title, !item.isBookmarked);
+        const updated = await setBookmark(item.conversationId, !item.isBookmarked);
         item.isBookmarked = updated.isBookmarked;
         star.textContent = item.isBookmarked ? "★" : "☆";
         star.setAttribute("aria-pressed", item.isBookmarked ? "true" : "false");
@@ -360,10 +377,12 @@
     );
   }
 
-  function setBookmark(id, title, value) {
-    // PUT needs a title; a conversation without one gets the name the console shows.
+  async function setBookmark(id, value) {
+    // PUT needs the title: the one the conversation has now, not the one this page
+    // loaded (someone may have renamed it since). Untitled, it gets the name shown.
+    const current = await api("GET", "/v1/Conversations/" + enc(id));
     return api("PUT", "/v1/Conversations/" + enc(id), {
-      json: { title: title || "Untitled conversation", isBookmarked: value },
+      json: { title: current.title || "Untitled conversation", isBookmarked: value },
     });
   }
 
@@ -541,6 +560,7 @@
           class: "link truncate",
           text: "Delete from here",
           "aria-label": "Delete this message and every later one",
+          hidden: !canManage(),
           onclick: () => truncateFrom(m),
         })
       ),
@@ -579,13 +599,20 @@
     if (event) event.preventDefault();
     const box = $("composer-text");
     const text = box.value;
-    if (!text.trim() || !conv) return;
+    // Enter pressed again while this very text is on its way: one message. (Another
+    // text, typed meanwhile, goes at once.)
+    if (!text.trim() || !conv || conv.sending === text) return;
     const mine = conv;
     const body = { message: text, role: "user" };
     if (isApiKey()) body.userId = auth.userId;
+    // One key per message typed: a retry of this send is answered, never stored twice.
+    const key = crypto.randomUUID();
+    mine.sending = text;
     $("composer-send").disabled = true;
     try {
-      const created = await attempt(() => api("POST", convPath("/messages"), { json: body }));
+      const created = await attempt(() =>
+        api("POST", convPath("/messages"), { json: body, headers: { "Idempotency-Key": key } })
+      );
       if (!created || mine !== conv) return;
       box.value = "";
       stopTyping();
@@ -606,6 +633,7 @@
       }
       scheduleRead();
     } finally {
+      if (mine.sending === text) mine.sending = null;
       $("composer-send").disabled = false;
       box.focus();
     }
@@ -645,7 +673,7 @@
 
   async function toggleBookmark() {
     if (!conv || !conv.record) return;
-    const updated = await attempt(() => setBookmark(conv.id, conv.record.title, !conv.record.isBookmarked));
+    const updated = await attempt(() => setBookmark(conv.id, !conv.record.isBookmarked));
     if (updated && conv) renderRecord(updated);
   }
 
@@ -665,11 +693,20 @@
         )
       )
     );
-    const canShare = isApiKey() || conv.role === "Owner";
+    const canShare = canManage();
     $("share-form").hidden = !canShare;
     $("conv-rename").hidden = !canShare;
+    $("conv-bookmark").hidden = !canShare; // a bookmark is an edit: Owners only
+    document.querySelectorAll(".truncate").forEach((b) => {
+      b.hidden = !canShare;
+    });
     $("composer").hidden = conv.role === "Viewer";
     $("upload-button").hidden = conv.role === "Viewer";
+  }
+
+  /** Whether the caller may edit, share, truncate: an Owner, or an API key. */
+  function canManage() {
+    return isApiKey() || (conv !== null && conv.role === "Owner");
   }
 
   async function share(event) {
@@ -773,7 +810,8 @@
     ws.onopen = () => {
       if (mine !== conv) return;
       const resumed = mine.retry > 0;
-      mine.retry = 0;
+      // The back-off starts over once the socket has carried something (onmessage):
+      // a server that accepts and then closes at once must not be retried in a loop.
       $("conv-status").textContent = "";
       if (canSignal()) sendFrame(mine, { type: "presence", action: "joined" });
       mine.here.add(auth.userId);
@@ -783,6 +821,7 @@
     };
     ws.onmessage = (event) => {
       if (mine !== conv) return;
+      mine.retry = 0;
       let frame;
       try {
         frame = JSON.parse(event.data);
@@ -801,6 +840,10 @@
       } else if (event.code === 1008) {
         stopLive("You no longer have access to this conversation.");
       } else {
+        // 4000 says where to resume ("resume after=N"): after a fall-behind, what
+        // was sent; after a database restored from a backup, where its log ends.
+        const resume = /^resume after=(\d+)$/.exec(event.reason || "");
+        if (event.code === 4000 && resume) mine.lastSequence = Number(resume[1]);
         retryLater();
       }
     };
@@ -923,8 +966,12 @@
       stopTyping();
       return;
     }
-    if (!conv.typingSent) {
+    // Said again every few seconds while the typing goes on: others forget a "typing"
+    // after TYPING_EXPIRE_MS, in case its "false" never comes.
+    const now = Date.now();
+    if (!conv.typingSent || now - conv.typingSentAt > TYPING_REPEAT_MS) {
       conv.typingSent = true;
+      conv.typingSentAt = now;
       sendFrame(conv, { type: "typing", isTyping: true });
     }
     clearTimeout(conv.typingTimer);
