@@ -126,3 +126,28 @@ def test_a_replayed_removal_of_a_user_added_again_since_leaves_the_socket_open()
     socket = replay(log, conn)
     assert [e["sequence"] for e in socket.sent] == [1, 2, 3]
     assert socket.closed is None and conn.role == "Viewer"
+
+
+def test_a_deletion_whose_gap_the_log_cannot_fill_follows_the_last_event_sent() -> None:
+    """A socket replaying from after=0 while its conversation is deleted: the log goes
+    with the conversation, and the live `conversation.deleted` (301) would leave a gap
+    after the 20 events sent. It is sent as 21, then the socket closes with 1000."""
+    from types import SimpleNamespace
+
+    from airia_server.realtime.hub import LiveEvent, Subscription
+
+    sub = Subscription(CID, 10)
+    gone = EventRecord(
+        conversation_id=CID,
+        sequence=301,
+        type="conversation.deleted",
+        created_at="2026-11-27T00:00:00.000000Z",
+        data={"conversationId": CID},
+    )
+    sub.push(LiveEvent(gone))
+    conn = connection()
+    conn.last = 20
+    socket = Socket()
+    asyncio.run(realtime._stream(socket, SimpleNamespace(store=Log()), sub, conn))
+    assert [(e["type"], e["sequence"]) for e in socket.sent] == [("conversation.deleted", 21)]
+    assert socket.closed is not None and socket.closed[0] == 1000

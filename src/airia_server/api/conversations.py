@@ -186,7 +186,9 @@ async def conversations_feed(request: Request) -> Response:
     else:
         more = (page_number - 1) * page_size + len(page.items) < page.total_count
     next_cursor = None
-    if more and sort_by != "title":
+    # The total and the page are two reads: a conversation deleted between them can
+    # leave a page empty that the total says is not the last.
+    if more and page.items and sort_by != "title":
         last = page.items[-1]
         key = last.updated_at if sort_by == "updatedAt" else last.created_at
         next_cursor = _encode_cursor(

@@ -182,13 +182,24 @@ async def _stream(
                     continue
                 if event.sequence <= conn.last:
                     continue
+                text = event.text
                 if event.sequence > conn.last + 1:
                     await _replay(websocket, svc.store, conn, event.sequence)
-                await websocket.send_text(event.text)
+                    if event.type == "conversation.deleted" and event.sequence > conn.last + 1:
+                        # The log went with the conversation before the gap could be
+                        # read: the end is told right after what the client has.
+                        text = _renumbered(text, conn.last + 1)
+                await websocket.send_text(text)
                 conn.last = event.sequence
                 await _steer(websocket, conn, event.type, event.user_id, event.role)
     except _Closed:
         return
+
+
+def _renumbered(text: str, sequence: int) -> str:
+    wire = msgspec.json.decode(text)
+    wire["sequence"] = sequence
+    return msgspec.json.encode(wire).decode()
 
 
 async def _steer(
