@@ -233,6 +233,10 @@ class TimeoutProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
+DROP_AFTER_SECONDS = 5.0
+"""How long a socket closed for not answering pings has to take its close frame."""
+
+
 class FrameWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol, offering the application a way to write a
     ready-made frame straight to the connection (`scope["extensions"]["airia.frames"]`).
@@ -262,6 +266,19 @@ class FrameWebSocketProtocol(WebSocketsSansIOProtocol):
         scope = getattr(self, "scope", None)
         if scope is not None:
             scope["extensions"]["airia.frames"] = self
+
+    def keepalive_timeout(self) -> None:
+        """No pong in time: uvicorn sends 1011 and closes, and a close waits for what is
+        buffered to be read. A client that reads nothing would keep the connection
+        (and all that is buffered for it) for ever: it is dropped after a grace."""
+        super().keepalive_timeout()
+        self.loop.call_later(DROP_AFTER_SECONDS, self.drop)
+
+    def drop(self) -> None:
+        """Cut the connection now, whatever is still buffered for the client (one that
+        stopped reading): the server keeps nothing for it any longer."""
+        if not self.transport.is_closing() or self.transport.get_write_buffer_size():
+            self.transport.abort()
 
     def write_frame(self, frame: bytes) -> bool:
         if (

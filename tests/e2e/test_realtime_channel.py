@@ -13,6 +13,7 @@ import secrets
 import socket
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
@@ -520,6 +521,48 @@ async def test_slow_consumer_is_dropped_with_4000_and_resumes_without_loss(
             live = await receive_event(resumed)
             assert (live["type"], live["sequence"]) == ("message.created", count + 1)
     assert server.process.poll() is None
+
+
+async def test_a_consumer_that_never_reads_again_is_cut_off(small_queue_server: LiveServer) -> None:
+    """Dropped with 4000, but its close frame cannot reach a client that reads nothing
+    (its buffers are full): 10 s on, the server cuts the connection, and with it all
+    it had buffered for the client, instead of holding both for ever."""
+    server = small_queue_server
+    text = secrets.token_urlsafe(45_000)
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=10.0) as http:
+        api = Api(http)
+        cid = (await api.create(server.headers(), new_user("owner")))["conversationId"]
+        url = await api.ws_url(server.headers(), cid)
+        sock = await tiny_buffer_socket(url)
+        ours = sock.getsockname()[1]
+        async with open_ws(url, sock=sock, max_queue=1, compression=None, max_size=2**20):
+            # Enough to fill the kernel's buffers both ways (a few MB on loopback).
+            for i in range(60):
+                await api.add(server.headers(), cid, f"{i}:{text}")
+            assert server_side_open(server, ours)  # stuck: its buffers full both ways
+            await asyncio.sleep(14)  # the close times out after 10 s; then the cut
+            # Checked before reading anything: reading would drain the buffers and let
+            # even a graceful close through.
+            assert not server_side_open(server, ours)
+
+
+def server_side_open(server: LiveServer, client_port: int) -> bool:
+    """Whether the server still holds its end of the connection from `client_port`, as
+    the kernel's table of TCP connections has it (local port, remote port, state 01:
+    established)."""
+    port = urlsplit(server.base_url).port
+    table = Path("/proc/net/tcp")
+    if not table.exists():
+        pytest.skip("SKIPPED PLATFORM: no /proc/net/tcp to see the server's connections")
+    for line in table.read_text().splitlines()[1:]:
+        local, remote, state = line.split()[1:4]
+        if (
+            int(local.rsplit(":", 1)[1], 16) == port
+            and int(remote.rsplit(":", 1)[1], 16) == client_port
+            and state == "01"
+        ):
+            return True
+    return False
 
 
 # --- resuming past the end, odd `after`s, binary frames, an API key's typing ---------------------

@@ -151,3 +151,27 @@ def test_a_deletion_whose_gap_the_log_cannot_fill_follows_the_last_event_sent() 
     asyncio.run(realtime._stream(socket, SimpleNamespace(store=Log()), sub, conn))
     assert [(e["type"], e["sequence"]) for e in socket.sent] == [("conversation.deleted", 21)]
     assert socket.closed is not None and socket.closed[0] == 1000
+
+
+def test_a_subscription_overflows_on_bytes_as_on_events() -> None:
+    """A thousand events of large messages would hold hundreds of MB for a client that
+    stopped reading; past MAX_QUEUED_BYTES it is dropped (4000) as past the count."""
+    from airia_server.realtime.hub import MAX_QUEUED_BYTES, LiveEvent, Subscription
+
+    overflows: list[bool] = []
+    sub = Subscription(CID, 1000)
+    sub.on_overflow = lambda: overflows.append(True)
+    big = LiveEvent(message(1, "x" * 400_000))
+    assert big.size > 800_000
+    pushed = 0
+    while not sub.overflowed:
+        sub.push(big)
+        pushed += 1
+    assert pushed * big.size > MAX_QUEUED_BYTES >= (pushed - 1) * big.size
+    assert overflows == [True] and sub.queued_bytes == 0
+    alone = Subscription(CID, 1000)
+    huge = LiveEvent(message(1, "x" * (MAX_QUEUED_BYTES // 2 + 1)))
+    alone.push(huge)  # one event always fits, however large
+    assert not alone.overflowed and alone.queued_bytes == huge.size
+    alone.release()
+    assert alone.queued_bytes == 0 and alone.direct is None and alone.on_overflow is None

@@ -150,7 +150,8 @@ class RequestContextMiddleware:
                 if scope["type"] == "http" and not scope[STATUS]:
                     await response(scope, receive, send_with_id)
                 return
-            error_log.exception("unhandled error on %s %s", scope.get("method"), scope["path"])
+            method = scope.get("method", "WS")
+            error_log.exception("unhandled error on %s %s", method, scope["path"])
             if scope["type"] == "http" and not scope[STATUS]:
                 away = unavailable_response(exc, scope["path"])
                 if away is not None:  # logged above all the same: an operator wants to know

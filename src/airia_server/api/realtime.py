@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
+from uvicorn.protocols.utils import ClientDisconnected
 
 from airia_server.api.deps import Services, services
 from airia_server.domain import access
@@ -135,10 +136,18 @@ async def conversation_socket(websocket: WebSocket) -> None:
             await _close_quietly(websocket, CLOSE_RESUME, f"resume after={conn.last}")
         finally:
             reader.cancel()
-    except WebSocketDisconnect:
+    except (WebSocketDisconnect, ClientDisconnected):  # gone, before or after accept
         pass
     finally:
         svc.hub.unsubscribe(sub)
+        # What ties the socket's objects in loops (the hub's callbacks into it, the
+        # protocol's into the hub): undone, so that the socket and whatever it still
+        # had queued go at once, not at the next full collection, which this server
+        # runs rarely (app.GC_THRESHOLDS).
+        sub.release()
+        frames = websocket.scope.get("extensions", {}).pop("airia.frames", None)
+        if frames is not None:
+            frames.going_away = None
 
 
 async def _visible(
@@ -262,10 +271,15 @@ def _direct_writer(sub: Subscription, conn: _Connection, frames: Any):
 
 
 async def _close_quietly(websocket: WebSocket, code: int, reason: str) -> None:
-    """Close, but do not wait forever on a client that reads nothing."""
+    """Close, but do not wait forever on a client that reads nothing: after 10 s the
+    connection is dropped, and with it everything buffered for the client."""
     try:
         await asyncio.wait_for(websocket.close(code=code, reason=reason), 10.0)
-    except (TimeoutError, RuntimeError, WebSocketDisconnect):
+    except TimeoutError:
+        frames = websocket.scope.get("extensions", {}).get("airia.frames")
+        if frames is not None:
+            frames.drop()
+    except (RuntimeError, WebSocketDisconnect, ClientDisconnected):
         pass
 
 

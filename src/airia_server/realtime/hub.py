@@ -31,13 +31,15 @@ class LiveEvent:
     """An event encoded once, shared by every subscriber it goes to: as text, and as
     the WebSocket frame that carries it (for sockets written to directly)."""
 
-    __slots__ = ("frame", "role", "sequence", "steers", "text", "type", "user_id")
+    __slots__ = ("frame", "role", "sequence", "size", "steers", "text", "type", "user_id")
 
     def __init__(self, event: EventRecord) -> None:
         self.sequence = event.sequence
         self.type = event.type
         self.text = encode_event(event)
         self.frame = text_frame(self.text.encode())
+        self.size = len(self.text) + len(self.frame)
+        """About what it holds in memory, as text and as a frame."""
         # Events after which a socket may have to close or change what it may do:
         # always through the socket's own sender.
         self.steers = self.type == "conversation.deleted" or self.type.startswith("participant.")
@@ -70,6 +72,11 @@ def encode_event(event: EventRecord) -> str:
     return _encode(wire).decode()
 
 
+MAX_QUEUED_BYTES = 4 * 1024 * 1024
+"""Most a socket may have queued (besides AIRIA_WS_QUEUE_SIZE events) before it is
+dropped with 4000 and resumes from the stored log."""
+
+
 class Subscription:
     __slots__ = (
         "_items",
@@ -84,6 +91,7 @@ class Subscription:
         "on_overflow",
         "overflowed",
         "owner",
+        "queued_bytes",
         "revoked",
         "waiting",
     )
@@ -107,6 +115,7 @@ class Subscription:
         """Called once when the buffer overflows: the socket's sender may be stuck
         writing to a client that does not read, so waking it is not enough."""
         self._items: deque[LiveEvent] = deque()
+        self.queued_bytes = 0
         self._wakeup = asyncio.Event()
         self.waiting = False
         """The socket's sender is idle, waiting for events."""
@@ -121,13 +130,19 @@ class Subscription:
     def push(self, event: LiveEvent) -> None:
         if self.overflowed:
             return
-        if len(self._items) >= self.maxsize:
+        too_many = len(self._items) >= self.maxsize
+        # In bytes too: a thousand events of large messages would hold hundreds of MB
+        # for one client that stopped reading. (One event always fits.)
+        too_large = self._items and self.queued_bytes + event.size > MAX_QUEUED_BYTES
+        if too_many or too_large:
             self.overflowed = True
             self._items.clear()
+            self.queued_bytes = 0
             if self.on_overflow is not None:
                 self.on_overflow()
         else:
             self._items.append(event)
+            self.queued_bytes += event.size
         self._wakeup.set()
 
     def close(self) -> None:
@@ -148,6 +163,13 @@ class Subscription:
         """Live events may have been missed (the fan-out was down): reread the stored log."""
         self.needs_resync = True
         self._wakeup.set()
+
+    def release(self) -> None:
+        """The socket is gone: drop what is queued and the callbacks into it."""
+        self._items.clear()
+        self.queued_bytes = 0
+        self.direct = None
+        self.on_overflow = None
 
     def revoke(self) -> None:
         """The API key behind the socket was revoked: wake the sender to close."""
@@ -175,6 +197,7 @@ class Subscription:
             return []
         items = list(self._items)
         self._items.clear()
+        self.queued_bytes = 0
         return items
 
 
