@@ -27,7 +27,8 @@ the attachments that reference them: an import never holds a blob row that no
 attachment references yet, which the target's sweep of unreferenced blobs
 could delete under it.
 
-Version 2 added identities, attachments and blobs; version 1 files (without
+Version 2 added identities, attachments and blobs; version 3 the tenants'
+retention policies (`tenant_setting` lines). Files of versions 1 and 2 (without
 them) are still read.
 
 The import inserts every row with "on conflict do nothing" semantics, so
@@ -70,8 +71,8 @@ from airia_server.storage.blobs import BlobStore, PostgresBlobStore, StagedUploa
 from airia_server.timeutil import utcnow_iso
 
 FORMAT = "airia-export"
-VERSION = 2
-READABLE_VERSIONS = (1, 2)
+VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 BATCH = 500
 
 
@@ -113,6 +114,12 @@ class ApiKeyLine(_Line, tag="api_key"):
     key_hash: str
     created_at: Stamp
     revoked_at: Stamp | None
+
+
+class TenantSettingLine(_Line, tag="tenant_setting"):
+    tenant_id: str
+    retention_days: int | None
+    """Days an untouched conversation is kept; None: for ever."""
 
 
 class ConversationLine(_Line, tag="conversation"):
@@ -209,6 +216,7 @@ class EndLine(_Line, tag="end"):
 
 Row = (
     ApiKeyLine
+    | TenantSettingLine
     | ConversationLine
     | ParticipantLine
     | MessageLine
@@ -351,6 +359,14 @@ API_KEYS = _plain(
     ("text",) * 7,
     ApiKeyLine,
 )
+TENANT_SETTINGS = _plain(
+    "tenant_setting",
+    "tenant_settings",
+    ("tenant_id", "retention_days"),
+    ("tenant_id",),
+    ("text", "int4"),
+    TenantSettingLine,
+)
 CONVERSATIONS = _Table(
     "conversation",
     "conversations",
@@ -466,12 +482,15 @@ BLOBS = _plain(
     ("text", "text", "bigint", "text", "text"),
     BlobLine,
 )
-TABLES = {t.kind: t for t in (API_KEYS, CONVERSATIONS, *CHILDREN, BLOBS)}
+TABLES = {t.kind: t for t in (API_KEYS, TENANT_SETTINGS, CONVERSATIONS, *CHILDREN, BLOBS)}
 KINDS = tuple(TABLES)
+_TOP_LEVEL = (API_KEYS, TENANT_SETTINGS, CONVERSATIONS)
+"""Tables read on their own (by tenant), not through their conversation."""
 _LINE_KIND = {
     cls: cls.__struct_config__.tag
     for cls in (
         ApiKeyLine,
+        TenantSettingLine,
         ConversationLine,
         ParticipantLine,
         MessageLine,
@@ -548,10 +567,10 @@ def _select(table: _Table, tenant: str | None, placeholder: Callable[[int], str]
             f"SELECT {cols} FROM blobs b WHERE {_USED_BLOB}{where} "
             f"ORDER BY b.tenant_id{collate}, b.sha256{collate}"
         )
-    if table is API_KEYS or table is CONVERSATIONS:
+    if table in _TOP_LEVEL:
         cols = ", ".join(table.columns)
         where = f" WHERE tenant_id = {placeholder(1)}" if tenant is not None else ""
-        return f"SELECT {cols} FROM {table.name}{where} ORDER BY id{collate}"
+        return f"SELECT {cols} FROM {table.name}{where} ORDER BY {table.order[0]}{collate}"
     cols = ", ".join(f"t.{c}" for c in table.columns)
     where = f" WHERE c.tenant_id = {placeholder(1)}" if tenant is not None else ""
     order = ", ".join(
@@ -569,7 +588,7 @@ def _count(table: _Table, tenant: str | None, placeholder: Callable[[int], str])
     if table is BLOBS:
         where = f" AND b.tenant_id = {placeholder(1)}" if tenant is not None else ""
         return f"SELECT count(*) FROM blobs b WHERE {_USED_BLOB}{where}"
-    if table is API_KEYS or table is CONVERSATIONS:
+    if table in _TOP_LEVEL:
         where = f" WHERE tenant_id = {placeholder(1)}" if tenant is not None else ""
         return f"SELECT count(*) FROM {table.name}{where}"
     where = f" WHERE c.tenant_id = {placeholder(1)}" if tenant is not None else ""
@@ -735,6 +754,8 @@ async def _write_lines(
     async with contextlib.AsyncExitStack() as cursors:  # closed before the store, even on error
         async for row in await _opened(cursors, reader.rows(API_KEYS)):
             emit(API_KEYS.to_line(row), "api_key")
+        async for row in await _opened(cursors, reader.rows(TENANT_SETTINGS)):
+            emit(TENANT_SETTINGS.to_line(row), "tenant_setting")
         children = [
             (table, _Peek(await _opened(cursors, reader.rows(table)))) for table in CHILDREN
         ]

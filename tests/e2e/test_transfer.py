@@ -46,6 +46,7 @@ LOOKUP = f"{COLLECTION}/external-identities/lookup"
 TIMEOUT = 10.0
 KINDS = (
     "api_key",
+    "tenant_setting",
     "conversation",
     "participant",
     "message",
@@ -388,6 +389,13 @@ async def test_sqlite_export_imports_into_postgres_and_serves_the_same(
                         http, server.base_url, key, cid, event_counts[cid]
                     )
 
+    # Retention policies move too (version 3): without them, a tenant kept for ever
+    # would fall back to AIRIA_RETENTION_DAYS on the target.
+    for args in (["--days", "30"], ["--forever"]):
+        tenant = "acme" if args[0] == "--days" else "beta"
+        policy = run_cli(source_env, "retention", "set", "--tenant", tenant, *args)
+        assert policy.returncode == 0, policy.stderr
+
     # The export of the stopped source: header first, end last, nothing but hashes of keys.
     export_path = tmp_path / "airia.jsonl"
     exported = run_cli(source_env, "export", "--output", str(export_path))
@@ -395,7 +403,7 @@ async def test_sqlite_export_imports_into_postgres_and_serves_the_same(
     assert exported.stderr == "", "nothing extra on stderr when it is not a terminal"
     lines = read_export(export_path)
     assert lines[0]["kind"] == "header"
-    assert (lines[0]["format"], lines[0]["version"]) == ("airia-export", 2)
+    assert (lines[0]["format"], lines[0]["version"]) == ("airia-export", 3)
     assert lines[0]["exportedAt"].endswith("Z")
     assert lines[-1]["kind"] == "end"
     text = export_path.read_text()
@@ -405,6 +413,12 @@ async def test_sqlite_export_imports_into_postgres_and_serves_the_same(
     counts = {kind: kinds.count(kind) for kind in set(kinds)}
     assert lines[-1]["counts"] == {k: counts.get(k, 0) for k in KINDS}
     assert counts["conversation"] == 9 and counts["api_key"] == 3
+    policies = {
+        line["tenantId"]: line["retentionDays"]
+        for line in lines
+        if line["kind"] == "tenant_setting"
+    }
+    assert policies == {"acme": 30, "beta": None}
     assert (counts["external_identity"], counts["attachment"]) == (12, 21)
     # One blob per tenant and content that an exported attachment references, with its bytes;
     # idempotency keys never (none of these kinds is one).
@@ -442,6 +456,7 @@ async def test_sqlite_export_imports_into_postgres_and_serves_the_same(
     assert {x["tenantId"] for x in acme if "tenantId" in x} == {"acme"}
     assert {x["kind"] for x in acme if "tenantId" in x} == {
         "api_key",
+        "tenant_setting",
         "conversation",
         "participant",
         "external_identity",
@@ -464,6 +479,8 @@ async def test_sqlite_export_imports_into_postgres_and_serves_the_same(
     assert added_first["attachment"] == (21, 21)
     assert added_first["blob"] == (18, 18)
     assert all(read == added for read, added in added_first.values())
+    shown = run_cli(target_env, "retention", "show")
+    assert "acme: 30" in shown.stdout and "beta: for ever" in shown.stdout, shown.stdout
     second = run_cli(target_env, "import", str(export_path))
     assert second.returncode == 0, second.stderr
     assert all(added == 0 for _, added in summary_rows(second.stdout).values())
@@ -558,7 +575,7 @@ def summary_rows(stdout: str) -> dict[str, tuple[int, int]]:
     ("content", "says"),
     [
         ('{"kind":"header","format":"something-else","version":1}\n', "format"),
-        ('{"kind":"header","format":"airia-export","version":3}\n', "version 3"),
+        ('{"kind":"header","format":"airia-export","version":4}\n', "version 4"),
         ('{"kind":"conversation","id":"x"}\n', "not a header"),
         ("not json at all\n", "not JSON"),
         ("", "empty"),
@@ -759,7 +776,8 @@ def test_a_version_1_export_still_imports(tmp_path: Path) -> None:
         "createdAt": "2025-01-02T03:04:05.000000Z",
         "revokedAt": None,
     }
-    counts = dict.fromkeys(KINDS[:6], 0) | {"api_key": 1}
+    version_1_kinds = ("api_key", "conversation", "participant", "message", "read_position")
+    counts = dict.fromkeys((*version_1_kinds, "event"), 0) | {"api_key": 1}
     path.write_text(
         json.dumps({"kind": "header", "format": "airia-export", "version": 1, "exportedAt": "x"})
         + "\n"
