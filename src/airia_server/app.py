@@ -39,7 +39,7 @@ from airia_server.domain.messages import MessageService
 from airia_server.domain.participants import ParticipantService
 from airia_server.domain.ratelimit import RateLimiter
 from airia_server.domain.tickets import TicketSigner, UrlSigner
-from airia_server.logs import access_log, correlation_id_var
+from airia_server.logs import access_log
 from airia_server.metrics import Metrics
 from airia_server.realtime.hub import LocalHub
 from airia_server.storage import open_blob_store, open_store
@@ -177,11 +177,9 @@ class _Cors(CORSMiddleware):
         cid = correlation_id_from(request_headers.get("x-correlation-id", "").encode() or None)
         if response.status_code >= 400:
             refused = bytes(response.body).decode()  # "Disallowed CORS origin, method"
-            token = correlation_id_var.set(cid)
-            try:
-                body = problem_body(response.status_code, "CORS preflight refused", refused, None)
-            finally:
-                correlation_id_var.reset(token)
+            body = problem_body(
+                response.status_code, "CORS preflight refused", refused, None, correlation_id=cid
+            )
             headers = {
                 k: v
                 for k, v in response.headers.items()

@@ -56,9 +56,9 @@ def _closing_problem(status: int, message: str, detail: str, instance: str | Non
     id of its own (in the body, the header and the log line), and the connection
     closed after it."""
     cid = new_correlation_id()
-    token = correlation_id_var.set(cid)
+    body = problem_body(status, message, detail, instance, correlation_id=cid)
+    token = correlation_id_var.set(cid)  # for the log line
     try:
-        body = problem_body(status, message, detail, instance)
         logger.info("%d %s: connection closed", status, message)
     finally:
         correlation_id_var.reset(token)

@@ -124,8 +124,8 @@ class RequestContextMiddleware:
                 or (host is None and scope.get("http_version") != "1.0")
                 or (host is not None and _VALID_HOST.match(host) is None)
             ):
-                # RFC 9112, 3.2: links the server hands out (websocketUrl, attachment
-                # URLs) are built from Host when no public URL is configured.
+                # RFC 9112, 3.2. Without a public URL, links the server hands out are
+                # built from Host (attachment links; websocketUrl on 0.0.0.0).
                 scope[STATUS] = 400
                 await _send_problem(
                     send, 400, "Invalid Host header", scope["path"], cid_header, _HOST_DETAIL

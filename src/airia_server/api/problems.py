@@ -39,8 +39,18 @@ _TITLES = {
 }
 
 
-def problem_body(status: int, message: str, detail: str, instance: str | None, **extra) -> bytes:
-    """The problem document; `extra` adds members (`errors`, or what a 409 points at)."""
+def problem_body(
+    status: int,
+    message: str,
+    detail: str,
+    instance: str | None,
+    *,
+    correlation_id: str | None = None,
+    **extra,
+) -> bytes:
+    """The problem document; `extra` adds members (`errors`, or what a 409 points at).
+    Its correlation id is the request's, unless one is given (answers made outside a
+    request's context: the protocol's own, CORS preflights)."""
     body = msgspec.to_builtins(
         Problem(
             type=PROBLEM_TYPE,
@@ -49,7 +59,7 @@ def problem_body(status: int, message: str, detail: str, instance: str | None, *
             detail=detail,
             message=message,
             instance=instance,
-            correlation_id=correlation_id_var.get(),
+            correlation_id=correlation_id or correlation_id_var.get(),
         )
     )
     body.update(extra)
