@@ -508,3 +508,32 @@ def test_owner_tools_with_an_api_key(browser, server: LiveServer, tenant: tuple[
         assert page.js_errors == []
     finally:
         page.context.close()
+
+
+def test_the_feed_loads_where_the_largest_page_is_small(browser, tmp_path: Path) -> None:
+    """The console asks for 20 a page; a server whose AIRIA_FEED_MAX_PAGE_SIZE is 10
+    answered 422, and the feed never loaded. It now pages by what the server allows."""
+    from playwright.sync_api import expect
+
+    from .support import running_server
+
+    with running_server(tmp_path, AIRIA_FEED_MAX_PAGE_SIZE="10") as server:
+        with server.client() as http:
+            for i in range(12):
+                made = http.post(
+                    "/v1/Conversations",
+                    json={"userId": "hana", "title": f"small page {i:02d}"},
+                    headers=server.headers(),
+                )
+                assert made.status_code == 201, made.text
+        page = open_page(browser, server)
+        try:
+            page.locator("#signin-secret").fill(server.api_key)
+            page.locator("#signin-user").fill("hana")
+            page.get_by_role("button", name="Sign in").click()
+            expect(page.locator("#feed-list li")).to_have_count(10)
+            expect(page.locator("#feed-page")).to_contain_text("Page 1 of 2")
+            expect(page.locator("#error")).to_be_hidden()
+            assert page.js_errors == []
+        finally:
+            page.context.close()

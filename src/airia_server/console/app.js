@@ -8,7 +8,7 @@
 
 (function () {
   const STORE_KEY = "airia.console.auth";
-  const FEED_PAGE_SIZE = 20;
+  let feedPageSize = 20; // lowered to the server's AIRIA_FEED_MAX_PAGE_SIZE if that is less
   const MESSAGE_PAGE = 50;
   const TYPING_IDLE_MS = 2500;   // stop "typing" after this long without a keystroke
   const TYPING_EXPIRE_MS = 8000; // forget someone's "typing" if their "false" never came
@@ -307,25 +307,39 @@
 
   let feedSeq = 0;
 
+  function feedPage() {
+    return api(
+      "GET",
+      "/v1/Conversations/feed" +
+        query({
+          PageNumber: feed.page,
+          PageSize: feedPageSize,
+          SortBy: feed.sortBy,
+          SortDirection: feed.direction,
+          filter: feed.filter,
+          userId: isApiKey() ? auth.userId : "",
+        })
+    );
+  }
+
   async function loadFeed() {
     const seq = ++feedSeq;
-    const data = await attempt(() =>
-      api(
-        "GET",
-        "/v1/Conversations/feed" +
-          query({
-            PageNumber: feed.page,
-            PageSize: FEED_PAGE_SIZE,
-            SortBy: feed.sortBy,
-            SortDirection: feed.direction,
-            filter: feed.filter,
-            userId: isApiKey() ? auth.userId : "",
-          })
-      )
-    );
+    const data = await attempt(async () => {
+      try {
+        return await feedPage();
+      } catch (err) {
+        // A server whose largest page is smaller says so ("from 1 to 10"): use that.
+        const bound = err instanceof ApiError && err.status === 422
+          ? /PageSize.*from 1 to (\d+)/.exec(err.message)
+          : null;
+        if (!bound) throw err;
+        feedPageSize = Number(bound[1]);
+        return feedPage();
+      }
+    });
     if (!data || seq !== feedSeq) return;
     feed.total = data.totalCount;
-    const pages = Math.max(1, Math.ceil(data.totalCount / FEED_PAGE_SIZE));
+    const pages = Math.max(1, Math.ceil(data.totalCount / feedPageSize));
     if (feed.page > pages && data.totalCount > 0) {
       feed.page = pages;
       loadFeed();
