@@ -138,9 +138,11 @@ def start_server(
     name: str = "server",
     wait: bool = True,
     workers: int = 1,
+    host: str = "127.0.0.1",
     **env: str | None,
 ) -> LiveServer:
-    """A real `airia-server serve` on a free port of 127.0.0.1; the one way tests start one.
+    """A real `airia-server serve` on a free port of 127.0.0.1 (listening on `host`: give
+    "0.0.0.0" to have links built from the request's Host); the one way tests start one.
 
     Its settings: `database_url`, or a fresh SQLite database `root`/a.db; blobs under
     `root`/blobs; the bootstrap key and the JWT secret; text logs; then `env` on top (a value
@@ -164,9 +166,7 @@ def start_server(
     stderr_path = root / f"{name}.stderr"
     with open(stderr_path, "ab") as stderr:
         proc = subprocess.Popen(
-            server_command(
-                "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)
-            ),
+            server_command("serve", "--host", host, "--port", str(port), "--workers", str(workers)),
             env=server_env,
             stdout=subprocess.DEVNULL,
             stderr=stderr,

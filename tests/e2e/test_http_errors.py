@@ -110,7 +110,15 @@ def test_a_request_without_one_valid_host_is_400(server: LiveServer, host_lines:
 
 @pytest.mark.parametrize(
     "host",
-    [b"example.com", b"example.com:8080", b"127.0.0.1:1", b"[::1]:8000", b"my_host.local"],
+    [
+        b"example.com",
+        b"example.com:8080",
+        b"127.0.0.1:1",
+        b"[::1]:8000",
+        b"my_host.local",
+        b"example.com ",  # whitespace around a value is not part of it (RFC 9110, 5.5)
+        b"example.com:8080\t",
+    ],
 )
 def test_a_valid_host_is_served(server: LiveServer, host: bytes) -> None:
     raw = (
@@ -752,3 +760,37 @@ def test_requests_while_the_database_is_away_are_503_with_retry_after(tmp_path) 
             assert "Traceback" in server.stderr_text()  # logged for the operator
     finally:
         backends.drop_database_sync(url)
+
+
+def test_links_built_from_host_are_whole(tmp_path) -> None:
+    """On a server listening on 0.0.0.0 without a public URL, websocketUrl comes from
+    Host: without the whitespace after it, and, where HTTP/1.0 sent none, from the
+    address the request came to (not a port-80 `localhost`)."""
+    from .support import running_server
+
+    with running_server(tmp_path, host="0.0.0.0") as server:
+        body = json.dumps({"userId": "u1"}).encode()
+
+        def create_with(host_line: bytes, version: bytes = b"1.1") -> str:
+            raw = (
+                b"POST /v1/Conversations HTTP/"
+                + version
+                + b"\r\n"
+                + host_line
+                + b"Connection: close\r\nContent-Type: application/json\r\n"
+                + b"X-API-KEY: "
+                + server.api_key.encode()
+                + b"\r\n"
+                + b"Content-Length: "
+                + str(len(body)).encode()
+                + b"\r\n\r\n"
+                + body
+            )
+            status, _, answer = exchange(server, raw)
+            assert status.split()[1] == b"201", (status, answer)
+            return json.loads(answer)["websocketUrl"]
+
+        assert create_with(b"Host: chat.example:8080 \r\n").startswith(
+            "ws://chat.example:8080/v1/Conversations/"
+        )
+        assert create_with(b"", b"1.0").startswith(f"ws://127.0.0.1:{server.port}/v1/")

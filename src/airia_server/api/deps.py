@@ -95,7 +95,11 @@ def _websocket_url(
     base = svc.ws_base_url
     if base is None:
         scheme = "wss" if conn.url.scheme in ("https", "wss") else "ws"
-        base = f"{scheme}://{conn.headers.get('host', 'localhost')}"
+        host = conn.headers.get("host")
+        if not host:  # HTTP/1.0 may leave Host out: the address the request came to
+            server = conn.scope.get("server") or ("localhost", 80)
+            host = f"[{server[0]}]:{server[1]}" if ":" in server[0] else f"{server[0]}:{server[1]}"
+        base = f"{scheme}://{host}"
     ticket, expires = svc.tickets.mint(
         principal.tenant_id, conversation_id, principal.user_id, principal.key_id
     )

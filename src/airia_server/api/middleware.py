@@ -92,6 +92,13 @@ class RequestContextMiddleware:
             elif name == b"host":
                 host = value
                 hosts += 1
+        if host is not None and host[-1:] in (b" ", b"\t"):
+            # Whitespace around a field value is not part of it (RFC 9110, 5.5), but
+            # httptools strips only the leading side: the links built from Host too.
+            host = host.rstrip(b" \t")
+            scope["headers"] = [
+                (name, host if name == b"host" else value) for name, value in scope["headers"]
+            ]
         cid = correlation_id_from(raw)
         cid_header = (b"x-correlation-id", cid.encode())
         token = correlation_id_var.set(cid)
