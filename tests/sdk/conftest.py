@@ -15,6 +15,7 @@ import json
 import uuid
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -301,7 +302,13 @@ class FakeServer:
         blob = self.blobs.get(request.url.path.removeprefix(BLOB_PATH))
         if blob is None or request.url.params.get("sig") != "good":
             return problem(403, "Invalid or expired signature")
-        headers = {"content-type": blob["contentType"]}
+        # As the server names a download: an ASCII name, and the real one (RFC 6266).
+        ascii_name = "".join(c if c.isascii() and c not in '"\\' else "_" for c in blob["fileName"])
+        headers = {
+            "content-type": blob["contentType"],
+            "content-disposition": f'attachment; filename="{ascii_name}"; '
+            f"filename*=UTF-8''{quote(blob['fileName'], safe='')}",
+        }
         return httpx.Response(200, content=blob["content"], headers=headers)
 
     @staticmethod

@@ -101,6 +101,29 @@ def test_download_by_url_and_by_blob_id(run, cid, report, tmp_path, monkeypatch)
     assert (workdir / "report.pdf").read_bytes() == report.read_bytes()
 
 
+def test_download_by_url_is_named_as_the_server_names_the_file(
+    run, cid, report, tmp_path, monkeypatch
+):
+    """Without -o, a signed URL's last segment is `content` for every file on this
+    server: the file is saved under the name its Content-Disposition gives."""
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    for name in ("report.pdf", "naïve café.txt"):
+        source = tmp_path / name
+        source.write_bytes(name.encode() * 10)
+        run("attachments", "upload", cid, str(source))
+    for attachment in json.loads(run("--json", "attachments", "list", cid)[1]):
+        url = attachment["url"]
+        code, out, err = run("--json", "attachments", "download", url)
+        assert (code, err) == (0, ""), err
+        saved = json.loads(out)
+        assert saved["path"] == attachment["fileName"]
+        assert (workdir / attachment["fileName"]).read_bytes() == attachment[
+            "fileName"
+        ].encode() * 10
+
+
 def test_download_to_stdout(run, cid, tmp_path, server: FakeServer):
     note = tmp_path / "note.txt"
     note.write_bytes(b"hello\n")

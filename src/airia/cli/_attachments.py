@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
 from .._client import AiriaClient
+from .._files import CHUNK_SIZE, save
 from ._output import attachments_table, conversation_table, human_size, to_json
 
 
@@ -129,9 +131,41 @@ def _safe_name(name: str | None) -> str | None:
     return base if base not in ("", ".", "..") else None
 
 
+def _disposition_name(value: str | None) -> str | None:
+    """The file name a Content-Disposition gives: `filename*` (RFC 6266, UTF-8) first,
+    else `filename`; None without one."""
+    if not value:
+        return None
+    encoded = re.search(r"filename\*\s*=\s*UTF-8''([^;]+)", value, re.IGNORECASE)
+    if encoded:
+        return unquote(encoded.group(1).strip())
+    plain = re.search(r'filename\s*=\s*"([^"]*)"|filename\s*=\s*([^;]+)', value, re.IGNORECASE)
+    if plain:
+        return (plain.group(1) if plain.group(1) is not None else plain.group(2)).strip()
+    return None
+
+
+def _download_named(client: AiriaClient, url: str, correlation_id: str | None) -> tuple[str, int]:
+    """A signed URL without -o: saved under the name the server gives the file (its
+    Content-Disposition), not the URL's last segment (`content` for every file)."""
+    request = client._build_download_request(url, correlation_id)
+    with client._stream(request) as response:
+        name = _safe_name(_disposition_name(response.headers.get("content-disposition")))
+        if name is None:
+            name = _safe_name(unquote(urlsplit(url).path))
+        if name is None:
+            raise CommandError("cannot tell a file name from the download; pass -o PATH", status=2)
+        return name, save(response.iter_bytes(CHUNK_SIZE), name)
+
+
 def _download(client: AiriaClient, args: argparse.Namespace) -> str:
     target: Any = args.target
     default_name = None
+    if ("://" in args.target or args.target.startswith("/")) and args.output is None:
+        output, size = _download_named(client, args.target, args.correlation_id)
+        if args.json:
+            return json.dumps({"path": output, "size": size})
+        return f"Saved {human_size(size)} to {output}"
     if "://" in args.target or args.target.startswith("/"):
         default_name = _safe_name(unquote(urlsplit(args.target).path))
     else:
