@@ -194,8 +194,11 @@ class ConversationFeedResponse(Struct, rename="camel", kw_only=True, omit_defaul
     such answers are exactly the platform's."""
 
 
-EXTERNAL_SYSTEM_PATTERN = "^[A-Za-z][A-Za-z0-9]*$"
-ExternalSystem = Annotated[str, Meta(min_length=2, max_length=50, pattern=EXTERNAL_SYSTEM_PATTERN)]
+# `(?!\n)` because the pattern is searched with Python's `re`, whose `$` also matches
+# before a final newline: "Slack\n" would pass without it.
+ExternalSystem = Annotated[
+    str, Meta(min_length=2, max_length=50, pattern=r"^[A-Za-z][A-Za-z0-9]*(?!\n)$")
+]
 ExternalKey = Annotated[str, Meta(min_length=1, max_length=255)]
 
 
@@ -203,14 +206,6 @@ class ExternalIdentityRequest(Struct, rename="camel", kw_only=True):
     external_system: ExternalSystem
     external_channel_id: ExternalKey
     external_thread_id: ExternalKey
-
-    def __post_init__(self) -> None:
-        # The pattern is searched with Python's `re`, whose `$` also matches before a
-        # final newline: "Slack\n" would pass it.
-        if self.external_system.endswith("\n"):
-            raise ValueError(
-                f"Expected `str` matching regex {EXTERNAL_SYSTEM_PATTERN!r} - at `$.externalSystem`"
-            )
 
 
 class ExternalIdentity(Struct, rename="camel", kw_only=True):
