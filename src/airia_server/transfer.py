@@ -567,7 +567,7 @@ def _select(table: _Table, tenant: str | None, placeholder: Callable[[int], str]
             f"SELECT {cols} FROM blobs b WHERE {_USED_BLOB}{where} "
             f"ORDER BY b.tenant_id{collate}, b.sha256{collate}"
         )
-    if table in _TOP_LEVEL:
+    if any(table is top for top in _TOP_LEVEL):
         cols = ", ".join(table.columns)
         where = f" WHERE tenant_id = {placeholder(1)}" if tenant is not None else ""
         return f"SELECT {cols} FROM {table.name}{where} ORDER BY {table.order[0]}{collate}"
@@ -588,7 +588,7 @@ def _count(table: _Table, tenant: str | None, placeholder: Callable[[int], str])
     if table is BLOBS:
         where = f" AND b.tenant_id = {placeholder(1)}" if tenant is not None else ""
         return f"SELECT count(*) FROM blobs b WHERE {_USED_BLOB}{where}"
-    if table in _TOP_LEVEL:
+    if any(table is top for top in _TOP_LEVEL):
         where = f" WHERE tenant_id = {placeholder(1)}" if tenant is not None else ""
         return f"SELECT count(*) FROM {table.name}{where}"
     where = f" WHERE c.tenant_id = {placeholder(1)}" if tenant is not None else ""

@@ -9,23 +9,7 @@ from airia_server.app import create_app
 from airia_server.config import Settings
 from airia_server.storage.base import FeedPage
 
-
-def _scope(path: str, query: bytes) -> dict:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": query,
-        "root_path": "",
-        "headers": [(b"host", b"testserver"), (b"x-api-key", b"key")],
-        "client": ("127.0.0.1", 5000),
-        "server": ("testserver", 80),
-        "state": {},
-    }
+from .asgi import http_scope
 
 
 def test_an_empty_page_under_a_stale_total_is_an_empty_last_page(tmp_path) -> None:
@@ -49,7 +33,9 @@ def test_an_empty_page_under_a_stale_total_is_an_empty_last_page(tmp_path) -> No
             async def send(message: dict) -> None:
                 sent.append(message)
 
-            await app(_scope("/v1/Conversations/feed", b"PageSize=1&userId=u"), receive, send)
+            await app(
+                http_scope("GET", "/v1/Conversations/feed", b"PageSize=1&userId=u"), receive, send
+            )
             body = b"".join(m.get("body", b"") for m in sent[1:])
             return sent[0]["status"], json.loads(body)
 

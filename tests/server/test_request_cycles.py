@@ -14,6 +14,8 @@ import gc
 from airia_server.app import create_app
 from airia_server.config import Settings
 
+from .asgi import http_scope
+
 
 class _Cycle:
     """Like uvicorn's RequestResponseCycle: holds the scope, offers `send`."""
@@ -26,24 +28,6 @@ class _Cycle:
         self.messages.append(message)
 
 
-def _scope(method: str, path: str) -> dict:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"testserver"), (b"x-api-key", b"key")],
-        "client": ("127.0.0.1", 5000),
-        "server": ("testserver", 80),
-        "state": {},
-    }
-
-
 def test_requests_leave_no_reference_cycles(tmp_path) -> None:
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'db.sqlite'}", bootstrap_api_key="key")
     app = create_app(settings)
@@ -52,7 +36,7 @@ def test_requests_leave_no_reference_cycles(tmp_path) -> None:
         return {"type": "http.request", "body": b"", "more_body": False}
 
     async def request(method: str, path: str) -> list[dict]:
-        cycle = _Cycle(_scope(method, path))
+        cycle = _Cycle(http_scope(method, path))
         await app(cycle.scope, receive, cycle.send)
         return cycle.messages
 
