@@ -3,7 +3,12 @@
 The ticket in the URL is checked before `accept()`. The socket subscribes
 first, then replays stored events after `?after=N`, then streams live ones,
 skipping any it already sent and filling any gap from the stored log, so a
-client sees each sequence exactly once and in order.
+client sees each sequence exactly once and in order. Replayed events steer the
+socket as live ones do (a removal closes it, a role changes); after the fan-out
+was down, the socket also re-reads what the log cannot say (a deletion, a role).
+
+A socket opened with an API key's ticket lasts as long as the key:
+`close_revoked_keys` (started with the app) closes those of revoked keys.
 
 Clients may send `{"type": "typing", "isTyping": true}` and
 `{"type": "presence", "action": "joined"}`; they are broadcast like the HTTP
