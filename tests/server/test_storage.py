@@ -491,6 +491,125 @@ async def test_a_message_can_be_by_the_conversations_user_without_a_read_first(s
     assert len(await store.list_messages(record.id, cursor=None, limit=10, descending=False)) == 3
 
 
+async def test_truncated_messages_keep_no_content_in_the_event_log(store) -> None:
+    """A replay after a truncation shows the deleted messages' events (their ids, authors
+    and times, so the sequence has no gap) but not their text, images or references;
+    the messages kept, and other conversations, keep theirs."""
+    record, other = make_record(user="alice"), make_record(user="bob")
+    await create(store, record)
+    await create(store, other)
+    kept, secret, later = (
+        msgspec.structs.replace(
+            make_message(record.id, "alice"),
+            message=text,
+            images=["data:image/png;base64,AAAA"],
+            image_attachment_ids=[new_id()],
+        )
+        for text in ("public hello", "password=hunter2", "after it")
+    )
+    for message in (kept, secret):
+        assert await store.add_message("t1", message) is not None
+    assert await store.update_conversation("t1", record.id, {"title": "renamed"}, "t9")
+    assert await store.add_message("t1", later) is not None
+    elsewhere = make_message(other.id, "bob")
+    assert await store.add_message("t1", elsewhere) is not None
+
+    result = await store.truncate_messages("t1", record.id, secret.id, format_us(BASE_US + 9))
+    assert result is not None and result.deleted_count == 2
+
+    events = await store.events_after(record.id, 0, 100)
+    created = {e.data["id"]: e.data for e in events if e.type == "message.created"}
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    assert created[kept.id]["message"] == "public hello"
+    assert created[kept.id]["imageAttachmentIds"] == kept.image_attachment_ids
+    for gone in (secret, later):
+        data = created[gone.id]
+        assert (data["message"], data["images"], data["imageAttachmentIds"]) == (None,) * 3
+        assert (data["userId"], data["role"], data["createdAt"]) == (
+            "alice",
+            "user",
+            gone.created_at,
+        )
+    assert [e.type for e in events][-1] == "messages.truncated"
+    assert "hunter2" not in repr(events)
+    assert [e.data["message"] for e in await store.events_after(other.id, 0, 100)] == ["hello"]
+
+
+async def test_messages_truncated_before_the_upgrade_leave_the_log_at_migration_10(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Truncations made before migration 10 left the deleted messages' content in the
+    event log; the migration takes it out, and leaves the messages that stand alone."""
+    from airia_server.storage import sqlite as sqlite_storage
+
+    every = migrations()
+    monkeypatch.setattr(sqlite_storage, "migrations", lambda: [m for m in every if m[0] < 10])
+    store = SqliteStore(tmp_path / "old.db")
+    await store.start()
+    record = make_record(user="alice")
+    try:
+        await create(store, record)
+        kept = make_message(record.id, "alice")
+        secret = msgspec.structs.replace(make_message(record.id, "alice"), message="hunter2")
+        for message in (kept, secret):
+            assert await store.add_message("t1", message) is not None
+    finally:
+        await store.close()
+    with sqlite3.connect(store.path) as conn:  # a truncation as it was done before
+        conn.execute("DELETE FROM messages WHERE id = ?", (secret.id,))
+
+    monkeypatch.setattr(sqlite_storage, "migrations", lambda: every)
+    store = SqliteStore(tmp_path / "old.db")
+    await store.start()
+    try:
+        events = await store.events_after(record.id, 0, 10)
+    finally:
+        await store.close()
+    assert [e.data["message"] for e in events] == ["hello", None]
+    assert events[1].data["id"] == secret.id
+
+
+async def test_messages_truncated_before_the_upgrade_leave_the_log_on_postgresql(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Migration 10 on PostgreSQL, as on SQLite."""
+    from airia_server.storage import postgres as postgres_storage
+
+    backends.require(backends.postgres_problem())
+    url = await backends.create_database()
+    every = postgres_migrations()
+    try:
+        monkeypatch.setattr(postgres_storage, "migrations", lambda: [m for m in every if m[0] < 10])
+        old = PostgresStore(url)
+        await old.start()
+        record = make_record(user="alice")
+        try:
+            await create(old, record)
+            kept = make_message(record.id, "alice")
+            secret = msgspec.structs.replace(make_message(record.id, "alice"), message="hunter2")
+            for message in (kept, secret):
+                assert await old.add_message("t1", message) is not None
+        finally:
+            await old.close()
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute("DELETE FROM messages WHERE id = $1", secret.id)
+        finally:
+            await conn.close()
+
+        monkeypatch.setattr(postgres_storage, "migrations", lambda: every)
+        store = PostgresStore(url)
+        await store.start()
+        try:
+            events = await store.events_after(record.id, 0, 10)
+        finally:
+            await store.close()
+        assert [e.data["message"] for e in events] == ["hello", None]
+        assert events[1].data["id"] == secret.id
+    finally:
+        await backends.drop_database(url)
+
+
 async def test_appends_made_together_each_get_their_own_numbers(store) -> None:
     """Concurrent appends (one statement and one commit on PostgreSQL): several to one
     conversation take its next numbers in the order they were made; one for another

@@ -134,6 +134,41 @@ async def touch_participants(conn, conversation_id: str, updated_at: str) -> Non
     )
 
 
+async def forget_contents(
+    conn: asyncpg.Connection, conversation_id: str, message_id: str, position: int
+) -> None:
+    """Truncation deletes messages, and their text, images and attachment references
+    leave the event log too: the `message.created` events of that message and every
+    later one keep their ids, authors and times (a replay stays gap-free, and the
+    `messages.truncated` after them says what went) but no longer their content.
+
+    A message's event has a sequence no lower than its position (each message took
+    one of each, under the conversation's row lock), and messages are numbered in
+    the order their events were, so the events from that message's on are exactly
+    those of the messages deleted."""
+    start = await conn.fetchval(
+        "SELECT sequence FROM conversation_events WHERE conversation_id = $1 "
+        "AND sequence >= $2 AND type = 'message.created' AND data::json ->> 'id' = $3",
+        conversation_id,
+        position,
+        message_id,
+    )
+    if start is not None:
+        await conn.execute(
+            f"UPDATE conversation_events SET data = {FORGET_CONTENTS_SQL} "
+            "WHERE conversation_id = $1 AND sequence >= $2 AND type = 'message.created'",
+            conversation_id,
+            start,
+        )
+
+
+FORGET_CONTENTS_SQL = (
+    '(data::jsonb || \'{"message": null, "images": null, '
+    '"imageAttachmentIds": null}\'::jsonb)::text'
+)
+"""A `message.created` event's data without the message's content."""
+
+
 class MessagesMixin:
     # `pool`, `get_conversation` and `_add_messages` (ADD_MESSAGES, batched) come from
     # PostgresStore.
@@ -236,6 +271,7 @@ class MessagesMixin:
                 position,
             )
             deleted = int(status.split()[-1])
+            await forget_contents(conn, conversation_id, message_id, position)
             row = await conn.fetchrow(
                 "UPDATE conversations SET message_count = message_count - $1 WHERE id = $2 "
                 "RETURNING last_sequence, message_count",

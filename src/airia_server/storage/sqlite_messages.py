@@ -88,6 +88,37 @@ def append_event(conn: sqlite3.Connection, event: EventRecord) -> None:
     )
 
 
+def forget_contents(
+    conn: sqlite3.Connection, conversation_id: str, message_id: str, position: int
+) -> None:
+    """Truncation deletes messages, and their text, images and attachment references
+    leave the event log too: the `message.created` events of that message and every
+    later one keep their ids, authors and times (a replay stays gap-free, and the
+    `messages.truncated` after them says what went) but no longer their content.
+
+    A message's event has a sequence no lower than its position (each message took
+    one of each), and messages are numbered in the order their events were, so the
+    events from that message's on are exactly those of the messages deleted."""
+    start = conn.execute(
+        "SELECT sequence FROM conversation_events WHERE conversation_id = ? "
+        "AND sequence >= ? AND type = 'message.created' AND json_extract(data, '$.id') = ?",
+        (conversation_id, position, message_id),
+    ).fetchone()
+    if start is not None:
+        conn.execute(
+            f"UPDATE conversation_events SET data = {FORGET_CONTENTS_SQL} "
+            "WHERE conversation_id = ? AND sequence >= ? AND type = 'message.created'",
+            (conversation_id, start[0]),
+        )
+
+
+FORGET_CONTENTS_SQL = (
+    "json_set(data, '$.message', NULL, '$.images', NULL, '$.imageAttachmentIds', NULL)"
+)
+"""A `message.created` event's data without the message's content (SQL NULL is
+JSON null in `json_set`)."""
+
+
 class MessagesMixin:
     # `_read()` and `_write(op)` come from SqliteStore.
 
@@ -199,6 +230,7 @@ class MessagesMixin:
             bumped = _bump(conn, tenant_id, conversation_id, now, -deleted)
             if bumped is None:
                 return None
+            forget_contents(conn, conversation_id, message_id, found[0])
             sequence, _, remaining, _, _ = bumped
             data = {
                 "conversationId": conversation_id,
