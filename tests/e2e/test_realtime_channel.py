@@ -25,6 +25,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from .support import (
     LiveServer,
     mint_jwt,
+    running_server,
     server_on,
 )
 
@@ -361,6 +362,80 @@ async def test_demoted_collaborator_can_no_longer_signal(
         assert (updated["type"], updated["data"]["role"]) == ("participant.updated", "Viewer")
         await ws.send(json.dumps({"type": "typing", "isTyping": True}))
         assert (await receive_event(ws))["type"] == "error"
+
+
+async def test_frames_are_refused_once_a_demotion_is_answered_before_the_socket_hears_of_it(
+    server: LiveServer, api: Api, user_id: str, tmp_path: Path
+) -> None:
+    """A frame is held to the user's role as it stands, not as the socket last heard it:
+    changes made on an instance whose events never reach this one (no Redis between
+    them) stop a demoted, then a removed, user's typing and presence at once."""
+    collaborator = new_user("collab")
+    as_owner = server.bearer(mint_jwt(user_id))
+    cid = (await api.create(as_owner, user_id))["conversationId"]
+    await api.share(as_owner, cid, collaborator, "Collaborator")
+    collab_url = await api.ws_url(server.bearer(mint_jwt(collaborator)), cid)
+    owner_url = await api.ws_url(as_owner, cid)
+    role_path = f"{COLLECTION}/{cid}/participants/{collaborator}"
+
+    with running_server(
+        tmp_path, database_url=server.env["AIRIA_DATABASE_URL"], AIRIA_REDIS_URL=None
+    ) as deaf:
+        async with (
+            httpx.AsyncClient(base_url=deaf.base_url, timeout=TIMEOUT) as elsewhere,
+            open_ws(collab_url) as by_collab,
+            open_ws(owner_url) as by_owner,
+        ):
+            changed = await elsewhere.put(
+                f"{role_path}/role", json={"role": "Viewer"}, headers=as_owner
+            )
+            assert changed.status_code == 200, changed.text
+            await by_collab.send(json.dumps({"type": "typing", "isTyping": True}))
+            refused = await receive_event(by_collab)
+            assert refused["type"] == "error" and "Viewer" in refused["message"]
+
+            removed = await elsewhere.delete(role_path, headers=as_owner)
+            assert removed.status_code == 200, removed.text
+            await by_collab.send(json.dumps({"type": "presence", "action": "joined"}))
+            refused = await receive_event(by_collab)
+            assert refused["type"] == "error" and "no longer" in refused["message"]
+
+            # Nothing of theirs went out: the owner's next frame is their own.
+            await api.typing(as_owner, cid)
+            assert (await receive_event(by_owner))["data"] == {"userId": user_id, "isTyping": True}
+
+
+async def test_a_replay_holds_no_content_of_truncated_messages(
+    server: LiveServer, api: Api, user_id: str
+) -> None:
+    """Truncation deletes messages from the event log's replay too: a user shared with
+    later and replaying from the start sees that the messages were there (their events
+    keep the sequence gap-free) but not what they said."""
+    as_owner = server.bearer(mint_jwt(user_id))
+    cid = (await api.create(as_owner, user_id))["conversationId"]
+    kept = await api.add(as_owner, cid, "public hello")
+    secret = await api.add(as_owner, cid, "password=hunter2", images=["data:image/png;base64,AA"])
+    await api.call(
+        "DELETE", f"{COLLECTION}/{cid}/messages/{secret['messageId']}/truncate", as_owner
+    )
+    newcomer = new_user("newcomer")
+    await api.share(as_owner, cid, newcomer, "Viewer")
+    url = await api.ws_url(server.bearer(mint_jwt(newcomer)), cid)
+
+    async with open_ws(with_query(url, after="0")) as ws:
+        replayed = await receive_events(ws, 4)
+    assert [(e["type"], e["sequence"]) for e in replayed] == [
+        ("message.created", 1),
+        ("message.created", 2),
+        ("messages.truncated", 3),
+        ("participant.added", 4),
+    ]
+    first, second = replayed[0]["data"], replayed[1]["data"]
+    assert (first["id"], first["message"]) == (kept["messageId"], "public hello")
+    assert second["id"] == secret["messageId"]
+    assert (second["message"], second["images"]) == (None, None)
+    assert (second["userId"], second["role"]) == (user_id, "user")
+    assert "hunter2" not in json.dumps(replayed)
 
 
 async def test_removed_participant_gets_the_event_then_close_1008(

@@ -353,8 +353,8 @@ async def _on_client_frame(websocket: WebSocket, svc: Services, conn: _Connectio
             data = {"action": signal.action}
         else:
             error = "send {type: typing, isTyping} or {type: presence, action: joined|left}"
-        if error is None and not access.role_allows(conn.role, access.WRITE):
-            error = f"a {conn.role} cannot send {signal.type}"
+        if error is None:
+            error = await _refusal(svc, conn, signal.type)
         if error is None:
             user = conn.claims.user_id or signal.user_id or conn.owner_id
             await svc.hub.publish(
@@ -368,6 +368,28 @@ async def _on_client_frame(websocket: WebSocket, svc: Services, conn: _Connectio
             )
     if error is not None:
         await _send_error(websocket, error)
+
+
+async def _refusal(svc: Services, conn: _Connection, kind: str) -> str | None:
+    """Why the socket's user may not send `kind` now, or None if they may.
+
+    A socket learns of a role change when the change's event reaches it: a moment
+    after the change was answered, later on another instance. A user's role is read
+    again here, so that once a demotion or removal has been answered, their typing
+    and presence are refused, as their HTTP requests are. (An API key's ticket has
+    every right while the key stands.)"""
+    role: str | None = conn.role
+    if conn.claims.user_id is not None:
+        try:
+            _, role = await _visible(svc.store, conn.claims, conn.conversation_id)
+        except Exception:  # the database is away: refuse this one, not the socket
+            log.warning("could not read the role of a socket's user", exc_info=True)
+            return f"{kind} was not sent: try again"
+        if role is None:
+            return f"you no longer take part in this conversation: {kind} was not sent"
+    if not access.role_allows(role, access.WRITE):
+        return f"a {role} cannot send {kind}"
+    return None
 
 
 async def _send_error(websocket: WebSocket, message: str) -> None:
