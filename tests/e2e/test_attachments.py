@@ -660,6 +660,29 @@ def test_uploads_to_an_unknown_conversation_are_404(server: LiveServer, http: ht
         assert_problem(http.get(f"{COLLECTION}/{cid}/attachments", headers=headers), 404)
 
 
+def test_uploads_are_checked_for_access_before_their_body(
+    server: LiveServer, http: httpx.Client, user_id: str
+) -> None:
+    """An upload's conversation and role are checked before its body is read (it may be
+    25 MiB): a body that is no upload at all still gets 404 where the caller cannot see
+    the conversation, 403 from a Viewer, and 422 only from one who may upload."""
+    viewer, stranger = new_user("viewer"), new_user("stranger")
+    cid = create(http, bearer(user_id), user_id)
+    shared = http.post(
+        f"{COLLECTION}/{cid}/share",
+        json={"userId": viewer, "role": "Viewer"},
+        headers=bearer(user_id),
+    )
+    assert shared.status_code == 200, shared.text
+    not_base64 = {"base64Content": 5, "fileName": "a.txt"}
+    for headers, status in ((bearer(stranger), 404), (bearer(viewer), 403), (bearer(user_id), 422)):
+        url = f"{COLLECTION}/{cid}/agent-attachments"
+        assert_problem(http.post(f"{url}/base64", json=not_base64, headers=headers), status)
+        no_file = http.post(url, files={"source": (None, "user")}, headers=headers)
+        assert_problem(no_file, status)
+    assert listed(http, bearer(user_id), cid) == []
+
+
 def test_attachments_need_credentials(server: LiveServer, http: httpx.Client, user_id: str) -> None:
     cid = create(http, server.headers(), user_id)
     assert_problem(upload(http, {}, cid, b"x"), 401)

@@ -300,6 +300,45 @@ def test_keys_are_per_tenant(http: httpx.Client, server: LiveServer) -> None:
     assert by_user.json()["conversationId"] != mine.json()["conversationId"]
 
 
+def test_a_replay_answers_what_was_done_even_after_access_ended(
+    http: httpx.Client, server: LiveServer
+) -> None:
+    """The write a replay reports did happen: a retry after the caller was removed, or
+    after the conversation was deleted, still gets the first answer, not a 404 that
+    would say it had not. A new request under a new key is refused as usual."""
+    owner, collaborator = fresh_user(), fresh_user()
+    cid = http.post(COLLECTION, json={"userId": owner}, headers=server.headers()).json()[
+        "conversationId"
+    ]
+    shared = http.post(
+        f"{COLLECTION}/{cid}/share",
+        json={"userId": collaborator, "role": "Collaborator"},
+        headers=server.headers(),
+    )
+    assert shared.status_code == 200, shared.text
+    as_collaborator = {
+        **server.bearer(mint_jwt(collaborator)),
+        "Idempotency-Key": str(uuid.uuid4()),
+    }
+    url = f"{COLLECTION}/{cid}/messages"
+    first = http.post(url, json={"message": "hi"}, headers=as_collaborator)
+    assert first.status_code == 201, first.text
+
+    removed = http.delete(
+        f"{COLLECTION}/{cid}/participants/{collaborator}", headers=server.headers()
+    )
+    assert removed.status_code == 200, removed.text
+    again = http.post(url, json={"message": "hi"}, headers=as_collaborator)
+    assert again.status_code == 201 and again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    fresh = {**as_collaborator, "Idempotency-Key": str(uuid.uuid4())}
+    assert_problem(http.post(url, json={"message": "hi"}, headers=fresh), 404)
+
+    assert http.delete(f"{COLLECTION}/{cid}", headers=server.headers()).status_code in (200, 204)
+    again = http.post(url, json={"message": "hi"}, headers=as_collaborator)
+    assert again.status_code == 201 and again.json() == first.json()
+
+
 def test_keys_are_each_callers_own(http: httpx.Client, server: LiveServer) -> None:
     """Within one tenant too: another user's (or API key's) key neither replays, nor
     blocks, nor tells that it was used."""
