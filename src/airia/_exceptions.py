@@ -67,6 +67,19 @@ class AiriaAPIError(Exception):
     def __str__(self) -> str:
         return f"{self.status_code}: {self.message} - {self.detailed_message}"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its attributes, not by calling the class with `args`: the
+        # subclasses' constructors take other arguments, and an error must survive
+        # pickling (a process pool sends it to the parent) and `copy.deepcopy`.
+        return (_restore, (type(self), self.args, self.__dict__))
+
+
+def _restore(cls: type[AiriaAPIError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
 
 class APIStatusError(AiriaAPIError):
     """The server answered with a 4xx or 5xx status."""

@@ -1,5 +1,8 @@
 """Error responses and transport failures become the documented exceptions."""
 
+import copy
+import pickle
+
 import httpx
 import pytest
 
@@ -16,6 +19,7 @@ from airia import (
     PermissionDeniedError,
     RateLimitError,
     UnprocessableEntityError,
+    WebSocketClosedError,
 )
 from airia import exceptions as public_exceptions
 
@@ -160,3 +164,22 @@ def test_official_constructor_still_works():
     assert (error.status_code, error.message, error.detailed_message) == (500, "boom", "raw")
     assert str(error) == "500: boom - raw"
     assert error.body is None and error.correlation_id is None and error.response is None
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        APIConnectionError("Could not connect", correlation_id="cid"),
+        APITimeoutError("Request timed out"),
+        WebSocketClosedError("closed", close_code=1008, close_reason="access removed"),
+        AiriaAPIError(500, "boom", "raw", body={"message": "boom"}, correlation_id="cid"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_errors_survive_pickling_and_deepcopy(error: AiriaAPIError) -> None:
+    """A process pool sends a worker's error to the parent by pickle: one that cannot be
+    rebuilt breaks the whole pool (BrokenProcessPool)."""
+    for copy_of in (pickle.loads(pickle.dumps(error)), copy.deepcopy(error)):
+        assert type(copy_of) is type(error)
+        assert copy_of.__dict__ == error.__dict__
+        assert (copy_of.args, str(copy_of)) == (error.args, str(error))
