@@ -40,7 +40,7 @@ from ._exceptions import (
 )
 from ._files import ReplayableBody
 from ._version import __version__
-from .logs import set_correlation_id
+from .logs import configure_logging, set_correlation_id
 
 USER_AGENT = f"airia-conversations-python/{__version__}"
 _REDACTED = "[REDACTED]"
@@ -112,6 +112,18 @@ def path_segment(value: str) -> str:
     return quoted
 
 
+def _logging_configured(logger: logging.Logger) -> bool:
+    """Whether `logger`'s records reach a handler (its own or an ancestor's)."""
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.handlers:
+            return True
+        if not current.propagate:
+            return False
+        current = current.parent
+    return False
+
+
 class BaseClient:
     """Configuration and the no-I/O half of every request."""
 
@@ -134,6 +146,11 @@ class BaseClient:
         self.max_retries = max_retries
         self.log_requests = log_requests
         self.logger = custom_logger or logging.getLogger(LOGGER_NAME)
+        if log_requests and custom_logger is None and not _logging_configured(self.logger):
+            # Asked for request logs where nothing would show them: as the official
+            # package does, they go to stderr (`configure_logging()`). Logging an
+            # application has set up is left as it is.
+            configure_logging()
 
     def __repr__(self) -> str:
         auth = "api_key" if self.api_key else "bearer_token"

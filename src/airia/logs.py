@@ -80,7 +80,12 @@ def configure_logging(
     replaced, so calling it again reconfigures rather than doubling every line.
     Colors (level names) are for streams only, never files."""
     logger = logging.getLogger(LOGGER_NAME)
-    logger.setLevel(level.upper() if isinstance(level, str) else level)
+    if isinstance(level, str):
+        # A level name logging does not know means INFO, as in the official package.
+        known = logging.getLevelName(level.upper())
+        logger.setLevel(known if isinstance(known, int) else logging.INFO)
+    else:
+        logger.setLevel(level)
     for old in list(logger.handlers):
         logger.removeHandler(old)
         old.close()

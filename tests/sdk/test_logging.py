@@ -110,3 +110,61 @@ def test_configure_logging_prints_the_correlation_id(server: FakeServer, tmp_pat
             logger.removeHandler(handler)
             handler.close()
         logger.setLevel(logging.NOTSET)
+
+
+def test_an_unknown_level_name_means_info() -> None:
+    from airia import configure_logging
+
+    logger = configure_logging(level="verbose")
+    try:
+        assert logger.level == logging.INFO
+        assert configure_logging(level="debug").level == logging.DEBUG
+    finally:
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+            handler.close()
+        logger.setLevel(logging.NOTSET)
+
+
+REQUEST_LOG_SCRIPT = """
+import logging, sys
+import httpx
+from airia import AiriaClient
+
+def answer(request):
+    return httpx.Response(404, json={"message": "Conversation not found"})
+
+if sys.argv[1] == "configured":
+    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="app: %(message)s")
+client = AiriaClient(
+    base_url="http://testserver/", api_key="k", log_requests=True,
+    http_client=httpx.Client(transport=httpx.MockTransport(answer)),
+)
+try:
+    client.get_conversation("c1", correlation_id="cid-7")
+except Exception:
+    pass
+"""
+
+
+@pytest.mark.parametrize("setup", ["bare", "configured"])
+def test_log_requests_shows_its_lines_without_taking_over_configured_logging(setup) -> None:
+    """`log_requests=True` in a program that set up no logging prints to stderr, as the
+    official package does; in one that did, the lines go its way, and only once."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", REQUEST_LOG_SCRIPT, setup],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    line = "GET http://testserver/v1/Conversations/c1 -> 404"
+    if setup == "bare":
+        assert line in result.stderr and "[cid-7]" in result.stderr
+        assert result.stdout == ""
+    else:
+        assert result.stdout.count(line) == 1 and result.stdout.startswith("app: ")
+        assert line not in result.stderr
