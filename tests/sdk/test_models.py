@@ -138,3 +138,30 @@ def test_unexpected_success_body_is_an_api_error(api, server: FakeServer, body):
     with pytest.raises(APIResponseValidationError) as info:
         api()("get_conversations_feed")
     assert info.value.status_code == 200
+
+
+def test_the_official_packages_client_modules_import(server: FakeServer) -> None:
+    """Code written for the official package imports (and patches) the clients under
+    `airia.client.*`: the same classes are there."""
+    from unittest import mock
+
+    import airia
+    from airia.client import AiriaAsyncClient, AiriaClient
+    from airia.client.async_client import AiriaAsyncClient as AsyncFromModule
+    from airia.client.base_client import AiriaBaseClient
+    from airia.client.conversations import AsyncConversations, Conversations
+    from airia.client.sync_client import AiriaClient as FromModule
+
+    assert AiriaClient is FromModule is airia.AiriaClient
+    assert AiriaAsyncClient is AsyncFromModule is airia.AiriaAsyncClient
+    assert issubclass(AiriaClient, AiriaBaseClient) and issubclass(
+        AiriaAsyncClient, AiriaBaseClient
+    )
+    http = httpx.Client(transport=httpx.MockTransport(server))
+    client = AiriaClient(base_url="http://testserver/", api_key="k", http_client=http)
+    assert isinstance(client.conversations, Conversations)
+    assert isinstance(AiriaAsyncClient(api_key="k").conversations, AsyncConversations)
+    with mock.patch("airia.client.sync_client.AiriaClient") as patched:
+        from airia.client.sync_client import AiriaClient as seen
+
+        assert seen is patched

@@ -1,0 +1,5 @@
+"""`airia.client.sync_client`, as in the official package."""
+
+from .._client import AiriaClient
+
+__all__ = ["AiriaClient"]
