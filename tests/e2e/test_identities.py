@@ -447,6 +447,24 @@ def test_invalid_identities_are_422(
     assert listed(http, headers, cid) == []
 
 
+def test_the_system_pattern_is_named_as_documented(
+    server: LiveServer, http: httpx.Client, user_id: str
+) -> None:
+    """The 422 names the rule a client must follow, not the server's way of checking
+    it (its `(?!\\n)` guard), and the field, for a body and a look-up alike."""
+    headers = server.headers()
+    cid = create(http, headers, user_id)
+    bad = {**VALID, "externalSystem": "1Slack"}
+    for response in (
+        add(http, headers, cid, bad),
+        http.get(LOOKUP, params=bad, headers=headers),
+    ):
+        problem = assert_problem(response, 422)
+        assert "^[A-Za-z][A-Za-z0-9]*$" in problem["message"], problem
+        assert "(?!" not in response.text
+        assert problem["errors"][0]["field"] == "externalSystem"
+
+
 @pytest.mark.parametrize("missing", ["externalSystem", "externalChannelId", "externalThreadId"])
 def test_a_missing_member_is_422(
     server: LiveServer, http: httpx.Client, user_id: str, missing: str

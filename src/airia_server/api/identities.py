@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from airia_server.api.bodies import read_json
+from airia_server.api.bodies import field_of, read_json, validation_text
 from airia_server.api.common import json_response, query_params, resource
 from airia_server.api.conversations import conversation_view, shown_messages
 from airia_server.api.deps import current_principal, services
@@ -71,8 +71,9 @@ def _lookup_query(request: Request) -> ExternalIdentityRequest:
             {k: v for k, v in raw.items() if v is not None}, ExternalIdentityRequest
         )
     except msgspec.ValidationError as exc:
+        text = validation_text(exc)
         raise ValidationFailed(
-            f"Invalid look-up: {exc}", str(exc), errors=[{"field": None, "message": str(exc)}]
+            f"Invalid look-up: {text}", text, errors=[{"field": field_of(text), "message": text}]
         ) from None
 
 
