@@ -318,10 +318,11 @@ class BaseClient:
                 f"Request to {self._display_url(request)} timed out: {detail}",
                 correlation_id=correlation_id,
             )
-        return APIConnectionError(
-            f"Could not connect to {self._display_url(request)}: {detail}",
-            correlation_id=correlation_id,
-        )
+        if isinstance(exc, httpx.ConnectError):
+            what = f"Could not connect to {self._display_url(request)}"
+        else:  # connected, then lost: mid-request or mid-response
+            what = f"The connection to {self._display_url(request)} failed"
+        return APIConnectionError(f"{what}: {detail}", correlation_id=correlation_id)
 
     def _parse(self, request: httpx.Request, response: httpx.Response, cast_to: Any):
         """``cast_to`` is a model class, or any type pydantic can validate (``list[Model]``)."""

@@ -246,6 +246,8 @@ class BaseEventStream:
         error = connect_error(exc)
         if not (self._opened_once and self.reconnect and is_transient(error)):
             self._finished = True
+            if error is exc:
+                raise error
             raise error from exc
         step = plan_after_close(
             CLOSE_ABNORMAL,

@@ -139,6 +139,17 @@ def test_connection_error(api, server: FakeServer):
     assert "Connection refused" in str(error)
 
 
+def test_a_connection_lost_after_it_was_made_is_not_called_a_failure_to_connect(
+    api, server: FakeServer
+):
+    server.script(*(httpx.RemoteProtocolError("peer closed connection") for _ in range(3)))
+    with pytest.raises(APIConnectionError) as info:
+        api()("get_conversation", "c")
+    assert "Could not connect" not in info.value.message
+    assert info.value.message.startswith("The connection to http://testserver/v1/Conversations/c")
+    assert "peer closed connection" in info.value.message
+
+
 def test_timeout_error(api, server: FakeServer):
     server.script(httpx.ReadTimeout("slow"))
     with pytest.raises(APITimeoutError) as info:

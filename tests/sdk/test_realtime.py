@@ -259,6 +259,18 @@ def test_connect_errors_before_the_first_open_are_raised():
     assert stream._finished
 
 
+def test_a_rest_error_before_the_first_open_is_raised_as_it_is():
+    """The URL's REST call failed (404): that error, not one caused by itself."""
+    stream = _stream()
+    refused = NotFoundError(404, "Conversation not found")
+    with pytest.raises(NotFoundError) as info:
+        stream._on_connect_error(refused)
+    assert info.value is refused and info.value.__cause__ is None
+    with pytest.raises(APIConnectionError) as info:
+        _stream()._on_connect_error(OSError("Connection refused"))
+    assert isinstance(info.value.__cause__, OSError)
+
+
 def test_transient_connect_errors_after_an_open_are_retried(monkeypatch):
     monkeypatch.setattr("airia._realtime.backoff_delay", lambda attempt: 0.1)
     stream = _stream(max_reconnect_attempts=1)
