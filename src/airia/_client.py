@@ -150,7 +150,7 @@ class AiriaClient(_ConversationAliases, BaseClient):
         while True:
             started = time.perf_counter()
             try:
-                response = self._http.send(request, stream=stream)
+                response = self._pool().send(request, stream=stream)
             except httpx.TransportError as exc:
                 error = self._transport_error(request, exc)
                 delay = self._retry_delay(request, attempt, None)
@@ -171,6 +171,14 @@ class AiriaClient(_ConversationAliases, BaseClient):
             _sleep(delay)
             attempt += 1
             request = self._next_attempt(request)
+
+    def _pool(self) -> httpx.Client:
+        """The client to send through. One this client made and `close()` closed is
+        made anew: a closed client still works, with a fresh pool (as the official
+        package's does), where it raised httpx's RuntimeError."""
+        if self._owns_http and self._http.is_closed:
+            self._http = httpx.Client()
+        return self._http
 
     def close(self) -> None:
         """Release the connection pool (not an ``http_client`` you passed in)."""
@@ -285,7 +293,7 @@ class AiriaAsyncClient(_ConversationAliases, BaseClient):
         while True:
             started = time.perf_counter()
             try:
-                response = await self._http.send(request, stream=stream)
+                response = await self._pool().send(request, stream=stream)
             except httpx.TransportError as exc:
                 error = self._transport_error(request, exc)
                 delay = self._retry_delay(request, attempt, None)
@@ -306,6 +314,13 @@ class AiriaAsyncClient(_ConversationAliases, BaseClient):
             await _async_sleep(delay)
             attempt += 1
             request = self._next_attempt(request)
+
+    def _pool(self) -> httpx.AsyncClient:
+        """The client to send through. One this client made and `close()` closed is
+        made anew: a closed client still works, with a fresh pool."""
+        if self._owns_http and self._http.is_closed:
+            self._http = httpx.AsyncClient()
+        return self._http
 
     async def close(self) -> None:
         """Release the connection pool (not an ``http_client`` you passed in)."""

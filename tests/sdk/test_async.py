@@ -100,3 +100,65 @@ def test_sync_round_trip_through_aliases(client, server: FakeServer):
     assert client.get_conversation(created.conversation_id).user_id == "user_123"
     client.delete_conversation(conversation_id=created.conversation_id)
     assert server.conversations == {}
+
+
+@pytest.fixture
+def plain_http_server():
+    """A real HTTP server on 127.0.0.1 answering every GET with a conversation, so that
+    the clients below use pools of their own making (not an ``http_client`` passed in)."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            body = json.dumps(
+                {
+                    "conversationId": self.path.rsplit("/", 1)[-1],
+                    "userId": "u",
+                    "title": None,
+                    "deploymentId": "d",
+                    "websocketUrl": "ws://x/ws",
+                    "messages": [],
+                    "dataSourceFiles": {},
+                    "isBookmarked": False,
+                    "createdAt": "2026-11-26T06:01:34.123456Z",
+                    "updatedAt": "2026-11-26T06:01:34.123456Z",
+                }
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_a_closed_client_works_on_with_a_fresh_pool(plain_http_server: str) -> None:
+    """As the official package's requests session does; httpx alone raises RuntimeError."""
+    client = AiriaClient(base_url=plain_http_server, api_key="k")
+    assert client.conversations.get_conversation("c1").conversation_id == "c1"
+    client.close()
+    assert client.conversations.get_conversation("c2").conversation_id == "c2"
+    client.close()
+
+
+async def test_a_closed_async_client_works_on_with_a_fresh_pool(plain_http_server: str) -> None:
+    client = AiriaAsyncClient(base_url=plain_http_server, api_key="k")
+    assert (await client.conversations.get_conversation("c1")).conversation_id == "c1"
+    await client.close()
+    assert (await client.conversations.get_conversation("c2")).conversation_id == "c2"
+    await client.close()
