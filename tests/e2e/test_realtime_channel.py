@@ -738,3 +738,25 @@ async def test_a_revoked_keys_tickets_open_nothing_and_its_sockets_close(
             async with open_ws(spare):
                 pass
         assert refused.value.response.status_code == 403
+
+
+async def test_a_revoked_keys_socket_sends_nothing_more(server: LiveServer) -> None:
+    """Between a key's revocation and the check that closes its sockets (every 10 s
+    here), a frame sent on one is refused, not broadcast. (Should the check close the
+    socket first, that is as good an answer.)"""
+    key = server.create_api_key(f"tenant_{uuid.uuid4().hex[:8]}", name="revoked-frames")
+    headers = {"X-API-KEY": key}
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=TIMEOUT) as http:
+        api = Api(http)
+        cid = (await api.create(headers, new_user("owner")))["conversationId"]
+        async with open_ws(await api.ws_url(headers, cid)) as ws:
+            listing = server.cli("keys", "list")
+            (row,) = [line for line in listing.stdout.splitlines() if "revoked-frames" in line]
+            assert server.cli("keys", "revoke", row.split()[0]).returncode == 0
+            try:
+                await ws.send(json.dumps({"type": "typing", "isTyping": True}))
+                answer = await receive_event(ws)
+            except ConnectionClosed:
+                assert ws.close_code == 1008, (ws.close_code, ws.close_reason)
+            else:
+                assert answer["type"] == "error" and "revoked" in answer["message"], answer

@@ -376,17 +376,20 @@ async def _refusal(svc: Services, conn: _Connection, kind: str) -> str | None:
     A socket learns of a role change when the change's event reaches it: a moment
     after the change was answered, later on another instance. A user's role is read
     again here, so that once a demotion or removal has been answered, their typing
-    and presence are refused, as their HTTP requests are. (An API key's ticket has
-    every right while the key stands.)"""
+    and presence are refused, as their HTTP requests are. An API key's ticket has
+    every right while the key stands, which is checked here too (its sockets are
+    closed within `KEY_CHECK_SECONDS` of a revocation)."""
     role: str | None = conn.role
-    if conn.claims.user_id is not None:
-        try:
+    try:
+        if conn.claims.user_id is not None:
             _, role = await _visible(svc.store, conn.claims, conn.conversation_id)
-        except Exception:  # the database is away: refuse this one, not the socket
-            log.warning("could not read the role of a socket's user", exc_info=True)
-            return f"{kind} was not sent: try again"
-        if role is None:
-            return f"you no longer take part in this conversation: {kind} was not sent"
+            if role is None:
+                return f"you no longer take part in this conversation: {kind} was not sent"
+        elif conn.claims.key_id is not None and not await svc.auth.key_active(conn.claims.key_id):
+            return f"the API key was revoked: {kind} was not sent"
+    except Exception:  # the database is away: refuse this frame, not the socket
+        log.warning("could not check a socket's right to send %s", kind, exc_info=True)
+        return f"{kind} was not sent: try again"
     if not access.role_allows(role, access.WRITE):
         return f"a {role} cannot send {kind}"
     return None
