@@ -49,14 +49,23 @@ log = logging.getLogger("airia_server")
 GC_THRESHOLDS = (50_000, 50, 100)
 
 
-def _ws_base_url(settings: Settings) -> str | None:
+def _http_base_url(settings: Settings) -> str | None:
+    """`http(s)://host[:port][/path]` for the links the server hands out (`websocketUrl`,
+    attachment URLs), or None: take it from the request's Host."""
     if settings.public_url:  # http(s)://host[:port][/path], as the settings check
-        scheme, rest = settings.public_url.split("://", 1)
-        return ("wss://" if scheme == "https" else "ws://") + rest
+        return settings.public_url.rstrip("/")
     if settings.host in ("0.0.0.0", "::", ""):
         return None  # listening everywhere: the request's Host header names us best
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    return f"ws://{host}:{settings.port}"
+    return f"http://{host}:{settings.port}"
+
+
+def _ws_base_url(settings: Settings) -> str | None:
+    base = _http_base_url(settings)
+    if base is None:
+        return None
+    scheme, rest = base.split("://", 1)
+    return ("wss://" if scheme == "https" else "ws://") + rest
 
 
 def open_hub(settings: Settings) -> LocalHub:
@@ -109,6 +118,7 @@ def create_app(settings: Settings | None = None) -> AiriaApp:
             blobs=blobs,
             limiter=limiter,
             ws_base_url=_ws_base_url(settings),
+            http_base_url=_http_base_url(settings),
         )
         sweeper = asyncio.create_task(
             maintenance.run_forever(

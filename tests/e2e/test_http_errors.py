@@ -794,3 +794,23 @@ def test_links_built_from_host_are_whole(tmp_path) -> None:
             "ws://chat.example:8080/v1/Conversations/"
         )
         assert create_with(b"", b"1.0").startswith(f"ws://127.0.0.1:{server.port}/v1/")
+
+
+def test_every_link_follows_one_rule_for_its_host(server: LiveServer, http: httpx.Client) -> None:
+    """On a server listening on one address (the session's: 127.0.0.1) without a public
+    URL, websocketUrl and attachment links both name that address, whatever Host says;
+    they had differed (attachment links followed Host)."""
+    headers = {**server.headers(), "Host": "elsewhere.example"}
+    created = http.post(COLLECTION, json={"userId": "u1"}, headers=headers)
+    assert created.status_code == 201, created.text
+    cid = created.json()["conversationId"]
+    payload = {"base64Content": "aGk=", "fileName": "a.txt", "contentType": "text/plain"}
+    uploaded = http.post(
+        f"{COLLECTION}/{cid}/agent-attachments/base64", json=payload, headers=headers
+    )
+    assert uploaded.status_code == 200, uploaded.text
+    listed = http.get(f"{COLLECTION}/{cid}/attachments", headers=headers).json()
+    host = server.base_url.removeprefix("http://")
+    assert created.json()["websocketUrl"].startswith(f"ws://{host}/v1/Conversations/{cid}/ws?")
+    for url in (uploaded.json()["url"], listed[0]["url"]):
+        assert url.startswith(f"http://{host}/v1/attachments/"), url

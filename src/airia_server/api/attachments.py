@@ -77,7 +77,7 @@ def _source(value: str | None) -> str:
 
 def attachment_view(request: Request, record: AttachmentRecord) -> Attachment:
     svc = services(request)
-    base = (svc.settings.public_url or str(request.base_url)).rstrip("/")
+    base = (svc.http_base_url or str(request.base_url)).rstrip("/")
     query = svc.attachments.signed_query(record.id)
     return Attachment(
         blob_id=record.id,

@@ -38,7 +38,10 @@ class Services:
     blobs: BlobStore
     limiter: RateLimiter
     ws_base_url: str | None
-    """`ws(s)://host[:port]` for `websocketUrl`; None means: take it from the request's Host."""
+    """`ws(s)://host[:port][/path]` for `websocketUrl`; None means: take it from the
+    request's Host."""
+    http_base_url: str | None
+    """The same as `http(s)://…`, for attachment links."""
 
 
 def services(conn: HTTPConnection) -> Services:
