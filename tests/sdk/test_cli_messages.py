@@ -40,7 +40,13 @@ def test_messages_list_page_and_all(run, cid, server: FakeServer):
     assert second.split()[0] == "m2"
     assert first.split()[0] == "m3" and first.endswith("three")
     assert header.index("MESSAGE", 1) == first.index("three")
-    assert footer == "2 messages, next cursor 2"
+    # The footer gives the next page's options: the cursor marks a place, read in the
+    # order given with it, so the order is repeated.
+    assert footer == "2 messages, next page: --order desc --cursor 2"
+    code, out, _ = run("messages", "list", cid, "--limit", "2", "--order", "desc", "--cursor", "2")
+    assert dict(server.last.url.params) == {"limit": "2", "order": "desc", "cursor": "2"}
+    assert [line.split()[0] for line in out.splitlines()[1:-1]] == ["m1"]
+    assert out.splitlines()[-1] == "1 message"
 
     code, out, _ = run("messages", "list", cid, "--all", "--limit", "2")
     assert [line.split()[0] for line in out.splitlines()[1:-1]] == ["m1", "m2", "m3"]

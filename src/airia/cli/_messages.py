@@ -65,7 +65,9 @@ def _list(client: AiriaClient, args: argparse.Namespace) -> str:
             cursor=args.cursor,
             correlation_id=args.correlation_id,
         )
-    return to_json(page) if args.json else messages_table(page.items, page.next_cursor)
+    if args.json:
+        return to_json(page)
+    return messages_table(page.items, page.next_cursor, args.order)
 
 
 def _truncate(client: AiriaClient, args: argparse.Namespace) -> str:

@@ -89,17 +89,21 @@ def feed_table(feed: ConversationFeedResponse, page_number: int) -> str:
     return "\n".join(lines)
 
 
-def messages_table(messages: list[ConversationMessage], next_cursor: str | None) -> str:
-    """One message a row; a ``next cursor`` footer when there are more."""
+def messages_table(
+    messages: list[ConversationMessage], next_cursor: str | None, order: str | None = None
+) -> str:
+    """One message a row; when there are more, a footer with the options of the next
+    page (the cursor marks a place, and is read in the order given with it)."""
     header = ("MESSAGE ID", "CREATED", "ROLE", "USER", "MESSAGE")
     rows = [
         (m.id, _cell(m.created_at), m.role, _cell(m.user_id), (m.message or "").replace("\n", " "))
         for m in messages
     ]
     lines = columns(header, rows)
-    lines.append(
-        f"{len(messages)} messages" + (f", next cursor {next_cursor}" if next_cursor else "")
-    )
+    footer = f"{len(messages)} message" + ("" if len(messages) == 1 else "s")
+    if next_cursor:
+        footer += f", next page: --order {order or 'asc'} --cursor {next_cursor}"
+    lines.append(footer)
     return "\n".join(lines)
 
 
