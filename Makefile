@@ -23,7 +23,7 @@ install: $(STAMP) ## Create .venv and install the SDK, the server and the test t
 AIRIA_BOOTSTRAP_API_KEY ?= your_api_key
 
 run: $(STAMP) ## Serve on http://127.0.0.1:8000 with SQLite under ./var/ (dev key: your_api_key)
-	@echo "make run: development server; the API key 'your_api_key' is accepted (AIRIA_BOOTSTRAP_API_KEY)"
+	@if [ -n "$(AIRIA_BOOTSTRAP_API_KEY)" ]; then echo "make run: development server; the API key '$(AIRIA_BOOTSTRAP_API_KEY)' is accepted (AIRIA_BOOTSTRAP_API_KEY)"; else echo "make run: development server; no bootstrap key (create one with .venv/bin/airia-server keys create)"; fi
 	AIRIA_BOOTSTRAP_API_KEY="$(AIRIA_BOOTSTRAP_API_KEY)" $(BIN)/airia-server serve
 
 test: $(STAMP) ## Run the whole test suite

@@ -4,21 +4,60 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-import asyncpg
-import msgspec
-from pydantic import ValidationError
+SERVER_MODULES = (
+    "asyncpg",
+    "jwt",
+    "msgspec",
+    "pydantic_settings",
+    "python_multipart",
+    "redis",
+    "starlette",
+    "swagger_ui",
+    "uvicorn",
+)
+"""What the `server` extras install (`pip install .` alone installs the SDK)."""
 
-from airia_server.config import ConfigFileError, Settings, describe, load_settings, mask_url
-from airia_server.domain.auth import DEFAULT_TENANT, create_api_key, mint_token
-from airia_server.logs import configure_logging
-from airia_server.storage import open_store
-from airia_server.timeutil import utcnow_iso
+
+def _missing_module() -> str | None:
+    for name in SERVER_MODULES:
+        try:
+            if importlib.util.find_spec(name) is None:
+                return name
+        except (ImportError, ValueError):
+            return name
+    return None
+
+
+if (_missing := _missing_module()) is not None:
+    raise SystemExit(
+        f"airia-server: the server's dependencies are not installed ({_missing} is "
+        "missing): pip install 'airia-conversations[server]' (from a checkout: "
+        "pip install '.[server]')"
+    )
+
+import asyncpg  # noqa: E402
+import msgspec  # noqa: E402
+from pydantic import ValidationError  # noqa: E402
+
+from airia_server.config import (  # noqa: E402
+    ConfigFileError,
+    Settings,
+    describe,
+    load_settings,
+    mask_url,
+)
+from airia_server.domain.auth import DEFAULT_TENANT, create_api_key, mint_token  # noqa: E402
+from airia_server.logs import configure_logging  # noqa: E402
+from airia_server.storage import open_store  # noqa: E402
+from airia_server.timeutil import utcnow_iso  # noqa: E402
 
 
 def _at_least_one(text: str) -> int:
@@ -31,14 +70,27 @@ def _at_least_one(text: str) -> int:
     return value
 
 
+_CONFIG_HELP = (
+    "a TOML file of settings (AIRIA_CONFIG_FILE); environment variables override it, "
+    "flags override both"
+)
+
+
+class _Commands(argparse._SubParsersAction):
+    """Subcommands that also take `--config`, so it may come after the command
+    (`airia-server serve --config f.toml`) as well as before it."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        parser = super().add_parser(name, **kwargs)
+        parser.register("action", "parsers", _Commands)
+        parser.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=_CONFIG_HELP)
+        return parser
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="airia-server", description=__doc__)
-    parser.add_argument(
-        "--config",
-        type=Path,
-        help="a TOML file of settings (AIRIA_CONFIG_FILE); "
-        "environment variables override it, flags override both",
-    )
+    parser.register("action", "parsers", _Commands)
+    parser.add_argument("--config", type=Path, help=_CONFIG_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("config", help="print the effective configuration, secrets masked")
 
@@ -117,10 +169,16 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     # Migrate once here, so many workers do not race to do it.
     asyncio.run(open_store(settings).migrate())
     public = settings.public_url or f"http://{settings.host}:{settings.port}"
+    if settings.bootstrap_api_key:  # set, and not to nothing
+        keys = "API key: AIRIA_BOOTSTRAP_API_KEY is accepted (tenant default)."
+    else:
+        keys = (
+            "API key: run `airia-server keys create --tenant default` in another shell, "
+            "or set AIRIA_BOOTSTRAP_API_KEY before starting."
+        )
     print(
         f"Airia Conversations on {public}  (docs: {public}/docs, database: "
-        f"{mask_url(settings.database_url)})\nAPI key: run `airia-server keys create "
-        "--tenant default` in another shell, or set AIRIA_BOOTSTRAP_API_KEY before starting.",
+        f"{mask_url(settings.database_url)})\n{keys}",
         file=sys.stderr,
         flush=True,
     )

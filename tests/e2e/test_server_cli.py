@@ -191,3 +191,22 @@ def test_cli_arguments_that_make_useless_credentials_are_refused(
     result = run_cli({**env, "AIRIA_JWT_SECRET": JWT_SECRET}, *args)
     assert result.returncode == 2, result.stdout
     assert result.stdout == "" and result.stderr.startswith("airia-server: ")
+
+
+@pytest.mark.parametrize("module", ["asyncpg", "starlette", "swagger_ui"])
+def test_without_the_server_extras_it_says_what_to_install(module: str) -> None:
+    """`pip install .` brings the SDK and both commands; `airia-server` then lacks the
+    server's dependencies. It says so, where it crashed with a ModuleNotFoundError."""
+    import subprocess
+    import sys
+
+    script = (
+        f"import sys; sys.modules[{module!r}] = None; "
+        "from airia_server.cli import main; sys.exit(main(['--help']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "pip install 'airia-conversations[server]'" in result.stderr

@@ -35,6 +35,30 @@ def test_config_file_from_the_environment(
     assert load_settings().port == 9001
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--config", "{file}", "config"],
+        ["config", "--config", "{file}"],
+        ["--config", "{other}", "config", "--config", "{file}"],  # the nearer one wins
+        ["retention", "show", "--config", "{file}"],
+    ],
+)
+def test_config_may_come_before_or_after_the_command(
+    config_file: Path, tmp_path: Path, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`airia-server serve --config f.toml` is where people put it; it was refused
+    (\"unrecognized arguments\") unless it came before the command."""
+    from airia_server import cli
+
+    other = tmp_path / "other.toml"
+    other.write_text("port = 7000\n")
+    args = cli._parser().parse_args([a.format(file=config_file, other=other) for a in argv])
+    assert args.config == config_file
+    assert load_settings(args.config).port == 9001
+    assert cli._parser().parse_args(["config"]).config is None
+
+
 def test_unknown_key_in_the_file_is_named(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text("prot = 1\n")
