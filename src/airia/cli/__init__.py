@@ -50,7 +50,9 @@ def _global_options(defaults: bool) -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="airia", description=__doc__.splitlines()[0], parents=[_global_options(True)]
+        prog="airia",
+        description=__doc__.splitlines()[0].replace("``", ""),
+        parents=[_global_options(True)],
     )
     parser.add_argument("--version", action="version", version=f"airia {__version__}")
     common = [_global_options(False)]
