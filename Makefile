@@ -32,6 +32,16 @@ test: $(STAMP) ## Run the whole test suite
 test-fast: $(STAMP) ## Run the tests that need no server process
 	$(BIN)/python -m pytest -m "not e2e"
 
+# The oldest Python the README promises. Its own environment, beside .venv.
+PYTHON_OLDEST ?= python3.10
+OLDEST_VENV := .venv-oldest
+
+.PHONY: test-oldest
+test-oldest: ## The whole test suite again, on Python 3.10 (PYTHON_OLDEST) in .venv-oldest
+	test -x $(OLDEST_VENV)/bin/python || $(PYTHON_OLDEST) -m venv $(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/python -m pip install --quiet -e ".[test]"
+	$(OLDEST_VENV)/bin/python -m pytest -p no:cacheprovider
+
 bench: $(STAMP) ## Load-test the server against a plain Starlette hello (needs wrk)
 	$(BIN)/python bench/run.py
 
@@ -54,7 +64,7 @@ format: $(STAMP) ## Format the code with ruff
 	$(BIN)/ruff check --fix src tests bench
 
 clean: ## Remove the virtualenv, caches and local data
-	rm -rf $(VENV) var .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(OLDEST_VENV) var .pytest_cache .ruff_cache
 
 .PHONY: fuzz
 fuzz: $(STAMP) ## Fuzz every API operation long (AIRIA_FUZZ_EXAMPLES, default 1000 per operation)

@@ -333,7 +333,9 @@ class BaseClient:
                 return cast_to.model_validate(response.json())
             return _type_adapter(cast_to).validate_python(response.json())
         except (ValueError, pydantic.ValidationError) as exc:
-            name = cast_to.__name__ if isinstance(cast_to, type) else str(cast_to)
+            # `list[Participant]` is a type to `isinstance` before Python 3.11: say it whole.
+            plain = isinstance(cast_to, type) and not hasattr(cast_to, "__origin__")
+            name = cast_to.__name__ if plain else str(cast_to)
             raise APIResponseValidationError(
                 response.status_code,
                 f"Unexpected response body for {name}",

@@ -8,6 +8,7 @@ receive and wait.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
@@ -158,7 +159,7 @@ def is_transient(error: AiriaAPIError) -> bool:
     return isinstance(error, APIConnectionError)
 
 
-CONNECT_ERRORS = (AiriaAPIError, OSError, WebSocketException, TimeoutError)
+CONNECT_ERRORS = (AiriaAPIError, OSError, WebSocketException, TimeoutError, asyncio.TimeoutError)
 """What opening the channel may raise: the REST call for the URL, the socket, the handshake."""
 
 

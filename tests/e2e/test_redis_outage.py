@@ -388,7 +388,7 @@ async def test_an_event_written_on_an_instance_cut_off_from_redis_reaches_the_ot
                 await asyncio.to_thread(one.wait_readyz, 200)
                 try:
                     (missed,) = await receive(remote, 1)
-                except TimeoutError:
+                except asyncio.TimeoutError:
                     # What does deliver it: the next event of the conversation.
                     async with httpx.AsyncClient(
                         base_url=two.base_url, timeout=TIMEOUT, headers=HEADERS

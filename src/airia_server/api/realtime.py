@@ -280,7 +280,7 @@ async def _close_quietly(websocket: WebSocket, code: int, reason: str) -> None:
     connection is dropped, and with it everything buffered for the client."""
     try:
         await asyncio.wait_for(websocket.close(code=code, reason=reason), 10.0)
-    except TimeoutError:
+    except asyncio.TimeoutError:  # not yet the built-in TimeoutError before 3.11
         frames = websocket.scope.get("extensions", {}).get("airia.frames")
         if frames is not None:
             frames.drop()

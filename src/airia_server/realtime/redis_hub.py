@@ -69,7 +69,7 @@ class RedisHub(LocalHub):
         # Start serving even if Redis is away: it is not needed to answer requests.
         try:
             await asyncio.wait_for(self._subscribed.wait(), 5.0)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # not yet the built-in TimeoutError before 3.11
             log.warning("Redis is not reachable yet; events stay on this instance until it is")
 
     async def close(self) -> None:
