@@ -1160,6 +1160,37 @@ async def test_the_sweep_leaves_held_content_alone_until_an_attachment_dates_it(
     assert await store.sweep_blobs(no_grace) == [(record.tenant_id, sha)]
 
 
+async def test_the_sweep_deletes_the_staging_files_uploads_cut_off_by_a_crash_left(
+    store, tmp_path: Path
+) -> None:
+    """A server killed mid-upload leaves its staging file, which no blob references:
+    the sweep deletes such files once nothing has written them for 10 minutes, and
+    leaves a live upload's file (and anything that is not a staging file) alone."""
+    import os
+    import time
+
+    from airia_server.domain.attachments import AttachmentService
+    from airia_server.domain.tickets import UrlSigner
+    from airia_server.storage.blobs import FilesystemBlobStore, StagedUpload
+
+    blobs = FilesystemBlobStore(tmp_path / "blobs")
+    service = AttachmentService(store, blobs, UrlSigner(b"k" * 32, 60), sweep_grace=60)
+    cut_off, live = StagedUpload(blobs.staging_dir, 100), StagedUpload(blobs.staging_dir, 100)
+    for staged in (cut_off, live):
+        staged.write(b"partial")
+        staged.finish()
+    other = blobs.staging_dir / "keep-me"
+    other.write_bytes(b"x")
+    an_hour_ago = time.time() - 3600
+    for path in (cut_off.path, other):
+        os.utime(path, (an_hour_ago, an_hour_ago))
+
+    await service.sweep()
+    assert sorted(p.name for p in blobs.staging_dir.iterdir()) == sorted(
+        [live.path.name, "keep-me"]
+    )
+
+
 # --- idempotency keys -----------------------------------------------------------------
 
 

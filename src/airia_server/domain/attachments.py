@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from airia_server.domain import access
 from airia_server.domain.auth import Principal
@@ -11,7 +12,12 @@ from airia_server.domain.tickets import InvalidTicket, UrlSigner
 from airia_server.errors import Forbidden, NotFound, ValidationFailed, conversation_not_found
 from airia_server.ids import new_id, parse_id
 from airia_server.storage.base import AttachmentRecord, Store
-from airia_server.storage.blobs import BlobStore, StagedUpload
+from airia_server.storage.blobs import (
+    STAGING_ABANDONED_SECONDS,
+    BlobStore,
+    StagedUpload,
+    sweep_staging,
+)
 from airia_server.timeutil import format_us, now_us, utcnow_iso
 
 log = logging.getLogger("airia_server.attachments")
@@ -127,4 +133,9 @@ class AttachmentService:
             await self.blobs.delete(tenant_id, sha256)
         if gone:
             log.info("deleted %d unreferenced blobs", len(gone))
+        staged = await asyncio.to_thread(
+            sweep_staging, self.blobs.staging_dir, time.time() - STAGING_ABANDONED_SECONDS
+        )
+        if staged:
+            log.info("deleted %d staging files of uploads cut off by a crash", staged)
         return len(gone)

@@ -154,6 +154,26 @@ class PostgresBlobStore:
         return found is not None
 
 
+STAGING_ABANDONED_SECONDS = 600
+"""A staging file untouched this long belongs to no upload: a live one writes its file as
+the bytes arrive, and one that stalls is refused long before (the body read timeout)."""
+
+
+def sweep_staging(staging_dir: Path, untouched_since: float) -> int:
+    """Delete the staging files (`upload-*`) not written since `untouched_since` (a
+    `time.time()`): what uploads cut off by a crash left, which no blob references and
+    so no blob sweep finds. Returns how many went."""
+    removed = 0
+    for path in staging_dir.glob("upload-*"):
+        try:
+            if path.stat().st_mtime < untouched_since:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:  # finished, or swept by another instance
+            continue
+    return removed
+
+
 class StagedUpload:
     """A staging file that hashes and counts what is written, refusing past `limit`."""
 
