@@ -376,3 +376,138 @@ def test_keys_are_each_callers_own(http: httpx.Client, server: LiveServer) -> No
 
 def dumps(value: dict) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
+
+
+# --- a server that died between the write and the key's finish --------------------------
+
+
+def run_sql(server: LiveServer, sql: str, *params) -> None:
+    """One statement on the server's own database (`?` placeholders), as a crash would
+    have left it."""
+    url = server.env["AIRIA_DATABASE_URL"]
+    if url.startswith("sqlite:"):
+        import sqlite3
+
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            conn.execute(sql, params)
+        return
+    import asyncpg
+
+    numbered = sql
+    for n in range(1, len(params) + 1):
+        numbered = numbered.replace("?", f"${n}", 1)
+
+    async def execute() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(numbered, *params)
+        finally:
+            await conn.close()
+
+    asyncio.run(execute())
+
+
+def unfinish(server: LiveServer, key: str, *, minutes_ago: int = 0, resource_id=None) -> None:
+    """The key as a server killed after the write, before the finish, leaves it: claimed,
+    never finished (`minutes_ago`: claimed that long ago)."""
+    from airia_server.timeutil import format_us, now_us
+
+    claimed = format_us(now_us() - minutes_ago * 60_000_000)
+    run_sql(
+        server,
+        "UPDATE idempotency_keys SET status = NULL, response = NULL, created_at = ?, "
+        "resource_id = coalesce(?, resource_id) WHERE key LIKE ?",
+        claimed,
+        resource_id,
+        f"%:{key}",
+    )
+
+
+def created(http: httpx.Client, server: LiveServer, user: str, key: str) -> httpx.Response:
+    return http.post(COLLECTION, json={"userId": user}, headers=keyed(server, key))
+
+
+def test_a_retry_after_the_server_died_past_the_write_gets_that_write(
+    http: httpx.Client, server: LiveServer
+) -> None:
+    """The write committed, the key was never finished: a retry answers with what was
+    written, at once (not 409 for ten minutes, then a second copy), and so does one
+    after the claim counts as abandoned."""
+    user, key = fresh_user(), str(uuid.uuid4())
+    first = created(http, server, user, key)
+    assert first.status_code == 201, first.text
+    cid = first.json()["conversationId"]
+    for minutes_ago in (0, 11):
+        unfinish(server, key, minutes_ago=minutes_ago)
+        again = created(http, server, user, key)
+        assert again.status_code == 201, (minutes_ago, again.text)
+        assert again.headers["idempotent-replayed"] == "true"
+        assert again.json()["conversationId"] == cid
+        assert feed_ids(http, server, user) == [cid]
+
+    # A message, and an upload, the same way.
+    url = f"{COLLECTION}/{cid}/messages"
+    sent = http.post(url, json={"message": "once"}, headers=keyed(server, key + "m"))
+    assert sent.status_code == 201, sent.text
+    upload_url = f"{COLLECTION}/{cid}/agent-attachments/base64"
+    payload = {"base64Content": base64.b64encode(b"once").decode(), "fileName": "a.txt"}
+    stored = http.post(upload_url, json=payload, headers=keyed(server, key + "u"))
+    assert stored.status_code == 200, stored.text
+    for minutes_ago in (0, 11):
+        unfinish(server, key + "m", minutes_ago=minutes_ago)
+        unfinish(server, key + "u", minutes_ago=minutes_ago)
+        resent = http.post(url, json={"message": "once"}, headers=keyed(server, key + "m"))
+        assert (resent.status_code, resent.json()["messageId"]) == (201, sent.json()["messageId"])
+        restored = http.post(upload_url, json=payload, headers=keyed(server, key + "u"))
+        assert (restored.status_code, restored.json()["blobId"]) == (
+            200,
+            stored.json()["blobId"],
+        )
+    messages = http.get(url, headers=server.headers()).json()["items"]
+    assert [m["message"] for m in messages] == ["once"]
+    listed = http.get(f"{COLLECTION}/{cid}/attachments", headers=server.headers()).json()
+    assert [a["blobId"] for a in listed] == [stored.json()["blobId"]]
+
+
+def test_a_retry_after_the_server_died_before_the_write_makes_it_under_the_keys_id(
+    http: httpx.Client, server: LiveServer
+) -> None:
+    """Nothing was written: while the first may still be running, a retry waits (409);
+    once the claim is abandoned, the retry does the work, under the id the key named
+    from the start, so a write that was merely slow could never make a second copy."""
+    user, key = fresh_user(), str(uuid.uuid4())
+    first = created(http, server, user, key)
+    assert first.status_code == 201, first.text
+    named = str(uuid.uuid4())  # what the claim names, and no conversation has
+    unfinish(server, key, resource_id=named)
+    waiting = created(http, server, user, key)
+    assert_problem(waiting, 409)
+    assert waiting.headers["retry-after"] == "1"
+    unfinish(server, key, minutes_ago=11)
+    again = created(http, server, user, key)
+    assert again.status_code == 201, again.text
+    assert "idempotent-replayed" not in again.headers
+    assert again.json()["conversationId"] == named
+    replay = created(http, server, user, key)
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert replay.json()["conversationId"] == named
+
+
+def test_the_same_json_spelled_otherwise_is_the_same_request(
+    http: httpx.Client, server: LiveServer
+) -> None:
+    """A retry compares the JSON it holds, not its bytes: spacing and key order may
+    change (a client that rebuilt the request); a value may not."""
+    user, key = fresh_user(), str(uuid.uuid4())
+    headers = {**keyed(server, key), "Content-Type": "application/json"}
+    compact = json.dumps({"userId": user, "title": "t"}, separators=(",", ":"))
+    first = http.post(COLLECTION, content=compact, headers=headers)
+    assert first.status_code == 201, first.text
+    spaced = json.dumps({"title": "t", "userId": user}, indent=2)
+    again = http.post(COLLECTION, content=spaced, headers=headers)
+    assert again.status_code == 201 and again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    other = http.post(
+        COLLECTION, content=json.dumps({"userId": user, "title": "u"}), headers=headers
+    )
+    assert_problem(other, 422)

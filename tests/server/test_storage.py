@@ -1218,3 +1218,29 @@ async def test_an_abandoned_idempotency_claim_is_taken_over_and_its_late_finish_
     assert (replay.state, replay.status, replay.response) == ("replay", 201, b'{"second": true}')
     # A finished key is never abandoned, only expired.
     assert (await store.claim_idempotency_key("t1", "k", "h", t2, t0, t2)).state == "replay"
+
+
+async def test_an_idempotency_key_names_its_resource_from_first_claim_to_takeover(
+    store,
+) -> None:
+    """The id of what the request creates is kept with the key: a retry while the claim
+    is open learns it (and the claim's token, to finish it), and the request that takes
+    an abandoned claim over works under it; another request's takeover does not."""
+    t0, t1, t2 = (format_us(BASE_US + s * 1_000_000) for s in (0, 5, 700))
+    long_ago = format_us(BASE_US - 86_400_000_000)
+    first = await store.claim_idempotency_key("t1", "k", "h", t0, long_ago, long_ago, "r1")
+    assert (first.state, first.resource_id, first.taken_over) == ("new", "r1", False)
+    retry = await store.claim_idempotency_key("t1", "k", "h", t1, long_ago, long_ago, "r2")
+    assert (retry.state, retry.resource_id, retry.claimed_at) == ("pending", "r1", t0)
+    later = await store.claim_idempotency_key("t1", "k", "h", t2, long_ago, t1, "r3")
+    assert (later.state, later.resource_id, later.taken_over) == ("new", "r1", True)
+    # The takeover holds the claim now: its finish counts, the first request's not.
+    await store.finish_idempotency_key("t1", "k", t0, 201, b"late")
+    await store.finish_idempotency_key("t1", "k", t2, 201, b"taken over")
+    replay = await store.claim_idempotency_key("t1", "k", "h", t2, long_ago, t2, "r4")
+    assert (replay.state, replay.response) == ("replay", b"taken over")
+
+    # An abandoned claim of another request is forgotten, not taken over.
+    await store.claim_idempotency_key("t1", "j", "h", t0, long_ago, long_ago, "s1")
+    other = await store.claim_idempotency_key("t1", "j", "other", t2, long_ago, t1, "s2")
+    assert (other.state, other.resource_id, other.taken_over) == ("new", "s2", False)

@@ -19,7 +19,7 @@ from starlette.routing import Route
 from airia_server.api.bodies import read_json, stream_body
 from airia_server.api.common import json_response
 from airia_server.api.deps import current_principal, services
-from airia_server.api.idempotency import run_once
+from airia_server.api.idempotency import resource_id, run_once
 from airia_server.api.schemas import Attachment, Base64UploadRequest
 from airia_server.domain.auth import Principal
 from airia_server.errors import (
@@ -29,6 +29,7 @@ from airia_server.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from airia_server.ids import parse_id
 from airia_server.storage.base import AttachmentRecord
 from airia_server.storage.blobs import StagedUpload
 from airia_server.text import is_ascii_digits
@@ -277,13 +278,26 @@ async def _keep(
             file_name=file_name,
             content_type=content_type,
             source=source,
+            attachment_id=resource_id(request),
         )
         return json_response(attachment_view(request, record))
 
     try:
-        return await run_once(request, principal, fingerprint, produce)
+        return await run_once(request, principal, fingerprint, produce, _recover_upload)
     finally:
         staged.discard()  # a replay never used it; a store consumed it already
+
+
+async def _recover_upload(
+    request: Request, principal: Principal, attachment_id: str
+) -> Response | None:
+    """The upload's answer, from the attachment it stored (see `api.idempotency`)."""
+    record = await services(request).store.get_attachment(attachment_id)
+    if record is None or record.tenant_id != principal.tenant_id:
+        return None
+    if record.conversation_id != parse_id(request.path_params["conversation_id"]):
+        return None
+    return json_response(attachment_view(request, record))
 
 
 async def list_attachments(request: Request) -> Response:

@@ -19,7 +19,7 @@ from airia_server.api.common import (
     user_param,
 )
 from airia_server.api.deps import current_principal, services, websocket_url
-from airia_server.api.idempotency import idempotent
+from airia_server.api.idempotency import idempotent, resource_id
 from airia_server.api.schemas import (
     ConversationFeedResponse,
     ConversationMessage,
@@ -28,6 +28,7 @@ from airia_server.api.schemas import (
     GetConversationResponse,
     UpdateConversationRequest,
 )
+from airia_server.domain.auth import Principal
 from airia_server.errors import ValidationFailed, conversation_not_found
 from airia_server.storage.base import ConversationRecord, FeedQuery, MessageRecord
 
@@ -96,7 +97,12 @@ async def create_conversation(request: Request) -> Response:
         deployment_id=body.deployment_id,
         data_source_files=body.data_source_files,
         is_bookmarked=bool(body.is_bookmarked),
+        conversation_id=resource_id(request),
     )
+    return _created(request, principal, record)
+
+
+def _created(request: Request, principal: Principal, record: ConversationRecord) -> Response:
     return json_response(
         CreateConversationResponse(
             conversation_id=record.id,
@@ -111,6 +117,14 @@ async def create_conversation(request: Request) -> Response:
         ),
         status=201,
     )
+
+
+async def _recover_created(
+    request: Request, principal: Principal, conversation_id: str
+) -> Response | None:
+    """The create's answer, from the conversation it made (see `api.idempotency`)."""
+    record = await services(request).store.get_conversation(principal.tenant_id, conversation_id)
+    return _created(request, principal, record) if record is not None else None
 
 
 async def get_conversation(request: Request) -> Response:
@@ -244,10 +258,10 @@ async def empty_id(request: Request) -> Response:
 
 
 routes = [
-    resource("/v1/Conversations", POST=idempotent(create_conversation)),
+    resource("/v1/Conversations", POST=idempotent(create_conversation, _recover_created)),
     resource(
         "/v1/Conversations/",
-        POST=idempotent(create_conversation),
+        POST=idempotent(create_conversation, _recover_created),
         GET=empty_id,
         PUT=empty_id,
         DELETE=empty_id,

@@ -5,13 +5,21 @@ hours. Keys are the caller's own (per API key, or per user of a bearer token):
 another caller's key neither replays nor blocks. The same key with the same
 request replays the stored response; with a different request it is 422; while
 the first is still running, 409 with Retry-After. A request that fails releases
-its key, so the client can retry it as it was; one whose server died with it
-holds its key for `ABANDONED_SECONDS`, then a retry runs it again.
+its key, so the client can retry it as it was.
+
+A server may die between a request's write and the key's finish. So the key names,
+from its first claim, the id of the resource its request creates (`resource_id`,
+which the handler uses), and an endpoint may say how to `recover` the answer from
+that resource: a retry whose key is unfinished gets the resource the first request
+made, at once, if it exists; if it does not, the retry waits (409) while the first
+may still be running, and after `ABANDONED_SECONDS` runs the request again, under
+the same id. A request is done once, whenever its server died.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
@@ -22,10 +30,23 @@ from airia_server.api.deps import current_principal, services
 from airia_server.domain.auth import Principal
 from airia_server.domain.maintenance import IDEMPOTENCY_KEY_TTL_SECONDS as KEY_TTL_SECONDS
 from airia_server.errors import BadRequest, Conflict, ValidationFailed
+from airia_server.ids import new_id
 from airia_server.timeutil import format_us, now_us
 
 HEADER = "idempotency-key"
 Endpoint = Callable[[Request], Awaitable[Response]]
+Recover = Callable[[Request, Principal, str], Awaitable[Response | None]]
+"""The answer the request that created the resource with this id gave, rebuilt from
+the resource; None if there is no such resource (the request never committed)."""
+
+_RESOURCE_ID = "airia.resource_id"
+
+
+def resource_id(request: Request) -> str | None:
+    """The id the resource this request creates must take, under an Idempotency-Key
+    (None without one: the handler mints its own)."""
+    return request.scope.get(_RESOURCE_ID)
+
 
 ABANDONED_SECONDS = 600
 """A claim never finished this long after it was made is taken as lost with its
@@ -42,11 +63,21 @@ def _key(request: Request) -> str | None:
     return key
 
 
+def _replayed(response: Response) -> Response:
+    return Response(
+        bytes(response.body),
+        status_code=response.status_code,
+        media_type="application/json",
+        headers={"Idempotent-Replayed": "true"},
+    )
+
+
 async def run_once(
     request: Request,
     principal: Principal,
     fingerprint: bytes,
     produce: Callable[[], Awaitable[Response]],
+    recover: Recover | None = None,
 ) -> Response:
     key = _key(request)
     if key is None:
@@ -68,6 +99,7 @@ async def run_once(
         claimed_at,
         format_us(now - KEY_TTL_SECONDS * 1_000_000),
         format_us(now - ABANDONED_SECONDS * 1_000_000),
+        resource_id=new_id(),
     )
     if claim.state == "replay":
         return Response(
@@ -83,11 +115,31 @@ async def run_once(
             errors=[{"field": "Idempotency-Key", "message": "used for a different request"}],
         )
     if claim.state == "pending":
+        # Still running, or its server died after the write: then what it made is there.
+        if recover is not None and claim.resource_id is not None:
+            done = await recover(request, principal, claim.resource_id)
+            if done is not None:
+                await store.finish_idempotency_key(
+                    principal.tenant_id,
+                    key,
+                    claim.claimed_at or "",
+                    done.status_code,
+                    bytes(done.body),
+                )
+                return _replayed(done)
         error = Conflict(
             "A request with this Idempotency-Key is still running", "Retry once it has finished"
         )
         error.headers["Retry-After"] = "1"
         raise error
+    if claim.taken_over and recover is not None and claim.resource_id is not None:
+        done = await recover(request, principal, claim.resource_id)
+        if done is not None:
+            await store.finish_idempotency_key(
+                principal.tenant_id, key, claimed_at, done.status_code, bytes(done.body)
+            )
+            return _replayed(done)
+    request.scope[_RESOURCE_ID] = claim.resource_id
     try:
         response = await produce()
     except BaseException:
@@ -102,8 +154,20 @@ async def run_once(
     return response
 
 
-def idempotent(handler: Endpoint) -> Endpoint:
-    """For JSON POSTs: the body is read (within the size limit) to fingerprint the request."""
+def _json_fingerprint(body: bytes) -> bytes:
+    """The request as the JSON it holds, not its bytes: a retry that spells the same
+    JSON differently (spacing, key order, escapes) is the same request. Bytes that
+    are not JSON are taken as they are (the handler refuses them anyway)."""
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        return body
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+def idempotent(handler: Endpoint, recover: Recover | None = None) -> Endpoint:
+    """For JSON POSTs: the body is read (within the size limit) to fingerprint the request;
+    `recover` rebuilds its answer from what it created (see the module's docstring)."""
 
     async def wrapper(request: Request) -> Response:
         if HEADER not in request.headers:
@@ -111,7 +175,9 @@ def idempotent(handler: Endpoint) -> Endpoint:
         principal = await current_principal(request)
         body = await read_body(request, services(request).settings.max_body_bytes)
         request._body = body  # Starlette serves it again to the handler
-        return await run_once(request, principal, body, lambda: handler(request))
+        return await run_once(
+            request, principal, _json_fingerprint(body), lambda: handler(request), recover
+        )
 
     wrapper.__name__ = handler.__name__
     wrapper.__doc__ = handler.__doc__

@@ -18,7 +18,7 @@ from airia_server.api.common import (
 )
 from airia_server.api.conversations import message_view
 from airia_server.api.deps import current_principal, services
-from airia_server.api.idempotency import idempotent
+from airia_server.api.idempotency import idempotent, resource_id
 from airia_server.api.schemas import (
     AddMessageRequest,
     AddMessageResponse,
@@ -26,7 +26,10 @@ from airia_server.api.schemas import (
     MessagePage,
     TruncateMessagesResponse,
 )
+from airia_server.domain.auth import Principal
 from airia_server.errors import ValidationFailed
+from airia_server.ids import parse_id
+from airia_server.storage.base import MessageRecord
 from airia_server.text import is_ascii_digits
 
 _add_decoder = msgspec.json.Decoder(AddMessageRequest)
@@ -45,7 +48,12 @@ async def add_message(request: Request) -> Response:
         images=body.images,
         image_attachment_ids=body.image_attachment_ids,
         user_id=body.user_id,
+        message_id=resource_id(request),
     )
+    return _added(stored)
+
+
+def _added(stored: MessageRecord) -> Response:
     return json_response(
         AddMessageResponse(
             message_id=stored.id,
@@ -54,6 +62,18 @@ async def add_message(request: Request) -> Response:
         ),
         status=201,
     )
+
+
+async def _recover_added(
+    request: Request, principal: Principal, message_id: str
+) -> Response | None:
+    """The append's answer, from the message it stored (see `api.idempotency`); the
+    key is the caller's own, and names this path, so the conversation is theirs."""
+    conversation_id = parse_id(request.path_params["conversation_id"])
+    if conversation_id is None:
+        return None
+    stored = await services(request).store.find_message(conversation_id, message_id)
+    return _added(stored) if stored is not None else None
 
 
 def _cursor(params: dict[str, str]) -> int | None:
@@ -122,7 +142,7 @@ async def mark_as_read(request: Request) -> Response:
 routes = [
     resource(
         "/v1/Conversations/{conversation_id}/messages",
-        POST=idempotent(add_message),
+        POST=idempotent(add_message, _recover_added),
         GET=list_messages,
     ),
     Route(

@@ -54,8 +54,10 @@ class AttachmentService:
         file_name: str,
         content_type: str,
         source: str,
+        attachment_id: str | None = None,
     ) -> AttachmentRecord:
-        """Keep a fully received upload. The staged file is consumed either way."""
+        """Keep a fully received upload. The staged file is consumed either way.
+        `attachment_id`: the id to take (an Idempotency-Key's), else a new one."""
         try:
             sha256 = await asyncio.to_thread(staged.finish)
             # Touch first: from here the sweep leaves this content alone, until the
@@ -73,7 +75,7 @@ class AttachmentService:
         finally:
             staged.discard()
         record = AttachmentRecord(
-            id=new_id(),
+            id=attachment_id or new_id(),
             tenant_id=principal.tenant_id,
             conversation_id=conversation_id,
             sha256=sha256,

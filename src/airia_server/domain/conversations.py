@@ -40,7 +40,9 @@ class ConversationService:
         deployment_id: str | None,
         data_source_files: dict[str, list[str]] | None,
         is_bookmarked: bool,
+        conversation_id: str | None = None,
     ) -> ConversationRecord:
+        """`conversation_id`: the id to take (an Idempotency-Key's), else a new one."""
         if not principal.is_api_key and user_id != principal.user_id:
             raise Forbidden(
                 "Cannot create a conversation for another user",
@@ -49,7 +51,7 @@ class ConversationService:
             )
         now = utcnow_iso()
         record = ConversationRecord(
-            id=new_id(),
+            id=conversation_id or new_id(),
             tenant_id=principal.tenant_id,
             user_id=user_id,
             title=title,

@@ -32,7 +32,9 @@ class MessageService:
         images: list[str] | None,
         image_attachment_ids: list[str] | None,
         user_id: str | None,
+        message_id: str | None = None,
     ) -> MessageRecord:
+        """`message_id`: the id to take (an Idempotency-Key's), else a new one."""
         if message is None and not images and not image_attachment_ids:
             raise ValidationFailed(
                 "A message needs text or images",
@@ -60,7 +62,7 @@ class MessageService:
             from_conversation = False
         now = utcnow_iso()
         draft = MessageRecord(
-            id=new_id(),
+            id=message_id or new_id(),
             conversation_id=canonical,
             position=0,
             user_id=author,

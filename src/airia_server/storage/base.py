@@ -222,6 +222,14 @@ class IdempotencyClaim(msgspec.Struct, kw_only=True):
     state: Literal["new", "replay", "mismatch", "pending"]
     status: int | None = None
     response: bytes | None = None
+    resource_id: str | None = None
+    """"new" and "pending": the id of the resource the request creates, kept with the key
+    from its first claim (None for a key claimed before there were such ids)."""
+    claimed_at: str | None = None
+    """"pending": the claim's token (its `now`), to finish it for a request that died."""
+    taken_over: bool = False
+    """"new": the key was claimed before, by a request that never finished (abandoned);
+    its resource may exist already."""
 
 
 class LastOwner(Exception):
@@ -392,12 +400,15 @@ class Store(Protocol):
         now: str,
         expired_before: str,
         abandoned_before: str,
+        resource_id: str | None = None,
     ) -> IdempotencyClaim:
         """Claim `key` for this request (the claim is known by `now`), or say what it
         already holds: the response of the same request (replay), another request
-        (mismatch), or one still running. A key expired before `expired_before`, or
+        (mismatch), or one still running. A key expired before `expired_before` is
+        claimed anew, with `resource_id` as the id of what its request creates. One
         claimed before `abandoned_before` and never finished (its server died with
-        the request), is claimed anew."""
+        the request) is taken over by the same request, and keeps its resource id;
+        by another, it is claimed anew."""
 
     async def finish_idempotency_key(
         self, tenant_id: str, key: str, claimed_at: str, status: int, response: bytes

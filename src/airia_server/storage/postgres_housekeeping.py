@@ -16,39 +16,57 @@ class IdempotencyMixin:
         now: str,
         expired_before: str,
         abandoned_before: str,
+        resource_id: str | None = None,
     ) -> IdempotencyClaim:
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 "
-                "AND (created_at < $3 OR (status IS NULL AND created_at < $4))",
+                "AND (created_at < $3 OR (status IS NULL AND created_at < $4 "
+                "AND request_hash <> $5))",
                 tenant_id,
                 key,
                 expired_before,
                 abandoned_before,
+                request_hash,
             )
             inserted = await conn.fetchval(
-                "INSERT INTO idempotency_keys (tenant_id, key, request_hash, created_at) "
-                "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING 1",
+                "INSERT INTO idempotency_keys (tenant_id, key, request_hash, created_at, "
+                "resource_id) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING 1",
                 tenant_id,
                 key,
                 request_hash,
                 now,
+                resource_id,
             )
             if inserted:
-                return IdempotencyClaim(state="new")
+                return IdempotencyClaim(state="new", resource_id=resource_id)
+            # The row is locked, so two retries cannot both take an abandoned claim over.
             row = await conn.fetchrow(
-                "SELECT request_hash, status, response FROM idempotency_keys "
-                "WHERE tenant_id = $1 AND key = $2",
+                "SELECT request_hash, status, response, created_at, resource_id "
+                "FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 FOR UPDATE",
                 tenant_id,
                 key,
             )
-        if row is None:  # released in between: the caller may simply retry
-            return IdempotencyClaim(state="pending")
-        if row[0] != request_hash:
-            return IdempotencyClaim(state="mismatch")
-        if row[1] is None:
-            return IdempotencyClaim(state="pending")
-        return IdempotencyClaim(state="replay", status=row[1], response=bytes(row[2]))
+            if row is None:  # released in between: the caller may simply retry
+                return IdempotencyClaim(state="pending")
+            hash_, status, response, claimed_at, kept_id = row
+            if hash_ != request_hash:
+                return IdempotencyClaim(state="mismatch")
+            if status is not None:
+                return IdempotencyClaim(state="replay", status=status, response=bytes(response))
+            if claimed_at >= abandoned_before:
+                return IdempotencyClaim(state="pending", resource_id=kept_id, claimed_at=claimed_at)
+            # Abandoned by the same request: taken over, with the same resource id.
+            kept_id = kept_id or resource_id
+            await conn.execute(
+                "UPDATE idempotency_keys SET created_at = $1, resource_id = $2 "
+                "WHERE tenant_id = $3 AND key = $4",
+                now,
+                kept_id,
+                tenant_id,
+                key,
+            )
+            return IdempotencyClaim(state="new", resource_id=kept_id, taken_over=True)
 
     async def finish_idempotency_key(
         self, tenant_id: str, key: str, claimed_at: str, status: int, response: bytes

@@ -18,30 +18,41 @@ class IdempotencyMixin:
         now: str,
         expired_before: str,
         abandoned_before: str,
+        resource_id: str | None = None,
     ) -> IdempotencyClaim:
         def op(conn: sqlite3.Connection) -> IdempotencyClaim:
             conn.execute(
                 "DELETE FROM idempotency_keys WHERE tenant_id = ? AND key = ? AND "
-                "(created_at < ? OR (status IS NULL AND created_at < ?))",
-                (tenant_id, key, expired_before, abandoned_before),
+                "(created_at < ? OR (status IS NULL AND created_at < ? AND request_hash <> ?))",
+                (tenant_id, key, expired_before, abandoned_before, request_hash),
             )
             row = conn.execute(
-                "SELECT request_hash, status, response FROM idempotency_keys "
-                "WHERE tenant_id = ? AND key = ?",
+                "SELECT request_hash, status, response, created_at, resource_id "
+                "FROM idempotency_keys WHERE tenant_id = ? AND key = ?",
                 (tenant_id, key),
             ).fetchone()
             if row is None:
                 conn.execute(
-                    "INSERT INTO idempotency_keys (tenant_id, key, request_hash, created_at) "
-                    "VALUES (?, ?, ?, ?)",
-                    (tenant_id, key, request_hash, now),
+                    "INSERT INTO idempotency_keys (tenant_id, key, request_hash, created_at, "
+                    "resource_id) VALUES (?, ?, ?, ?, ?)",
+                    (tenant_id, key, request_hash, now, resource_id),
                 )
-                return IdempotencyClaim(state="new")
-            if row[0] != request_hash:
+                return IdempotencyClaim(state="new", resource_id=resource_id)
+            hash_, status, response, claimed_at, kept_id = row
+            if hash_ != request_hash:
                 return IdempotencyClaim(state="mismatch")
-            if row[1] is None:
-                return IdempotencyClaim(state="pending")
-            return IdempotencyClaim(state="replay", status=row[1], response=row[2])
+            if status is not None:
+                return IdempotencyClaim(state="replay", status=status, response=response)
+            if claimed_at >= abandoned_before:
+                return IdempotencyClaim(state="pending", resource_id=kept_id, claimed_at=claimed_at)
+            # Abandoned by the same request: taken over, with the same resource id.
+            kept_id = kept_id or resource_id
+            conn.execute(
+                "UPDATE idempotency_keys SET created_at = ?, resource_id = ? "
+                "WHERE tenant_id = ? AND key = ?",
+                (now, kept_id, tenant_id, key),
+            )
+            return IdempotencyClaim(state="new", resource_id=kept_id, taken_over=True)
 
         return await self._write(op)
 
