@@ -511,3 +511,96 @@ def test_the_same_json_spelled_otherwise_is_the_same_request(
         COLLECTION, content=json.dumps({"userId": user, "title": "u"}), headers=headers
     )
     assert_problem(other, 422)
+
+
+def test_a_retry_after_the_write_was_deleted_is_not_done_again(
+    http: httpx.Client, server: LiveServer
+) -> None:
+    """The server died between the write and the key's finish, and what it wrote was
+    deleted before the retry came: the retry is told so (410), at once and after the
+    claim is abandoned, and the deleted conversation or truncated message does not
+    come back."""
+    from airia_server.timeutil import format_us, now_us
+
+    user, key = fresh_user(), str(uuid.uuid4())
+    first = created(http, server, user, key)
+    cid = first.json()["conversationId"]
+    keep = http.post(COLLECTION, json={"userId": user}, headers=server.headers()).json()
+    url = f"{COLLECTION}/{keep['conversationId']}/messages"
+    sent = http.post(url, json={"message": "gone"}, headers=keyed(server, key + "m"))
+    assert sent.status_code == 201, sent.text
+    unfinish(server, key)
+    unfinish(server, key + "m")
+    assert http.delete(f"{COLLECTION}/{cid}", headers=server.headers()).status_code in (200, 204)
+    truncated = http.delete(f"{url}/{sent.json()['messageId']}/truncate", headers=server.headers())
+    assert truncated.status_code == 200, truncated.text
+
+    for minutes_ago in (0, 11):
+        run_sql(
+            server,
+            "UPDATE idempotency_keys SET created_at = ? WHERE key LIKE ? OR key LIKE ?",
+            format_us(now_us() - minutes_ago * 60_000_000),
+            f"%:{key}",
+            f"%:{key}m",
+        )
+        again = created(http, server, user, key)
+        problem = assert_problem(again, 410)
+        assert again.headers["idempotent-replayed"] == "true"
+        assert problem["message"] == "Already done, and deleted since"
+        resent = http.post(url, json={"message": "gone"}, headers=keyed(server, key + "m"))
+        assert_problem(resent, 410)
+    assert_problem(http.get(f"{COLLECTION}/{cid}", headers=server.headers()), 404)
+    assert http.get(url, headers=server.headers()).json()["items"] == []
+    assert feed_ids(http, server, user) == [keep["conversationId"]]
+
+
+def test_keys_of_users_whose_ids_hold_a_colon_are_their_own(
+    http: httpx.Client, server: LiveServer
+) -> None:
+    """User "a" with key "b:c" and user "a:b" with key "c" are two callers with two
+    keys (they had been one stored key: the second was told the first's message was
+    its own, and its message was never stored)."""
+    stem = fresh_user()
+    first_user, second_user = stem, f"{stem}:b"
+    cid = http.post(COLLECTION, json={"userId": first_user}, headers=server.headers()).json()[
+        "conversationId"
+    ]
+    shared = http.post(
+        f"{COLLECTION}/{cid}/share",
+        json={"userId": second_user, "role": "Collaborator"},
+        headers=server.headers(),
+    )
+    assert shared.status_code == 200, shared.text
+    url = f"{COLLECTION}/{cid}/messages"
+    by_first = {**server.bearer(mint_jwt(first_user)), "Idempotency-Key": "b:c"}
+    by_second = {**server.bearer(mint_jwt(second_user)), "Idempotency-Key": "c"}
+    one = http.post(url, json={"message": "hi"}, headers=by_first)
+    two = http.post(url, json={"message": "hi"}, headers=by_second)
+    assert one.status_code == two.status_code == 201, (one.text, two.text)
+    assert "idempotent-replayed" not in two.headers
+    assert one.json()["messageId"] != two.json()["messageId"]
+    authors = [m["userId"] for m in http.get(url, headers=server.headers()).json()["items"]]
+    assert authors == [first_user, second_user]
+
+
+def test_one_conversation_however_its_path_is_spelled_is_one_request(
+    http: httpx.Client, server: LiveServer
+) -> None:
+    """The id in upper case, or the collection with a trailing slash, reaches the same
+    place: under one key, the same request (it was 422, "another request")."""
+    user, key = fresh_user(), str(uuid.uuid4())
+    first = http.post(COLLECTION, json={"userId": user}, headers=keyed(server, key))
+    again = http.post(f"{COLLECTION}/", json={"userId": user}, headers=keyed(server, key))
+    assert again.status_code == 201 and again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    cid = first.json()["conversationId"]
+    lower = http.post(
+        f"{COLLECTION}/{cid}/messages", json={"message": "x"}, headers=keyed(server, key + "m")
+    )
+    upper = http.post(
+        f"{COLLECTION}/{cid.upper()}/messages",
+        json={"message": "x"},
+        headers=keyed(server, key + "m"),
+    )
+    assert upper.status_code == 201 and upper.headers["idempotent-replayed"] == "true"
+    assert upper.json() == lower.json()

@@ -27,10 +27,11 @@ from starlette.responses import Response
 
 from airia_server.api.bodies import read_body
 from airia_server.api.deps import current_principal, services
+from airia_server.api.problems import PROBLEM_JSON
 from airia_server.domain.auth import Principal
 from airia_server.domain.maintenance import IDEMPOTENCY_KEY_TTL_SECONDS as KEY_TTL_SECONDS
 from airia_server.errors import BadRequest, Conflict, ValidationFailed
-from airia_server.ids import new_id
+from airia_server.ids import new_id, parse_id
 from airia_server.timeutil import format_us, now_us
 
 HEADER = "idempotency-key"
@@ -84,12 +85,14 @@ async def run_once(
         return await produce()
     store = services(request).store
     digest = hashlib.sha256()
-    for part in (request.method, request.url.path):
+    for part in (request.method, _canonical_path(request)):
         digest.update(part.encode() + b"\0")
     digest.update(fingerprint)
     # The caller's own: an API key's, or a bearer user's (never another's to replay).
-    caller = principal.user_id if principal.user_id is not None else principal.key_id
-    key = f"{principal.kind}:{caller}:{key}"
+    # The caller's length first: a user id may hold ":" (user "a" with key "b:c" and
+    # user "a:b" with key "c" must not share one).
+    caller = (principal.user_id if principal.user_id is not None else principal.key_id) or ""
+    key = f"{principal.kind}:{len(caller)}:{caller}:{key}"
     now = now_us()
     claimed_at = format_us(now)
     claim = await store.claim_idempotency_key(
@@ -102,10 +105,11 @@ async def run_once(
         resource_id=new_id(),
     )
     if claim.state == "replay":
+        status = claim.status or 200
         return Response(
             claim.response or b"",
-            status_code=claim.status or 200,
-            media_type="application/json",
+            status_code=status,
+            media_type=PROBLEM_JSON if status >= 400 else "application/json",
             headers={"Idempotent-Replayed": "true"},
         )
     if claim.state == "mismatch":
@@ -143,6 +147,16 @@ async def run_once(
     try:
         response = await produce()
     except BaseException:
+        if claim.taken_over and recover is not None and claim.resource_id is not None:
+            # The request taken over was not dead, only slow (or its server's clock
+            # was off), and has written its resource meanwhile (this one then failed
+            # on its id): that is the answer, and the key stays taken.
+            done = await recover(request, principal, claim.resource_id)
+            if done is not None:
+                await store.finish_idempotency_key(
+                    principal.tenant_id, key, claimed_at, done.status_code, bytes(done.body)
+                )
+                return _replayed(done)
         await store.release_idempotency_key(principal.tenant_id, key, claimed_at)
         raise
     if 200 <= response.status_code < 300:
@@ -152,6 +166,18 @@ async def run_once(
     else:
         await store.release_idempotency_key(principal.tenant_id, key, claimed_at)
     return response
+
+
+def _canonical_path(request: Request) -> str:
+    """The path as the route reads it: one conversation, however its id is spelled
+    (upper or lower case), and without a trailing slash, is one path."""
+    path = request.url.path.rstrip("/")
+    raw = request.path_params.get("conversation_id")
+    if raw:
+        canonical = parse_id(raw)
+        if canonical is not None and canonical != raw:
+            path = path.replace(raw, canonical, 1)
+    return path
 
 
 def _json_fingerprint(body: bytes) -> bytes:

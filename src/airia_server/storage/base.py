@@ -232,6 +232,22 @@ class IdempotencyClaim(msgspec.Struct, kw_only=True):
     its resource may exist already."""
 
 
+GONE_STATUS = 410
+GONE_RESPONSE = msgspec.json.encode(
+    {
+        "type": "about:blank",
+        "title": "Gone",
+        "status": GONE_STATUS,
+        "detail": "This request was done once; what it created has been deleted since, "
+        "and it is not done again",
+        "message": "Already done, and deleted since",
+    }
+)
+"""What an unfinished Idempotency-Key is finished with when the resource its request
+created is deleted (its server died between the write and the finish): a retry is
+told the work was done, where it would otherwise do it again."""
+
+
 class LastOwner(Exception):
     """The change would leave the conversation without an Owner."""
 

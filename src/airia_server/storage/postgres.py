@@ -23,6 +23,8 @@ import asyncpg
 import msgspec
 
 from airia_server.storage.base import (
+    GONE_RESPONSE,
+    GONE_STATUS,
     ApiKeyRecord,
     ConversationRecord,
     EventRecord,
@@ -78,6 +80,14 @@ _OWNED_TABLES = (
 _DELETE_CONVERSATION = (
     "WITH gone AS (DELETE FROM conversations WHERE id = $1 AND tenant_id = $2 "
     "RETURNING id, last_sequence), "
+    # Unfinished keys that named the conversation, or one of its messages or
+    # attachments: their requests were done, and must not be done again. (Every part
+    # of the statement reads the rows as they were before it.)
+    "k AS (UPDATE idempotency_keys i SET status = $3, response = $4 "
+    "WHERE i.tenant_id = $2 AND i.status IS NULL AND EXISTS (SELECT 1 FROM gone) "
+    "AND (i.resource_id = $1 OR EXISTS (SELECT 1 FROM messages m WHERE m.id = i.resource_id "
+    "AND m.conversation_id = $1) OR EXISTS (SELECT 1 FROM attachments a "
+    "WHERE a.id = i.resource_id AND a.conversation_id = $1)) RETURNING 1), "
     + ", ".join(
         f"d_{table} AS (DELETE FROM {table} WHERE conversation_id IN (SELECT id FROM gone) "
         "RETURNING 1)"
@@ -404,7 +414,9 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
     async def delete_conversation(
         self, tenant_id: str, conversation_id: str, deleted_at: str
     ) -> tuple[EventRecord, int] | None:
-        row = await self.pool.fetchrow(_DELETE_CONVERSATION, conversation_id, tenant_id)
+        row = await self.pool.fetchrow(
+            _DELETE_CONVERSATION, conversation_id, tenant_id, GONE_STATUS, GONE_RESPONSE
+        )
         if row is None:
             return None
         event = EventRecord(

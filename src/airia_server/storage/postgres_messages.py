@@ -9,6 +9,8 @@ import msgspec
 
 from airia_server.ids import new_id
 from airia_server.storage.base import (
+    GONE_RESPONSE,
+    GONE_STATUS,
     EventRecord,
     LastOwner,
     MessageRecord,
@@ -265,6 +267,17 @@ class MessagesMixin:
             )
             if position is None:
                 raise _Rollback
+            # Unfinished keys that named a message going now: done, not to be redone.
+            await conn.execute(
+                "UPDATE idempotency_keys i SET status = $1, response = $2 WHERE "
+                "i.tenant_id = $3 AND i.status IS NULL AND EXISTS (SELECT 1 FROM messages m "
+                "WHERE m.id = i.resource_id AND m.conversation_id = $4 AND m.position >= $5)",
+                GONE_STATUS,
+                GONE_RESPONSE,
+                tenant_id,
+                conversation_id,
+                position,
+            )
             status = await conn.execute(
                 "DELETE FROM messages WHERE conversation_id = $1 AND position >= $2",
                 conversation_id,

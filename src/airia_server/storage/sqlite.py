@@ -18,6 +18,8 @@ from typing import Any
 import msgspec
 
 from airia_server.storage.base import (
+    GONE_RESPONSE,
+    GONE_STATUS,
     ApiKeyRecord,
     ConversationRecord,
     EventRecord,
@@ -424,6 +426,21 @@ class SqliteStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, LifecycleMi
             ).fetchone()
             if row is None:
                 return None
+            # Unfinished keys that named the conversation, or one of its messages or
+            # attachments: their requests were done, and must not be done again.
+            conn.execute(
+                "UPDATE idempotency_keys SET status = :status, response = :response "
+                "WHERE tenant_id = :tenant AND status IS NULL AND (resource_id = :id "
+                "OR EXISTS (SELECT 1 FROM messages m WHERE m.id = idempotency_keys.resource_id "
+                "AND m.conversation_id = :id) OR EXISTS (SELECT 1 FROM attachments a "
+                "WHERE a.id = idempotency_keys.resource_id AND a.conversation_id = :id))",
+                {
+                    "status": GONE_STATUS,
+                    "response": GONE_RESPONSE,
+                    "tenant": tenant_id,
+                    "id": conversation_id,
+                },
+            )
             removed = 0
             for table in _OWNED_TABLES:
                 removed = conn.execute(

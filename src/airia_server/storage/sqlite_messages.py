@@ -8,6 +8,8 @@ import msgspec
 
 from airia_server.ids import new_id
 from airia_server.storage.base import (
+    GONE_RESPONSE,
+    GONE_STATUS,
     EventRecord,
     LastOwner,
     MessageRecord,
@@ -223,6 +225,14 @@ class MessagesMixin:
             ).fetchone()
             if found is None:
                 return None
+            # Unfinished keys that named a message going now: done, not to be redone.
+            conn.execute(
+                "UPDATE idempotency_keys SET status = ?, response = ? WHERE tenant_id = ? "
+                "AND status IS NULL AND EXISTS (SELECT 1 FROM messages m WHERE "
+                "m.id = idempotency_keys.resource_id AND m.conversation_id = ? "
+                "AND m.position >= ?)",
+                (GONE_STATUS, GONE_RESPONSE, tenant_id, conversation_id, found[0]),
+            )
             deleted = conn.execute(
                 "DELETE FROM messages WHERE conversation_id = ? AND position >= ?",
                 (conversation_id, found[0]),

@@ -1,0 +1,97 @@
+"""`run_once`, the Idempotency-Key protocol, against a store whose answers the test sets:
+the paths a live server reaches only by a request slower than the abandonment window."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from starlette.requests import Request
+from starlette.responses import Response
+
+from airia_server.api import idempotency
+from airia_server.domain.auth import Principal
+from airia_server.storage.base import IdempotencyClaim
+
+from .asgi import http_scope
+
+
+class Keys:
+    """The idempotency half of a store: one claim to hand out, and a record of what
+    was finished and released."""
+
+    def __init__(self, claim: IdempotencyClaim) -> None:
+        self.claim = claim
+        self.finished: list[tuple[str, int, bytes]] = []
+        self.released: list[str] = []
+
+    async def claim_idempotency_key(self, *args, **kwargs) -> IdempotencyClaim:
+        return self.claim
+
+    async def finish_idempotency_key(self, tenant, key, claimed_at, status, response) -> None:
+        self.finished.append((claimed_at, status, response))
+
+    async def release_idempotency_key(self, tenant, key, claimed_at) -> None:
+        self.released.append(claimed_at)
+
+
+def keyed_request(store: Keys) -> Request:
+    scope = http_scope("POST", "/v1/Conversations/c1/messages")
+    scope["headers"].append((b"idempotency-key", b"k1"))
+    scope["app"] = SimpleNamespace(services=SimpleNamespace(store=store))
+    scope["path_params"] = {"conversation_id": "c1"}
+    return Request(scope)
+
+
+PRINCIPAL = Principal(tenant_id="t1", kind="api_key", key_id="key1")
+
+
+async def test_a_takeover_that_loses_to_the_slow_first_request_answers_its_write() -> None:
+    """The claim was taken over (the first request counted as dead), but the first was
+    only slow: it wrote the resource, and this request's write then failed on the
+    same id. The answer is the first's resource, and the key is kept, not released
+    (a release had let a third try write a second copy)."""
+    store = Keys(IdempotencyClaim(state="new", resource_id="r1", taken_over=True))
+    recovered: list[str] = []
+    exists = False
+
+    async def recover(request, principal, resource_id):
+        recovered.append(resource_id)
+        return Response(b'{"messageId": "r1"}', status_code=201) if exists else None
+
+    async def produce():
+        nonlocal exists
+        exists = True  # the first request commits meanwhile...
+        raise RuntimeError("duplicate key value violates unique constraint")  # ...so this fails
+
+    response = await idempotency.run_once(keyed_request(store), PRINCIPAL, b"{}", produce, recover)
+    assert (response.status_code, response.body) == (201, b'{"messageId": "r1"}')
+    assert response.headers["idempotent-replayed"] == "true"
+    assert recovered == ["r1", "r1"]  # before the write, and after it failed
+    assert len(store.finished) == 1 and store.released == []
+
+
+async def test_a_request_that_fails_without_a_takeover_releases_its_key() -> None:
+    store = Keys(IdempotencyClaim(state="new", resource_id="r1"))
+
+    async def recover(request, principal, resource_id):
+        raise AssertionError("nothing to recover on a first claim")
+
+    async def produce():
+        raise RuntimeError("the database went away")
+
+    with pytest.raises(RuntimeError):
+        await idempotency.run_once(keyed_request(store), PRINCIPAL, b"{}", produce, recover)
+    assert store.finished == [] and len(store.released) == 1
+
+
+async def test_a_new_claim_hands_its_resource_id_to_the_handler() -> None:
+    store = Keys(IdempotencyClaim(state="new", resource_id="r9"))
+    request = keyed_request(store)
+
+    async def produce():
+        return Response(idempotency.resource_id(request).encode(), status_code=201)
+
+    response = await idempotency.run_once(request, PRINCIPAL, b"{}", produce)
+    assert response.body == b"r9"
+    assert store.finished[0][1:] == (201, b"r9")
