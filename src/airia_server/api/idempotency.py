@@ -118,45 +118,44 @@ async def run_once(
             "This key was first used with another body or path; use a new key for a new request",
             errors=[{"field": "Idempotency-Key", "message": "used for a different request"}],
         )
+
+    async def written(token: str) -> Response | None:
+        """The answer rebuilt from the resource the key names, if it was written (the
+        key is then finished with it, under the claim `token`)."""
+        if recover is None or claim.resource_id is None:
+            return None
+        done = await recover(request, principal, claim.resource_id)
+        if done is None:
+            return None
+        await store.finish_idempotency_key(
+            principal.tenant_id, key, token, done.status_code, bytes(done.body)
+        )
+        return _replayed(done)
+
     if claim.state == "pending":
         # Still running, or its server died after the write: then what it made is there.
-        if recover is not None and claim.resource_id is not None:
-            done = await recover(request, principal, claim.resource_id)
-            if done is not None:
-                await store.finish_idempotency_key(
-                    principal.tenant_id,
-                    key,
-                    claim.claimed_at or "",
-                    done.status_code,
-                    bytes(done.body),
-                )
-                return _replayed(done)
+        done = await written(claim.claimed_at or "")
+        if done is not None:
+            return done
         error = Conflict(
             "A request with this Idempotency-Key is still running", "Retry once it has finished"
         )
         error.headers["Retry-After"] = "1"
         raise error
-    if claim.taken_over and recover is not None and claim.resource_id is not None:
-        done = await recover(request, principal, claim.resource_id)
+    if claim.taken_over:  # its server died: before its write, or after it?
+        done = await written(claimed_at)
         if done is not None:
-            await store.finish_idempotency_key(
-                principal.tenant_id, key, claimed_at, done.status_code, bytes(done.body)
-            )
-            return _replayed(done)
+            return done
     request.scope[_RESOURCE_ID] = claim.resource_id
     try:
         response = await produce()
     except BaseException:
-        if claim.taken_over and recover is not None and claim.resource_id is not None:
-            # The request taken over was not dead, only slow (or its server's clock
-            # was off), and has written its resource meanwhile (this one then failed
-            # on its id): that is the answer, and the key stays taken.
-            done = await recover(request, principal, claim.resource_id)
-            if done is not None:
-                await store.finish_idempotency_key(
-                    principal.tenant_id, key, claimed_at, done.status_code, bytes(done.body)
-                )
-                return _replayed(done)
+        # A request taken over that was not dead, only slow (or its server's clock was
+        # off), may have written its resource meanwhile, and this one then failed on
+        # the same id: that is the answer, and the key stays taken.
+        done = await written(claimed_at) if claim.taken_over else None
+        if done is not None:
+            return done
         await store.release_idempotency_key(principal.tenant_id, key, claimed_at)
         raise
     if 200 <= response.status_code < 300:
