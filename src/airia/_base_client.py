@@ -11,6 +11,7 @@ import functools
 import logging
 import os
 import random
+import sys
 from typing import Any
 from urllib.parse import quote, urljoin
 
@@ -150,7 +151,9 @@ class BaseClient:
             # Asked for request logs where nothing would show them: as the official
             # package does, they go to stderr (`configure_logging()`). Logging an
             # application has set up is left as it is.
-            configure_logging()
+            # Colours only on a terminal: these lines were not asked for by name, and
+            # escape codes would litter a log file or a pipe.
+            configure_logging(use_colors=sys.stderr.isatty())
 
     def __repr__(self) -> str:
         auth = "api_key" if self.api_key else "bearer_token"
