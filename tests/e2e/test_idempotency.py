@@ -70,6 +70,23 @@ def fresh_user() -> str:
     return f"idem_{uuid.uuid4().hex[:12]}"
 
 
+def shared_conversation(
+    http: httpx.Client, server: LiveServer, owner: str, collaborator: str
+) -> str:
+    """A conversation of `owner`'s, shared with `collaborator` as Collaborator (by the API
+    key): its id."""
+    cid = http.post(COLLECTION, json={"userId": owner}, headers=server.headers()).json()[
+        "conversationId"
+    ]
+    shared = http.post(
+        f"{COLLECTION}/{cid}/share",
+        json={"userId": collaborator, "role": "Collaborator"},
+        headers=server.headers(),
+    )
+    assert shared.status_code == 200, shared.text
+    return cid
+
+
 def feed_ids(http: httpx.Client, server: LiveServer, user: str, api_key: str | None = None):
     response = http.get(
         f"{COLLECTION}/feed", params={"userId": user}, headers=server.headers(api_key)
@@ -307,15 +324,7 @@ def test_a_replay_answers_what_was_done_even_after_access_ended(
     after the conversation was deleted, still gets the first answer, not a 404 that
     would say it had not. A new request under a new key is refused as usual."""
     owner, collaborator = fresh_user(), fresh_user()
-    cid = http.post(COLLECTION, json={"userId": owner}, headers=server.headers()).json()[
-        "conversationId"
-    ]
-    shared = http.post(
-        f"{COLLECTION}/{cid}/share",
-        json={"userId": collaborator, "role": "Collaborator"},
-        headers=server.headers(),
-    )
-    assert shared.status_code == 200, shared.text
+    cid = shared_conversation(http, server, owner, collaborator)
     as_collaborator = {
         **server.bearer(mint_jwt(collaborator)),
         "Idempotency-Key": str(uuid.uuid4()),
@@ -562,15 +571,7 @@ def test_keys_of_users_whose_ids_hold_a_colon_are_their_own(
     its own, and its message was never stored)."""
     stem = fresh_user()
     first_user, second_user = stem, f"{stem}:b"
-    cid = http.post(COLLECTION, json={"userId": first_user}, headers=server.headers()).json()[
-        "conversationId"
-    ]
-    shared = http.post(
-        f"{COLLECTION}/{cid}/share",
-        json={"userId": second_user, "role": "Collaborator"},
-        headers=server.headers(),
-    )
-    assert shared.status_code == 200, shared.text
+    cid = shared_conversation(http, server, first_user, second_user)
     url = f"{COLLECTION}/{cid}/messages"
     by_first = {**server.bearer(mint_jwt(first_user)), "Idempotency-Key": "b:c"}
     by_second = {**server.bearer(mint_jwt(second_user)), "Idempotency-Key": "c"}

@@ -535,6 +535,17 @@ async def test_truncated_messages_keep_no_content_in_the_event_log(store) -> Non
     assert [e.data["message"] for e in await store.events_after(other.id, 0, 100)] == ["hello"]
 
 
+async def hello_and_secret(store) -> tuple[ConversationRecord, MessageRecord]:
+    """A conversation with two messages, "hello" and a secret: the conversation and the
+    secret's record."""
+    record = make_record(user="alice")
+    await create(store, record)
+    secret = msgspec.structs.replace(make_message(record.id, "alice"), message="hunter2")
+    for message in (make_message(record.id, "alice"), secret):
+        assert await store.add_message("t1", message) is not None
+    return record, secret
+
+
 async def test_messages_truncated_before_the_upgrade_leave_the_log_at_migration_10(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -546,13 +557,8 @@ async def test_messages_truncated_before_the_upgrade_leave_the_log_at_migration_
     monkeypatch.setattr(sqlite_storage, "migrations", lambda: [m for m in every if m[0] < 10])
     store = SqliteStore(tmp_path / "old.db")
     await store.start()
-    record = make_record(user="alice")
     try:
-        await create(store, record)
-        kept = make_message(record.id, "alice")
-        secret = msgspec.structs.replace(make_message(record.id, "alice"), message="hunter2")
-        for message in (kept, secret):
-            assert await store.add_message("t1", message) is not None
+        record, secret = await hello_and_secret(store)
     finally:
         await store.close()
     with sqlite3.connect(store.path) as conn:  # a truncation as it was done before
@@ -582,13 +588,8 @@ async def test_messages_truncated_before_the_upgrade_leave_the_log_on_postgresql
         monkeypatch.setattr(postgres_storage, "migrations", lambda: [m for m in every if m[0] < 10])
         old = PostgresStore(url)
         await old.start()
-        record = make_record(user="alice")
         try:
-            await create(old, record)
-            kept = make_message(record.id, "alice")
-            secret = msgspec.structs.replace(make_message(record.id, "alice"), message="hunter2")
-            for message in (kept, secret):
-                assert await old.add_message("t1", message) is not None
+            record, secret = await hello_and_secret(old)
         finally:
             await old.close()
         conn = await asyncpg.connect(url)

@@ -12,7 +12,8 @@ A socket opened with an API key's ticket lasts as long as the key:
 
 Clients may send `{"type": "typing", "isTyping": true}` and
 `{"type": "presence", "action": "joined"}`; they are broadcast like the HTTP
-equivalents, with the same role rules.
+equivalents, with the same role rules, held to the role as it stands (read for
+each frame, not as the socket last heard it) and to the API key still standing.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Content is addressed by (tenant, SHA-256), so identical uploads in one tenant
 are stored once. Uploads are first written to a staging file (hashed and
 counted as they stream in), then handed to the store, which takes the file
 over. Which blobs are referenced is the database's business (`blobs`,
-`attachments`); a store only holds bytes.
+`attachments`); a store only holds bytes. `sweep_staging` deletes the staging
+files an upload cut off by a crash left behind.
 """
 
 from __future__ import annotations

@@ -136,18 +136,20 @@ async def touch_participants(conn, conversation_id: str, updated_at: str) -> Non
     )
 
 
+FORGET_CONTENTS_SQL = (
+    '(data::jsonb || \'{"message": null, "images": null, '
+    '"imageAttachmentIds": null}\'::jsonb)::text'
+)
+"""A `message.created` event's data without the message's content."""
+
+
 async def forget_contents(
     conn: asyncpg.Connection, conversation_id: str, message_id: str, position: int
 ) -> None:
-    """Truncation deletes messages, and their text, images and attachment references
-    leave the event log too: the `message.created` events of that message and every
-    later one keep their ids, authors and times (a replay stays gap-free, and the
-    `messages.truncated` after them says what went) but no longer their content.
-
-    A message's event has a sequence no lower than its position (each message took
-    one of each, under the conversation's row lock), and messages are numbered in
-    the order their events were, so the events from that message's on are exactly
-    those of the messages deleted."""
+    """The rule of `sqlite_messages.forget_contents`, in PostgreSQL's SQL: the deleted
+    messages' events keep ids, authors and times, not content. (Positions and
+    sequences are both taken under the conversation's row lock, so they keep one
+    order here too.)"""
     start = await conn.fetchval(
         "SELECT sequence FROM conversation_events WHERE conversation_id = $1 "
         "AND sequence >= $2 AND type = 'message.created' AND data::json ->> 'id' = $3",
@@ -162,13 +164,6 @@ async def forget_contents(
             conversation_id,
             start,
         )
-
-
-FORGET_CONTENTS_SQL = (
-    '(data::jsonb || \'{"message": null, "images": null, '
-    '"imageAttachmentIds": null}\'::jsonb)::text'
-)
-"""A `message.created` event's data without the message's content."""
 
 
 class MessagesMixin:

@@ -90,6 +90,13 @@ def append_event(conn: sqlite3.Connection, event: EventRecord) -> None:
     )
 
 
+FORGET_CONTENTS_SQL = (
+    "json_set(data, '$.message', NULL, '$.images', NULL, '$.imageAttachmentIds', NULL)"
+)
+"""A `message.created` event's data without the message's content (SQL NULL is
+JSON null in `json_set`)."""
+
+
 def forget_contents(
     conn: sqlite3.Connection, conversation_id: str, message_id: str, position: int
 ) -> None:
@@ -112,13 +119,6 @@ def forget_contents(
             "WHERE conversation_id = ? AND sequence >= ? AND type = 'message.created'",
             (conversation_id, start[0]),
         )
-
-
-FORGET_CONTENTS_SQL = (
-    "json_set(data, '$.message', NULL, '$.images', NULL, '$.imageAttachmentIds', NULL)"
-)
-"""A `message.created` event's data without the message's content (SQL NULL is
-JSON null in `json_set`)."""
 
 
 class MessagesMixin:
