@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -288,13 +288,16 @@ async def test_a_socket_on_the_other_instance_catches_up_from_after_even_without
 
 class TcpProxy:
     """A TCP forwarder to Redis that the test can cut and restore: a partition between one
-    instance and Redis while the other instance still reaches it."""
+    instance and Redis while the other instance still reaches it. Or stall: connections
+    stay open and carry nothing (what goes through is dropped), as behind a firewall that
+    drops packets, until `resume`."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.port = free_port()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self.stalled = False
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
@@ -319,6 +322,8 @@ class TcpProxy:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             try:
                 while data := await src.read(65536):
+                    if self.stalled:
+                        continue
                     dst.write(data)
                     await dst.drain()
             except (OSError, asyncio.CancelledError):
@@ -333,18 +338,10 @@ class TcpProxy:
             pass
 
 
-async def test_an_event_written_on_an_instance_cut_off_from_redis_reaches_the_others_sockets(
-    tmp_path: Path,
-) -> None:
-    """Instance `one` reaches Redis through a proxy the test cuts; `two` reaches it directly
-    and stays connected. A write on `one` during its partition is delivered only to `one`'s
-    sockets (by design). When `one` is back, the socket on `two` must still receive that
-    event, without waiting for a later event or a reconnect.
-
-    This fails today (see docs/deployment.md, "Known gap"): on re-subscribing, an instance
-    resyncs only its own sockets; nothing tells the others that it delivered events locally
-    only, so `two`'s socket gets the event only when the conversation's next event reveals
-    the gap, or on reconnect."""
+@pytest.fixture
+async def partitionable(tmp_path: Path) -> AsyncIterator[tuple[TcpProxy, Server, Server]]:
+    """Instance `one` reaches a private Redis through a proxy the test can cut or stall;
+    `two` reaches it directly."""
     backends.require(backends.postgres_problem())
     if shutil.which("redis-server") is None:
         backends.require("redis-server is not installed (apt-get install redis-server)")
@@ -364,50 +361,79 @@ async def test_an_event_written_on_an_instance_cut_off_from_redis_reaches_the_ot
                 wait_healthy, server.process, server.base_url, server.stderr_path
             )
             await asyncio.to_thread(server.wait_readyz, 200)
-        async with httpx.AsyncClient(
-            base_url=one.base_url, timeout=TIMEOUT, headers=HEADERS
-        ) as on_one:
-            cid = ok(await on_one.post(COLLECTION, json={"userId": "u"}))["conversationId"]
-            url = ok(await on_one.get(f"{COLLECTION}/{cid}/websocket-url"))["websocketUrl"]
-            async with open_ws(url) as local, open_ws(on_server(url, two)) as remote:
-                first = ok(await on_one.post(f"{COLLECTION}/{cid}/messages", json={"message": "0"}))
-                for ws in (local, remote):
-                    (event,) = await receive(ws, 1)
-                    assert event["data"]["id"] == first["messageId"]
-
-                await proxy.cut()
-                await asyncio.to_thread(one.wait_readyz, 503)
-                assert (await asyncio.to_thread(two.readyz)).status_code == 200
-                cut_off = ok(
-                    await on_one.post(f"{COLLECTION}/{cid}/messages", json={"message": "1"})
-                )
-                (event,) = await receive(local, 1)
-                assert (event["sequence"], event["data"]["id"]) == (2, cut_off["messageId"])
-
-                await proxy.start()
-                await asyncio.to_thread(one.wait_readyz, 200)
-                try:
-                    (missed,) = await receive(remote, 1)
-                except asyncio.TimeoutError:
-                    # What does deliver it: the next event of the conversation.
-                    async with httpx.AsyncClient(
-                        base_url=two.base_url, timeout=TIMEOUT, headers=HEADERS
-                    ) as on_two:
-                        ok(await on_two.post(f"{COLLECTION}/{cid}/messages", json={"message": "2"}))
-                    late = await receive(remote, 2)
-                    assert [e["sequence"] for e in late] == [2, 3]
-                    pytest.fail(
-                        "BUG: the event written on instance one while it was cut off from "
-                        f"Redis did not reach the socket on instance two within {TIMEOUT:.0f} s "
-                        "of one re-subscribing; it arrived only with the next event"
-                    )
-                assert missed == event
+        yield proxy, one, two
     finally:
         for server in servers:
             stop_process(server.process)
         await proxy.cut()
         redis.stop()
         backends.drop_database_sync(database_url)
+
+
+async def missed_then_caught_up(proxy: TcpProxy, one: Server, two: Server, *, stall: bool) -> None:
+    """A conversation watched from both instances; `one` loses Redis (cut, or stalled)
+    and is written to; it comes back. Its /readyz must say 503 meanwhile, and the socket on
+    `two` must receive the event written meanwhile without waiting for a later event or a
+    reconnect: `one` tells the others to reread the stored log."""
+    async with httpx.AsyncClient(base_url=one.base_url, timeout=TIMEOUT, headers=HEADERS) as on_one:
+        cid = ok(await on_one.post(COLLECTION, json={"userId": "u"}))["conversationId"]
+        url = ok(await on_one.get(f"{COLLECTION}/{cid}/websocket-url"))["websocketUrl"]
+        async with open_ws(url) as local, open_ws(on_server(url, two)) as remote:
+            first = ok(await on_one.post(f"{COLLECTION}/{cid}/messages", json={"message": "0"}))
+            for ws in (local, remote):
+                (event,) = await receive(ws, 1)
+                assert event["data"]["id"] == first["messageId"]
+
+            if stall:
+                proxy.stalled = True
+            else:
+                await proxy.cut()
+                await asyncio.to_thread(one.wait_readyz, 503)
+            # The write answers, and its event reaches the socket on its own instance.
+            cut_off = ok(await on_one.post(f"{COLLECTION}/{cid}/messages", json={"message": "1"}))
+            (event,) = await receive(local, 1)
+            assert (event["sequence"], event["data"]["id"]) == (2, cut_off["messageId"])
+            body = await asyncio.to_thread(one.wait_readyz, 503)
+            assert body["checks"]["redis"].startswith("unreachable"), body
+            assert (await asyncio.to_thread(two.readyz)).status_code == 200
+
+            if stall:
+                proxy.stalled = False
+            else:
+                await proxy.start()
+            await asyncio.to_thread(one.wait_readyz, 200)
+            try:
+                (missed,) = await receive(remote, 1)
+            except asyncio.TimeoutError:
+                # What does deliver it: the next event of the conversation.
+                async with httpx.AsyncClient(
+                    base_url=two.base_url, timeout=TIMEOUT, headers=HEADERS
+                ) as on_two:
+                    ok(await on_two.post(f"{COLLECTION}/{cid}/messages", json={"message": "2"}))
+                late = await receive(remote, 2)
+                assert [e["sequence"] for e in late] == [2, 3]
+                pytest.fail(
+                    "BUG: the event written on instance one while it had lost Redis did not "
+                    f"reach the socket on instance two within {TIMEOUT:.0f} s of one being "
+                    "back; it arrived only with the next event"
+                )
+            assert missed == event
+
+
+async def test_an_event_written_on_an_instance_cut_off_from_redis_reaches_the_others_sockets(
+    partitionable: tuple[TcpProxy, Server, Server],
+) -> None:
+    """The proxy closes `one`'s connections to Redis and refuses new ones."""
+    await missed_then_caught_up(*partitionable, stall=False)
+
+
+async def test_an_instance_whose_redis_stalls_says_so_and_the_others_catch_up(
+    partitionable: tuple[TcpProxy, Server, Server],
+) -> None:
+    """The proxy keeps `one`'s connections open and carries nothing: no error is raised on
+    either of them, so `one` has to notice by the clock (a PUBLISH that does not answer,
+    a listening connection that hears nothing, not even its PINGs answered)."""
+    await missed_then_caught_up(*partitionable, stall=True)
 
 
 async def test_a_deletion_and_a_removal_missed_in_an_outage_still_close_the_remote_sockets(
@@ -460,3 +486,25 @@ async def test_a_deletion_and_a_removal_missed_in_an_outage_still_close_the_remo
             assert (removed["type"], removed["data"]["userId"]) == ("participant.removed", bob)
             await asyncio.wait_for(watching_shared.wait_closed(), TIMEOUT)
             assert watching_shared.close_code == 1008  # and never the message after it
+
+
+async def test_a_socket_on_an_instance_whose_redis_stalls_gets_what_was_written_elsewhere(
+    partitionable: tuple[TcpProxy, Server, Server],
+) -> None:
+    """The other direction: `one` publishes nothing, and its listening connection stays
+    open while the events written on `two` are dropped on their way. `one` must notice by
+    the silence (its PINGs unanswered), say 503, and once the path is back, reread the log
+    for its sockets: the event written on `two` meanwhile arrives without a later one."""
+    proxy, one, two = partitionable
+    async with httpx.AsyncClient(base_url=two.base_url, timeout=TIMEOUT, headers=HEADERS) as on_two:
+        cid = ok(await on_two.post(COLLECTION, json={"userId": "u"}))["conversationId"]
+        url = ok(await on_two.get(f"{COLLECTION}/{cid}/websocket-url"))["websocketUrl"]
+        async with open_ws(on_server(url, one)) as on_one:
+            proxy.stalled = True
+            written = ok(await on_two.post(f"{COLLECTION}/{cid}/messages", json={"message": "1"}))
+            body = await asyncio.to_thread(one.wait_readyz, 503)
+            assert body["checks"]["redis"].startswith("unreachable"), body
+            proxy.stalled = False
+            await asyncio.to_thread(one.wait_readyz, 200)
+            (event,) = await receive(on_one, 1)
+            assert (event["sequence"], event["data"]["id"]) == (1, written["messageId"])

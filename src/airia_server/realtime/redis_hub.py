@@ -7,6 +7,15 @@ writes go on (each instance delivers its own events locally and `/readyz`
 says Redis is down); when it comes back, every local socket rereads the
 stored log from its last sequence, so nothing is lost.
 
+Redis can also stall rather than go: paused, overloaded, or behind a path that
+drops packets without closing the connection. Nothing raises then, so both
+connections watch the clock. A PUBLISH gets `PUBLISH_TIMEOUT`; one that does
+not go through marks Redis away for publishing, and a probe tries again every
+`PROBE_EVERY` seconds until one does, telling the other instances to reread
+what they missed. The listening connection, idle between events, PINGs Redis
+when it has heard nothing for `PING_EVERY` seconds and counts as dead after
+`SILENT_LIMIT` seconds of silence: it reconnects as after an error.
+
 One channel for all conversations keeps subscription handling trivial and
 ordering simple; every instance sees every event, which suits tens of
 thousands of events per second. Sharding the channel by conversation is the
@@ -29,7 +38,9 @@ import logging
 
 import msgspec
 import redis.asyncio as redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from airia_server.realtime.hub import LocalHub
 from airia_server.storage.base import EventRecord
@@ -40,6 +51,15 @@ _encode = msgspec.msgpack.encode
 _decode = msgspec.msgpack.Decoder(list[EventRecord] | EventRecord).decode
 MAX_BATCH = 256
 """Events in one Redis message, at most."""
+PUBLISH_TIMEOUT = 1.0
+"""Seconds a PUBLISH may take: well under a millisecond when Redis is there."""
+PROBE_EVERY = 1.0
+"""Seconds between tries to publish again after a PUBLISH failed."""
+PING_EVERY = 2.0
+"""Seconds of silence on the listening connection before it PINGs Redis."""
+SILENT_LIMIT = 5.0
+"""Seconds without a word from Redis (an event, a reply to a PING, the confirmation
+of a SUBSCRIBE) after which the listening connection counts as dead."""
 
 
 class RedisHub(LocalHub):
@@ -47,22 +67,26 @@ class RedisHub(LocalHub):
         super().__init__(queue_size)
         self._channel = f"{prefix}:events"
         self._control = f"{prefix}:control"
-        self._redis = redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0)
-        # The listening connection idles between events: no read timeout, but a PING
-        # every few seconds so a dead connection is noticed.
-        self._listen_client = redis.from_url(
-            url, socket_connect_timeout=1.0, health_check_interval=5
+        self._redis = redis.from_url(
+            url, socket_connect_timeout=1.0, socket_timeout=PUBLISH_TIMEOUT
         )
+        # The listening connection idles between events: no read timeout; `_listen`
+        # PINGs and watches for silence itself.
+        self._listen_client = redis.from_url(url, socket_connect_timeout=1.0)
         self._listener: asyncio.Task[None] | None = None
+        self._probe: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
-        self._healthy = False
+        self._listening = False
+        """Subscribed, and Redis has been heard from within `SILENT_LIMIT`."""
+        self._publishing = True
+        """The last PUBLISH went through (or none has failed since the probe's did)."""
         self._missed_by_others = False
         """Events went out only locally while Redis was away."""
         self._outbox = _Outbox(self)
 
     @property
     def healthy(self) -> bool:
-        return self._healthy
+        return self._listening and self._publishing
 
     async def start(self) -> None:
         self._listener = asyncio.create_task(self._listen(), name="redis-hub")
@@ -74,17 +98,18 @@ class RedisHub(LocalHub):
 
     async def close(self) -> None:
         await self._outbox.close()
-        if self._listener is not None:
-            self._listener.cancel()
-            try:
-                await self._listener
-            except asyncio.CancelledError:
-                pass
+        for task in (self._listener, self._probe):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
         await self._redis.aclose()
         await self._listen_client.aclose()
 
     async def publish(self, event: EventRecord) -> None:
-        if self._outbox.closed or (not self._healthy and not self._outbox.busy):
+        if self._outbox.closed or (not self.healthy and not self._outbox.busy):
             self._deliver_here([event])
             return
         # Behind the events already on their way, even if Redis has just gone: the
@@ -94,8 +119,11 @@ class RedisHub(LocalHub):
     async def _send(self, events: list[EventRecord]) -> None:
         """One batch: to Redis, where our own listener delivers it locally, as every
         instance's does; or, Redis being away, straight to the sockets here."""
-        if not (self._healthy and await self._publish(self._channel, _encode(events))):
-            self._deliver_here(events)
+        if self.healthy:
+            if await self._publish(self._channel, _encode(events)):
+                return
+            self._lost_publishing()
+        self._deliver_here(events)
 
     def _deliver_here(self, events: list[EventRecord]) -> None:
         if events:
@@ -104,41 +132,87 @@ class RedisHub(LocalHub):
             self.deliver(event)
 
     async def _publish(self, channel: str, payload: bytes) -> bool:
-        # Health is the listener's call; a failed publish only means this event goes
-        # another way. Twice, because a pooled connection can be stale after a restart.
-        for _ in range(2):
+        # A second try after a broken connection (a pooled one is stale after a
+        # restart of Redis), not after a timeout: Redis stalled, and waiting again
+        # would hold every write behind this one as long again.
+        for attempt in range(2):
             try:
                 await self._redis.publish(channel, payload)
                 return True
+            except RedisTimeoutError as exc:
+                failure: BaseException = exc
+                break
             except (RedisError, OSError) as exc:
                 failure = exc
-        log.warning("could not publish to Redis (%s); delivering locally", failure)
+                if attempt:
+                    break
+        log.warning("could not publish to Redis (%s)", failure)
         return False
 
+    def _lost_publishing(self) -> None:
+        """A PUBLISH failed: events go out locally, `/readyz` says so, and a probe
+        tries again until one goes through."""
+        if self._publishing:
+            log.warning("delivering events locally until a PUBLISH to Redis goes through")
+        self._publishing = False
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.create_task(self._probe_publishing(), name="redis-probe")
+
+    async def _probe_publishing(self) -> None:
+        """Until a PUBLISH goes through, try one every `PROBE_EVERY` seconds: the
+        "resync" notice the other instances need, to reread what went out only here."""
+        while True:
+            await asyncio.sleep(PROBE_EVERY)
+            self._missed_by_others = False
+            if not await self._publish(self._control, b"resync"):
+                self._missed_by_others = True
+                continue
+            if not self._publishing:
+                log.info("publishing to Redis again")
+                self._publishing = True
+            # Events went out only here while the notice was on its way: another one
+            # (or, the listener being down, the one it sends when it is back).
+            if not (self._missed_by_others and self._listening):
+                return
+
     def _set_unhealthy(self, exc: BaseException) -> None:
-        if self._healthy:
+        if self._listening:
             log.warning("lost Redis (%s); delivering events locally until it is back", exc)
-        self._healthy = False
+        self._listening = False
 
     async def _listen(self) -> None:
+        loop = asyncio.get_running_loop()
         delay = 0.1
         while True:
             pubsub = self._listen_client.pubsub()
             try:
                 await pubsub.subscribe(self._channel, self._control)
                 confirmed = 0
+                heard = pinged = loop.time()
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
+                    now = loop.time()
                     if message is None:
+                        # Silence: idle, or a Redis that stalled without closing.
+                        if now - heard > SILENT_LIMIT:
+                            raise RedisConnectionError(
+                                f"no word from Redis in {SILENT_LIMIT:.0f} s"
+                            )
+                        if confirmed == 2 and min(now - heard, now - pinged) >= PING_EVERY:
+                            pinged = now
+                            await asyncio.wait_for(pubsub.ping(), PING_EVERY)
+                        continue
+                    heard = now
+                    if message["type"] == "pong":
                         continue
                     if message["type"] == "subscribe":
                         confirmed += 1
                         if confirmed < 2:
                             continue
                         # Confirmed: from here on no publish can pass us by.
-                        if not self._healthy:
+                        if not self._listening:
                             log.info("Redis fan-out is up")
-                            self._healthy = True
+                            self._listening = True
                             # What was published while we were away is in the stored log;
                             # and what we published only locally meanwhile, the other
                             # instances missed: tell them to reread it too.
@@ -156,7 +230,7 @@ class RedisHub(LocalHub):
             except asyncio.CancelledError:
                 await pubsub.aclose()
                 raise
-            except (RedisError, OSError) as exc:
+            except (RedisError, OSError, asyncio.TimeoutError) as exc:
                 self._set_unhealthy(exc)
                 await pubsub.aclose()
                 await asyncio.sleep(delay)
@@ -164,7 +238,8 @@ class RedisHub(LocalHub):
 
     async def _announce_resync(self) -> None:
         if not await self._publish(self._control, b"resync"):
-            self._missed_by_others = True  # announce again after the next reconnect
+            self._missed_by_others = True
+            self._lost_publishing()  # whose probe announces it
 
     def _on_message(self, message: dict) -> None:
         if message.get("type") != "message":
