@@ -1,6 +1,8 @@
 """Requests per minute per API key and per user: fixed one-minute windows, counted in
 Redis when it is configured (so every instance shares the count) and in this process
-otherwise, or while Redis is away."""
+otherwise, or while Redis is away: after a command to Redis fails (0.5 s at most), the
+next `LOCAL_SECONDS` count here without asking it, so a stalled Redis costs one request
+that half second, not every request."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from airia_server.domain.auth import Principal
 from airia_server.errors import AppError
 
 log = logging.getLogger("airia_server.ratelimit")
+LOCAL_SECONDS = 5.0
 
 
 class RateLimited(AppError):
@@ -35,6 +38,8 @@ class RateLimiter:
         )
         self._local: dict[str, int] = {}
         self._window = 0
+        self._redis_after = 0.0
+        """`time.monotonic()` before which Redis is not asked (it failed just now)."""
 
     async def close(self) -> None:
         if self._redis is not None:
@@ -60,16 +65,22 @@ class RateLimiter:
             raise error
 
     async def _count(self, bucket: str, window: int) -> int:
-        if self._redis is not None:
+        if self._redis is not None and time.monotonic() >= self._redis_after:
             key = f"{self._prefix}:ratelimit:{bucket}:{window}"
             try:
                 async with self._redis.pipeline(transaction=False) as pipe:
                     pipe.incr(key)
                     pipe.expire(key, 120)
                     count, _ = await pipe.execute()
+                if self._redis_after:
+                    log.info("rate limits counted in Redis again")
+                    self._redis_after = 0.0
                 return int(count)
-            except (RedisError, OSError):
-                pass  # count here until Redis is back: fail open, per instance
+            except (RedisError, OSError) as exc:
+                # Count here until Redis is back: fail open, per instance.
+                if not self._redis_after:
+                    log.warning("rate limits counted per instance: Redis failed (%s)", exc)
+                self._redis_after = time.monotonic() + LOCAL_SECONDS
         if window != self._window:
             self._window, self._local = window, {}
         self._local[bucket] = self._local.get(bucket, 0) + 1
