@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import socket
 import time
@@ -21,6 +22,7 @@ import httpx
 import pytest
 
 import backends
+from airia_server.domain.auth import BOOTSTRAP_KEY_ID
 
 from .support import (
     LiveServer,
@@ -144,8 +146,9 @@ def test_a_failed_request_releases_its_key(http: httpx.Client, server: LiveServe
 
 
 def test_invalid_keys_are_400(http: httpx.Client, server: LiveServer) -> None:
-    for key in ("k" * 256, "tab\there"):
-        response = http.post(COLLECTION, json={"userId": "x"}, headers=keyed(server, key))
+    for key in ("k" * 256, "tab\there", "caf\u00e9".encode()):  # printable ASCII only
+        headers = {**server.headers(), "Idempotency-Key": key}
+        response = http.post(COLLECTION, json={"userId": "x"}, headers=headers)
         assert_problem(response, 400)
 
 
@@ -605,3 +608,61 @@ def test_one_conversation_however_its_path_is_spelled_is_one_request(
     )
     assert upper.status_code == 201 and upper.headers["idempotent-replayed"] == "true"
     assert upper.json() == lower.json()
+
+
+# --- keys an earlier version kept, read after an upgrade ---------------------------------
+
+
+def as_an_earlier_version_kept_it(
+    server: LiveServer, key: str, spelling: str, path: str, body: bytes
+) -> None:
+    """The key's row as a version before this one wrote it: its key spelled `spelling`,
+    and its hash taken over the path as sent and the body's raw bytes."""
+    digest = hashlib.sha256()
+    for part in (b"POST", path.encode()):
+        digest.update(part + b"\0")
+    digest.update(body)
+    run_sql(
+        server,
+        "UPDATE idempotency_keys SET key = ?, request_hash = ? WHERE key LIKE ?",
+        spelling,
+        digest.hexdigest(),
+        f"%:{key}",
+    )
+
+
+@pytest.mark.parametrize("spelling", ["per caller", "per tenant"])
+def test_a_retry_of_a_request_an_earlier_version_answered_is_not_done_again(
+    http: httpx.Client, server: LiveServer, spelling: str
+) -> None:
+    """An upgrade in the 24 hours a key lives: the retry reaches the new version, which
+    finds the earlier version's answer under that version's spelling of the key (per
+    caller, `api_key:<key id>:<key>`; or, before keys were each caller's, the bare key
+    of the tenant), and replays it rather than making a second copy. The replay is kept
+    under this version's spelling from then on."""
+    user, key = fresh_user(), str(uuid.uuid4())
+    body = dumps({"userId": user, "title": "once"})
+    first = http.post(COLLECTION, content=body, headers=keyed(server, key))
+    assert first.status_code == 201, first.text
+    cid = first.json()["conversationId"]
+    message_body = dumps({"message": "once"})
+    messages = f"{COLLECTION}/{cid}/messages"
+    sent = http.post(messages, content=message_body, headers=keyed(server, key + "m"))
+    assert sent.status_code == 201, sent.text
+
+    key_id = BOOTSTRAP_KEY_ID  # the key `server.headers()` sends
+    for given, path, raw in ((key, COLLECTION, body), (key + "m", messages, message_body)):
+        earlier = f"api_key:{key_id}:{given}" if spelling == "per caller" else given
+        as_an_earlier_version_kept_it(server, given, earlier, path, raw)
+
+    for _ in range(2):  # found under the earlier spelling, then under this version's
+        again = http.post(COLLECTION, content=body, headers=keyed(server, key))
+        assert again.status_code == 201, again.text
+        assert again.headers["idempotent-replayed"] == "true"
+        assert again.json() == first.json()
+        resent = http.post(messages, content=message_body, headers=keyed(server, key + "m"))
+        assert (resent.status_code, resent.headers["idempotent-replayed"]) == (201, "true")
+        assert resent.json() == sent.json()
+    assert feed_ids(http, server, user) == [cid]
+    listed = http.get(messages, headers=server.headers()).json()["items"]
+    assert [m["message"] for m in listed] == ["once"]

@@ -14,6 +14,10 @@ that resource: a retry whose key is unfinished gets the resource the first reque
 made, at once, if it exists; if it does not, the retry waits (409) while the first
 may still be running, and after `ABANDONED_SECONDS` runs the request again, under
 the same id. A request is done once, whenever its server died.
+
+Earlier versions spelled keys otherwise (`_earlier_spellings`). A retry of a request
+an earlier version answered, in the 24 hours after an upgrade, finds that answer
+there: a request is done once across an upgrade too.
 """
 
 from __future__ import annotations
@@ -59,9 +63,19 @@ def _key(request: Request) -> str | None:
     key = request.headers.get(HEADER)
     if key is None:
         return None
-    if not 1 <= len(key) <= 255 or not key.isprintable():
-        raise BadRequest("Invalid Idempotency-Key", "Use 1 to 255 printable characters")
+    if not 1 <= len(key) <= 255 or not (key.isascii() and key.isprintable()):
+        raise BadRequest("Invalid Idempotency-Key", "Use 1 to 255 printable ASCII characters")
     return key
+
+
+def _stored(status: int, body: bytes) -> Response:
+    """A kept response, replayed."""
+    return Response(
+        body,
+        status_code=status,
+        media_type=PROBLEM_JSON if status >= 400 else "application/json",
+        headers={"Idempotent-Replayed": "true"},
+    )
 
 
 def _replayed(response: Response) -> Response:
@@ -79,8 +93,11 @@ async def run_once(
     fingerprint: bytes,
     produce: Callable[[], Awaitable[Response]],
     recover: Recover | None = None,
+    earlier_fingerprint: bytes | None = None,
 ) -> Response:
-    key = _key(request)
+    """`earlier_fingerprint`: the request as earlier versions fingerprinted it, where
+    that differs (the raw body, for JSON)."""
+    given = key = _key(request)
     if key is None:
         return await produce()
     store = services(request).store
@@ -95,23 +112,31 @@ async def run_once(
     key = f"{principal.kind}:{len(caller)}:{caller}:{key}"
     now = now_us()
     claimed_at = format_us(now)
+    expired_before = format_us(now - KEY_TTL_SECONDS * 1_000_000)
     claim = await store.claim_idempotency_key(
         principal.tenant_id,
         key,
         digest.hexdigest(),
         claimed_at,
-        format_us(now - KEY_TTL_SECONDS * 1_000_000),
+        expired_before,
         format_us(now - ABANDONED_SECONDS * 1_000_000),
         resource_id=new_id(),
     )
-    if claim.state == "replay":
-        status = claim.status or 200
-        return Response(
-            claim.response or b"",
-            status_code=status,
-            media_type=PROBLEM_JSON if status >= 400 else "application/json",
-            headers={"Idempotent-Replayed": "true"},
+    if claim.state == "new" and not claim.taken_over:
+        earlier = await store.earlier_idempotency_response(
+            principal.tenant_id,
+            _earlier_spellings(principal, caller, given),
+            _earlier_hash(
+                request, fingerprint if earlier_fingerprint is None else earlier_fingerprint
+            ),
+            expired_before,
         )
+        if earlier is not None:  # answered by the version before an upgrade
+            status, body = earlier
+            await store.finish_idempotency_key(principal.tenant_id, key, claimed_at, status, body)
+            return _stored(status, body)
+    if claim.state == "replay":
+        return _stored(claim.status or 200, claim.response or b"")
     if claim.state == "mismatch":
         raise ValidationFailed(
             "Idempotency-Key reused for a different request",
@@ -167,6 +192,32 @@ async def run_once(
     return response
 
 
+def _earlier_spellings(principal: Principal, caller: str, key: str) -> list[str]:
+    """The caller's key as earlier versions spelled it, for the 24 hours their keys
+    live after an upgrade:
+
+    - `kind:caller:key` (before the caller's length came first). Read only when neither
+      the caller nor the key holds ":", where it names one caller's key alone.
+    - The bare key, per tenant (before keys were each caller's own). It named no
+      caller, so it is read only for an API key, which may act for its whole tenant.
+    """
+    spellings = []
+    if ":" not in caller and ":" not in key:
+        spellings.append(f"{principal.kind}:{caller}:{key}")
+    if principal.is_api_key:
+        spellings.append(key)
+    return spellings
+
+
+def _earlier_hash(request: Request, fingerprint: bytes) -> str:
+    """The request's hash as earlier versions took it: its path as sent."""
+    digest = hashlib.sha256()
+    for part in (request.method, request.url.path):
+        digest.update(part.encode() + b"\0")
+    digest.update(fingerprint)
+    return digest.hexdigest()
+
+
 def _canonical_path(request: Request) -> str:
     """The path as the route reads it: one conversation, however its id is spelled
     (upper or lower case), and without a trailing slash, is one path."""
@@ -201,7 +252,12 @@ def idempotent(handler: Endpoint, recover: Recover | None = None) -> Endpoint:
         body = await read_body(request, services(request).settings.max_body_bytes)
         request._body = body  # Starlette serves it again to the handler
         return await run_once(
-            request, principal, _json_fingerprint(body), lambda: handler(request), recover
+            request,
+            principal,
+            _json_fingerprint(body),
+            lambda: handler(request),
+            recover,
+            earlier_fingerprint=body,
         )
 
     wrapper.__name__ = handler.__name__

@@ -436,6 +436,13 @@ class Store(Protocol):
         """Forget the claim made at `claimed_at`, whose request failed, so a retry may
         run it again."""
 
+    async def earlier_idempotency_response(
+        self, tenant_id: str, keys: list[str], request_hash: str, expired_before: str
+    ) -> tuple[int, bytes] | None:
+        """The finished response kept under one of `keys` (spellings of a key by an
+        earlier version) for a request with this hash, since `expired_before`; None if
+        there is none."""
+
     async def purge_idempotency_keys(self, before: str) -> int: ...
 
     # data lifecycle

@@ -81,6 +81,22 @@ class IdempotencyMixin:
             claimed_at,
         )
 
+    async def earlier_idempotency_response(
+        self, tenant_id: str, keys: list[str], request_hash: str, expired_before: str
+    ) -> tuple[int, bytes] | None:
+        if not keys:
+            return None
+        row = await self.pool.fetchrow(
+            "SELECT status, response FROM idempotency_keys WHERE tenant_id = $1 "
+            "AND key = ANY($2::text[]) AND request_hash = $3 AND status IS NOT NULL "
+            "AND created_at >= $4 LIMIT 1",
+            tenant_id,
+            keys,
+            request_hash,
+            expired_before,
+        )
+        return (row[0], bytes(row[1])) if row else None
+
     async def release_idempotency_key(self, tenant_id: str, key: str, claimed_at: str) -> None:
         await self.pool.execute(
             "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 "

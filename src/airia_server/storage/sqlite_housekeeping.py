@@ -68,6 +68,24 @@ class IdempotencyMixin:
 
         await self._write(op)
 
+    async def earlier_idempotency_response(
+        self, tenant_id: str, keys: list[str], request_hash: str, expired_before: str
+    ) -> tuple[int, bytes] | None:
+        if not keys:
+            return None
+        marks = ", ".join("?" * len(keys))
+        row = (
+            self._read()
+            .execute(
+                "SELECT status, response FROM idempotency_keys WHERE tenant_id = ? "
+                f"AND key IN ({marks}) AND request_hash = ? AND status IS NOT NULL "
+                "AND created_at >= ? LIMIT 1",
+                (tenant_id, *keys, request_hash, expired_before),
+            )
+            .fetchone()
+        )
+        return (row[0], row[1]) if row else None
+
     async def release_idempotency_key(self, tenant_id: str, key: str, claimed_at: str) -> None:
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(
