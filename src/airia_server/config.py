@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     conversation_messages_limit: int = Field(1000, ge=1, le=1_000_000)
     """At most this many (the newest) messages in a conversation's GET; the rest are read
     through the paged GET .../messages."""
+    conversation_messages_max_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    """And at most about this much of their text and images (the newest that fit, at least
+    one): a conversation of long messages is read page by page too."""
     write_batch_max: int = Field(256, ge=1)
 
     blob_store: Literal["auto", "filesystem", "database"] = "auto"

@@ -80,10 +80,21 @@ async def test_without_json_functions_the_rows_are_encoded_instead(
                 "INSERT INTO messages (conversation_id, position, id, role, message, images, "
                 "created_at, updated_at) VALUES ('c1', 1, 'm1', 'user', 'hi', '[\"x\"]', 't', 't')"
             )
+            conn.execute(
+                "INSERT INTO messages (conversation_id, position, id, role, message, "
+                "created_at, updated_at) VALUES ('c1', 2, 'm2', 'user', 'there', 't', 't')"
+            )
         expected = await store.recent_messages_json("c1", 5)
+        newest = await store.recent_messages_json("c1", 5, 5)
         # As an SQLite built without its JSON functions would answer.
-        monkeypatch.setattr(sqlite_messages, "WIRE_MESSAGE_JSON", "no_such_function(id)")
+        monkeypatch.setattr(
+            sqlite_messages,
+            "_RECENT_MESSAGES_JSON",
+            sqlite_messages._RECENT_MESSAGES_JSON.replace("json_object(", "no_such_function(", 1),
+        )
         assert await store.recent_messages_json("c1", 5) == expected
+        assert await store.recent_messages_json("c1", 5, 5) == newest
         assert json.loads(expected)[0]["images"] == ["x"]
+        assert [m["id"] for m in json.loads(newest)] == ["m2"]
     finally:
         await store.close()

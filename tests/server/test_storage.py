@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
@@ -462,6 +463,32 @@ def make_message(
         created_at=stamp,
         updated_at=stamp,
     )
+
+
+async def test_a_conversations_get_carries_its_newest_messages_within_a_size(store) -> None:
+    """`recent_messages_json`: the newest messages whose text and images add up to
+    `max_size` characters, oldest first; at least the newest one, however large."""
+    record = make_record()
+    await create(store, record)
+    ids = []
+    for i in range(5):
+        message = msgspec.structs.replace(
+            make_message(record.id, "u1"),
+            message=str(i) * 100,
+            images=["x" * 18] if i == 3 else None,  # '["xxx…"]': 22 more characters
+        )
+        added = await store.add_message("t1", message)
+        assert added is not None
+        ids.append(added[0].id)
+
+    def shown(raw: bytes) -> list[str]:
+        return [m["id"] for m in json.loads(raw)]
+
+    assert shown(await store.recent_messages_json(record.id, 100)) == ids
+    assert shown(await store.recent_messages_json(record.id, 100, 222)) == ids[3:]
+    assert shown(await store.recent_messages_json(record.id, 100, 221)) == ids[4:]
+    assert shown(await store.recent_messages_json(record.id, 100, 1)) == ids[4:]
+    assert shown(await store.recent_messages_json(record.id, 2, 10_000)) == ids[3:]
 
 
 async def test_a_message_can_be_by_the_conversations_user_without_a_read_first(store) -> None:

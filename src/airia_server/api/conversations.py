@@ -42,12 +42,18 @@ _NO_MESSAGES = msgspec.Raw(b"[]")
 
 async def shown_messages(svc, record: ConversationRecord) -> msgspec.Raw:
     """The messages a conversation's GET shows, as JSON: all of them, oldest first, up
-    to AIRIA_CONVERSATION_MESSAGES_LIMIT (the newest ones); longer conversations are
-    read page by page through GET .../messages, so one GET never carries megabytes."""
+    to AIRIA_CONVERSATION_MESSAGES_LIMIT and AIRIA_CONVERSATION_MESSAGES_MAX_BYTES (the
+    newest ones); longer conversations are read page by page through GET .../messages,
+    so one GET never carries hundreds of megabytes."""
     if not record.message_count:
         return _NO_MESSAGES
+    settings = svc.settings
     return msgspec.Raw(
-        await svc.store.recent_messages_json(record.id, svc.settings.conversation_messages_limit)
+        await svc.store.recent_messages_json(
+            record.id,
+            settings.conversation_messages_limit,
+            settings.conversation_messages_max_bytes,
+        )
     )
 
 

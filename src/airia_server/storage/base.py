@@ -326,10 +326,15 @@ class Store(Protocol):
     ) -> list[MessageRecord]:
         """A page of messages, strictly after (or before, descending) position `cursor`."""
 
-    async def recent_messages_json(self, conversation_id: str, limit: int) -> bytes:
+    async def recent_messages_json(
+        self, conversation_id: str, limit: int, max_size: int = 2**62
+    ) -> bytes:
         """The newest `limit` messages, oldest first, as the JSON array a conversation's
         GET carries (`ConversationMessage` objects): SQLite builds each message's
         JSON, PostgreSQL's rows are encoded straight from the rows (`messages_json`).
+        Only the newest whose text and images (`MESSAGE_SIZE`) add up to `max_size`
+        characters, and at least one: a thousand messages of 100,000 characters each
+        would make a GET of hundreds of MB.
 
         The one place the storage layer writes the wire shape: turning fifty rows into
         Python objects only to encode them again was most of the cost of that GET."""

@@ -27,6 +27,7 @@ from airia_server.storage.rows import (
     message_row,
     messages_json,
     participant_row,
+    recent_messages_sql,
 )
 
 _encode = msgspec.json.encode
@@ -39,6 +40,9 @@ def as_text(value: Any) -> str:
 def _list_or_none(value: list[str] | None) -> str | None:
     return as_text(value) if value is not None else None
 
+
+RECENT_MESSAGES = recent_messages_sql(WIRE_MESSAGE_COLUMNS, lambda n: f"${n}")
+"""The messages a conversation's GET carries (`Store.recent_messages_json`)."""
 
 _APPEND_EVENT = (
     "INSERT INTO conversation_events (conversation_id, sequence, type, data, created_at) "
@@ -223,13 +227,10 @@ class MessagesMixin:
         )
         return [message_row(row) for row in rows]
 
-    async def recent_messages_json(self, conversation_id: str, limit: int) -> bytes:
-        rows = await self.pool.fetch(
-            f"SELECT {WIRE_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 "
-            "ORDER BY position DESC LIMIT $2",
-            conversation_id,
-            limit,
-        )
+    async def recent_messages_json(
+        self, conversation_id: str, limit: int, max_size: int = 2**62
+    ) -> bytes:
+        rows = await self.pool.fetch(RECENT_MESSAGES, conversation_id, limit, max_size)
         return messages_json(rows)
 
     async def find_message(self, conversation_id: str, message_id: str) -> MessageRecord | None:
