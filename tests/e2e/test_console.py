@@ -537,3 +537,64 @@ def test_the_feed_loads_where_the_largest_page_is_small(browser, tmp_path: Path)
             assert page.js_errors == []
         finally:
             page.context.close()
+
+
+def sign_in_key(page, key: str, user: str) -> None:
+    from playwright.sync_api import expect
+
+    page.locator("#signin-secret").fill(key)
+    page.locator("#signin-user").fill(user)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Conversations")).to_be_visible()
+
+
+def new_conversation(server: LiveServer, key: str, user: str, title: str) -> str:
+    with api(server, key) as http:
+        made = http.post("/v1/Conversations", json={"userId": user, "title": title})
+        assert made.status_code == 201, made.text
+        return made.json()["conversationId"]
+
+
+def stored_messages(server: LiveServer, key: str, cid: str) -> list[str]:
+    with api(server, key) as http:
+        page = http.get(f"/v1/Conversations/{cid}/messages", params={"limit": 100})
+        assert page.status_code == 200, page.text
+        return [m["message"] for m in page.json()["items"]]
+
+
+def test_text_typed_while_a_message_goes_is_kept(
+    browser, server: LiveServer, tenant: tuple[str, str]
+) -> None:
+    """The box used to be emptied when the send came back, with what was typed meanwhile."""
+    import re
+
+    from playwright.sync_api import expect
+
+    _, key = tenant
+    cid = new_conversation(server, key, "ines", "Slow send")
+    held = []
+    page = open_page(browser, server)
+    try:
+        sign_in_key(page, key, "ines")
+        open_conversation(page, cid)
+        expect(page.locator("#conv-title")).to_have_text("Slow send")
+        page.route(
+            re.compile(r"/messages$"),
+            lambda route: (
+                held.append(route) if route.request.method == "POST" else route.continue_()
+            ),
+        )
+        box = page.locator("#composer-text")
+        box.fill("first part")
+        box.press("Enter")
+        page.wait_for_function("() => document.querySelector('#composer-send').disabled")
+        box.press("End")
+        box.press_sequentially(" and a second thought")
+        assert len(held) == 1
+        held[0].continue_()
+        expect(page.locator("#message-list .message").last).to_contain_text("first part")
+        expect(box).to_have_value(" and a second thought")
+        assert stored_messages(server, key, cid) == ["first part"]
+        assert page.js_errors == []
+    finally:
+        page.context.close()

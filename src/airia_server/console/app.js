@@ -628,7 +628,8 @@
         api("POST", convPath("/messages"), { json: body, headers: { "Idempotency-Key": key } })
       );
       if (!created || mine !== conv) return;
-      box.value = "";
+      // Take out what was sent, and only that: what was typed while it went stays.
+      if (box.value.startsWith(text)) box.value = box.value.slice(text.length);
       stopTyping();
       // The socket delivers it too; show it now in case the socket is reconnecting.
       if (!conv.messages.has(created.messageId)) {
