@@ -598,3 +598,55 @@ def test_text_typed_while_a_message_goes_is_kept(
         assert page.js_errors == []
     finally:
         page.context.close()
+
+
+def test_a_retry_after_a_lost_answer_stores_the_message_once(
+    browser, server: LiveServer, tenant: tuple[str, str]
+) -> None:
+    """The server stores the message but its answer is lost; Enter again sends the same
+    Idempotency-Key (a new one each time stored it twice), and a changed text a new one."""
+    import re
+
+    from playwright.sync_api import expect
+
+    _, key = tenant
+    cid = new_conversation(server, key, "jon", "Lost answers")
+    keys: list[str | None] = []
+
+    def lose_the_first_answer(route) -> None:
+        if route.request.method != "POST":
+            route.continue_()
+            return
+        keys.append(route.request.headers.get("idempotency-key"))
+        if len(keys) == 1:
+            route.fetch()  # stored...
+            route.abort("connectionreset")  # ...but the answer never arrives
+        else:
+            route.continue_()
+
+    page = open_page(browser, server)
+    try:
+        sign_in_key(page, key, "jon")
+        open_conversation(page, cid)
+        expect(page.locator("#conv-title")).to_have_text("Lost answers")
+        page.route(re.compile(r"/messages$"), lose_the_first_answer)
+        box = page.locator("#composer-text")
+        box.fill("retry me once")
+        box.press("Enter")
+        expect(page.locator("#error-text")).to_contain_text("Cannot reach the server")
+        expect(box).to_have_value("retry me once")
+        box.press("Enter")
+        expect(box).to_have_value("")
+        expect(page.locator("#message-list .message")).to_have_count(1)
+        assert stored_messages(server, key, cid) == ["retry me once"]
+        assert len(keys) == 2 and keys[0] and keys[0] == keys[1], keys
+
+        # Once sent, the same words again are a new message, with a new key.
+        box.fill("retry me once")
+        box.press("Enter")
+        expect(page.locator("#message-list .message")).to_have_count(2)
+        assert len(keys) == 3 and keys[2] != keys[0], keys
+        assert stored_messages(server, key, cid) == ["retry me once"] * 2
+        assert page.js_errors == []
+    finally:
+        page.context.close()

@@ -454,6 +454,8 @@
       typingPeople: new Map(), // userId -> expiry timer
       here: new Set(),
       typingSent: false,
+      unsent: null,         // {text, key}: the Idempotency-Key of text not yet sent
+      sending: null,        // the text on its way
       typingTimer: null,
       readTimer: null,
       role: null,
@@ -619,8 +621,11 @@
     const mine = conv;
     const body = { message: text, role: "user" };
     if (isApiKey()) body.userId = auth.userId;
-    // One key per message typed: a retry of this send is answered, never stored twice.
-    const key = crypto.randomUUID();
+    // One key per message typed, kept until it is sent: Enter again after a failure
+    // (the answer lost, say) sends the same key, and is answered, never stored twice.
+    // Changed text is another message, with a key of its own.
+    if (!mine.unsent || mine.unsent.text !== text) mine.unsent = { text, key: crypto.randomUUID() };
+    const key = mine.unsent.key;
     mine.sending = text;
     $("composer-send").disabled = true;
     try {
@@ -628,6 +633,7 @@
         api("POST", convPath("/messages"), { json: body, headers: { "Idempotency-Key": key } })
       );
       if (!created || mine !== conv) return;
+      if (mine.unsent && mine.unsent.key === key) mine.unsent = null;
       // Take out what was sent, and only that: what was typed while it went stays.
       if (box.value.startsWith(text)) box.value = box.value.slice(text.length);
       stopTyping();
