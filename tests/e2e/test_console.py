@@ -10,11 +10,13 @@ written by these tests, on the SQLite run.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -650,3 +652,69 @@ def test_a_retry_after_a_lost_answer_stores_the_message_once(
         assert page.js_errors == []
     finally:
         page.context.close()
+
+
+@contextmanager
+def socket_for(server: LiveServer, key: str, cid: str) -> Iterator[object]:
+    """A WebSocket on the conversation with the API key's ticket: frames name their user."""
+    from websockets.sync.client import connect
+
+    with api(server, key) as http:
+        got = http.get(f"/v1/Conversations/{cid}/websocket-url")
+        assert got.status_code == 200, got.text
+    with connect(got.json()["websocketUrl"]) as ws:
+        yield ws
+
+
+def signal(ws, user: str, **frame: object) -> None:
+    ws.send(json.dumps({**frame, "userId": user}))
+
+
+def test_long_user_ids_never_make_the_page_wider_than_the_screen(
+    browser, server: LiveServer, tenant: tuple[str, str]
+) -> None:
+    """E-mail addresses as user ids (no space to break at) in the top bar, People, Here
+    now, the typing line and message authors, on a desktop and on a phone."""
+    from playwright.sync_api import expect
+
+    _, key = tenant
+    me = "maximilian.mustermann-schneider@verylongcompanyname.example.com"
+    other = "konstantinos.papadopoulos-vasilakis@anotherlongcompany.example.org"
+    cid = new_conversation(server, key, me, "Long ids")
+    with api(server, key) as http:
+        shared = http.post(
+            f"/v1/Conversations/{cid}/share", json={"userId": other, "role": "Collaborator"}
+        )
+        assert shared.status_code == 200, shared.text
+        for who in (me, other):
+            sent = http.post(
+                f"/v1/Conversations/{cid}/messages", json={"message": "hello", "userId": who}
+            )
+            assert sent.status_code == 201, sent.text
+    for viewport in (
+        {"width": 1280, "height": 800},
+        {"width": 375, "height": 740},
+    ):
+        page = open_page(browser, server, viewport)
+        try:
+            sign_in_key(page, key, me)
+            open_conversation(page, cid)
+            expect(page.locator("#message-list .message")).to_have_count(2)
+            expect(page.locator(f'#participant-list [data-user="{other}"]')).to_be_visible()
+            with socket_for(server, key, cid) as ws:
+                signal(ws, other, type="presence", action="joined")
+                signal(ws, other, type="typing", isTyping=True)
+                expect(page.locator(f'#here-list [data-user="{other}"]')).to_be_visible()
+                expect(page.locator("#typing")).to_contain_text(other)
+                widths = page.evaluate(
+                    """() => ({
+                        page: document.documentElement.scrollWidth,
+                        messages: document.querySelector('#messages').scrollWidth -
+                            document.querySelector('#messages').clientWidth,
+                    })"""
+                )
+                assert widths["page"] <= viewport["width"], (viewport, widths)
+                assert widths["messages"] <= 0, (viewport, widths)
+            assert page.js_errors == []
+        finally:
+            page.context.close()
