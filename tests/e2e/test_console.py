@@ -718,3 +718,57 @@ def test_long_user_ids_never_make_the_page_wider_than_the_screen(
             assert page.js_errors == []
         finally:
             page.context.close()
+
+
+def test_user_ids_are_isolated_from_the_text_around_them(
+    browser, server: LiveServer, tenant: tuple[str, str]
+) -> None:
+    """A user id with an unclosed RIGHT-TO-LEFT OVERRIDE (U+202E) reversed the rest of
+    the line it was joined into ("Signed in as …", the feed, People, typing)."""
+    from playwright.sync_api import expect
+
+    _, key = tenant
+    me, other = "\u202eeilrahc", "\u202etnegalv"
+    cid = new_conversation(server, key, me, "Bidi")
+    with api(server, key) as http:
+        shared = http.post(
+            f"/v1/Conversations/{cid}/share", json={"userId": other, "role": "Collaborator"}
+        )
+        assert shared.status_code == 200, shared.text
+    # Where each id's text ends up: its own element must isolate it (unicode-bidi: isolate).
+    isolation = """([selector, id]) => [...document.querySelectorAll(selector)].flatMap((root) => {
+        const found = [];
+        const walk = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+        while (walk.nextNode()) {
+            if (walk.currentNode.data.includes(id)) found.push([
+                walk.currentNode.data,
+                getComputedStyle(walk.currentNode.parentElement).unicodeBidi,
+            ]);
+        }
+        return found;
+    })"""
+    page = open_page(browser, server)
+    try:
+        sign_in_key(page, key, me)
+        expect(page.locator(f'.feed-item[data-id="{cid}"]')).to_be_visible()
+        for selector in ("#whoami", f'.feed-item[data-id="{cid}"] .feed-meta'):
+            assert page.evaluate(isolation, [selector, me]) == [[me, "isolate"]], selector
+        open_conversation(page, cid)
+        expect(page.locator(f'#participant-list [data-user="{other}"]')).to_be_visible()
+        with socket_for(server, key, cid) as ws:
+            signal(ws, other, type="presence", action="joined")
+            signal(ws, other, type="typing", isTyping=True)
+            expect(page.locator("#typing")).to_contain_text("is typing")
+            expect(page.locator(f'#here-list [data-user="{other}"]')).to_be_visible()
+            for selector, user in (
+                ("#participant-list", me),
+                ("#participant-list", other),
+                ("#here-list", me),
+                ("#here-list", other),
+                ("#typing", other),
+            ):
+                found = page.evaluate(isolation, [selector, user])
+                assert found == [[user, "isolate"]], (selector, user, found)
+        assert page.js_errors == []
+    finally:
+        page.context.close()

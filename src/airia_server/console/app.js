@@ -152,6 +152,12 @@
     return node;
   }
 
+  /** User-provided text set into a line of ours: isolated, so that a right-to-left
+   * override in a user id (U+202E) cannot turn the rest of the line around. */
+  function bidi(text) {
+    return el("bdi", { text });
+  }
+
   function showError(message) {
     $("error-text").textContent = message;
     $("error").hidden = false;
@@ -232,7 +238,7 @@
   function renderWho() {
     const who = $("whoami");
     if (auth) {
-      who.textContent = "Signed in as " + auth.userId + (isApiKey() ? " (API key)" : "");
+      who.replaceChildren("Signed in as ", bidi(auth.userId), isApiKey() ? " (API key)" : "");
       who.hidden = false;
       $("sign-out").hidden = false;
     } else {
@@ -348,7 +354,9 @@
     const list = $("feed-list");
     list.replaceChildren(...data.items.map(feedItem));
     $("feed-empty").hidden = data.items.length > 0;
-    $("feed-empty").textContent = feed.filter ? "No conversation matches “" + feed.filter + "”." : "No conversations yet.";
+    $("feed-empty").replaceChildren(
+      ...(feed.filter ? ["No conversation matches “", bidi(feed.filter), "”."] : ["No conversations yet."])
+    );
     $("feed-page").textContent = "Page " + feed.page + " of " + pages + " · " + data.totalCount + " total";
     $("feed-prev").disabled = feed.page <= 1;
     $("feed-next").disabled = feed.page >= pages;
@@ -383,7 +391,8 @@
         el(
           "span",
           { class: "feed-meta" },
-          item.userId + " · " + item.messageCount + (item.messageCount === 1 ? " message" : " messages") +
+          bidi(item.userId),
+          " · " + item.messageCount + (item.messageCount === 1 ? " message" : " messages") +
             " · " + formatTime(item.updatedAt)
         )
       ),
@@ -509,7 +518,8 @@
   function renderRecord(record) {
     conv.record = record;
     $("conv-title").textContent = titleOf(record);
-    document.title = titleOf(record) + " · Airia Conversations";
+    // FIRST STRONG ISOLATE … POP DIRECTIONAL ISOLATE: the tab's title has no elements.
+    document.title = "\u2068" + titleOf(record) + "\u2069 · Airia Conversations";
     const star = $("conv-bookmark");
     star.textContent = record.isBookmarked ? "★" : "☆";
     star.setAttribute("aria-pressed", record.isBookmarked ? "true" : "false");
@@ -709,7 +719,7 @@
         el(
           "li",
           { class: "participant", "data-user": p.userId },
-          el("span", { class: "participant-name", text: p.userId + (p.userId === auth.userId ? " (you)" : "") }),
+          el("span", { class: "participant-name" }, bidi(p.userId), p.userId === auth.userId ? " (you)" : null),
           el("span", { class: "role role-" + p.role.toLowerCase(), text: p.role })
         )
       )
@@ -763,8 +773,8 @@
           "li",
           { class: "attachment" },
           /^https?:\/\//i.test(f.url)
-            ? el("a", { href: f.url, download: f.fileName, rel: "noopener noreferrer", text: f.fileName })
-            : el("span", { text: f.fileName }),
+            ? el("a", { href: f.url, download: f.fileName, rel: "noopener noreferrer" }, bidi(f.fileName))
+            : bidi(f.fileName),
           el("span", { class: "hint", text: " " + formatSize(f.size) })
         )
       )
@@ -784,10 +794,10 @@
     const form = new FormData();
     form.append("source", "user");
     form.append("file", file, file.name);
-    $("upload-status").textContent = "Uploading " + file.name + "…";
+    $("upload-status").replaceChildren("Uploading ", bidi(file.name), "…");
     const done = await attempt(() => api("POST", convPath("/agent-attachments"), { form }));
     input.value = "";
-    $("upload-status").textContent = done ? "Uploaded " + done.fileName + "." : "";
+    $("upload-status").replaceChildren(...(done ? ["Uploaded ", bidi(done.fileName), "."] : []));
     if (done) await loadAttachments();
   }
 
@@ -950,11 +960,11 @@
 
   function renderTyping() {
     const names = [...conv.typingPeople.keys()];
-    let text = "";
-    if (names.length === 1) text = names[0] + " is typing…";
-    else if (names.length === 2) text = names[0] + " and " + names[1] + " are typing…";
-    else if (names.length > 2) text = names.length + " people are typing…";
-    $("typing").textContent = text;
+    let parts = [];
+    if (names.length === 1) parts = [bidi(names[0]), " is typing…"];
+    else if (names.length === 2) parts = [bidi(names[0]), " and ", bidi(names[1]), " are typing…"];
+    else if (names.length > 2) parts = [names.length + " people are typing…"];
+    $("typing").replaceChildren(...parts);
   }
 
   function onPresence(userId, action) {
@@ -977,7 +987,7 @@
     if (!conv) return;
     const people = [...conv.here].sort((a, b) => (a === auth.userId ? -1 : b === auth.userId ? 1 : a < b ? -1 : 1));
     $("here-list").replaceChildren(
-      ...people.map((u) => el("li", { class: "chip", "data-user": u, text: u === auth.userId ? u + " (you)" : u }))
+      ...people.map((u) => el("li", { class: "chip", "data-user": u }, bidi(u), u === auth.userId ? " (you)" : null))
     );
   }
 
