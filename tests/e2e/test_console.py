@@ -772,3 +772,32 @@ def test_user_ids_are_isolated_from_the_text_around_them(
         assert page.js_errors == []
     finally:
         page.context.close()
+
+
+def test_the_tab_title_names_each_view(
+    browser, server: LiveServer, tenant: tuple[str, str]
+) -> None:
+    """The tab kept the last conversation's title on the feed and on a missing one."""
+    from playwright.sync_api import expect
+
+    _, key = tenant
+    cid = new_conversation(server, key, "kim", "Tab titles")
+    page = open_page(browser, server)
+    try:
+        expect(page).to_have_title("Sign in · Airia Conversations")
+        sign_in_key(page, key, "kim")
+        expect(page).to_have_title("Conversations · Airia Conversations")
+        open_conversation(page, cid)
+        expect(page).to_have_title("\u2068Tab titles\u2069 · Airia Conversations")
+        page.get_by_role("link", name="Back to conversations").click()
+        expect(page).to_have_title("Conversations · Airia Conversations")
+        open_conversation(page, cid)
+        expect(page).to_have_title("\u2068Tab titles\u2069 · Airia Conversations")
+        open_conversation(page, str(uuid.uuid4()))
+        expect(page.locator("#conv-title")).to_have_text("Conversation unavailable")
+        expect(page).to_have_title("Conversation unavailable · Airia Conversations")
+        page.get_by_role("button", name="Sign out").click()
+        expect(page).to_have_title("Sign in · Airia Conversations")
+        assert page.js_errors == []
+    finally:
+        page.context.close()

@@ -200,6 +200,11 @@
     }
   }
 
+  /** The tab's title: what the view shows, then the console's name. */
+  function setTitle(text) {
+    document.title = text ? text + " · Airia Conversations" : "Airia Conversations";
+  }
+
   // ---------------------------------------------------------------- routing
 
   function route() {
@@ -209,6 +214,7 @@
       leaveConversation();
       renderWho();
       show("view-signin");
+      setTitle("Sign in");
       updateSigninForm();
       $("signin-secret").focus();
       return;
@@ -231,6 +237,7 @@
     } else {
       leaveConversation();
       show("view-feed");
+      setTitle("Conversations");
       loadFeed();
     }
   }
@@ -471,6 +478,7 @@
     };
     const mine = conv;
     $("conv-title").textContent = "…";
+    setTitle("");
     $("message-list").replaceChildren();
     $("participant-list").replaceChildren();
     $("attachment-list").replaceChildren();
@@ -484,6 +492,7 @@
     if (mine !== conv) return;
     if (!record) {
       $("conv-title").textContent = "Conversation unavailable";
+      setTitle("Conversation unavailable");
       return;
     }
     renderRecord(record);
@@ -519,7 +528,7 @@
     conv.record = record;
     $("conv-title").textContent = titleOf(record);
     // FIRST STRONG ISOLATE … POP DIRECTIONAL ISOLATE: the tab's title has no elements.
-    document.title = "\u2068" + titleOf(record) + "\u2069 · Airia Conversations";
+    setTitle("\u2068" + titleOf(record) + "\u2069");
     const star = $("conv-bookmark");
     star.textContent = record.isBookmarked ? "★" : "☆";
     star.setAttribute("aria-pressed", record.isBookmarked ? "true" : "false");
