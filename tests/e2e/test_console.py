@@ -801,3 +801,63 @@ def test_the_tab_title_names_each_view(
         assert page.js_errors == []
     finally:
         page.context.close()
+
+
+CONTROLS = ("#composer", "#upload-button", "#conv-rename", "#conv-bookmark", "#share-form")
+
+
+def test_a_conversation_that_is_gone_offers_no_controls(
+    browser, server: LiveServer, tenant: tuple[str, str]
+) -> None:
+    """Missing, deleted while open, or the user removed while open: the message box,
+    Upload, Rename, the star and Share go, and the banner says which it was."""
+    from playwright.sync_api import expect
+
+    tenant_id, key = tenant
+    deleted = new_conversation(server, key, "lea", "Deleted while open")
+    removed = new_conversation(server, key, "lea", "Removed while open")
+    with api(server, key) as http:
+        shared = http.post(
+            f"/v1/Conversations/{removed}/share", json={"userId": "max", "role": "Collaborator"}
+        )
+        assert shared.status_code == 200, shared.text
+
+    def controls_gone(page) -> None:
+        for selector in CONTROLS:
+            expect(page.locator(selector)).to_be_hidden()
+
+    owner = open_page(browser, server)
+    guest = open_page(browser, server)
+    try:
+        sign_in_key(owner, key, "lea")
+        open_conversation(owner, str(uuid.uuid4()))
+        expect(owner.locator("#error-text")).to_have_text("Conversation not found")
+        controls_gone(owner)
+
+        open_conversation(owner, deleted)
+        expect(owner.locator("#composer")).to_be_visible()
+        expect(owner.locator("#conv-rename")).to_be_visible()
+        with api(server, key) as http:
+            assert http.delete(f"/v1/Conversations/{deleted}").status_code == 204
+        expect(owner.locator("#error-text")).to_have_text("This conversation was deleted.")
+        controls_gone(owner)
+
+        sign_in_bearer(guest, server.mint_token("max", tenant_id))
+        open_conversation(guest, removed)
+        expect(guest.locator("#composer")).to_be_visible()
+        expect(guest.locator("#upload-button")).to_be_visible()
+        with api(server, key) as http:
+            gone = http.delete(f"/v1/Conversations/{removed}/participants/max")
+            assert gone.status_code == 200, gone.text
+        expect(guest.locator("#error-text")).to_have_text(
+            "You no longer have access to this conversation."
+        )
+        controls_gone(guest)
+        guest.wait_for_timeout(500)  # a late failure does not replace the reason
+        expect(guest.locator("#error-text")).to_have_text(
+            "You no longer have access to this conversation."
+        )
+        assert owner.js_errors == [] and guest.js_errors == []
+    finally:
+        owner.context.close()
+        guest.context.close()

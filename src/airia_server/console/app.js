@@ -174,6 +174,8 @@
       return await action();
     } catch (err) {
       if (err instanceof ApiError && err.status === 401 && !auth) return undefined;
+      // Once a conversation is gone, its late failures would only hide the reason.
+      if (conv && conv.gone) return undefined;
       showError(err instanceof ApiError ? err.message : String(err && err.message ? err.message : err));
       return undefined;
     }
@@ -465,6 +467,7 @@
       lastSequence: null,   // the last stored event's sequence seen on the socket
       ws: null,
       closed: false,        // left, or stopped for good
+      gone: false,          // missing, deleted, or no longer ours: nothing to act on
       retry: 0,
       retryTimer: null,
       typingPeople: new Map(), // userId -> expiry timer
@@ -487,10 +490,13 @@
     $("conv-status").textContent = "";
     $("rename-form").hidden = true;
     $("upload-status").textContent = "";
+    renderControls(); // none until the caller's role is known
 
     const record = await attempt(() => api("GET", convPath()));
     if (mine !== conv) return;
     if (!record) {
+      conv.gone = true;
+      renderControls();
       $("conv-title").textContent = "Conversation unavailable";
       setTitle("Conversation unavailable");
       return;
@@ -636,7 +642,7 @@
     const text = box.value;
     // Enter pressed again while this very text is on its way: one message. (Another
     // text, typed meanwhile, goes at once.)
-    if (!text.trim() || !conv || conv.sending === text) return;
+    if (!text.trim() || !canWrite() || conv.sending === text) return;
     const mine = conv;
     const body = { message: text, role: "user" };
     if (isApiKey()) body.userId = auth.userId;
@@ -733,20 +739,32 @@
         )
       )
     );
-    const canShare = canManage();
-    $("share-form").hidden = !canShare;
-    $("conv-rename").hidden = !canShare;
-    $("conv-bookmark").hidden = !canShare; // a bookmark is an edit: Owners only
-    document.querySelectorAll(".truncate").forEach((b) => {
-      b.hidden = !canShare;
-    });
-    $("composer").hidden = conv.role === "Viewer";
-    $("upload-button").hidden = conv.role === "Viewer";
+    renderControls();
   }
 
   /** Whether the caller may edit, share, truncate: an Owner, or an API key. */
   function canManage() {
-    return isApiKey() || (conv !== null && conv.role === "Owner");
+    return canWrite() && (isApiKey() || conv.role === "Owner");
+  }
+
+  /** Whether the caller may write and upload: a role above Viewer, on a conversation
+   * that is still there. */
+  function canWrite() {
+    return conv !== null && !conv.gone && conv.role !== null && conv.role !== "Viewer";
+  }
+
+  /** Show the tools the caller may use here, and only those. */
+  function renderControls() {
+    const manage = canManage();
+    $("share-form").hidden = !manage;
+    $("conv-rename").hidden = !manage;
+    $("conv-bookmark").hidden = !manage; // a bookmark is an edit: Owners only
+    if (!manage) $("rename-form").hidden = true;
+    document.querySelectorAll(".truncate").forEach((b) => {
+      b.hidden = !manage;
+    });
+    $("composer").hidden = !canWrite();
+    $("upload-button").hidden = !canWrite();
   }
 
   async function share(event) {
@@ -799,7 +817,7 @@
   async function upload() {
     const input = $("upload-input");
     const file = input.files && input.files[0];
-    if (!file || !conv) return;
+    if (!file || !canWrite()) return;
     const form = new FormData();
     form.append("source", "user");
     form.append("file", file, file.name);
@@ -830,8 +848,8 @@
       url = (await api("GET", convPath("/websocket-url"))).websocketUrl;
     } catch (err) {
       if (mine !== conv) return;
-      if (err.status === 404 || err.status === 403 || err.status === 401) {
-        stopLive(err.message);
+      if (err.status === 404 || err.status === 403) {
+        markGone(err.message);
       } else {
         retryLater();
       }
@@ -876,9 +894,9 @@
       mine.here.clear();
       renderHere();
       if (event.code === 1000) {
-        stopLive("This conversation was deleted.");
+        markGone("This conversation was deleted.");
       } else if (event.code === 1008) {
-        stopLive("You no longer have access to this conversation.");
+        markGone("You no longer have access to this conversation.");
       } else {
         // 4000 says where to resume ("resume after=N"): after a fall-behind, what
         // was sent; after a database restored from a backup, where its log ends.
@@ -905,6 +923,17 @@
     conv.closed = true;
     $("conv-status").textContent = message;
     showError(message);
+  }
+
+  /** The conversation is gone, or no longer ours: say why, and offer nothing to do. */
+  function markGone(message) {
+    if (!conv) return;
+    conv.gone = true;
+    stopLive(message);
+    for (const timer of conv.typingPeople.values()) clearTimeout(timer);
+    conv.typingPeople.clear();
+    renderTyping();
+    renderControls();
   }
 
   function onEvent(frame) {
