@@ -861,3 +861,48 @@ def test_a_conversation_that_is_gone_offers_no_controls(
     finally:
         owner.context.close()
         guest.context.close()
+
+
+@pytest.fixture(scope="module")
+def strict_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A server of these tests' own: 20 requests a minute per API key, and revoked keys'
+    sockets closed within a second (the check runs at every heartbeat)."""
+    from .support import running_server
+
+    root = tmp_path_factory.mktemp("strict-server")
+    with running_server(
+        root, AIRIA_RATE_LIMIT_PER_KEY="20", AIRIA_WS_HEARTBEAT_SECONDS="1"
+    ) as server:
+        yield server
+
+
+def test_a_rate_limit_says_how_long_to_wait(browser, strict_server: LiveServer) -> None:
+    """A 429 said only "Rate limit exceeded", and titled the conversation unavailable."""
+    import re
+
+    from playwright.sync_api import expect
+
+    server = strict_server
+    key = server.create_api_key(f"limited-{uuid.uuid4().hex[:8]}", name="limited")
+    cid = new_conversation(server, key, "noa", "Limited")
+    page = open_page(browser, server)
+    try:
+        sign_in_key(page, key, "noa")
+        if time.time() % 60 > 50:  # the count starts over each minute: not just before
+            time.sleep(61 - time.time() % 60)
+        with api(server, key) as http:
+            for _ in range(25):
+                answer = http.get("/v1/Conversations/feed", params={"PageSize": 1})
+                if answer.status_code == 429:
+                    break
+            assert answer.status_code == 429, answer.text
+            assert int(answer.headers["Retry-After"]) > 0
+        open_conversation(page, cid)
+        expect(page.locator("#error-text")).to_have_text(
+            re.compile(r"^Rate limit exceeded; try again in \d+ s$")
+        )
+        expect(page.locator("#conv-title")).to_have_text("Rate limited")
+        expect(page).to_have_title("Rate limited · Airia Conversations")
+        assert page.js_errors == []
+    finally:
+        page.context.close()

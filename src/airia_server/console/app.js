@@ -110,10 +110,12 @@
       }
     }
     if (!response.ok) {
-      const message =
+      let message =
         data && typeof data.message === "string" && data.message
           ? data.message
           : response.status + " " + (response.statusText || "Error");
+      const wait = response.status === 429 ? retryAfterSeconds(response.headers.get("Retry-After")) : null;
+      if (wait !== null) message += "; try again in " + wait + " s";
       if (response.status === 401 && auth && !options.signingIn) {
         // Credentials gone bad (revoked, expired): back to sign-in, saying why.
         saveAuth(null);
@@ -123,6 +125,14 @@
       throw new ApiError(message, response.status, data);
     }
     return data;
+  }
+
+  /** Retry-After (seconds, or an HTTP date) as whole seconds from now; null if absent. */
+  function retryAfterSeconds(value) {
+    if (!value) return null;
+    if (/^\d+$/.test(value.trim())) return Number(value);
+    const at = Date.parse(value);
+    return isNaN(at) ? null : Math.max(1, Math.ceil((at - Date.now()) / 1000));
   }
 
   function query(params) {
@@ -492,8 +502,20 @@
     $("upload-status").textContent = "";
     renderControls(); // none until the caller's role is known
 
-    const record = await attempt(() => api("GET", convPath()));
+    let failure = null;
+    const record = await attempt(() =>
+      api("GET", convPath()).catch((err) => {
+        failure = err;
+        throw err;
+      })
+    );
     if (mine !== conv) return;
+    if (!record && failure && failure.status === 429) {
+      // Not gone, only not now: the banner says how long to wait.
+      $("conv-title").textContent = "Rate limited";
+      setTitle("Rate limited");
+      return;
+    }
     if (!record) {
       conv.gone = true;
       renderControls();
