@@ -906,3 +906,31 @@ def test_a_rate_limit_says_how_long_to_wait(browser, strict_server: LiveServer) 
         assert page.js_errors == []
     finally:
         page.context.close()
+
+
+def test_a_key_revoked_while_a_conversation_is_open_returns_to_sign_in(
+    browser, strict_server: LiveServer
+) -> None:
+    """The socket's 1008 "API key revoked" used to read "You no longer have access to
+    this conversation", signed in still; docs/console.md promises the sign-in view."""
+    from playwright.sync_api import expect
+
+    server = strict_server
+    tenant_id = f"revoked-{uuid.uuid4().hex[:8]}"
+    key = server.create_api_key(tenant_id, name="to-revoke")
+    cid = new_conversation(server, key, "olga", "Revoked while open")
+    page = open_page(browser, server)
+    try:
+        sign_in_key(page, key, "olga")
+        open_conversation(page, cid)
+        expect(page.locator('#here-list [data-user="olga"]')).to_be_visible()  # socket open
+        listing = server.cli("keys", "list", "--tenant", tenant_id)
+        (row,) = [line for line in listing.stdout.splitlines() if "to-revoke" in line]
+        assert server.cli("keys", "revoke", row.split()[0]).returncode == 0
+        expect(page.locator("#view-signin")).to_be_visible()
+        expect(page.locator("#error-text")).to_have_text("API key revoked")
+        expect(page).to_have_title("Sign in · Airia Conversations")
+        assert page.evaluate("sessionStorage.length") == 0
+        assert page.js_errors == []
+    finally:
+        page.context.close()

@@ -116,12 +116,7 @@
           : response.status + " " + (response.statusText || "Error");
       const wait = response.status === 429 ? retryAfterSeconds(response.headers.get("Retry-After")) : null;
       if (wait !== null) message += "; try again in " + wait + " s";
-      if (response.status === 401 && auth && !options.signingIn) {
-        // Credentials gone bad (revoked, expired): back to sign-in, saying why.
-        saveAuth(null);
-        showError(message);
-        route();
-      }
+      if (response.status === 401 && auth && !options.signingIn) credentialsFailed(message);
       throw new ApiError(message, response.status, data);
     }
     return data;
@@ -133,6 +128,13 @@
     if (/^\d+$/.test(value.trim())) return Number(value);
     const at = Date.parse(value);
     return isNaN(at) ? null : Math.max(1, Math.ceil((at - Date.now()) / 1000));
+  }
+
+  /** Credentials gone bad (a revoked key, an expired token): back to sign-in, saying why. */
+  function credentialsFailed(message) {
+    saveAuth(null);
+    showError(message);
+    route();
   }
 
   function query(params) {
@@ -918,7 +920,7 @@
       if (event.code === 1000) {
         markGone("This conversation was deleted.");
       } else if (event.code === 1008) {
-        markGone("You no longer have access to this conversation.");
+        policyClosed(mine, event.reason);
       } else {
         // 4000 says where to resume ("resume after=N"): after a fall-behind, what
         // was sent; after a database restored from a backup, where its log ends.
@@ -927,6 +929,25 @@
         retryLater();
       }
     };
+  }
+
+  /** A 1008 is this user's access removed, or the credentials gone bad (the API key
+   * revoked): the reason says which, and where it does not, a 401 from the server does. */
+  async function policyClosed(mine, reason) {
+    if (reason === "API key revoked") {
+      credentialsFailed(reason);
+      return;
+    }
+    try {
+      await api("GET", convPath()); // a 401 returns to sign-in (see api)
+    } catch (err) {
+      if (mine !== conv) return;
+      if (err.status === 403 || err.status === 404) {
+        markGone("You no longer have access to this conversation.");
+        return;
+      }
+    }
+    if (mine === conv) retryLater(); // still ours after all: connect again
   }
 
   function retryLater() {
