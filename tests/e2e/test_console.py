@@ -934,3 +934,41 @@ def test_a_key_revoked_while_a_conversation_is_open_returns_to_sign_in(
         assert page.js_errors == []
     finally:
         page.context.close()
+
+
+def test_opening_a_conversation_puts_the_cursor_in_the_message_box(
+    browser, server: LiveServer, tenant: tuple[str, str]
+) -> None:
+    """From the keyboard: the message box has the focus once a conversation opens, and
+    every message's "Delete from here" is one Tab stop (the arrow keys move along it),
+    not 55 on the way to the box."""
+    from playwright.sync_api import expect
+
+    _, key = tenant
+    cid = new_conversation(server, key, "pia", "Keyboard")
+    with api(server, key) as http:
+        for n in range(55):
+            sent = http.post(
+                f"/v1/Conversations/{cid}/messages", json={"message": f"kb {n}", "userId": "pia"}
+            )
+            assert sent.status_code == 201, sent.text
+    page = open_page(browser, server)
+    try:
+        sign_in_key(page, key, "pia")
+        page.locator(f'.feed-item[data-id="{cid}"] .feed-link').focus()
+        page.keyboard.press("Enter")
+        expect(page.locator("#message-list .message")).to_have_count(50)
+        box = page.locator("#composer-text")
+        expect(box).to_be_focused()
+
+        page.keyboard.press("Shift+Tab")
+        messages = page.locator("#message-list .message")
+        expect(messages.last.locator(".truncate")).to_be_focused()
+        page.keyboard.press("ArrowUp")
+        expect(messages.nth(48).locator(".truncate")).to_be_focused()
+        assert page.locator('#message-list .truncate[tabindex="0"]').count() == 1
+        page.keyboard.press("Tab")
+        expect(box).to_be_focused()
+        assert page.js_errors == []
+    finally:
+        page.context.close()

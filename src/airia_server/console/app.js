@@ -531,7 +531,17 @@
     connect();
     await Promise.all([loadNewest(), loadParticipants(), loadAttachments()]);
     if (mine !== conv) return;
+    focusComposer();
     markRead();
+  }
+
+  /** Where a keyboard user wants to be on opening a conversation: in the message box,
+   * unless they have gone somewhere since (or the on-screen keyboard would cover it). */
+  function focusComposer() {
+    const where = document.activeElement;
+    const elsewhere = where && where !== document.body && where.offsetParent !== null;
+    if (!canWrite() || elsewhere || matchMedia("(pointer: coarse)").matches) return;
+    $("composer-text").focus();
   }
 
   function leaveConversation() {
@@ -602,6 +612,7 @@
     const box = $("messages");
     const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
     $("message-list").replaceChildren(...sortedMessages().map(messageItem));
+    rovingTruncate(null);
     $("load-older").hidden = !conv.nextCursor;
     if (stickToBottom || atBottom) box.scrollTop = box.scrollHeight;
   }
@@ -625,6 +636,7 @@
           class: "link truncate",
           text: "Delete from here",
           "aria-label": "Delete this message and every later one",
+          "aria-keyshortcuts": "ArrowUp ArrowDown Home End",
           hidden: !canManage(),
           onclick: () => truncateFrom(m),
         })
@@ -637,6 +649,27 @@
         ? el("div", { class: "hint", text: m.imageAttachmentIds.length + " attached image(s)" })
         : null
     );
+  }
+
+  /** "Delete from here" is one Tab stop for the whole list (the newest message's, or
+   * the one last moved to); the arrow keys move it from message to message. */
+  function rovingTruncate(stop) {
+    const buttons = [...document.querySelectorAll("#message-list .truncate")];
+    if (!buttons.includes(stop)) stop = buttons[buttons.length - 1];
+    for (const b of buttons) b.tabIndex = b === stop ? 0 : -1;
+    return buttons;
+  }
+
+  function onTruncateKey(event) {
+    const from = event.target;
+    if (!(from instanceof HTMLElement) || !from.classList.contains("truncate")) return;
+    const buttons = rovingTruncate(from);
+    const moves = { ArrowUp: -1, ArrowDown: 1, Home: -buttons.length, End: buttons.length };
+    if (!(event.key in moves)) return;
+    event.preventDefault();
+    const at = Math.max(0, Math.min(buttons.length - 1, buttons.indexOf(from) + moves[event.key]));
+    rovingTruncate(buttons[at]);
+    buttons[at].focus();
   }
 
   async function truncateFrom(m) {
@@ -1129,6 +1162,7 @@
     $("rename-cancel").addEventListener("click", () => { $("rename-form").hidden = true; });
     $("rename-form").addEventListener("submit", rename);
     $("load-older").addEventListener("click", loadOlder);
+    $("message-list").addEventListener("keydown", onTruncateKey);
     $("composer").addEventListener("submit", sendMessage);
     $("composer-text").addEventListener("input", onComposerInput);
     $("composer-text").addEventListener("keydown", (e) => {
