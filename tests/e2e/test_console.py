@@ -121,10 +121,14 @@ def shoot(page, directory: Path | None, name: str, full_page: bool = False) -> N
         )
 
 
-def open_page(browser, server: LiveServer, viewport: dict[str, int] = DESKTOP):
+def open_page(browser, server: LiveServer, viewport: dict[str, int] = DESKTOP, clock: bool = False):
+    """A signed-out console in a context of its own; `clock` gives the page a clock the
+    test moves on (`page.clock.fast_forward`)."""
     context = browser.new_context(viewport=viewport, base_url=server.base_url, locale="en-GB")
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
+    if clock:
+        page.clock.install()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.js_errors = errors  # checked at the end of each test
@@ -969,6 +973,47 @@ def test_opening_a_conversation_puts_the_cursor_in_the_message_box(
         assert page.locator('#message-list .truncate[tabindex="0"]').count() == 1
         page.keyboard.press("Tab")
         expect(box).to_be_focused()
+        assert page.js_errors == []
+    finally:
+        page.context.close()
+
+
+def presence_answer(ws, user: str) -> dict:
+    """The next presence event of `user` on the socket (others' are skipped)."""
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while True:
+        event = json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))
+        if event["type"] == "presence" and event["data"]["userId"] == user:
+            return event["data"]
+
+
+def test_here_now_is_answered_after_a_reconnect_and_forgets_the_silent(
+    browser, server: LiveServer, tenant: tuple[str, str]
+) -> None:
+    """Someone already listed who announces again (their socket came back) is answered,
+    so their list fills in again; and someone silent for 75 s (a browser that died,
+    which sends no "left") leaves "Here now"."""
+    from playwright.sync_api import expect
+
+    _, key = tenant
+    cid = new_conversation(server, key, "quinn", "Presence")
+    page = open_page(browser, server, clock=True)
+    try:
+        sign_in_key(page, key, "quinn")
+        open_conversation(page, cid)
+        expect(page.locator('#here-list [data-user="quinn"]')).to_be_visible()
+        with socket_for(server, key, cid) as ws:
+            signal(ws, "ravi", type="presence", action="joined")
+            assert presence_answer(ws, "quinn") == {"userId": "quinn", "action": "joined"}
+            expect(page.locator('#here-list [data-user="ravi"]')).to_be_visible()
+            # Ravi's socket dropped and came back: he announces again, and is answered.
+            page.clock.fast_forward(5_000)
+            signal(ws, "ravi", type="presence", action="joined")
+            assert presence_answer(ws, "quinn") == {"userId": "quinn", "action": "joined"}
+        # Then his browser dies: no "left" ever comes.
+        page.clock.fast_forward(80_000)
+        expect(page.locator('#here-list [data-user="ravi"]')).to_have_count(0)
+        expect(page.locator('#here-list [data-user="quinn"]')).to_be_visible()
         assert page.js_errors == []
     finally:
         page.context.close()

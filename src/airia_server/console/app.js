@@ -13,6 +13,9 @@
   const TYPING_IDLE_MS = 2500;   // stop "typing" after this long without a keystroke
   const TYPING_EXPIRE_MS = 8000; // forget someone's "typing" if their "false" never came
   const TYPING_REPEAT_MS = 5000; // say "typing" again this often while it goes on
+  const PRESENCE_REPEAT_MS = 30000; // say "joined" again this often while the socket is open
+  const PRESENCE_EXPIRE_MS = 75000; // drop from "Here now" whoever is not heard from this long
+  const PRESENCE_ANSWER_GAP_MS = 3000; // answer a known person's "joined" if quiet this long
 
   const $ = (id) => document.getElementById(id);
 
@@ -483,7 +486,9 @@
       retry: 0,
       retryTimer: null,
       typingPeople: new Map(), // userId -> expiry timer
-      here: new Set(),
+      here: new Map(),      // userId -> timer that drops them (none for ourselves)
+      announcedAt: 0,       // when we last said "joined"
+      presenceTimer: null,
       typingSent: false,
       unsent: null,         // {text, key}: the Idempotency-Key of text not yet sent
       sending: null,        // the text on its way
@@ -552,7 +557,9 @@
     clearTimeout(old.retryTimer);
     clearTimeout(old.typingTimer);
     clearTimeout(old.readTimer);
+    clearTimeout(old.presenceTimer);
     for (const timer of old.typingPeople.values()) clearTimeout(timer);
+    for (const timer of old.here.values()) clearTimeout(timer);
     if (old.ws) {
       if (old.ws.readyState === WebSocket.OPEN) {
         if (old.typingSent) sendFrame(old, { type: "typing", isTyping: false });
@@ -928,8 +935,8 @@
       // The back-off starts over once the socket has carried something (onmessage):
       // a server that accepts and then closes at once must not be retried in a loop.
       $("conv-status").textContent = "";
-      if (canSignal()) sendFrame(mine, { type: "presence", action: "joined" });
-      mine.here.add(auth.userId);
+      announce(mine);
+      mine.here.set(auth.userId, null);
       renderHere();
       // Without a known sequence, a resumed socket cannot replay: reread instead.
       if (resumed && mine.lastSequence === null) loadNewest();
@@ -948,8 +955,8 @@
     ws.onclose = (event) => {
       if (mine !== conv || mine.closed) return;
       mine.ws = null;
-      mine.here.clear();
-      renderHere();
+      clearTimeout(mine.presenceTimer);
+      // "Here now" is kept while the socket comes back: its people still expire.
       if (event.code === 1000) {
         markGone("This conversation was deleted.");
       } else if (event.code === 1008) {
@@ -1009,6 +1016,10 @@
     for (const timer of conv.typingPeople.values()) clearTimeout(timer);
     conv.typingPeople.clear();
     renderTyping();
+    clearTimeout(conv.presenceTimer);
+    for (const timer of conv.here.values()) clearTimeout(timer);
+    conv.here.clear();
+    renderHere();
     renderControls();
   }
 
@@ -1055,6 +1066,7 @@
 
   function onTyping(userId, isTyping) {
     if (!userId || userId === auth.userId) return;
+    if (conv.here.has(userId)) seen(userId);
     if (isTyping) {
       clearTimeout(conv.typingPeople.get(userId));
       conv.typingPeople.set(userId, setTimeout(() => clearTyping(userId), TYPING_EXPIRE_MS));
@@ -1081,16 +1093,39 @@
     $("typing").replaceChildren(...parts);
   }
 
+  /** Say "joined", and again every PRESENCE_REPEAT_MS while the socket stays open, so
+   * that others keep us in "Here now" (they drop whoever falls silent). */
+  function announce(c) {
+    clearTimeout(c.presenceTimer);
+    if (c !== conv || !c.ws || c.ws.readyState !== WebSocket.OPEN || !canSignal()) return;
+    sendFrame(c, { type: "presence", action: "joined" });
+    c.announcedAt = Date.now();
+    c.presenceTimer = setTimeout(() => announce(c), PRESENCE_REPEAT_MS);
+  }
+
+  /** A sign of life from someone here ("joined", typing): keep them PRESENCE_EXPIRE_MS more. */
+  function seen(userId) {
+    const mine = conv;
+    clearTimeout(mine.here.get(userId));
+    mine.here.set(userId, setTimeout(() => {
+      if (mine !== conv) return;
+      mine.here.delete(userId);
+      renderHere();
+    }, PRESENCE_EXPIRE_MS));
+  }
+
   function onPresence(userId, action) {
-    if (!userId || userId === auth.userId) return;
+    if (!userId || userId === auth.userId) return; // never answer ourselves
     if (action === "joined") {
-      if (!conv.here.has(userId)) {
-        conv.here.add(userId);
-        // Presence is not stored: tell the newcomer we are here too. They answer
-        // only people they had not seen, so this stops after one round.
-        if (canSignal()) sendFrame(conv, { type: "presence", action: "joined" });
-      }
+      const known = conv.here.has(userId);
+      seen(userId);
+      // Presence is not stored: a "joined" is answered with ours, so the newcomer, or
+      // someone whose socket came back (already listed here), learns we are here. A
+      // newcomer is answered once; a known person only if we have been quiet a while,
+      // so an answer to our own answer goes unanswered and the exchange stops.
+      if (!known || Date.now() - conv.announcedAt >= PRESENCE_ANSWER_GAP_MS) announce(conv);
     } else if (action === "left") {
+      clearTimeout(conv.here.get(userId));
       conv.here.delete(userId);
       clearTyping(userId);
     }
@@ -1099,7 +1134,7 @@
 
   function renderHere() {
     if (!conv) return;
-    const people = [...conv.here].sort((a, b) => (a === auth.userId ? -1 : b === auth.userId ? 1 : a < b ? -1 : 1));
+    const people = [...conv.here.keys()].sort((a, b) => (a === auth.userId ? -1 : b === auth.userId ? 1 : a < b ? -1 : 1));
     $("here-list").replaceChildren(
       ...people.map((u) => el("li", { class: "chip", "data-user": u }, bidi(u), u === auth.userId ? " (you)" : null))
     );
