@@ -704,6 +704,21 @@ async def test_typing_by_an_api_key_without_a_user_is_the_owners(
         assert (await receive_event(ws))["data"] == {"userId": "named", "isTyping": True}
 
 
+async def test_a_frame_naming_a_user_takes_the_user_id_rules_of_http(
+    server: LiveServer, api: Api, user_id: str
+) -> None:
+    """An API key's socket may name the user it speaks for, as HTTP bodies do, and under
+    the same rules: 1 to 255 characters, no NUL. Otherwise an error frame, nothing sent."""
+    cid = (await api.create(server.headers(), user_id))["conversationId"]
+    async with open_ws(await api.ws_url(server.headers(), cid)) as ws:
+        for bad in ("u" * 256, "nul\x00here", ""):
+            await ws.send(json.dumps({"type": "typing", "isTyping": True, "userId": bad}))
+            error = await receive_event(ws)
+            assert error["type"] == "error" and "userId" in error["message"], error
+        await ws.send(json.dumps({"type": "typing", "isTyping": True, "userId": "u" * 255}))
+        assert (await receive_event(ws))["data"] == {"userId": "u" * 255, "isTyping": True}
+
+
 # --- a revoked API key, on a server that checks every second ------------------------------------
 
 

@@ -28,6 +28,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from uvicorn.protocols.utils import ClientDisconnected
 
 from airia_server.api.deps import Services, services
+from airia_server.api.schemas import UserId
 from airia_server.domain import access
 from airia_server.domain.auth import Authenticator
 from airia_server.domain.tickets import InvalidTicket, TicketClaims
@@ -56,7 +57,9 @@ class _ClientSignal(msgspec.Struct, kw_only=True, rename="camel"):
     type: str
     is_typing: bool | None = None
     action: str | None = None
-    user_id: str | None = None
+    user_id: UserId | None = None
+    """For an API key's socket: the user it speaks for, as in HTTP bodies (at most 255
+    characters, no NUL)."""
 
 
 _decode_signal = msgspec.json.Decoder(_ClientSignal).decode
@@ -344,11 +347,15 @@ async def _on_client_frame(websocket: WebSocket, svc: Services, conn: _Connectio
         if len(text) > _MAX_CLIENT_FRAME:
             raise ValueError("frame too large")
         signal = _decode_signal(text)
+    except msgspec.ValidationError as exc:
+        error = f"invalid frame: {exc}"
     except (msgspec.DecodeError, ValueError, RecursionError) as exc:
         error = f"invalid frame: {type(exc).__name__}"
     else:
         data: dict[str, Any]
-        if signal.type == "typing" and signal.is_typing is not None:
+        if signal.user_id is not None and "\x00" in signal.user_id:
+            error = "invalid frame: userId cannot hold NUL characters (\\u0000)"
+        elif signal.type == "typing" and signal.is_typing is not None:
             data = {"isTyping": signal.is_typing}
         elif signal.type == "presence" and signal.action in ("joined", "left"):
             data = {"action": signal.action}
