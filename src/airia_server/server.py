@@ -20,6 +20,8 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.supervisors import Multiprocess
+from websockets.exceptions import HeaderLineTooLong, RequestLineTooLong, TooManyHeaders
+from websockets.frames import Frame
 from websockets.protocol import State
 
 from airia_server.api.middleware import new_correlation_id
@@ -236,6 +238,25 @@ class TimeoutProtocol(HttpToolsProtocol):
 DROP_AFTER_SECONDS = 5.0
 """How long a socket closed for not answering pings has to take its close frame."""
 
+WS_MAX_MESSAGE_BYTES = 16 * 1024
+"""The largest message a client may send. Its messages are typing and presence signals
+of a few dozen bytes (the application refuses any over 4096 characters); websockets
+counts every fragment of a message against this, so a message that never ends is
+closed with 1009 after 16 KiB, instead of being parsed and held without end, and a
+5 MiB frame is refused from its header, before its payload is read."""
+
+WS_MAX_FRAGMENTS = 64
+"""The frames one message may come in. Empty or one-byte continuation frames add
+next to nothing to a message's size, but each costs a parse and a place in the list
+of fragments: a message in more of them is closed with 1009 too."""
+
+_BIG_HEAD = (
+    431,
+    "Request headers too large",
+    "The request head (its request line and header fields) is over the server's limit",
+)
+_LONG_TARGET = (414, "URI too long", "The request target is over the server's limit")
+
 
 class FrameWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol, offering the application a way to write a
@@ -280,6 +301,74 @@ class FrameWebSocketProtocol(WebSocketsSansIOProtocol):
         if not self.transport.is_closing() or self.transport.get_write_buffer_size():
             self.transport.abort()
 
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.handshake_exc is not None and not self.handshake_initiated:
+            self._refuse_handshake()
+        elif not self.writable.is_set():
+            # The client does not read what it is sent (pongs, say, to a flood of pings):
+            # it is not read from either until it does, so that what is buffered for it
+            # stays under the transport's high-water mark, whatever it sends.
+            self.transport.pause_reading()
+
+    def _refuse_handshake(self) -> None:
+        """The upgrade request did not parse as websockets reads it (a header line over
+        8 KiB, more than 128 headers, or worse). websockets queues its answer and waits
+        to be asked for it, which uvicorn never does: the client would get nothing and
+        the connection would stay open for good. It gets problem+json, and the close."""
+        exc = self.conn.handshake_exc
+        if isinstance(exc, (HeaderLineTooLong, TooManyHeaders)):
+            answer = _BIG_HEAD
+        elif isinstance(exc, RequestLineTooLong):
+            answer = _LONG_TARGET
+        else:
+            answer = _UNPARSABLE
+        self.handshake_complete = self.close_sent = True  # nothing more to send
+        if not self.transport.is_closing():
+            self.transport.write(_closing_problem(*answer))
+            self.transport.close()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if not self.read_paused:  # else the application resumes reading when it has read
+            self.transport.resume_reading()
+
+    async def receive(self) -> Any:
+        message = await super().receive()
+        if not self.writable.is_set():  # uvicorn's receive resumed reading: not yet
+            self.transport.pause_reading()
+        return message
+
+    def handle_cont(self, event: Frame) -> None:
+        if len(self.frames) >= WS_MAX_FRAGMENTS:
+            if not self.transport.is_closing():
+                self.conn.fail(1009, f"more than {WS_MAX_FRAGMENTS} fragments")
+                self.frames = []
+                self.handle_parser_exception()
+            return
+        super().handle_cont(event)
+
+    def send_receive_event_to_app(self) -> None:
+        """uvicorn's, but a text message that is not UTF-8 is the client's error, logged
+        as such (uvicorn logs it at ERROR, with a traceback, for anyone to repeat)."""
+        if self.curr_msg_data_type == "text" and not self.close_sent:
+            data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+            try:
+                text = data.decode()
+            except UnicodeDecodeError as exc:
+                logger.info("WebSocket closed with 1007: a text message is not UTF-8")
+                self.frames = []
+                self.conn.fail(1007, f"invalid UTF-8 at position {exc.start}")
+                self.handle_parser_exception()
+                return
+            self.frames = []
+            self.queue.put_nowait({"type": "websocket.receive", "text": text})
+            if not self.read_paused:
+                self.read_paused = True
+                self.transport.pause_reading()
+            return
+        super().send_receive_event_to_app()
+
     def write_frame(self, frame: bytes) -> bool:
         if (
             self.close_sent
@@ -303,6 +392,7 @@ def _options(settings: Settings) -> dict[str, Any]:
         http=TimeoutProtocol,
         ws=FrameWebSocketProtocol,
         ws_ping_interval=settings.ws_heartbeat_seconds,
+        ws_max_size=WS_MAX_MESSAGE_BYTES,
         # Compression costs ~35 KiB of zlib state per socket and CPU on every fan-out,
         # for events that are a few hundred bytes: off unless asked for.
         ws_per_message_deflate=settings.ws_compression,
