@@ -74,6 +74,11 @@ def _closing_problem(status: int, message: str, detail: str, instance: str | Non
 # The protocol's own answers (status, message, detail), built when sent.
 _SLOW_HEAD = (408, "Request headers too slow", "The request headers did not arrive in time")
 _SLOW_BODY = (408, "Request body too slow", "No part of the request body arrived in time")
+_BIG_HEAD = (
+    431,
+    "Request headers too large",
+    "The request head (its request line and header fields) is over the server's limit",
+)
 _UNPARSABLE = (
     400,
     "Invalid HTTP request",
@@ -158,9 +163,11 @@ class TimeoutProtocol(HttpToolsProtocol):
 
     head_timeout = float(os.environ.get("AIRIA_HEADER_READ_TIMEOUT_SECONDS") or 10.0)
     body_timeout = float(os.environ.get("AIRIA_BODY_READ_TIMEOUT_SECONDS") or 30.0)
+    max_header_bytes = int(os.environ.get("AIRIA_MAX_HEADER_BYTES") or 16 * 1024)
     _sweeper: _Sweeper | None = None
     _deadline = 0.0  # loop time after which the request is too slow; 0: none
     _answer = _SLOW_HEAD
+    _head_bytes = 0  # bytes received of a request head still incomplete; -1: none is
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -172,11 +179,29 @@ class TimeoutProtocol(HttpToolsProtocol):
         sweeper.protocols.add(self)
         self._arm(self.head_timeout, _SLOW_HEAD)
 
+    def data_received(self, data: bytes) -> None:
+        """Counts what arrives of a request head: the header size limit is checked by the
+        application on the head's fields (`RequestContextMiddleware`), once they have
+        all come, but the parser keeps every header line until then, and a head of
+        endless small lines would take memory without limit (40 MiB of them within the
+        head deadline cost 600 MiB). A head still incomplete past twice the limit, plus
+        8 KiB for its request line, is answered 431 and the connection closed."""
+        if self._head_bytes >= 0:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if self._head_bytes > 2 * self.max_header_bytes + 8192:
+            self._head_bytes = -1
+            self._forget()
+            if not self.transport.is_closing():
+                self.transport.write(_closing_problem(*_BIG_HEAD))
+                self.transport.close()
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._arm(self.head_timeout, _SLOW_HEAD)
 
     def on_headers_complete(self) -> None:
+        self._head_bytes = -1
         super().on_headers_complete()
         if self.cycle is not None:
             self.cycle.transport = _HeadWithBody(self.transport)  # type: ignore[assignment]
@@ -189,6 +214,7 @@ class TimeoutProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._deadline = 0.0
+        self._head_bytes = 0  # what comes next is the next request's head
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
@@ -250,11 +276,6 @@ WS_MAX_FRAGMENTS = 64
 next to nothing to a message's size, but each costs a parse and a place in the list
 of fragments: a message in more of them is closed with 1009 too."""
 
-_BIG_HEAD = (
-    431,
-    "Request headers too large",
-    "The request head (its request line and header fields) is over the server's limit",
-)
 _LONG_TARGET = (414, "URI too long", "The request target is over the server's limit")
 
 
@@ -404,8 +425,10 @@ def _options(settings: Settings) -> dict[str, Any]:
 def serve(settings: Settings, workers: int = 1, overrides: dict[str, Any] | None = None) -> None:
     TimeoutProtocol.head_timeout = settings.header_read_timeout_seconds
     TimeoutProtocol.body_timeout = settings.body_read_timeout_seconds
+    TimeoutProtocol.max_header_bytes = settings.max_header_bytes
     os.environ["AIRIA_HEADER_READ_TIMEOUT_SECONDS"] = str(settings.header_read_timeout_seconds)
     os.environ["AIRIA_BODY_READ_TIMEOUT_SECONDS"] = str(settings.body_read_timeout_seconds)
+    os.environ["AIRIA_MAX_HEADER_BYTES"] = str(settings.max_header_bytes)
     options = _options(settings)
     if workers > 1:
         # Each worker process builds its own app from the environment.

@@ -268,6 +268,31 @@ def test_headers_over_the_limit_are_431(http: httpx.Client, limited: LiveServer)
     assert http.get("/healthz", headers={"X-Padding": "p" * 1000}).status_code == 200
 
 
+def test_a_head_of_endless_small_lines_is_431_before_it_ends(limited: LiveServer) -> None:
+    """The limit holds while the head arrives, not only once it is whole: the parser
+    keeps every header line until the blank one, and endless small lines (well within
+    the head deadline) used to take hundreds of MB before the 431."""
+    parts = urlsplit(limited.base_url)
+    lines = b"a: b\r\n" * 10_000
+    sent = 0
+    with socket.create_connection((parts.hostname, parts.port), timeout=15) as sock:
+        sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: {parts.netloc}\r\n".encode())
+        try:
+            while sent < 64 << 20:  # never the blank line
+                sock.sendall(lines)
+                sent += len(lines)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        received = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                received += chunk
+    assert sent < 64 << 20, "the server read 64 MiB of one request head"
+    assert received.startswith(b"HTTP/1.1 431"), received[:300]
+    assert b"application/problem+json" in received.partition(b"\r\n\r\n")[0]
+    TESTED.append("a head of endless small header lines: 431 while it arrives")
+
+
 def test_a_stalled_body_is_408(limited: LiveServer) -> None:
     parts = urlsplit(limited.base_url)
     with socket.create_connection((parts.hostname, parts.port), timeout=15) as sock:
