@@ -24,13 +24,18 @@ from websockets.exceptions import HeaderLineTooLong, RequestLineTooLong, TooMany
 from websockets.frames import Frame
 from websockets.protocol import State
 
-from airia_server.api.middleware import new_correlation_id
+from airia_server.api.middleware import CORRELATION_HEADER, STATUS, new_correlation_id
 from airia_server.api.problems import PROBLEM_JSON, problem_body
 from airia_server.app import AiriaApp, create_app
 from airia_server.config import Settings, load_settings
 from airia_server.logs import configure_logging, correlation_id_var
 
 GRACEFUL_SHUTDOWN_SECONDS = 10
+"""How long requests in flight have on shutdown: those still running are then cut off
+(503 if their response has not begun)."""
+CANCEL_AFTER_SECONDS = GRACEFUL_SHUTDOWN_SECONDS + 2
+"""When uvicorn cancels what still runs: only a request that goes on once its
+connection is closed (one that reads no more of it) is still there by then."""
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 logger = logging.getLogger("uvicorn.error")
@@ -52,12 +57,20 @@ class GracefulServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def _closing_problem(status: int, message: str, detail: str, instance: str | None = None) -> bytes:
+def _closing_problem(
+    status: int,
+    message: str,
+    detail: str,
+    instance: str | None = None,
+    *,
+    correlation_id: str | None = None,
+    headers: str = "",
+) -> bytes:
     """A whole HTTP response, written by the protocol itself (no request reached the
-    application): a problem+json body like every other error's, with a correlation
-    id of its own (in the body, the header and the log line), and the connection
-    closed after it."""
-    cid = new_correlation_id()
+    application, or it is being cut off): a problem+json body like every other
+    error's, with a correlation id of its own unless the request's is given (in the
+    body, the header and the log line), and the connection closed after it."""
+    cid = correlation_id or new_correlation_id()
     body = problem_body(status, message, detail, instance, correlation_id=cid)
     token = correlation_id_var.set(cid)  # for the log line
     try:
@@ -66,7 +79,8 @@ def _closing_problem(status: int, message: str, detail: str, instance: str | Non
         correlation_id_var.reset(token)
     head = (
         f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: {PROBLEM_JSON}\r\n"
-        f"x-correlation-id: {cid}\r\nconnection: close\r\ncontent-length: {len(body)}\r\n\r\n"
+        f"x-correlation-id: {cid}\r\n{headers}connection: close\r\n"
+        f"content-length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
 
@@ -78,6 +92,11 @@ _BIG_HEAD = (
     431,
     "Request headers too large",
     "The request head (its request line and header fields) is over the server's limit",
+)
+_SHUTTING_DOWN = (
+    503,
+    "Server shutting down",
+    "The server stopped before the request was answered; send it again",
 )
 _UNPARSABLE = (
     400,
@@ -141,12 +160,24 @@ class _Sweeper:
         self.loop = loop
         self.interval = interval
         self.protocols: set[TimeoutProtocol] = set()
+        self.cut_off_at = 0.0
+        """Set on shutdown: when the requests still in flight are cut off; 0: never."""
         loop.call_later(interval, self._sweep)
 
     def _sweep(self) -> None:
         now = self.loop.time()
         for protocol in [p for p in self.protocols if 0.0 < p._deadline <= now]:
             protocol._too_slow()
+        if 0.0 < self.cut_off_at <= now:
+            self.cut_off_at = -1.0
+            cut = sum(protocol._cut_off() for protocol in list(self.protocols))
+            if cut:
+                logger.warning(
+                    "Shutting down: %d request(s) still running after %d s cut off "
+                    "(503 where no response had begun)",
+                    cut,
+                    GRACEFUL_SHUTDOWN_SECONDS,
+                )
         self.loop.call_later(self.interval, self._sweep)
 
 
@@ -222,6 +253,38 @@ class TimeoutProtocol(HttpToolsProtocol):
         if cycle is not None and type(cycle.transport) is _HeadWithBody:
             cycle.transport.flush()
         super().on_response_complete()
+
+    def shutdown(self) -> None:
+        """uvicorn's (closes the connection if idle, else after the response), and the
+        cut-off armed for the requests still in flight. uvicorn's own, at its graceful
+        timeout, cancels their tasks: the client gets a plain-text 500 and the log two
+        ERROR tracebacks for what is only a server going away."""
+        super().shutdown()
+        sweeper = TimeoutProtocol._sweeper
+        if sweeper is not None and sweeper.cut_off_at == 0.0:
+            sweeper.cut_off_at = self.loop.time() + GRACEFUL_SHUTDOWN_SECONDS
+
+    def _cut_off(self) -> bool:
+        """Shutting down, the drain is over: a request still in flight is answered 503
+        (with Retry-After) if its response has not begun, and its connection closed.
+        Its application task sees the client gone and ends. True if there was one."""
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete or self.transport.is_closing():
+            return False
+        if not cycle.response_started:
+            scope: Any = cycle.scope
+            scope[STATUS] = 503
+            cid = scope.get(CORRELATION_HEADER, (b"", b""))[1].decode() or None
+            self.transport.write(
+                _closing_problem(
+                    *_SHUTTING_DOWN,
+                    scope["path"],
+                    correlation_id=cid,
+                    headers="retry-after: 1\r\n",
+                )
+            )
+        self.transport.close()
+        return True
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to bytes that do not parse as HTTP, as problem+json (uvicorn
@@ -417,7 +480,7 @@ def _options(settings: Settings) -> dict[str, Any]:
         # Compression costs ~35 KiB of zlib state per socket and CPU on every fan-out,
         # for events that are a few hundred bytes: off unless asked for.
         ws_per_message_deflate=settings.ws_compression,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        timeout_graceful_shutdown=CANCEL_AFTER_SECONDS,
         server_header=False,
     )
 

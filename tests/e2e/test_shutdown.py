@@ -149,3 +149,37 @@ async def test_sigterm_closes_sockets_with_1001_finishes_requests_and_exits(
         stop_process(server.process)
         if drop:
             backends.drop_database_sync(drop)
+
+
+def test_a_request_still_running_when_the_drain_ends_is_503_and_logged_quietly(
+    tmp_path: Path,
+) -> None:
+    """A request whose body has not come when the 10 s are over is answered 503 with
+    Retry-After, as problem+json with its correlation id, and the log says how many
+    were cut off in a WARNING: no plain-text 500, no cancelled task's traceback."""
+    server = start_server(tmp_path)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            sock.sendall(
+                b"POST /v1/Conversations HTTP/1.1\r\nHost: x\r\nX-Correlation-ID: slow-1\r\n"
+                + f"X-API-KEY: {server.api_key}\r\n".encode()
+                + b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+            )
+            time.sleep(0.5)  # the head is in: the request is in flight
+            server.process.send_signal(signal.SIGTERM)
+            answer = b""
+            while chunk := sock.recv(65536):  # the body never comes; the server closes
+                answer += chunk
+        returncode = server.process.wait(EXIT_BOUND_SECONDS)
+    finally:
+        stop_process(server.process)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503"), answer[:500]
+    assert b"\r\nretry-after: 1\r\n" in head.lower()
+    assert b"content-type: application/problem+json" in head.lower()
+    problem = json.loads(body)
+    assert (problem["status"], problem["correlationId"]) == (503, "slow-1")
+    assert returncode in (0, -signal.SIGTERM)
+    log = server.stderr_text()
+    assert "ERROR" not in log and "Traceback" not in log, log[-3000:]
+    assert "1 request(s) still running after 10 s cut off" in log, log[-3000:]
