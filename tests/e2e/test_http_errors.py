@@ -81,6 +81,9 @@ def test_a_request_that_is_not_http_is_400_problem_and_closed(
         b"Host: x\r\nHost: y\r\n",
         b"Host: [::1\r\n",
         b"Host: x:80:80\r\n",
+        b"Host: a:99999\r\n",
+        b"Host: a:65536\r\n",
+        b"Host: [::1]:0\r\n",
     ],
     ids=[
         "missing",
@@ -91,6 +94,9 @@ def test_a_request_that_is_not_http_is_400_problem_and_closed(
         "twice",
         "open-bracket",
         "two-ports",
+        "port-99999",
+        "port-65536",
+        "port-0",
     ],
 )
 def test_a_request_without_one_valid_host_is_400(server: LiveServer, host_lines: bytes) -> None:
@@ -114,6 +120,8 @@ def test_a_request_without_one_valid_host_is_400(server: LiveServer, host_lines:
         b"example.com",
         b"example.com:8080",
         b"127.0.0.1:1",
+        b"example.com:65535",
+        b"example.com:",  # an empty port is the default one (RFC 3986, 3.2.3)
         b"[::1]:8000",
         b"my_host.local",
         b"example.com ",  # whitespace around a value is not part of it (RFC 9110, 5.5)
@@ -127,6 +135,33 @@ def test_a_valid_host_is_served(server: LiveServer, host: bytes) -> None:
     )
     status, _, body = exchange(server, raw)
     assert status.startswith(b"HTTP/1.1 200 "), (status, body)
+
+
+@pytest.mark.parametrize(
+    "codings",
+    [b"gzip, chunked", b"gzip\r\nTransfer-Encoding: chunked"],
+    ids=["gzip-chunked", "two-headers"],
+)
+def test_a_transfer_coding_other_than_chunked_alone_is_501(
+    server: LiveServer, codings: bytes
+) -> None:
+    """RFC 9112, 6.1. The parser reads any list that ends in chunked as chunked alone:
+    a gzipped body would have been read as if it were plain. (Chunked twice is the
+    parser's 400.)"""
+    chunk = b'{"userId":"u1"}'
+    raw = (
+        b"POST /v1/Conversations HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: " + codings + b"\r\n"
+        b"Content-Type: application/json\r\nX-API-KEY: "
+        + server.api_key.encode()
+        + b"\r\n\r\n"
+        + f"{len(chunk):x}\r\n".encode()
+        + chunk
+        + b"\r\n0\r\n\r\n"
+    )
+    status, headers, body = exchange(server, raw)  # read until the server closes
+    assert status.startswith(b"HTTP/1.1 501 "), (status, body)
+    assert headers[b"content-type"] == b"application/problem+json"
+    assert json.loads(body)["message"] == "Transfer coding not supported"
 
 
 def test_http_1_0_may_leave_host_out(server: LiveServer) -> None:

@@ -33,7 +33,7 @@ _VALID_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 # A Host header is a URI host and an optional port (RFC 9112, 3.2; RFC 3986, 3.2.2):
 # a registered name or IPv4 address, or an IP literal in brackets.
 _VALID_HOST = re.compile(
-    rb"(?:(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{0,5})?\Z"
+    rb"(?:(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{0,5}))?\Z"
 )
 _HOST_DETAIL = (
     "An HTTP/1.1 request needs exactly one Host header, holding a host name or address"
@@ -84,6 +84,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         raw = host = None
+        codings: list[bytes] = []
         header_bytes = hosts = 0
         for name, value in scope["headers"]:
             header_bytes += len(name) + len(value)
@@ -92,6 +93,8 @@ class RequestContextMiddleware:
             elif name == b"host":
                 host = value
                 hosts += 1
+            elif name == b"transfer-encoding":
+                codings.extend(c.strip().lower() for c in value.split(b","))
         if host is not None and host[-1:] in (b" ", b"\t"):
             # Whitespace around a field value is not part of it (RFC 9110, 5.5), but
             # httptools strips only the leading side: the links built from Host too.
@@ -129,7 +132,7 @@ class RequestContextMiddleware:
             if scope["type"] == "http" and (
                 hosts > 1
                 or (host is None and scope.get("http_version") != "1.0")
-                or (host is not None and _VALID_HOST.match(host) is None)
+                or (host is not None and not _valid_host(host))
             ):
                 # RFC 9112, 3.2. Without a public URL, links the server hands out are
                 # built from Host (attachment links; websocketUrl on 0.0.0.0).
@@ -137,6 +140,21 @@ class RequestContextMiddleware:
                 await _send_problem(
                     send, 400, "Invalid Host header", scope["path"], cid_header, _HOST_DETAIL
                 )
+                return
+            if codings and codings != [b"chunked"]:
+                # RFC 9112, 6.1: the parser reads any list ending in chunked as chunked
+                # alone; a body gzipped (or coded otherwise) would be read as plain JSON.
+                scope[STATUS] = 501
+                if scope["type"] == "http":
+                    await _send_problem(
+                        send,
+                        501,
+                        "Transfer coding not supported",
+                        scope["path"],
+                        cid_header,
+                        "The only transfer coding this server reads is chunked, alone",
+                        close=True,
+                    )
                 return
             if scope["type"] == "http" and (
                 b"%00" in scope.get("raw_path", b"") or b"%00" in scope.get("query_string", b"")
@@ -187,6 +205,16 @@ class RequestContextMiddleware:
             correlation_id_var.reset(token)
 
 
+def _valid_host(host: bytes) -> bool:
+    """A URI host and an optional port within 1-65535 (RFC 3986, 3.2.3: an empty one
+    is allowed, and means the default)."""
+    match = _VALID_HOST.match(host)
+    if match is None:
+        return False
+    port = match.group(1)
+    return not port or 0 < int(port) < 65536
+
+
 async def _send_problem(
     send: Send,
     status: int,
@@ -194,19 +222,18 @@ async def _send_problem(
     path: str,
     cid_header: tuple[bytes, bytes],
     detail: str | None = None,
+    close: bool = False,
 ) -> None:
+    """`close`: the request's body is not read, and the connection is not kept."""
     if detail is None:
         detail = "The server failed to handle the request" if status == 500 else message
     body = problem_body(status, message, detail, path)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", PROBLEM_JSON.encode()),
-                (b"content-length", str(len(body)).encode()),
-                cid_header,
-            ],
-        }
-    )
+    headers = [
+        (b"content-type", PROBLEM_JSON.encode()),
+        (b"content-length", str(len(body)).encode()),
+        cid_header,
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
