@@ -286,6 +286,18 @@ class TimeoutProtocol(HttpToolsProtocol):
         self.transport.close()
         return True
 
+    def eof_received(self) -> bool | None:
+        """The client has closed its side. HTTP/1.1 allows half-closing once a request
+        is sent: if it has come whole and is not answered yet, the connection stays
+        open for the answer (it was dropped, the client got nothing, though a write
+        it asked for was committed) and is closed after it. Otherwise, as uvicorn
+        does, the connection is closed and the request (if any) sees the client gone."""
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete or cycle.more_body:
+            return None
+        cycle.keep_alive = False
+        return True
+
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to bytes that do not parse as HTTP, as problem+json (uvicorn
         writes plain text); it has logged `msg` already."""

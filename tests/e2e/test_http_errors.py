@@ -164,6 +164,28 @@ def test_a_transfer_coding_other_than_chunked_alone_is_501(
     assert json.loads(body)["message"] == "Transfer coding not supported"
 
 
+def test_a_client_that_half_closes_after_its_request_gets_the_answer(
+    server: LiveServer, user_id: str
+) -> None:
+    """HTTP/1.1 allows a client to close its side once its request is sent: the answer
+    still comes (the request was carried out either way), then the connection closes."""
+    body = json.dumps({"userId": user_id}).encode()
+    raw = (
+        b"POST /v1/Conversations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"X-API-KEY: " + server.api_key.encode() + b"\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(raw)
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(10)
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 201 "), answer[:300]
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["userId"] == user_id
+
+
 def test_http_1_0_may_leave_host_out(server: LiveServer) -> None:
     raw = b"GET /healthz HTTP/1.0\r\n\r\n"
     status, _, body = exchange(server, raw)
