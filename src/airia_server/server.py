@@ -96,7 +96,8 @@ _BIG_HEAD = (
 _SHUTTING_DOWN = (
     503,
     "Server shutting down",
-    "The server stopped before the request was answered; send it again",
+    "The server stopped before it answered; a write may have been done all the same. "
+    "Send it again with the same Idempotency-Key, so that it is done once",
 )
 _UNPARSABLE = (
     400,
