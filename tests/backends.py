@@ -93,6 +93,25 @@ async def drop_database(url: str) -> None:
         await conn.close()
 
 
+async def alter_database(url: str, sql: str) -> None:
+    """Run `sql` as the administrator, `{name}` standing for the database of `url`, then
+    end that database's sessions, so the next connection made to it sees the change
+    (`ALTER DATABASE ... SET` applies to new sessions only)."""
+    name = urlsplit(url).path.lstrip("/")
+    conn = await asyncpg.connect(POSTGRES_ADMIN_URL)
+    try:
+        await conn.execute(sql.format(name=f'"{name}"'))
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+        )
+    finally:
+        await conn.close()
+
+
+def alter_database_sync(url: str, sql: str) -> None:
+    _run(alter_database(url, sql))
+
+
 def create_database_sync() -> str:
     return _run(create_database())
 

@@ -819,6 +819,51 @@ def test_requests_while_the_database_is_away_are_503_with_retry_after(tmp_path) 
         backends.drop_database_sync(url)
 
 
+# What a database does during a failover, an operator's change or a bad restore.
+_CANNOT_SERVE = {
+    "read-only": "ALTER DATABASE {name} SET default_transaction_read_only = on",
+    "refusing connections": "ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false",
+    "recreated empty": "DROP DATABASE {name} WITH (FORCE); CREATE DATABASE {name}",
+}
+
+
+@pytest.mark.parametrize("state", list(_CANNOT_SERVE))
+def test_a_database_that_cannot_serve_is_503_and_not_ready(tmp_path, state: str) -> None:
+    """A standby that refuses writes, a database that refuses connections, one recreated
+    without its tables: the request was fine every time, so 503 with Retry-After, where
+    each was a 500. /readyz names which."""
+    import backends
+
+    from .support import running_server
+
+    backends.require(backends.postgres_problem())
+    url = backends.create_database_sync()
+    try:
+        with running_server(tmp_path, database_url=url) as server, server.client() as http:
+            created = create(http, server.headers(), "u1")
+            messages = f"{COLLECTION}/{created['conversationId']}/messages"
+            for sql in _CANNOT_SERVE[state].split("; "):
+                backends.alter_database_sync(url, sql)
+            for _ in range(3):  # each pooled connection finds out in turn
+                response = http.post(messages, json={"message": "hi"}, headers=server.headers())
+                problem = assert_problem(response, 503)
+                assert response.headers["retry-after"] == "1"
+                assert problem["message"] == "Service unavailable"
+            checks = http.get("/readyz").json()["checks"]
+            assert {
+                "read-only": checks["database"].startswith("read-only")
+                and checks["migrations"] == "ok",
+                "refusing connections": checks["database"].startswith("unreachable")
+                and "migrations" not in checks,
+                "recreated empty": checks["database"] == "ok"
+                and checks["migrations"].startswith("no schema"),
+            }[state], checks
+            assert http.get("/readyz").status_code == 503
+    finally:
+        backends.alter_database_sync(url, "ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true")
+        backends.drop_database_sync(url)
+
+
 def test_links_built_from_host_are_whole(tmp_path) -> None:
     """On a server listening on 0.0.0.0 without a public URL, websocketUrl comes from
     Host: without the whitespace after it, and, where HTTP/1.0 sent none, from the

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+
+import asyncpg
+import pytest
 
 from airia_server.api.openapi import openapi_document
-from airia_server.api.problems import problem_body
+from airia_server.api.problems import problem_body, unavailable_response
+from airia_server.storage.outages import DatabaseUnavailable, Outage
 
 
 def test_a_problem_always_names_its_type_and_leaves_out_empty_members() -> None:
@@ -29,3 +34,54 @@ def test_extra_members_join_the_problem() -> None:
 def test_the_document_says_type_is_always_there() -> None:
     schema = openapi_document()["components"]["schemas"]["Problem"]
     assert {"type", "title", "status", "detail", "message"} <= set(schema["required"])
+
+
+def _sqlite_error(sql: str) -> sqlite3.Error:
+    try:
+        sqlite3.connect(":memory:").execute(sql)
+    except sqlite3.Error as exc:
+        return exc
+    raise AssertionError(f"{sql} did not fail")
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        asyncpg.ReadOnlySQLTransactionError("a standby"),  # 25006
+        asyncpg.ConnectionFailureError("gone"),  # class 08
+        asyncpg.TooManyConnectionsError("full"),  # class 53
+        asyncpg.CannotConnectNowError("starting up"),  # class 57
+        asyncpg.AdminShutdownError("terminated"),
+        asyncpg.InvalidCatalogNameError("no database"),
+        asyncpg.UndefinedTableError("recreated empty"),
+        asyncpg.InternalClientError("cannot switch to state 11"),
+        DatabaseUnavailable(Outage.AWAY, "unreachable: ObjectNotInPrerequisiteStateError"),
+        _sqlite_error("SELECT * FROM conversations"),  # no such table
+    ],
+    ids=type,
+)
+def test_a_database_that_cannot_serve_now_is_503_with_retry_after(exc: Exception) -> None:
+    response = unavailable_response(exc, "/v1/Conversations")
+    assert response is not None and response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        asyncpg.PostgresSyntaxError("a typo"),
+        asyncpg.UndefinedColumnError("a typo"),
+        asyncpg.UniqueViolationError("a missed conflict"),
+        asyncpg.DataError("an argument of the wrong type"),
+        # 55000 outside connecting is a bug (currval before nextval, and the like)
+        asyncpg.ObjectNotInPrerequisiteStateError("lastval is not yet defined"),
+        _sqlite_error("SELEC 1"),
+        _sqlite_error("SELECT nope"),
+        ValueError("a bug"),
+    ],
+    ids=type,
+)
+def test_a_bug_is_no_outage(exc: Exception) -> None:
+    """It stays a 500 (logged with its traceback by the middleware), never a 503 that
+    tells clients to wait it out."""
+    assert unavailable_response(exc, "/v1/Conversations") is None

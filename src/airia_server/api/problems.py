@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 
-import asyncpg
 import msgspec
 import redis.exceptions
 from starlette.exceptions import HTTPException
@@ -15,6 +13,7 @@ from starlette.responses import Response
 from airia_server.api.schemas import Problem, encode
 from airia_server.errors import AppError
 from airia_server.logs import correlation_id_var
+from airia_server.storage.outages import Outage, outage_of
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_TYPE = "about:blank"
@@ -81,33 +80,38 @@ def problem_response(
     return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
-# What a backend raises when it cannot be reached or cannot answer now (a server
-# restarting, a dropped connection, a full pool, a locked or failing SQLite file):
-# the request was fine, and may be sent again.
+# What a backend other than the database raises when it cannot be reached or cannot
+# answer now (a dropped connection, Redis away, a timeout): the request was fine, and
+# may be sent again. The database's own errors are told apart by `outage_of`.
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
     asyncio.TimeoutError,  # another class before Python 3.11
-    sqlite3.OperationalError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    asyncpg.InvalidCatalogNameError,  # the database itself is gone
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
 )
 
+_AWAY_DETAIL = "A backend of this server (the database, or Redis) did not answer; retry shortly"
+_DETAILS = {
+    Outage.AWAY: _AWAY_DETAIL,
+    Outage.READ_ONLY: "The database is read-only now (a standby, during a failover); retry shortly",
+    Outage.NO_SCHEMA: (
+        "The database lacks this server's tables (GET /readyz names the check); "
+        "retry once it is migrated"
+    ),
+}
+
 
 def unavailable_response(exc: Exception, path: str) -> Response | None:
-    """503 with Retry-After for a backend that is away (`_UNAVAILABLE`); None otherwise."""
-    if not isinstance(exc, _UNAVAILABLE):
+    """503 with Retry-After for a backend that cannot serve now; None for anything
+    else (a bug, answered 500)."""
+    outage = outage_of(exc)
+    if outage is None and not isinstance(exc, _UNAVAILABLE):
         return None
     return problem_response(
         503,
         "Service unavailable",
-        "A backend of this server (the database, or Redis) did not answer; retry shortly",
+        _DETAILS.get(outage, _AWAY_DETAIL),
         path,
         {"Retry-After": "1"},
     )

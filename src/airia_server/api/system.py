@@ -13,7 +13,8 @@ from starlette.staticfiles import StaticFiles
 
 from airia_server.api.deps import services
 from airia_server.api.openapi import openapi_document
-from airia_server.storage import LATEST_MIGRATION
+from airia_server.storage import LATEST_MIGRATION, Store
+from airia_server.storage.outages import DatabaseUnavailable, Outage, outage_of
 
 
 def _swagger_ui_static() -> Path:
@@ -63,21 +64,11 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Ready to serve: the database answers, its schema is current, and the event
-    fan-out (Redis, where configured) is connected. 503 with the failing checks."""
+    """Ready to serve: the database answers and takes writes, its schema is current,
+    and the event fan-out (Redis, where configured) is connected. 503 with the failing
+    checks."""
     svc = services(request)
-    checks: dict[str, str] = {}
-    try:
-        await asyncio.wait_for(svc.store.ping(), 2.0)
-        version = await svc.store.schema_version()
-        checks["database"] = "ok"
-        checks["migrations"] = (
-            "ok"
-            if version >= LATEST_MIGRATION[svc.store.backend]
-            else (f"schema {version} is behind this server's {LATEST_MIGRATION[svc.store.backend]}")
-        )
-    except Exception as exc:  # any failure to reach the database is "not ready"
-        checks["database"] = f"unreachable: {type(exc).__name__}"
+    checks = await _database_checks(svc.store)
     if svc.settings.redis_url:
         checks["redis"] = "ok" if svc.hub.healthy else "unreachable: events stay on this instance"
     ready = all(value == "ok" for value in checks.values())
@@ -85,6 +76,36 @@ async def readyz(request: Request) -> Response:
         {"status": "ok" if ready else "unavailable", "checks": checks},
         status_code=200 if ready else 503,
     )
+
+
+async def _database_checks(store: Store) -> dict[str, str]:
+    """`database` and, when it answers, `migrations`. A database that answers but
+    refuses writes (a standby) is not ready; one without this server's tables (dropped
+    and recreated empty) answers, and fails `migrations`."""
+    checks: dict[str, str] = {}
+    try:
+        await asyncio.wait_for(store.ping(), 2.0)
+        checks["database"] = "ok"
+    except DatabaseUnavailable as exc:
+        checks["database"] = str(exc)
+        if exc.outage is Outage.AWAY:
+            return checks
+    except Exception as exc:  # any failure to reach the database is "not ready"
+        return {"database": f"unreachable: {type(exc).__name__}"}
+    latest = LATEST_MIGRATION[store.backend]
+    try:
+        version = await asyncio.wait_for(store.schema_version(), 2.0)
+    except Exception as exc:
+        if outage_of(exc) is not Outage.NO_SCHEMA:
+            return {"database": f"unreachable: {type(exc).__name__}"}
+        version = None
+    if version is None:
+        checks["migrations"] = "no schema: the database has none of this server's tables"
+    elif version < latest:
+        checks["migrations"] = f"schema {version} is behind this server's {latest}"
+    else:
+        checks["migrations"] = "ok"
+    return checks
 
 
 async def metrics(request: Request) -> Response:

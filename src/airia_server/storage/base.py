@@ -266,7 +266,8 @@ class Store(Protocol):
     async def schema_version(self) -> int: ...
 
     async def ping(self) -> None:
-        """Raise if the database cannot be reached."""
+        """Raise if the database cannot be reached, or cannot take writes
+        (`DatabaseUnavailable`, naming why)."""
 
     async def server_secret(self, name: str, generate: bytes) -> bytes:
         """The secret stored under `name`, storing `generate` first if there is none."""

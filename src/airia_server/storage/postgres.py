@@ -16,6 +16,7 @@ rolled back with the change.
 
 from __future__ import annotations
 
+import asyncio
 from importlib import resources
 from typing import Any
 
@@ -34,6 +35,7 @@ from airia_server.storage.base import (
     conversation_snapshot,
 )
 from airia_server.storage.feed_sql import FeedSql
+from airia_server.storage.outages import DatabaseUnavailable, Outage
 from airia_server.storage.pg_batch import BatchedRows, BatchedStatement
 from airia_server.storage.pg_pool import FairPool
 from airia_server.storage.postgres_attachments import AttachmentsMixin
@@ -162,6 +164,19 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     migration lock is taken on a connection of its own (`migrate`)."""
 
 
+async def _connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
+    """A new connection for a pool; failing to make one means the database is away.
+
+    Whatever PostgreSQL or the network answers to a connection attempt (refused, a
+    database not accepting connections, starting up or gone, a timeout) says nothing
+    of the request that needed the connection, so it becomes `DatabaseUnavailable`
+    (503) whatever its SQLSTATE."""
+    try:
+        return await asyncpg.connect(*args, **kwargs)
+    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise DatabaseUnavailable(Outage.AWAY, f"unreachable: {type(exc).__name__}") from exc
+
+
 class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, LifecycleMixin):
     backend = "postgres"
 
@@ -185,6 +200,7 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
             max_size=self._max_pool,
             server_settings={"application_name": "airia-server"},
             reset=_keep_session,
+            connect=_connect,
         )
         self._pool = FairPool(pool, self._max_pool)
         # The statements over arrays get connections of their own, one per batcher
@@ -206,6 +222,7 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
                 "plan_cache_mode": "force_custom_plan",
             },
             reset=_keep_session,
+            connect=_connect,
         )
         self._batch_pool = FairPool(batch_pool, BATCHERS)
         self._create = BatchedStatement(self._pool, _CREATE_CONVERSATION, self._write_stats)
@@ -283,7 +300,12 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
         return await self.pool.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations")
 
     async def ping(self) -> None:
-        await self.pool.fetchval("SELECT 1")
+        # One round trip either way; a standby (or default_transaction_read_only)
+        # answers reads but refuses every write.
+        if await self.pool.fetchval("SHOW transaction_read_only") == "on":
+            raise DatabaseUnavailable(
+                Outage.READ_ONLY, "read-only: writes are refused (a standby, or failing over)"
+            )
 
     async def server_secret(self, name: str, generate: bytes) -> bytes:
         await self.pool.execute(
