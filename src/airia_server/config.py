@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     public_url: str | None = None
     database_pool_min: int = Field(2, ge=1)
     database_pool_max: int = Field(10, ge=1)
+    database_connect_timeout_seconds: float = Field(5.0, gt=0)
+    """PostgreSQL: a new connection not made within this is given up (503)."""
     redis_url: str | None = None
     """`redis://HOST:PORT/DB`: fan events out to every instance. Unset: in-process only."""
     redis_prefix: str = Field("airia", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")

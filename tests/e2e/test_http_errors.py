@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+import struct
+import threading
+import time
 import uuid
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -861,6 +866,90 @@ def test_a_database_that_cannot_serve_is_503_and_not_ready(tmp_path, state: str)
             assert http.get("/readyz").status_code == 503
     finally:
         backends.alter_database_sync(url, "ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true")
+        backends.drop_database_sync(url)
+
+
+class _Blackhole:
+    """A TCP relay to PostgreSQL until `close_off()`: then its connections are cut, and
+    new ones are accepted and never answered, as by a host whose database hangs."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._target = (host, port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._sockets: list[socket.socket] = []
+        self._closed_off = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            self._sockets.append(client)
+            if self._closed_off:
+                continue
+            upstream = socket.create_connection(self._target)
+            self._sockets.append(upstream)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+            sink.shutdown(socket.SHUT_WR)
+
+    def close_off(self) -> None:
+        self._closed_off = True
+        for sock in list(self._sockets):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()  # a reset, as a dropped route ends up
+
+    def stop(self) -> None:
+        self._listener.close()
+        self.close_off()
+
+
+def test_a_database_host_that_never_answers_is_503_within_the_connect_timeout(
+    tmp_path,
+) -> None:
+    """asyncpg waits 60 s for a connection by default: every request hung that long.
+    AIRIA_DATABASE_CONNECT_TIMEOUT_SECONDS bounds it."""
+    import backends
+
+    from .support import running_server
+
+    backends.require(backends.postgres_problem())
+    url = backends.create_database_sync()
+    parts = urlsplit(url)
+    relay = _Blackhole(parts.hostname or "127.0.0.1", parts.port or 5432)
+    via_relay = parts._replace(netloc=f"{parts.username}@127.0.0.1:{relay.port}").geturl()
+    try:
+        with (
+            running_server(
+                tmp_path,
+                database_url=via_relay,
+                AIRIA_DATABASE_CONNECT_TIMEOUT_SECONDS="1",
+                AIRIA_DATABASE_POOL_MIN="1",
+            ) as server,
+            server.client() as http,
+        ):
+            created = create(http, server.headers(), "u1")
+            relay.close_off()
+            for _ in range(3):
+                started = time.monotonic()
+                response = http.get(
+                    f"{COLLECTION}/{created['conversationId']}", headers=server.headers()
+                )
+                assert time.monotonic() - started < 4
+                assert_problem(response, 503)
+                assert response.headers["retry-after"] == "1"
+    finally:
+        relay.stop()
         backends.drop_database_sync(url)
 
 

@@ -69,6 +69,28 @@ async def test_the_gate_serves_requests_in_the_order_they_asked() -> None:
     assert await served_order(FairPool(QueuePool(1), 1)) == ["holder", "waiter", "newcomer"]
 
 
+async def test_a_turn_is_waited_for_within_a_bound() -> None:
+    """With every connection held by a query that does not come back, a request gives
+    up (TimeoutError, a 503) instead of queueing for ever."""
+    pool = FairPool(QueuePool(1), 1, wait=0.05)
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with pool.acquire():
+            await release.wait()
+
+    holder = asyncio.create_task(hold())
+    await asyncio.sleep(0)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(pool.fetchval("SELECT 1"), 2)
+    assert asyncio.get_running_loop().time() - started < 1  # the pool's bound, not the 2 s
+    release.set()
+    await holder
+    async with pool.acquire() as token:  # the turn given up was not lost
+        assert token == 0
+
+
 @pytest.fixture
 async def pg_store() -> AsyncIterator[PostgresStore]:
     backends.require(backends.postgres_problem())

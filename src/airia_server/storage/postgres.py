@@ -180,8 +180,13 @@ async def _connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
 class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, LifecycleMixin):
     backend = "postgres"
 
-    def __init__(self, dsn: str, *, min_pool: int = 2, max_pool: int = 10) -> None:
+    def __init__(
+        self, dsn: str, *, min_pool: int = 2, max_pool: int = 10, connect_timeout: float = 5.0
+    ) -> None:
         self.dsn = dsn
+        # asyncpg's default is 60 s: a host that accepts TCP and never answers held
+        # every request that needed a new connection that long.
+        self._connect_timeout = connect_timeout
         self._min_pool = min_pool
         self._max_pool = max_pool
         self._pool: FairPool | None = None
@@ -201,6 +206,7 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
             server_settings={"application_name": "airia-server"},
             reset=_keep_session,
             connect=_connect,
+            timeout=self._connect_timeout,
         )
         self._pool = FairPool(pool, self._max_pool)
         # The statements over arrays get connections of their own, one per batcher
@@ -223,6 +229,7 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
             },
             reset=_keep_session,
             connect=_connect,
+            timeout=self._connect_timeout,
         )
         self._batch_pool = FairPool(batch_pool, BATCHERS)
         self._create = BatchedStatement(self._pool, _CREATE_CONVERSATION, self._write_stats)
@@ -267,7 +274,7 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
 
     async def migrate(self) -> list[int]:
         """Apply pending migrations, under an advisory lock so instances take turns."""
-        conn = await asyncpg.connect(self.dsn)
+        conn = await asyncpg.connect(self.dsn, timeout=self._connect_timeout)
         try:
             await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
             try:
