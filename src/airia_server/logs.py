@@ -80,12 +80,35 @@ def _dumps(entry: dict) -> str:
         ).decode()
 
 
+# C0 controls, DEL and C1 controls: a newline in a logged path forged a whole line of
+# its own, an ESC drove the reader's terminal, a NUL reached the file as it was.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_BUT_NEWLINE = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return f"\\x{ord(match.group()):02x}"
+
+
 class TextFormatter(logging.Formatter):
+    """One line per record, as a reader sees it: what a client sent (a path, a header
+    in a message) has its control characters written as `\\xNN`. A traceback keeps
+    its own line breaks. (JSON lines escape them by themselves.)"""
+
     def __init__(self) -> None:
         super().__init__(
             "%(asctime)s %(levelname)-5s %(name)s [%(correlation_id)s] %(message)s",
             "%H:%M:%S",
         )
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return _CONTROL.sub(_escaped, super().formatMessage(record))
+
+    def formatException(self, ei) -> str:
+        return _CONTROL_BUT_NEWLINE.sub(_escaped, super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return _CONTROL_BUT_NEWLINE.sub(_escaped, super().formatStack(stack_info))
 
 
 FLUSH_SECONDS = 0.02

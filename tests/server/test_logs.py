@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 from collections.abc import Iterator
 
 import pytest
 import uvicorn
 
-from airia_server.logs import FLUSH_SECONDS, AccessLog, configure_logging
+from airia_server.logs import FLUSH_SECONDS, AccessLog, TextFormatter, configure_logging
 
 
 @pytest.fixture
@@ -100,3 +101,27 @@ def test_lines_left_by_a_loop_that_stopped_are_written_by_the_next() -> None:
     asyncio.run(request(201, FLUSH_SECONDS * 3))
     statuses = [json.loads(line)["status"] for line in b"".join(stream.writes).splitlines()]
     assert statuses == [200, 201]
+
+
+def test_text_lines_escape_what_a_client_could_forge_a_line_or_a_colour_with() -> None:
+    """A path with a newline wrote a forged line of its own; an ESC coloured the
+    reader's terminal; a NUL went to the file as it was. (JSON lines escape them.)"""
+    path = "/v1/Conversations/x\n12:00:00 ERROR airia_server [-] FORGED\r\x1b[31mred\x00\x7f\x85"
+    record = logging.LogRecord("airia_server.access", logging.INFO, "", 0, "GET %s", (path,), None)
+    record.correlation_id = "c1"
+    line = TextFormatter().format(record)
+    assert "\n" not in line and "\x1b" not in line and "\x00" not in line
+    assert line.endswith(
+        "[c1] GET /v1/Conversations/x\\x0a12:00:00 ERROR airia_server [-] FORGED"
+        "\\x0d\\x1b[31mred\\x00\\x7f\\x85"
+    )
+
+
+def test_a_traceback_keeps_its_lines_in_text() -> None:
+    try:
+        raise ValueError("bad\x1b[31m")
+    except ValueError:
+        record = logging.LogRecord("x", logging.ERROR, "", 0, "oops", None, sys.exc_info())
+    record.correlation_id = "-"
+    text = TextFormatter().format(record)
+    assert text.count("\n") >= 3 and "\x1b" not in text and "bad\\x1b[31m" in text
