@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import sqlite3
 
@@ -37,8 +38,12 @@ def test_the_document_says_type_is_always_there() -> None:
 
 
 def _sqlite_error(sql: str) -> sqlite3.Error:
+    return _sqlite_error_on(sqlite3.connect(":memory:"), sql)
+
+
+def _sqlite_error_on(conn: sqlite3.Connection, sql: str) -> sqlite3.Error:
     try:
-        sqlite3.connect(":memory:").execute(sql)
+        conn.execute(sql)
     except sqlite3.Error as exc:
         return exc
     raise AssertionError(f"{sql} did not fail")
@@ -85,3 +90,28 @@ def test_a_bug_is_no_outage(exc: Exception) -> None:
     """It stays a 500 (logged with its traceback by the middleware), never a 503 that
     tells clients to wait it out."""
     assert unavailable_response(exc, "/v1/Conversations") is None
+
+
+def _full_sqlite_error() -> sqlite3.Error:
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (x)")
+    conn.execute(f"PRAGMA max_page_count = {conn.execute('PRAGMA page_count').fetchone()[0]}")
+    return _sqlite_error_on(conn, "INSERT INTO t SELECT zeroblob(100000)")
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        _full_sqlite_error(),  # "database or disk is full"
+        asyncpg.DiskFullError("could not extend file"),
+        OSError(errno.ENOSPC, "No space left on device"),  # attachment bytes
+    ],
+    ids=type,
+)
+def test_a_full_disk_is_507_not_a_retry_shortly(exc: Exception) -> None:
+    """It was a 503 saying a backend "did not answer; retry shortly": waiting does not
+    free a disk."""
+    response = unavailable_response(exc, "/v1/Conversations")
+    assert response is not None and response.status_code == 507
+    assert "retry-after" not in response.headers
+    assert b"disk is full" in response.body

@@ -27,6 +27,7 @@ from airia_server.storage.base import (
     MessageRecord,
 )
 from airia_server.storage.feed_sql import FeedSql
+from airia_server.storage.outages import DatabaseUnavailable, Outage, outage_of
 from airia_server.storage.postgres import PostgresStore
 from airia_server.storage.postgres import migrations as postgres_migrations
 from airia_server.storage.sqlite import READER_CACHE_KIB, SqliteStore, migrations
@@ -1059,6 +1060,31 @@ async def test_the_reader_s_larger_cache_never_serves_a_row_older_than_the_last_
         )
         for record in records:
             assert (await store.get_conversation("t1", record.id)).title == f"v{version}"
+
+
+async def test_ping_says_the_disk_is_full_until_space_is_freed(
+    sqlite_store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reads go on with a full disk, so only a write finds out; /readyz learns it from
+    `ping`, and learns that space was freed without waiting for a write."""
+    import airia_server.storage.sqlite as sqlite_module
+
+    store = sqlite_store
+    free = [4096]
+    monkeypatch.setattr(sqlite_module, "_free_bytes", lambda folder: free[0])
+    await create(store, make_record())
+    await store.ping()
+    pages = store._writer_conn.execute("PRAGMA page_count").fetchone()[0]
+    store._writer_conn.execute(f"PRAGMA max_page_count = {pages}")  # as full as a disk
+    with pytest.raises(sqlite3.OperationalError) as refused:
+        for _ in range(1000):  # until the pages' free room is used up
+            await create(store, make_record())
+    assert outage_of(refused.value) is Outage.DISK_FULL
+    with pytest.raises(DatabaseUnavailable, match="disk full") as full:
+        await store.ping()
+    assert full.value.outage is Outage.DISK_FULL
+    free[0] = 1 << 30
+    await store.ping()
 
 
 # --- group commit -------------------------------------------------------------------

@@ -486,7 +486,7 @@ def openapi_document(max_page_size: int = 100) -> dict[str, Any]:
         "/readyz": {
             "get": {
                 "operationId": "ready",
-                "summary": "Database reachable, schema current, Redis connected if configured",
+                "summary": "Database writable, schema current, Redis connected if configured",
                 "tags": ["Operations"],
                 "responses": {
                     "200": {"description": "Ready", "content": _json({"type": "object"})},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 
 import msgspec
@@ -36,6 +37,7 @@ _TITLES = {
     429: "Too Many Requests",
     500: "Internal Server Error",
     503: "Service Unavailable",
+    507: "Insufficient Storage",
 }
 
 
@@ -90,6 +92,7 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
 )
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 _AWAY_DETAIL = "A backend of this server (the database, or Redis) did not answer; retry shortly"
 _DETAILS = {
@@ -103,9 +106,20 @@ _DETAILS = {
 
 
 def unavailable_response(exc: Exception, path: str) -> Response | None:
-    """503 with Retry-After for a backend that cannot serve now; None for anything
-    else (a bug, answered 500)."""
+    """503 with Retry-After for a backend that cannot serve now, 507 for a full disk;
+    None for anything else (a bug, answered 500)."""
     outage = outage_of(exc)
+    if outage is None and isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS:
+        outage = Outage.DISK_FULL  # attachment bytes, on the filesystem
+    if outage is Outage.DISK_FULL:
+        # Not 503 "did not answer; retry shortly": the disk stays full until an
+        # operator frees space, and reads go on meanwhile.
+        return problem_response(
+            507,
+            "Insufficient storage",
+            "The server's disk is full: nothing more can be stored until space is freed",
+            path,
+        )
     if outage is None and not isinstance(exc, _UNAVAILABLE):
         return None
     return problem_response(

@@ -7,6 +7,8 @@ see the last commit and never wait for the writer. Writes go through
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sqlite3
 import threading
 import time
@@ -28,6 +30,7 @@ from airia_server.storage.base import (
     conversation_snapshot,
 )
 from airia_server.storage.feed_sql import CONTAINS_IGNORING_CASE, FeedSql, contains_ignoring_case
+from airia_server.storage.outages import DatabaseUnavailable, Outage, outage_of
 from airia_server.storage.rows import (
     API_KEY_COLUMNS,
     CONVERSATION_COLUMNS,
@@ -82,6 +85,11 @@ BUSY_TIMEOUT_S = 10.0
 """How long a statement waits for another connection's lock before it fails."""
 
 _SORT_COLUMNS = {"createdAt": "created_at", "updatedAt": "updated_at", "title": "title"}
+
+
+def _free_bytes(folder: Path) -> int:
+    stat = os.statvfs(folder)
+    return stat.f_bavail * stat.f_frsize
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -146,6 +154,7 @@ class SqliteStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, LifecycleMi
         self._writer: GroupCommitWriter | None = None
         self._writer_conn: sqlite3.Connection | None = None
         self._checkpointer: _Checkpointer | None = None
+        self._full_with: int | None = None
 
     # lifecycle
 
@@ -225,6 +234,15 @@ class SqliteStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, LifecycleMi
 
     async def ping(self) -> None:
         self._read().execute("SELECT 1").fetchone()
+        # Full since a write was refused for it, until a write commits or space is
+        # freed (a statvfs: no write needed to find out, which a server out of its
+        # balancer's rotation would never get).
+        if self._full_with is not None:
+            if _free_bytes(self.path.parent) <= self._full_with:
+                raise DatabaseUnavailable(
+                    Outage.DISK_FULL, "disk full: writes are refused until space is freed"
+                )
+            self._full_with = None
 
     async def schema_version(self) -> int:
         row = self._read().execute("SELECT max(version) FROM schema_migrations").fetchone()
@@ -238,7 +256,20 @@ class SqliteStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, LifecycleMi
     def _write(self, op):
         if self._writer is None:
             raise RuntimeError("the store is not started")
-        return self._writer.submit(op)
+        future = self._writer.submit(op)
+        future.add_done_callback(self._note_disk)
+        return future
+
+    def _note_disk(self, future: asyncio.Future) -> None:
+        """Remember a write refused for a full disk, and the space free then, for
+        `ping`; a write that commits forgets it."""
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is None:
+            self._full_with = None
+        elif outage_of(exc) is Outage.DISK_FULL:
+            self._full_with = _free_bytes(self.path.parent)
 
     async def server_secret(self, name: str, generate: bytes) -> bytes:
         def op(conn: sqlite3.Connection) -> bytes:
