@@ -304,7 +304,8 @@ async def _retention(store, settings: Settings, args: argparse.Namespace) -> int
             print("airia-server: --days must be at least 1 (or use --forever)", file=sys.stderr)
             return 2
         await store.set_retention(args.tenant, None if args.forever else args.days)
-        kept = "for ever" if args.forever else f"{args.days} days after their last change"
+        days = f"{args.days} day" + ("" if args.days == 1 else "s")
+        kept = "for ever" if args.forever else f"{days} after their last change"
         print(f"tenant '{args.tenant}' keeps conversations {kept}")
         return 0
     policies = await store.retention_policies()

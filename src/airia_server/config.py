@@ -212,8 +212,23 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _usable_jwt_key(self) -> Settings:
         """A public key that cannot be read or parsed would refuse every token at run
-        time; it stops the start instead."""
-        if self.jwt_algorithm.startswith("HS") or not self.jwt_public_key:
+        time; it stops the start instead. So does an algorithm with no key of its kind:
+        RS256 with only AIRIA_JWT_SECRET started, and accepted no token."""
+        if self.jwt_algorithm.startswith("HS"):
+            if self.jwt_public_key and "-----BEGIN" not in self.jwt_public_key:
+                if not Path(self.jwt_public_key).is_file():  # set, so meant to be used
+                    raise ValueError(
+                        f"AIRIA_JWT_PUBLIC_KEY: cannot read {self.jwt_public_key} "
+                        f"(and {self.jwt_algorithm} verifies with AIRIA_JWT_SECRET, not a key)"
+                    )
+            return self
+        if not self.jwt_public_key:
+            if self.jwt_secret is not None:
+                raise ValueError(
+                    f"AIRIA_JWT_ALGORITHM={self.jwt_algorithm} verifies tokens with "
+                    "AIRIA_JWT_PUBLIC_KEY, which is unset; AIRIA_JWT_SECRET serves only HS256, "
+                    "HS384 and HS512"
+                )
             return self
         import jwt
 

@@ -67,6 +67,7 @@ from typing import IO, Annotated, Any, Literal, Protocol
 
 import msgspec
 
+from airia_server.config import mask_url
 from airia_server.storage.blobs import BlobStore, PostgresBlobStore, StagedUpload
 from airia_server.timeutil import utcnow_iso
 
@@ -1133,7 +1134,7 @@ def _import_command(settings: Any, path: str) -> int:
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
-    print(f"imported {source} into {settings.database_url.split('://', 1)[0]}:")
+    print(f"imported {source} into {mask_url(settings.database_url)}:")
     for line in summary.lines():
         print(line)
     if summary.stopped is not None:

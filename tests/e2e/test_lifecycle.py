@@ -67,6 +67,8 @@ def test_retention_deletes_only_what_its_tenant_keeps_no_longer(own_server: Live
         age(server.db_path, recent, days=10)
         result = run_cli(server.env, "retention", "set", "--tenant", "default", "--days", "30")
         assert result.returncode == 0, result.stderr
+        one = run_cli(server.env, "retention", "set", "--tenant", "nobody", "--days", "1")
+        assert one.stdout == "tenant 'nobody' keeps conversations 1 day after their last change\n"
 
         wait_gone(http, server, old)
         assert http.get(f"/v1/Conversations/{recent}", headers=server.headers()).status_code == 200

@@ -473,6 +473,7 @@ async def test_sqlite_export_imports_into_postgres_and_serves_the_same(
     target_env = server_env(postgres_url, tmp_path / "target")
     first = run_cli(target_env, "import", str(export_path))
     assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith(f"imported {export_path} into {postgres_url}:\n")
     added_first = summary_rows(first.stdout)
     assert added_first["conversation"] == (9, 9)
     assert added_first["external_identity"] == (12, 12)

@@ -198,3 +198,22 @@ def test_production_refuses_placeholder_secrets(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("AIRIA_JWT_SECRET", "changeme")
     with pytest.raises(ValidationError, match=r"jwt_secret|JWT_SECRET"):
         load_settings()
+
+
+def test_an_algorithm_without_its_key_stops_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RS256 with only AIRIA_JWT_SECRET started, and could accept no token."""
+    monkeypatch.setenv("AIRIA_JWT_ALGORITHM", "RS256")
+    monkeypatch.setenv("AIRIA_JWT_SECRET", "s" * 40)
+    with pytest.raises(ValidationError, match="AIRIA_JWT_PUBLIC_KEY, which is unset"):
+        load_settings()
+    monkeypatch.delenv("AIRIA_JWT_SECRET")
+    assert load_settings().jwt_verification_key() is None  # no bearer tokens: allowed
+
+
+def test_a_missing_public_key_file_stops_the_start_whatever_the_algorithm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRIA_JWT_SECRET", "s" * 40)
+    monkeypatch.setenv("AIRIA_JWT_PUBLIC_KEY", str(tmp_path / "missing.pem"))
+    with pytest.raises(ValidationError, match=r"cannot read .*missing\.pem"):
+        load_settings()
