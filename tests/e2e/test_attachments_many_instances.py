@@ -14,7 +14,6 @@ import asyncio
 import base64
 import hashlib
 import os
-import sqlite3
 import subprocess
 import time
 import uuid
@@ -28,6 +27,7 @@ import httpx
 import pytest
 
 import backends
+import sqlite_files
 
 from .support import (
     BOOTSTRAP_KEY,
@@ -165,7 +165,7 @@ def blob_rows(pair: Pair, sha256: str) -> int:
     blob directory, as the database records it (SQLite)."""
     if pair.database_url.startswith("sqlite:///"):
         files = len(list(pair.blob_dir.glob(f"*/{sha256[:2]}/{sha256}")))
-        with sqlite3.connect(pair.database_url.removeprefix("sqlite:///")) as conn:
+        with sqlite_files.connect(pair.database_url.removeprefix("sqlite:///")) as conn:
             (rows,) = conn.execute(
                 "SELECT count(DISTINCT tenant_id) FROM blobs WHERE sha256 = ?", (sha256,)
             ).fetchone()

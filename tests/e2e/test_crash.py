@@ -16,7 +16,6 @@ import asyncio
 import json
 import os
 import random
-import sqlite3
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 import backends
+import sqlite_files
 
 from .support import (
     LiveServer,
@@ -171,7 +171,7 @@ async def verify(server: LiveServer, ledger: Ledger) -> int:
 
 
 def integrity_check(db_path: Path) -> str:
-    with sqlite3.connect(db_path) as conn:
+    with sqlite_files.connect(db_path) as conn:
         result = conn.execute("PRAGMA integrity_check").fetchall()
     return ";".join(row[0] for row in result)
 

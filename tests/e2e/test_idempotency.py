@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 import backends
+import sqlite_files
 from airia_server.domain.auth import BOOTSTRAP_KEY_ID
 
 from .support import (
@@ -398,9 +399,7 @@ def run_sql(server: LiveServer, sql: str, *params) -> None:
     have left it."""
     url = server.env["AIRIA_DATABASE_URL"]
     if url.startswith("sqlite:"):
-        import sqlite3
-
-        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+        with sqlite_files.connect(url.removeprefix("sqlite:///")) as conn:
             conn.execute(sql, params)
         return
     import asyncpg

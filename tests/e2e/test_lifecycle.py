@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+
+import sqlite_files
 
 from .support import LiveServer, run_cli, running_server
 
@@ -29,7 +30,7 @@ def own_server(tmp_path: Path) -> Iterator[LiveServer]:
 def age(db_path: Path, conversation_id: str, days: int) -> None:
     """Pretend the conversation was last touched `days` ago."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(time.time() - days * 86400))
-    with sqlite3.connect(db_path) as conn:
+    with sqlite_files.connect(db_path) as conn:
         conn.execute(
             "UPDATE conversations SET updated_at = ? WHERE id = ?", (stamp, conversation_id)
         )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import jwt
 import pytest
+
+import sqlite_files
 
 from .support import JWT_SECRET, clean_env, run_cli
 
@@ -35,7 +36,7 @@ def test_migrate_applies_then_is_up_to_date(env: dict[str, str]) -> None:
     second = ok(env, "migrate")
     assert second == ["database is up to date"]
 
-    with sqlite3.connect(db_path(env)) as conn:
+    with sqlite_files.connect(db_path(env)) as conn:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations")]
     assert {"conversations", "api_keys", "schema_migrations"} <= tables
@@ -73,7 +74,7 @@ def test_the_database_does_not_hold_the_key(env: dict[str, str]) -> None:
     key = ok(env, "keys", "create", "--tenant", "acme")[-1]
     secret_part = key[len("ak_") :]
 
-    with sqlite3.connect(db_path(env)) as conn:
+    with sqlite_files.connect(db_path(env)) as conn:
         rows = conn.execute("SELECT * FROM api_keys").fetchall()
     assert rows
     for row in rows:

@@ -29,6 +29,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 import backends
+import sqlite_files
 
 from .support import (
     BOOTSTRAP_KEY,
@@ -624,7 +625,6 @@ def test_an_import_cut_mid_line_keeps_a_whole_prefix_and_counts_right(tmp_path: 
     no more: parents before children, so no message, participant or event without its
     conversation; exit 1, saying where. The summary's 'added' counts the rows the file
     put in, not the rows the feed counters' triggers touched as well."""
-    import sqlite3
 
     source = f"sqlite:///{tmp_path / 'source.db'}"
     with running_server(tmp_path / "source", database_url=source) as server:
@@ -656,7 +656,7 @@ def test_an_import_cut_mid_line_keeps_a_whole_prefix_and_counts_right(tmp_path: 
     assert "every line before it is imported" in partial.stderr
     rows = summary_rows(partial.stdout)
     assert all(added == read for read, added in rows.values()), rows
-    with sqlite3.connect(target) as conn:
+    with sqlite_files.connect(target) as conn:
         for table in ("messages", "conversation_participants", "conversation_events"):
             orphans = conn.execute(
                 f"SELECT count(*) FROM {table} WHERE conversation_id NOT IN "
@@ -680,7 +680,6 @@ def test_an_import_stops_at_a_line_with_a_value_the_server_never_writes(
 ) -> None:
     """Such a line was stored and served back as it was; it is damage, like a line cut
     short: the lines before it are imported, and the exit code is 1."""
-    import sqlite3
 
     source = f"sqlite:///{tmp_path / 'source.db'}"
     with running_server(tmp_path / "source", database_url=source) as server:
@@ -705,7 +704,7 @@ def test_an_import_stops_at_a_line_with_a_value_the_server_never_writes(
     result = run_cli(server_env(f"sqlite:///{target}", tmp_path / "target"), "import", str(path))
     assert result.returncode == 1, (result.stdout, result.stderr)
     assert f"{path}:{bad + 1}:" in result.stderr and field in result.stderr
-    with sqlite3.connect(target) as conn:
+    with sqlite_files.connect(target) as conn:
         stored = [row[0] for row in conn.execute("SELECT message FROM messages")]
     assert stored == ["first"]
 

@@ -5,11 +5,11 @@ the same rows, as PostgreSQL's answer is."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
 
+import sqlite_files
 from airia_server.storage.rows import WIRE_MESSAGE_COLUMNS, messages_json
 from airia_server.storage.sqlite import SqliteStore
 
@@ -30,7 +30,7 @@ async def test_sqlite_builds_the_same_bytes_as_the_encoder(tmp_path: Path) -> No
     store = SqliteStore(tmp_path / "m.db")
     await store.start()
     try:
-        with sqlite3.connect(store.path) as conn:
+        with sqlite_files.connect(store.path) as conn:
             for i, text in enumerate(TEXTS, start=1):
                 conn.execute(
                     "INSERT INTO messages (conversation_id, position, id, user_id, role, "
@@ -75,7 +75,7 @@ async def test_without_json_functions_the_rows_are_encoded_instead(
     store = SqliteStore(tmp_path / "m.db")
     await store.start()
     try:
-        with sqlite3.connect(store.path) as conn:
+        with sqlite_files.connect(store.path) as conn:
             conn.execute(
                 "INSERT INTO messages (conversation_id, position, id, role, message, images, "
                 "created_at, updated_at) VALUES ('c1', 1, 'm1', 'user', 'hi', '[\"x\"]', 't', 't')"

@@ -7,6 +7,8 @@ import sqlite3
 import threading
 import time
 from bisect import bisect_left
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, closing
 from pathlib import Path
 
 import pytest
@@ -16,11 +18,21 @@ from airia_server.storage.base import WriterStats
 from airia_server.storage.sqlite_writer import GroupCommitWriter
 
 
-def _connect(path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY, v INTEGER)")
-    return conn
+@pytest.fixture
+def connect() -> Iterator[Callable[[Path], sqlite3.Connection]]:
+    """Opens connections as the store does; the writer leaves its connection to its
+    owner, so they are closed when the test ends."""
+
+    def open_one(path: Path) -> sqlite3.Connection:
+        conn = opened.enter_context(
+            closing(sqlite3.connect(path, isolation_level=None, check_same_thread=False))
+        )
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY, v INTEGER)")
+        return conn
+
+    with ExitStack() as opened:
+        yield open_one
 
 
 def _insert(k: str, v: int):
@@ -31,8 +43,8 @@ def _insert(k: str, v: int):
     return op
 
 
-def test_concurrent_writes_share_commits_and_all_land(tmp_path):
-    conn = _connect(tmp_path / "w.db")
+def test_concurrent_writes_share_commits_and_all_land(tmp_path, connect):
+    conn = connect(tmp_path / "w.db")
 
     async def main() -> list[int]:
         writer = GroupCommitWriter(conn)
@@ -43,11 +55,11 @@ def test_concurrent_writes_share_commits_and_all_land(tmp_path):
         return list(results)
 
     assert asyncio.run(main()) == list(range(100))
-    assert _connect(tmp_path / "w.db").execute("SELECT count(*) FROM t").fetchone() == (100,)
+    assert connect(tmp_path / "w.db").execute("SELECT count(*) FROM t").fetchone() == (100,)
 
 
-def test_a_failing_write_fails_alone_and_leaves_nothing_behind(tmp_path):
-    conn = _connect(tmp_path / "w.db")
+def test_a_failing_write_fails_alone_and_leaves_nothing_behind(tmp_path, connect):
+    conn = connect(tmp_path / "w.db")
     conn.execute("INSERT INTO t (k, v) VALUES ('taken', 0)")
 
     def half_then_fail(conn: sqlite3.Connection) -> None:
@@ -68,12 +80,14 @@ def test_a_failing_write_fails_alone_and_leaves_nothing_behind(tmp_path):
     first, failed, last = asyncio.run(main())
     assert (first, last) == (1, 2)
     assert isinstance(failed, sqlite3.IntegrityError)
-    rows = _connect(tmp_path / "w.db").execute("SELECT k, v FROM t ORDER BY k").fetchall()
+    rows = connect(tmp_path / "w.db").execute("SELECT k, v FROM t ORDER BY k").fetchall()
     assert rows == [("a", 1), ("b", 2), ("taken", 0)]  # no 'half': its write was undone
 
 
-def test_a_batch_that_cannot_be_replayed_fails_its_requests_and_the_writer_goes_on(tmp_path):
-    conn = _connect(tmp_path / "w.db")
+def test_a_batch_that_cannot_be_replayed_fails_its_requests_and_the_writer_goes_on(
+    tmp_path, connect
+):
+    conn = connect(tmp_path / "w.db")
 
     def ends_the_transaction_then_fails(conn: sqlite3.Connection) -> None:
         conn.execute("COMMIT")  # the writer then has no transaction to roll back
@@ -96,12 +110,12 @@ def test_a_batch_that_cannot_be_replayed_fails_its_requests_and_the_writer_goes_
     (a, broken), after = asyncio.run(main())
     assert isinstance(a, sqlite3.OperationalError) and a is broken
     assert after == 2
-    rows = _connect(tmp_path / "w.db").execute("SELECT k FROM t ORDER BY k").fetchall()
+    rows = connect(tmp_path / "w.db").execute("SELECT k FROM t ORDER BY k").fetchall()
     assert ("b",) in rows
 
 
-def test_writes_after_close_are_refused(tmp_path):
-    conn = _connect(tmp_path / "w.db")
+def test_writes_after_close_are_refused(tmp_path, connect):
+    conn = connect(tmp_path / "w.db")
 
     async def main():
         writer = GroupCommitWriter(conn)
@@ -112,7 +126,7 @@ def test_writes_after_close_are_refused(tmp_path):
     asyncio.run(main())
 
 
-def test_the_wal_stays_bounded_under_a_steady_stream_of_commits(tmp_path):
+def test_the_wal_stays_bounded_under_a_steady_stream_of_commits(tmp_path, connect):
     """Passive checkpoints alone never catch a steady writer; asked by the
     checkpointer, the writer restarts the WAL between batches and the size limit
     trims the file."""
@@ -122,7 +136,7 @@ def test_the_wal_stays_bounded_under_a_steady_stream_of_commits(tmp_path):
     from airia_server.storage.sqlite import _Checkpointer
 
     path = tmp_path / "w.db"
-    conn = _connect(path)
+    conn = connect(path)
     conn.execute("PRAGMA wal_autocheckpoint = 0")
     conn.execute("PRAGMA journal_size_limit = 262144")
     checkpointer = _Checkpointer(path, interval=0.01, restart_frames=64)
@@ -149,8 +163,8 @@ def test_the_wal_stays_bounded_under_a_steady_stream_of_commits(tmp_path):
     assert largest < 4 * 1024 * 1024, f"WAL reached {largest} bytes for {written} written"
 
 
-def test_a_batch_is_timed_until_its_commit(tmp_path):
-    conn = _connect(tmp_path / "w.db")
+def test_a_batch_is_timed_until_its_commit(tmp_path, connect):
+    conn = connect(tmp_path / "w.db")
 
     def slow(conn: sqlite3.Connection) -> None:
         conn.execute("INSERT INTO t (k, v) VALUES ('slow', 1)")

@@ -17,6 +17,7 @@ import msgspec
 import pytest
 
 import backends
+import sqlite_files
 from airia_server.ids import new_id
 from airia_server.storage import LATEST_MIGRATION
 from airia_server.storage.base import (
@@ -112,7 +113,7 @@ async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
 async def row_count(store: Any, table: str) -> int:
     if store.backend == "postgres":
         return await store.pool.fetchval(f"SELECT count(*) FROM {table}")
-    with sqlite3.connect(store.path) as conn:
+    with sqlite_files.connect(store.path) as conn:
         return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
 
 
@@ -126,7 +127,7 @@ async def test_migrations_apply_once_then_are_idempotent(tmp_path: Path) -> None
     assert await store.migrate() == expected
     assert await store.migrate() == []
     assert await SqliteStore(store.path).migrate() == []
-    with sqlite3.connect(store.path) as conn:
+    with sqlite_files.connect(store.path) as conn:
         versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations")]
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
     assert versions == expected
@@ -181,7 +182,7 @@ async def test_the_event_log_keeps_every_event_when_it_moves_to_arrival_order(
     store = SqliteStore(tmp_path / "old.db")
     await store.migrate()
     old = [("c1", 2, "b", '{"n": 2}', "t2"), ("c2", 1, "c", "{}", "t3"), ("c1", 1, "a", "{}", "t1")]
-    with sqlite3.connect(store.path) as conn:
+    with sqlite_files.connect(store.path) as conn:
         conn.executemany("INSERT INTO conversation_events VALUES (?, ?, ?, ?, ?)", old)
 
     monkeypatch.setattr(sqlite_storage, "migrations", lambda: every)
@@ -194,7 +195,7 @@ async def test_the_event_log_keeps_every_event_when_it_moves_to_arrival_order(
         assert [e.type for e in await store.events_after("c2", 0, 10)] == ["c"]
     finally:
         await store.close()
-    with sqlite3.connect(store.path) as conn, pytest.raises(sqlite3.IntegrityError):
+    with sqlite_files.connect(store.path) as conn, pytest.raises(sqlite3.IntegrityError):
         conn.execute(
             "INSERT INTO conversation_events (conversation_id, sequence, type, data, created_at)"
             " VALUES ('c1', 2, 'again', '{}', 't9')"
@@ -589,7 +590,7 @@ async def test_messages_truncated_before_the_upgrade_leave_the_log_at_migration_
         record, secret = await hello_and_secret(store)
     finally:
         await store.close()
-    with sqlite3.connect(store.path) as conn:  # a truncation as it was done before
+    with sqlite_files.connect(store.path) as conn:  # a truncation as it was done before
         conn.execute("DELETE FROM messages WHERE id = ?", (secret.id,))
 
     monkeypatch.setattr(sqlite_storage, "migrations", lambda: every)
