@@ -42,6 +42,19 @@ test-oldest: ## The whole test suite again, on Python 3.10 (PYTHON_OLDEST) in .v
 	$(OLDEST_VENV)/bin/python -m pip install --quiet -e ".[test]"
 	$(OLDEST_VENV)/bin/python -m pytest -p no:cacheprovider
 
+# The newest Python the suite is run on (.ci/run passes 3.13, or 3.12 where that is the
+# newest here). Its own environment, made again when PYTHON_NEWEST is another version.
+PYTHON_NEWEST ?= python3.13
+NEWEST_VENV := .venv-newest
+
+.PHONY: test-newest
+test-newest: ## The whole test suite again, on Python 3.13 (PYTHON_NEWEST) in .venv-newest
+	test -x $(NEWEST_VENV)/bin/python \
+		&& [ "$$($(NEWEST_VENV)/bin/python -V)" = "$$($(PYTHON_NEWEST) -V)" ] \
+		|| $(PYTHON_NEWEST) -m venv --clear $(NEWEST_VENV)
+	$(NEWEST_VENV)/bin/python -m pip install --quiet -e ".[test]"
+	$(NEWEST_VENV)/bin/python -m pytest -p no:cacheprovider
+
 bench: $(STAMP) ## Load-test the server against a plain Starlette hello (needs wrk)
 	$(BIN)/python bench/run.py
 
@@ -64,7 +77,7 @@ format: $(STAMP) ## Format the code with ruff
 	$(BIN)/ruff check --fix src tests bench
 
 clean: ## Remove the virtualenv, caches and local data
-	rm -rf $(VENV) $(OLDEST_VENV) var .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(OLDEST_VENV) $(NEWEST_VENV) var .pytest_cache .ruff_cache
 
 .PHONY: fuzz
 fuzz: $(STAMP) ## Fuzz every API operation long (AIRIA_FUZZ_EXAMPLES, default 1000 per operation)
