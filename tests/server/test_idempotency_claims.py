@@ -28,6 +28,9 @@ class Keys:
     async def claim_idempotency_key(self, *args, **kwargs) -> IdempotencyClaim:
         return self.claim
 
+    async def earlier_idempotency_response(self, *args, **kwargs) -> None:
+        return None  # no earlier version kept an answer under another spelling
+
     async def finish_idempotency_key(self, tenant, key, claimed_at, status, response) -> None:
         self.finished.append((claimed_at, status, response))
 
