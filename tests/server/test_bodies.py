@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from airia_server.api.bodies import field_of
+from airia_server.api.bodies import MAX_JSON_DEPTH, field_of, nested_too_deeply
 from airia_server.api.schemas import CreateConversationRequest, UpdateConversationRequest
 
 
@@ -55,3 +55,21 @@ def test_field_of_real_msgspec_errors(struct: type, raw: bytes, expected: str) -
 
 def test_top_level_type_error_names_no_field() -> None:
     assert field_of(_error(CreateConversationRequest, b"[]")) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "too_deep"),
+    [
+        ("[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH, False),
+        ("[" * (MAX_JSON_DEPTH + 1) + "]" * (MAX_JSON_DEPTH + 1), True),
+        ('{"a": ' * (MAX_JSON_DEPTH + 1) + "1" + "}" * (MAX_JSON_DEPTH + 1), True),
+        ("[" + "[], " * 100_000 + "[]]", False),  # many brackets, shallow
+        ('{"message": "' + "[" * 100_000 + '"}', False),  # brackets in a string
+        ('{"message": "\\"' + "[" * 100_000 + '"}', False),  # after an escaped quote
+        ("[" * 50_000, True),  # deep, and not even JSON
+    ],
+    ids=["at the limit", "past it", "objects", "shallow", "in a string", "escape", "unclosed"],
+)
+def test_json_nesting_is_measured_the_same_on_every_python(text: str, too_deep: bool) -> None:
+    """msgspec's own limit is Python's recursion limit, which 3.12 raised about tenfold."""
+    assert nested_too_deeply(text) is too_deep

@@ -27,6 +27,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from uvicorn.protocols.utils import ClientDisconnected
 
+from airia_server.api.bodies import nested_too_deeply
 from airia_server.api.deps import Services, services
 from airia_server.api.schemas import UserId
 from airia_server.domain import access
@@ -346,6 +347,8 @@ async def _on_client_frame(websocket: WebSocket, svc: Services, conn: _Connectio
     try:
         if len(text) > _MAX_CLIENT_FRAME:
             raise ValueError("frame too large")
+        if nested_too_deeply(text):
+            raise ValueError("frame nested too deeply")
         signal = _decode_signal(text)
     except msgspec.ValidationError as exc:
         error = f"invalid frame: {exc}"
