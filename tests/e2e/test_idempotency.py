@@ -612,47 +612,83 @@ def test_one_conversation_however_its_path_is_spelled_is_one_request(
 # --- keys an earlier version kept, read after an upgrade ---------------------------------
 
 
+# How each earlier version kept a key: its spelling of the key, given the caller's kind,
+# id (a user's, or the API key's) and the key sent; and what it hashed before the body.
+def _bare(kind: str, caller: str, key: str) -> str:
+    return key
+
+
+def _per_caller(kind: str, caller: str, key: str) -> str:
+    return f"{kind}:{caller}:{key}"
+
+
+def _with_user(kind: str, user: str, path: str) -> tuple[str, ...]:
+    return (kind, user, "POST", path)
+
+
+def _plain(kind: str, user: str, path: str) -> tuple[str, ...]:
+    return ("POST", path)
+
+
+EARLIER_VERSIONS = {
+    "d56e66b": (_bare, _with_user),  # keys per tenant, the user in the hash
+    "c247448": (_per_caller, _plain),  # keys per caller, the body hashed as sent
+    "42a319e": (_per_caller, _plain),  # the same, the body as canonical JSON
+}
+
+
+def canonical(body: bytes) -> bytes:
+    return json.dumps(json.loads(body), sort_keys=True, separators=(",", ":")).encode()
+
+
 def as_an_earlier_version_kept_it(
-    server: LiveServer, key: str, spelling: str, path: str, body: bytes
+    server: LiveServer,
+    version: str,
+    key: str,
+    path: str,
+    body: bytes,
+    *,
+    kind: str = "api_key",
+    caller: str = BOOTSTRAP_KEY_ID,
+    user: str = "",
 ) -> None:
-    """The key's row as a version before this one wrote it: its key spelled `spelling`,
-    and its hash taken over the path as sent and the body's raw bytes."""
+    """The key's row as `version` wrote it: the key spelled its way, and the request's
+    hash taken its way, over the path as sent."""
+    spell, head = EARLIER_VERSIONS[version]
     digest = hashlib.sha256()
-    for part in (b"POST", path.encode()):
-        digest.update(part + b"\0")
-    digest.update(body)
+    for part in head(kind, user, path):
+        digest.update(part.encode() + b"\0")
+    digest.update(canonical(body) if version == "42a319e" else body)
     run_sql(
         server,
         "UPDATE idempotency_keys SET key = ?, request_hash = ? WHERE key LIKE ?",
-        spelling,
+        spell(kind, caller, key),
         digest.hexdigest(),
         f"%:{key}",
     )
 
 
-@pytest.mark.parametrize("spelling", ["per caller", "per tenant"])
+@pytest.mark.parametrize("version", list(EARLIER_VERSIONS))
 def test_a_retry_of_a_request_an_earlier_version_answered_is_not_done_again(
-    http: httpx.Client, server: LiveServer, spelling: str
+    http: httpx.Client, server: LiveServer, version: str
 ) -> None:
     """An upgrade in the 24 hours a key lives: the retry reaches the new version, which
-    finds the earlier version's answer under that version's spelling of the key (per
-    caller, `api_key:<key id>:<key>`; or, before keys were each caller's, the bare key
-    of the tenant), and replays it rather than making a second copy. The replay is kept
-    under this version's spelling from then on."""
+    finds the answer `version` kept under its spelling of the key, and replays it rather
+    than making a second copy; from then on under this version's spelling. The bodies
+    are spelled as no canonical form is (keys out of order), as clients send them."""
     user, key = fresh_user(), str(uuid.uuid4())
     body = dumps({"userId": user, "title": "once"})
     first = http.post(COLLECTION, content=body, headers=keyed(server, key))
     assert first.status_code == 201, first.text
     cid = first.json()["conversationId"]
-    message_body = dumps({"message": "once"})
+    message_body = dumps({"message": "once", "images": None})
     messages = f"{COLLECTION}/{cid}/messages"
     sent = http.post(messages, content=message_body, headers=keyed(server, key + "m"))
     assert sent.status_code == 201, sent.text
 
-    key_id = BOOTSTRAP_KEY_ID  # the key `server.headers()` sends
     for given, path, raw in ((key, COLLECTION, body), (key + "m", messages, message_body)):
-        earlier = f"api_key:{key_id}:{given}" if spelling == "per caller" else given
-        as_an_earlier_version_kept_it(server, given, earlier, path, raw)
+        assert raw != canonical(raw)
+        as_an_earlier_version_kept_it(server, version, given, path, raw)
 
     for _ in range(2):  # found under the earlier spelling, then under this version's
         again = http.post(COLLECTION, content=body, headers=keyed(server, key))
@@ -665,3 +701,34 @@ def test_a_retry_of_a_request_an_earlier_version_answered_is_not_done_again(
     assert feed_ids(http, server, user) == [cid]
     listed = http.get(messages, headers=server.headers()).json()["items"]
     assert [m["message"] for m in listed] == ["once"]
+
+
+def test_a_bare_key_kept_before_keys_were_each_callers_answers_only_its_user(
+    http: httpx.Client, server: LiveServer
+) -> None:
+    """Keys per tenant (d56e66b) had the user in the request's hash: after the upgrade,
+    alice's retry finds her answer, while bob, in the same conversation with the same key
+    and body, gets a message of his own; nor does an API key spelling bob's key today's
+    way (`bearer:N:bob:K`) reach his answer through the bare-key reading."""
+    alice, bob, key = fresh_user(), fresh_user(), str(uuid.uuid4())
+    cid = shared_conversation(http, server, alice, bob)
+    messages, body = f"{COLLECTION}/{cid}/messages", dumps({"message": "mine"})
+    as_alice = {**server.bearer(server.mint_token(alice)), "Idempotency-Key": key}
+    first = http.post(messages, content=body, headers=as_alice)
+    assert first.status_code == 201, first.text
+    as_an_earlier_version_kept_it(
+        server, "d56e66b", key, messages, body, kind="bearer", caller=alice, user=alice
+    )
+
+    as_bob = {**server.bearer(server.mint_token(bob)), "Idempotency-Key": key}
+    by_bob = http.post(messages, content=body, headers=as_bob)
+    assert by_bob.status_code == 201 and "idempotent-replayed" not in by_bob.headers
+    assert by_bob.json()["messageId"] != first.json()["messageId"]
+    again = http.post(messages, content=body, headers=as_alice)
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+
+    spelled = f"bearer:{len(bob)}:{bob}:{key}"  # bob's key as this version keeps it
+    crafted = http.post(messages, content=body, headers=keyed(server, spelled))
+    assert crafted.status_code == 201 and "idempotent-replayed" not in crafted.headers
+    assert crafted.json()["messageId"] != by_bob.json()["messageId"]

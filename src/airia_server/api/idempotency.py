@@ -125,9 +125,13 @@ async def run_once(
     if claim.state == "new" and not claim.taken_over:
         earlier = await store.earlier_idempotency_response(
             principal.tenant_id,
-            _earlier_spellings(principal, caller, given),
-            _earlier_hash(
-                request, fingerprint if earlier_fingerprint is None else earlier_fingerprint
+            _earlier_spellings(
+                request,
+                principal,
+                caller,
+                given,
+                fingerprint,
+                fingerprint if earlier_fingerprint is None else earlier_fingerprint,
             ),
             expired_before,
         )
@@ -192,30 +196,43 @@ async def run_once(
     return response
 
 
-def _earlier_spellings(principal: Principal, caller: str, key: str) -> list[str]:
-    """The caller's key as earlier versions spelled it, for the 24 hours their keys
-    live after an upgrade:
+def _earlier_spellings(
+    request: Request,
+    principal: Principal,
+    caller: str,
+    key: str,
+    fingerprint: bytes,
+    raw: bytes,
+) -> list[tuple[str, str]]:
+    """The caller's key and the request's hash as earlier versions kept them, for the
+    24 hours their keys live after an upgrade. Each hashed the path as sent:
 
-    - `kind:caller:key` (before the caller's length came first). Read only when neither
-      the caller nor the key holds ":", where it names one caller's key alone.
-    - The bare key, per tenant (before keys were each caller's own). It named no
-      caller, so it is read only for an API key, which may act for its whole tenant.
+    - `kind:caller:key`, with the hash of the method, path and JSON (as sent, or, in
+      later of those versions, `fingerprint`'s canonical spelling). Read only when
+      neither the caller nor the key holds ":": it then names one caller's key alone,
+      and never matches this version's spelling, which holds at least three ":".
+    - Before keys were each caller's, the bare key, with the caller's kind and user id
+      first in the hash: so it is one caller's too. Not read for a key spelled as the
+      others are (`api_key:…`, `bearer:…`), which could match one of those.
     """
+
+    def hashed(parts: tuple[str, ...], body: bytes) -> str:
+        digest = hashlib.sha256()
+        for part in parts:
+            digest.update(part.encode() + b"\0")
+        digest.update(body)
+        return digest.hexdigest()
+
+    method, path = request.method, request.url.path
     spellings = []
     if ":" not in caller and ":" not in key:
-        spellings.append(f"{principal.kind}:{caller}:{key}")
-    if principal.is_api_key:
-        spellings.append(key)
+        spelled = f"{principal.kind}:{caller}:{key}"
+        for body in dict.fromkeys((raw, fingerprint)):
+            spellings.append((spelled, hashed((method, path), body)))
+    if not key.startswith(("api_key:", "bearer:")):
+        parts = (principal.kind, principal.user_id or "", method, path)
+        spellings.append((key, hashed(parts, raw)))
     return spellings
-
-
-def _earlier_hash(request: Request, fingerprint: bytes) -> str:
-    """The request's hash as earlier versions took it: its path as sent."""
-    digest = hashlib.sha256()
-    for part in (request.method, request.url.path):
-        digest.update(part.encode() + b"\0")
-    digest.update(fingerprint)
-    return digest.hexdigest()
 
 
 def _canonical_path(request: Request) -> str:

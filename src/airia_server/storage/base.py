@@ -443,11 +443,10 @@ class Store(Protocol):
         run it again."""
 
     async def earlier_idempotency_response(
-        self, tenant_id: str, keys: list[str], request_hash: str, expired_before: str
+        self, tenant_id: str, spellings: list[tuple[str, str]], expired_before: str
     ) -> tuple[int, bytes] | None:
-        """The finished response kept under one of `keys` (spellings of a key by an
-        earlier version) for a request with this hash, since `expired_before`; None if
-        there is none."""
+        """The finished response kept under one of `spellings` (key and request hash, as
+        an earlier version took them) since `expired_before`; None if there is none."""
 
     async def purge_idempotency_keys(self, before: str) -> int: ...
 

@@ -82,17 +82,17 @@ class IdempotencyMixin:
         )
 
     async def earlier_idempotency_response(
-        self, tenant_id: str, keys: list[str], request_hash: str, expired_before: str
+        self, tenant_id: str, spellings: list[tuple[str, str]], expired_before: str
     ) -> tuple[int, bytes] | None:
-        if not keys:
+        if not spellings:
             return None
         row = await self.pool.fetchrow(
             "SELECT status, response FROM idempotency_keys WHERE tenant_id = $1 "
-            "AND key = ANY($2::text[]) AND request_hash = $3 AND status IS NOT NULL "
-            "AND created_at >= $4 LIMIT 1",
+            "AND (key, request_hash) IN (SELECT * FROM unnest($2::text[], $3::text[])) "
+            "AND status IS NOT NULL AND created_at >= $4 LIMIT 1",
             tenant_id,
-            keys,
-            request_hash,
+            [key for key, _ in spellings],
+            [hash_ for _, hash_ in spellings],
             expired_before,
         )
         return (row[0], bytes(row[1])) if row else None

@@ -69,18 +69,17 @@ class IdempotencyMixin:
         await self._write(op)
 
     async def earlier_idempotency_response(
-        self, tenant_id: str, keys: list[str], request_hash: str, expired_before: str
+        self, tenant_id: str, spellings: list[tuple[str, str]], expired_before: str
     ) -> tuple[int, bytes] | None:
-        if not keys:
+        if not spellings:
             return None
-        marks = ", ".join("?" * len(keys))
+        either = " OR ".join(["(key = ? AND request_hash = ?)"] * len(spellings))
         row = (
             self._read()
             .execute(
                 "SELECT status, response FROM idempotency_keys WHERE tenant_id = ? "
-                f"AND key IN ({marks}) AND request_hash = ? AND status IS NOT NULL "
-                "AND created_at >= ? LIMIT 1",
-                (tenant_id, *keys, request_hash, expired_before),
+                f"AND ({either}) AND status IS NOT NULL AND created_at >= ? LIMIT 1",
+                (tenant_id, *[part for pair in spellings for part in pair], expired_before),
             )
             .fetchone()
         )
