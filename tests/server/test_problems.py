@@ -58,10 +58,17 @@ def _sqlite_error_on(conn: sqlite3.Connection, sql: str) -> sqlite3.Error:
         asyncpg.CannotConnectNowError("starting up"),  # class 57
         asyncpg.AdminShutdownError("terminated"),
         asyncpg.InvalidCatalogNameError("no database"),
-        asyncpg.UndefinedTableError("recreated empty"),
+        asyncpg.UndefinedTableError('relation "conversations" does not exist'),  # empty
+        asyncpg.SerializationError("could not serialize access"),  # 40001
+        asyncpg.DeadlockDetectedError("deadlock detected"),  # 40P01
+        asyncpg.InterfaceError("cannot call Connection.fetch(): connection is closed"),
+        asyncpg.InterfaceError("pool is closing"),
         asyncpg.InternalClientError("cannot switch to state 11"),
         DatabaseUnavailable(Outage.AWAY, "unreachable: ObjectNotInPrerequisiteStateError"),
         _sqlite_error("SELECT * FROM conversations"),  # no such table
+        # Before Python 3.11 no result code comes with the error: its message tells.
+        sqlite3.OperationalError("database is locked"),
+        sqlite3.OperationalError("no such table: conversations"),
     ],
     ids=type,
 )
@@ -82,6 +89,14 @@ def test_a_database_that_cannot_serve_now_is_503_with_retry_after(exc: Exception
         asyncpg.ObjectNotInPrerequisiteStateError("lastval is not yet defined"),
         _sqlite_error("SELEC 1"),
         _sqlite_error("SELECT nope"),
+        # A table name misspelt is no missing schema.
+        asyncpg.UndefinedTableError('relation "conversatons" does not exist'),
+        _sqlite_error("SELECT * FROM conversatons"),
+        sqlite3.OperationalError("no such table: conversatons"),
+        sqlite3.OperationalError('near "SELEC": syntax error'),  # as before Python 3.11
+        # asyncpg's own errors for what the code did wrong.
+        asyncpg.InterfaceError("the server expects 2 arguments for this query, 1 was passed"),
+        asyncpg.InterfaceError("cannot perform operation: another operation is in progress"),
         ValueError("a bug"),
     ],
     ids=type,

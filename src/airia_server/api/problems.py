@@ -102,6 +102,10 @@ _DETAILS = {
         "The database lacks this server's tables (GET /readyz names the check); "
         "retry once it is migrated"
     ),
+    Outage.BUSY: (
+        "The database rolled the request back for a concurrent one (a deadlock or a "
+        "serialization conflict); nothing was done: send it again"
+    ),
 }
 
 
