@@ -704,6 +704,18 @@ async def test_typing_by_an_api_key_without_a_user_is_the_owners(
         assert (await receive_event(ws))["data"] == {"userId": "named", "isTyping": True}
 
 
+async def test_a_frame_that_is_not_a_signal_is_told_why(
+    server: LiveServer, api: Api, user_id: str
+) -> None:
+    """The error frame says what is wrong with it, not the name of a Python exception."""
+    cid = (await api.create(server.headers(), user_id))["conversationId"]
+    async with open_ws(await api.ws_url(server.headers(), cid)) as ws:
+        for frame, said in (("not json", "malformed"), ('{"type": 1}', "Expected `str`")):
+            await ws.send(frame)
+            error = await receive_event(ws)
+            assert error["type"] == "error" and said in error["message"], error
+
+
 async def test_a_frame_naming_a_user_takes_the_user_id_rules_of_http(
     server: LiveServer, api: Api, user_id: str
 ) -> None:

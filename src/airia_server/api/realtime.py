@@ -350,10 +350,8 @@ async def _on_client_frame(websocket: WebSocket, svc: Services, conn: _Connectio
         if nested_too_deeply(text):
             raise ValueError("frame nested too deeply")
         signal = _decode_signal(text)
-    except msgspec.ValidationError as exc:
+    except (msgspec.DecodeError, ValueError, RecursionError) as exc:  # and ValidationError
         error = f"invalid frame: {exc}"
-    except (msgspec.DecodeError, ValueError, RecursionError) as exc:
-        error = f"invalid frame: {type(exc).__name__}"
     else:
         data: dict[str, Any]
         if signal.user_id is not None and "\x00" in signal.user_id:

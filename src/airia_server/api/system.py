@@ -70,7 +70,11 @@ async def readyz(request: Request) -> Response:
     svc = services(request)
     checks = await _database_checks(svc.store)
     if svc.settings.redis_url:
-        checks["redis"] = "ok" if svc.hub.healthy else "unreachable: events stay on this instance"
+        checks["redis"] = (
+            "ok"
+            if svc.hub.healthy
+            else "unreachable or not answering: events stay on this instance"
+        )
     ready = all(value == "ok" for value in checks.values())
     return JSONResponse(
         {"status": "ok" if ready else "unavailable", "checks": checks},

@@ -34,6 +34,7 @@ publish.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 
 import msgspec
@@ -156,7 +157,11 @@ class RedisHub(LocalHub):
             log.warning("delivering events locally until a PUBLISH to Redis goes through")
         self._publishing = False
         if self._probe is None or self._probe.done():
-            self._probe = asyncio.create_task(self._probe_publishing(), name="redis-probe")
+            # In a context of its own: not the request whose event found Redis away,
+            # which its log lines would otherwise name (its correlation id) for good.
+            self._probe = contextvars.Context().run(
+                asyncio.create_task, self._probe_publishing(), name="redis-probe"
+            )
 
     async def _probe_publishing(self) -> None:
         """Until a PUBLISH goes through, try one every `PROBE_EVERY` seconds: the
