@@ -704,6 +704,27 @@ async def test_typing_by_an_api_key_without_a_user_is_the_owners(
         assert (await receive_event(ws))["data"] == {"userId": "named", "isTyping": True}
 
 
+async def test_a_socket_that_floods_frames_is_held_to_its_rate(
+    server: LiveServer, api: Api, user_id: str
+) -> None:
+    """Each typing frame costs a database read and goes to every socket: a burst of 100
+    is answered, past the first 20 or so, with error frames, and those are not sent on.
+    The socket stays open, and its next frame goes through once the rate allows."""
+    cid = (await api.create(server.headers(), user_id))["conversationId"]
+    url = await api.ws_url(server.headers(), cid)
+    async with open_ws(url) as sender, open_ws(url) as watcher:
+        frame = json.dumps({"type": "typing", "isTyping": True})
+        for _ in range(100):
+            await sender.send(frame)
+        answers = [await receive_event(sender) for _ in range(100)]
+        refused = [a for a in answers if a["type"] == "error"]
+        assert refused and all("too many frames" in a["message"] for a in refused)
+        sent_on = 100 - len(refused)
+        assert [await receive_event(watcher) for _ in range(sent_on)]
+        marker = await api.add(server.headers(), cid, "after the flood")
+        assert (await receive_event(watcher))["data"]["id"] == marker["messageId"]
+
+
 async def test_a_frame_that_is_not_a_signal_is_told_why(
     server: LiveServer, api: Api, user_id: str
 ) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import msgspec
@@ -52,6 +53,11 @@ _REPLAY_PAGE = 500
 _REPLAY_FIRST_PAGE = 20
 _REPLAY_BUDGET = 1 << 20
 _MAX_CLIENT_FRAME = 4096
+FRAMES_PER_SECOND = 10
+FRAME_BURST = 20
+"""A client's typing and presence frames: each costs a read of the database (its role)
+and goes to every socket of the conversation, so one socket may send 10 a second, in
+bursts of 20; the rest are answered with an error frame and not sent on."""
 
 
 class _ClientSignal(msgspec.Struct, kw_only=True, rename="camel"):
@@ -69,7 +75,7 @@ _decode_signal = msgspec.json.Decoder(_ClientSignal).decode
 class _Connection:
     """What one open socket knows about its caller."""
 
-    __slots__ = ("claims", "conversation_id", "last", "owner_id", "role")
+    __slots__ = ("allowance", "checked", "claims", "conversation_id", "last", "owner_id", "role")
 
     def __init__(
         self, claims: TicketClaims, conversation_id: str, role: str, owner_id: str
@@ -82,6 +88,18 @@ class _Connection:
         a user (as a message by an API key is the owner's)."""
         self.last = 0
         """The last sequence sent to this client."""
+        self.allowance = float(FRAME_BURST)
+        self.checked = time.monotonic()
+
+    def may_send(self) -> bool:
+        """One more client frame within `FRAMES_PER_SECOND` (a token bucket)."""
+        now = time.monotonic()
+        self.allowance = min(FRAME_BURST, self.allowance + (now - self.checked) * FRAMES_PER_SECOND)
+        self.checked = now
+        if self.allowance < 1:
+            return False
+        self.allowance -= 1
+        return True
 
 
 class _Closed(Exception):
@@ -343,6 +361,12 @@ async def _read_client(
 
 
 async def _on_client_frame(websocket: WebSocket, svc: Services, conn: _Connection, text: str):
+    if not conn.may_send():
+        await _send_error(
+            websocket,
+            f"too many frames: at most {FRAMES_PER_SECOND} a second; this one was not sent",
+        )
+        return
     error = None
     try:
         if len(text) > _MAX_CLIENT_FRAME:
