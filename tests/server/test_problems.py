@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import sqlite3
+from contextlib import closing
 
 import asyncpg
 import pytest
@@ -42,10 +43,13 @@ def _sqlite_error(sql: str) -> sqlite3.Error:
 
 
 def _sqlite_error_on(conn: sqlite3.Connection, sql: str) -> sqlite3.Error:
-    try:
-        conn.execute(sql)
-    except sqlite3.Error as exc:
-        return exc
+    """What `sql` raises on `conn`, which is then closed (Python 3.13 warns about a
+    connection collected open)."""
+    with closing(conn):
+        try:
+            conn.execute(sql)
+        except sqlite3.Error as exc:
+            return exc
     raise AssertionError(f"{sql} did not fail")
 
 
