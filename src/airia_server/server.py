@@ -20,7 +20,7 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.supervisors import Multiprocess
-from websockets.exceptions import HeaderLineTooLong, RequestLineTooLong, TooManyHeaders
+from websockets.exceptions import SecurityError
 from websockets.frames import Frame
 from websockets.protocol import State
 
@@ -414,10 +414,14 @@ class FrameWebSocketProtocol(WebSocketsSansIOProtocol):
         to be asked for it, which uvicorn never does: the client would get nothing and
         the connection would stay open for good. It gets problem+json, and the close."""
         exc = self.conn.handshake_exc
-        if isinstance(exc, (HeaderLineTooLong, TooManyHeaders)):
-            answer = _BIG_HEAD
-        elif isinstance(exc, RequestLineTooLong):
+        if type(exc).__name__ == "InvalidMessage" and exc.__cause__ is not None:
+            exc = exc.__cause__  # websockets 16 wraps what the parser raised
+        # websockets 17 tells a long request line from long or many header lines; 16 (the
+        # last for Python 3.10) raises SecurityError for all three.
+        if type(exc).__name__ == "RequestLineTooLong":
             answer = _LONG_TARGET
+        elif isinstance(exc, SecurityError):
+            answer = _BIG_HEAD
         else:
             answer = _UNPARSABLE
         self.handshake_complete = self.close_sent = True  # nothing more to send

@@ -7,7 +7,6 @@ import json
 import socket
 import struct
 import threading
-import time
 import uuid
 from urllib.parse import urlsplit
 
@@ -941,11 +940,13 @@ def test_a_database_host_that_never_answers_is_503_within_the_connect_timeout(
             created = create(http, server.headers(), "u1")
             relay.close_off()
             for _ in range(3):
-                started = time.monotonic()
+                # Given up by the server within its 1 s connect timeout; asyncpg's own
+                # (60 s) would make the client give up first (ReadTimeout, a failure).
                 response = http.get(
-                    f"{COLLECTION}/{created['conversationId']}", headers=server.headers()
+                    f"{COLLECTION}/{created['conversationId']}",
+                    headers=server.headers(),
+                    timeout=15,
                 )
-                assert time.monotonic() - started < 4
                 assert_problem(response, 503)
                 assert response.headers["retry-after"] == "1"
     finally:

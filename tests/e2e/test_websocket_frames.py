@@ -11,7 +11,6 @@ import json
 import os
 import socket
 import struct
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -194,10 +193,8 @@ def test_an_upgrade_websockets_cannot_parse_is_answered_and_closed(
     with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as sock:
         sock.sendall(upgrade_request("/v1/Conversations/x/ws?ticket=x", *extra))
         answer = b""
-        started = time.monotonic()
-        while chunk := sock.recv(65536):  # until the server closes
+        while chunk := sock.recv(65536):  # until the server closes (or TIMEOUT: a failure)
             answer += chunk
-    assert time.monotonic() - started < 5
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 4"), answer[:300]
     if extra[0].startswith("X-Pad"):  # (an invalid handshake is websockets' plain 400)
