@@ -1,4 +1,7 @@
-"""Running the application under uvicorn, with a shutdown that tells sockets to go."""
+"""Running the application under uvicorn: the HTTP protocol's deadlines and the limit
+on a request head while it arrives, the WebSocket protocol's limits on what a client
+sends (and reading paused while it reads nothing), and a shutdown that tells sockets to
+go and answers what its drain cut off."""
 
 from __future__ import annotations
 

@@ -79,12 +79,7 @@ def _stored(status: int, body: bytes) -> Response:
 
 
 def _replayed(response: Response) -> Response:
-    return Response(
-        bytes(response.body),
-        status_code=response.status_code,
-        media_type="application/json",
-        headers={"Idempotent-Replayed": "true"},
-    )
+    return _stored(response.status_code, bytes(response.body))
 
 
 async def run_once(

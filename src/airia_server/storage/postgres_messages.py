@@ -22,12 +22,12 @@ from airia_server.storage.base import (
 )
 from airia_server.storage.rows import (
     MESSAGE_COLUMNS,
+    MESSAGE_SIZE,
     PARTICIPANT_COLUMNS,
     WIRE_MESSAGE_COLUMNS,
     message_row,
     messages_json,
     participant_row,
-    recent_messages_sql,
 )
 
 _encode = msgspec.json.encode
@@ -41,7 +41,14 @@ def _list_or_none(value: list[str] | None) -> str | None:
     return as_text(value) if value is not None else None
 
 
-RECENT_MESSAGES = recent_messages_sql(WIRE_MESSAGE_COLUMNS, lambda n: f"${n}")
+RECENT_MESSAGES = (
+    # The newest $2 by the index, then those of them whose sizes, newest first, add up
+    # to $3, and at least the newest: the window sums no more than $2 rows.
+    f"SELECT {WIRE_MESSAGE_COLUMNS} FROM (SELECT *, sum(size) OVER (ORDER BY position DESC) "
+    f"- size AS earlier FROM (SELECT *, {MESSAGE_SIZE} AS size FROM messages "
+    "WHERE conversation_id = $1 ORDER BY position DESC LIMIT $2) newest) counted "
+    "WHERE earlier = 0 OR earlier + size <= $3 ORDER BY position DESC"
+)
 """The messages a conversation's GET carries (`Store.recent_messages_json`)."""
 
 _APPEND_EVENT = (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -162,20 +162,6 @@ WIRE_MESSAGE_JSON = "json_object({})".format(
 MESSAGE_SIZE = "coalesce(length(message), 0) + coalesce(length(images), 0)"
 """SQL (both backends): what a message's text and images weigh, in characters, for the
 byte budget of a conversation's GET."""
-
-
-def recent_messages_sql(columns: str, mark: Callable[[int], str]) -> str:
-    """The query of a conversation's GET (`Store.recent_messages_json`), selecting
-    `columns` of each message, newest first, with parameters spelled `mark(n)`: the
-    newest (1) by the index, at most (2) of them, then those whose sizes, newest first,
-    add up to (3), and at least the newest. The window sums no more than (2) rows, and
-    the columns (SQLite's JSON of each) are made only for the rows kept."""
-    return (
-        f"SELECT {columns} FROM (SELECT *, sum(size) OVER (ORDER BY position DESC) - size "
-        f"AS earlier FROM (SELECT *, {MESSAGE_SIZE} AS size FROM messages "
-        f"WHERE conversation_id = {mark(1)} ORDER BY position DESC LIMIT {mark(2)}) newest) "
-        f"counted WHERE earlier = 0 OR earlier + size <= {mark(3)} ORDER BY position DESC"
-    )
 
 
 _encode_wire = msgspec.json.Encoder().encode
