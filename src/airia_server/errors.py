@@ -57,6 +57,15 @@ class UnsupportedMediaType(AppError):
     title = "Unsupported Media Type"
 
 
+class UpgradeRequired(AppError):
+    status = 426
+    title = "Upgrade Required"
+
+    def __init__(self, message: str, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(message, detail, **extra)
+        self.headers = {"Upgrade": "websocket", "Connection": "Upgrade"}
+
+
 class ValidationFailed(AppError):
     status = 422
     title = "Unprocessable Content"

@@ -193,7 +193,7 @@ async def test_unknown_and_deleted_conversations_are_refused(
     assert await refused_status(created["websocketUrl"]) == 403
 
 
-@pytest.mark.parametrize("after", ["-1", "abc", "1.5", "99999999999999999999999"])
+@pytest.mark.parametrize("after", ["-1", "abc", "1.5", "9" * 22 + "x"])
 async def test_bad_after_is_refused(
     server: LiveServer, ahttp: httpx.AsyncClient, user_id: str, after: str
 ) -> None:

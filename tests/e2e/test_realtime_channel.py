@@ -333,8 +333,15 @@ async def test_collaborator_frames_are_broadcast_viewer_frames_are_refused(
         assert (await receive_event(by_viewer))["type"] == "error"
 
         # Frames the server cannot use: an error, and the socket stays open.
-        for bad in ("not json", json.dumps({"type": "dance"}), json.dumps({"type": "typing"})):
-            await by_collab.send(bad)
+        bad_frames = [
+            "not json",
+            {"type": "dance"},
+            {"type": "typing", "isTyping": "yes"},
+            {"type": "presence"},
+            {"type": "presence", "action": "away"},
+        ]
+        for bad in bad_frames:
+            await by_collab.send(bad if isinstance(bad, str) else json.dumps(bad))
             assert (await receive_event(by_collab))["type"] == "error"
 
         sentinel = await api.add(as_owner, cid, "sentinel")
@@ -342,6 +349,12 @@ async def test_collaborator_frames_are_broadcast_viewer_frames_are_refused(
             event = await receive_event(ws)
             assert event["type"] == "message.created", "nothing else was broadcast"
             assert event["data"]["id"] == sentinel["messageId"]
+
+        # A typing frame without isTyping, or with null, is typing, as over HTTP.
+        for frame in ({"type": "typing"}, {"type": "typing", "isTyping": None}):
+            await by_collab.send(json.dumps(frame))
+            typing = await receive_event(by_viewer)
+            assert typing["data"] == {"userId": collaborator, "isTyping": True}
 
 
 async def test_demoted_collaborator_can_no_longer_signal(
@@ -653,15 +666,17 @@ async def test_resuming_past_the_last_stored_event_is_told_where_it_ends(
     url = await api.ws_url(server.headers(), cid)
     for i in range(3):
         await api.add(server.headers(), cid, f"m{i}")
-    async with open_ws(with_query(url, after="10")) as ws:
-        await expect_closed(ws, 4000)
-        assert ws.close_reason == "resume after=3"
+    # However far past: a number of more digits than any sequence has is past it too.
+    for after in ("10", "9223372036854775806", "1" * 19, "9" * 40):
+        async with open_ws(with_query(url, after=after)) as ws:
+            await expect_closed(ws, 4000)
+            assert ws.close_reason == "resume after=3"
     async with open_ws(with_query(url, after="3")) as ws:
         await api.add(server.headers(), cid, "m3")
         assert (await receive_event(ws))["sequence"] == 4
 
 
-@pytest.mark.parametrize("after", ["1_0", "+1", " 1", "\u0661", "-1", "1.0", "1" * 19])
+@pytest.mark.parametrize("after", ["1_0", "+1", " 1", "\u0661", "-1", "1.0", "1e3", "0x1"])
 async def test_an_after_that_is_not_a_sequence_is_refused(
     server: LiveServer, api: Api, user_id: str, after: str
 ) -> None:

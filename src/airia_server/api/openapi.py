@@ -344,6 +344,47 @@ def openapi_document(max_page_size: int = 100) -> dict[str, Any]:
                 errors=(404,),
             ),
         },
+        f"{base}/ws": {
+            "parameters": [_CONVERSATION_ID],
+            "get": {
+                "operationId": "openConversationSocket",
+                "summary": "The conversation's real-time channel: a WebSocket (docs/realtime.md)",
+                "description": "Open `websocketUrl` as it is given, with a WebSocket client. "
+                "The ticket in its query is the credential; `after=N` resumes after "
+                "sequence N. A refused ticket is 403 before the upgrade. Asked for as plain "
+                "HTTP (without `Upgrade: websocket`, as some proxies forward it) the answer "
+                "is 426.",
+                "tags": ["Conversations"],
+                "security": [],
+                "parameters": [
+                    {
+                        "name": "ticket",
+                        "in": "query",
+                        "required": True,
+                        "schema": {"type": "string"},
+                        "description": "From `websocketUrl`",
+                    },
+                    {
+                        "name": "after",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                        "description": "Resume after this sequence",
+                    },
+                ],
+                "responses": {
+                    "101": {"description": "Switching to the WebSocket protocol"},
+                    "403": {
+                        "description": "The ticket is missing, invalid, expired or "
+                        "for another conversation"
+                    },
+                    "426": {
+                        "description": "Not a WebSocket upgrade",
+                        "content": {"application/problem+json": {"schema": _ref("Problem")}},
+                    },
+                },
+            },
+        },
         f"{base}/external-identities": {
             "parameters": [_CONVERSATION_ID],
             "get": _op(

@@ -24,7 +24,9 @@ import time
 from typing import Any
 
 import msgspec
-from starlette.routing import WebSocketRoute
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from uvicorn.protocols.utils import ClientDisconnected
 
@@ -34,6 +36,7 @@ from airia_server.api.schemas import UserId
 from airia_server.domain import access
 from airia_server.domain.auth import Authenticator
 from airia_server.domain.tickets import InvalidTicket, TicketClaims
+from airia_server.errors import UpgradeRequired
 from airia_server.ids import parse_id
 from airia_server.realtime.hub import LiveEvent, LocalHub, Subscription, encode_event
 from airia_server.storage.base import ConversationRecord, EventRecord, Store
@@ -53,6 +56,8 @@ _REPLAY_PAGE = 500
 _REPLAY_FIRST_PAGE = 20
 _REPLAY_BUDGET = 1 << 20
 _MAX_CLIENT_FRAME = 4096
+_PAST_ANY_SEQUENCE = 10**18
+"""What a resume `after` of more than 18 digits stands for: past any stored sequence."""
 FRAMES_PER_SECOND = 10
 FRAME_BURST = 20
 """A client's typing and presence frames: each costs a read of the database (its role)
@@ -117,9 +122,11 @@ async def conversation_socket(websocket: WebSocket) -> None:
         claims = svc.tickets.verify(ticket, conversation_id)
         after = None
         if after_raw not in (None, ""):
-            if not is_ascii_digits(after_raw) or len(after_raw) > 18:
+            if not is_ascii_digits(after_raw):
                 raise InvalidTicket(f"after={after_raw[:20]!r} is not a sequence")
-            after = int(after_raw)
+            # Past 18 digits no sequence can be reached (PostgreSQL's are 64-bit): such
+            # a number is past the end like any other, and is not converted whole.
+            after = int(after_raw) if len(after_raw) <= 18 else _PAST_ANY_SEQUENCE
         if claims.key_id is not None and not await svc.auth.key_active(claims.key_id):
             raise InvalidTicket("the ticket's API key was revoked")
     except InvalidTicket as exc:
@@ -380,8 +387,8 @@ async def _on_client_frame(websocket: WebSocket, svc: Services, conn: _Connectio
         data: dict[str, Any]
         if signal.user_id is not None and "\x00" in signal.user_id:
             error = "invalid frame: userId cannot hold NUL characters (\\u0000)"
-        elif signal.type == "typing" and signal.is_typing is not None:
-            data = {"isTyping": signal.is_typing}
+        elif signal.type == "typing":  # isTyping absent or null is true, as over HTTP
+            data = {"isTyping": signal.is_typing is not False}
         elif signal.type == "presence" and signal.action in ("joined", "left"):
             data = {"action": signal.action}
         else:
@@ -453,4 +460,20 @@ async def close_revoked_keys(hub: LocalHub, auth: Authenticator, interval: float
                 log.info("API key %s was revoked: closing its %d sockets", key_id, closed)
 
 
-routes = [WebSocketRoute("/v1/Conversations/{conversation_id}/ws", conversation_socket)]
+async def socket_without_upgrade(request: Request) -> Response:
+    """The socket URL asked for as plain HTTP: most often a proxy that dropped the
+    `Upgrade` header on the way. Nothing is looked up, so the answer is the same for
+    every conversation id."""
+    raise UpgradeRequired(
+        "WebSocket upgrade required",
+        "This URL is a WebSocket: open it with a WebSocket client (GET with "
+        "'Connection: Upgrade' and 'Upgrade: websocket'). A proxy in between must pass "
+        "those headers on.",
+    )
+
+
+_SOCKET_PATH = "/v1/Conversations/{conversation_id}/ws"
+routes = [
+    WebSocketRoute(_SOCKET_PATH, conversation_socket),
+    Route(_SOCKET_PATH, socket_without_upgrade, methods=["GET"]),
+]

@@ -47,11 +47,16 @@ AttachmentId = Annotated[str, Meta(max_length=64)]
 
 class AddMessageRequest(Struct, rename="camel", kw_only=True):
     message: Annotated[str, Meta(max_length=100_000)] | None = None
-    role: MessageRole = "user"
+    role: MessageRole | None = "user"
+    """`null` is the default, as an absent field is (so for each such field below)."""
     images: Annotated[list[ImageRef], Meta(max_length=20)] | None = None
     image_attachment_ids: Annotated[list[AttachmentId], Meta(max_length=20)] | None = None
     user_id: UserId | None = None
     """Extension: with an API key, the user the message is from."""
+
+    def __post_init__(self) -> None:
+        if self.role is None:
+            self.role = "user"
 
 
 class AddMessageResponse(Struct, rename="camel", kw_only=True):
@@ -93,7 +98,11 @@ class MarkAsReadResponse(Struct, rename="camel", kw_only=True):
 
 class ShareRequest(Struct, rename="camel", kw_only=True):
     user_id: UserId
-    role: ParticipantRole = "Viewer"
+    role: ParticipantRole | None = "Viewer"
+
+    def __post_init__(self) -> None:
+        if self.role is None:
+            self.role = "Viewer"
 
 
 class RoleRequest(Struct, rename="camel", kw_only=True):
@@ -112,8 +121,12 @@ class Participant(Struct, rename="camel", kw_only=True):
 
 
 class TypingRequest(Struct, rename="camel", kw_only=True):
-    is_typing: bool = True
+    is_typing: bool | None = True
     user_id: UserId | None = None
+
+    def __post_init__(self) -> None:
+        if self.is_typing is None:
+            self.is_typing = True
 
 
 class TypingResponse(Struct, rename="camel", kw_only=True):
@@ -224,7 +237,11 @@ class Base64UploadRequest(Struct, rename="camel", kw_only=True):
     base64_content: str
     file_name: Annotated[str, Meta(min_length=1, max_length=255)]
     content_type: Annotated[str, Meta(max_length=255)] | None = None
-    source: AttachmentSource = "agent"
+    source: AttachmentSource | None = "agent"
+
+    def __post_init__(self) -> None:
+        if self.source is None:
+            self.source = "agent"
 
 
 class Attachment(Struct, rename="camel", kw_only=True):
