@@ -10,6 +10,7 @@ import os
 from collections.abc import AsyncIterator
 
 from starlette.datastructures import Headers, State
+from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.routing import Router
@@ -156,7 +157,7 @@ def create_app(settings: Settings | None = None) -> AiriaApp:
             await store.close()
             access_log.flush()
 
-    router = Router(
+    router = _Router(
         routes=[
             *system.routes,
             *conversations.routes,
@@ -175,6 +176,16 @@ def create_app(settings: Settings | None = None) -> AiriaApp:
     if settings.cors_origin_list:
         app.enable_cors(settings.cors_origin_list)
     return app
+
+
+class _Router(Router):
+    """Starlette's router, whose answer to a WebSocket upgrade on a path that has no
+    socket is a 404 problem like an HTTP request's (Starlette's is an empty 403)."""
+
+    async def not_found(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            raise HTTPException(404)  # the middleware refuses the upgrade with it
+        await super().not_found(scope, receive, send)
 
 
 class _Cors(CORSMiddleware):

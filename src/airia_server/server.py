@@ -383,10 +383,39 @@ class FrameWebSocketProtocol(WebSocketsSansIOProtocol):
         super().shutdown()
 
     def handle_connect(self, event: Any) -> None:
+        # websockets answers a request that is no valid upgrade (no Sec-WebSocket-Key,
+        # another version, not GET) in plain text; here it is a problem, with the same
+        # status and the headers that say what to send instead. Checking costs one more
+        # look at the request's headers; a valid one is accepted by uvicorn as before.
+        checked = self.conn.accept(event)
+        if checked.status_code != 101:
+            self.handshake_initiated = self.handshake_complete = self.close_sent = True
+            reason = str(self.conn.handshake_exc or checked.reason_phrase)
+            reason = reason.encode("ascii", "backslashreplace").decode()[:300]
+            kept = "".join(
+                f"{name}: {checked.headers[name]}\r\n"
+                for name in ("Allow", "Upgrade", "Sec-WebSocket-Version")
+                if name in checked.headers
+            )
+            if not self.transport.is_closing():
+                status = checked.status_code
+                detail = f"Not a valid WebSocket upgrade: {reason}"
+                self.transport.write(
+                    _closing_problem(status, "Invalid WebSocket upgrade", detail, headers=kept)
+                )
+                self.transport.close()
+            return
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
         if scope is not None:
             scope["extensions"]["airia.frames"] = self
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
+            # An upgrade refused with a response of the application's (a problem): done.
+            # uvicorn leaves the handshake unfinished and logs an ERROR for each.
+            self.handshake_complete = True
 
     def keepalive_timeout(self) -> None:
         """No pong in time: uvicorn sends 1011 and closes, and a close waits for what is

@@ -349,7 +349,11 @@ def test_sockets_per_user_over_the_limit_are_refused(
     try:
         assert all(isinstance(ws, ClientConnection) for ws in opened), opened
         assert _open(stack, url(cids[0])) == 403
-        assert _open(stack, url(cids[1])) == 403
+        with pytest.raises(InvalidStatus) as refused:
+            stack.enter_context(connect(url(cids[1]), open_timeout=10, close_timeout=5))
+        problem = json.loads(refused.value.response.body)
+        assert problem["status"] == 403, problem
+        assert "AIRIA_WS_MAX_SOCKETS_PER_USER" in problem["detail"], problem
         TESTED.append(f"socket {SOCKETS_PER_USER + 1} of one user: 403")
         # Another user, and the API key's tickets, are not counted against this user.
         other = _open(

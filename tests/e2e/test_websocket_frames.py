@@ -197,10 +197,57 @@ def test_an_upgrade_websockets_cannot_parse_is_answered_and_closed(
             answer += chunk
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 4"), answer[:300]
-    if extra[0].startswith("X-Pad"):  # (an invalid handshake is websockets' plain 400)
-        assert head.startswith(b"HTTP/1.1 431"), head
-        assert b"application/problem+json" in head.lower(), head
-        assert json.loads(body)["status"] == 431
+    assert b"application/problem+json" in head.lower(), head
+    status = 431 if extra[0].startswith("X-Pad") else 400
+    assert head.startswith(b"HTTP/1.1 %d" % status), head
+    assert json.loads(body)["status"] == status
+
+
+def refusal(server: LiveServer, request: bytes) -> tuple[int, dict, bytes]:
+    """The server's answer to an upgrade request it refuses: status, problem, head."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):  # until the server closes (or TIMEOUT: a failure)
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"content-type: application/problem+json" in head.lower(), answer[:500]
+    assert b"x-correlation-id: " in head.lower(), head
+    problem = json.loads(body)
+    status = int(head.split(b" ", 2)[1])
+    assert problem["status"] == status and problem["detail"], problem
+    return status, problem, head
+
+
+def test_every_refused_upgrade_is_a_problem_and_no_server_error(server: LiveServer) -> None:
+    """Each way an upgrade is refused is answered like any other bad request: with its
+    4xx as problem+json, and not one ERROR line in the log. Upgrade headers over the
+    16 KiB limit (in lines websockets itself accepts) were a 500 and an ERROR line;
+    a path with no socket, or a bad ticket, an empty 403; a request websockets finds
+    no valid upgrade, its plain text."""
+    path = socket_path(server)
+    base, _, ticket = path.partition("?")
+    pads = [f"X-Pad-{i}: {'x' * 7000}" for i in range(3)]  # 21 KiB, each line under 8 KiB
+    assert refusal(server, upgrade_request(path, *pads))[0] == 431
+
+    status, problem, _ = refusal(server, upgrade_request("/healthz"))
+    assert (status, problem["detail"]) == (404, "No route matches /healthz")
+    assert refusal(server, upgrade_request("/v1/nowhere/ws"))[0] == 404
+
+    for bad in (f"{base}?ticket=x.y", base, f"{base}?{ticket}&after=x"):
+        status, problem, _ = refusal(server, upgrade_request(bad))
+        assert status == 403 and "ticket" in problem["detail"], problem
+
+    no_key = upgrade_request(path).replace(b"Sec-WebSocket-Key", b"X-Not-The-Key")
+    status, problem, _ = refusal(server, no_key)
+    assert status == 400 and "Sec-WebSocket-Key" in problem["detail"], problem
+    other_version = upgrade_request(path).replace(b"Version: 13", b"Version: 8")
+    assert refusal(server, other_version)[0] == 400
+
+    with httpx.Client(base_url=server.base_url) as http:  # the log lines are written by now
+        assert http.get("/healthz").status_code == 200
+    log = server.stderr_text()
+    assert '"level":"error"' not in log and "ERROR" not in log, log[-3000:]
 
 
 def test_a_text_message_that_is_not_utf8_is_closed_with_1007_quietly(server: LiveServer) -> None:

@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import time
+from typing import Any
 
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -113,21 +114,30 @@ class RequestContextMiddleware:
         scope[CORRELATION_HEADER] = cid_header
         scope[STATUS] = 0
 
+        raw_send = send
+
         async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
+            if message["type"] in _RESPONSE_STARTS:
                 scope[STATUS] = message["status"]
                 message["headers"] = [*message.get("headers", ()), cid_header]
-            await send(message)
+            elif message["type"] == "websocket.accept":
+                scope[STATUS] = 101
+            elif message["type"] == "websocket.close" and not scope[STATUS]:
+                scope[STATUS] = 403  # refused before accept: what the server answers
+            await raw_send(message)
 
         scope[WRAPPED_SEND] = send_with_id
+        if scope["type"] == "websocket":
+            # Few and long-lived: their refusals (made by the application before it
+            # accepts) get the correlation id too, and the status is known here.
+            send = send_with_id
 
         try:
             if header_bytes > self.max_header_bytes:
                 scope[STATUS] = 431
-                if scope["type"] == "http":
-                    await _send_problem(
-                        send, 431, "Request headers too large", scope["path"], cid_header
-                    )
+                await _send_problem(
+                    send, 431, "Request headers too large", scope["path"], cid_header, scope=scope
+                )
                 return
             if scope["type"] == "http" and (
                 hosts > 1
@@ -145,16 +155,16 @@ class RequestContextMiddleware:
                 # RFC 9112, 6.1: the parser reads any list ending in chunked as chunked
                 # alone; a body gzipped (or coded otherwise) would be read as plain JSON.
                 scope[STATUS] = 501
-                if scope["type"] == "http":
-                    await _send_problem(
-                        send,
-                        501,
-                        "Transfer coding not supported",
-                        scope["path"],
-                        cid_header,
-                        "The only transfer coding this server reads is chunked, alone",
-                        close=True,
-                    )
+                await _send_problem(
+                    send,
+                    501,
+                    "Transfer coding not supported",
+                    scope["path"],
+                    cid_header,
+                    "The only transfer coding this server reads is chunked, alone",
+                    close=True,
+                    scope=scope,
+                )
                 return
             if scope["type"] == "http" and (
                 b"%00" in scope.get("raw_path", b"") or b"%00" in scope.get("query_string", b"")
@@ -170,20 +180,24 @@ class RequestContextMiddleware:
             # the client went away (or timed out)
             scope[STATUS] = scope[STATUS] or 499
         except Exception as exc:
+            # Once a response has started (or a socket been accepted) the client is told
+            # by what was sent; before, by a problem, over HTTP or as a socket's refusal.
             response = problem_for(exc, scope.get("method", ""), scope["path"])
             if response is not None:
-                if scope["type"] == "http" and not scope[STATUS]:
-                    await response(scope, receive, send_with_id)
+                if not scope[STATUS]:
+                    await _send_response(scope, receive, send_with_id, response)
                 return
             method = scope.get("method", "WS")
             error_log.exception("unhandled error on %s %s", method, scope["path"])
-            if scope["type"] == "http" and not scope[STATUS]:
+            if not scope[STATUS]:
                 away = unavailable_response(exc, scope["path"])
                 if away is not None:  # logged above all the same: an operator wants to know
-                    await away(scope, receive, send_with_id)
+                    await _send_response(scope, receive, send_with_id, away)
                     return
                 scope[STATUS] = 500
-                await _send_problem(send, 500, "Internal server error", scope["path"], cid_header)
+                await _send_problem(
+                    send, 500, "Internal server error", scope["path"], cid_header, scope=scope
+                )
         finally:
             # `send_with_id` holds uvicorn's send, whose cycle holds this scope: break
             # the loop, or every request would be left for the cyclic GC to find.
@@ -215,6 +229,22 @@ def _valid_host(host: bytes) -> bool:
     return not port or 0 < int(port) < 65536
 
 
+_RESPONSE_STARTS = ("http.response.start", "websocket.http.response.start")
+_DENIAL = "websocket.http.response"
+"""The ASGI extension by which a WebSocket upgrade is refused with an HTTP response of
+the application's own (uvicorn has it): without it, only an empty 403 can be sent."""
+
+
+async def _send_response(scope: Scope, receive: Receive, send: Send, response: Any) -> None:
+    """`response` as the answer to a request, or as the refusal of a socket's upgrade."""
+    if scope["type"] == "http":
+        await response(scope, receive, send)
+    elif _DENIAL in scope.get("extensions", {}):
+        await response(scope, receive, send)  # Starlette sends websocket.http.response.*
+    else:
+        await send({"type": "websocket.close", "code": 1008})
+
+
 async def _send_problem(
     send: Send,
     status: int,
@@ -223,16 +253,26 @@ async def _send_problem(
     cid_header: tuple[bytes, bytes],
     detail: str | None = None,
     close: bool = False,
+    scope: Scope | None = None,
 ) -> None:
-    """`close`: the request's body is not read, and the connection is not kept."""
+    """`close`: the request's body is not read, and the connection is not kept. With a
+    WebSocket `scope`: the upgrade is refused with this problem (`send` adds the
+    correlation id there)."""
     if detail is None:
         detail = "The server failed to handle the request" if status == 500 else message
     body = problem_body(status, message, detail, path)
     headers = [
         (b"content-type", PROBLEM_JSON.encode()),
         (b"content-length", str(len(body)).encode()),
-        cid_header,
     ]
+    if scope is not None and scope["type"] == "websocket":
+        if _DENIAL not in scope.get("extensions", {}):
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": body})
+        return
+    headers.append(cid_header)
     if close:
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})

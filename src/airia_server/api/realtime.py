@@ -36,7 +36,7 @@ from airia_server.api.schemas import UserId
 from airia_server.domain import access
 from airia_server.domain.auth import Authenticator
 from airia_server.domain.tickets import InvalidTicket, TicketClaims
-from airia_server.errors import UpgradeRequired
+from airia_server.errors import Forbidden, UpgradeRequired
 from airia_server.ids import parse_id
 from airia_server.realtime.hub import LiveEvent, LocalHub, Subscription, encode_event
 from airia_server.storage.base import ConversationRecord, EventRecord, Store
@@ -107,6 +107,16 @@ class _Connection:
         return True
 
 
+def _refused() -> Forbidden:
+    """The refusal of a socket's ticket, the same whatever was wrong with it (the
+    middleware sends it as the upgrade's answer: 403 problem+json)."""
+    return Forbidden(
+        "WebSocket refused",
+        "The ticket is missing, invalid or expired, is for another conversation, or its "
+        "conversation or access to it is gone: get a fresh websocketUrl",
+    )
+
+
 class _Closed(Exception):
     """The socket was closed while events were being sent to it."""
 
@@ -131,21 +141,22 @@ async def conversation_socket(websocket: WebSocket) -> None:
             raise InvalidTicket("the ticket's API key was revoked")
     except InvalidTicket as exc:
         log.info("websocket refused: %s", exc)
-        await websocket.close(code=CLOSE_POLICY)
-        return
+        raise _refused() from None
 
     owner = f"{claims.tenant_id}:{claims.user_id}" if claims.user_id else ""
     if owner and svc.hub.sockets_of(owner) >= svc.settings.ws_max_sockets_per_user:
         log.info("websocket refused: %s has too many open sockets", claims.user_id)
-        await websocket.close(code=CLOSE_POLICY)
-        return
+        raise Forbidden(
+            "Too many open sockets",
+            f"This user has {svc.settings.ws_max_sockets_per_user} sockets open on this "
+            "server, its limit (AIRIA_WS_MAX_SOCKETS_PER_USER): close one first",
+        )
     # Subscribe before reading the current sequence, so nothing falls between.
     sub = await svc.hub.subscribe(conversation_id, owner, claims.key_id)
     try:
         record, role = await _visible(svc.store, claims, conversation_id)
         if record is None or role is None:
-            await websocket.close(code=CLOSE_POLICY)
-            return
+            raise _refused()
         await websocket.accept()
         conn = _Connection(claims, conversation_id, role, record.user_id)
         if after is not None and after > record.last_sequence:
