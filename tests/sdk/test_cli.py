@@ -268,3 +268,39 @@ def test_a_reader_that_stops_reading_ends_the_command_quietly(run, server: FakeS
         monkeypatch.undo()
     broken.close()  # flushes into /dev/null now, not the closed pipe
     assert code == airia.cli.EXIT_BROKEN_PIPE == 141
+
+
+# A line break forges a row, ESC sequences (a colour, OSC "set the window title")
+# drive the reader's terminal, a bidi override reorders what is shown.
+HOSTILE = "a\nb\r\tc\x1b[31mred\x1b]0;pwned\x07\x7f\x9b\u202eevil\u2066"
+SHOWN = "a\\nb\\r\\tc\\x1b[31mred\\x1b]0;pwned\\x07\\x7f\\x9b\\u202eevil\\u2066"
+
+
+def test_server_text_is_shown_escaped_never_raw(run, server: FakeServer):
+    created = run("--json", "conversations", "create", "--user-id", HOSTILE, "--title", HOSTILE)
+    cid = json.loads(created[1])["conversationId"]
+    message = {"id": "m1", "conversationId": cid, "message": HOSTILE, "role": "user"}
+    message["createdAt"] = message["updatedAt"] = "2026-11-26T06:01:34Z"
+    server.conversations[cid]["messages"] = [message]
+    code, out, err = run("conversations", "list")
+    assert (code, err) == (0, "")
+    _header, row, footer = out.splitlines()
+    assert row.count(SHOWN) == 2 and footer == "page 1, 1 of 1"
+    code, out, err = run("conversations", "get", cid)
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[-2].split(None, 1) == ["messages", "1"] and lines[-1].endswith(SHOWN)
+    assert [line.split(None, 1)[1] for line in lines if line.startswith(("title", "user_id"))] == [
+        SHOWN,
+        SHOWN,
+    ]
+    # Only the line breaks between lines are left raw: nothing else unprintable.
+    assert out.replace("\n", "").isprintable()
+    assert json.loads(run("--json", "conversations", "get", cid)[1])["title"] == HOSTILE
+
+
+def test_an_error_from_the_server_is_shown_escaped(run, server: FakeServer):
+    server.script(problem(404, f"Not found{HOSTILE}", detail="gone\nerror: forged"))
+    code, _, err = run("conversations", "get", "c")
+    assert code == 1 and err.count("\n") == 1 and "\x1b" not in err
+    assert f"Not found{SHOWN}" in err and "(gone\\nerror: forged)" in err

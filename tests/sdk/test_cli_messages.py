@@ -168,3 +168,24 @@ def test_watch_ctrl_c_exits_0(run, cid, ws: SocketServer, monkeypatch):
     code, out, err = run("conversations", "watch", cid)
     assert (code, err) == (0, "")
     assert out.splitlines() == ["2026-11-26T06:01:34.123456Z  #1  message.created  user -: text 1"]
+
+
+def test_messages_and_events_from_the_server_are_shown_escaped(run, cid, ws: SocketServer):
+    """A message holding a line break or an ESC sequence cannot forge a row or an
+    event line, nor drive the reader's terminal."""
+    hostile, shown = "hi\nm9  fake\x1b]0;pwned\x07\u202e", "hi\\nm9  fake\\x1b]0;pwned\\x07\\u202e"
+    run("messages", "add", cid, "--message", hostile)
+    code, out, _ = run("messages", "list", cid)
+    _header, row, footer = out.splitlines()
+    assert code == 0 and row.endswith(shown) and footer == "1 message"
+    assert json.loads(run("--json", "messages", "list", cid)[1])["items"][0]["message"] == hostile
+
+    ws.sessions = [[ev(1, message=hostile, userId="u\r1"), close(1000)]]
+    code, out, err = run("conversations", "watch", cid)
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [
+        f"2026-11-26T06:01:34.123456Z  #1  message.created  user u\\r1: {shown}"
+    ]
+    ws.sessions = [[ev(1, message=hostile), close(1000)]]
+    code, out, _ = run("--json", "conversations", "watch", cid)
+    assert json.loads(out)["data"]["message"] == hostile

@@ -17,7 +17,7 @@ from .._client import AiriaClient
 from .._exceptions import AiriaAPIError
 from .._version import __version__
 from . import _attachments, _identities, _messages, _sharing
-from ._output import conversation_table, error_line, feed_table, to_json
+from ._output import conversation_table, error_line, feed_table, to_json, visible
 
 # Tests replace this to send through an httpx.MockTransport.
 client_factory: Callable[..., AiriaClient] = AiriaClient
@@ -184,7 +184,7 @@ def _main(argv: Sequence[str] | None) -> int:
             base_url=args.base_url, api_key=args.api_key, bearer_token=args.token
         )
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {visible(str(exc))}", file=sys.stderr)
         return 2
     with client:
         try:
@@ -193,15 +193,15 @@ def _main(argv: Sequence[str] | None) -> int:
             print(error_line(exc), file=sys.stderr)
             return 1
         except _attachments.CommandError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {visible(str(exc))}", file=sys.stderr)
             return exc.status
         except ValueError as exc:  # an argument the SDK cannot send (a header value)
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {visible(str(exc))}", file=sys.stderr)
             return 2
         except BrokenPipeError:
             raise
         except OSError as exc:  # a local file: the path to upload, or where to save
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {visible(str(exc))}", file=sys.stderr)
             return 1
     if output:
         print(output)

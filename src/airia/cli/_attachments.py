@@ -13,7 +13,7 @@ from urllib.parse import unquote, urlsplit
 
 from .._client import AiriaClient
 from .._files import CHUNK_SIZE, save
-from ._output import attachments_table, conversation_table, human_size, to_json
+from ._output import attachments_table, conversation_table, human_size, to_json, visible
 
 
 class CommandError(Exception):
@@ -165,7 +165,7 @@ def _download(client: AiriaClient, args: argparse.Namespace) -> str:
         output, size = _download_named(client, args.target, args.correlation_id)
         if args.json:
             return json.dumps({"path": output, "size": size})
-        return f"Saved {human_size(size)} to {output}"
+        return f"Saved {human_size(size)} to {visible(str(output))}"
     if "://" in args.target or args.target.startswith("/"):
         default_name = _safe_name(unquote(urlsplit(args.target).path))
     else:
@@ -192,4 +192,4 @@ def _download(client: AiriaClient, args: argparse.Namespace) -> str:
     )
     if args.json:
         return json.dumps({"path": str(output), "size": size})
-    return f"Saved {human_size(size)} to {output}"
+    return f"Saved {human_size(size)} to {visible(str(output))}"

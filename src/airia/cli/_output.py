@@ -32,6 +32,22 @@ def to_json_line(model: BaseModel) -> str:
     return json.dumps(model.model_dump(mode="json", by_alias=True), separators=(",", ":"))
 
 
+# Server text is another user's: a raw line break would forge a table row or an
+# event line, an ESC sequence would drive this terminal, a bidi override would
+# reorder what is shown. Each is shown as its escape (`\n`, `\x1b`, `\u202e`).
+_NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+_INVISIBLE = {
+    **{code: f"\\x{code:02x}" for code in [*range(0x20), *range(0x7F, 0xA0)]},
+    **{code: f"\\u{code:04x}" for code in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]},
+    **{ord(char): escape for char, escape in _NAMED.items()},
+}
+
+
+def visible(text: str) -> str:
+    """``text`` with its control characters (C0, DEL, C1) and bidi overrides escaped."""
+    return text.translate(_INVISIBLE)
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
@@ -41,11 +57,12 @@ def _cell(value: Any) -> str:
         return "yes" if value else "no"
     if isinstance(value, (dict, list)):
         return json.dumps(value) if value else "-"
-    return str(value)
+    return visible(str(value))
 
 
 def columns(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
     """Rows aligned under their header, two spaces apart, no trailing blanks."""
+    rows = [tuple(visible(cell) for cell in row) for row in rows]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     return [
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
@@ -56,7 +73,8 @@ def columns(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
 def conversation_table(model: BaseModel) -> str:
     """Key/value lines for one conversation (or any model); messages, if any, listed after."""
     fields = {k: v for k, v in model if k not in ("messages", "message_count")}
-    fields.update(model.model_extra or {})
+    # An unknown field's name comes from the server too.
+    fields.update({visible(k): v for k, v in (model.model_extra or {}).items()})
     width = max(len(k) for k in fields)
     lines = [f"{key.ljust(width)}  {_cell(value)}" for key, value in fields.items()]
     if isinstance(model, GetConversationResponse):
@@ -64,9 +82,8 @@ def conversation_table(model: BaseModel) -> str:
         count = f"{total} (the newest {shown} below)" if total and total > shown else str(shown)
         lines.append(f"{'messages'.ljust(width)}  {count}")
         for message in model.messages:
-            lines.append(
-                f"  {_cell(message.created_at)}  {message.role:<9}  {message.message or ''}"
-            )
+            line = f"  {_cell(message.created_at)}  {message.role:<9}  {message.message or ''}"
+            lines.append(visible(line))
     return "\n".join(lines)
 
 
@@ -96,13 +113,12 @@ def messages_table(
     page (the cursor marks a place, and is read in the order given with it)."""
     header = ("MESSAGE ID", "CREATED", "ROLE", "USER", "MESSAGE")
     rows = [
-        (m.id, _cell(m.created_at), m.role, _cell(m.user_id), (m.message or "").replace("\n", " "))
-        for m in messages
+        (m.id, _cell(m.created_at), m.role, _cell(m.user_id), m.message or "") for m in messages
     ]
     lines = columns(header, rows)
     footer = f"{len(messages)} message" + ("" if len(messages) == 1 else "s")
     if next_cursor:
-        footer += f", next page: --order {order or 'asc'} --cursor {next_cursor}"
+        footer += f", next page: --order {order or 'asc'} --cursor {visible(next_cursor)}"
     lines.append(footer)
     return "\n".join(lines)
 
@@ -181,7 +197,8 @@ def _event_summary(event: ConversationEvent) -> str:
 def event_line(event: ConversationEvent) -> str:
     """``TIME  #SEQ  TYPE  SUMMARY`` for one real-time event (``-`` for no sequence)."""
     sequence = f"#{event.sequence}" if event.sequence is not None else "-"
-    return f"{_cell(event.created_at)}  {sequence}  {event.type}  {_event_summary(event)}".rstrip()
+    line = f"{_cell(event.created_at)}  {sequence}  {event.type}  {_event_summary(event)}"
+    return visible(line.rstrip())
 
 
 def error_line(error: AiriaAPIError) -> str:
@@ -202,4 +219,4 @@ def error_line(error: AiriaAPIError) -> str:
                 text += f" (conversation {existing})"
     if error.correlation_id:
         text += f" (correlation id {error.correlation_id})"
-    return f"error: {text}"
+    return f"error: {visible(text)}"
