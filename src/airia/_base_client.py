@@ -22,6 +22,8 @@ from ._constants import (
     API_KEY_ENV,
     BASE_URL_ENV,
     DEFAULT_BASE_URL,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
     IDEMPOTENCY_KEY_HEADER,
     IDEMPOTENT_METHODS,
     IN_PROGRESS_STATUS,
@@ -126,20 +128,26 @@ def _logging_configured(logger: logging.Logger) -> bool:
 
 
 class BaseClient:
-    """Configuration and the no-I/O half of every request."""
+    """Configuration and the no-I/O half of every request.
+
+    Exported as ``airia.client.base_client.AiriaBaseClient``, so its parameters are
+    the official base client's, in its order, each optional; ``max_retries``, which
+    the official one lacks, is keyword-only. The clients pass ``base_url=None``:
+    then ``AIRIA_BASE_URL``, then the default.
+    """
 
     _http: Any
 
     def __init__(
         self,
+        base_url: str | None = DEFAULT_BASE_URL,
+        api_key: str | None = None,
+        bearer_token: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        log_requests: bool = False,
+        custom_logger: logging.Logger | None = None,
         *,
-        base_url: str | None,
-        api_key: str | None,
-        bearer_token: str | None,
-        timeout: float,
-        log_requests: bool,
-        custom_logger: logging.Logger | None,
-        max_retries: int,
+        max_retries: int = DEFAULT_MAX_RETRIES,
     ) -> None:
         self.api_key, self.bearer_token = resolve_credentials(api_key, bearer_token)
         self.base_url = resolve_base_url(base_url)

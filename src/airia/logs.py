@@ -55,9 +55,16 @@ class CorrelationIdFilter(logging.Filter):
         return True
 
 
-class _ColoredLevels(logging.Formatter):
+class ColoredFormatter(logging.Formatter):
+    """A `logging.Formatter` that colours the level name (ANSI codes), as the official
+    package's does; with `use_colors=False` it is a plain formatter."""
+
+    def __init__(self, fmt: str | None = None, use_colors: bool = True) -> None:
+        super().__init__(fmt)
+        self.use_colors = use_colors
+
     def format(self, record: logging.LogRecord) -> str:
-        color = _LEVEL_COLORS.get(record.levelname)
+        color = _LEVEL_COLORS.get(record.levelname) if self.use_colors else None
         if color is None:
             return super().format(record)
         plain = record.levelname
@@ -98,8 +105,7 @@ def configure_logging(
         format_string = _DEFAULT_FORMAT
         if include_correlation_id:
             format_string = "[%(correlation_id)s] " + format_string
-    formatter_class = _ColoredLevels if use_colors else logging.Formatter
-    handler.setFormatter(formatter_class(format_string))
+    handler.setFormatter(ColoredFormatter(format_string, use_colors=use_colors))
     if include_correlation_id:
         handler.addFilter(CorrelationIdFilter())
     logger.addHandler(handler)

@@ -1,5 +1,6 @@
 """Request logging: useful fields, never a secret."""
 
+import io
 import logging
 
 import httpx
@@ -67,6 +68,35 @@ def test_the_official_packages_logging_names_import() -> None:
         assert getattr(airia, name) is getattr(airia.logs, name)
     assert airia.constants.DEFAULT_BASE_URL == "http://localhost:8000/"
     assert airia.constants.DEFAULT_TIMEOUT == 30.0
+
+
+def test_colored_formatter_colours_the_level_name_only_when_asked() -> None:
+    """`airia.logs.ColoredFormatter(fmt=None, use_colors=True)`, as the official package
+    has it; `configure_logging` formats with it."""
+    import inspect
+
+    from airia.logs import ColoredFormatter, configure_logging
+
+    assert [
+        (p.name, p.default) for p in inspect.signature(ColoredFormatter).parameters.values()
+    ] == [
+        ("fmt", None),
+        ("use_colors", True),
+    ]
+    record = logging.LogRecord("airia", logging.ERROR, __file__, 1, "boom", None, None)
+    coloured = ColoredFormatter("%(levelname)s %(message)s").format(record)
+    assert coloured == "\033[31mERROR\033[0m boom" and record.levelname == "ERROR"
+    assert ColoredFormatter("%(levelname)s", use_colors=False).format(record) == "ERROR"
+    assert ColoredFormatter().format(record) == "boom"
+    logger = configure_logging(sink=io.StringIO())
+    try:
+        (handler,) = logger.handlers
+        assert isinstance(handler.formatter, ColoredFormatter) and handler.formatter.use_colors
+    finally:
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+            handler.close()
+        logger.setLevel(logging.NOTSET)
 
 
 def test_a_request_makes_its_correlation_id_the_contexts(client, server: FakeServer) -> None:

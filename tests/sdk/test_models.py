@@ -1,11 +1,13 @@
 """Parsing server responses into the public models."""
 
+import inspect
 from datetime import datetime, timezone
 
 import httpx
 import pytest
 
-from airia import APIResponseValidationError
+from airia import AiriaAsyncClient, AiriaClient, APIResponseValidationError
+from airia.constants import DEFAULT_BASE_URL
 from airia.types.api import (
     ConversationFeedResponse,
     CreateConversationResponse,
@@ -165,3 +167,45 @@ def test_the_official_packages_client_modules_import(server: FakeServer) -> None
         from airia.client.sync_client import AiriaClient as seen
 
         assert seen is patched
+
+
+# The official package's (airia 0.1.41) signatures at its own import paths: names,
+# kinds, order and defaults (its base URL default is its DEFAULT_BASE_URL, as ours is).
+POSITIONAL = inspect.Parameter.POSITIONAL_OR_KEYWORD
+OFFICIAL_BASE_CLIENT = [
+    ("base_url", DEFAULT_BASE_URL),
+    ("api_key", None),
+    ("bearer_token", None),
+    ("timeout", 30.0),
+    ("log_requests", False),
+    ("custom_logger", None),
+]
+
+
+def test_the_official_packages_module_surface(server: FakeServer) -> None:
+    from airia.client.base_client import AiriaBaseClient
+    from airia.client.conversations import AsyncConversations, Conversations
+    from airia.client.conversations.async_conversations import AsyncConversations as AsyncMod
+    from airia.client.conversations.base_conversations import BaseConversations
+    from airia.client.conversations.sync_conversations import Conversations as SyncMod
+
+    assert SyncMod is Conversations and AsyncMod is AsyncConversations
+    assert issubclass(Conversations, BaseConversations)
+    assert issubclass(AsyncConversations, BaseConversations)
+
+    parameters = list(inspect.signature(AiriaBaseClient).parameters.values())
+    official = parameters[: len(OFFICIAL_BASE_CLIENT)]
+    assert [(p.name, p.default) for p in official] == OFFICIAL_BASE_CLIENT
+    assert all(p.kind is POSITIONAL for p in official)
+    # Anything more is ours, optional and by keyword, so the official calls still bind.
+    extra = parameters[len(OFFICIAL_BASE_CLIENT) :]
+    assert all(p.kind is p.KEYWORD_ONLY and p.default is not p.empty for p in extra)
+
+    base = AiriaBaseClient("http://testserver/", "k", None, 5.0, False, None)
+    assert (base.base_url, base.api_key, base.timeout) == ("http://testserver/", "k", 5.0)
+    assert AiriaBaseClient(api_key="k").base_url == DEFAULT_BASE_URL
+    http = httpx.Client(transport=httpx.MockTransport(server))
+    client = AiriaClient("http://testserver/", "k", http_client=http)
+    assert isinstance(client, AiriaBaseClient)
+    assert isinstance(AiriaAsyncClient(api_key="k"), AiriaBaseClient)
+    assert client.create_conversation(user_id="u").user_id == "u"

@@ -1,10 +1,10 @@
 """The Conversations resource, sync and async side by side.
 
 Each pair of methods shares its request shape through the ``_*_body`` and
-``_*_params`` helpers below; the two classes differ only in ``await``. The
-messages, sharing, real-time, external identity and attachment methods are
-inherited from their own modules so each stays short, and are all called on
-``client.conversations``.
+``_*_params`` helpers of their common base, ``BaseConversations``; the two
+classes differ only in ``await``. The messages, sharing, real-time, external
+identity and attachment methods are inherited from their own modules so each
+stays short, and are all called on ``client.conversations``.
 """
 
 from __future__ import annotations
@@ -30,63 +30,75 @@ from .participants import AsyncParticipants, Participants
 from .realtime import AsyncRealtime, Realtime
 
 
-def _create_body(
-    user_id: str,
-    title: str | None,
-    deployment_id: str | None,
-    data_source_files: dict[str, Any] | None,
-    is_bookmarked: bool,
-) -> dict[str, Any]:
-    # The official client always sends every key, nulls included; so do we.
-    return {
-        "userId": user_id,
-        "title": title,
-        "deploymentId": deployment_id,
-        "dataSourceFiles": data_source_files if data_source_files is not None else {},
-        "isBookmarked": is_bookmarked,
-    }
+class BaseConversations:
+    """What ``Conversations`` and ``AsyncConversations`` share: the shape of each
+    request (body, query), built without I/O, as in the official package's
+    ``BaseConversations``."""
 
+    @staticmethod
+    def _create_body(
+        user_id: str,
+        title: str | None,
+        deployment_id: str | None,
+        data_source_files: dict[str, Any] | None,
+        is_bookmarked: bool,
+    ) -> dict[str, Any]:
+        # The official client always sends every key, nulls included; so do we.
+        return {
+            "userId": user_id,
+            "title": title,
+            "deploymentId": deployment_id,
+            "dataSourceFiles": data_source_files if data_source_files is not None else {},
+            "isBookmarked": is_bookmarked,
+        }
 
-def _update_body(
-    title: str,
-    data_source_files: dict[str, Any] | None,
-    is_bookmarked: bool | None,
-    last_execution_status: str | None,
-    last_execution_id: str | None,
-) -> dict[str, Any]:
-    # Absent means "leave unchanged" on a PUT here, so only send what was given.
-    optional = {
-        "dataSourceFiles": data_source_files,
-        "isBookmarked": is_bookmarked,
-        "lastExecutionStatus": last_execution_status,
-        "lastExecutionId": last_execution_id,
-    }
-    return {"title": title, **{k: v for k, v in optional.items() if v is not None}}
+    @staticmethod
+    def _update_body(
+        title: str,
+        data_source_files: dict[str, Any] | None,
+        is_bookmarked: bool | None,
+        last_execution_status: str | None,
+        last_execution_id: str | None,
+    ) -> dict[str, Any]:
+        # Absent means "leave unchanged" on a PUT here, so only send what was given.
+        optional = {
+            "dataSourceFiles": data_source_files,
+            "isBookmarked": is_bookmarked,
+            "lastExecutionStatus": last_execution_status,
+            "lastExecutionId": last_execution_id,
+        }
+        return {"title": title, **{k: v for k, v in optional.items() if v is not None}}
 
-
-def _feed_params(
-    page_number: int | None,
-    page_size: int | None,
-    sort_by: str | None,
-    sort_direction: str | None,
-    filter: str | None,
-    user_id: str | None,
-    cursor: str | None = None,
-) -> dict[str, Any]:
-    params = {
-        "PageNumber": None if cursor else page_number,
-        "PageSize": page_size,
-        "SortBy": sort_by,
-        "SortDirection": sort_direction,
-        "filter": filter,
-        "userId": user_id,
-        "cursor": cursor,
-    }
-    return {k: v for k, v in params.items() if v is not None}
+    @staticmethod
+    def _feed_params(
+        page_number: int | None,
+        page_size: int | None,
+        sort_by: str | None,
+        sort_direction: str | None,
+        filter: str | None,
+        user_id: str | None,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        params = {
+            "PageNumber": None if cursor else page_number,
+            "PageSize": page_size,
+            "SortBy": sort_by,
+            "SortDirection": sort_direction,
+            "filter": filter,
+            "userId": user_id,
+            "cursor": cursor,
+        }
+        return {k: v for k, v in params.items() if v is not None}
 
 
 class Conversations(
-    Messages, Participants, Realtime, ExternalIdentities, Attachments, SyncAPIResource
+    Messages,
+    Participants,
+    Realtime,
+    ExternalIdentities,
+    Attachments,
+    SyncAPIResource,
+    BaseConversations,
 ):
     """Conversations: create, read, update, delete and list them; their messages,
     participants, real-time events, external identities and attachments."""
@@ -132,7 +144,7 @@ class Conversations(
             print(conversation.conversation_id, conversation.websocket_url)
             ```
         """
-        body = _create_body(user_id, title, deployment_id, data_source_files, is_bookmarked)
+        body = self._create_body(user_id, title, deployment_id, data_source_files, is_bookmarked)
         return self._client._request(
             "POST",
             COLLECTION,
@@ -204,7 +216,7 @@ class Conversations(
             print(updated.title, updated.is_bookmarked)
             ```
         """
-        body = _update_body(
+        body = self._update_body(
             title, data_source_files, is_bookmarked, last_execution_status, last_execution_id
         )
         return self._client._request(
@@ -245,7 +257,7 @@ class Conversations(
             print(f"{len(feed.items)} of {feed.total_count}")
             ```
         """
-        params = _feed_params(
+        params = self._feed_params(
             page_number, page_size, sort_by, sort_direction, filter, user_id, cursor
         )
         return self._client._request(
@@ -264,6 +276,7 @@ class AsyncConversations(
     AsyncExternalIdentities,
     AsyncAttachments,
     AsyncAPIResource,
+    BaseConversations,
 ):
     """Async twin of ``Conversations``: same methods, awaited."""
 
@@ -284,7 +297,7 @@ class AsyncConversations(
             conversation = await client.conversations.create_conversation(user_id="user_123")
             ```
         """
-        body = _create_body(user_id, title, deployment_id, data_source_files, is_bookmarked)
+        body = self._create_body(user_id, title, deployment_id, data_source_files, is_bookmarked)
         return await self._client._request(
             "POST",
             COLLECTION,
@@ -342,7 +355,7 @@ class AsyncConversations(
             updated = await client.conversations.update_conversation("id", title="Renamed")
             ```
         """
-        body = _update_body(
+        body = self._update_body(
             title, data_source_files, is_bookmarked, last_execution_status, last_execution_id
         )
         return await self._client._request(
@@ -371,7 +384,7 @@ class AsyncConversations(
             feed = await client.conversations.get_conversations_feed(page_number=2)
             ```
         """
-        params = _feed_params(
+        params = self._feed_params(
             page_number, page_size, sort_by, sort_direction, filter, user_id, cursor
         )
         return await self._client._request(

@@ -1,0 +1,5 @@
+"""`airia.client.conversations.sync_conversations`, as in the official package."""
+
+from ...resources.conversations import Conversations
+
+__all__ = ["Conversations"]
