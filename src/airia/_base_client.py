@@ -13,7 +13,7 @@ import os
 import random
 import sys
 from typing import Any
-from urllib.parse import quote, urljoin
+from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
 import pydantic
@@ -101,8 +101,19 @@ def resolve_base_url(base_url: str | None) -> str:
 
     The trailing slash matters: ``urljoin`` would otherwise drop the last
     path segment of a base URL such as ``https://host/airia``.
+
+    Raises ValueError for a URL without ``http://`` or ``https://`` and a host:
+    ``localhost:8000`` reads as scheme ``localhost``, and every request would
+    then fail (after its retries) naming a URL with no host in it.
     """
     url = base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        source = "base_url" if base_url else BASE_URL_ENV
+        raise ValueError(
+            f"{source} {url!r} is not a usable base URL: it needs http:// or https:// "
+            "and a host (e.g. http://localhost:8000/)"
+        )
     return url if url.endswith("/") else url + "/"
 
 

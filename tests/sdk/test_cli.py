@@ -229,6 +229,18 @@ def test_missing_credentials_exit_2(run, monkeypatch):
     assert err.startswith("error: Authentication required")
 
 
+@pytest.mark.parametrize("where", ["option", "environment"])
+def test_a_base_url_without_scheme_exits_2(run, server: FakeServer, monkeypatch, where):
+    if where == "option":
+        code, out, err = run("--base-url", "localhost:18100", "conversations", "list")
+    else:
+        monkeypatch.setenv("AIRIA_BASE_URL", "localhost:18100")
+        code, out, err = run("conversations", "list")
+    assert (code, out) == (2, "") and server.requests == []
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "'localhost:18100'" in err and "http:// or https://" in err
+
+
 def test_both_credentials_exit_2(run):
     code, _, err = run("--api-key", "k", "--token", "t", "conversations", "list")
     assert code == 2 and "both" in err

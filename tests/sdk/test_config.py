@@ -55,6 +55,19 @@ def test_base_url_resolution(monkeypatch):
     )
 
 
+@pytest.mark.parametrize("cls", [AiriaClient, AiriaAsyncClient])
+@pytest.mark.parametrize("url", ["localhost:18100", "127.0.0.1:18100/api", "ftp://h/", "http://"])
+def test_a_base_url_without_scheme_or_host_is_refused_at_construction(cls, url, monkeypatch):
+    """`localhost:18100` reads as scheme `localhost`: every call would fail, after its
+    retries, naming a URL with no host. Refused at once, the URL named."""
+    with pytest.raises(ValueError, match="needs http:// or https://") as caught:
+        cls(api_key="k", base_url=url)
+    assert f"base_url {url!r}" in str(caught.value)
+    monkeypatch.setenv("AIRIA_BASE_URL", url)
+    with pytest.raises(ValueError, match=f"AIRIA_BASE_URL {url!r}"):
+        cls(api_key="k")
+
+
 def test_base_url_with_path_prefix_is_kept(server: FakeServer):
     http = httpx.Client(transport=httpx.MockTransport(server))
     client = AiriaClient(base_url="http://testserver/airia", api_key="k", http_client=http)
