@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO, Union
 
 CHUNK_SIZE = 64 * 1024
+NAME_MAX = 255
+"""Bytes in one file name on most file systems (ext4, APFS; NTFS counts UTF-16 units)."""
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
 FileInput = Union[str, "os.PathLike[str]", bytes, BinaryIO]
@@ -268,8 +270,23 @@ class AsyncMultipartStream(ReplayableBody):
             yield chunk
 
 
+def fit_file_name(name: str) -> str:
+    """``name`` cut to ``NAME_MAX`` bytes of UTF-8 (most file systems' limit on one
+    name), keeping its extension: a stored name may be longer than a file system
+    takes (``[Errno 36] File name too long``). A name that fits is kept as is."""
+    if len(name.encode()) <= NAME_MAX:
+        return name
+    stem, extension = os.path.splitext(name)
+    if len(extension.encode()) >= NAME_MAX // 2:  # that long, it is part of the name
+        stem, extension = name, ""
+    budget = NAME_MAX - len(extension.encode())
+    # Cut on bytes; a letter split in two is dropped whole.
+    return stem.encode()[:budget].decode(errors="ignore") + extension
+
+
 def _part_path(path: Path) -> Path:
-    return path.with_name(path.name + ".part")
+    # A name that just fits must still leave room for the suffix.
+    return path.with_name(fit_file_name(path.name + ".part"))
 
 
 def save(chunks: Iterator[bytes], destination: Destination | None) -> bytes | int:

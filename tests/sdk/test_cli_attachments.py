@@ -124,6 +124,34 @@ def test_download_by_url_is_named_as_the_server_names_the_file(
         ].encode() * 10
 
 
+@pytest.mark.parametrize(
+    ("stored", "saved"),
+    [
+        ("naïve-" + "x" * 290 + ".pdf", "naïve-" + "x" * 244 + ".pdf"),
+        # Cut on bytes: 125 two-byte letters fit before the extension, not a half.
+        ("é" * 300 + ".txt", "é" * 125 + ".txt"),
+    ],
+)
+def test_download_of_a_name_too_long_for_the_file_system_is_shortened(
+    run, cid, report, tmp_path, monkeypatch, server: FakeServer, stored, saved
+):
+    """Stored names may run to 300 characters; a file name holds 255 bytes of UTF-8.
+    Saved under its own name, it is cut to fit, its extension kept."""
+    assert len(saved.encode()) <= 255 < len(stored.encode())
+    monkeypatch.chdir(tmp_path)
+    run("attachments", "upload", cid, str(report))
+    server.blobs["b1"]["fileName"] = stored
+    code, out, err = run("--json", "attachments", "download", "b1", "--conversation", cid)
+    assert (code, err) == (0, "")
+    assert json.loads(out) == {"path": saved, "size": 300 * 1024}
+    assert (tmp_path / saved).read_bytes() == report.read_bytes()
+    (tmp_path / saved).unlink()
+    url = json.loads(run("--json", "attachments", "list", cid)[1])[0]["url"]
+    code, out, err = run("attachments", "download", url)  # named by Content-Disposition
+    assert (code, err, out) == (0, "", f"Saved 300.0 KiB to {saved}\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["report.pdf", saved])
+
+
 def test_download_to_stdout(run, cid, tmp_path, server: FakeServer):
     note = tmp_path / "note.txt"
     note.write_bytes(b"hello\n")

@@ -12,7 +12,7 @@ from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
 from .._client import AiriaClient
-from .._files import CHUNK_SIZE, save
+from .._files import CHUNK_SIZE, fit_file_name, save
 from ._output import attachments_table, conversation_table, human_size, to_json, visible
 
 
@@ -126,9 +126,10 @@ def _list(client: AiriaClient, args: argparse.Namespace) -> str:
 
 
 def _safe_name(name: str | None) -> str | None:
-    # A name from the server or a URL must not pick the directory it lands in.
+    # A name from the server or a URL must not pick the directory it lands in, nor
+    # be longer than the file system takes (stored names may be).
     base = os.path.basename((name or "").replace("\\", "/"))
-    return base if base not in ("", ".", "..") else None
+    return fit_file_name(base) if base not in ("", ".", "..") else None
 
 
 def _disposition_name(value: str | None) -> str | None:
