@@ -8,6 +8,8 @@ conversation = client.conversations.create_conversation(user_id="user_123")
 ```
 """
 
+import builtins as _builtins
+
 from ._client import AiriaAsyncClient, AiriaClient
 from ._exceptions import (
     AiriaAPIError,
@@ -33,6 +35,13 @@ from .logs import (
     get_correlation_id,
     set_correlation_id,
 )
+
+# The documentation's "Delete Conversation" example catches `AiriaAPIError` having
+# imported only `AiriaClient`; as a builtin the name resolves there, so the example
+# runs as written instead of raising NameError. A builtin of that name that is
+# already there (a program's own) is left alone.
+if not hasattr(_builtins, "AiriaAPIError"):
+    _builtins.AiriaAPIError = AiriaAPIError
 
 __all__ = [
     "APIConnectionError",

@@ -89,14 +89,14 @@ except AiriaAPIError as e:
 """
 
 
-def adapt(example: str, *, conversation_id: str | None = None, extra_import: str = "") -> str:
+def adapt(example: str, *, conversation_id: str | None = None) -> str:
     """Point the example at the test server; every other line stays as documented."""
     assert example.count(CLIENT_LITERAL) == 1
     code = example.replace(CLIENT_LITERAL, CLIENT_REAL)
     if conversation_id is not None:
         assert code.count('"your_conversation_id"') == 1
         code = code.replace('"your_conversation_id"', f'"{conversation_id}"')
-    return f"import os\n{extra_import}" + textwrap.dedent(code)
+    return "import os\n" + textwrap.dedent(code)
 
 
 def run_example(server: LiveServer, code: str) -> list[str]:
@@ -175,12 +175,11 @@ def test_get_example_without_deployment_prints_the_default(server: LiveServer) -
 
 
 def test_delete_example(server: LiveServer) -> None:
+    """As written, it imports only `AiriaClient` and catches `AiriaAPIError`: `import
+    airia` makes that name a builtin, so the 404 is caught, not a NameError."""
     created = create(server)
-    code = adapt(
-        DELETE_EXAMPLE,
-        conversation_id=created["conversationId"],
-        extra_import="from airia import AiriaAPIError\n",
-    )
+    code = adapt(DELETE_EXAMPLE, conversation_id=created["conversationId"])
+    assert "import AiriaAPIError" not in code and ", AiriaAPIError" not in code
 
     lines = run_example(server, code)
 

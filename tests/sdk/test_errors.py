@@ -194,3 +194,30 @@ def test_errors_survive_pickling_and_deepcopy(error: AiriaAPIError) -> None:
         assert type(copy_of) is type(error)
         assert copy_of.__dict__ == error.__dict__
         assert (copy_of.args, str(copy_of)) == (error.args, str(error))
+
+
+BUILTIN_SCRIPT = """
+import builtins, sys
+if sys.argv[1] == "taken":
+    builtins.AiriaAPIError = "the program's own"
+import airia
+print(builtins.AiriaAPIError is airia.AiriaAPIError, AiriaAPIError is airia.AiriaAPIError)
+"""
+
+
+@pytest.mark.parametrize(("setup", "printed"), [("free", "True True"), ("taken", "False False")])
+def test_import_airia_makes_airia_api_error_a_builtin_unless_the_name_is_taken(
+    setup, printed
+) -> None:
+    """The seed's "Delete Conversation" example catches `AiriaAPIError` unimported."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", BUILTIN_SCRIPT, setup],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, printed), result.stderr
