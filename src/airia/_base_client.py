@@ -31,6 +31,7 @@ from ._constants import (
     LOGGER_NAME,
     MAX_RETRY_AFTER,
     MAX_RETRY_DELAY,
+    PLACEHOLDER_API_KEY,
     RETRYABLE_STATUS_CODES,
 )
 from ._exceptions import (
@@ -76,7 +77,8 @@ def resolve_credentials(
     """Return ``(api_key, bearer_token)`` with exactly one set, or raise ValueError.
 
     The environment is consulted only when neither was given, so an explicit
-    bearer token is never silently paired with a key from the environment.
+    bearer token is never silently paired with a key from the environment; or when
+    the key given is the documentation's placeholder, `your_api_key`.
     """
     if api_key and bearer_token:
         raise ValueError(
@@ -85,9 +87,9 @@ def resolve_credentials(
         )
     if bearer_token:
         return None, header_value("bearer_token", bearer_token.strip())
-    if api_key:
-        return header_value("api_key", api_key.strip()), None
     env_key = os.environ.get(API_KEY_ENV)
+    if api_key and not (api_key.strip() == PLACEHOLDER_API_KEY and env_key):
+        return header_value("api_key", api_key.strip()), None
     if env_key:
         return header_value(API_KEY_ENV, env_key.strip()), None
     raise ValueError(

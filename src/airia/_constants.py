@@ -20,6 +20,10 @@ IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 IN_PROGRESS_STATUS = 409
 
 API_KEY_ENV = "AIRIA_API_KEY"
+# The key the documentation's examples pass (`AiriaClient(api_key="your_api_key")`):
+# it stands for AIRIA_API_KEY when that is set, so they run as written against a
+# server whose key is in the environment.
+PLACEHOLDER_API_KEY = "your_api_key"
 BASE_URL_ENV = "AIRIA_BASE_URL"
 LOGGER_NAME = "airia"
 

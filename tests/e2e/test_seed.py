@@ -1,5 +1,6 @@
 # ruff: noqa: W291  (the seed example has a trailing space; it stays verbatim)
-"""The seed's three examples, verbatim apart from the base URL, the key and real ids.
+"""The seed's three examples, verbatim apart from real conversation ids, with the server's
+URL and key in AIRIA_BASE_URL and AIRIA_API_KEY only.
 
 Each runs as its own Python process, as a user would run a copied snippet.
 """
@@ -22,9 +23,8 @@ UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
 TIMESTAMP = r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2})?"
 
 CLIENT_LITERAL = 'AiriaClient(api_key="your_api_key")'
-CLIENT_REAL = (
-    'AiriaClient(api_key=os.environ["AIRIA_API_KEY"], base_url=os.environ["AIRIA_BASE_URL"])'
-)
+"""As the examples have it: the placeholder key stands for AIRIA_API_KEY, and the base URL
+comes from AIRIA_BASE_URL, so the line runs as written against the test server."""
 
 CREATE_EXAMPLE = """
 from airia import AiriaClient
@@ -90,13 +90,13 @@ except AiriaAPIError as e:
 
 
 def adapt(example: str, *, conversation_id: str | None = None) -> str:
-    """Point the example at the test server; every other line stays as documented."""
+    """The example as documented, with a real conversation id for `your_conversation_id`."""
     assert example.count(CLIENT_LITERAL) == 1
-    code = example.replace(CLIENT_LITERAL, CLIENT_REAL)
+    code = example
     if conversation_id is not None:
         assert code.count('"your_conversation_id"') == 1
         code = code.replace('"your_conversation_id"', f'"{conversation_id}"')
-    return "import os\n" + textwrap.dedent(code)
+    return textwrap.dedent(code)
 
 
 def run_example(server: LiveServer, code: str) -> list[str]:

@@ -32,6 +32,16 @@ def test_explicit_key_beats_env(monkeypatch):
     assert AiriaClient(api_key="arg-key").api_key == "arg-key"
 
 
+@pytest.mark.parametrize("cls", [AiriaClient, AiriaAsyncClient])
+def test_the_documentations_placeholder_key_stands_for_the_env_key(monkeypatch, cls):
+    """`AiriaClient(api_key="your_api_key")`, as every documented example has it, runs
+    as written against a server whose real key is in AIRIA_API_KEY."""
+    assert cls(api_key="your_api_key").api_key == "your_api_key"  # nothing in the env
+    monkeypatch.setenv("AIRIA_API_KEY", "env-key")
+    assert cls(api_key="your_api_key").api_key == "env-key"
+    assert cls(api_key="your_api_key_2").api_key == "your_api_key_2"
+
+
 def test_env_key_ignored_when_bearer_token_given(monkeypatch):
     monkeypatch.setenv("AIRIA_API_KEY", "env-key")
     client = AiriaClient.with_bearer_token("tok")
