@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import logging
 import os
 import sqlite3
 import sys
@@ -39,8 +40,8 @@ def _missing_module() -> str | None:
 if (_missing := _missing_module()) is not None:
     raise SystemExit(
         f"airia-server: the server's dependencies are not installed ({_missing} is "
-        "missing): pip install 'airia-conversations[server]' (from a checkout: "
-        "pip install '.[server]')"
+        "missing): install this project with its server extra, from its checkout: "
+        "pip install '.[server]' (or: pip install '<path to the checkout>[server]')"
     )
 
 import asyncpg  # noqa: E402
@@ -58,6 +59,8 @@ from airia_server.domain.auth import DEFAULT_TENANT, create_api_key, mint_token 
 from airia_server.logs import configure_logging  # noqa: E402
 from airia_server.storage import open_store  # noqa: E402
 from airia_server.timeutil import utcnow_iso  # noqa: E402
+
+log = logging.getLogger("airia_server")
 
 
 def _at_least_one(text: str) -> int:
@@ -168,7 +171,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     # Migrate once here, so many workers do not race to do it.
     asyncio.run(open_store(settings).migrate())
-    public = settings.public_url or f"http://{settings.host}:{settings.port}"
+    host = settings.host if ":" not in settings.host else f"[{settings.host}]"  # IPv6
+    public = settings.public_url or f"http://{host}:{settings.port}"
     if settings.bootstrap_api_key:  # set, and not to nothing
         keys = "API key: AIRIA_BOOTSTRAP_API_KEY is accepted (tenant default)."
     else:
@@ -176,18 +180,19 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             "API key: run `airia-server keys create --tenant default` in another shell, "
             "or set AIRIA_BOOTSTRAP_API_KEY before starting."
         )
-    print(
-        f"Airia Conversations on {public}  (docs: {public}/docs, database: "
-        f"{mask_url(settings.database_url)})\n{keys}",
-        file=sys.stderr,
-        flush=True,
+    # Log lines, so that with AIRIA_LOG_FORMAT=json every line on stderr is JSON.
+    log.info(
+        "Airia Conversations on %s  (docs: %s/docs, database: %s)",
+        public,
+        public,
+        mask_url(settings.database_url),
     )
+    log.info("%s", keys)
     if args.workers > 1 and not settings.redis_url:
-        print(
-            f"airia-server: warning: {args.workers} workers without AIRIA_REDIS_URL: a "
-            "WebSocket receives only the events of writes made by its own worker",
-            file=sys.stderr,
-            flush=True,
+        log.warning(
+            "%d workers without AIRIA_REDIS_URL: a WebSocket receives only the events of "
+            "writes made by its own worker",
+            args.workers,
         )
     if args.config is not None:
         os.environ["AIRIA_CONFIG_FILE"] = str(args.config)  # for worker processes

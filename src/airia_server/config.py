@@ -174,12 +174,33 @@ class Settings(BaseSettings):
             raise ValueError(f"{parts.netloc!r} has an invalid port") from None
         return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
 
+    @field_validator("blob_dir", mode="before")
+    @classmethod
+    def _named_dir(cls, value: object) -> object:
+        # An empty value would be the current directory, wherever the server started.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("is empty: name a directory (the default is ./var/blobs)")
+        return value
+
     @field_validator("cors_origins")
     @classmethod
     def _exact_origins(cls, value: str) -> str:
         for origin in (o.strip() for o in value.split(",") if o.strip()):
-            if origin == "*" or not origin.startswith(("http://", "https://")):
-                raise ValueError(f"{origin!r} is not an exact origin like https://app.example.com")
+            parts = urlsplit(origin.rstrip("/"))
+            # A browser's Origin is a scheme, a host and maybe a port: anything more
+            # (a path, a query, credentials) could never match one.
+            if (
+                parts.scheme not in ("http", "https")
+                or not parts.hostname
+                or parts.path
+                or parts.query
+                or parts.fragment
+                or "@" in parts.netloc
+            ):
+                raise ValueError(
+                    f"{origin!r} is not an exact origin (a scheme, a host and an optional "
+                    "port) like https://app.example.com"
+                )
         return value
 
     @field_validator("log_level")

@@ -544,6 +544,25 @@ def test_two_different_api_keys_are_401(
     assert_problem(http.get(f"{COLLECTION}/feed", headers=tokens), 401)
 
 
+@pytest.mark.parametrize(
+    "authorization",
+    ["Basic dXNlcjpwYXNz", "Bearer not-a-jwt", "Bearer " + "x" * 40],
+    ids=["proxy-basic", "bad-bearer", "garbage"],
+)
+def test_with_an_api_key_the_authorization_header_is_not_read(
+    server: LiveServer, http: httpx.Client, user_id: str, authorization: str
+) -> None:
+    """A proxy in front may authenticate its users with `Authorization` and pass the header
+    on: the key decides, as docs/api.md says, and the request is the key's (tenant-wide,
+    the token's user neither narrows nor widens it)."""
+    headers = {"X-API-KEY": server.api_key, "Authorization": authorization}
+    created = http.post(COLLECTION, json={"userId": user_id}, headers=headers)
+    assert created.status_code == 201, created.text
+    assert assert_problem(
+        http.get(f"{COLLECTION}/feed", headers={"Authorization": authorization}), 401
+    )
+
+
 def test_api_key_header_name_is_case_insensitive(server: LiveServer, http: httpx.Client) -> None:
     response = http.get(f"{COLLECTION}/feed", headers={"x-api-key": server.api_key})
     assert response.status_code == 200

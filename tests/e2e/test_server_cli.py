@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import jwt
@@ -9,7 +10,7 @@ import pytest
 
 import sqlite_files
 
-from .support import JWT_SECRET, clean_env, run_cli
+from .support import JWT_SECRET, clean_env, run_cli, running_server
 
 pytestmark = pytest.mark.e2e
 
@@ -210,4 +211,37 @@ def test_without_the_server_extras_it_says_what_to_install(module: str) -> None:
     )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    assert "pip install 'airia-conversations[server]'" in result.stderr
+    assert "pip install '.[server]'" in result.stderr
+
+
+def test_with_json_logs_every_line_serve_writes_is_json(tmp_path: Path) -> None:
+    """A log shipper reads stderr line by line as JSON: the start banner, the key hint
+    and the workers' warning are log lines too, not text printed beside them."""
+    with running_server(tmp_path, workers=2, AIRIA_LOG_FORMAT="json") as server:
+        with server.client() as http:
+            assert http.get("/healthz").status_code == 200
+    lines = server.stderr_text().splitlines()
+    assert lines, "serve wrote nothing"
+    for line in lines:
+        assert isinstance(json.loads(line), dict), line
+    messages = [json.loads(line)["message"] for line in lines]
+    assert any(m.startswith("Airia Conversations on http://127.0.0.1:") for m in messages)
+    assert any("AIRIA_BOOTSTRAP_API_KEY is accepted" in m for m in messages), messages
+    assert any("2 workers without AIRIA_REDIS_URL" in m for m in messages), messages
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("AIRIA_BLOB_DIR", ""),
+        ("AIRIA_CORS_ORIGINS", "https://app.example.com/path"),
+        ("AIRIA_CORS_ORIGINS", "https://user@app.example.com"),
+    ],
+)
+def test_a_setting_that_could_never_work_stops_the_start(
+    env: dict[str, str], setting: str, value: str
+) -> None:
+    result = run_cli({**env, setting: value}, "config")
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"airia-server: invalid setting {setting}: "), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
