@@ -108,6 +108,19 @@ async def alter_database(url: str, sql: str) -> None:
         await conn.close()
 
 
+async def fetch(url: str, sql: str) -> list:
+    """The first column of `sql`'s rows, run on the database of `url`."""
+    conn = await asyncpg.connect(url)
+    try:
+        return [row[0] for row in await conn.fetch(sql)]
+    finally:
+        await conn.close()
+
+
+def fetch_sync(url: str, sql: str) -> list:
+    return _run(fetch(url, sql))
+
+
 def alter_database_sync(url: str, sql: str) -> None:
     _run(alter_database(url, sql))
 

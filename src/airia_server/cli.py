@@ -58,6 +58,7 @@ from airia_server.config import (  # noqa: E402
 from airia_server.domain.auth import DEFAULT_TENANT, create_api_key, mint_token  # noqa: E402
 from airia_server.logs import configure_logging  # noqa: E402
 from airia_server.storage import open_store  # noqa: E402
+from airia_server.storage.base import SchemaNotCurrent  # noqa: E402
 from airia_server.timeutil import utcnow_iso  # noqa: E402
 
 log = logging.getLogger("airia_server")
@@ -152,9 +153,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _with_store(settings: Settings, action):
+async def _with_store(settings: Settings, action, *, migrate: bool = True):
+    """Run `action` on a started store; a command that only reads passes `migrate`
+    False, and stops (`SchemaNotCurrent`) on a schema it would have had to migrate."""
     store = open_store(settings)
-    await store.start()
+    await store.start(migrate=migrate)
     try:
         return await action(store)
     finally:
@@ -223,6 +226,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, sqlite3.Error, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         print(f"airia-server: cannot use the database (AIRIA_DATABASE_URL): {exc}", file=sys.stderr)
         return 1
+    except SchemaNotCurrent as exc:
+        print(f"airia-server: {exc}", file=sys.stderr)
+        return 1
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -254,9 +260,16 @@ def _run(args: argparse.Namespace) -> int:
         print(f"applied migrations: {applied}" if applied else "database is up to date")
         return 0
     if args.command == "keys":
-        return asyncio.run(_with_store(settings, lambda store: _keys(store, args)))
+        migrate = args.keys != "list"
+        return asyncio.run(_with_store(settings, lambda store: _keys(store, args), migrate=migrate))
     if args.command == "retention":
-        return asyncio.run(_with_store(settings, lambda store: _retention(store, settings, args)))
+        return asyncio.run(
+            _with_store(
+                settings,
+                lambda store: _retention(store, settings, args),
+                migrate=args.retention != "show",
+            )
+        )
     if args.command == "erase-user":
         return asyncio.run(_with_store(settings, lambda store: _erase(store, settings, args)))
     if args.command in ("export", "import"):

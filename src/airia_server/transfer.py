@@ -1080,7 +1080,7 @@ async def _export_command(settings: Any, tenant: str | None, output: str) -> int
     from airia_server.storage import open_blob_store, open_store
 
     store = open_store(settings)
-    await store.start()
+    await store.start(migrate=False)  # the source is read, never written (nor migrated)
     blobs = lambda: open_blob_store(settings, store)  # noqa: E731  (only if a blob is exported)
     try:
         if output == "-":

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import jwt
 import pytest
 
+import backends
 import sqlite_files
+from airia_server.storage import LATEST_MIGRATION
 
 from .support import JWT_SECRET, clean_env, run_cli, running_server
 
@@ -173,6 +176,7 @@ def test_an_unusable_blob_directory_stops_serve_with_one_line(
 def test_an_export_to_a_path_it_cannot_write_is_one_line(
     env: dict[str, str], tmp_path: Path
 ) -> None:
+    ok(env, "migrate")
     result = run_cli(env, "export", "-o", str(tmp_path / "no-such-dir" / "x.jsonl"))
     assert result.returncode == 2
     assert "cannot write" in result.stderr and "AIRIA_DATABASE_URL" not in result.stderr
@@ -245,3 +249,109 @@ def test_a_setting_that_could_never_work_stops_the_start(
     assert result.returncode == 2
     assert result.stderr.startswith(f"airia-server: invalid setting {setting}: "), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+READ_ONLY_COMMANDS = (["export", "-o", "out.jsonl"], ["keys", "list"], ["retention", "show"])
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_env(request: pytest.FixtureRequest, env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """`env`, or the same over a PostgreSQL database of its own."""
+    if request.param == "sqlite":
+        yield env
+        return
+    backends.require(backends.postgres_problem())
+    url = backends.create_database_sync()
+    try:
+        yield {**env, "AIRIA_DATABASE_URL": url}
+    finally:
+        backends.alter_database_sync(url, "ALTER DATABASE {name} RESET ALL")
+        backends.drop_database_sync(url)
+
+
+def schema_versions(env: dict[str, str]) -> list[int]:
+    url = env["AIRIA_DATABASE_URL"]
+    if url.startswith("sqlite"):
+        with sqlite_files.connect(db_path(env)) as conn:
+            return [r[0] for r in conn.execute("SELECT version FROM schema_migrations")]
+    return backends.fetch_sync(url, "SELECT version FROM schema_migrations ORDER BY version")
+
+
+def forget_latest_migration(env: dict[str, str]) -> None:
+    """An older schema, as the previous version left it (to these commands' eyes)."""
+    sql = f"DELETE FROM schema_migrations WHERE version = {LATEST_MIGRATION['sqlite']}"
+    url = env["AIRIA_DATABASE_URL"]
+    if url.startswith("sqlite"):
+        with sqlite_files.connect(db_path(env)) as conn:
+            conn.execute(sql)
+    else:
+        backends.fetch_sync(url, sql)
+
+
+@pytest.mark.parametrize("args", READ_ONLY_COMMANDS, ids=lambda a: " ".join(a[:2]))
+def test_a_command_that_only_reads_never_migrates(
+    any_env: dict[str, str], tmp_path: Path, args: list[str]
+) -> None:
+    """On an older schema, or none, it stops with one line saying to migrate, where it
+    migrated (writing to a database it was only to read: an export's source, a
+    standby). The exit status is a database error's."""
+    args = [str(tmp_path / a) if a.endswith(".jsonl") else a for a in args]
+    ok(any_env, "migrate")
+    forget_latest_migration(any_env)
+    before = schema_versions(any_env)
+    result = run_cli(any_env, *args)
+    assert result.returncode == 1, result.stdout
+    assert result.stderr.strip().splitlines() == [
+        f"airia-server: the database's schema is at version {before[-1]}, older than this "
+        f"version's ({before[-1] + 1}): run `airia-server migrate` first"
+    ]
+    assert schema_versions(any_env) == before, "nothing migrated"
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize("args", READ_ONLY_COMMANDS, ids=lambda a: " ".join(a[:2]))
+def test_a_command_that_only_reads_stops_on_a_database_without_schema(
+    any_env: dict[str, str], tmp_path: Path, args: list[str]
+) -> None:
+    args = [str(tmp_path / a) if a.endswith(".jsonl") else a for a in args]
+    result = run_cli(any_env, *args)
+    assert result.returncode == 1, result.stdout
+    assert result.stderr.strip().splitlines() == [
+        "airia-server: the database has no schema yet (none of this server's tables) "
+        f"({LATEST_MIGRATION['sqlite']}): run `airia-server migrate` first"
+    ]
+    assert not db_path(any_env).exists(), "no SQLite file is created"
+
+
+def test_a_read_only_database_with_a_current_schema_is_read_and_served(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """A standby, or a primary set read-only during a failover: every command that only
+    reads works, and an instance (re)starting there comes up and serves reads, where
+    each exited 1 on the migration's CREATE TABLE IF NOT EXISTS."""
+    backends.require(backends.postgres_problem())
+    url = backends.create_database_sync()
+    try:
+        with running_server(tmp_path / "primary", database_url=url) as server:
+            with server.client() as http:
+                made = http.post(
+                    "/v1/Conversations", json={"userId": "u1"}, headers=server.headers()
+                )
+                assert made.status_code == 201, made.text
+        backends.alter_database_sync(
+            url, "ALTER DATABASE {name} SET default_transaction_read_only = on"
+        )
+        pg = {**env, "AIRIA_DATABASE_URL": url}
+        for args in READ_ONLY_COMMANDS:
+            args = [str(tmp_path / a) if a.endswith(".jsonl") else a for a in args]
+            ok(pg, *args)
+        assert ok(pg, "migrate") == ["database is up to date"]
+        with running_server(tmp_path / "standby", database_url=url) as server:
+            with server.client() as http:
+                cid = made.json()["conversationId"]
+                read = http.get(f"/v1/Conversations/{cid}", headers=server.headers())
+                assert read.status_code == 200, read.text
+                assert http.get("/readyz").json()["checks"]["database"].startswith("read-only")
+    finally:
+        backends.alter_database_sync(url, "ALTER DATABASE {name} RESET ALL")
+        backends.drop_database_sync(url)

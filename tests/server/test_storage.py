@@ -134,6 +134,37 @@ async def test_migrations_apply_once_then_are_idempotent(tmp_path: Path) -> None
     assert mode == "wal"
 
 
+async def test_a_migrate_with_nothing_to_apply_writes_nothing(store: Any) -> None:
+    """Every instance migrates as it starts; with the schema current that must need no
+    write: on PostgreSQL a standby (or a database set read-only during a failover)
+    refused the unconditional CREATE TABLE IF NOT EXISTS, and the instance did not
+    come up; on SQLite it waited for (and, past the busy timeout, failed on) another
+    process's write lock."""
+    if store.backend == "postgres":
+        await backends.alter_database(
+            store.dsn, "ALTER DATABASE {name} SET default_transaction_read_only = on"
+        )
+        assert await PostgresStore(store.dsn).migrate() == []
+        await backends.alter_database(store.dsn, "ALTER DATABASE {name} RESET ALL")
+    else:
+        with contextlib.closing(sqlite3.connect(store.path, isolation_level=None)) as other:
+            other.execute("BEGIN IMMEDIATE")  # a writer holding the lock
+            assert await SqliteStore(store.path).migrate() == []
+            other.execute("ROLLBACK")
+
+
+async def test_a_current_copy_without_wal_is_put_in_wal_mode(sqlite_store: SqliteStore) -> None:
+    """A backup made with `VACUUM INTO` (docs/operations.md) has every migration but a
+    rollback journal: migrating it finds nothing to apply and must still switch it."""
+    copy = sqlite_store.path.with_name("copy.db")
+    with contextlib.closing(sqlite3.connect(sqlite_store.path)) as conn:
+        conn.execute("VACUUM INTO ?", (str(copy),))
+    restored = SqliteStore(copy)
+    assert await restored.migrate() == []
+    with sqlite_files.connect(copy) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
 def test_servers_starting_at_once_on_a_new_file_all_migrate_it(tmp_path: Path) -> None:
     # Three at once on a new file ask SQLite to switch it to WAL together; it answered
     # "database is locked" without waiting to about one in twenty of them (13 of 300

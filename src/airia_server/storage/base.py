@@ -252,16 +252,34 @@ class LastOwner(Exception):
     """The change would leave the conversation without an Owner."""
 
 
+class SchemaNotCurrent(Exception):
+    """The database lacks migrations this version has, and the command only reads:
+    migrating would write (a standby refuses that, and an export promises to leave its
+    source alone), so it stops and says what to run."""
+
+    def __init__(self, applied: int, latest: int) -> None:
+        if applied:
+            what = f"the database's schema is at version {applied}, older than this version's"
+        else:
+            what = "the database has no schema yet (none of this server's tables)"
+        super().__init__(f"{what} ({latest}): run `airia-server migrate` first")
+
+
 class Store(Protocol):
     """A database behind the service. Implementations: `SqliteStore`."""
 
-    async def start(self) -> None:
-        """Open connections and apply pending migrations."""
+    async def start(self, *, migrate: bool = True) -> None:
+        """Open connections and apply pending migrations; with `migrate` False, write
+        nothing and raise `SchemaNotCurrent` if any is pending."""
 
     async def close(self) -> None: ...
 
     async def migrate(self) -> list[int]:
-        """Apply pending migrations (safe with many instances); the versions applied."""
+        """Apply pending migrations (safe with many instances); the versions applied.
+        Writes nothing when there are none, so a read-only database starts."""
+
+    async def pending_migrations(self) -> list[int]:
+        """The versions not applied yet, found by reads alone."""
 
     async def schema_version(self) -> int: ...
 

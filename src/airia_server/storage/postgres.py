@@ -31,6 +31,7 @@ from airia_server.storage.base import (
     EventRecord,
     FeedPage,
     FeedQuery,
+    SchemaNotCurrent,
     WriterStats,
     conversation_snapshot,
 )
@@ -148,6 +149,15 @@ def migrations() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
+async def _pending(conn: asyncpg.Connection) -> list[int]:
+    """The migrations `conn`'s database lacks, found by reads alone."""
+    known = [version for version, _, _ in migrations()]
+    if await conn.fetchval("SELECT to_regclass('schema_migrations')") is None:
+        return known
+    done = {r[0] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+    return [version for version in known if version not in done]
+
+
 def _has_statements(sql: str) -> bool:
     return any(line.strip() and not line.lstrip().startswith("--") for line in sql.splitlines())
 
@@ -197,8 +207,12 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
         self._get_for: BatchedRows | None = None
         self._add_messages_batch: BatchedRows | None = None
 
-    async def start(self) -> None:
-        await self.migrate()
+    async def start(self, *, migrate: bool = True) -> None:
+        if migrate:
+            await self.migrate()
+        elif pending := await self.pending_migrations():
+            applied = [v for v, _, _ in migrations() if v not in pending]
+            raise SchemaNotCurrent(max(applied, default=0), migrations()[-1][0])
         pool = await asyncpg.create_pool(
             self.dsn,
             min_size=self._min_pool,
@@ -272,10 +286,23 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
         """The batched writes' (creates and appends) batches, writes and time."""
         return self._write_stats
 
-    async def migrate(self) -> list[int]:
-        """Apply pending migrations, under an advisory lock so instances take turns."""
+    async def pending_migrations(self) -> list[int]:
         conn = await asyncpg.connect(self.dsn, timeout=self._connect_timeout)
         try:
+            return await _pending(conn)
+        finally:
+            await conn.close()
+
+    async def migrate(self) -> list[int]:
+        """Apply pending migrations, under an advisory lock so instances take turns.
+
+        Reads first, without the lock: with nothing to apply it writes nothing, so an
+        instance comes up on a standby (or a database set read-only) while reads are
+        served there. Every write below is refused on one."""
+        conn = await asyncpg.connect(self.dsn, timeout=self._connect_timeout)
+        try:
+            if not await _pending(conn):
+                return []
             await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
             try:
                 await conn.execute(
@@ -315,6 +342,10 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
             )
 
     async def server_secret(self, name: str, generate: bytes) -> bytes:
+        # Read first: once there is one, starting needs no write (a standby).
+        stored = await self.pool.fetchval("SELECT value FROM server_secrets WHERE name = $1", name)
+        if stored is not None:
+            return stored
         await self.pool.execute(
             "INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             name,

@@ -27,6 +27,7 @@ from airia_server.storage.base import (
     EventRecord,
     FeedPage,
     FeedQuery,
+    SchemaNotCurrent,
     conversation_snapshot,
 )
 from airia_server.storage.feed_sql import CONTAINS_IGNORING_CASE, FeedSql, contains_ignoring_case
@@ -158,8 +159,12 @@ class SqliteStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, LifecycleMi
 
     # lifecycle
 
-    async def start(self) -> None:
-        self._migrate()
+    async def start(self, *, migrate: bool = True) -> None:
+        if migrate:
+            self._migrate()
+        elif pending := self._pending():
+            applied = [v for v, _, _ in migrations() if v not in pending]
+            raise SchemaNotCurrent(max(applied, default=0), migrations()[-1][0])
         self._writer_conn = _connect(self.path)
         self._writer_conn.execute("PRAGMA synchronous = FULL")
         # Checkpoints copy the WAL back into the database and fsync it; done on the
@@ -198,7 +203,37 @@ class SqliteStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, LifecycleMi
         """Apply pending migrations; safe when several processes start at once."""
         return self._migrate()
 
+    async def pending_migrations(self) -> list[int]:
+        return self._pending()
+
+    def _pending(self) -> list[int]:
+        known = [version for version, _, _ in migrations()]
+        if not self.path.exists():  # not created here: a read creates nothing
+            return known
+        conn = _connect(self.path)
+        try:
+            if not conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+            ).fetchone():
+                return known
+            done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+        finally:
+            conn.close()
+        return [version for version in known if version not in done]
+
+    def _journal_mode(self) -> str:
+        conn = _connect(self.path)
+        try:
+            return conn.execute("PRAGMA journal_mode").fetchone()[0]
+        finally:
+            conn.close()
+
     def _migrate(self) -> list[int]:
+        # Reads first: `BEGIN IMMEDIATE` below takes the write lock even when there is
+        # nothing to apply, which a read-only file (or directory) refuses. A current
+        # file may still need WAL mode: a copy made with `VACUUM INTO` has none.
+        if not self._pending() and self._journal_mode() == "wal":
+            return []
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = _connect(self.path)
         try:
@@ -272,6 +307,15 @@ class SqliteStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, LifecycleMi
             self._full_with = _free_bytes(self.path.parent)
 
     async def server_secret(self, name: str, generate: bytes) -> bytes:
+        # Read first: once there is one, starting needs no write (a read-only file).
+        row = (
+            self._read()
+            .execute("SELECT value FROM server_secrets WHERE name = ?", (name,))
+            .fetchone()
+        )
+        if row is not None:
+            return row[0]
+
         def op(conn: sqlite3.Connection) -> bytes:
             conn.execute(
                 "INSERT OR IGNORE INTO server_secrets (name, value) VALUES (?, ?)", (name, generate)
