@@ -44,7 +44,14 @@ A blob line is imported by writing its bytes into the target's blob store
 (whatever AIRIA_BLOB_STORE selects there) and then its row; the content must
 hash to the line's sha256 and have its size, or the import stops at that line
 (exit code 2) without storing it. Bytes already in the target are not written
-again.
+again. An attachment whose blob the target does not hold yet waits for its blob
+line and is stored with it: a row stored before would be served without bytes
+(or with another size) if the blob never came, or came different.
+
+A line whose row the server could not serve stops the import like a line that
+does not decode (the lines before it are imported, exit code 1): a child whose
+conversation is neither in the file before it nor in the target, or is another
+tenant's; an attachment whose size is not its blob's, or whose blob never comes.
 
 Idempotency keys are not exported: they live for a day at most, and only
 protect retries of requests in flight, which a move between databases ends
@@ -93,6 +100,7 @@ class _Line(msgspec.Struct, rename="camel", tag_field="kind", kw_only=True):
 # not decode.
 _STAMP = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z\Z"
 Stamp = Annotated[str, msgspec.Meta(pattern=_STAMP)]
+Size = Annotated[int, msgspec.Meta(ge=0)]
 MessageRole = Literal["user", "assistant", "system"]
 ParticipantRole = Literal["Owner", "Collaborator", "Viewer"]
 ExecutionStatus = Literal["InProgress", "Completed", "Failed", "NotApplicable"]
@@ -196,7 +204,8 @@ class AttachmentLine(_Line, tag="attachment"):
     sha256: str
     file_name: str
     content_type: str
-    size: int
+    size: Size
+    """Equal to its blob's: a download sends it as Content-Length."""
     source: Literal["user", "agent"]
     created_at: Stamp
 
@@ -204,7 +213,7 @@ class AttachmentLine(_Line, tag="attachment"):
 class BlobLine(_Line, tag="blob"):
     tenant_id: str
     sha256: str
-    size: int
+    size: Size
     created_at: Stamp
     last_used_at: Stamp
     content: bytes = b""
@@ -483,6 +492,7 @@ BLOBS = _plain(
     ("text", "text", "bigint", "text", "text"),
     BlobLine,
 )
+ATTACHMENTS = CHILDREN[-1]
 TABLES = {t.kind: t for t in (API_KEYS, TENANT_SETTINGS, CONVERSATIONS, *CHILDREN, BLOBS)}
 KINDS = tuple(TABLES)
 _TOP_LEVEL = (API_KEYS, TENANT_SETTINGS, CONVERSATIONS)
@@ -869,6 +879,12 @@ class _Writer(Protocol):
         """Derive what the export does not carry: the feed's copies of each
         conversation's times on its participant rows."""
 
+    async def conversation_tenant(self, conversation_id: str) -> str | None:
+        """The tenant of a conversation already in the target, or None."""
+
+    async def blob_size(self, tenant_id: str, sha256: str) -> int | None:
+        """The size of a blob already in the target, or None."""
+
 
 class _SqliteWriter:
     def __init__(self, store: Any) -> None:
@@ -901,6 +917,24 @@ class _SqliteWriter:
 
         await self.store._write(op)
 
+    async def conversation_tenant(self, conversation_id: str) -> str | None:
+        row = (
+            self.store._read()
+            .execute("SELECT tenant_id FROM conversations WHERE id = ?", (conversation_id,))
+            .fetchone()
+        )
+        return row[0] if row else None
+
+    async def blob_size(self, tenant_id: str, sha256: str) -> int | None:
+        row = (
+            self.store._read()
+            .execute(
+                "SELECT size FROM blobs WHERE tenant_id = ? AND sha256 = ?", (tenant_id, sha256)
+            )
+            .fetchone()
+        )
+        return row[0] if row else None
+
 
 class _PostgresWriter:
     def __init__(self, store: Any) -> None:
@@ -924,6 +958,16 @@ class _PostgresWriter:
             "WHERE c.id = p.conversation_id AND p.conv_updated_at = ''"
         )
 
+    async def conversation_tenant(self, conversation_id: str) -> str | None:
+        return await self.store.pool.fetchval(
+            "SELECT tenant_id FROM conversations WHERE id = $1", conversation_id
+        )
+
+    async def blob_size(self, tenant_id: str, sha256: str) -> int | None:
+        return await self.store.pool.fetchval(
+            "SELECT size FROM blobs WHERE tenant_id = $1 AND sha256 = $2", tenant_id, sha256
+        )
+
 
 @dataclass
 class ImportSummary:
@@ -943,9 +987,14 @@ class ImportSummary:
 
 
 async def _load_blob(
-    item: BlobLine, blobs: Callable[[], BlobStore | None], writer: _Writer, where: str
-) -> int:
-    """The blob's bytes into the target's blob store, then its row; 1 if the row is new."""
+    item: BlobLine,
+    blobs: Callable[[], BlobStore | None],
+    writer: _Writer,
+    where: str,
+    attachments: list[tuple[Any, ...]],
+) -> tuple[int, int]:
+    """The blob's bytes into the target's blob store, then the `attachments` that waited
+    for it, then its row; how many of those rows, and whether its own, were new."""
     what = f"blob {item.sha256[:80]!r} of tenant {item.tenant_id!r}"
     content = item.content
     if len(content) != item.size or hashlib.sha256(content).hexdigest() != item.sha256:
@@ -972,8 +1021,11 @@ async def _load_blob(
             raise TransferError(
                 f"{where}: {what}: cannot store its bytes in the blob store (AIRIA_BLOB_DIR): {exc}"
             ) from None
-    # The row after the bytes: a blob row never points at content that is not there.
-    return await writer.insert(BLOBS, [BLOBS.to_row(item)])
+    # The rows after the bytes: no row ever points at content that is not there. Its
+    # attachments before its own row, so that the target's sweep never takes it for
+    # unreferenced.
+    added = await writer.insert(ATTACHMENTS, attachments) if attachments else 0
+    return added, await writer.insert(BLOBS, [BLOBS.to_row(item)])
 
 
 async def import_stream(
@@ -1002,6 +1054,12 @@ async def import_stream(
     end: EndLine | None = None
 
     held = 0
+    conversations: dict[str, str] = {}
+    """Tenants of the conversations known to exist (read since the last flush, or
+    looked up in the target since)."""
+    waiting: dict[tuple[str, str], list[tuple[int, AttachmentLine]]] = {}
+    """Attachments whose blob is not in the target yet, by (tenant, sha256), with their
+    line numbers: stored with their blob line, or not at all."""
 
     async def flush() -> None:
         """Store every row read so far, parents first (KINDS is in that order): what
@@ -1013,6 +1071,32 @@ async def import_stream(
                 added[kind] += await writer.insert(TABLES[kind], pending[kind])
                 pending[kind] = []
         held = 0
+        conversations.clear()
+
+    async def problem(item: Row) -> str | None:
+        """Why `item` would store a row the server cannot serve, or None."""
+        if isinstance(item, ConversationLine):
+            conversations[item.id] = item.tenant_id
+            return None
+        conversation_id = getattr(item, "conversation_id", None)
+        if conversation_id is None:
+            return None
+        tenant = conversations.get(conversation_id)
+        if tenant is None:
+            tenant = await writer.conversation_tenant(conversation_id)
+            if tenant is None:
+                return (
+                    f"{_LINE_KIND[type(item)]}: its conversation {conversation_id!r} is "
+                    "neither in the file before it nor in the database"
+                )
+            conversations[conversation_id] = tenant
+        tenant_id = getattr(item, "tenant_id", tenant)
+        if tenant_id != tenant:
+            return (
+                f"{_LINE_KIND[type(item)]} of tenant {tenant_id!r}: its conversation "
+                f"{conversation_id!r} is of tenant {tenant!r}"
+            )
+        return None
 
     stopped = None
     for number, line in lines:
@@ -1031,16 +1115,55 @@ async def import_stream(
             continue
         kind = _LINE_KIND[type(item)]
         read[kind] += 1
+        if (why := await problem(item)) is not None:
+            stopped = f"{source}:{number}: {why}"
+            break
         if isinstance(item, BlobLine):
+            attachments = waiting.pop((item.tenant_id, item.sha256), [])
+            wrong = [(n, a) for n, a in attachments if a.size != item.size]
+            if wrong:
+                n, a = wrong[0]
+                stopped = (
+                    f"{source}:{n}: attachment {a.id!r}: its size ({a.size}) is not its "
+                    f"blob's ({item.size}, line {number})"
+                )
+                break
             # Every pending row first: the attachments referencing this blob are then
             # stored before it, so the target's sweep never takes it for unreferenced.
             await flush()
-            added[kind] += await _load_blob(item, blob_store, writer, f"{source}:{number}")
+            new_attachments, new_blob = await _load_blob(
+                item,
+                blob_store,
+                writer,
+                f"{source}:{number}",
+                [ATTACHMENTS.to_row(a) for _, a in attachments],
+            )
+            added["attachment"] += new_attachments
+            added[kind] += new_blob
             continue
+        if isinstance(item, AttachmentLine):
+            size = await writer.blob_size(item.tenant_id, item.sha256)
+            if size is None:
+                # Its blob comes later in the file (an export writes blobs last): a row
+                # stored now would be served without its bytes if it never came.
+                waiting.setdefault((item.tenant_id, item.sha256), []).append((number, item))
+                continue
+            if size != item.size:
+                stopped = (
+                    f"{source}:{number}: attachment {item.id!r}: its size ({item.size}) is "
+                    f"not its blob's ({size})"
+                )
+                break
         pending[kind].append(TABLES[kind].to_row(item))
         held += 1
         if held >= BATCH:
             await flush()
+    if stopped is None and waiting:
+        n, a = min(line for lines in waiting.values() for line in lines)
+        stopped = (
+            f"{source}:{n}: attachment {a.id!r}: its blob {a.sha256[:80]!r} of tenant "
+            f"{a.tenant_id!r} is neither in the file nor in the database"
+        )
     await flush()
     await writer.finish()
     progress.finish()

@@ -819,3 +819,154 @@ def test_export_stops_at_a_blob_the_blob_store_lost(tmp_path: Path) -> None:
     assert lost["sha256"] in failed.stderr
     assert len(failed.stderr.strip().splitlines()) == 1
     assert not output.exists() and not Path(f"{output}.partial").exists()
+
+
+STAMP = "2025-01-02T03:04:05.000000Z"
+CONTENT = b"seventeen bytes!\n"
+
+
+def hand_made_export(tenant: str = "t1") -> list[dict]:
+    """A conversation with a message and an attachment, and the attachment's blob, as an
+    export writes them (blobs last)."""
+    cid = str(uuid.uuid4())
+    return [
+        {"kind": "header", "format": "airia-export", "version": 3, "exportedAt": STAMP},
+        {
+            "kind": "conversation",
+            "id": cid,
+            "tenantId": tenant,
+            "userId": "u1",
+            "title": None,
+            "deploymentId": "d",
+            "dataSourceFiles": {},
+            "isBookmarked": False,
+            "lastExecutionStatus": None,
+            "lastExecutionId": None,
+            "messageCount": 1,
+            "messageSeq": 1,
+            "lastSequence": 0,
+            "createdAt": STAMP,
+            "updatedAt": STAMP,
+        },
+        {
+            "kind": "message",
+            "conversationId": cid,
+            "position": 1,
+            "id": str(uuid.uuid4()),
+            "userId": "u1",
+            "role": "user",
+            "message": "hi",
+            "images": None,
+            "imageAttachmentIds": None,
+            "createdAt": STAMP,
+            "updatedAt": STAMP,
+        },
+        {
+            "kind": "attachment",
+            "conversationId": cid,
+            "id": str(uuid.uuid4()),
+            "tenantId": tenant,
+            "sha256": sha_of(CONTENT),
+            "fileName": "a.txt",
+            "contentType": "text/plain",
+            "size": len(CONTENT),
+            "source": "user",
+            "createdAt": STAMP,
+        },
+        json.loads(blob_line(tenant, sha_of(CONTENT), len(CONTENT), CONTENT)),
+    ]
+
+
+def _with_end(rows: list[dict]) -> str:
+    counts = dict.fromkeys(KINDS, 0)
+    for row in rows[1:]:
+        counts[row["kind"]] += 1
+    lines = [json.dumps(row) for row in rows]
+    return "\n".join([*lines, json.dumps({"kind": "end", "counts": counts})]) + "\n"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def target_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'target.db'}"
+        return
+    backends.require(backends.postgres_problem())
+    url = backends.create_database_sync()
+    try:
+        yield url
+    finally:
+        backends.drop_database_sync(url)
+
+
+def stored(url: str, table: str) -> int:
+    sql = f"SELECT count(*) FROM {table}"
+    if url.startswith("sqlite"):
+        with sqlite_files.connect(url.removeprefix("sqlite:///")) as conn:
+            return conn.execute(sql).fetchone()[0]
+    return backends.fetch_sync(url, sql)[0]
+
+
+def _attachment_size(rows: list[dict], size: int) -> int:
+    rows[3]["size"] = size
+    return 4  # its line
+
+
+def _message_of_no_conversation(rows: list[dict]) -> int:
+    rows[2]["conversationId"] = str(uuid.uuid4())
+    return 3
+
+
+def _attachment_of_another_tenant(rows: list[dict]) -> int:
+    rows[3]["tenantId"] = "t2"
+    return 4
+
+
+def _attachment_without_its_blob(rows: list[dict]) -> int:
+    del rows[4]
+    return 4
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        (lambda rows: _attachment_size(rows, 100), "its size (100) is not its blob's (17"),
+        (lambda rows: _attachment_size(rows, -5), ">= 0"),
+        (_message_of_no_conversation, "neither in the file before it nor in the database"),
+        (_attachment_of_another_tenant, "is of tenant 't1'"),
+        (_attachment_without_its_blob, "neither in the file nor in the database"),
+    ],
+    ids=["size-differs", "size-negative", "orphan-message", "other-tenant", "no-blob"],
+)
+def test_an_import_stops_at_a_line_whose_references_or_sizes_would_break_the_server(
+    tmp_path: Path, target_url: str, damage, says: str
+) -> None:
+    """Each was imported (exit 0) and stored: an attachment whose Content-Length was not
+    its blob's size (or negative), a message without its conversation. It is damage, like
+    a line that does not decode: the import stops there, naming the line (exit 1), and
+    stores nothing of it."""
+    rows = hand_made_export()
+    line = damage(rows)
+    path = tmp_path / "damaged.jsonl"
+    path.write_text(_with_end(rows))
+    result = run_cli(server_env(target_url, tmp_path), "import", str(path))
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert f"airia-server: {path}:{line}: " in result.stderr and says in result.stderr
+    assert "Traceback" not in result.stderr
+    assert stored(target_url, "attachments") == 0
+    assert stored(target_url, "conversations") == 1
+    assert stored(target_url, "messages") == (0 if line == 3 else 1)  # the lines before it
+
+
+def test_an_attachment_waits_for_its_blob_and_imports_with_it(
+    tmp_path: Path, target_url: str
+) -> None:
+    path = tmp_path / "whole.jsonl"
+    path.write_text(_with_end(hand_made_export()))
+    env = server_env(target_url, tmp_path)
+    for added in (1, 0):
+        result = run_cli(env, "import", str(path))
+        assert result.returncode == 0, result.stderr
+        rows = summary_rows(result.stdout)
+        assert rows["attachment"] == (1, added) and rows["blob"] == (1, added)
+        assert rows["message"] == (1, added)
+    assert stored(target_url, "attachments") == 1
