@@ -378,9 +378,16 @@ def openapi_document(max_page_size: int = 100) -> dict[str, Any]:
                         "description": "The ticket is missing, invalid, expired or "
                         "for another conversation"
                     },
-                    "426": {
-                        "description": "Not a WebSocket upgrade",
-                        "content": {"application/problem+json": {"schema": _ref("Problem")}},
+                    **{
+                        str(code): {
+                            "description": description,
+                            "content": {"application/problem+json": {"schema": _ref("Problem")}},
+                        }
+                        for code, description in (
+                            (400, _ERRORS[400]),
+                            (426, "Not a WebSocket upgrade"),
+                            (431, _ERRORS[431]),
+                        )
                     },
                 },
             },
