@@ -1,9 +1,9 @@
 """`Idempotency-Key`: a retry gets the first response, never a second resource.
 
 Same key and body: the same response, marked `Idempotent-Replayed: true`; another
-body: 422; creates, message appends and both upload forms; a connection cut after the
-server committed and before the client read the answer; concurrent retries; keys per
-tenant. On SQLite and on PostgreSQL.
+body: 422; creates, message appends, both upload forms, PUTs and DELETEs; a connection
+cut after the server committed and before the client read the answer; concurrent
+retries; keys per tenant. On SQLite and on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
 import backends
 import sqlite_files
@@ -732,3 +733,75 @@ def test_a_bare_key_kept_before_keys_were_each_callers_answers_only_its_user(
     crafted = http.post(messages, content=body, headers=keyed(server, spelled))
     assert crafted.status_code == 201 and "idempotent-replayed" not in crafted.headers
     assert crafted.json()["messageId"] != by_bob.json()["messageId"]
+
+
+# -- PUTs and DELETEs: a retry after a lost answer gets that answer -------------------
+
+
+def stored_event_types(http: httpx.Client, server: LiveServer, cid: str) -> list[str]:
+    """The types of `cid`'s stored events, replayed with after=0 up to a live typing
+    sentinel (which is not stored), so every stored one was read."""
+    url = http.get(f"{COLLECTION}/{cid}/websocket-url", headers=server.headers()).json()[
+        "websocketUrl"
+    ]
+    types = []
+    with connect(url + "&after=0", open_timeout=TIMEOUT, close_timeout=TIMEOUT) as ws:
+        typing = http.post(
+            f"{COLLECTION}/{cid}/typing", json={"userId": "sentinel"}, headers=server.headers()
+        )
+        assert typing.status_code == 200, typing.text
+        while (kind := json.loads(ws.recv(TIMEOUT))["type"]) != "typing":
+            types.append(kind)
+    return types
+
+
+def test_a_keyed_delete_replays_its_answer(http: httpx.Client, server: LiveServer) -> None:
+    """A DELETE retried after its answer was lost gets that answer (204, or the body it
+    had), not a 404 saying that the delete it did had not happened."""
+    owner, collaborator = fresh_user(), fresh_user()
+    cid = shared_conversation(http, server, owner, collaborator)
+    base = f"{COLLECTION}/{cid}"
+    message_id = http.post(
+        f"{base}/messages", json={"message": "hi"}, headers=server.headers()
+    ).json()["messageId"]
+    identity = {"externalSystem": "Slack", "externalChannelId": "C1", "externalThreadId": cid}
+    identity_id = http.post(
+        f"{base}/external-identities", json=identity, headers=server.headers()
+    ).json()["id"]
+    for path in (
+        f"{base}/messages/{message_id}/truncate",
+        f"{base}/participants/{collaborator}",
+        f"{base}/external-identities/{identity_id}",
+        base,
+    ):
+        headers = keyed(server, str(uuid.uuid4()))
+        first = http.delete(path, headers=headers)
+        assert first.status_code in (200, 204), (path, first.text)
+        again = http.delete(path, headers=headers)
+        assert (again.status_code, again.content) == (first.status_code, first.content), path
+        assert again.headers["idempotent-replayed"] == "true"
+        if first.status_code == 204:
+            assert "content-type" not in again.headers
+        # Without the key, the same DELETE is another request: what it names is gone.
+        assert_problem(http.delete(path, headers=server.headers()), 404)
+
+
+def test_a_keyed_put_replays_its_answer_and_stores_no_second_event(
+    http: httpx.Client, server: LiveServer
+) -> None:
+    owner, collaborator = fresh_user(), fresh_user()
+    cid = shared_conversation(http, server, owner, collaborator)
+    stored_before = stored_event_types(http, server, cid)
+    for path, body in (
+        (f"{COLLECTION}/{cid}", {"title": "renamed"}),
+        (f"{COLLECTION}/{cid}/participants/{collaborator}/role", {"role": "Viewer"}),
+    ):
+        headers = keyed(server, str(uuid.uuid4()))
+        first = http.put(path, json=body, headers=headers)
+        assert first.status_code == 200, first.text
+        again = http.put(path, json=body, headers=headers)
+        assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
+        assert again.json() == first.json()
+        assert_problem(http.put(path, json={"title": "other"}, headers=headers), 422)
+    stored = stored_event_types(http, server, cid)
+    assert stored[len(stored_before) :] == ["conversation.updated", "participant.updated"]

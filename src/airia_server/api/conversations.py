@@ -276,7 +276,7 @@ routes = [
     resource(
         "/v1/Conversations/{conversation_id}",
         GET=get_conversation,
-        PUT=update_conversation,
-        DELETE=delete_conversation,
+        PUT=idempotent(update_conversation),
+        DELETE=idempotent(delete_conversation),
     ),
 ]

@@ -1,4 +1,8 @@
-"""`Idempotency-Key` on POSTs that create: a retry gets the first response, never a copy.
+"""`Idempotency-Key` on writes: a retry gets the first response, never a copy.
+
+The POSTs that create take a key, and so do the PUTs and DELETEs: without one, a
+DELETE retried after its answer was lost would say 404 for a delete that was done,
+and a PUT retried so would store (and broadcast) its change twice.
 
 The key is claimed before the work, and its response stored after it, for 24
 hours. Keys are the caller's own (per API key, or per user of a bearer token):
@@ -13,7 +17,9 @@ which the handler uses), and an endpoint may say how to `recover` the answer fro
 that resource: a retry whose key is unfinished gets the resource the first request
 made, at once, if it exists; if it does not, the retry waits (409) while the first
 may still be running, and after `ABANDONED_SECONDS` runs the request again, under
-the same id. A request is done once, whenever its server died.
+the same id. A request is done once, whenever its server died. A PUT or DELETE
+creates nothing to recover from: after `ABANDONED_SECONDS` it runs again (a PUT
+sets the same values, a DELETE of what is gone is 404).
 
 Earlier versions spelled keys otherwise (`_earlier_spellings`). A retry of a request
 an earlier version answered, in the 24 hours after an upgrade, finds that answer
@@ -69,11 +75,15 @@ def _key(request: Request) -> str | None:
 
 
 def _stored(status: int, body: bytes) -> Response:
-    """A kept response, replayed."""
+    """A kept response, replayed (a DELETE's 204 with no body, and no type)."""
+    if not body:
+        media_type = None
+    else:
+        media_type = PROBLEM_JSON if status >= 400 else "application/json"
     return Response(
         body,
         status_code=status,
-        media_type=PROBLEM_JSON if status >= 400 else "application/json",
+        media_type=media_type,
         headers={"Idempotent-Replayed": "true"},
     )
 
@@ -254,8 +264,9 @@ def _json_fingerprint(body: bytes) -> bytes:
 
 
 def idempotent(handler: Endpoint, recover: Recover | None = None) -> Endpoint:
-    """For JSON POSTs: the body is read (within the size limit) to fingerprint the request;
-    `recover` rebuilds its answer from what it created (see the module's docstring)."""
+    """For JSON POSTs, PUTs and DELETEs: the body (a DELETE's is empty) is read, within
+    the size limit, to fingerprint the request; `recover` rebuilds a create's answer
+    from what it created (see the module's docstring)."""
 
     async def wrapper(request: Request) -> Response:
         if HEADER not in request.headers:

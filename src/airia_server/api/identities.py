@@ -11,6 +11,7 @@ from airia_server.api.bodies import field_of, read_json, validation_text
 from airia_server.api.common import json_response, query_params, resource
 from airia_server.api.conversations import conversation_view, shown_messages
 from airia_server.api.deps import current_principal, services
+from airia_server.api.idempotency import idempotent
 from airia_server.api.schemas import ExternalIdentity, ExternalIdentityRequest
 from airia_server.errors import ValidationFailed
 from airia_server.storage.base import IdentityRecord
@@ -93,5 +94,5 @@ _BASE = "/v1/Conversations/{conversation_id}/external-identities"
 routes = [
     Route("/v1/Conversations/external-identities/lookup", find_by_identity, methods=["GET"]),
     resource(_BASE, GET=list_identities, POST=add_identity),
-    Route(f"{_BASE}/{{identity_id}}", remove_identity, methods=["DELETE"]),
+    Route(f"{_BASE}/{{identity_id}}", idempotent(remove_identity), methods=["DELETE"]),
 ]

@@ -147,7 +147,7 @@ routes = [
     ),
     Route(
         "/v1/Conversations/{conversation_id}/messages/{message_id}/truncate",
-        truncate_messages,
+        idempotent(truncate_messages),
         methods=["DELETE"],
     ),
     Route("/v1/Conversations/{conversation_id}/mark-as-read", mark_as_read, methods=["PATCH"]),

@@ -10,6 +10,7 @@ from starlette.routing import Route
 from airia_server.api.bodies import read_json
 from airia_server.api.common import json_response
 from airia_server.api.deps import current_principal, services, websocket_url_and_expiry
+from airia_server.api.idempotency import idempotent
 from airia_server.api.schemas import (
     Participant,
     PresenceRequest,
@@ -127,8 +128,8 @@ _BASE = "/v1/Conversations/{conversation_id}"
 routes = [
     Route(f"{_BASE}/share", share, methods=["POST"]),
     Route(f"{_BASE}/participants", list_participants, methods=["GET"]),
-    Route(f"{_BASE}/participants/{{user_id}}/role", change_role, methods=["PUT"]),
-    Route(f"{_BASE}/participants/{{user_id}}", remove_participant, methods=["DELETE"]),
+    Route(f"{_BASE}/participants/{{user_id}}/role", idempotent(change_role), methods=["PUT"]),
+    Route(f"{_BASE}/participants/{{user_id}}", idempotent(remove_participant), methods=["DELETE"]),
     Route(f"{_BASE}/typing", typing, methods=["POST"]),
     Route(f"{_BASE}/presence", presence, methods=["POST"]),
     Route(f"{_BASE}/websocket-url", websocket_url, methods=["GET"]),
