@@ -68,6 +68,10 @@ def parse_multipart(request: httpx.Request) -> dict[str, Any]:
     return fields
 
 
+class AnswerLost(Exception):
+    """Scripted: the server does the request, then the connection drops before its answer."""
+
+
 class FakeServer:
     def __init__(self) -> None:
         self.requests: list[httpx.Request] = []
@@ -80,6 +84,8 @@ class FakeServer:
         self.blobs: dict[str, dict[str, Any]] = {}
         """Attachments by blob id, with their ``content``."""
         self._scripted: list[httpx.Response | Exception] = []
+        self.answered: dict[str, httpx.Response] = {}
+        """Successful answers by Idempotency-Key, replayed to a repeat as the server does."""
 
     def script(self, *answers: httpx.Response | Exception) -> None:
         """Answer the next requests with these, in order, before routing resumes."""
@@ -93,10 +99,24 @@ class FakeServer:
         self.requests.append(request)
         if self._scripted:
             answer = self._scripted.pop(0)
+            if isinstance(answer, AnswerLost):
+                self._answer(request)
+                raise httpx.ReadError("Connection reset by peer", request=request)
             if isinstance(answer, Exception):
                 raise answer
             return answer
-        return self._route(request)
+        return self._answer(request)
+
+    def _answer(self, request: httpx.Request) -> httpx.Response:
+        key = request.headers.get("Idempotency-Key")
+        kept = self.answered.get(key) if key else None
+        if kept is not None:
+            headers = {**kept.headers, "Idempotent-Replayed": "true"}
+            return httpx.Response(kept.status_code, content=kept.content, headers=headers)
+        response = self._route(request)
+        if key and response.is_success:
+            self.answered[key] = response
+        return response
 
     def _route(self, request: httpx.Request) -> httpx.Response:
         if request.url.path.startswith(BLOB_PATH):

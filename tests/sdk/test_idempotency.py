@@ -17,7 +17,7 @@ from airia import (
     UnprocessableEntityError,
 )
 
-from .conftest import API_KEY, BASE_URL, FakeServer, parse_multipart, problem
+from .conftest import API_KEY, BASE_URL, AnswerLost, FakeServer, parse_multipart, problem
 
 KEYED = ["create_conversation", "add_message", "upload_attachment", "upload_attachment_base64"]
 
@@ -172,6 +172,66 @@ def test_max_retries_zero_sends_a_key_but_never_retries(api, server: FakeServer,
         api(max_retries=0)("create_conversation", user_id="u")
     assert "Idempotency-Key" in server.last.headers
     assert len(server.requests) == 1 and sleeps == []
+
+
+# -- PUTs and DELETEs: keyed too, so a retry after a lost answer gets that answer -----
+
+PUTS_AND_DELETES = [
+    "update_conversation",
+    "update_participant_role",
+    "delete_conversation",
+    "truncate_messages",
+    "remove_participant",
+    "remove_external_identity",
+]
+
+
+def _target(call, cid: str, method: str) -> tuple:
+    """The arguments of `method` on something of `cid`'s that it can change or remove."""
+    if method in ("update_participant_role", "remove_participant"):
+        call("share_conversation", cid, "bob", role="Collaborator")
+    return {
+        "update_conversation": lambda: (cid, "renamed"),
+        "update_participant_role": lambda: (cid, "bob", "Viewer"),
+        "delete_conversation": lambda: (cid,),
+        "truncate_messages": lambda: (cid, call("add_message", cid, "hi").message_id),
+        "remove_participant": lambda: (cid, "bob"),
+        "remove_external_identity": lambda: (
+            cid,
+            call("add_external_identity", cid, "Slack", "C1", "T1").id,
+        ),
+    }[method]()
+
+
+@pytest.mark.parametrize("method", PUTS_AND_DELETES)
+def test_puts_and_deletes_send_a_key(call, cid, server: FakeServer, method):
+    args = _target(call, cid, method)
+    call(method, *args, idempotency_key="mine")
+    assert server.last.headers["Idempotency-Key"] == "mine"
+
+
+@pytest.mark.parametrize("method", ["update_conversation", "delete_conversation"])
+def test_puts_and_deletes_send_a_fresh_uuid4_key_per_call(call, cid, server: FakeServer, method):
+    call(method, *_target(call, cid, method))
+    call(method, *_target(call, call("create_conversation", "u").conversation_id, method))
+    first, second = (r.headers["Idempotency-Key"] for r in server.requests if r.method != "POST")
+    assert uuid.UUID(first).version == 4 and uuid.UUID(second).version == 4
+    assert first != second
+
+
+@pytest.mark.parametrize("method", PUTS_AND_DELETES)
+def test_a_put_or_delete_whose_answer_was_lost_gets_that_answer(
+    call, cid, server: FakeServer, sleeps, method
+):
+    """The server did it, the client never heard: the retry, under the same key, gets
+    the first answer (not a 404 for what the first attempt deleted)."""
+    args = _target(call, cid, method)
+    before = len(server.requests)
+    server.script(AnswerLost())
+    call(method, *args)
+    first, second = server.requests[before:]
+    assert first.headers["Idempotency-Key"] == second.headers["Idempotency-Key"]
+    assert len(sleeps) == 1
 
 
 # -- uploads: retried only when the body can be sent again ----------------------

@@ -176,8 +176,17 @@ class Conversations(
             cast_to=GetConversationResponse,
         )
 
-    def delete_conversation(self, conversation_id: str, correlation_id: str | None = None) -> None:
+    def delete_conversation(
+        self,
+        conversation_id: str,
+        correlation_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> None:
         """Delete a conversation and everything in it, permanently.
+
+        Sent with an ``Idempotency-Key`` (``idempotency_key``, else a fresh UUID4), the same
+        on every retry. A retry after a lost answer gets that answer, not a 404 for a delete
+        that was done.
 
         Raises:
             NotFoundError: no conversation with that id is visible to the caller.
@@ -189,7 +198,10 @@ class Conversations(
             ```
         """
         self._client._request(
-            "DELETE", conversation_path(conversation_id), correlation_id=correlation_id
+            "DELETE",
+            conversation_path(conversation_id),
+            correlation_id=correlation_id,
+            idempotency_key=key_or_new(idempotency_key),
         )
 
     def update_conversation(
@@ -201,12 +213,17 @@ class Conversations(
         last_execution_status: str | None = None,
         last_execution_id: str | None = None,
         correlation_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> GetConversationResponse:
         """Update a conversation's title and, when given, its other settings.
 
         Arguments left as ``None`` are not sent and stay unchanged.
         ``last_execution_status`` is one of ``InProgress``, ``Completed``,
         ``Failed``, ``NotApplicable``.
+
+        Sent with an ``Idempotency-Key`` (``idempotency_key``, else a fresh UUID4), the same
+        on every retry. A retry after a lost answer gets that answer: the change is stored
+        (and sent to listeners) once.
 
         Example:
             ```python
@@ -224,6 +241,7 @@ class Conversations(
             conversation_path(conversation_id),
             json=body,
             correlation_id=correlation_id,
+            idempotency_key=key_or_new(idempotency_key),
             cast_to=GetConversationResponse,
         )
 
@@ -325,7 +343,10 @@ class AsyncConversations(
         )
 
     async def delete_conversation(
-        self, conversation_id: str, correlation_id: str | None = None
+        self,
+        conversation_id: str,
+        correlation_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> None:
         """Delete a conversation permanently (see ``Conversations.delete_conversation``).
 
@@ -335,7 +356,10 @@ class AsyncConversations(
             ```
         """
         await self._client._request(
-            "DELETE", conversation_path(conversation_id), correlation_id=correlation_id
+            "DELETE",
+            conversation_path(conversation_id),
+            correlation_id=correlation_id,
+            idempotency_key=key_or_new(idempotency_key),
         )
 
     async def update_conversation(
@@ -347,6 +371,7 @@ class AsyncConversations(
         last_execution_status: str | None = None,
         last_execution_id: str | None = None,
         correlation_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> GetConversationResponse:
         """Update a conversation (see ``Conversations.update_conversation``).
 
@@ -363,6 +388,7 @@ class AsyncConversations(
             conversation_path(conversation_id),
             json=body,
             correlation_id=correlation_id,
+            idempotency_key=key_or_new(idempotency_key),
             cast_to=GetConversationResponse,
         )
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..types.api.conversations import ExternalIdentity, GetConversationResponse
-from ._resource import COLLECTION, AsyncAPIResource, SyncAPIResource, conversation_path
+from ._resource import COLLECTION, AsyncAPIResource, SyncAPIResource, conversation_path, key_or_new
 
 _PATH = "external-identities"
 
@@ -95,9 +95,17 @@ class ExternalIdentities(SyncAPIResource):
         )
 
     def remove_external_identity(
-        self, conversation_id: str, identity_id: str, correlation_id: str | None = None
+        self,
+        conversation_id: str,
+        identity_id: str,
+        correlation_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> None:
         """Remove a mapping; the outside thread no longer finds the conversation.
+
+        Sent with an ``Idempotency-Key`` (``idempotency_key``, else a fresh UUID4), the same
+        on every retry. A retry after a lost answer gets that answer, not a 404 for the
+        removal it did.
 
         Raises:
             NotFoundError: no such conversation, or no such identity on it.
@@ -111,6 +119,7 @@ class ExternalIdentities(SyncAPIResource):
             "DELETE",
             conversation_path(conversation_id, _PATH, identity_id),
             correlation_id=correlation_id,
+            idempotency_key=key_or_new(idempotency_key),
         )
 
     def find_conversation_by_external_identity(
@@ -195,7 +204,11 @@ class AsyncExternalIdentities(AsyncAPIResource):
         )
 
     async def remove_external_identity(
-        self, conversation_id: str, identity_id: str, correlation_id: str | None = None
+        self,
+        conversation_id: str,
+        identity_id: str,
+        correlation_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> None:
         """Remove a mapping (see ``ExternalIdentities.remove_external_identity``).
 
@@ -208,6 +221,7 @@ class AsyncExternalIdentities(AsyncAPIResource):
             "DELETE",
             conversation_path(conversation_id, _PATH, identity_id),
             correlation_id=correlation_id,
+            idempotency_key=key_or_new(idempotency_key),
         )
 
     async def find_conversation_by_external_identity(

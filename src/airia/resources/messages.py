@@ -150,9 +150,17 @@ class Messages(SyncAPIResource):
             cursor = page.next_cursor
 
     def truncate_messages(
-        self, conversation_id: str, message_id: str, correlation_id: str | None = None
+        self,
+        conversation_id: str,
+        message_id: str,
+        correlation_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> TruncateMessagesResponse:
         """Delete a message and every message after it, permanently.
+
+        Sent with an ``Idempotency-Key`` (``idempotency_key``, else a fresh UUID4), the same
+        on every retry. A retry after a lost answer gets that answer, not a 404 for the
+        message it deleted.
 
         Example:
             ```python
@@ -164,6 +172,7 @@ class Messages(SyncAPIResource):
             "DELETE",
             conversation_path(conversation_id, "messages", message_id, "truncate"),
             correlation_id=correlation_id,
+            idempotency_key=key_or_new(idempotency_key),
             cast_to=TruncateMessagesResponse,
         )
 
@@ -268,7 +277,11 @@ class AsyncMessages(AsyncAPIResource):
             cursor = page.next_cursor
 
     async def truncate_messages(
-        self, conversation_id: str, message_id: str, correlation_id: str | None = None
+        self,
+        conversation_id: str,
+        message_id: str,
+        correlation_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> TruncateMessagesResponse:
         """Delete a message and everything after it (see ``Messages.truncate_messages``).
 
@@ -281,6 +294,7 @@ class AsyncMessages(AsyncAPIResource):
             "DELETE",
             conversation_path(conversation_id, "messages", message_id, "truncate"),
             correlation_id=correlation_id,
+            idempotency_key=key_or_new(idempotency_key),
             cast_to=TruncateMessagesResponse,
         )
 

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from ..types.api.conversations import Participant
-from ._resource import AsyncAPIResource, SyncAPIResource, conversation_path
+from ._resource import AsyncAPIResource, SyncAPIResource, conversation_path, key_or_new
 
 
 class Participants(SyncAPIResource):
@@ -60,9 +60,18 @@ class Participants(SyncAPIResource):
         )
 
     def update_participant_role(
-        self, conversation_id: str, user_id: str, role: str, correlation_id: str | None = None
+        self,
+        conversation_id: str,
+        user_id: str,
+        role: str,
+        correlation_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Participant:
         """Change a participant's role.
+
+        Sent with an ``Idempotency-Key`` (``idempotency_key``, else a fresh UUID4), the same
+        on every retry. A retry after a lost answer gets that answer: the change is stored
+        (and sent to listeners) once.
 
         Example:
             ```python
@@ -76,13 +85,22 @@ class Participants(SyncAPIResource):
             conversation_path(conversation_id, "participants", user_id, "role"),
             json={"role": role},
             correlation_id=correlation_id,
+            idempotency_key=key_or_new(idempotency_key),
             cast_to=Participant,
         )
 
     def remove_participant(
-        self, conversation_id: str, user_id: str, correlation_id: str | None = None
+        self,
+        conversation_id: str,
+        user_id: str,
+        correlation_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Participant:
         """Take a user's access away; returns the participant that was removed.
+
+        Sent with an ``Idempotency-Key`` (``idempotency_key``, else a fresh UUID4), the same
+        on every retry. A retry after a lost answer gets that answer, not a 404 for the
+        removal it did.
 
         Example:
             ```python
@@ -93,6 +111,7 @@ class Participants(SyncAPIResource):
             "DELETE",
             conversation_path(conversation_id, "participants", user_id),
             correlation_id=correlation_id,
+            idempotency_key=key_or_new(idempotency_key),
             cast_to=Participant,
         )
 
@@ -140,7 +159,12 @@ class AsyncParticipants(AsyncAPIResource):
         )
 
     async def update_participant_role(
-        self, conversation_id: str, user_id: str, role: str, correlation_id: str | None = None
+        self,
+        conversation_id: str,
+        user_id: str,
+        role: str,
+        correlation_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Participant:
         """Change a participant's role (see ``Participants.update_participant_role``).
 
@@ -154,11 +178,16 @@ class AsyncParticipants(AsyncAPIResource):
             conversation_path(conversation_id, "participants", user_id, "role"),
             json={"role": role},
             correlation_id=correlation_id,
+            idempotency_key=key_or_new(idempotency_key),
             cast_to=Participant,
         )
 
     async def remove_participant(
-        self, conversation_id: str, user_id: str, correlation_id: str | None = None
+        self,
+        conversation_id: str,
+        user_id: str,
+        correlation_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Participant:
         """Take a user's access away (see ``Participants.remove_participant``).
 
@@ -171,5 +200,6 @@ class AsyncParticipants(AsyncAPIResource):
             "DELETE",
             conversation_path(conversation_id, "participants", user_id),
             correlation_id=correlation_id,
+            idempotency_key=key_or_new(idempotency_key),
             cast_to=Participant,
         )
