@@ -331,22 +331,31 @@ class BaseClient:
 
     def _status_error(self, request: httpx.Request, response: httpx.Response) -> AiriaAPIError:
         return make_status_error(
-            response, correlation_id=request.headers.get("x-correlation-id"), redact=self._redact
+            response,
+            correlation_id=request.headers.get("x-correlation-id"),
+            redact=self._redact,
+            idempotency_key=request.headers.get(IDEMPOTENCY_KEY_HEADER),
         )
 
     def _transport_error(self, request: httpx.Request, exc: httpx.TransportError) -> AiriaAPIError:
+        """The error for a request that got no answer. It names the request's key, if it
+        had one: the write may have been done, and is done once if called again so."""
         correlation_id = request.headers.get("x-correlation-id")
+        key = request.headers.get(IDEMPOTENCY_KEY_HEADER)
         detail = self._redact(str(exc)) or type(exc).__name__
         if isinstance(exc, httpx.TimeoutException):
             return APITimeoutError(
                 f"Request to {self._display_url(request)} timed out: {detail}",
                 correlation_id=correlation_id,
+                idempotency_key=key,
             )
         if isinstance(exc, httpx.ConnectError):
             what = f"Could not connect to {self._display_url(request)}"
         else:  # connected, then lost: mid-request or mid-response
             what = f"The connection to {self._display_url(request)} failed"
-        return APIConnectionError(f"{what}: {detail}", correlation_id=correlation_id)
+        return APIConnectionError(
+            f"{what}: {detail}", correlation_id=correlation_id, idempotency_key=key
+        )
 
     def _parse(self, request: httpx.Request, response: httpx.Response, cast_to: Any):
         """``cast_to`` is a model class, or any type pydantic can validate (``list[Model]``)."""
@@ -366,6 +375,7 @@ class BaseClient:
                 self._redact(response.text),
                 correlation_id=request.headers.get("x-correlation-id"),
                 response=response,
+                idempotency_key=request.headers.get(IDEMPOTENCY_KEY_HEADER),
             ) from exc
 
     # -- logging ---------------------------------------------------------------

@@ -44,6 +44,10 @@ class AiriaAPIError(Exception):
         body: The parsed JSON body, or ``None`` if it was not JSON.
         correlation_id: The ``X-Correlation-ID`` of the failed request.
         response: The ``httpx.Response``, when there was one.
+        idempotency_key: The ``Idempotency-Key`` the request carried, else ``None``.
+            A keyed write that failed without a definite answer (no response, a
+            timeout, a 5xx, a 409 still running) may have been done: calling it again
+            with ``idempotency_key=e.idempotency_key`` has it done exactly once.
     """
 
     def __init__(
@@ -55,6 +59,7 @@ class AiriaAPIError(Exception):
         body: Any = None,
         correlation_id: str | None = None,
         response: httpx.Response | None = None,
+        idempotency_key: str | None = None,
     ) -> None:
         super().__init__(status_code, message, detailed_message)
         self.status_code = status_code
@@ -63,6 +68,7 @@ class AiriaAPIError(Exception):
         self.body = body
         self.correlation_id = correlation_id
         self.response = response
+        self.idempotency_key = idempotency_key
 
     def __str__(self) -> str:
         return f"{self.status_code}: {self.message} - {self.detailed_message}"
@@ -147,8 +153,16 @@ class APIConnectionError(AiriaAPIError):
     ``except AiriaAPIError`` covers every failed call.
     """
 
-    def __init__(self, message: str, *, correlation_id: str | None = None) -> None:
-        super().__init__(None, message, "", correlation_id=correlation_id)
+    def __init__(
+        self,
+        message: str,
+        *,
+        correlation_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> None:
+        super().__init__(
+            None, message, "", correlation_id=correlation_id, idempotency_key=idempotency_key
+        )
 
     def __str__(self) -> str:
         return self.message
@@ -214,9 +228,14 @@ def parse_retry_after(headers: Any) -> float | None:
 
 
 def make_status_error(
-    response: httpx.Response, *, correlation_id: str | None, redact: Any = None
+    response: httpx.Response,
+    *,
+    correlation_id: str | None,
+    redact: Any = None,
+    idempotency_key: str | None = None,
 ) -> APIStatusError:
-    """Build the exception for an error response: class by status, message from the body."""
+    """Build the exception for an error response: class by status, message from the body;
+    ``idempotency_key`` is the key the request carried."""
     text = response.text
     if redact is not None:
         # Before parsing, so that `body` holds no credential the server echoed either.
@@ -241,4 +260,12 @@ def make_status_error(
     cls = _STATUS_CLASSES.get(status) or (InternalServerError if status >= 500 else APIStatusError)
     if status == 409 and isinstance(body, dict) and isinstance(body.get("conversationId"), str):
         cls = ExternalIdentityConflictError
-    return cls(status, message, text, body=body, correlation_id=correlation_id, response=response)
+    return cls(
+        status,
+        message,
+        text,
+        body=body,
+        correlation_id=correlation_id,
+        response=response,
+        idempotency_key=idempotency_key,
+    )

@@ -180,10 +180,12 @@ def test_official_constructor_still_works():
 @pytest.mark.parametrize(
     "error",
     [
-        APIConnectionError("Could not connect", correlation_id="cid"),
+        APIConnectionError("Could not connect", correlation_id="cid", idempotency_key="k"),
         APITimeoutError("Request timed out"),
         WebSocketClosedError("closed", close_code=1008, close_reason="access removed"),
-        AiriaAPIError(500, "boom", "raw", body={"message": "boom"}, correlation_id="cid"),
+        AiriaAPIError(
+            500, "boom", "raw", body={"message": "boom"}, correlation_id="cid", idempotency_key="k"
+        ),
     ],
     ids=lambda e: type(e).__name__,
 )

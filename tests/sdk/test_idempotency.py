@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from airia import (
+    AiriaAPIError,
     AiriaAsyncClient,
     AiriaClient,
     APIConnectionError,
@@ -232,6 +233,50 @@ def test_a_put_or_delete_whose_answer_was_lost_gets_that_answer(
     first, second = server.requests[before:]
     assert first.headers["Idempotency-Key"] == second.headers["Idempotency-Key"]
     assert len(sleeps) == 1
+
+
+# -- a keyed write that gives up names its key, to call it again with ---------------
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        lambda: httpx.ConnectError("refused"),
+        lambda: httpx.ReadTimeout("slow"),
+        lambda: httpx.RemoteProtocolError("cut"),
+        lambda: problem(500, "boom"),
+        lambda: problem(503, "busy"),
+        in_progress,
+    ],
+    ids=["connect", "timeout", "cut", "500", "503", "409-running"],
+)
+@pytest.mark.parametrize("method", ["create_conversation", "delete_conversation"])
+def test_a_keyed_write_that_gives_up_names_its_key(
+    api, server: FakeServer, sleeps, failure, method
+):
+    """It may have been done: called again with this key, it is done once."""
+    call = api(max_retries=0)
+    args = (call("create_conversation", "u").conversation_id,)
+    server.script(failure())
+    with pytest.raises(AiriaAPIError) as caught:
+        call(method, *args, idempotency_key="job-7")
+    assert caught.value.idempotency_key == "job-7"
+
+
+def test_the_key_made_for_a_call_is_named_too(api, server: FakeServer, sleeps):
+    server.script(*(httpx.ConnectError("refused") for _ in range(3)))
+    with pytest.raises(APIConnectionError) as caught:
+        api()("create_conversation", "u")
+    assert caught.value.idempotency_key == server.last.headers["Idempotency-Key"]
+    again = api()("create_conversation", "u", idempotency_key=caught.value.idempotency_key)
+    assert list(server.conversations) == [again.conversation_id]
+
+
+def test_an_error_of_a_request_without_a_key_names_none(call, cid, server: FakeServer):
+    server.script(problem(503, "busy"))
+    with pytest.raises(InternalServerError) as caught:
+        call("share_conversation", cid, "bob")
+    assert caught.value.idempotency_key is None
 
 
 # -- uploads: retried only when the body can be sent again ----------------------
