@@ -7,11 +7,13 @@ error mapping, response parsing and request logging live here, so that
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
 import random
 import sys
+import time
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -126,6 +128,25 @@ def path_segment(value: str) -> str:
     if quoted in (".", ".."):
         quoted = quoted.replace(".", "%2E")
     return quoted
+
+
+# Module-level so tests can replace it with a clock that their recorded sleeps move on.
+_monotonic = time.monotonic
+
+
+@dataclasses.dataclass
+class Retries:
+    """Where one call's retries stand: how many of ``max_retries`` were spent, and since
+    when (``_monotonic``) the server has said the first request with the call's key is
+    still running (None: it has not)."""
+
+    spent: int = 0
+    running_since: float | None = None
+
+
+def _still_running(response: httpx.Response) -> bool:
+    """The server's answer while the first request with this key runs: 409 with Retry-After."""
+    return response.status_code == IN_PROGRESS_STATUS and "retry-after" in response.headers
 
 
 def _logging_configured(logger: logging.Logger) -> bool:
@@ -289,35 +310,50 @@ class BaseClient:
     # -- retries ---------------------------------------------------------------
 
     def _retry_delay(
-        self, request: httpx.Request, attempt: int, response: httpx.Response | None
+        self, request: httpx.Request, retries: Retries, response: httpx.Response | None
     ) -> float | None:
-        """Seconds to wait before retrying, or None when the request must not be retried.
+        """Seconds to wait before retrying, or None when the request must not be retried;
+        ``retries`` is the call's, and is updated for the retry.
 
         ``response`` is None for a transport error. A POST is retried only when
         it carries an ``Idempotency-Key`` (the server then answers a repeat with
-        the first response), and then also on a 409 with ``Retry-After``: the
-        first request with that key is still running. A streamed body is
-        retried only if it can be sent again from its start.
+        the first response). A keyed request is also retried on a 409 with
+        ``Retry-After``: the first request with that key is still running (slower
+        than this client's timeout, say), and giving up would leave its write to land
+        after the caller was told it failed. That is waited out without spending
+        ``max_retries``, for up to ``timeout`` seconds since the first such answer. A
+        streamed body is retried only if it can be sent again from its start.
         """
         has_key = IDEMPOTENCY_KEY_HEADER in request.headers
-        if attempt >= self.max_retries:
-            return None
-        if request.method not in IDEMPOTENT_METHODS and not has_key:
+        if self.max_retries <= 0 or (request.method not in IDEMPOTENT_METHODS and not has_key):
             return None
         body = request.extensions.get(_BODY)
         if body is not None and not body.replayable:
             return None
-        if response is not None:
-            status = response.status_code
-            in_progress = (
-                has_key and status == IN_PROGRESS_STATUS and "retry-after" in response.headers
-            )
-            if status not in RETRYABLE_STATUS_CODES and not in_progress:
-                return None
-            retry_after = parse_retry_after(response.headers)
-            if retry_after is not None:
-                return retry_after if retry_after <= MAX_RETRY_AFTER else None
-        backoff = min(MAX_RETRY_DELAY, INITIAL_RETRY_DELAY * 2**attempt)
+        if response is not None and has_key and _still_running(response):
+            now = _monotonic()
+            if retries.running_since is None:
+                retries.running_since = now
+            left = self.timeout - (now - retries.running_since)
+            delay = self._wait(response, retries.spent)
+            return None if delay is None or left <= 0 else min(delay, left)
+        if retries.spent >= self.max_retries:
+            return None
+        if response is not None and response.status_code not in RETRYABLE_STATUS_CODES:
+            return None
+        delay = self._wait(response, retries.spent)
+        if delay is not None:
+            retries.spent += 1
+        return delay
+
+    @staticmethod
+    def _wait(response: httpx.Response | None, spent: int) -> float | None:
+        """The response's ``Retry-After`` (None if it asks for more than
+        ``MAX_RETRY_AFTER``), else a backoff that doubles with the retries spent."""
+        retry_after = parse_retry_after(response.headers) if response is not None else None
+        if retry_after is not None:
+            return retry_after if retry_after <= MAX_RETRY_AFTER else None
+        backoff = min(MAX_RETRY_DELAY, INITIAL_RETRY_DELAY * 2**spent)
         # Jitter down by up to a quarter so clients that failed together spread out.
         return backoff * (1 - 0.25 * random.random())
 
@@ -393,15 +429,28 @@ class BaseClient:
                 request.headers.get("x-correlation-id"),
             )
 
-    def _log_retry(self, request: httpx.Request, attempt: int, delay: float, reason: str) -> None:
-        if self.log_requests:
+    def _log_retry(
+        self, request: httpx.Request, retries: Retries, delay: float, reason: str
+    ) -> None:
+        if not self.log_requests:
+            return
+        if reason == str(IN_PROGRESS_STATUS):  # the one 409 retried: a keyed request running
             self.logger.warning(
-                "%s %s failed (%s); retry %d of %d in %.2f s correlation_id=%s",
+                "%s %s: the first request with its Idempotency-Key is still running; "
+                "asking again in %.2f s correlation_id=%s",
                 request.method,
                 self._display_url(request),
-                self._redact(reason),
-                attempt + 1,
-                self.max_retries,
                 delay,
                 request.headers.get("x-correlation-id"),
             )
+            return
+        self.logger.warning(
+            "%s %s failed (%s); retry %d of %d in %.2f s correlation_id=%s",
+            request.method,
+            self._display_url(request),
+            self._redact(reason),
+            retries.spent,
+            self.max_retries,
+            delay,
+            request.headers.get("x-correlation-id"),
+        )

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from ._base_client import BaseClient
+from ._base_client import BaseClient, Retries
 from ._constants import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
 from .resources.conversations import AsyncConversations, Conversations
 
@@ -66,11 +66,14 @@ class AiriaClient(_ConversationAliases, BaseClient):
             base_url: Server URL; else ``AIRIA_BASE_URL``; else ``http://localhost:8000/``.
             api_key: API key; else ``AIRIA_API_KEY`` when no bearer token is given either.
             bearer_token: Bearer token (JWT), instead of an API key.
-            timeout: Timeout in seconds for each attempt.
+            timeout: Timeout in seconds for each attempt; also the longest wait, in all,
+                for the first attempt of a keyed request that the server says is
+                still running (409 with Retry-After).
             log_requests: Log each request (method, URL, status, time, correlation id).
             custom_logger: Logger to use instead of ``logging.getLogger("airia")``.
             max_retries: Retries of idempotent requests (and of POSTs with an
-                ``Idempotency-Key``) on transient failures.
+                ``Idempotency-Key``) on transient failures. Waiting for a keyed
+                request's first attempt still running spends none of them.
             http_client: An ``httpx.Client`` to send through; the caller keeps ownership.
         """
         super().__init__(
@@ -146,17 +149,17 @@ class AiriaClient(_ConversationAliases, BaseClient):
 
     def _send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
         """Send with retries; return a 2xx response or raise the mapped error."""
-        attempt = 0
+        retries = Retries()
         while True:
             started = time.perf_counter()
             try:
                 response = self._pool().send(request, stream=stream)
             except httpx.TransportError as exc:
                 error = self._transport_error(request, exc)
-                delay = self._retry_delay(request, attempt, None)
+                delay = self._retry_delay(request, retries, None)
                 if delay is None:
                     raise error from exc
-                self._log_retry(request, attempt, delay, type(exc).__name__)
+                self._log_retry(request, retries, delay, type(exc).__name__)
             else:
                 self._log_response(request, response, time.perf_counter() - started)
                 if response.is_success:
@@ -164,12 +167,11 @@ class AiriaClient(_ConversationAliases, BaseClient):
                 if stream:  # error bodies are small; read them for the exception
                     response.read()
                     response.close()
-                delay = self._retry_delay(request, attempt, response)
+                delay = self._retry_delay(request, retries, response)
                 if delay is None:
                     raise self._status_error(request, response)
-                self._log_retry(request, attempt, delay, str(response.status_code))
+                self._log_retry(request, retries, delay, str(response.status_code))
             _sleep(delay)
-            attempt += 1
             request = self._next_attempt(request)
 
     def _pool(self) -> httpx.Client:
@@ -289,17 +291,17 @@ class AiriaAsyncClient(_ConversationAliases, BaseClient):
 
     async def _send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
         """Send with retries; return a 2xx response or raise the mapped error."""
-        attempt = 0
+        retries = Retries()
         while True:
             started = time.perf_counter()
             try:
                 response = await self._pool().send(request, stream=stream)
             except httpx.TransportError as exc:
                 error = self._transport_error(request, exc)
-                delay = self._retry_delay(request, attempt, None)
+                delay = self._retry_delay(request, retries, None)
                 if delay is None:
                     raise error from exc
-                self._log_retry(request, attempt, delay, type(exc).__name__)
+                self._log_retry(request, retries, delay, type(exc).__name__)
             else:
                 self._log_response(request, response, time.perf_counter() - started)
                 if response.is_success:
@@ -307,12 +309,11 @@ class AiriaAsyncClient(_ConversationAliases, BaseClient):
                 if stream:  # error bodies are small; read them for the exception
                     await response.aread()
                     await response.aclose()
-                delay = self._retry_delay(request, attempt, response)
+                delay = self._retry_delay(request, retries, response)
                 if delay is None:
                     raise self._status_error(request, response)
-                self._log_retry(request, attempt, delay, str(response.status_code))
+                self._log_retry(request, retries, delay, str(response.status_code))
             await _async_sleep(delay)
-            attempt += 1
             request = self._next_attempt(request)
 
     def _pool(self) -> httpx.AsyncClient:

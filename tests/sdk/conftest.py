@@ -20,6 +20,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+import airia._base_client
 import airia._client
 import airia.cli
 from airia import AiriaAsyncClient, AiriaClient
@@ -363,7 +364,8 @@ def server() -> FakeServer:
 
 @pytest.fixture
 def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Record retry delays instead of waiting them out."""
+    """Record retry delays instead of waiting them out; the clients' clock moves on by
+    the delays recorded, as if they had been waited."""
     delays: list[float] = []
 
     async def fake_async_sleep(delay: float) -> None:
@@ -371,6 +373,7 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
     monkeypatch.setattr(airia._client, "_sleep", delays.append)
     monkeypatch.setattr(airia._client, "_async_sleep", fake_async_sleep)
+    monkeypatch.setattr(airia._base_client, "_monotonic", lambda: 1000.0 + sum(delays))
     return delays
 
 

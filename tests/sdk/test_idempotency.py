@@ -117,11 +117,31 @@ def test_409_with_retry_after_is_retried_after_waiting(call, cid, server: FakeSe
     assert sleeps == [1.0] and added.message_id == "m1"
 
 
-def test_409_while_running_gives_up_after_max_retries(api, server: FakeServer, sleeps):
-    server.script(*(in_progress() for _ in range(3)))
+def test_409_while_running_is_waited_out_without_spending_retries(api, server: FakeServer, sleeps):
+    """The first attempt is still running (slower than the client's timeout): giving up
+    after max_retries would report a failure for a write that then lands."""
+    server.script(*(in_progress() for _ in range(5)), problem(503, "busy"))
+    created = api(max_retries=1)("create_conversation", user_id="u", idempotency_key="k")
+    assert list(server.conversations) == [created.conversation_id]
+    assert _keys(server.requests) == ["k"] * 7
+    assert sleeps[:5] == [1.0] * 5 and len(sleeps) == 6
+
+
+def test_409_while_running_gives_up_after_the_clients_timeout(api, server: FakeServer, sleeps):
+    server.script(*(in_progress() for _ in range(20)))
+    with pytest.raises(ConflictError) as caught:
+        api(timeout=3.5)("create_conversation", user_id="u", idempotency_key="k")
+    assert sleeps == [1.0, 1.0, 1.0, 0.5] and len(server.requests) == 5
+    assert caught.value.idempotency_key == "k"
+
+
+def test_409_while_running_asking_for_too_long_is_not_waited(call, server: FakeServer, sleeps):
+    running = in_progress()
+    running.headers["Retry-After"] = "3600"
+    server.script(running)
     with pytest.raises(ConflictError):
-        api(max_retries=2)("create_conversation", user_id="u")
-    assert len(server.requests) == 3 and sleeps == [1.0, 1.0]
+        call("create_conversation", user_id="u")
+    assert sleeps == []
 
 
 def test_409_without_retry_after_is_not_retried(call, cid, server: FakeServer, sleeps):

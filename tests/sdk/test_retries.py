@@ -5,6 +5,7 @@ import httpx
 import pytest
 
 from airia import APIConnectionError, InternalServerError, RateLimitError
+from airia._base_client import Retries
 from airia._constants import INITIAL_RETRY_DELAY, MAX_RETRY_DELAY
 
 from .conftest import FakeServer, problem
@@ -48,7 +49,7 @@ def test_max_retries_zero_disables(api, server: FakeServer, sleeps):
 def test_backoff_is_capped(client, sleeps):
     request = httpx.Request("GET", "http://x/")
     client.max_retries = 20
-    assert client._retry_delay(request, 15, None) <= MAX_RETRY_DELAY
+    assert client._retry_delay(request, Retries(spent=15), None) <= MAX_RETRY_DELAY
 
 
 def test_post_without_a_key_is_never_retried(api, server: FakeServer, sleeps):
