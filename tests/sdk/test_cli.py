@@ -5,7 +5,7 @@ import json
 import httpx
 import pytest
 
-from .conftest import FakeServer, problem
+from .conftest import AnswerLost, FakeServer, problem
 
 
 def test_create_human(run, server: FakeServer):
@@ -316,3 +316,73 @@ def test_an_error_from_the_server_is_shown_escaped(run, server: FakeServer):
     code, _, err = run("conversations", "get", "c")
     assert code == 1 and err.count("\n") == 1 and "\x1b" not in err
     assert f"Not found{SHOWN}" in err and "(gone\\nerror: forged)" in err
+
+
+# -- writes that send an Idempotency-Key --------------------------------------------
+
+WRITES = {
+    "conversations create": ["conversations", "create", "--user-id", "u"],
+    "conversations update": ["conversations", "update", "c", "--title", "t"],
+    "conversations delete": ["conversations", "delete", "c"],
+    "messages add": ["messages", "add", "c", "--message", "hi"],
+    "messages truncate": ["messages", "truncate", "c", "m"],
+    "identities remove": ["identities", "remove", "c", "xi1"],
+    "attachments upload": ["attachments", "upload", "c", "report.pdf"],
+}
+
+
+def _running() -> httpx.Response:
+    response = problem(409, "A request with this Idempotency-Key is still running")
+    response.headers["Retry-After"] = "1"
+    return response
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "report.pdf").write_bytes(b"%PDF-1.4")
+
+
+@pytest.mark.parametrize("write", WRITES)
+def test_a_write_sends_the_key_given(run, server: FakeServer, in_tmp, write):
+    run(*WRITES[write], "--idempotency-key", "job-7")
+    assert server.last.headers["Idempotency-Key"] == "job-7"
+
+
+@pytest.mark.parametrize("write", WRITES)
+@pytest.mark.parametrize(
+    "failure",
+    [lambda: httpx.ConnectError("refused"), lambda: problem(503, "busy"), _running],
+    ids=["connect", "503", "409-running"],
+)
+def test_a_write_that_may_have_been_done_names_its_key(
+    run, server: FakeServer, in_tmp, write, failure
+):
+    """Re-run as it was, with a new key, it could be done twice: the line says how not to."""
+    server.script(*(failure() for _ in range(40)))
+    code, out, err = run(*WRITES[write])
+    key = server.last.headers["Idempotency-Key"]
+    assert code == 1 and out == "" and len(err.splitlines()) == 1
+    assert err.startswith("error: ")
+    assert err.rstrip().endswith(
+        f"; it may have been done: re-run with --idempotency-key {key} to have it done once"
+    )
+
+
+def test_a_write_that_definitely_failed_names_no_key(run, server: FakeServer):
+    code, _, err = run("conversations", "delete", "missing")
+    assert code == 1 and "idempotency-key" not in err
+
+
+def test_a_key_the_shell_would_split_is_quoted(run, server: FakeServer):
+    server.script(*(httpx.ConnectError("refused") for _ in range(3)))
+    _, _, err = run("messages", "add", "c", "--message", "hi", "--idempotency-key", "my job 7")
+    assert "--idempotency-key 'my job 7' to have" in err
+
+
+def test_a_delete_whose_answer_was_lost_says_it_was_done(run, server: FakeServer):
+    cid = json.loads(server._create({"userId": "u"}).content)["conversationId"]
+    server.script(AnswerLost())
+    code, out, err = run("conversations", "delete", cid)
+    assert (code, err) == (0, "") and out == f"Deleted conversation {cid}\n"
+    assert cid not in server.conversations

@@ -17,7 +17,14 @@ from .._client import AiriaClient
 from .._exceptions import AiriaAPIError
 from .._version import __version__
 from . import _attachments, _identities, _messages, _sharing
-from ._output import conversation_table, error_line, feed_table, to_json, visible
+from ._output import (
+    conversation_table,
+    error_line,
+    feed_table,
+    key_option,
+    to_json,
+    visible,
+)
 
 # Tests replace this to send through an httpx.MockTransport.
 client_factory: Callable[..., AiriaClient] = AiriaClient
@@ -66,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deployment-id")
     p.add_argument("--bookmark", action="store_true", help="bookmark it")
     p.add_argument("--data-source-files", type=_json_object, metavar="JSON")
+    key_option(p)
     p.set_defaults(handler=_create)
 
     p = cmds.add_parser("get", help="show a conversation and its messages", parents=common)
@@ -74,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmds.add_parser("delete", help="delete a conversation permanently", parents=common)
     p.add_argument("conversation_id", metavar="ID")
+    key_option(p)
     p.set_defaults(handler=_delete)
 
     p = cmds.add_parser("update", help="update a conversation", parents=common)
@@ -83,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-source-files", type=_json_object, metavar="JSON")
     p.add_argument("--last-execution-status", metavar="STATUS")
     p.add_argument("--last-execution-id", metavar="ID")
+    key_option(p)
     p.set_defaults(handler=_update)
 
     p = cmds.add_parser("list", help="list conversations, one page", parents=common)
@@ -109,6 +119,7 @@ def _create(client: AiriaClient, args: argparse.Namespace) -> str:
         data_source_files=args.data_source_files,
         is_bookmarked=args.bookmark,
         correlation_id=args.correlation_id,
+        idempotency_key=args.idempotency_key,
     )
     return to_json(result) if args.json else conversation_table(result)
 
@@ -122,7 +133,9 @@ def _get(client: AiriaClient, args: argparse.Namespace) -> str:
 
 def _delete(client: AiriaClient, args: argparse.Namespace) -> str:
     client.conversations.delete_conversation(
-        args.conversation_id, correlation_id=args.correlation_id
+        args.conversation_id,
+        correlation_id=args.correlation_id,
+        idempotency_key=args.idempotency_key,
     )
     # The server answers 204 with no body, so there is no JSON to print.
     return "" if args.json else f"Deleted conversation {args.conversation_id}"
@@ -137,6 +150,7 @@ def _update(client: AiriaClient, args: argparse.Namespace) -> str:
         last_execution_status=args.last_execution_status,
         last_execution_id=args.last_execution_id,
         correlation_id=args.correlation_id,
+        idempotency_key=args.idempotency_key,
     )
     return to_json(result) if args.json else conversation_table(result)
 

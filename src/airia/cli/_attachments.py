@@ -13,7 +13,7 @@ from urllib.parse import unquote, urlsplit
 
 from .._client import AiriaClient
 from .._files import CHUNK_SIZE, fit_file_name, save
-from ._output import attachments_table, conversation_table, human_size, to_json, visible
+from ._output import attachments_table, conversation_table, human_size, key_option, to_json, visible
 
 
 class CommandError(Exception):
@@ -33,6 +33,7 @@ def register(groups: argparse._SubParsersAction, common: list[argparse.ArgumentP
     p.add_argument("path", metavar="PATH")
     p.add_argument("--source", choices=["user", "agent"], default="agent")
     p.add_argument("--content-type", metavar="TYPE", help="default: guessed from the name")
+    key_option(p)
     p.set_defaults(handler=_upload)
 
     p = cmds.add_parser("list", help="list a conversation's attachments", parents=common)
@@ -109,6 +110,7 @@ def _upload(client: AiriaClient, args: argparse.Namespace) -> str:
                 content_type=args.content_type,
                 source=args.source,
                 correlation_id=args.correlation_id,
+                idempotency_key=args.idempotency_key,
             )
         finally:
             if progress is not None:

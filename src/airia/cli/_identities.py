@@ -6,7 +6,7 @@ import argparse
 import json
 
 from .._client import AiriaClient
-from ._output import conversation_table, identities_table, to_json
+from ._output import conversation_table, identities_table, key_option, to_json
 
 
 def register(groups: argparse._SubParsersAction, common: list[argparse.ArgumentParser]) -> None:
@@ -32,6 +32,7 @@ def register(groups: argparse._SubParsersAction, common: list[argparse.ArgumentP
     p = cmds.add_parser("remove", help="remove an external identity", parents=common)
     p.add_argument("conversation_id", metavar="CONVERSATION_ID")
     p.add_argument("identity_id", metavar="IDENTITY_ID")
+    key_option(p)
     p.set_defaults(handler=_remove)
 
     p = cmds.add_parser("find", help="the conversation an outside thread maps to", parents=common)
@@ -61,7 +62,10 @@ def _list(client: AiriaClient, args: argparse.Namespace) -> str:
 
 def _remove(client: AiriaClient, args: argparse.Namespace) -> str:
     client.conversations.remove_external_identity(
-        args.conversation_id, args.identity_id, correlation_id=args.correlation_id
+        args.conversation_id,
+        args.identity_id,
+        correlation_id=args.correlation_id,
+        idempotency_key=args.idempotency_key,
     )
     return "" if args.json else f"Removed external identity {args.identity_id}"
 

@@ -6,7 +6,7 @@ import argparse
 
 from .._client import AiriaClient
 from ..types.api.conversations import MessagePage
-from ._output import conversation_table, messages_table, to_json
+from ._output import conversation_table, key_option, messages_table, to_json
 
 
 def register(groups: argparse._SubParsersAction, common: list[argparse.ArgumentParser]) -> None:
@@ -19,6 +19,7 @@ def register(groups: argparse._SubParsersAction, common: list[argparse.ArgumentP
     p.add_argument("--role", choices=["user", "assistant", "system"], default="user")
     p.add_argument("--user-id", help="the user it is from (with an API key)")
     p.add_argument("--image", action="append", metavar="URL", help="image URL (repeatable)")
+    key_option(p)
     p.set_defaults(handler=_add)
 
     p = cmds.add_parser("list", help="list messages, one page or --all", parents=common)
@@ -34,6 +35,7 @@ def register(groups: argparse._SubParsersAction, common: list[argparse.ArgumentP
     )
     p.add_argument("conversation_id", metavar="ID")
     p.add_argument("message_id", metavar="MESSAGE_ID")
+    key_option(p)
     p.set_defaults(handler=_truncate)
 
 
@@ -45,6 +47,7 @@ def _add(client: AiriaClient, args: argparse.Namespace) -> str:
         images=args.image,
         user_id=args.user_id,
         correlation_id=args.correlation_id,
+        idempotency_key=args.idempotency_key,
     )
     return to_json(result) if args.json else conversation_table(result)
 
@@ -72,6 +75,9 @@ def _list(client: AiriaClient, args: argparse.Namespace) -> str:
 
 def _truncate(client: AiriaClient, args: argparse.Namespace) -> str:
     result = client.conversations.truncate_messages(
-        args.conversation_id, args.message_id, correlation_id=args.correlation_id
+        args.conversation_id,
+        args.message_id,
+        correlation_id=args.correlation_id,
+        idempotency_key=args.idempotency_key,
     )
     return to_json(result) if args.json else conversation_table(result)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import shlex
 from datetime import datetime
 from typing import Any
 
@@ -201,6 +203,16 @@ def event_line(event: ConversationEvent) -> str:
     return visible(line.rstrip())
 
 
+def key_option(parser: argparse.ArgumentParser) -> None:
+    """``--idempotency-key`` of a write that sends one: the key its error line names
+    when it may have been done, so that a re-run with it is done once."""
+    parser.add_argument(
+        "--idempotency-key",
+        metavar="KEY",
+        help="Idempotency-Key to send (default: a fresh one); to re-run a write that failed",
+    )
+
+
 def error_line(error: AiriaAPIError) -> str:
     """One line for stderr: ``error: 404 Not Found: Conversation not found (correlation id …)``."""
     if error.status_code is None:  # no HTTP status: connection errors, closed WebSockets
@@ -219,4 +231,19 @@ def error_line(error: AiriaAPIError) -> str:
                 text += f" (conversation {existing})"
     if error.correlation_id:
         text += f" (correlation id {error.correlation_id})"
+    if error.idempotency_key is not None and _maybe_done(error):
+        again = shlex.quote(error.idempotency_key)
+        text += (
+            f"; it may have been done: re-run with --idempotency-key {again} to have it done once"
+        )
     return f"error: {visible(text)}"
+
+
+def _maybe_done(error: AiriaAPIError) -> bool:
+    """Whether a write that failed so may have been done all the same: no answer came,
+    the server failed (5xx), or it was still running the first attempt (409 with
+    Retry-After). Re-run with a new key, it could then be done twice."""
+    if error.status_code is None or error.status_code >= 500:
+        return True
+    running = error.response is not None and "retry-after" in error.response.headers
+    return error.status_code == 409 and running
