@@ -36,4 +36,4 @@ CLOSE_NORMAL = 1000  # the conversation was deleted: stop
 CLOSE_GOING_AWAY = 1001  # the server is restarting: reconnect
 CLOSE_ABNORMAL = 1006  # no close frame (connection dropped): reconnect
 CLOSE_POLICY_VIOLATION = 1008  # refused or access removed: stop with an error
-CLOSE_RESUME = 4000  # this client fell behind: reconnect at once with after=<last>
+CLOSE_RESUME = 4000  # fell behind, or after= past the end: reconnect after the reason's N

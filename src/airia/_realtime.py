@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import random
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -46,9 +47,10 @@ def close_action(code: int | None) -> Action:
     """What a close code asks of the client.
 
     ``stop``: the conversation is gone (1000). ``fail``: refused or access
-    removed (1008). ``resume``: the client fell behind (4000), reconnect at
-    once. ``reconnect``: anything else, the server going away (1001) and a
-    dropped connection (1006 or ``None``) included.
+    removed (1008). ``resume``: the client fell behind, or resumed past the
+    last stored event (4000); reconnect at once, after the sequence the reason
+    names (see ``resume_point``). ``reconnect``: anything else, the server
+    going away (1001) and a dropped connection (1006 or ``None``) included.
 
     Example:
         ```python
@@ -111,6 +113,27 @@ def plan_after_close(
     if action == "resume" and attempt == 0:
         return Step("reconnect", 0.0)
     return Step("reconnect", backoff_delay(attempt))
+
+
+_RESUME_REASON = re.compile(r"resume after=(\d{1,20})")
+
+
+def resume_point(reason: str) -> int | None:
+    """The sequence a 4000 close's reason says to resume after (``resume after=N``).
+
+    After a fall-behind it is the last event the server sent; after an ``after``
+    past the last stored event, where the server's history ends (a database
+    restored from an older backup, say), which may be below what the client has
+    seen. Resuming with the old ``after`` would be refused again, forever.
+
+    Example:
+        ```python
+        assert resume_point("resume after=41") == 41
+        assert resume_point("going away") is None
+        ```
+    """
+    match = _RESUME_REASON.fullmatch(reason)
+    return int(match.group(1)) if match else None
 
 
 def resume_url(websocket_url: str, after: int | None) -> str:
@@ -184,6 +207,10 @@ class BaseEventStream:
         self.reconnect = reconnect
         self.max_reconnect_attempts = max_reconnect_attempts
         self._attempt = 0
+        self._resumed_at: int | None = None
+        """Where the last 4000 close said to resume: another saying the same means the
+        socket between delivered nothing, and reconnecting at once would spin."""
+        self._stalled_resumes = 0
         self._last_reason = ""
         self._opened_once = False
         self._finished = False
@@ -218,9 +245,12 @@ class BaseEventStream:
         """Seconds to wait before reconnecting after a close; raises when it must not."""
         self.close_code = code
         self._last_reason = reason
+        attempt = self._attempt
+        if code == CLOSE_RESUME:
+            attempt = max(attempt, self._resume_from(reason))
         step = plan_after_close(
             code,
-            self._attempt,
+            attempt,
             reconnect=self.reconnect,
             max_attempts=self.max_reconnect_attempts,
         )
@@ -236,6 +266,20 @@ class BaseEventStream:
             )
         self._attempt += 1
         return step.delay
+
+    def _resume_from(self, reason: str) -> int:
+        """Take a 4000 close's resume point; return how many 4000 closes in a row said
+        it without an event between (each counts as a failed reconnect)."""
+        point = resume_point(reason)
+        if point is not None:
+            # Below what was delivered means another history: its events are new.
+            self.last_sequence = point
+        if self.last_sequence == self._resumed_at:
+            self._stalled_resumes += 1
+        else:
+            self._stalled_resumes = 0
+        self._resumed_at = self.last_sequence
+        return self._stalled_resumes
 
     def _on_connect_error(self, exc: Exception) -> float:
         """Seconds to wait before trying again after a failed connect; raises when it must not.

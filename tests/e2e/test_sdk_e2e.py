@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timezone
+from typing import Any
 
 import httpx
 import pytest
@@ -360,8 +362,6 @@ async def test_async_round_trip(aclient: AiriaAsyncClient, user_id: str) -> None
 
 
 async def test_async_concurrent_creates_all_land(aclient: AiriaAsyncClient, user_id: str) -> None:
-    import asyncio
-
     created = await asyncio.gather(
         *(
             aclient.conversations.create_conversation(user_id=user_id, title=f"c{i}")
@@ -380,3 +380,27 @@ async def test_async_unknown_ids_are_404(aclient: AiriaAsyncClient, conversation
     with pytest.raises(AiriaAPIError) as info:
         await aclient.conversations.get_conversation(conversation_id)
     assert info.value.status_code == 404
+
+
+# --- events -------------------------------------------------------------------------
+
+
+async def eventually(check: Any) -> None:
+    for _ in range(200):
+        if check():
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail("not within 10 s")
+
+
+async def test_events_after_past_the_end_go_on_from_the_last_stored_event(
+    aclient: AiriaAsyncClient, user_id: str
+) -> None:
+    cid = (await aclient.conversations.create_conversation(user_id=user_id)).conversation_id
+    await aclient.conversations.add_message(cid, "one")
+    async with aclient.conversations.events(cid, after=100) as stream:
+        first = asyncio.create_task(stream.__anext__())
+        await eventually(lambda: stream.last_sequence == 1)  # told by the 4000's reason
+        await aclient.conversations.add_message(cid, "two")
+        event = await asyncio.wait_for(first, 10)
+        assert (event.type, event.sequence, event.data.message) == ("message.created", 2, "two")

@@ -124,6 +124,17 @@ def test_watch_prints_one_line_per_event(run, cid, ws: SocketServer):
     assert ws.paths[0].endswith("&after=3")
 
 
+def test_watch_after_past_the_end_goes_on_from_where_the_history_ends(run, cid, ws: SocketServer):
+    ws.sessions = [
+        [close(4000, "resume after=2")],
+        [ev(3), ev(4, "conversation.deleted"), close(1000)],
+    ]
+    code, out, err = run("conversations", "watch", cid, "--after", "7")
+    assert (code, err) == (0, "")
+    assert [line.split()[1] for line in out.splitlines()] == ["#3", "#4"]
+    assert ws.paths[1].endswith("&after=2")
+
+
 def test_watch_json_lines(run, cid, ws: SocketServer):
     ws.sessions = [[ev(1), ev(2, "conversation.deleted"), close(1000)]]
     code, out, _ = run("--json", "conversations", "watch", cid)

@@ -178,6 +178,44 @@ def test_reconnects_with_a_fresh_ticket_and_resumes_after_the_last_sequence(
     ]
 
 
+def test_an_after_past_the_end_resumes_where_the_close_reason_says(call, cid, ws: SocketServer):
+    # 9 is past the last stored event: the server closes with 4000 and where its
+    # history ends; events above that, live ones too, are then delivered.
+    ws.sessions = [
+        [close(4000, "resume after=5")],
+        [ev(6), ev(7, "conversation.deleted"), close(1000)],
+    ]
+    assert [e.sequence for e in watch(call, cid, after=9)] == [6, 7]
+    assert ws.paths == [
+        f"/v1/Conversations/{cid}/ws?ticket=t1&after=9",
+        f"/v1/Conversations/{cid}/ws?ticket=t2&after=5",
+    ]
+
+
+def test_a_resume_below_what_was_delivered_delivers_that_history(call, cid, ws: SocketServer):
+    # The server came back with an older database: its sequences 4 and 5 are new.
+    ws.sessions = [
+        [ev(11), ev(12), close(1012, "restart")],
+        [close(4000, "resume after=3")],
+        [ev(4), ev(5, "conversation.deleted"), close(1000)],
+    ]
+    assert [e.sequence for e in watch(call, cid)] == [11, 12, 4, 5]
+    assert [p.rsplit("&", 1)[-1] for p in ws.paths[1:]] == ["after=12", "after=3"]
+
+
+def test_a_4000_again_without_progress_backs_off(
+    call, cid, ws: SocketServer, monkeypatch: pytest.MonkeyPatch
+):
+    asked: list[int] = []
+    monkeypatch.setattr("airia._realtime.backoff_delay", lambda attempt: asked.append(attempt) or 0)
+    stuck = [close(4000, "resume after=5")]
+    ws.sessions = [stuck, stuck, stuck, [ev(6), close(4000, "resume after=6")], [close(1000)]]
+    assert [e.sequence for e in watch(call, cid, after=9)] == [6]
+    # The first 4000 and the one after an event reconnect at once; the repeats back off.
+    assert asked == [1, 2]
+    assert len(ws.paths) == 5
+
+
 def test_after_is_sent_on_the_first_connect(call, cid, ws: SocketServer):
     ws.sessions = [[ev(7), ev(8)]]
     assert [e.sequence for e in watch(call, cid, limit=2, after=6)] == [7, 8]

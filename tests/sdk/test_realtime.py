@@ -25,6 +25,7 @@ from airia._realtime import (
     is_transient,
     plan_after_close,
     redact_url,
+    resume_point,
     resume_url,
 )
 from airia.types.api import (
@@ -239,6 +240,34 @@ def test_on_close_counts_attempts_and_resets_on_open(monkeypatch):
     stream._on_open("ws://h/ws?ticket=t")
     assert stream._on_close(1001, "restart") == 0.0
     assert stream.close_code == 1001
+
+
+@pytest.mark.parametrize(
+    ("reason", "point"),
+    [("resume after=41", 41), ("resume after=0", 0), ("", None), ("resume after=x", None)],
+)
+def test_resume_point(reason, point):
+    assert resume_point(reason) == point
+
+
+def test_a_4000_resumes_from_its_reason_and_backs_off_when_it_repeats(monkeypatch):
+    monkeypatch.setattr("airia._realtime.backoff_delay", lambda attempt: float(attempt))
+    stream = _stream(after=9, max_reconnect_attempts=3)
+    assert stream._on_close(4000, "resume after=5") == 0.0
+    assert stream.last_sequence == 5
+    for expected in (1.0, 2.0):
+        stream._on_open("ws://h/ws?ticket=t")
+        assert stream._on_close(4000, "resume after=5") == expected
+    stream._on_open("ws://h/ws?ticket=t")
+    stream._accept(frame("message.created", 6, MESSAGE))
+    assert stream._on_close(4000, "resume after=6") == 0.0
+    for expected in (1.0, 2.0):
+        stream._on_open("ws://h/ws?ticket=t")
+        assert stream._on_close(4000, "resume after=6") == expected
+    stream._on_open("ws://h/ws?ticket=t")
+    # The repeats count against max_reconnect_attempts, although each opened.
+    with pytest.raises(WebSocketClosedError, match="gave up after 3"):
+        stream._on_close(4000, "resume after=6")
 
 
 def test_on_close_refusal_raises_and_normal_close_finishes():
