@@ -153,6 +153,28 @@ def resume_url(websocket_url: str, after: int | None) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
+USER_ID_MAX = 255
+
+
+def signal_user_id(user_id: str) -> str:
+    """``user_id`` checked as the server checks a frame's ``userId``: 1 to 255
+    characters, no NUL, and text that UTF-8 can carry (no lone surrogate).
+
+    Raises ValueError before anything is sent: the server would answer an error
+    frame, which the stream reads as no event at all, so the signal would be lost
+    without a word.
+    """
+    if not isinstance(user_id, str) or not 1 <= len(user_id) <= USER_ID_MAX:
+        raise ValueError(f"user_id must be 1 to {USER_ID_MAX} characters, not {user_id!r:.80}")
+    if "\x00" in user_id:
+        raise ValueError("user_id must not hold NUL characters")
+    try:
+        user_id.encode()
+    except UnicodeEncodeError:
+        raise ValueError("user_id must be text UTF-8 can encode (no lone surrogates)") from None
+    return user_id
+
+
 def redact_url(url: str) -> str:
     """The URL without its query: the ticket in it is a credential."""
     return urlunsplit(urlsplit(url)._replace(query="", fragment=""))

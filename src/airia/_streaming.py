@@ -20,7 +20,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from ._base_client import USER_AGENT
 from ._exceptions import APIConnectionError
-from ._realtime import CONNECT_ERRORS, BaseEventStream
+from ._realtime import CONNECT_ERRORS, BaseEventStream, signal_user_id
 from .types.api.conversations import ConversationEvent
 
 if TYPE_CHECKING:
@@ -51,12 +51,18 @@ def _connect_options(timeout: float) -> dict[str, Any]:
     }
 
 
-def _typing_frame(is_typing: bool) -> str:
-    return json.dumps({"type": "typing", "isTyping": is_typing})
+def _typing_frame(is_typing: bool, user_id: str | None) -> str:
+    return _signal({"type": "typing", "isTyping": is_typing}, user_id)
 
 
-def _presence_frame(action: str) -> str:
-    return json.dumps({"type": "presence", "action": action})
+def _presence_frame(action: str, user_id: str | None) -> str:
+    return _signal({"type": "presence", "action": action}, user_id)
+
+
+def _signal(frame: dict[str, Any], user_id: str | None) -> str:
+    if user_id is not None:
+        frame["userId"] = signal_user_id(user_id)
+    return json.dumps(frame)
 
 
 class EventStream(BaseEventStream):
@@ -143,25 +149,31 @@ class EventStream(BaseEventStream):
         self._ws = None
         self._connection.close()
 
-    def send_typing(self, is_typing: bool = True) -> None:
+    def send_typing(self, is_typing: bool = True, *, user_id: str | None = None) -> None:
         """Tell the others you are (or stopped) typing, over the open channel.
+
+        ``user_id`` names whom the signal is by on an API key's socket (an agent
+        speaking for a user); without it, it is the conversation's owner. A bearer
+        token's socket always signals as its own user. ValueError for a
+        ``user_id`` the server would refuse (empty, over 255 characters, a NUL).
 
         Example:
             ```python
-            events.send_typing(True)
+            events.send_typing(True, user_id="assistant_bot")
             ```
         """
-        self._send(_typing_frame(is_typing))
+        self._send(_typing_frame(is_typing, user_id))
 
-    def send_presence(self, action: str) -> None:
-        """Announce ``joined`` or ``left`` over the open channel.
+    def send_presence(self, action: str, *, user_id: str | None = None) -> None:
+        """Announce ``joined`` or ``left`` over the open channel (``user_id`` as for
+        ``send_typing``).
 
         Example:
             ```python
             events.send_presence("joined")
             ```
         """
-        self._send(_presence_frame(action))
+        self._send(_presence_frame(action, user_id))
 
     def _send(self, frame: str) -> None:
         ws = self._ws
@@ -265,17 +277,17 @@ class AsyncEventStream(BaseEventStream):
         if ws is not None:
             await ws.close()
 
-    async def send_typing(self, is_typing: bool = True) -> None:
+    async def send_typing(self, is_typing: bool = True, *, user_id: str | None = None) -> None:
         """Tell the others you are (or stopped) typing (see ``EventStream.send_typing``).
 
         Example:
             ```python
-            await events.send_typing(True)
+            await events.send_typing(True, user_id="assistant_bot")
             ```
         """
-        await self._send(_typing_frame(is_typing))
+        await self._send(_typing_frame(is_typing, user_id))
 
-    async def send_presence(self, action: str) -> None:
+    async def send_presence(self, action: str, *, user_id: str | None = None) -> None:
         """Announce ``joined`` or ``left`` (see ``EventStream.send_presence``).
 
         Example:
@@ -283,7 +295,7 @@ class AsyncEventStream(BaseEventStream):
             await events.send_presence("joined")
             ```
         """
-        await self._send(_presence_frame(action))
+        await self._send(_presence_frame(action, user_id))
 
     async def _send(self, frame: str) -> None:
         ws = self._ws

@@ -404,3 +404,21 @@ async def test_events_after_past_the_end_go_on_from_the_last_stored_event(
         await aclient.conversations.add_message(cid, "two")
         event = await asyncio.wait_for(first, 10)
         assert (event.type, event.sequence, event.data.message) == ("message.created", 2, "two")
+
+
+async def test_an_api_keys_stream_signals_as_the_user_it_names(
+    aclient: AiriaAsyncClient, user_id: str
+) -> None:
+    cid = (await aclient.conversations.create_conversation(user_id=user_id)).conversation_id
+    await aclient.conversations.add_message(cid, "one")
+    async with aclient.conversations.events(cid, after=0) as stream:
+        assert (await asyncio.wait_for(stream.__anext__(), 10)).sequence == 1
+        await stream.send_typing(True, user_id="assistant_bot")
+        await stream.send_presence("joined")
+        typing, presence = [await asyncio.wait_for(stream.__anext__(), 10) for _ in range(2)]
+    assert (typing.type, typing.data.user_id, typing.data.is_typing) == (
+        "typing",
+        "assistant_bot",
+        True,
+    )
+    assert (presence.type, presence.data.user_id) == ("presence", user_id)  # the owner's

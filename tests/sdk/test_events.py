@@ -338,6 +338,59 @@ async def test_async_stream_sends_typing(async_client, ws: SocketServer):
     assert ws.received == [{"type": "typing", "isTyping": False}]
 
 
+def test_stream_signals_name_the_user_they_are_by(call, cid, ws: SocketServer):
+    ws.sessions = [[ev(1), RECV, RECV, ev(2)]]
+
+    def signal(stream):
+        yield stream.send_typing(True, user_id="bot")
+        yield stream.send_presence("left", user_id="été-🙂")
+
+    if call.kind == "sync":
+        with call.client.conversations.events(cid) as stream:
+            next(stream)
+            list(signal(stream))
+            next(stream)
+    else:
+
+        async def run() -> None:
+            async with call.client.conversations.events(cid) as stream:
+                await stream.__anext__()
+                for sent in signal(stream):
+                    await sent
+                await stream.__anext__()
+
+        asyncio.run(asyncio.wait_for(run(), 10))
+    assert ws.received == [
+        {"type": "typing", "isTyping": True, "userId": "bot"},
+        {"type": "presence", "action": "left", "userId": "été-🙂"},
+    ]
+
+
+@pytest.mark.parametrize("user_id", ["", "u" * 256, "nul\x00here", "lone\ud800"])
+def test_a_signal_naming_a_user_the_server_would_refuse_is_a_value_error(
+    call, cid, ws: SocketServer, user_id: str
+):
+    ws.sessions = [[ev(1), close(1000)]]
+    if call.kind == "sync":
+        with call.client.conversations.events(cid) as stream:
+            next(stream)
+            with pytest.raises(ValueError, match="user_id"):
+                stream.send_typing(True, user_id=user_id)
+            with pytest.raises(ValueError, match="user_id"):
+                stream.send_presence("joined", user_id=user_id)
+        return
+
+    async def run() -> None:
+        async with call.client.conversations.events(cid) as stream:
+            await stream.__anext__()
+            with pytest.raises(ValueError, match="user_id"):
+                await stream.send_typing(True, user_id=user_id)
+            with pytest.raises(ValueError, match="user_id"):
+                await stream.send_presence("joined", user_id=user_id)
+
+    asyncio.run(asyncio.wait_for(run(), 10))
+
+
 def test_sending_before_the_channel_is_open_is_an_error(client):
     stream = client.conversations.events("c")
     with pytest.raises(APIConnectionError, match="not open"):
