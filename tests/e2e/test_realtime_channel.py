@@ -293,6 +293,33 @@ async def test_reconnect_after_the_latest_sequence_replays_nothing(
         assert [e["sequence"] for e in await receive_events(ws, 4)] == [1, 2, 3, 4]
 
 
+async def test_last_sequence_says_where_to_subscribe_from(
+    server: LiveServer, api: Api, user_id: str
+) -> None:
+    """`lastSequence` of the URL's answer and of a GET: the last stored event then, so a
+    socket opened later with `after=` it gets everything stored in between."""
+    headers = server.headers()
+    cid = (await api.create(headers, user_id))["conversationId"]
+    minted = await api.call("GET", f"{COLLECTION}/{cid}/websocket-url", headers)
+    assert minted["lastSequence"] == 0
+    await api.add(headers, cid, "one")
+    await api.call("PUT", f"{COLLECTION}/{cid}", headers, {"title": "t"})
+    got = await api.call("GET", f"{COLLECTION}/{cid}", headers)
+    assert (got["lastSequence"], [m["message"] for m in got["messages"]]) == (2, ["one"])
+    await api.add(headers, cid, "two")  # after the GET and the URL: still delivered
+    async with open_ws(with_query(minted["websocketUrl"], after=str(minted["lastSequence"]))) as ws:
+        events = await receive_events(ws, 3)
+    assert [(e["sequence"], e["type"]) for e in events] == [
+        (1, "message.created"),
+        (2, "conversation.updated"),
+        (3, "message.created"),
+    ]
+    async with open_ws(with_query(minted["websocketUrl"], after=str(got["lastSequence"]))) as ws:
+        assert (await receive_event(ws))["data"]["message"] == "two"
+    fresh = await api.call("GET", f"{COLLECTION}/{cid}/websocket-url", headers)
+    assert fresh["lastSequence"] == 3
+
+
 # --- frames from clients ------------------------------------------------------------------------
 
 

@@ -89,6 +89,7 @@ def conversation_view(
         last_execution_status=record.last_execution_status,
         last_execution_id=record.last_execution_id,
         message_count=record.message_count,
+        last_sequence=record.last_sequence,
     )
 
 
@@ -137,6 +138,9 @@ async def get_conversation(request: Request) -> Response:
     principal = await current_principal(request)
     svc = services(request)
     record = await svc.conversations.get(principal, request.path_params["conversation_id"])
+    # The record first: its last_sequence is then never newer than the messages read
+    # after it (each store's reads see every commit made before they start), so
+    # resuming the channel after it cannot skip a message this answer lacks.
     messages = await shown_messages(svc, record)
     return json_response(conversation_view(request, principal, record, messages))
 

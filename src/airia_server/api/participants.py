@@ -121,7 +121,11 @@ async def websocket_url(request: Request) -> Response:
         principal, request.path_params["conversation_id"]
     )
     url, expires = websocket_url_and_expiry(request, principal, record.id)
-    return json_response(WebSocketUrlResponse(websocket_url=url, expires_at=expires))
+    return json_response(
+        WebSocketUrlResponse(
+            websocket_url=url, expires_at=expires, last_sequence=record.last_sequence
+        )
+    )
 
 
 _BASE = "/v1/Conversations/{conversation_id}"

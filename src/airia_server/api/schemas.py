@@ -149,6 +149,9 @@ class PresenceResponse(Struct, rename="camel", kw_only=True):
 class WebSocketUrlResponse(Struct, rename="camel", kw_only=True):
     websocket_url: str
     expires_at: Timestamp
+    last_sequence: int
+    """Extension: the conversation's last stored event when the URL was minted; open
+    the URL with `after=` it and nothing stored since is missed."""
 
 
 class CreateConversationResponse(Struct, rename="camel", kw_only=True):
@@ -184,6 +187,10 @@ class GetConversationResponse(Struct, rename="camel", kw_only=True):
     message_count: int = 0
     """Extension: how many messages the conversation has; `messages` shows the newest
     AIRIA_CONVERSATION_MESSAGES_LIMIT of them."""
+    last_sequence: int = 0
+    """Extension: the conversation's last stored event, read before `messages`, so it
+    is never newer than they are: a socket opened with `after=` it misses nothing
+    (a message already shown may come again as an event)."""
 
 
 class ConversationFeedItem(Struct, rename="camel", kw_only=True):

@@ -61,6 +61,10 @@ class GetConversationResponse(_Model):
     message_count: int | None = None
     """How many messages the conversation has (this server's extension); ``messages``
     holds the newest of them, up to the server's limit (1,000 by default)."""
+    last_sequence: int | None = None
+    """The conversation's last stored event (this server's extension), never newer
+    than ``messages``: ``events(..., after=last_sequence)`` misses nothing they lack
+    (a message in them may come again as an event)."""
 
 
 class CreateConversationResponse(_Model):

@@ -94,3 +94,6 @@ class WebSocketUrlResponse(_Model):
 
     websocket_url: str
     expires_at: datetime | None = None
+    last_sequence: int | None = None
+    """The conversation's last stored event when the URL was minted (this server's
+    extension): open the URL with ``after=`` it and nothing stored since is missed."""
