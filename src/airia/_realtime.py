@@ -223,7 +223,8 @@ class BaseEventStream:
     ) -> None:
         self.conversation_id = conversation_id
         self.last_sequence = after
-        """The sequence of the last event delivered (or ``after`` until one is)."""
+        """The sequence of the last event delivered; until one is, ``after``, or
+        else the conversation's last stored event when the stream first connected."""
         self.close_code: int | None = None
         """The code of the last close received, once there was one."""
         self.reconnect = reconnect
@@ -239,7 +240,16 @@ class BaseEventStream:
         self._logger = logger
         self._log_requests = log_requests
 
-    def _socket_url(self, websocket_url: str) -> str:
+    def _socket_url(self, websocket_url: str, minted_sequence: int | None = None) -> str:
+        """The URL to open: ``websocket_url`` resuming after the last sequence delivered.
+
+        ``minted_sequence`` is the last stored event when the URL was minted. A
+        stream with nothing to resume from yet starts there, so that what is
+        stored before its first event, during a reconnect too, is not lost. None
+        (a server without ``lastSequence``) leaves it at "from now on".
+        """
+        if self.last_sequence is None:
+            self.last_sequence = minted_sequence
         return resume_url(websocket_url, self.last_sequence)
 
     def _on_open(self, url: str) -> None:

@@ -68,10 +68,11 @@ def _signal(frame: dict[str, Any], user_id: str | None) -> str:
 class EventStream(BaseEventStream):
     """Events of one conversation as they happen; iterate it, ``close()`` it to stop.
 
-    Reconnects by itself (with a fresh ticket, resuming after the last
-    sequence delivered) and delivers each stored event once, in order. Ends
-    after ``conversation.deleted``. ``close()`` may be called from another
-    thread, or a signal handler, to end a blocked iteration.
+    Starts when entered (``with``), or else at the first iteration: from then
+    on no stored event is missed. Reconnects by itself (with a fresh ticket,
+    resuming after the last sequence delivered) and delivers each stored event
+    once, in order. Ends after ``conversation.deleted``. ``close()`` may be
+    called from another thread, or a signal handler, to end a blocked iteration.
 
     Example:
         ```python
@@ -130,8 +131,8 @@ class EventStream(BaseEventStream):
 
     def _open(self) -> None:
         try:
-            url = self._conversations.websocket_url(self.conversation_id).websocket_url
-            url = self._socket_url(url)
+            minted = self._conversations.websocket_url(self.conversation_id)
+            url = self._socket_url(minted.websocket_url, minted.last_sequence)
             ws = self._connection.enter_context(connect(url, **_connect_options(self._timeout)))
         except CONNECT_ERRORS as exc:
             self._wait(self._on_connect_error(exc))
@@ -178,7 +179,9 @@ class EventStream(BaseEventStream):
     def _send(self, frame: str) -> None:
         ws = self._ws
         if ws is None:
-            raise APIConnectionError("The real-time channel is not open; iterate the stream first")
+            raise APIConnectionError(
+                "The real-time channel is not open; enter or iterate the stream first"
+            )
         try:
             ws.send(frame)
         except ConnectionClosed as exc:
@@ -190,6 +193,10 @@ class EventStream(BaseEventStream):
         self._drop()
 
     def __enter__(self) -> EventStream:
+        # Open now, not at the first next(): what is written between entering and
+        # iterating would otherwise be missed.
+        if self._ws is None and not self._finished:
+            self._open()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -254,8 +261,8 @@ class AsyncEventStream(BaseEventStream):
 
     async def _open(self) -> None:
         try:
-            url = (await self._conversations.websocket_url(self.conversation_id)).websocket_url
-            url = self._socket_url(url)
+            minted = await self._conversations.websocket_url(self.conversation_id)
+            url = self._socket_url(minted.websocket_url, minted.last_sequence)
             ws = await async_connect(url, **_connect_options(self._timeout))
         except CONNECT_ERRORS as exc:
             await self._wait(self._on_connect_error(exc))
@@ -300,7 +307,9 @@ class AsyncEventStream(BaseEventStream):
     async def _send(self, frame: str) -> None:
         ws = self._ws
         if ws is None:
-            raise APIConnectionError("The real-time channel is not open; iterate the stream first")
+            raise APIConnectionError(
+                "The real-time channel is not open; enter or iterate the stream first"
+            )
         try:
             await ws.send(frame)
         except ConnectionClosed as exc:
@@ -312,6 +321,9 @@ class AsyncEventStream(BaseEventStream):
         await self._drop()
 
     async def __aenter__(self) -> AsyncEventStream:
+        # Open now, as EventStream.__enter__ does.
+        if self._ws is None and not self._finished:
+            await self._open()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

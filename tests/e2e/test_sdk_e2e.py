@@ -422,3 +422,29 @@ async def test_an_api_keys_stream_signals_as_the_user_it_names(
         True,
     )
     assert (presence.type, presence.data.user_id) == ("presence", user_id)  # the owner's
+
+
+def test_events_written_between_entering_and_iterating_are_delivered(
+    client: AiriaClient, user_id: str
+) -> None:
+    cid = client.conversations.create_conversation(user_id=user_id).conversation_id
+    client.conversations.add_message(cid, "before")
+    with client.conversations.events(cid) as stream:
+        assert stream.last_sequence == 1  # where the stream starts: after "before"
+        client.conversations.add_message(cid, "between")
+        event = next(stream)
+        assert (event.sequence, event.data.message) == (2, "between")
+
+
+async def test_a_gets_last_sequence_continues_from_what_it_showed(
+    aclient: AiriaAsyncClient, user_id: str
+) -> None:
+    cid = (await aclient.conversations.create_conversation(user_id=user_id)).conversation_id
+    await aclient.conversations.add_message(cid, "shown")
+    shown = await aclient.conversations.get_conversation(cid)
+    assert (shown.last_sequence, [m.message for m in shown.messages]) == (1, ["shown"])
+    await aclient.conversations.add_message(cid, "after the GET")
+    assert (await aclient.conversations.websocket_url(cid)).last_sequence == 2
+    async with aclient.conversations.events(cid, after=shown.last_sequence) as stream:
+        event = await asyncio.wait_for(stream.__anext__(), 10)
+        assert (event.sequence, event.data.message) == (2, "after the GET")

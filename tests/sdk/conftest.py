@@ -81,6 +81,8 @@ class FakeServer:
         self.ws_base = "ws://testserver"
         """Where ``websocket-url`` points; a test with a real socket server sets it."""
         self.tickets_issued = 0
+        self.last_sequence: int | None = None
+        """``lastSequence`` of ``websocket-url``'s answer; None leaves it out (an older server)."""
         self.identities: dict[str, dict[str, Any]] = {}
         self.blobs: dict[str, dict[str, Any]] = {}
         """Attachments by blob id, with their ``content``."""
@@ -239,7 +241,10 @@ class FakeServer:
         if route == ("GET", "websocket-url"):
             self.tickets_issued += 1
             url = f"{self.ws_base}/v1/Conversations/{cid}/ws?ticket=t{self.tickets_issued}"
-            return httpx.Response(200, json={"websocketUrl": url, "expiresAt": NOW})
+            minted = {"websocketUrl": url, "expiresAt": NOW}
+            if self.last_sequence is not None:
+                minted["lastSequence"] = self.last_sequence
+            return httpx.Response(200, json=minted)
         if parts[0] in ("external-identities", "agent-attachments", "attachments"):
             return self._attachment_route(request, cid, route, parts)
         return problem(404, "Not found")

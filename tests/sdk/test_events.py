@@ -222,6 +222,47 @@ def test_after_is_sent_on_the_first_connect(call, cid, ws: SocketServer):
     assert ws.paths == [f"/v1/Conversations/{cid}/ws?ticket=t1&after=6"]
 
 
+def test_without_after_the_stream_starts_from_the_first_urls_last_sequence(
+    call, cid, ws: SocketServer, server: FakeServer
+):
+    # A drop before the first event: what was stored meanwhile (8) is still sent.
+    server.last_sequence = 7
+    ws.sessions = [[close(1001)], [ev(8), ev(9, "conversation.deleted"), close(1000)]]
+    assert [e.sequence for e in watch(call, cid)] == [8, 9]
+    assert ws.paths == [
+        f"/v1/Conversations/{cid}/ws?ticket=t1&after=7",
+        f"/v1/Conversations/{cid}/ws?ticket=t2&after=7",
+    ]
+
+
+def test_with_opens_the_socket_on_entering(call, cid, ws: SocketServer):
+    ws.sessions = [[RECV, ev(1)]]
+    conversations = call.client.conversations
+    if call.kind == "sync":
+        with conversations.events(cid) as stream:
+            stream.send_typing(True)  # open: no iteration needed
+            assert next(stream).sequence == 1
+    else:
+
+        async def run() -> None:
+            async with conversations.events(cid) as stream:
+                await stream.send_typing(True)
+                assert (await stream.__anext__()).sequence == 1
+
+        asyncio.run(asyncio.wait_for(run(), 10))
+    assert ws.received == [{"type": "typing", "isTyping": True}]
+    assert len(ws.paths) == 1
+
+
+def test_without_with_the_socket_opens_at_the_first_iteration(client, ws: SocketServer):
+    cid = client.conversations.create_conversation(user_id="owner").conversation_id
+    ws.sessions = [[ev(1)]]
+    stream = client.conversations.events(cid)
+    assert ws.paths == []
+    assert next(stream).sequence == 1 and len(ws.paths) == 1
+    stream.close()
+
+
 def test_access_removed_raises(call, cid, ws: SocketServer):
     ws.sessions = [[ev(1), close(1008, "access removed")]]
     with pytest.raises(WebSocketClosedError) as info:

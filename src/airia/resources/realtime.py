@@ -104,7 +104,8 @@ class Realtime(SyncAPIResource):
         Args:
             conversation_id: The conversation to watch.
             after: Start with the stored events after this sequence (replayed);
-                by default only events from now on.
+                by default the events from the moment the stream is entered
+                (``with`` opens it) or first iterated.
             reconnect: Reconnect after a drop or a server restart.
             max_reconnect_attempts: Consecutive failed reconnects before giving
                 up with ``WebSocketClosedError``; None for no limit.
