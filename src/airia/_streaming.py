@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -42,12 +43,32 @@ frame waits behind events it will never read: waiting longer only delays the cal
 (it was 10 s)."""
 
 
+PING_INTERVAL = 10.0
+PING_TIMEOUT = 10.0
+"""The client pings the server this often, and takes a connection whose pong has not
+come back in this long as dead: a connection dropped without a close (a NAT that
+forgot it, a cable pulled) is noticed within 20 s and resumed, where the library's
+defaults (20 s and 20 s) took 40."""
+
+_library_log = logging.getLogger("airia.websockets")
+"""What the websockets library logs about our connections (a keepalive that timed out
+logs an ERROR with a traceback). The stream says itself what happened and what it
+does (reconnecting, under `airia`), so these go nowhere unless an application adds a
+handler to this logger: not to a program's stderr through Python's last resort, nor
+twice through the `airia` logger's handler."""
+_library_log.addHandler(logging.NullHandler())
+_library_log.propagate = False
+
+
 def _connect_options(timeout: float) -> dict[str, Any]:
     return {
         "open_timeout": timeout,
         "close_timeout": _CLOSE_TIMEOUT,
+        "ping_interval": PING_INTERVAL,
+        "ping_timeout": PING_TIMEOUT,
         "user_agent_header": USER_AGENT,
         "max_size": _MAX_FRAME,
+        "logger": _library_log,
     }
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
 from websockets.sync.server import ServerConnection, serve
 
 from airia import APIConnectionError, NotFoundError, PermissionDeniedError, WebSocketClosedError
@@ -47,6 +48,8 @@ def close(code: int, reason: str = "") -> tuple[str, int, str]:
 
 DROP = ("drop",)
 RECV = ("recv",)
+SILENT = ("silent",)
+"""From here on the server answers no ping: a connection gone without a close."""
 
 
 class SocketServer:
@@ -83,6 +86,14 @@ class SocketServer:
                     return
                 elif action == RECV:
                     self.received.append(json.loads(ws.recv()))
+                elif action == SILENT:
+                    send_frame = ws.protocol.send_frame
+
+                    def no_pongs(frame: Frame, send: Any = send_frame) -> None:
+                        if frame.opcode is not Opcode.PONG:
+                            send(frame)
+
+                    ws.protocol.send_frame = no_pongs  # type: ignore[method-assign]
             for _ in ws:  # hold the connection until the client leaves
                 pass
         except ConnectionClosed:
@@ -261,6 +272,20 @@ def test_without_with_the_socket_opens_at_the_first_iteration(client, ws: Socket
     assert ws.paths == []
     assert next(stream).sequence == 1 and len(ws.paths) == 1
     stream.close()
+
+
+def test_a_connection_gone_silent_is_noticed_by_pings_and_resumed(
+    call, cid, ws: SocketServer, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
+):
+    """No close, no error: only the pings tell. The stream resumes after what it had, and
+    the library's own report of the timeout (an ERROR with a traceback) reaches no
+    stderr of the program's."""
+    monkeypatch.setattr("airia._streaming.PING_INTERVAL", 0.2)
+    monkeypatch.setattr("airia._streaming.PING_TIMEOUT", 0.2)
+    ws.sessions = [[ev(1), SILENT], [ev(2), close(1000)]]
+    assert [e.sequence for e in watch(call, cid)] == [1, 2]
+    assert ws.paths[1].endswith("&after=1")
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def test_access_removed_raises(call, cid, ws: SocketServer):
