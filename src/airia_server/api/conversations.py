@@ -135,7 +135,12 @@ async def _recover_created(
 
 
 async def get_conversation(request: Request) -> Response:
-    principal = await current_principal(request)
+    return await _conversation_now(request, await current_principal(request))
+
+
+async def _conversation_now(request: Request, principal: Principal) -> Response:
+    """The conversation as `principal` may see it now: a GET's answer, and a keyed
+    update's replay (whose first answer is not kept: it holds the messages)."""
     svc = services(request)
     record = await svc.conversations.get(principal, request.path_params["conversation_id"])
     # The record first: its last_sequence is then never newer than the messages read
@@ -280,7 +285,7 @@ routes = [
     resource(
         "/v1/Conversations/{conversation_id}",
         GET=get_conversation,
-        PUT=idempotent(update_conversation),
+        PUT=idempotent(update_conversation, current=_conversation_now),
         DELETE=idempotent(delete_conversation),
     ),
 ]

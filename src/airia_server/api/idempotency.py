@@ -50,6 +50,9 @@ Recover = Callable[[Request, Principal, str], Awaitable[Response | None]]
 """The answer the request that created the resource with this id gave, rebuilt from
 the resource; None if there is no such resource (the request never committed)."""
 
+Current = Callable[[Request, Principal], Awaitable[Response]]
+"""The answer a replay gets, made from the resource as it is now (see `idempotent`)."""
+
 _RESOURCE_ID = "airia.resource_id"
 
 
@@ -99,9 +102,11 @@ async def run_once(
     produce: Callable[[], Awaitable[Response]],
     recover: Recover | None = None,
     earlier_fingerprint: bytes | None = None,
+    current: Current | None = None,
 ) -> Response:
     """`earlier_fingerprint`: the request as earlier versions fingerprinted it, where
-    that differs (the raw body, for JSON)."""
+    that differs (the raw body, for JSON). `current`: the answer is not kept, only its
+    status; a replay gets `current`'s (see `idempotent`)."""
     given = key = _key(request)
     if key is None:
         return await produce()
@@ -145,6 +150,8 @@ async def run_once(
             await store.finish_idempotency_key(principal.tenant_id, key, claimed_at, status, body)
             return _stored(status, body)
     if claim.state == "replay":
+        if current is not None:
+            return _replayed(await current(request, principal))
         return _stored(claim.status or 200, claim.response or b"")
     if claim.state == "mismatch":
         raise ValidationFailed(
@@ -193,8 +200,9 @@ async def run_once(
         await store.release_idempotency_key(principal.tenant_id, key, claimed_at)
         raise
     if 200 <= response.status_code < 300:
+        kept = b"" if current is not None else bytes(response.body)
         await store.finish_idempotency_key(
-            principal.tenant_id, key, claimed_at, response.status_code, bytes(response.body)
+            principal.tenant_id, key, claimed_at, response.status_code, kept
         )
     else:
         await store.release_idempotency_key(principal.tenant_id, key, claimed_at)
@@ -263,10 +271,19 @@ def _json_fingerprint(body: bytes) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
-def idempotent(handler: Endpoint, recover: Recover | None = None) -> Endpoint:
+def idempotent(
+    handler: Endpoint, recover: Recover | None = None, *, current: Current | None = None
+) -> Endpoint:
     """For JSON POSTs, PUTs and DELETEs: the body (a DELETE's is empty) is read, within
     the size limit, to fingerprint the request; `recover` rebuilds a create's answer
-    from what it created (see the module's docstring)."""
+    from what it created (see the module's docstring).
+
+    `current`, for an answer that must not be kept: a conversation's update answers
+    with the conversation and its messages, which a truncation, a delete or a user's
+    erasure must take away from the server, not leave in a stored answer for 24
+    hours. Only its status is kept, and a replay (still done once: no second change,
+    no second event) answers with the resource as it is now, as the caller may see it
+    now (a conversation deleted since is 404)."""
 
     async def wrapper(request: Request) -> Response:
         if HEADER not in request.headers:
@@ -281,6 +298,7 @@ def idempotent(handler: Endpoint, recover: Recover | None = None) -> Endpoint:
             lambda: handler(request),
             recover,
             earlier_fingerprint=body,
+            current=current,
         )
 
     wrapper.__name__ = handler.__name__
