@@ -701,6 +701,9 @@ async def test_resuming_past_the_last_stored_event_is_told_where_it_ends(
     async with open_ws(with_query(url, after="3")) as ws:
         await api.add(server.headers(), cid, "m3")
         assert (await receive_event(ws))["sequence"] == 4
+    # Leading zeros are not digits of the number: 1 in 22 digits is 1.
+    async with open_ws(with_query(url, after="0" * 21 + "1")) as ws:
+        assert [e["sequence"] for e in await receive_events(ws, 3)] == [2, 3, 4]
 
 
 @pytest.mark.parametrize("after", ["1_0", "+1", " 1", "\u0661", "-1", "1.0", "1e3", "0x1"])

@@ -57,7 +57,8 @@ _REPLAY_FIRST_PAGE = 20
 _REPLAY_BUDGET = 1 << 20
 _MAX_CLIENT_FRAME = 4096
 _PAST_ANY_SEQUENCE = 10**18
-"""What a resume `after` of more than 18 digits stands for: past any stored sequence."""
+"""What a resume `after` of more than 18 significant digits stands for: past any
+stored sequence."""
 FRAMES_PER_SECOND = 10
 FRAME_BURST = 20
 """A client's typing and presence frames: each costs a read of the database (its role)
@@ -134,9 +135,10 @@ async def conversation_socket(websocket: WebSocket) -> None:
         if after_raw not in (None, ""):
             if not is_ascii_digits(after_raw):
                 raise InvalidTicket(f"after={after_raw[:20]!r} is not a sequence")
-            # Past 18 digits no sequence can be reached (PostgreSQL's are 64-bit): such
-            # a number is past the end like any other, and is not converted whole.
-            after = int(after_raw) if len(after_raw) <= 18 else _PAST_ANY_SEQUENCE
+            # Past 18 digits (leading zeros aside) no sequence can be reached (they are
+            # 64-bit): such a number is past the end like any other, not converted whole.
+            digits = after_raw.lstrip("0") or "0"
+            after = int(digits) if len(digits) <= 18 else _PAST_ANY_SEQUENCE
         if claims.key_id is not None and not await svc.auth.key_active(claims.key_id):
             raise InvalidTicket("the ticket's API key was revoked")
     except InvalidTicket as exc:
