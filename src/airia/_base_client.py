@@ -70,6 +70,10 @@ def header_value(name: str, value: str) -> str:
         raise ValueError(f"{name} must be non-blank ASCII text, not {value!r}")
     if not value.isprintable():
         raise ValueError(f"{name} must not hold control characters (a line break, a tab)")
+    if value != value.strip(" "):
+        # httpx refuses such a value (as a connection error, retried in vain), and HTTP
+        # would drop the spaces: the server would see another value.
+        raise ValueError(f"{name} must not begin or end with a space, not {value!r}")
     return value
 
 

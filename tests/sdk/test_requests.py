@@ -80,6 +80,9 @@ def test_correlation_id_is_fresh_uuid_per_call(api, server: FakeServer):
         ("idempotency_key", " "),
         ("idempotency_key", "k\r\nX-Injected: 1"),
         ("idempotency_key", "\u201ckey\u201d"),
+        ("idempotency_key", "k1 "),
+        ("idempotency_key", " k1"),
+        ("correlation_id", "id "),
     ],
 )
 def test_a_header_value_the_sdk_cannot_send_is_a_value_error_and_sends_nothing(
