@@ -26,6 +26,35 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _PLACEHOLDERS = {"changeme", "change-me", "secret", "your_secret", "your_api_key", "password"}
 
 
+def _origin(text: str) -> str:
+    """`text` as a browser spells an origin in `Origin`: the scheme and host in lower
+    case, the port only when it is not the scheme's default. A browser's Origin is a
+    scheme, a host and maybe a port: anything more (a path, a query, credentials) could
+    never match one, nor could a port out of range. ValueError for those."""
+    parts = urlsplit(text.strip().rstrip("/"))
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.path
+        or parts.query
+        or parts.fragment
+        or "@" in parts.netloc
+        or port == -1
+        or port == 0
+    ):
+        raise ValueError(
+            f"{text.strip()!r} is not an exact origin (a scheme, a host and an optional "
+            "port from 1 to 65535) like https://app.example.com"
+        )
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    default = {"http": 80, "https": 443}[parts.scheme]
+    return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
+
+
 class Settings(BaseSettings):
     """Every setting, from (highest first) command-line flags, `AIRIA_*` environment
     variables, a TOML config file (`--config` or `AIRIA_CONFIG_FILE`), then defaults."""
@@ -103,7 +132,8 @@ class Settings(BaseSettings):
 
     @property
     def cors_origin_list(self) -> list[str]:
-        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
+        """Each origin as a browser sends it in `Origin`, to be compared as it is."""
+        return [_origin(o) for o in self.cors_origins.split(",") if o.strip()]
 
     feed_max_page_size: int = Field(100, ge=1, le=1000)
     conversation_messages_limit: int = Field(1000, ge=1, le=1_000_000)
@@ -186,21 +216,7 @@ class Settings(BaseSettings):
     @classmethod
     def _exact_origins(cls, value: str) -> str:
         for origin in (o.strip() for o in value.split(",") if o.strip()):
-            parts = urlsplit(origin.rstrip("/"))
-            # A browser's Origin is a scheme, a host and maybe a port: anything more
-            # (a path, a query, credentials) could never match one.
-            if (
-                parts.scheme not in ("http", "https")
-                or not parts.hostname
-                or parts.path
-                or parts.query
-                or parts.fragment
-                or "@" in parts.netloc
-            ):
-                raise ValueError(
-                    f"{origin!r} is not an exact origin (a scheme, a host and an optional "
-                    "port) like https://app.example.com"
-                )
+            _origin(origin)
         return value
 
     @field_validator("log_level")

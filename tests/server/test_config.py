@@ -86,6 +86,23 @@ def test_cors_origins_must_be_exact(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_settings().cors_origin_list == ["https://a.example", "https://b.example"]
 
 
+def test_cors_origins_are_compared_as_a_browser_spells_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A browser sends `Origin` in lower case, without the scheme's default port: an
+    origin configured otherwise never matched, and CORS failed without a word."""
+    monkeypatch.setenv("AIRIA_CORS_ORIGINS", "HTTPS://B.COM,https://c.com:443,http://d.com:8080")
+    assert load_settings().cors_origin_list == [
+        "https://b.com",
+        "https://c.com",
+        "http://d.com:8080",
+    ]
+    for bad in ("https://a.com:99999", "https://a.com:0"):
+        monkeypatch.setenv("AIRIA_CORS_ORIGINS", bad)
+        with pytest.raises(ValidationError):
+            load_settings()
+
+
 @pytest.mark.parametrize(
     "value",
     [
