@@ -39,7 +39,7 @@ from airia_server.domain.identities import IdentityService
 from airia_server.domain.messages import MessageService
 from airia_server.domain.participants import ParticipantService
 from airia_server.domain.ratelimit import RateLimiter
-from airia_server.domain.tickets import TicketSigner, UrlSigner
+from airia_server.domain.tickets import TICKET_KEY_NAME, TicketSigner, UrlSigner
 from airia_server.logs import access_log
 from airia_server.metrics import Metrics
 from airia_server.realtime.hub import LocalHub
@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None) -> AiriaApp:
         if settings.secret_key is not None:
             key = settings.secret_key.get_secret_value().encode()
         else:
-            key = await store.server_secret("ws_ticket_key", os.urandom(32))
+            key = await store.server_secret(TICKET_KEY_NAME, os.urandom(32))
         blobs = open_blob_store(settings, store)
         limiter = RateLimiter(
             settings.rate_limit_per_key,

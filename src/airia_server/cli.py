@@ -56,9 +56,11 @@ from airia_server.config import (  # noqa: E402
     mask_url,
 )
 from airia_server.domain.auth import DEFAULT_TENANT, create_api_key, mint_token  # noqa: E402
+from airia_server.domain.tickets import TICKET_KEY_NAME  # noqa: E402
 from airia_server.logs import configure_logging  # noqa: E402
 from airia_server.storage import open_store  # noqa: E402
 from airia_server.storage.base import SchemaNotCurrent  # noqa: E402
+from airia_server.storage.outages import Outage, outage_of  # noqa: E402
 from airia_server.timeutil import utcnow_iso  # noqa: E402
 
 log = logging.getLogger("airia_server")
@@ -164,6 +166,11 @@ async def _with_store(settings: Settings, action, *, migrate: bool = True):
         await store.close()
 
 
+async def _ticket_key(store: Any) -> None:
+    """The ticket key the application reads at start (`app.lifespan`), made if missing."""
+    await store.server_secret(TICKET_KEY_NAME, os.urandom(32))
+
+
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from airia_server import server
 
@@ -174,6 +181,22 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     # Migrate once here, so many workers do not race to do it.
     asyncio.run(open_store(settings).migrate())
+    if settings.secret_key is None:
+        # The ticket key is kept in the database, made by the first start: on a
+        # database that refuses writes (a standby) that start cannot make it. Said
+        # here in one line, not by every worker's startup traceback.
+        try:
+            asyncio.run(_with_store(settings, _ticket_key))
+        except Exception as exc:
+            if outage_of(exc) is not Outage.READ_ONLY:
+                raise
+            print(
+                "airia-server: the database is read-only and holds no WebSocket ticket key "
+                "yet: start once on a writable database, or set AIRIA_SECRET_KEY (the same "
+                "on every instance)",
+                file=sys.stderr,
+            )
+            return 1
     host = settings.host if ":" not in settings.host else f"[{settings.host}]"  # IPv6
     public = settings.public_url or f"http://{host}:{settings.port}"
     if settings.bootstrap_api_key:  # set, and not to nothing

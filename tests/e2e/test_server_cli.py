@@ -355,3 +355,26 @@ def test_a_read_only_database_with_a_current_schema_is_read_and_served(
     finally:
         backends.alter_database_sync(url, "ALTER DATABASE {name} RESET ALL")
         backends.drop_database_sync(url)
+
+
+def test_a_read_only_database_never_served_says_what_serve_needs(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """Its first start must store the WebSocket ticket key, which a read-only database
+    refuses: one line naming the two ways out, not a traceback from each worker."""
+    backends.require(backends.postgres_problem())
+    url = backends.create_database_sync()
+    try:
+        pg = {**env, "AIRIA_DATABASE_URL": url}
+        ok(pg, "migrate")
+        backends.alter_database_sync(
+            url, "ALTER DATABASE {name} SET default_transaction_read_only = on"
+        )
+        result = run_cli(pg, "serve", "--port", "1")
+        assert result.returncode == 1
+        assert result.stderr.startswith("airia-server: the database is read-only"), result.stderr
+        assert "AIRIA_SECRET_KEY" in result.stderr
+        assert "Traceback" not in result.stderr
+    finally:
+        backends.alter_database_sync(url, "ALTER DATABASE {name} RESET ALL")
+        backends.drop_database_sync(url)

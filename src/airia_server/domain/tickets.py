@@ -17,6 +17,10 @@ import msgspec
 from airia_server import urlsafe
 from airia_server.text import is_ascii_digits
 
+TICKET_KEY_NAME = "ws_ticket_key"
+"""The name under which the database keeps the WebSocket ticket key (`server_secret`),
+when AIRIA_SECRET_KEY does not give one."""
+
 
 class InvalidTicket(Exception):
     pass
