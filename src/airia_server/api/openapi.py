@@ -68,7 +68,14 @@ def _op(
     params: list[dict[str, Any]] | None = None,
     description: str | None = None,
     tag: str = "Conversations",
+    keyed: bool = False,
 ) -> dict[str, Any]:
+    """`keyed`: the operation honours `Idempotency-Key` (docs/api.md): the header, and
+    its answers (409 while the first request with the key runs; 422 for the key reused
+    on another request)."""
+    if keyed:
+        errors = (*errors, 409, 422)
+        params = [*(params or []), _IDEMPOTENCY_KEY]
     responses: dict[str, Any] = {}
     if response or response_schema:
         responses[str(ok)] = {
@@ -103,6 +110,16 @@ def _op(
         op["parameters"] = params
     return op
 
+
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "description": "1 to 255 printable ASCII characters: a retry with the same key and "
+    "request gets the first answer (`Idempotent-Replayed: true`), and the request is done "
+    "once. Kept 24 hours, per caller.",
+}
 
 _CONVERSATION_ID = _path(
     "conversationId", "The conversation's id. Any value that names no visible conversation is 404."
@@ -199,6 +216,7 @@ def openapi_document(max_page_size: int = 100) -> dict[str, Any]:
                 response="CreateConversationResponse",
                 body="CreateConversationRequest",
                 errors=(403,),
+                keyed=True,
             ),
         },
         "/v1/Conversations/feed": {
@@ -230,12 +248,14 @@ def openapi_document(max_page_size: int = 100) -> dict[str, Any]:
                 body="UpdateConversationRequest",
                 errors=(403, 404),
                 description="Fields absent or null keep their value.",
+                keyed=True,
             ),
             "delete": _op(
                 "deleteConversation",
                 "Delete a conversation and everything that belongs to it (Owner)",
                 ok=204,
                 errors=(403, 404),
+                keyed=True,
             ),
         },
         f"{base}/messages": {
@@ -247,6 +267,7 @@ def openapi_document(max_page_size: int = 100) -> dict[str, Any]:
                 response="AddMessageResponse",
                 body="AddMessageRequest",
                 errors=(403, 404),
+                keyed=True,
             ),
             "get": _op(
                 "listMessages",
@@ -263,6 +284,7 @@ def openapi_document(max_page_size: int = 100) -> dict[str, Any]:
                 "Delete a message and every later one (Owner)",
                 response="TruncateMessagesResponse",
                 errors=(403, 404),
+                keyed=True,
             ),
         },
         f"{base}/mark-as-read": {
@@ -304,6 +326,7 @@ def openapi_document(max_page_size: int = 100) -> dict[str, Any]:
                 response="Participant",
                 body="RoleRequest",
                 errors=(403, 404, 409),
+                keyed=True,
             ),
         },
         f"{base}/participants/{{userId}}": {
@@ -313,6 +336,7 @@ def openapi_document(max_page_size: int = 100) -> dict[str, Any]:
                 "Unshare (Owner), or leave (any participant, for themselves)",
                 response="Participant",
                 errors=(403, 404, 409),
+                keyed=True,
             ),
         },
         f"{base}/typing": {
@@ -414,7 +438,11 @@ def openapi_document(max_page_size: int = 100) -> dict[str, Any]:
         f"{base}/external-identities/{{identityId}}": {
             "parameters": [_CONVERSATION_ID, _path("identityId", "The mapping's id")],
             "delete": _op(
-                "removeExternalIdentity", "Remove a mapping (Owner)", ok=204, errors=(403, 404)
+                "removeExternalIdentity",
+                "Remove a mapping (Owner)",
+                ok=204,
+                errors=(403, 404),
+                keyed=True,
             ),
         },
         "/v1/Conversations/external-identities/lookup": {
@@ -456,6 +484,7 @@ def openapi_document(max_page_size: int = 100) -> dict[str, Any]:
                     "Upload a file (multipart, part `file`; Collaborator)",
                     response="Attachment",
                     errors=(400, 403, 404, 413, 415, 422),
+                    keyed=True,
                 ),
                 "requestBody": {
                     "required": True,
@@ -482,6 +511,7 @@ def openapi_document(max_page_size: int = 100) -> dict[str, Any]:
                 response="Attachment",
                 body="Base64UploadRequest",
                 errors=(403, 404),
+                keyed=True,
             ),
         },
         "/v1/attachments/{attachmentId}/content": {
