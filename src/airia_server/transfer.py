@@ -51,7 +51,11 @@ line and is stored with it: a row stored before would be served without bytes
 A line whose row the server could not serve stops the import like a line that
 does not decode (the lines before it are imported, exit code 1): a child whose
 conversation is neither in the file before it nor in the target, or is another
-tenant's; an attachment whose size is not its blob's, or whose blob never comes.
+tenant's; a message above its conversation's messageSeq, or an event above its
+lastSequence (the target's counters when it has the conversation already: its
+row is kept); an attachment whose size is not its blob's, or whose blob never
+comes. A number outside a bigint column (0 to 2^63-1; a counter, below that
+so that the server's next write fits) does not decode.
 
 Idempotency keys are not exported: they live for a day at most, and only
 protect retries of requests in flight, which a move between databases ends
@@ -70,7 +74,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import IO, Annotated, Any, Literal, Protocol
+from typing import IO, Annotated, Any, Literal, NamedTuple, Protocol
 
 import msgspec
 
@@ -100,7 +104,11 @@ class _Line(msgspec.Struct, rename="camel", tag_field="kind", kw_only=True):
 # not decode.
 _STAMP = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z\Z"
 Stamp = Annotated[str, msgspec.Meta(pattern=_STAMP)]
-Size = Annotated[int, msgspec.Meta(ge=0)]
+BIGINT_MAX = 2**63 - 1
+Bigint = Annotated[int, msgspec.Meta(ge=0, le=BIGINT_MAX)]
+"""A size, position or sequence: what the bigint columns (and SQLite's integers) hold."""
+Counter = Annotated[int, msgspec.Meta(ge=0, le=BIGINT_MAX - 1)]
+"""A conversation's counter: the server's next write adds one to it."""
 MessageRole = Literal["user", "assistant", "system"]
 ParticipantRole = Literal["Owner", "Collaborator", "Viewer"]
 ExecutionStatus = Literal["InProgress", "Completed", "Failed", "NotApplicable"]
@@ -141,9 +149,11 @@ class ConversationLine(_Line, tag="conversation"):
     is_bookmarked: bool
     last_execution_status: ExecutionStatus | None
     last_execution_id: str | None
-    message_count: int
-    message_seq: int
-    last_sequence: int
+    message_count: Counter
+    message_seq: Counter
+    """The position of its latest message: no message of it is above it."""
+    last_sequence: Counter
+    """The sequence of its latest event: no event of it is above it."""
     created_at: Stamp
     updated_at: Stamp
 
@@ -160,7 +170,7 @@ class ParticipantLine(_Line, tag="participant"):
 
 class MessageLine(_Line, tag="message"):
     conversation_id: str
-    position: int
+    position: Bigint
     id: str
     user_id: str | None
     role: MessageRole
@@ -174,13 +184,13 @@ class MessageLine(_Line, tag="message"):
 class ReadPositionLine(_Line, tag="read_position"):
     conversation_id: str
     user_id: str
-    position: int
+    position: Bigint
     read_at: Stamp
 
 
 class EventLine(_Line, tag="event"):
     conversation_id: str
-    sequence: int
+    sequence: Bigint
     type: str
     data: msgspec.Raw
     """The stored JSON text, byte for byte."""
@@ -204,7 +214,7 @@ class AttachmentLine(_Line, tag="attachment"):
     sha256: str
     file_name: str
     content_type: str
-    size: Size
+    size: Bigint
     """Equal to its blob's: a download sends it as Content-Length."""
     source: Literal["user", "agent"]
     created_at: Stamp
@@ -213,7 +223,7 @@ class AttachmentLine(_Line, tag="attachment"):
 class BlobLine(_Line, tag="blob"):
     tenant_id: str
     sha256: str
-    size: Size
+    size: Bigint
     created_at: Stamp
     last_used_at: Stamp
     content: bytes = b""
@@ -871,6 +881,17 @@ def _lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
             yield number, line
 
 
+class _Conversation(NamedTuple):
+    """What a conversation's children are checked against: its tenant and counters."""
+
+    tenant_id: str
+    message_seq: int
+    last_sequence: int
+
+
+_CONVERSATION = "SELECT tenant_id, message_seq, last_sequence FROM conversations WHERE id = "
+
+
 class _Writer(Protocol):
     async def insert(self, table: _Table, rows: list[tuple[Any, ...]]) -> int:
         """Insert what is not there yet; how many rows were new."""
@@ -879,8 +900,8 @@ class _Writer(Protocol):
         """Derive what the export does not carry: the feed's copies of each
         conversation's times on its participant rows."""
 
-    async def conversation_tenant(self, conversation_id: str) -> str | None:
-        """The tenant of a conversation already in the target, or None."""
+    async def conversation(self, conversation_id: str) -> _Conversation | None:
+        """A conversation already in the target, or None."""
 
     async def blob_size(self, tenant_id: str, sha256: str) -> int | None:
         """The size of a blob already in the target, or None."""
@@ -917,13 +938,9 @@ class _SqliteWriter:
 
         await self.store._write(op)
 
-    async def conversation_tenant(self, conversation_id: str) -> str | None:
-        row = (
-            self.store._read()
-            .execute("SELECT tenant_id FROM conversations WHERE id = ?", (conversation_id,))
-            .fetchone()
-        )
-        return row[0] if row else None
+    async def conversation(self, conversation_id: str) -> _Conversation | None:
+        row = self.store._read().execute(_CONVERSATION + "?", (conversation_id,)).fetchone()
+        return _Conversation(*row) if row else None
 
     async def blob_size(self, tenant_id: str, sha256: str) -> int | None:
         row = (
@@ -958,10 +975,9 @@ class _PostgresWriter:
             "WHERE c.id = p.conversation_id AND p.conv_updated_at = ''"
         )
 
-    async def conversation_tenant(self, conversation_id: str) -> str | None:
-        return await self.store.pool.fetchval(
-            "SELECT tenant_id FROM conversations WHERE id = $1", conversation_id
-        )
+    async def conversation(self, conversation_id: str) -> _Conversation | None:
+        row = await self.store.pool.fetchrow(_CONVERSATION + "$1", conversation_id)
+        return _Conversation(*row) if row else None
 
     async def blob_size(self, tenant_id: str, sha256: str) -> int | None:
         return await self.store.pool.fetchval(
@@ -1054,9 +1070,9 @@ async def import_stream(
     end: EndLine | None = None
 
     held = 0
-    conversations: dict[str, str] = {}
-    """Tenants of the conversations known to exist (read since the last flush, or
-    looked up in the target since)."""
+    conversations: dict[str, _Conversation] = {}
+    """The conversations known to exist (read since the last flush, or looked up in the
+    target since), as the target keeps them."""
     waiting: dict[tuple[str, str], list[tuple[int, AttachmentLine]]] = {}
     """Attachments whose blob is not in the target yet, by (tenant, sha256), with their
     line numbers: stored with their blob line, or not at all."""
@@ -1076,25 +1092,43 @@ async def import_stream(
     async def problem(item: Row) -> str | None:
         """Why `item` would store a row the server cannot serve, or None."""
         if isinstance(item, ConversationLine):
-            conversations[item.id] = item.tenant_id
+            if item.id not in conversations:
+                # A conversation the target has already keeps its row (the insert does
+                # nothing): its children must fit that row's tenant and counters.
+                conversations[item.id] = await writer.conversation(item.id) or _Conversation(
+                    item.tenant_id, item.message_seq, item.last_sequence
+                )
             return None
         conversation_id = getattr(item, "conversation_id", None)
         if conversation_id is None:
             return None
-        tenant = conversations.get(conversation_id)
-        if tenant is None:
-            tenant = await writer.conversation_tenant(conversation_id)
-            if tenant is None:
+        conversation = conversations.get(conversation_id)
+        if conversation is None:
+            conversation = await writer.conversation(conversation_id)
+            if conversation is None:
                 return (
                     f"{_LINE_KIND[type(item)]}: its conversation {conversation_id!r} is "
                     "neither in the file before it nor in the database"
                 )
-            conversations[conversation_id] = tenant
+            conversations[conversation_id] = conversation
+        tenant = conversation.tenant_id
         tenant_id = getattr(item, "tenant_id", tenant)
         if tenant_id != tenant:
             return (
                 f"{_LINE_KIND[type(item)]} of tenant {tenant_id!r}: its conversation "
                 f"{conversation_id!r} is of tenant {tenant!r}"
+            )
+        # The server's next message or event takes the counter plus one: a row above
+        # it would make that write a duplicate key, for every write after it too.
+        if isinstance(item, MessageLine) and item.position > conversation.message_seq:
+            return (
+                f"message at position {item.position}: above its conversation "
+                f"{conversation_id!r}'s messageSeq ({conversation.message_seq})"
+            )
+        if isinstance(item, EventLine) and item.sequence > conversation.last_sequence:
+            return (
+                f"event of sequence {item.sequence}: above its conversation "
+                f"{conversation_id!r}'s lastSequence ({conversation.last_sequence})"
             )
         return None
 

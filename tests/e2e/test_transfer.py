@@ -926,6 +926,27 @@ def _attachment_without_its_blob(rows: list[dict]) -> int:
     return 4
 
 
+BIGINT_MAX = 2**63 - 1
+
+
+def _counter(rows: list[dict], name: str, value: int) -> int:
+    rows[1][name] = value
+    return 2
+
+
+def _message_position(rows: list[dict], position: int) -> int:
+    rows[2]["position"] = position
+    return 3
+
+
+def _event(rows: list[dict], sequence: int) -> int:
+    """An event after the message, the conversation's lastSequence 1."""
+    rows[1]["lastSequence"] = 1
+    event = {"conversationId": rows[1]["id"], "sequence": sequence, "type": "message.created"}
+    rows.insert(3, {"kind": "event", **event, "data": {}, "createdAt": STAMP})
+    return 4
+
+
 @pytest.mark.parametrize(
     ("damage", "says"),
     [
@@ -934,16 +955,40 @@ def _attachment_without_its_blob(rows: list[dict]) -> int:
         (_message_of_no_conversation, "neither in the file before it nor in the database"),
         (_attachment_of_another_tenant, "is of tenant 't1'"),
         (_attachment_without_its_blob, "neither in the file nor in the database"),
+        (lambda rows: _message_position(rows, 9), "above its conversation"),
+        (lambda rows: _event(rows, 9), "above its conversation"),
+        (lambda rows: _message_position(rows, BIGINT_MAX + 1), "position"),
+        (lambda rows: _event(rows, BIGINT_MAX + 1), "sequence"),
+        (lambda rows: _counter(rows, "messageSeq", BIGINT_MAX), "messageSeq"),
+        (lambda rows: _counter(rows, "lastSequence", BIGINT_MAX), "lastSequence"),
+        (lambda rows: _counter(rows, "messageCount", BIGINT_MAX), "messageCount"),
+        (lambda rows: _counter(rows, "lastSequence", -1), "lastSequence"),
     ],
-    ids=["size-differs", "size-negative", "orphan-message", "other-tenant", "no-blob"],
+    ids=[
+        "size-differs",
+        "size-negative",
+        "orphan-message",
+        "other-tenant",
+        "no-blob",
+        "message-above-seq",
+        "event-above-sequence",
+        "position-overflows",
+        "sequence-overflows",
+        "message-seq-full",
+        "last-sequence-full",
+        "message-count-full",
+        "last-sequence-negative",
+    ],
 )
 def test_an_import_stops_at_a_line_whose_references_or_sizes_would_break_the_server(
     tmp_path: Path, target_url: str, damage, says: str
 ) -> None:
     """Each was imported (exit 0) and stored: an attachment whose Content-Length was not
-    its blob's size (or negative), a message without its conversation. It is damage, like
-    a line that does not decode: the import stops there, naming the line (exit 1), and
-    stores nothing of it."""
+    its blob's size (or negative), a message without its conversation, a message or event
+    above its conversation's counter or a counter with no room left (the server's next
+    write was a 500). A number beyond a bigint was a traceback on SQLite. It is damage,
+    like a line that does not decode: the import stops there, naming the line (exit 1),
+    and stores nothing of it."""
     rows = hand_made_export()
     line = damage(rows)
     path = tmp_path / "damaged.jsonl"
@@ -953,8 +998,34 @@ def test_an_import_stops_at_a_line_whose_references_or_sizes_would_break_the_ser
     assert f"airia-server: {path}:{line}: " in result.stderr and says in result.stderr
     assert "Traceback" not in result.stderr
     assert stored(target_url, "attachments") == 0
-    assert stored(target_url, "conversations") == 1
-    assert stored(target_url, "messages") == (0 if line == 3 else 1)  # the lines before it
+    assert stored(target_url, "conversations") == (0 if line == 2 else 1)  # the lines before it
+    assert stored(target_url, "messages") == (0 if line <= 3 else 1)
+    assert stored(target_url, "conversation_events") == 0
+
+
+def test_an_import_checks_positions_against_the_counters_the_target_keeps(
+    tmp_path: Path, target_url: str
+) -> None:
+    """A conversation the target has already keeps its row: a later file's messages are
+    checked against the stored messageSeq, whether the file has the conversation's line
+    (with higher counters, which the insert ignores) or not."""
+    rows = hand_made_export()
+    first = tmp_path / "first.jsonl"
+    first.write_text(_with_end(rows))
+    env = server_env(target_url, tmp_path)
+    assert run_cli(env, "import", str(first)).returncode == 0
+    later = {**rows[2], "id": str(uuid.uuid4()), "position": 2}
+    for name, lines in [
+        ("with-conversation", [rows[0], {**rows[1], "messageSeq": 2, "messageCount": 2}, later]),
+        ("without-conversation", [rows[0], later]),
+    ]:
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text(_with_end(lines))
+        result = run_cli(env, "import", str(path))
+        assert result.returncode == 1, (name, result.stdout, result.stderr)
+        assert f"{path}:{len(lines)}: message at position 2: above" in result.stderr
+        assert "messageSeq (1)" in result.stderr and "Traceback" not in result.stderr
+    assert stored(target_url, "messages") == 1
 
 
 def test_an_attachment_waits_for_its_blob_and_imports_with_it(
