@@ -178,12 +178,18 @@ def _connect_at_once(address: tuple[str, int], count: int) -> list[socket.socket
 
 
 def _worker_pids(server_pid: int) -> list[int]:
-    """The worker processes of `serve --workers` (not multiprocessing's helpers)."""
-    return [
-        pid
-        for pid in _children(server_pid)
-        if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    ]
+    """The worker processes of `serve --workers` (not multiprocessing's helpers). A
+    child may exit between being listed and being read (an old worker, as SIGHUP
+    replaces it): it is not a worker any more."""
+    workers = []
+    for pid in _children(server_pid):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if b"spawn_main" in cmdline:
+            workers.append(pid)
+    return workers
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the kernel balances SO_REUSEPORT on Linux")
