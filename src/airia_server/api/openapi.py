@@ -32,6 +32,17 @@ def _ref(name: str) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+def _problems(*answers: tuple[int, str]) -> dict[str, Any]:
+    """Responses for these (status, description) pairs, each a problem+json body."""
+    return {
+        str(status): {
+            "description": description,
+            "content": {"application/problem+json": {"schema": _ref("Problem")}},
+        }
+        for status, description in answers
+    }
+
+
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
@@ -90,11 +101,7 @@ def _op(
     codes = {400, 401, 429, 431, *errors, *(_BODY_ERRORS if body else ())}
     if body:
         codes.add(408)
-    for code in sorted(codes):
-        responses[str(code)] = {
-            "description": _ERRORS[code],
-            "content": {"application/problem+json": {"schema": _ref("Problem")}},
-        }
+    responses.update(_problems(*((code, _ERRORS[code]) for code in sorted(codes))))
     op: dict[str, Any] = {
         "operationId": op_id,
         "summary": summary,
@@ -402,17 +409,11 @@ def openapi_document(max_page_size: int = 100) -> dict[str, Any]:
                         "description": "The ticket is missing, invalid, expired or "
                         "for another conversation"
                     },
-                    **{
-                        str(code): {
-                            "description": description,
-                            "content": {"application/problem+json": {"schema": _ref("Problem")}},
-                        }
-                        for code, description in (
-                            (400, _ERRORS[400]),
-                            (426, "Not a WebSocket upgrade"),
-                            (431, _ERRORS[431]),
-                        )
-                    },
+                    **_problems(
+                        (400, _ERRORS[400]),
+                        (426, "Not a WebSocket upgrade"),
+                        (431, _ERRORS[431]),
+                    ),
                 },
             },
         },
@@ -537,19 +538,13 @@ def openapi_document(max_page_size: int = 100) -> dict[str, Any]:
                         "description": "The requested range",
                         "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
                     },
-                    **{
-                        str(c): {
-                            "description": d,
-                            "content": {"application/problem+json": {"schema": _ref("Problem")}},
-                        }
-                        for c, d in (
-                            (400, _ERRORS[400]),
-                            (403, "Invalid or expired link"),
-                            (404, "The attachment no longer exists"),
-                            (416, _ERRORS[416]),
-                            (431, _ERRORS[431]),
-                        )
-                    },
+                    **_problems(
+                        (400, _ERRORS[400]),
+                        (403, "Invalid or expired link"),
+                        (404, "The attachment no longer exists"),
+                        (416, _ERRORS[416]),
+                        (431, _ERRORS[431]),
+                    ),
                 },
             },
         },
