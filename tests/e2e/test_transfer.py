@@ -890,12 +890,7 @@ def target_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'target.db'}"
         return
-    backends.require(backends.postgres_problem())
-    url = backends.create_database_sync()
-    try:
-        yield url
-    finally:
-        backends.drop_database_sync(url)
+    yield request.getfixturevalue("postgres_url")
 
 
 def stored(url: str, table: str) -> int:
