@@ -9,7 +9,9 @@ hours. Keys are the caller's own (per API key, or per user of a bearer token):
 another caller's key neither replays nor blocks. The same key with the same
 request replays the stored response; with a different request it is 422; while
 the first is still running, 409 with Retry-After. A request that fails releases
-its key, so the client can retry it as it was.
+its key, so the client can retry it as it was. An answer that holds what must be
+erasable (a conversation's update answers with its messages) is not stored: only
+its status, and a replay answers with the resource as it is now (`current`).
 
 A server may die between a request's write and the key's finish. So the key names,
 from its first claim, the id of the resource its request creates (`resource_id`,

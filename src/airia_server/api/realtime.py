@@ -14,6 +14,10 @@ Clients may send `{"type": "typing", "isTyping": true}` and
 `{"type": "presence", "action": "joined"}`; they are broadcast like the HTTP
 equivalents, with the same role rules, held to the role as it stands (read for
 each frame, not as the socket last heard it) and to the API key still standing.
+
+A refused socket (a bad ticket, too many sockets) is answered before the upgrade
+with a 403 problem, raised to the middleware like any route's error; the socket
+URL asked for as plain HTTP is 426 (`socket_without_upgrade`).
 """
 
 from __future__ import annotations
