@@ -31,7 +31,7 @@ from airia_server.storage.feed_sql import FeedSql
 from airia_server.storage.outages import DatabaseUnavailable, Outage, outage_of
 from airia_server.storage.postgres import PostgresStore
 from airia_server.storage.postgres import migrations as postgres_migrations
-from airia_server.storage.sqlite import READER_CACHE_KIB, SqliteStore, migrations
+from airia_server.storage.sqlite import PAGE_CACHE_KIB, SqliteStore, migrations
 from airia_server.timeutil import format_us
 
 BASE_US = 1_795_672_894_000_000
@@ -1071,11 +1071,12 @@ async def test_feed_unread_counts_follow_reads_appends_and_truncation(store) -> 
             assert (item.unread_count, item.message_count) == (expected, len(present)), step
 
 
-async def test_the_reader_s_larger_cache_never_serves_a_row_older_than_the_last_commit(
+async def test_the_larger_page_caches_never_serve_a_row_older_than_the_last_commit(
     sqlite_store,
 ) -> None:
     store = sqlite_store
-    assert store._read().execute("PRAGMA cache_size").fetchone()[0] == -READER_CACHE_KIB
+    assert store._read().execute("PRAGMA cache_size").fetchone()[0] == -PAGE_CACHE_KIB
+    assert store._writer_conn.execute("PRAGMA cache_size").fetchone()[0] == -PAGE_CACHE_KIB
     records = [make_record(title="v0") for _ in range(50)]
     for record in records:
         await create(store, record)

@@ -6,6 +6,7 @@ cost microseconds.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -219,9 +220,11 @@ class RequestContextMiddleware:
             correlation_id_var.reset(token)
 
 
+@functools.lru_cache(maxsize=256)
 def _valid_host(host: bytes) -> bool:
     """A URI host and an optional port within 1-65535 (RFC 3986, 3.2.3: an empty one
-    is allowed, and means the default)."""
+    is allowed, and means the default). Remembered: a server sees few distinct hosts,
+    and the match cost a GET about 2% of its time."""
     match = _VALID_HOST.match(host)
     if match is None:
         return False
