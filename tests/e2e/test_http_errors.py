@@ -622,6 +622,38 @@ def test_bad_feed_parameters_are_422(
     assert field in problem["detail"] or field in problem["message"]
 
 
+@pytest.mark.parametrize(
+    "query",
+    [b"userId=%FF", b"filter=%FF", b"filter=%ED%A0%80", b"userId=u%C3"],
+    ids=["ff-user", "ff-filter", "surrogate", "cut-short"],
+)
+def test_a_query_string_that_is_not_utf8_is_400_not_read_as_u_fffd(
+    server: LiveServer, http: httpx.Client, user_id: str, query: bytes
+) -> None:
+    """Read leniently, `%FF` became U+FFFD and the feed answered with the conversations
+    of a user whose id is "\ufffd", and a filter matched titles holding one."""
+    lenient = "\ufffd"
+    made = http.post(
+        COLLECTION,
+        json={"userId": lenient, "title": f"{lenient}!{user_id}"},
+        headers=server.headers(),
+    )
+    assert made.status_code in (200, 201), made.text
+    raw = b"GET " + COLLECTION.encode() + b"/feed?" + query + b" HTTP/1.1\r\n"
+    raw += b"Host: x\r\nConnection: close\r\nX-API-KEY: " + server.api_key.encode() + b"\r\n\r\n"
+    status, headers, body = exchange(server, raw)
+    assert status.startswith(b"HTTP/1.1 400 "), body
+    assert headers[b"content-type"].startswith(b"application/problem+json")
+    assert json.loads(body)["message"] == "Query string is not UTF-8"
+    # Well-formed UTF-8 is read as it is.
+    response = http.get(
+        f"{COLLECTION}/feed",
+        params={"userId": lenient, "filter": f"\ufffd!{user_id}"},
+        headers=server.headers(),
+    )
+    assert response.status_code == 200 and response.json()["totalCount"] == 1
+
+
 # --- routing ------------------------------------------------------------------------
 
 

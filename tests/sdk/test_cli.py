@@ -282,10 +282,17 @@ def test_a_reader_that_stops_reading_ends_the_command_quietly(run, server: FakeS
     assert code == airia.cli.EXIT_BROKEN_PIPE == 141
 
 
-# A line break forges a row, ESC sequences (a colour, OSC "set the window title")
-# drive the reader's terminal, a bidi override reorders what is shown.
-HOSTILE = "a\nb\r\tc\x1b[31mred\x1b]0;pwned\x07\x7f\x9b\u202eevil\u2066"
-SHOWN = "a\\nb\\r\\tc\\x1b[31mred\\x1b]0;pwned\\x07\\x7f\\x9b\\u202eevil\\u2066"
+# A line break forges a row (U+2028 and U+2029 are line breaks to many terminals),
+# ESC sequences (a colour, OSC "set the window title") drive the reader's terminal,
+# a bidi control (an override, an isolate, the marks RLM, LRM, ALM) reorders what
+# is shown.
+HOSTILE = (
+    "a\nb\r\tc\x1b[31mred\x1b]0;pwned\x07\x7f\x9b\u202eevil\u2066\u2028row\u2029\u200f\u200e\u061c"
+)
+SHOWN = (
+    "a\\nb\\r\\tc\\x1b[31mred\\x1b]0;pwned\\x07\\x7f\\x9b\\u202eevil\\u2066"
+    "\\u2028row\\u2029\\u200f\\u200e\\u061c"
+)
 
 
 def test_server_text_is_shown_escaped_never_raw(run, server: FakeServer):

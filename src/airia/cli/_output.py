@@ -35,18 +35,30 @@ def to_json_line(model: BaseModel) -> str:
 
 
 # Server text is another user's: a raw line break would forge a table row or an
-# event line, an ESC sequence would drive this terminal, a bidi override would
-# reorder what is shown. Each is shown as its escape (`\n`, `\x1b`, `\u202e`).
+# event line (U+2028 and U+2029 are line breaks to many terminals and viewers), an
+# ESC sequence would drive this terminal, a bidi control would reorder what is
+# shown (the overrides and isolates, and the marks LRM, RLM and ALM). Each is shown
+# as its escape (`\n`, `\x1b`, `\u202e`).
 _NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+_UNICODE_CONTROLS = [
+    0x061C,  # ARABIC LETTER MARK
+    0x200E,  # LEFT-TO-RIGHT MARK
+    0x200F,  # RIGHT-TO-LEFT MARK
+    0x2028,  # LINE SEPARATOR
+    0x2029,  # PARAGRAPH SEPARATOR
+    *range(0x202A, 0x202F),  # embeddings and overrides
+    *range(0x2066, 0x206A),  # isolates
+]
 _INVISIBLE = {
     **{code: f"\\x{code:02x}" for code in [*range(0x20), *range(0x7F, 0xA0)]},
-    **{code: f"\\u{code:04x}" for code in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]},
+    **{code: f"\\u{code:04x}" for code in _UNICODE_CONTROLS},
     **{ord(char): escape for char, escape in _NAMED.items()},
 }
 
 
 def visible(text: str) -> str:
-    """``text`` with its control characters (C0, DEL, C1) and bidi overrides escaped."""
+    """``text`` with its control characters (C0, DEL, C1), line and paragraph
+    separators and bidi controls escaped."""
     return text.translate(_INVISIBLE)
 
 

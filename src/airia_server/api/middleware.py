@@ -13,6 +13,7 @@ import os
 import re
 import time
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -176,6 +177,19 @@ class RequestContextMiddleware:
                     send, 400, "NUL characters are not allowed in URLs", scope["path"], cid_header
                 )
                 return
+            if scope["type"] == "http" and not _utf8_query(scope.get("query_string", b"")):
+                # Decoded leniently, `%FF` would become U+FFFD and match stored text that
+                # holds one; a JSON body that is not UTF-8 is refused as well.
+                scope[STATUS] = 400
+                await _send_problem(
+                    send,
+                    400,
+                    "Query string is not UTF-8",
+                    scope["path"],
+                    cid_header,
+                    "Percent-encode the UTF-8 bytes of each character (%C3%A9 for é)",
+                )
+                return
             await self.app(scope, receive, send)
         except ClientDisconnect:
             # the client went away (or timed out)
@@ -218,6 +232,17 @@ class RequestContextMiddleware:
                 access_log.emit(method, scope["path"], status, elapsed * 1000)
             tenant_var.reset(tenant_token)
             correlation_id_var.reset(token)
+
+
+def _utf8_query(query: bytes) -> bool:
+    """Whether the query string, percent-decoded, is UTF-8 (surrogates are not)."""
+    if query.isascii() and b"%" not in query:
+        return True
+    try:
+        unquote_to_bytes(query).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 @functools.lru_cache(maxsize=256)
