@@ -499,6 +499,17 @@ def test_the_url_of_a_listed_attachment_is_as_good_as_the_uploads(
         ("отчёт.docx", "отчёт.docx"),
         ("报告 2024.xlsx", "报告 2024.xlsx"),
         ("📎 clip 🧷.png", "📎 clip 🧷.png"),
+        # Joined emoji and the joiners of Persian and Indic scripts are letters' glue.
+        ("\U0001f469\u200d\U0001f4bb notes.pdf", "\U0001f469\u200d\U0001f4bb notes.pdf"),
+        (
+            "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645.txt",
+            "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645.txt",
+        ),
+        # Bidi controls disguise an extension ("invoice\u202efdp.exe" shows as
+        # "invoiceexe.pdf"); line separators and control characters break a line.
+        ("invoice\u202efdp.exe", "invoicefdp.exe"),
+        ("a\u200fb\u2066c\u2069.txt", "abc.txt"),
+        ("line\u2028two\u2029\x1b[31m.txt", "linetwo[31m.txt"),
     ],
 )
 def test_file_names_lose_their_paths_and_keep_their_letters(

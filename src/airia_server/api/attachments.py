@@ -51,10 +51,31 @@ def _too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge("File too large", f"Attachments are limited to {limit} bytes")
 
 
+_BIDI_CONTROLS = frozenset(
+    [
+        "\u061c",
+        "\u200e",
+        "\u200f",
+        *map(chr, range(0x202A, 0x202F)),
+        *map(chr, range(0x2066, 0x206A)),
+    ]
+)
+_DROPPED_CATEGORIES = frozenset(["Cc", "Cs", "Zl", "Zp"])
+
+
 def clean_file_name(raw: str | None) -> str:
-    """A display name that is safe anywhere: no path, no control characters."""
+    """A display name that is safe anywhere: the last part of a path (`/` or `\\`:
+    browsers on Windows have sent whole paths), without control characters, line or
+    paragraph separators, or bidi controls (which disguise an extension:
+    "invoice\u202efdp.exe" shows as "invoiceexe.pdf"). Other invisible characters
+    stay: the zero-width joiner of emoji sequences (👩‍💻) and of Persian and Indic
+    words is part of the name."""
     name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(c for c in name if unicodedata.category(c)[0] != "C").strip()
+    name = "".join(
+        c
+        for c in name
+        if c not in _BIDI_CONTROLS and unicodedata.category(c) not in _DROPPED_CATEGORIES
+    ).strip()
     return name[:255] or "upload"
 
 
