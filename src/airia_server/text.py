@@ -1,6 +1,18 @@
-"""Checks on text that must hold for ASCII alone, whatever else Unicode allows."""
+"""Checks on text: what must hold for ASCII alone, whatever else Unicode allows, and
+what shows nothing."""
 
 from __future__ import annotations
+
+import unicodedata
+
+# Letters and symbols that are drawn as nothing: the Hangul fillers, the Braille blank.
+_BLANK_GLYPHS = frozenset("\u115f\u1160\u2800\u3164\uffa0")
+
+
+def is_blank(text: str) -> bool:
+    """Whether `text` shows nothing: empty, or only spaces, format characters (a
+    zero-width space, a byte order mark, a soft hyphen) and blank glyphs."""
+    return all(c.isspace() or c in _BLANK_GLYPHS or unicodedata.category(c) == "Cf" for c in text)
 
 
 def is_ascii_digits(text: str) -> bool:

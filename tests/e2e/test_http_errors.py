@@ -343,7 +343,9 @@ def test_update_with_blank_title_is_422(
     server: LiveServer, http: httpx.Client, user_id: str
 ) -> None:
     created = create(http, server.headers(), user_id)
-    for title in ("", "   "):
+    # Spaces, and characters that show nothing: a zero-width space, a byte order
+    # mark, a word joiner, a soft hyphen, the Braille blank and the Hangul filler.
+    for title in ("", "   ", "\u3000", "\u200b", " \ufeff\u2060 ", "\u00ad", "\u2800", "\u3164"):
         response = http.put(
             f"{COLLECTION}/{created['conversationId']}",
             json={"title": title},

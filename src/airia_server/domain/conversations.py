@@ -18,6 +18,7 @@ from airia_server.storage.base import (
     FeedQuery,
     Store,
 )
+from airia_server.text import is_blank
 from airia_server.timeutil import utcnow_iso
 
 log = logging.getLogger("airia_server.conversations")
@@ -77,7 +78,7 @@ class ConversationService:
     async def update(
         self, principal: Principal, conversation_id: str, changes: dict[str, Any]
     ) -> ConversationRecord:
-        if "title" in changes and not changes["title"].strip():
+        if "title" in changes and is_blank(changes["title"]):
             raise ValidationFailed(
                 "Invalid value for 'title': must not be blank",
                 errors=[{"field": "title", "message": "must not be blank"}],
