@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import uuid
+from contextlib import closing
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
@@ -225,3 +227,93 @@ async def test_concurrent_state_changes_of_every_kind_keep_one_gapless_sequence(
         conversation = await call(http, "GET", f"{COLLECTION}/{cid}", key)
         assert len(conversation["messages"]) == 20
         assert conversation["title"] == "t9"
+
+
+# --- a delete racing the writes that add rows to its conversation ---------------------
+
+OWNED_TABLES = (
+    "messages",
+    "conversation_events",
+    "conversation_participants",
+    "conversation_reads",
+    "external_identities",
+    "attachments",
+)
+
+
+async def rows_left(server: LiveServer, cid: str) -> dict[str, int]:
+    """The rows of conversation `cid` in each table that holds some, read from the
+    server's own database."""
+    url = server.env["AIRIA_DATABASE_URL"]
+    sql = "SELECT count(*) FROM {} WHERE conversation_id = {}"
+    if url.startswith("sqlite:"):
+        with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as db:
+            counts = {t: db.execute(sql.format(t, "?"), (cid,)).fetchone()[0] for t in OWNED_TABLES}
+    else:
+        import asyncpg
+
+        conn = await asyncpg.connect(url)
+        try:
+            counts = {t: await conn.fetchval(sql.format(t, "$1"), cid) for t in OWNED_TABLES}
+        finally:
+            await conn.close()
+    return {table: n for table, n in counts.items() if n}
+
+
+async def test_a_delete_racing_writes_to_its_conversation_leaves_none_of_its_rows(
+    server: LiveServer,
+) -> None:
+    """On PostgreSQL, the delete read each table as it was when its statement began:
+    what the writes it waited for had added stayed (messages, events, participants,
+    identities), and the feed of a user shared in meanwhile counted the conversation
+    for ever, and the external threads mapped meanwhile could never be mapped again
+    (409, naming no conversation)."""
+    key = server.headers()
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=TIMEOUT) as http:
+
+        async def write(method: str, path: str, body=None, headers=key) -> int:
+            response = await http.request(method, path, json=body, headers=headers)
+            assert response.status_code < 500, (method, path, response.text)
+            return response.status_code
+
+        async def delete_soon(path: str) -> int:
+            await asyncio.sleep(0.005)  # while the others are on their way
+            return await write("DELETE", path)
+
+        left, guests = {}, []
+        for attempt in range(8):
+            owner = new_user("owner")
+            cid = (await call(http, "POST", COLLECTION, key, {"userId": owner}))["conversationId"]
+            path = f"{COLLECTION}/{cid}"
+            as_owner = server.bearer(mint_jwt(owner, "default"))
+            threads = [f"thread-{cid}-{i}" for i in range(10)]
+            shared = [new_user("guest") for _ in range(5)]
+            guests += shared
+
+            identity = {"externalSystem": "teams", "externalChannelId": "c"}
+            upload = {"base64Content": "aGk=", "fileName": "a.txt", "contentType": "text/plain"}
+            statuses = await asyncio.gather(
+                delete_soon(path),
+                *(write("POST", f"{path}/messages", {"message": f"m{i}"}) for i in range(20)),
+                *(
+                    write(
+                        "POST", f"{path}/external-identities", {**identity, "externalThreadId": t}
+                    )
+                    for t in threads
+                ),
+                *(write("POST", f"{path}/share", {"userId": u}) for u in shared),
+                *(write("POST", f"{path}/agent-attachments/base64", upload) for _ in range(3)),
+                *(write("PATCH", f"{path}/mark-as-read", headers=as_owner) for _ in range(3)),
+            )
+            assert statuses[0] == 204, statuses
+            if rows := await rows_left(server, cid):
+                left[attempt] = rows
+            # The threads are free again: none is held by what the delete left behind.
+            again = (await call(http, "POST", COLLECTION, key, {"userId": owner}))["conversationId"]
+            for thread in threads:
+                body = {**identity, "externalThreadId": thread}
+                assert await write("POST", f"{COLLECTION}/{again}/external-identities", body) == 201
+        assert left == {}
+        for guest in guests:
+            feed = await call(http, "GET", f"{COLLECTION}/feed?userId={guest}", key)
+            assert (feed["totalCount"], feed["items"]) == (0, []), guest

@@ -77,9 +77,9 @@ _OWNED_TABLES = (
     "external_identities",
     "attachments",
 )
-# One statement, so one round trip and atomic on its own: the conversation, then (only
-# if it was there) everything that belongs to it; the last sequence and how many
-# attachments went.
+# The conversation, then (only if it was there) everything that belongs to it; the
+# last sequence and how many attachments went. Run after `_LOCK_CONVERSATION`, in its
+# transaction (see `delete_conversation`).
 _DELETE_CONVERSATION = (
     "WITH gone AS (DELETE FROM conversations WHERE id = $1 AND tenant_id = $2 "
     "RETURNING id, last_sequence), "
@@ -474,9 +474,26 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
     async def delete_conversation(
         self, tenant_id: str, conversation_id: str, deleted_at: str
     ) -> tuple[EventRecord, int] | None:
-        row = await self.pool.fetchrow(
-            _DELETE_CONVERSATION, conversation_id, tenant_id, GONE_STATUS, GONE_RESPONSE
-        )
+        async with self.pool.acquire() as conn, conn.transaction():
+            # Every write that adds rows of a conversation holds its row while it does
+            # (appends and shares update it; identities, attachments and read positions
+            # lock it FOR KEY SHARE). Taking the row first waits for those writes; the
+            # next statement then reads what they committed. Alone, the delete read
+            # each table as it was when the statement began, and left behind what the
+            # writes it waited for had added (messages, events, an identity whose
+            # thread then could never be mapped again).
+            locked = await conn.fetchval(
+                "SELECT 1 FROM conversations WHERE id = $1 AND tenant_id = $2 FOR UPDATE",
+                conversation_id,
+                tenant_id,
+            )
+            row = (
+                await conn.fetchrow(
+                    _DELETE_CONVERSATION, conversation_id, tenant_id, GONE_STATUS, GONE_RESPONSE
+                )
+                if locked
+                else None
+            )
         if row is None:
             return None
         event = EventRecord(

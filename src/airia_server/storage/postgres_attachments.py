@@ -37,9 +37,11 @@ class AttachmentsMixin:
     async def add_identity(self, record: IdentityRecord) -> IdentityRecord | None:
         try:
             inserted = await self.pool.fetchval(
-                f"INSERT INTO external_identities ({IDENTITY_COLUMNS}) "
-                "SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM conversations "
-                "WHERE id = $3 AND tenant_id = $2) RETURNING id",
+                # The conversation held while the row goes in: a delete waits for it,
+                # then removes it (see PostgresStore.delete_conversation).
+                "WITH c AS (SELECT 1 FROM conversations WHERE id = $3 AND tenant_id = $2 "
+                f"FOR KEY SHARE) INSERT INTO external_identities ({IDENTITY_COLUMNS}) "
+                "SELECT $1, $2, $3, $4, $5, $6, $7 FROM c RETURNING id",
                 record.id,
                 record.tenant_id,
                 record.conversation_id,
@@ -96,9 +98,10 @@ class AttachmentsMixin:
         # its blob's upload hold. PostgreSQL runs a data-modifying WITH part even
         # though the final SELECT does not read it.
         inserted = await self.pool.fetchval(
-            f"WITH a AS (INSERT INTO attachments ({ATTACHMENT_COLUMNS}) "
-            "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE EXISTS (SELECT 1 FROM conversations "
-            "WHERE id = $3 AND tenant_id = $2) RETURNING id), "
+            "WITH c AS (SELECT 1 FROM conversations WHERE id = $3 AND tenant_id = $2 "
+            "FOR KEY SHARE), "  # held, as for an identity (see add_identity)
+            f"a AS (INSERT INTO attachments ({ATTACHMENT_COLUMNS}) "
+            "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 FROM c RETURNING id), "
             "dated AS (UPDATE blobs SET last_used_at = $9 WHERE tenant_id = $2 AND sha256 = $4 "
             "AND EXISTS (SELECT 1 FROM a)) "
             "SELECT id FROM a",

@@ -313,8 +313,10 @@ class MessagesMixin:
         row = await self.pool.fetchrow(
             "WITH last AS (SELECT position, id FROM messages WHERE conversation_id = $1 "
             "ORDER BY position DESC LIMIT 1), "
+            # Held while the position goes in, as for an identity (see add_identity).
+            "c AS (SELECT 1 FROM conversations WHERE id = $1 FOR KEY SHARE), "
             "up AS (INSERT INTO conversation_reads (conversation_id, user_id, position, read_at) "
-            "VALUES ($1, $2, coalesce((SELECT position FROM last), 0), $3) "
+            "SELECT $1, $2, coalesce((SELECT position FROM last), 0), $3 FROM c "
             "ON CONFLICT (conversation_id, user_id) DO UPDATE SET position = "
             "greatest(conversation_reads.position, excluded.position), read_at = excluded.read_at)"
             " SELECT (SELECT position FROM last), (SELECT id FROM last)",
