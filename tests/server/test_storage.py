@@ -216,7 +216,8 @@ async def test_the_event_log_keeps_every_event_when_it_moves_to_arrival_order(
     with sqlite_files.connect(store.path) as conn:
         conn.executemany("INSERT INTO conversation_events VALUES (?, ?, ?, ?, ?)", old)
 
-    monkeypatch.setattr(sqlite_storage, "migrations", lambda: every)
+    # Up to 11: these events belong to no conversation, which migration 12 removes.
+    monkeypatch.setattr(sqlite_storage, "migrations", lambda: [m for m in every if m[0] < 12])
     assert 8 in await store.migrate()
     await store.start()
     try:
@@ -667,6 +668,64 @@ async def test_messages_truncated_before_the_upgrade_leave_the_log_on_postgresql
             await store.close()
         assert [e.data["message"] for e in events] == ["hello", None]
         assert events[1].data["id"] == secret.id
+    finally:
+        await backends.drop_database(url)
+
+
+async def test_rows_a_racing_delete_left_behind_go_at_migration_12(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before migration 12, a delete on PostgreSQL racing other writes could leave rows
+    of its conversation behind (docs/reliability.md, defect 10): made here as such a
+    delete left them, they go at the upgrade, the feed counts with them, and another
+    conversation's rows stay."""
+    from airia_server.storage import postgres as postgres_storage
+
+    backends.require(backends.postgres_problem())
+    url = await backends.create_database()
+    every = postgres_migrations()
+    try:
+        monkeypatch.setattr(postgres_storage, "migrations", lambda: [m for m in every if m[0] < 12])
+        old = PostgresStore(url)
+        await old.start()
+        try:
+            gone, kept = make_record(user="u1"), make_record(user="u1")
+            for record in (gone, kept):
+                await create(old, record)
+                assert await old.add_message("t1", make_message(record.id, "u1")) is not None
+                await old.put_participant(
+                    "t1", record.id, "u2", "Viewer", "u1", "now", only_existing=False
+                )
+                await old.mark_read(record.id, "u2", "now")
+            assert (await old.feed(query(user_id="u2"))).total_count == 2
+        finally:
+            await old.close()
+        conn = await asyncpg.connect(url)
+        try:  # the conversation's row alone, as the racing delete removed it
+            await conn.execute("DELETE FROM conversations WHERE id = $1", gone.id)
+        finally:
+            await conn.close()
+
+        monkeypatch.setattr(postgres_storage, "migrations", lambda: every)
+        store = PostgresStore(url)
+        await store.start()
+        try:
+            page = await store.feed(query(user_id="u2"))
+            assert (page.total_count, [i.conversation_id for i in page.items]) == (1, [kept.id])
+            assert len(await store.list_participants(kept.id)) == 2
+        finally:
+            await store.close()
+        conn = await asyncpg.connect(url)
+        try:
+            for table in ("messages", "conversation_events", "conversation_participants"):
+                counts = await conn.fetch(
+                    f"SELECT conversation_id, count(*) FROM {table} GROUP BY 1"
+                )
+                assert {row[0] for row in counts} == {kept.id}, table
+            reads = await conn.fetch("SELECT conversation_id FROM conversation_reads")
+            assert [row[0] for row in reads] == [kept.id]
+        finally:
+            await conn.close()
     finally:
         await backends.drop_database(url)
 
