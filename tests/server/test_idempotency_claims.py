@@ -98,3 +98,51 @@ async def test_a_new_claim_hands_its_resource_id_to_the_handler() -> None:
     response = await idempotency.run_once(request, PRINCIPAL, b"{}", produce)
     assert response.body == b"r9"
     assert store.finished[0][1:] == (201, b"r9")
+
+
+class FlakyKeys(Keys):
+    """A store whose first releases meet dead connections, as after a failover."""
+
+    def __init__(self, claim: IdempotencyClaim, failures: int) -> None:
+        super().__init__(claim)
+        self.failures = failures
+        self.attempts = 0
+
+    async def release_idempotency_key(self, tenant, key, claimed_at) -> None:
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            raise ConnectionResetError("connection was closed in the middle of operation")
+        await super().release_idempotency_key(tenant, key, claimed_at)
+
+
+@pytest.mark.parametrize("failures", [1, 3])
+async def test_a_release_that_meets_a_dead_connection_is_tried_again(
+    monkeypatch: pytest.MonkeyPatch, failures: int
+) -> None:
+    """The request failed on a dropped connection, and so did its key's release, on
+    another: the key stayed claimed, and every retry was 409 "still running" for ten
+    minutes. The release is tried again; the request's own error is what is raised."""
+    monkeypatch.setattr(idempotency, "RELEASE_RETRY_DELAYS", (0.0, 0.0, 0.0))
+    store = FlakyKeys(IdempotencyClaim(state="new"), failures)
+
+    async def produce():
+        raise OSError("the database connection was lost")
+
+    with pytest.raises(OSError, match="connection was lost"):
+        await idempotency.run_once(keyed_request(store), PRINCIPAL, b"{}", produce, None)
+    assert store.attempts == failures + 1 and len(store.released) == 1
+
+
+async def test_a_release_that_never_succeeds_leaves_the_request_s_own_error(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(idempotency, "RELEASE_RETRY_DELAYS", (0.0, 0.0, 0.0))
+    store = FlakyKeys(IdempotencyClaim(state="new"), failures=10)
+
+    async def produce():
+        raise OSError("the database connection was lost")
+
+    with pytest.raises(OSError, match="connection was lost"):
+        await idempotency.run_once(keyed_request(store), PRINCIPAL, b"{}", produce, None)
+    assert store.attempts == 4 and store.released == []
+    assert "could not release an Idempotency-Key" in caplog.text

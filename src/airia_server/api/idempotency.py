@@ -30,8 +30,10 @@ there: a request is done once across an upgrade too.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import logging
 from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
@@ -45,6 +47,8 @@ from airia_server.domain.maintenance import IDEMPOTENCY_KEY_TTL_SECONDS as KEY_T
 from airia_server.errors import BadRequest, Conflict, ValidationFailed
 from airia_server.ids import new_id, parse_id
 from airia_server.timeutil import format_us, now_us
+
+log = logging.getLogger("airia_server.idempotency")
 
 HEADER = "idempotency-key"
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -199,7 +203,7 @@ async def run_once(
         done = await written(claimed_at) if claim.taken_over else None
         if done is not None:
             return done
-        await store.release_idempotency_key(principal.tenant_id, key, claimed_at)
+        await _release(store, principal.tenant_id, key, claimed_at)
         raise
     if 200 <= response.status_code < 300:
         kept = b"" if current is not None else bytes(response.body)
@@ -207,8 +211,36 @@ async def run_once(
             principal.tenant_id, key, claimed_at, response.status_code, kept
         )
     else:
-        await store.release_idempotency_key(principal.tenant_id, key, claimed_at)
+        await _release(store, principal.tenant_id, key, claimed_at)
     return response
+
+
+RELEASE_RETRY_DELAYS = (0.05, 0.25, 1.0)
+"""Seconds between the attempts to release a failed request's key."""
+
+
+async def _release(store, tenant_id: str, key: str, claimed_at: str) -> None:
+    """The key of a request that failed made free again, so that its retry runs it.
+    What failed the request was most often the database (a connection dropped by a
+    failover, a proxy, an administrator), and the release may meet another such
+    connection of the pool: it is tried again on a fresh one. Left claimed, the key
+    answered every retry 409 "still running" for `ABANDONED_SECONDS` (10 minutes),
+    as if its server had died. If every attempt fails, it is so all the same, and
+    logged; the request's own error is what the caller is told."""
+    for delay in (*RELEASE_RETRY_DELAYS, None):
+        try:
+            await store.release_idempotency_key(tenant_id, key, claimed_at)
+            return
+        except Exception as exc:
+            if delay is None:
+                log.warning(
+                    "could not release an Idempotency-Key of a failed request (%s: %s); "
+                    "its retries wait until it is taken over",
+                    type(exc).__name__,
+                    exc,
+                )
+                return
+        await asyncio.sleep(delay)
 
 
 def _earlier_spellings(
