@@ -61,19 +61,30 @@ def _type_adapter(tp: Any) -> pydantic.TypeAdapter[Any]:
     return pydantic.TypeAdapter(tp)
 
 
-def header_value(name: str, value: str) -> str:
+def header_value(name: str, value: str, *, secret: bool = False) -> str:
     """``value``, checked as something the SDK can send in a header: printable ASCII
     and not blank. Raises ValueError (before anything is sent, and never retried):
     a line break would be refused by httpx as a connection error, a letter past ASCII
-    would fail to encode."""
-    if not isinstance(value, str) or not value.strip() or not value.isascii():
+    would fail to encode. A ``secret`` (a key, a token) is never quoted in the error,
+    which ends up in tracebacks and CI logs: the offending character is named, with
+    its place, instead (a zero-width or no-break space pasted along with a key)."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} must be non-blank ASCII text")
+    if not value.isascii():
+        if secret:
+            at = next(i for i, c in enumerate(value) if not c.isascii())
+            raise ValueError(
+                f"{name} must be ASCII text: it holds U+{ord(value[at]):04X} at position {at}"
+                " (pasted along with it?)"
+            )
         raise ValueError(f"{name} must be non-blank ASCII text, not {value!r}")
     if not value.isprintable():
         raise ValueError(f"{name} must not hold control characters (a line break, a tab)")
     if value != value.strip(" "):
         # httpx refuses such a value (as a connection error, retried in vain), and HTTP
         # would drop the spaces: the server would see another value.
-        raise ValueError(f"{name} must not begin or end with a space, not {value!r}")
+        shown = "" if secret else f", not {value!r}"
+        raise ValueError(f"{name} must not begin or end with a space{shown}")
     return value
 
 
@@ -92,12 +103,12 @@ def resolve_credentials(
             "Please use only one authentication method."
         )
     if bearer_token:
-        return None, header_value("bearer_token", bearer_token.strip())
+        return None, header_value("bearer_token", bearer_token.strip(), secret=True)
     env_key = os.environ.get(API_KEY_ENV)
     if api_key and not (api_key.strip() == PLACEHOLDER_API_KEY and env_key):
-        return header_value("api_key", api_key.strip()), None
+        return header_value("api_key", api_key.strip(), secret=True), None
     if env_key:
-        return header_value(API_KEY_ENV, env_key.strip()), None
+        return header_value(API_KEY_ENV, env_key.strip(), secret=True), None
     raise ValueError(
         f"Authentication required. Provide either api_key (or set {API_KEY_ENV} "
         "environment variable) or bearer_token."

@@ -105,6 +105,30 @@ def test_credentials_the_sdk_cannot_send_are_refused_by_the_constructor(credenti
         AiriaClient(base_url="http://testserver/", **{"api_key": None, **credentials})
 
 
+@pytest.mark.parametrize(
+    ("credentials", "named"),
+    [
+        (
+            {"api_key": "sk-live-SECRET\u200b"},
+            "api_key must be ASCII text: it holds U+200B at position 14",
+        ),
+        ({"api_key": None, "bearer_token": "eyJ.SECRET\xa0.sig"}, "U+00A0 at position 10"),
+        ({"api_key": "sk-live-SECRET\u200b", "cls": "async"}, "U+200B"),
+    ],
+)
+def test_a_credential_that_cannot_be_sent_is_never_quoted_in_the_error(
+    credentials: dict, named: str
+):
+    """A zero-width or no-break space pasted along with a key: the error named the
+    whole key, and the CLI printed it, into terminals and CI logs."""
+    from airia import AiriaAsyncClient, AiriaClient
+
+    cls = AiriaAsyncClient if credentials.pop("cls", None) == "async" else AiriaClient
+    with pytest.raises(ValueError) as raised:
+        cls(base_url="http://testserver/", **{"api_key": None, **credentials})
+    assert named in str(raised.value) and "SECRET" not in str(raised.value)
+
+
 def test_whitespace_around_credentials_is_dropped(api, server: FakeServer):
     api(api_key=f"  {API_KEY}\n")("create_conversation", user_id="u")
     assert server.last.headers["X-API-KEY"] == API_KEY
