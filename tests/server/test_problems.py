@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import sqlite3
 from contextlib import closing
 
@@ -134,3 +135,53 @@ def test_a_full_disk_is_507_not_a_retry_shortly(exc: Exception) -> None:
     assert response is not None and response.status_code == 507
     assert "retry-after" not in response.headers
     assert b"disk is full" in response.body
+
+
+async def _answer_of(app, caplog: pytest.LogCaptureFixture) -> tuple[int, list]:
+    from airia_server.api.middleware import RequestContextMiddleware
+
+    from .asgi import http_scope
+
+    sent: list[dict] = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    middleware = RequestContextMiddleware(app, access_log_enabled=False)
+    with caplog.at_level(logging.INFO, logger="airia_server"):
+        await middleware(http_scope("GET", "/v1/Conversations/feed"), receive, send)
+    records = [r for r in caplog.records if r.name == "airia_server.api"]
+    return sent[0]["status"], records
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [asyncpg.CannotConnectNowError("the database system is starting up"), ConnectionRefusedError()],
+    ids=type,
+)
+async def test_an_outage_is_logged_in_one_line_per_request_not_as_an_unhandled_error(
+    exc: Exception, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each request of a database outage wrote an ERROR "unhandled error" with a 4 KB
+    traceback; the 503 is the answer, and a warning line says why."""
+
+    async def app(scope, receive, send):
+        raise exc
+
+    status, records = await _answer_of(app, caplog)
+    assert status == 503
+    assert [(r.levelname, r.exc_info) for r in records] == [("WARNING", None)]
+    assert "answered 503" in records[0].getMessage()
+
+
+async def test_a_bug_is_still_logged_with_its_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    async def app(scope, receive, send):
+        raise KeyError("a bug")
+
+    status, records = await _answer_of(app, caplog)
+    assert status == 500
+    assert [r.levelname for r in records] == ["ERROR"] and records[0].exc_info is not None
+    assert "unhandled error on GET" in records[0].getMessage()

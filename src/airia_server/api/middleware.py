@@ -203,10 +203,23 @@ class RequestContextMiddleware:
                     await _send_response(scope, receive, send_with_id, response)
                 return
             method = scope.get("method", "WS")
-            error_log.exception("unhandled error on %s %s", method, scope["path"])
+            away = unavailable_response(exc, scope["path"])
+            if away is not None:
+                # An outage (the database, Redis, a full disk), not a bug: one line an
+                # operator wants to see, without the traceback that each request of
+                # an outage repeated (4 KB each, at ERROR, saying "unhandled").
+                error_log.warning(
+                    "%s %s answered %d: %s: %s",
+                    method,
+                    scope["path"],
+                    away.status_code,
+                    type(exc).__name__,
+                    str(exc)[:300],
+                )
+            else:
+                error_log.exception("unhandled error on %s %s", method, scope["path"])
             if not scope[STATUS]:
-                away = unavailable_response(exc, scope["path"])
-                if away is not None:  # logged above all the same: an operator wants to know
+                if away is not None:
                     await _send_response(scope, receive, send_with_id, away)
                     return
                 scope[STATUS] = 500

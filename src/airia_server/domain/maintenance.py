@@ -9,6 +9,7 @@ from airia_server.domain import lifecycle
 from airia_server.domain.attachments import AttachmentService
 from airia_server.realtime.hub import LocalHub
 from airia_server.storage.base import Store
+from airia_server.storage.outages import outage_of
 from airia_server.timeutil import format_us, now_us
 
 log = logging.getLogger("airia_server.maintenance")
@@ -38,6 +39,9 @@ async def run_forever(
     while True:
         try:
             await run_once(store, attachments, hub, retention_days)
-        except Exception:  # retried on the next round
-            log.exception("maintenance failed")
+        except Exception as exc:  # retried on the next round
+            if outage_of(exc) is not None:  # the database is away: said once a round
+                log.warning("maintenance failed: %s: %s", type(exc).__name__, str(exc)[:300])
+            else:
+                log.exception("maintenance failed")
         await asyncio.sleep(interval)
