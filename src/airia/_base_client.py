@@ -395,8 +395,10 @@ class BaseClient:
         key = request.headers.get(IDEMPOTENCY_KEY_HEADER)
         detail = self._redact(str(exc)) or type(exc).__name__
         if isinstance(exc, httpx.TimeoutException):
+            # The same words from both clients: the sync transport's timeouts say "timed
+            # out", the async one's say nothing (`str()` is empty).
             return APITimeoutError(
-                f"Request to {self._display_url(request)} timed out: {detail}",
+                f"Request to {self._display_url(request)} timed out ({type(exc).__name__})",
                 correlation_id=correlation_id,
                 idempotency_key=key,
             )

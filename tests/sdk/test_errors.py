@@ -158,6 +158,16 @@ def test_timeout_error(api, server: FakeServer):
     assert "timed out" in info.value.message
 
 
+@pytest.mark.parametrize("words", ["timed out", ""])  # the sync transport's, the async one's
+def test_a_timeout_reads_the_same_from_both_clients(api, server: FakeServer, words: str):
+    server.script(httpx.ReadTimeout(words))
+    with pytest.raises(APITimeoutError) as info:
+        api(max_retries=0)("get_conversation", "c")
+    assert str(info.value) == (
+        "Request to http://testserver/v1/Conversations/c timed out (ReadTimeout)"
+    )
+
+
 def test_public_exceptions_module_reexports_everything():
     import airia
     from airia import _exceptions
