@@ -85,6 +85,12 @@ class AiriaClient(_ConversationAliases, BaseClient):
             custom_logger=custom_logger,
             max_retries=max_retries,
         )
+        if http_client is not None and not isinstance(http_client, httpx.Client):
+            # An AsyncClient here failed only at the first call, deep inside httpx.
+            raise TypeError(
+                f"http_client must be an httpx.Client, not {type(http_client).__name__}"
+                " (an httpx.AsyncClient goes with AiriaAsyncClient)"
+            )
         self._owns_http = http_client is None
         self._http = http_client if http_client is not None else httpx.Client()
         self.conversations = Conversations(self)
@@ -227,6 +233,11 @@ class AiriaAsyncClient(_ConversationAliases, BaseClient):
             custom_logger=custom_logger,
             max_retries=max_retries,
         )
+        if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
+            raise TypeError(
+                f"http_client must be an httpx.AsyncClient, not {type(http_client).__name__}"
+                " (an httpx.Client goes with AiriaClient)"
+            )
         self._owns_http = http_client is None
         self._http = http_client if http_client is not None else httpx.AsyncClient()
         self.conversations = AsyncConversations(self)

@@ -108,3 +108,17 @@ async def test_async_close_closes_own_http_client():
     client = AiriaAsyncClient(api_key="k")
     await client.close()
     assert client._http.is_closed
+
+
+def test_an_http_client_of_the_other_kind_is_a_type_error_at_construction():
+    """It was taken, and the first call failed inside httpx ("'coroutine' object has
+    no attribute 'is_success'", or a Response that cannot be awaited)."""
+    import httpx
+
+    from airia import AiriaAsyncClient, AiriaClient
+
+    with httpx.Client() as sync_http:
+        with pytest.raises(TypeError, match="AiriaClient"):
+            AiriaAsyncClient(api_key="k", base_url="http://testserver/", http_client=sync_http)
+    with pytest.raises(TypeError, match="AiriaAsyncClient"):
+        AiriaClient(api_key="k", base_url="http://testserver/", http_client=httpx.AsyncClient())
