@@ -200,6 +200,13 @@ class BaseClient:
     ) -> None:
         self.api_key, self.bearer_token = resolve_credentials(api_key, bearer_token)
         self.base_url = resolve_base_url(base_url)
+        # Checked here, as the base URL is: past this, 0 read as a connection error,
+        # a negative timeout failed inside httpx at the first call, and a negative
+        # max_retries was taken as 0.
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ValueError(f"timeout must be a number of seconds above 0, not {timeout!r}")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(f"max_retries must be a whole number from 0, not {max_retries!r}")
         self.timeout = timeout
         self.max_retries = max_retries
         self.log_requests = log_requests

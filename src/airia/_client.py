@@ -240,6 +240,7 @@ class AiriaAsyncClient(_ConversationAliases, BaseClient):
             )
         self._owns_http = http_client is None
         self._http = http_client if http_client is not None else httpx.AsyncClient()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop `_http` was used in
         self.conversations = AsyncConversations(self)
 
     @classmethod
@@ -329,14 +330,26 @@ class AiriaAsyncClient(_ConversationAliases, BaseClient):
 
     def _pool(self) -> httpx.AsyncClient:
         """The client to send through. One this client made and `close()` closed is
-        made anew: a closed client still works, with a fresh pool."""
-        if self._owns_http and self._http.is_closed:
+        made anew: a closed client still works, with a fresh pool. So is one whose
+        event loop has ended: a script that calls `asyncio.run` once per operation
+        (or a test suite with a loop per test) otherwise met its connections, bound
+        to the first loop, as `RuntimeError: Event loop is closed`."""
+        loop = asyncio.get_running_loop()
+        if self._owns_http and (
+            self._http.is_closed or (self._loop is not loop and self._loop_ended())
+        ):
             self._http = httpx.AsyncClient()
+        self._loop = loop
         return self._http
+
+    def _loop_ended(self) -> bool:
+        return self._loop is not None and self._loop.is_closed()
 
     async def close(self) -> None:
         """Release the connection pool (not an ``http_client`` you passed in)."""
         if self._owns_http:
+            if self._loop_ended():  # its connections went with their loop
+                self._http = httpx.AsyncClient()
             await self._http.aclose()
 
     async def __aenter__(self) -> AiriaAsyncClient:

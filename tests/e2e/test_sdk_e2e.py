@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timezone
@@ -448,3 +449,19 @@ async def test_a_gets_last_sequence_continues_from_what_it_showed(
     async with aclient.conversations.events(cid, after=shown.last_sequence) as stream:
         event = await asyncio.wait_for(stream.__anext__(), 10)
         assert (event.sequence, event.data.message) == (2, "after the GET")
+
+
+# The connections left open by each loop's end are dropped with it, as Python warns.
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_an_async_client_works_across_event_loops(server: LiveServer, user_id: str) -> None:
+    """One client, an `asyncio.run` per operation (as a script or a test suite with a
+    loop per test does): its pooled connections were bound to the first loop, and
+    the second call raised `RuntimeError: Event loop is closed`."""
+    client = AiriaAsyncClient(base_url=server.base_url, api_key=server.api_key)
+    created = asyncio.run(client.conversations.create_conversation(user_id=user_id))
+    fetched = asyncio.run(client.conversations.get_conversation(created.conversation_id))
+    assert fetched.conversation_id == created.conversation_id
+    asyncio.run(client.conversations.delete_conversation(created.conversation_id))
+    asyncio.run(client.close())
+    gc.collect()  # the ended loops' connections, warned about here rather than later

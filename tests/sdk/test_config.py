@@ -122,3 +122,30 @@ def test_an_http_client_of_the_other_kind_is_a_type_error_at_construction():
             AiriaAsyncClient(api_key="k", base_url="http://testserver/", http_client=sync_http)
     with pytest.raises(TypeError, match="AiriaAsyncClient"):
         AiriaClient(api_key="k", base_url="http://testserver/", http_client=httpx.AsyncClient())
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"timeout": 0},
+        {"timeout": -5},
+        {"timeout": float("nan")},
+        {"timeout": "30"},
+        {"timeout": None},
+        {"max_retries": -1},
+        {"max_retries": 1.5},
+        {"max_retries": True},
+    ],
+    ids=repr,
+)
+@pytest.mark.parametrize("cls", ["sync", "async"])
+def test_a_timeout_or_retry_count_that_cannot_work_is_a_value_error_at_construction(
+    settings: dict, cls: str
+):
+    """Taken as they were, `timeout=0` failed every call as a connection error,
+    `timeout=-5` inside httpx at the first call, and `max_retries=-1` was read as 0."""
+    from airia import AiriaAsyncClient, AiriaClient
+
+    client_class = AiriaClient if cls == "sync" else AiriaAsyncClient
+    with pytest.raises(ValueError, match=next(iter(settings))):
+        client_class(api_key="k", base_url="http://testserver/", **settings)
