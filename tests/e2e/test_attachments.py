@@ -28,6 +28,8 @@ from urllib.parse import parse_qs, unquote, urlencode, urlsplit, urlunsplit
 import httpx
 import pytest
 
+import backends
+
 from .support import (
     BOOTSTRAP_KEY,
     LiveServer,
@@ -422,6 +424,48 @@ def test_head_gives_the_headers_without_the_bytes(thousand: tuple[dict, bytes]) 
         ranged = anon.head(att["url"], headers={"Range": "bytes=10-19"})
         assert ranged.status_code == 206
         assert ranged.headers["content-range"] == "bytes 10-19/1000"
+
+
+def lose_content(server: LiveServer, sha256: str) -> None:
+    """Take a blob's bytes away from under the database, as an operator who did not
+    restore the blob directory (or `blob_chunks`) would."""
+    if "AIRIA_REDIS_URL" in server.env:  # PostgreSQL: the bytes are in the database
+        url = server.env["AIRIA_DATABASE_URL"]
+        sql = f"DELETE FROM blob_chunks WHERE sha256 = '{sha256}' RETURNING seq"
+        assert backends.fetch_sync(url, sql), "the chunks were there"
+    else:
+        files = list(Path(server.env["AIRIA_BLOB_DIR"]).rglob(sha256))
+        assert files, "the file was there"
+        for path in files:
+            path.unlink()
+
+
+@pytest.mark.parametrize("range_header", [None, "bytes=10-19", "bytes=-5"])
+def test_content_missing_from_the_blob_store_is_a_500_problem_before_any_byte(
+    server: LiveServer, http: httpx.Client, user_id: str, range_header: str | None
+) -> None:
+    """It was a 200 with its Content-Length, cut off once the body found the file
+    missing (FileNotFoundError, "ASGI callable returned without completing response"),
+    and counted as served; PostgreSQL sent a short body. Now the bytes are checked
+    before the response starts: a 500 the 5xx alerting sees, and an ERROR naming
+    what is missing."""
+    cid = create(http, server.headers(), user_id)
+    att = upload_ok(http, server.headers(), cid, os.urandom(1000))
+    lose_content(server, att["sha256"])
+
+    headers = {"Range": range_header} if range_header else {}
+    body = assert_problem(fetch(att["url"], **headers), 500)
+    assert body["message"] == "Attachment content is missing"
+    assert att["blobId"] in body["detail"] and "blob store" in body["detail"]
+    with httpx.Client(timeout=10.0) as anon:
+        assert anon.head(att["url"], headers=headers).status_code == 500
+    logged = [
+        line
+        for line in server.stderr_text().splitlines()
+        if att["blobId"] in line and "content is missing" in line
+    ]
+    assert logged and "ERROR" in logged[-1], logged
+    assert att["sha256"] in logged[-1]  # the file's path, or the chunks' key
 
 
 # --- signed links -----------------------------------------------------------------------------

@@ -380,6 +380,7 @@ async def download(request: Request) -> Response:
     }
     if span is not None:
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    await svc.attachments.check_content(record)  # HEAD too: it tells what GET would
     if request.method == "HEAD":
         return Response(
             status_code=206 if span else 200, headers=headers, media_type=record.content_type

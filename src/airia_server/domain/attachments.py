@@ -9,12 +9,19 @@ import time
 from airia_server.domain import access
 from airia_server.domain.auth import Principal
 from airia_server.domain.tickets import InvalidTicket, UrlSigner
-from airia_server.errors import Forbidden, NotFound, ValidationFailed, conversation_not_found
+from airia_server.errors import (
+    AppError,
+    Forbidden,
+    NotFound,
+    ValidationFailed,
+    conversation_not_found,
+)
 from airia_server.ids import new_id, parse_id
 from airia_server.storage.base import AttachmentRecord, Store
 from airia_server.storage.blobs import (
     STAGING_ABANDONED_SECONDS,
     BlobStore,
+    MissingBlob,
     StagedUpload,
     sweep_staging,
 )
@@ -27,6 +34,14 @@ UPLOAD_HOLD_SECONDS = 600.0
 attachment that refers to it ends the hold). With a grace period shorter than an
 upload's store, even 0, the sweep cannot take content from under an upload; content
 of an upload that failed half-way goes with the sweep after this."""
+
+
+class ContentMissing(AppError):
+    """An attachment whose bytes the blob store lacks. A 500, not a 404: the attachment
+    exists, and it is the server that lost what it stored."""
+
+    status = 500
+    title = "Internal Server Error"
 
 
 def download_purpose(attachment_id: str) -> str:
@@ -111,6 +126,22 @@ class AttachmentService:
         if record is None:
             raise NotFound("Attachment not found", "The attachment no longer exists")
         return record
+
+    async def check_content(self, record: AttachmentRecord) -> None:
+        """ContentMissing unless the store holds the attachment's bytes. Checked before a
+        download's response starts: found missing while streaming, they could only cut
+        off a response that had begun as 200 (with its length), which access log and
+        metrics count as served."""
+        try:
+            await self.blobs.check(record.tenant_id, record.sha256, record.size)
+        except MissingBlob as exc:
+            log.error("attachment %s: its content is missing: %s", record.id, exc.where)
+            raise ContentMissing(
+                "Attachment content is missing",
+                f"The stored bytes of attachment {record.id} are not in the blob store: "
+                "an operator's matter (a blob directory or backup not restored, files "
+                "deleted)",
+            ) from None
 
     async def check_references(self, conversation_id: str, ids: list[str]) -> list[str]:
         """Canonical ids, if every one is an attachment of this conversation; else 422."""

@@ -11,6 +11,7 @@ files an upload cut off by a crash left behind.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import os
 import tempfile
@@ -19,6 +20,16 @@ from pathlib import Path
 from typing import Protocol
 
 _CHUNK = 256 * 1024
+
+
+class MissingBlob(FileNotFoundError):
+    """The database refers to content whose bytes the store does not hold, or not all
+    of them: files deleted, or a blob directory (or `blob_chunks`) not restored with
+    the database. An operator's matter; `where` names what was looked for."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(errno.ENOENT, "blob content missing", where)
+        self.where = where
 
 
 class BlobStore(Protocol):
@@ -30,6 +41,10 @@ class BlobStore(Protocol):
 
     def read(self, tenant_id: str, sha256: str, start: int, end: int) -> AsyncIterator[bytes]:
         """Bytes [start, end) of the blob."""
+
+    async def check(self, tenant_id: str, sha256: str, size: int) -> None:
+        """Raise MissingBlob unless all `size` bytes of the blob are there: called before
+        a response starts, since one found wanting half way can only be cut off."""
 
     async def delete(self, tenant_id: str, sha256: str) -> None: ...
 
@@ -83,6 +98,15 @@ class FilesystemBlobStore:
                 remaining -= len(chunk)
                 yield chunk
 
+    async def check(self, tenant_id: str, sha256: str, size: int) -> None:
+        path = self._path(tenant_id, sha256)
+        try:
+            held = (await asyncio.to_thread(path.stat)).st_size
+        except FileNotFoundError:
+            raise MissingBlob(str(path)) from None
+        if held < size:  # cut short (a copy that did not finish): as good as missing
+            raise MissingBlob(f"{path} (holds {held} of {size} bytes)")
+
     async def delete(self, tenant_id: str, sha256: str) -> None:
         self._path(tenant_id, sha256).unlink(missing_ok=True)
 
@@ -134,12 +158,29 @@ class PostgresBlobStore:
                 sha256,
                 seq,
             )
-            if data is None:
-                return
+            if data is None:  # deleted since `check`: cut off, rather than end short
+                raise MissingBlob(self._where(tenant_id, sha256, seq))
             lo = max(start - seq * size, 0)
             hi = min(end - seq * size, len(data))
             if lo < hi:
                 yield bytes(data[lo:hi])
+
+    async def check(self, tenant_id: str, sha256: str, size: int) -> None:
+        # An empty blob is one empty chunk; counting reads no chunk's data.
+        expected = max(-(-size // self.chunk_size), 1)
+        held = await self._owner.pool.fetchval(
+            "SELECT count(*) FROM blob_chunks WHERE tenant_id = $1 AND sha256 = $2 AND seq < $3",
+            tenant_id,
+            sha256,
+            expected,
+        )
+        if held < expected:
+            raise MissingBlob(f"{self._where(tenant_id, sha256)} ({held} of {expected} chunks)")
+
+    @staticmethod
+    def _where(tenant_id: str, sha256: str, seq: int | None = None) -> str:
+        chunk = "" if seq is None else f" seq {seq}"
+        return f"blob_chunks tenant {tenant_id!r} sha256 {sha256}{chunk}"
 
     async def delete(self, tenant_id: str, sha256: str) -> None:
         await self._owner.pool.execute(
