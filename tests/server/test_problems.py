@@ -13,6 +13,7 @@ import pytest
 
 from airia_server.api.openapi import openapi_document
 from airia_server.api.problems import problem_body, unavailable_response
+from airia_server.storage.blobs import BlobDiskError
 from airia_server.storage.outages import DatabaseUnavailable, Outage
 
 
@@ -185,3 +186,17 @@ async def test_a_bug_is_still_logged_with_its_traceback(caplog: pytest.LogCaptur
     assert status == 500
     assert [r.levelname for r in records] == ["ERROR"] and records[0].exc_info is not None
     assert "unhandled error on GET" in records[0].getMessage()
+
+
+def test_only_attachment_storage_s_own_disk_is_said_to_be_not_writable() -> None:
+    """An OSError of the blob store's disk says so (a read-only one is 507, no
+    retry-shortly); one of a socket (the database, Redis) keeps its 503."""
+    read_only = unavailable_response(BlobDiskError(errno.EROFS, "Read-only file system"), "/x")
+    assert read_only is not None and read_only.status_code == 507
+    assert b"Attachment storage is not writable (Read-only file system)" in read_only.body
+    assert b"Redis" not in read_only.body and "retry-after" not in read_only.headers
+    full = unavailable_response(BlobDiskError(errno.ENOSPC, "No space left on device"), "/x")
+    assert full is not None and full.status_code == 507 and b"disk is full" in full.body
+    socket = unavailable_response(ConnectionRefusedError(errno.ECONNREFUSED, "refused"), "/x")
+    assert socket is not None and socket.status_code == 503
+    assert b"the database, or Redis" in socket.body

@@ -31,7 +31,7 @@ from airia_server.errors import (
 )
 from airia_server.ids import parse_id
 from airia_server.storage.base import AttachmentRecord
-from airia_server.storage.blobs import StagedUpload
+from airia_server.storage.blobs import BlobDiskError, StagedUpload
 from airia_server.text import is_ascii_digits
 
 _base64_decoder = msgspec.json.Decoder(Base64UploadRequest)
@@ -220,7 +220,7 @@ async def upload_multipart(request: Request) -> Response:
     except OverflowError:
         staged.discard()
         raise _too_large(limit) from None
-    except AppError:
+    except (AppError, BlobDiskError):  # the disk's answered as on every path (507, ...)
         staged.discard()
         raise
     except Exception as exc:  # a malformed body, or the client went away half way

@@ -14,6 +14,7 @@ from starlette.responses import Response
 from airia_server.api.schemas import Problem, encode
 from airia_server.errors import AppError
 from airia_server.logs import correlation_id_var
+from airia_server.storage.blobs import BlobDiskError
 from airia_server.storage.outages import Outage, outage_of
 
 PROBLEM_JSON = "application/problem+json"
@@ -111,8 +112,20 @@ _DETAILS = {
 
 
 def unavailable_response(exc: Exception, path: str) -> Response | None:
-    """503 with Retry-After for a backend that cannot serve now, 507 for a full disk;
-    None for anything else (a bug, answered 500)."""
+    """503 with Retry-After for a backend that cannot serve now, 507 for a full disk
+    or attachment storage that cannot be written; None for anything else (a bug,
+    answered 500)."""
+    if isinstance(exc, BlobDiskError) and exc.errno not in _DISK_FULL_ERRNOS:
+        # Not the 503 of a backend that "did not answer": a read-only filesystem (or
+        # one refusing writes) stays so until an operator acts, and names neither the
+        # database nor Redis.
+        return problem_response(
+            507,
+            "Insufficient storage",
+            f"Attachment storage is not writable ({exc.strerror or exc}): no upload can be "
+            "stored until an operator fixes its disk",
+            path,
+        )
     outage = outage_of(exc)
     if outage is None and isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS:
         outage = Outage.DISK_FULL  # attachment bytes, on the filesystem

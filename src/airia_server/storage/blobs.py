@@ -11,11 +11,12 @@ files an upload cut off by a crash left behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -30,6 +31,23 @@ class MissingBlob(FileNotFoundError):
     def __init__(self, where: str) -> None:
         super().__init__(errno.ENOENT, "blob content missing", where)
         self.where = where
+
+
+class BlobDiskError(OSError):
+    """An OSError of attachment storage's own disk (the staging files, the blob
+    directory), raised in place of the one the system gave with its errno: the API
+    tells it apart from an OSError of a socket to the database or Redis, and says which
+    disk cannot take the bytes (a full one, a read-only one)."""
+
+
+@contextlib.contextmanager
+def _on_blob_disk() -> Iterator[None]:
+    try:
+        yield
+    except BlobDiskError:
+        raise
+    except OSError as exc:
+        raise BlobDiskError(exc.errno, exc.strerror, exc.filename) from exc
 
 
 class BlobStore(Protocol):
@@ -83,9 +101,10 @@ class FilesystemBlobStore:
         if target.exists():
             staged.unlink(missing_ok=True)
             return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staged, target)
-        _fsync_dir(target.parent)
+        with _on_blob_disk():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, target)
+            _fsync_dir(target.parent)
 
     async def read(self, tenant_id: str, sha256: str, start: int, end: int) -> AsyncIterator[bytes]:
         with open(self._path(tenant_id, sha256), "rb") as handle:
@@ -223,7 +242,8 @@ class StagedUpload:
         self.limit = limit
         self.size = 0
         self._hash = hashlib.sha256()
-        fd, name = tempfile.mkstemp(dir=staging_dir, prefix="upload-")
+        with _on_blob_disk():
+            fd, name = tempfile.mkstemp(dir=staging_dir, prefix="upload-")
         self.path = Path(name)
         self._file = os.fdopen(fd, "wb")
 
@@ -232,7 +252,8 @@ class StagedUpload:
         if self.size > self.limit:
             raise OverflowError(self.limit)
         self._hash.update(data)
-        self._file.write(data)
+        with _on_blob_disk():
+            self._file.write(data)
 
     def sha256(self) -> str:
         return self._hash.hexdigest()
@@ -240,12 +261,15 @@ class StagedUpload:
     def finish(self) -> str:
         """Flush to disk; the SHA-256 of the content."""
         if not self._file.closed:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
+            with _on_blob_disk():
+                self._file.flush()
+                os.fsync(self._file.fileno())
+                self._file.close()
         return self._hash.hexdigest()
 
     def discard(self) -> None:
-        if not self._file.closed:
+        # Closing flushes what is buffered, and on a full disk fails again (the file
+        # is closed all the same): the bytes are thrown away, the file must go.
+        with contextlib.suppress(OSError):
             self._file.close()
         self.path.unlink(missing_ok=True)
