@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     database_pool_max: int = Field(10, ge=1)
     database_connect_timeout_seconds: float = Field(5.0, gt=0)
     """PostgreSQL: a new connection not made within this is given up (503)."""
+    database_statement_timeout_seconds: float = Field(30.0, gt=0)
+    """PostgreSQL: a statement not answered within this is given up, and its
+    connection closed (503): a database that stops answering holds no request longer."""
     redis_url: str | None = None
     """`redis://HOST:PORT/DB`: fan events out to every instance. Unset: in-process only."""
     redis_prefix: str = Field("airia", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")

@@ -17,6 +17,7 @@ def open_store(settings: Settings) -> Store:
             min_pool=settings.database_pool_min,
             max_pool=settings.database_pool_max,
             connect_timeout=settings.database_connect_timeout_seconds,
+            statement_timeout=settings.database_statement_timeout_seconds,
         )
     from airia_server.storage.sqlite import SqliteStore
 

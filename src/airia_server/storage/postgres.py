@@ -191,12 +191,19 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
     backend = "postgres"
 
     def __init__(
-        self, dsn: str, *, min_pool: int = 2, max_pool: int = 10, connect_timeout: float = 5.0
+        self,
+        dsn: str,
+        *,
+        min_pool: int = 2,
+        max_pool: int = 10,
+        connect_timeout: float = 5.0,
+        statement_timeout: float = 30.0,
     ) -> None:
         self.dsn = dsn
         # asyncpg's default is 60 s: a host that accepts TCP and never answers held
         # every request that needed a new connection that long.
         self._connect_timeout = connect_timeout
+        self._statement_timeout = statement_timeout
         self._min_pool = min_pool
         self._max_pool = max_pool
         self._pool: FairPool | None = None
@@ -221,6 +228,7 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
             reset=_keep_session,
             connect=_connect,
             timeout=self._connect_timeout,
+            command_timeout=self._statement_timeout,
         )
         self._pool = FairPool(pool, self._max_pool)
         # The statements over arrays get connections of their own, one per batcher
@@ -244,6 +252,7 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
             reset=_keep_session,
             connect=_connect,
             timeout=self._connect_timeout,
+            command_timeout=self._statement_timeout,
         )
         self._batch_pool = FairPool(batch_pool, BATCHERS)
         self._create = BatchedStatement(self._pool, _CREATE_CONVERSATION, self._write_stats)
