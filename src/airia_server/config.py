@@ -87,8 +87,8 @@ class Settings(BaseSettings):
     database_connect_timeout_seconds: float = Field(5.0, gt=0)
     """PostgreSQL: a new connection not made within this is given up (503)."""
     database_statement_timeout_seconds: float = Field(30.0, gt=0)
-    """PostgreSQL: a statement not answered within this is given up, and its
-    connection closed (503): a database that stops answering holds no request longer."""
+    """PostgreSQL: the connections' `statement_timeout`; a statement past it is
+    cancelled and rolled back by PostgreSQL (503, nothing done)."""
     redis_url: str | None = None
     """`redis://HOST:PORT/DB`: fan events out to every instance. Unset: in-process only."""
     redis_prefix: str = Field("airia", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import socket
 import struct
 import threading
-import time
 import uuid
 from urllib.parse import urlsplit
 
@@ -926,9 +926,7 @@ def test_a_database_that_cannot_serve_is_503_and_not_ready(tmp_path, state: str)
 
 class _Blackhole:
     """A TCP relay to PostgreSQL until `close_off()`: then its connections are cut, and
-    new ones are accepted and never answered, as by a host whose database hangs.
-    `freeze()` holds every byte in both directions, connections left open, as a
-    network partition or a frozen host does, until `thaw()`."""
+    new ones are accepted and never answered, as by a host whose database hangs."""
 
     def __init__(self, host: str, port: int) -> None:
         self._target = (host, port)
@@ -936,15 +934,7 @@ class _Blackhole:
         self.port = self._listener.getsockname()[1]
         self._sockets: list[socket.socket] = []
         self._closed_off = False
-        self._flowing = threading.Event()
-        self._flowing.set()
         threading.Thread(target=self._accept, daemon=True).start()
-
-    def freeze(self) -> None:
-        self._flowing.clear()
-
-    def thaw(self) -> None:
-        self._flowing.set()
 
     def _accept(self) -> None:
         while True:
@@ -960,10 +950,10 @@ class _Blackhole:
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
-    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
-                self._flowing.wait()
                 sink.sendall(data)
             sink.shutdown(socket.SHUT_WR)
 
@@ -1020,59 +1010,68 @@ def test_a_database_host_that_never_answers_is_503_within_the_connect_timeout(
         backends.drop_database_sync(url)
 
 
-def test_a_database_that_stops_answering_holds_no_request_past_the_statement_timeout(
-    tmp_path,
+@pytest.mark.parametrize("write", ["append", "identity"])
+def test_a_write_past_the_statement_timeout_is_503_not_done_and_done_once_when_sent_again(
+    tmp_path, write: str
 ) -> None:
-    """A partition or a frozen host: connections stay open and nothing comes back.
-    Every request hung until the database answered again (90 s in a test), then
-    finished its write long after its client had given up; /readyz hung as long.
-    Now each statement is given up after AIRIA_DATABASE_STATEMENT_TIMEOUT_SECONDS
-    (503), its connection closed, and the pool recovers once the database is back."""
+    """A write waiting on another's lock past AIRIA_DATABASE_STATEMENT_TIMEOUT_SECONDS
+    is cancelled by PostgreSQL and rolled back: the 503 means "not done", and the same
+    request sent again with its Idempotency-Key is done once. (Given up by the client
+    instead, the statement went on waiting, committed once the lock was free, and the
+    retry stored a second copy.)"""
+    import asyncpg
+
     import backends
 
     from .support import running_server
 
     backends.require(backends.postgres_problem())
     url = backends.create_database_sync()
-    parts = urlsplit(url)
-    relay = _Blackhole(parts.hostname or "127.0.0.1", parts.port or 5432)
-    via_relay = parts._replace(netloc=f"{parts.username}@127.0.0.1:{relay.port}").geturl()
     try:
         with (
             running_server(
-                tmp_path,
-                database_url=via_relay,
-                AIRIA_DATABASE_CONNECT_TIMEOUT_SECONDS="1",
-                AIRIA_DATABASE_STATEMENT_TIMEOUT_SECONDS="1",
+                tmp_path, database_url=url, AIRIA_DATABASE_STATEMENT_TIMEOUT_SECONDS="1"
             ) as server,
             server.client() as http,
         ):
-            created = create(http, server.headers(), "u1")
-            path = f"{COLLECTION}/{created['conversationId']}"
-            relay.freeze()
-            for method, body in (("GET", None), ("POST", {"message": "hi"})):
-                target = path if method == "GET" else f"{path}/messages"
-                response = http.request(
-                    method, target, json=body, headers=server.headers(), timeout=20
-                )
-                assert_problem(response, 503)
-                assert response.headers["retry-after"] == "1"
-            ready = http.get("/readyz", timeout=20)
-            assert ready.status_code == 503
-            assert ready.json()["checks"]["database"].startswith("unreachable")
-            relay.thaw()
-            # The connections given up were closed: fresh ones serve again.
-            for _ in range(20):
-                response = http.get(path, headers=server.headers(), timeout=20)
-                if response.status_code == 200:
-                    break
-                assert_problem(response, 503)
-                time.sleep(0.25)
-            assert response.status_code == 200, response.text
-            assert http.get("/readyz", timeout=20).status_code == 200
+            cid = create(http, server.headers(), "u1")["conversationId"]
+            path, body = {
+                "append": (f"{COLLECTION}/{cid}/messages", {"message": "once"}),
+                "identity": (
+                    f"{COLLECTION}/{cid}/external-identities",
+                    {"externalSystem": "teams", "externalChannelId": "c", "externalThreadId": "t"},
+                ),
+            }[write]
+            headers = {**server.headers(), "Idempotency-Key": f"k-{write}"}
+
+            async def locked_write() -> httpx.Response:
+                conn = await asyncpg.connect(url)
+                try:
+                    async with conn.transaction():
+                        await conn.execute(
+                            "SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE", cid
+                        )
+                        async with httpx.AsyncClient(base_url=server.base_url) as client:
+                            response = await client.post(
+                                path, json=body, headers=headers, timeout=20
+                            )
+                        await asyncio.sleep(1.5)  # past the timeout, the lock still held
+                finally:
+                    await conn.close()
+                return response
+
+            response = asyncio.run(locked_write())
+            problem = assert_problem(response, 503)
+            assert "statement timeout" in problem["detail"], problem
+            again = http.post(path, json=body, headers=headers)
+            assert again.status_code == 201, again.text
+            if write == "append":
+                got = http.get(f"{COLLECTION}/{cid}", headers=server.headers()).json()
+                assert [m["message"] for m in got["messages"]] == ["once"]
+            else:
+                listed = http.get(path, headers=server.headers()).json()
+                assert len(listed) == 1, listed
     finally:
-        relay.thaw()
-        relay.stop()
         backends.drop_database_sync(url)
 
 

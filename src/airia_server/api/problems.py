@@ -108,6 +108,11 @@ _DETAILS = {
         "The database rolled the request back for a concurrent one (a deadlock or a "
         "serialization conflict); nothing was done: send it again"
     ),
+    Outage.TIMED_OUT: (
+        "The database did not finish the request within the server's statement timeout "
+        "(waiting for another's lock, most often) and rolled it back; nothing was done: "
+        "send it again"
+    ),
 }
 
 

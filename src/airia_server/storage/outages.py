@@ -31,6 +31,9 @@ class Outage(enum.Enum):
     BUSY = "busy"
     """The transaction was rolled back for another's sake (a deadlock, a serialization
     conflict): sent again, it goes through."""
+    TIMED_OUT = "timed out"
+    """A statement ran past `AIRIA_DATABASE_STATEMENT_TIMEOUT_SECONDS` (waiting on a
+    lock, most often) and PostgreSQL cancelled it: rolled back, nothing was done."""
 
 
 class DatabaseUnavailable(Exception):
@@ -53,6 +56,7 @@ _PG_CODES = {
     "3D000": Outage.AWAY,  # invalid_catalog_name: the database itself is gone
     "40001": Outage.BUSY,  # serialization_failure
     "40P01": Outage.BUSY,  # deadlock_detected
+    "57014": Outage.TIMED_OUT,  # query_canceled: our statement_timeout
     "53100": Outage.DISK_FULL,
 }
 

@@ -42,6 +42,7 @@ import asyncpg
 
 from airia_server.storage.base import WriterStats
 from airia_server.storage.batching import BatchQueue
+from airia_server.storage.outages import outage_of
 from airia_server.storage.pg_pool import FairPool
 
 log = logging.getLogger("airia_server.storage")
@@ -94,6 +95,19 @@ class _Batcher(BatchQueue[Sequence[Any], R]):
         """The outcome of each call of the batch: its result, or its exception."""
 
 
+def _log_failed(size: int, kind: str, exc: Exception) -> None:
+    """One line for an outage (the database away, a statement timed out), which every
+    batch of it would repeat; a traceback for anything else, which may be a bug."""
+    log.warning(
+        "a batch of %d %s failed: %s: %s",
+        size,
+        kind,
+        type(exc).__name__,
+        str(exc)[:300],
+        exc_info=outage_of(exc) is None,
+    )
+
+
 class BatchedStatement(_Batcher[None]):
     """A write statement; `run(*args)` resolves once its call is committed."""
 
@@ -120,7 +134,7 @@ class BatchedStatement(_Batcher[None]):
                 return [exc]
             return [await self._alone(args) for args in batch]
         except Exception as exc:  # the outcome is not known: fail every call with it
-            log.warning("a batch of %d writes failed", len(batch), exc_info=True)
+            _log_failed(len(batch), "writes", exc)
             return [exc] * len(batch)
         return [None] * len(batch)
 
@@ -177,7 +191,7 @@ class BatchedRows(_Batcher[Any]):
         except REFUSED:
             return [await self._one(args) for args in batch]
         except Exception as exc:
-            log.warning("a batch of %d calls failed", len(batch), exc_info=True)
+            _log_failed(len(batch), "calls", exc)
             return [exc] * len(batch)
         found: list[Any] = [None] * len(batch)
         for row in rows:

@@ -14,15 +14,6 @@ TURN_TIMEOUT = 30.0
 no client is waiting for the answer any more."""
 
 
-_STALLED = (
-    TimeoutError,
-    asyncio.TimeoutError,  # another class before Python 3.11
-    asyncpg.InterfaceError,  # e.g. a ROLLBACK refused while a cancellation is pending
-    asyncpg.InternalClientError,
-)
-"""What leaves a connection in a state the pool should not wait on: closed instead."""
-
-
 class FairPool:
     """An asyncpg pool behind a first-come, first-served gate.
 
@@ -57,40 +48,31 @@ class FairPool:
     @contextlib.asynccontextmanager
     async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
         async with self._turn(), self._pool.acquire() as conn:
-            try:
-                yield conn
-            except _STALLED:
-                # A statement that timed out leaves its connection cancelling, and
-                # asyncpg's release waits for the cancellation, which a database that
-                # stopped answering (a partition, a frozen host) never confirms: the
-                # request then hung for the whole outage, its timeout notwithstanding.
-                # Closed outright, the connection is replaced by the pool.
-                conn.terminate()
-                raise
+            yield conn
 
     async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str:
-        async with self.acquire() as conn:
-            return await conn.execute(query, *args, timeout=timeout)
+        async with self._turn():
+            return await self._pool.execute(query, *args, timeout=timeout)
 
     async def executemany(
         self, query: str, args: list[Any], *, timeout: float | None = None
     ) -> None:
-        async with self.acquire() as conn:
-            await conn.executemany(query, args, timeout=timeout)
+        async with self._turn():
+            await self._pool.executemany(query, args, timeout=timeout)
 
     async def fetch(self, query: str, *args: Any, timeout: float | None = None) -> list[Any]:
-        async with self.acquire() as conn:
-            return await conn.fetch(query, *args, timeout=timeout)
+        async with self._turn():
+            return await self._pool.fetch(query, *args, timeout=timeout)
 
     async def fetchrow(self, query: str, *args: Any, timeout: float | None = None) -> Any:
-        async with self.acquire() as conn:
-            return await conn.fetchrow(query, *args, timeout=timeout)
+        async with self._turn():
+            return await self._pool.fetchrow(query, *args, timeout=timeout)
 
     async def fetchval(
         self, query: str, *args: Any, column: int = 0, timeout: float | None = None
     ) -> Any:
-        async with self.acquire() as conn:
-            return await conn.fetchval(query, *args, column=column, timeout=timeout)
+        async with self._turn():
+            return await self._pool.fetchval(query, *args, column=column, timeout=timeout)
 
     def get_size(self) -> int:
         """Connections open (for the metrics)."""

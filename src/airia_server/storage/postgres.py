@@ -203,7 +203,12 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
         # asyncpg's default is 60 s: a host that accepts TCP and never answers held
         # every request that needed a new connection that long.
         self._connect_timeout = connect_timeout
-        self._statement_timeout = statement_timeout
+        # PostgreSQL's own `statement_timeout`, not the client's: a statement it gives
+        # up is rolled back before the error comes, so a 503 means "not done", and a
+        # retry with the same Idempotency-Key does it once. (A client-side timeout
+        # left the statement running: waiting on a lock, it committed after the 503,
+        # and the retry wrote a second copy.) Migrations' own connection has none.
+        self._statement_timeout_ms = str(max(1, round(statement_timeout * 1000)))
         self._min_pool = min_pool
         self._max_pool = max_pool
         self._pool: FairPool | None = None
@@ -224,11 +229,13 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
             self.dsn,
             min_size=self._min_pool,
             max_size=self._max_pool,
-            server_settings={"application_name": "airia-server"},
+            server_settings={
+                "application_name": "airia-server",
+                "statement_timeout": self._statement_timeout_ms,
+            },
             reset=_keep_session,
             connect=_connect,
             timeout=self._connect_timeout,
-            command_timeout=self._statement_timeout,
         )
         self._pool = FairPool(pool, self._max_pool)
         # The statements over arrays get connections of their own, one per batcher
@@ -248,11 +255,11 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
             server_settings={
                 "application_name": "airia-server-batch",
                 "plan_cache_mode": "force_custom_plan",
+                "statement_timeout": self._statement_timeout_ms,
             },
             reset=_keep_session,
             connect=_connect,
             timeout=self._connect_timeout,
-            command_timeout=self._statement_timeout,
         )
         self._batch_pool = FairPool(batch_pool, BATCHERS)
         self._create = BatchedStatement(self._pool, _CREATE_CONVERSATION, self._write_stats)
