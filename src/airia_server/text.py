@@ -3,16 +3,43 @@ what shows nothing."""
 
 from __future__ import annotations
 
-import unicodedata
+# Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt): characters a
+# renderer shows as nothing, whatever their category (format characters, variation
+# selectors, the combining grapheme joiner, invisible Khmer vowels, fillers), and the
+# Braille blank, a letter drawn empty. A format character that draws a glyph (ARABIC
+# END OF AYAH, U+06DD) is not among them.
+_INVISIBLE_RANGES = (
+    (0x00AD, 0x00AD),
+    (0x034F, 0x034F),
+    (0x061C, 0x061C),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x206F),
+    (0x2800, 0x2800),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
+)
 
-# Letters and symbols that are drawn as nothing: the Hangul fillers, the Braille blank.
-_BLANK_GLYPHS = frozenset("\u115f\u1160\u2800\u3164\uffa0")
+
+def _invisible(char: str) -> bool:
+    code = ord(char)
+    return any(low <= code <= high for low, high in _INVISIBLE_RANGES)
 
 
 def is_blank(text: str) -> bool:
-    """Whether `text` shows nothing: empty, or only spaces, format characters (a
-    zero-width space, a byte order mark, a soft hyphen) and blank glyphs."""
-    return all(c.isspace() or c in _BLANK_GLYPHS or unicodedata.category(c) == "Cf" for c in text)
+    """Whether `text` shows nothing: empty, or only spaces and characters drawn as
+    nothing (a zero-width space, a byte order mark, a soft hyphen, a variation
+    selector alone, a filler)."""
+    return all(c.isspace() or _invisible(c) for c in text)
 
 
 def is_ascii_digits(text: str) -> bool:

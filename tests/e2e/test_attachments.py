@@ -554,6 +554,9 @@ def test_the_url_of_a_listed_attachment_is_as_good_as_the_uploads(
         ("invoice\u202efdp.exe", "invoicefdp.exe"),
         ("a\u200fb\u2066c\u2069.txt", "abc.txt"),
         ("line\u2028two\u2029\x1b[31m.txt", "linetwo[31m.txt"),
+        # A name that shows nothing is none.
+        ("\u200b", "upload"),
+        (" \ufeff\u00ad ", "upload"),
     ],
 )
 def test_file_names_lose_their_paths_and_keep_their_letters(

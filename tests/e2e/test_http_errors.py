@@ -346,7 +346,12 @@ def test_update_with_blank_title_is_422(
     created = create(http, server.headers(), user_id)
     # Spaces, and characters that show nothing: a zero-width space, a byte order
     # mark, a word joiner, a soft hyphen, the Braille blank and the Hangul filler.
-    for title in ("", "   ", "\u3000", "\u200b", " \ufeff\u2060 ", "\u00ad", "\u2800", "\u3164"):
+    # And a variation selector alone, the combining grapheme joiner, Khmer's invisible
+    # vowels: Unicode's default-ignorable characters.
+    for title in (
+        *("", "   ", "\u3000", "\u200b", " \ufeff\u2060 ", "\u00ad", "\u2800", "\u3164"),
+        *("\ufe0f", "\u034f", "\u17b4\u17b5"),
+    ):
         response = http.put(
             f"{COLLECTION}/{created['conversationId']}",
             json={"title": title},
@@ -354,6 +359,14 @@ def test_update_with_blank_title_is_422(
         )
         problem = assert_problem(response, 422)
         assert "title" in problem["detail"] or "title" in problem["message"]
+    # Format characters that draw a glyph, and invisible ones within text, are a title.
+    for title in ("\u06dd", "\U000110bd", "\U0001f469\u200d\U0001f4bb", "\u200bhello"):
+        response = http.put(
+            f"{COLLECTION}/{created['conversationId']}",
+            json={"title": title},
+            headers=server.headers(),
+        )
+        assert response.status_code == 200 and response.json()["title"] == title
 
 
 def test_update_with_bad_execution_status_is_422(

@@ -32,7 +32,7 @@ from airia_server.errors import (
 from airia_server.ids import parse_id
 from airia_server.storage.base import AttachmentRecord
 from airia_server.storage.blobs import BlobDiskError, StagedUpload
-from airia_server.text import is_ascii_digits
+from airia_server.text import is_ascii_digits, is_blank
 
 _base64_decoder = msgspec.json.Decoder(Base64UploadRequest)
 _MULTIPART_OVERHEAD = 64 * 1024
@@ -69,14 +69,15 @@ def clean_file_name(raw: str | None) -> str:
     paragraph separators, or bidi controls (which disguise an extension:
     "invoice\u202efdp.exe" shows as "invoiceexe.pdf"). Other invisible characters
     stay: the zero-width joiner of emoji sequences (👩‍💻) and of Persian and Indic
-    words is part of the name."""
+    words is part of the name. A name that shows nothing (empty, or only invisible
+    characters) becomes "upload"."""
     name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(
         c
         for c in name
         if c not in _BIDI_CONTROLS and unicodedata.category(c) not in _DROPPED_CATEGORIES
     ).strip()
-    return name[:255] or "upload"
+    return "upload" if is_blank(name) else name[:255]
 
 
 def clean_content_type(raw: str | None, file_name: str) -> str:
