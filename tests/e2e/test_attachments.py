@@ -468,6 +468,35 @@ def test_content_missing_from_the_blob_store_is_a_500_problem_before_any_byte(
     assert att["sha256"] in logged[-1]  # the file's path, or the chunks' key
 
 
+def test_content_cut_short_or_unreadable_is_the_same_500_before_any_byte(
+    server: LiveServer, http: httpx.Client, user_id: str
+) -> None:
+    """A chunk cut short in `blob_chunks` was sent as 200 with the full length and cut
+    off; so was a file replaced by a directory (IsADirectoryError once streaming); a
+    file the server may not read was a 503 blaming the database."""
+    postgres = "AIRIA_REDIS_URL" in server.env
+    cid = create(http, server.headers(), user_id)
+    damages = ["cut short"] if postgres else ["cut short", "a directory in its place"]
+    for damage in damages:
+        att = upload_ok(http, server.headers(), cid, os.urandom(3000))
+        if postgres:
+            sql = (
+                "UPDATE blob_chunks SET data = substring(data from 1 for 10) "
+                f"WHERE sha256 = '{att['sha256']}' RETURNING seq"
+            )
+            assert backends.fetch_sync(server.env["AIRIA_DATABASE_URL"], sql)
+        else:
+            (path,) = Path(server.env["AIRIA_BLOB_DIR"]).rglob(att["sha256"])
+            path.unlink()
+            if damage == "cut short":
+                path.write_bytes(b"0123456789")
+            else:
+                path.mkdir()
+        for headers in ({}, {"Range": "bytes=0-4"}):
+            body = assert_problem(fetch(att["url"], **headers), 500)
+            assert body["message"] == "Attachment content is missing", damage
+
+
 # --- signed links -----------------------------------------------------------------------------
 
 

@@ -200,3 +200,19 @@ def test_only_attachment_storage_s_own_disk_is_said_to_be_not_writable() -> None
     socket = unavailable_response(ConnectionRefusedError(errno.ECONNREFUSED, "refused"), "/x")
     assert socket is not None and socket.status_code == 503
     assert b"the database, or Redis" in socket.body
+
+
+async def test_an_outage_after_the_answer_began_is_not_logged_as_a_503(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The 503 could no longer be sent; the line said "answered 503" all the same."""
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise TimeoutError()  # no words of its own
+
+    status, records = await _answer_of(app, caplog)
+    assert status == 200
+    assert [r.getMessage() for r in records] == [
+        "GET /v1/Conversations/feed failed after its answer began: TimeoutError"
+    ]

@@ -208,14 +208,15 @@ class RequestContextMiddleware:
                 # An outage (the database, Redis, a full disk), not a bug: one line an
                 # operator wants to see, without the traceback that each request of
                 # an outage repeated (4 KB each, at ERROR, saying "unhandled").
-                error_log.warning(
-                    "%s %s answered %d: %s: %s",
-                    method,
-                    scope["path"],
-                    away.status_code,
-                    type(exc).__name__,
-                    str(exc)[:300],
-                )
+                what = f"{type(exc).__name__}: {str(exc)[:300]}" if str(exc) else type(exc).__name__
+                if scope[STATUS]:  # too late for the 503: the answer had begun
+                    error_log.warning(
+                        "%s %s failed after its answer began: %s", method, scope["path"], what
+                    )
+                else:
+                    error_log.warning(
+                        "%s %s answered %d: %s", method, scope["path"], away.status_code, what
+                    )
             else:
                 error_log.exception("unhandled error on %s %s", method, scope["path"])
             if not scope[STATUS]:

@@ -138,9 +138,9 @@ class AttachmentService:
             log.error("attachment %s: its content is missing: %s", record.id, exc.where)
             raise ContentMissing(
                 "Attachment content is missing",
-                f"The stored bytes of attachment {record.id} are not in the blob store: "
-                "an operator's matter (a blob directory or backup not restored, files "
-                "deleted)",
+                f"The stored bytes of attachment {record.id} are missing from the blob "
+                "store, or cannot be read: an operator's matter (a blob directory or "
+                "backup not restored, files deleted, or not readable by the server)",
             ) from None
 
     async def check_references(self, conversation_id: str, ids: list[str]) -> list[str]:

@@ -119,12 +119,22 @@ class FilesystemBlobStore:
 
     async def check(self, tenant_id: str, sha256: str, size: int) -> None:
         path = self._path(tenant_id, sha256)
+
+        def held() -> int:
+            # Opened, not only looked at: a file this process may not read (a restore
+            # with the wrong owner), a directory in its place, a broken disk fail here
+            # rather than once the response has begun.
+            with open(path, "rb") as handle:
+                return os.fstat(handle.fileno()).st_size
+
         try:
-            held = (await asyncio.to_thread(path.stat)).st_size
+            length = await asyncio.to_thread(held)
         except FileNotFoundError:
             raise MissingBlob(str(path)) from None
-        if held < size:  # cut short (a copy that did not finish): as good as missing
-            raise MissingBlob(f"{path} (holds {held} of {size} bytes)")
+        except OSError as exc:
+            raise MissingBlob(f"{path} (cannot be read: {exc.strerror or exc})") from None
+        if length < size:  # cut short (a copy that did not finish): as good as missing
+            raise MissingBlob(f"{path} (holds {length} of {size} bytes)")
 
     async def delete(self, tenant_id: str, sha256: str) -> None:
         self._path(tenant_id, sha256).unlink(missing_ok=True)
@@ -185,16 +195,22 @@ class PostgresBlobStore:
                 yield bytes(data[lo:hi])
 
     async def check(self, tenant_id: str, sha256: str, size: int) -> None:
-        # An empty blob is one empty chunk; counting reads no chunk's data.
+        # An empty blob is one empty chunk. A chunk's length is read from its header
+        # (`octet_length` of a stored bytea does not read its data), so a chunk cut
+        # short counts as missing too, as a short file does.
         expected = max(-(-size // self.chunk_size), 1)
-        held = await self._owner.pool.fetchval(
-            "SELECT count(*) FROM blob_chunks WHERE tenant_id = $1 AND sha256 = $2 AND seq < $3",
+        held, length = await self._owner.pool.fetchrow(
+            "SELECT count(*), coalesce(sum(octet_length(data)), 0) FROM blob_chunks "
+            "WHERE tenant_id = $1 AND sha256 = $2 AND seq < $3",
             tenant_id,
             sha256,
             expected,
         )
-        if held < expected:
-            raise MissingBlob(f"{self._where(tenant_id, sha256)} ({held} of {expected} chunks)")
+        if held < expected or length < size:
+            raise MissingBlob(
+                f"{self._where(tenant_id, sha256)} ({held} of {expected} chunks, "
+                f"{length} of {size} bytes)"
+            )
 
     @staticmethod
     def _where(tenant_id: str, sha256: str, seq: int | None = None) -> str:
