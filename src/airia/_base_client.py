@@ -61,6 +61,10 @@ def _type_adapter(tp: Any) -> pydantic.TypeAdapter[Any]:
     return pydantic.TypeAdapter(tp)
 
 
+MAX_TIMEOUT = 1_000_000
+"""Seconds: the longest `timeout` a client takes (over eleven days)."""
+
+
 def header_value(name: str, value: str, *, secret: bool = False) -> str:
     """``value``, checked as something the SDK can send in a header: printable ASCII
     and not blank. Raises ValueError (before anything is sent, and never retried):
@@ -203,8 +207,17 @@ class BaseClient:
         # Checked here, as the base URL is: past this, 0 read as a connection error,
         # a negative timeout failed inside httpx at the first call, and a negative
         # max_retries was taken as 0.
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise ValueError(f"timeout must be a number of seconds above 0, not {timeout!r}")
+        # (Infinity and the like failed deep in the sync transport: "timestamp out of
+        # range", or a false timeout at once.)
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not 0 < timeout <= MAX_TIMEOUT
+        ):
+            raise ValueError(
+                f"timeout must be a number of seconds above 0 and at most {MAX_TIMEOUT:,}, "
+                f"not {timeout!r}"
+            )
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError(f"max_retries must be a whole number from 0, not {max_retries!r}")
         self.timeout = timeout

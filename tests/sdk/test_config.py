@@ -130,6 +130,8 @@ def test_an_http_client_of_the_other_kind_is_a_type_error_at_construction():
         {"timeout": 0},
         {"timeout": -5},
         {"timeout": float("nan")},
+        {"timeout": float("inf")},
+        {"timeout": 2**31},
         {"timeout": "30"},
         {"timeout": None},
         {"max_retries": -1},
