@@ -18,6 +18,7 @@ from airia_server.storage.base import (
     FeedQuery,
     Store,
 )
+from airia_server.storage.outages import outage_of
 from airia_server.text import is_blank
 from airia_server.timeutil import utcnow_iso
 
@@ -111,8 +112,17 @@ class ConversationService:
         if attachments and self.after_delete is not None:
             try:
                 await self.after_delete()
-            except Exception:  # the periodic sweep will finish the job
-                log.exception("cleanup after deleting %s failed", target)
+            except Exception as exc:  # the periodic sweep will finish the job
+                if not isinstance(exc, OSError) and outage_of(exc) is None:
+                    log.exception("cleanup after deleting %s failed", target)
+                    return
+                # The blob disk, or the database, away: an outage, not a bug.
+                log.warning(
+                    "cleanup after deleting %s failed (the sweep will retry): %s: %s",
+                    target,
+                    type(exc).__name__,
+                    exc,
+                )
 
     async def feed(self, principal: Principal, query: FeedQuery) -> FeedPage:
         if not principal.is_api_key:
