@@ -146,3 +146,71 @@ async def test_a_release_that_never_succeeds_leaves_the_request_s_own_error(
         await idempotency.run_once(keyed_request(store), PRINCIPAL, b"{}", produce, None)
     assert store.attempts == 4 and store.released == []
     assert "could not release an Idempotency-Key" in caplog.text
+
+
+@pytest.mark.parametrize("written", [True, False])
+async def test_a_write_whose_answer_was_cut_off_is_looked_for_before_its_key_goes(
+    monkeypatch: pytest.MonkeyPatch, written: bool
+) -> None:
+    """A connection cut during the commit loses the answer, not the write. The key was
+    released all the same, and the retry wrote a second copy. Now what the key names
+    is looked for: there, it is the answer and the key is finished; not there, the
+    key is released and the error raised."""
+    monkeypatch.setattr(idempotency, "RELEASE_RETRY_DELAYS", (0.0, 0.0, 0.0))
+    store = Keys(IdempotencyClaim(state="new", resource_id="m1"))
+
+    async def recover(request, principal, resource_id):
+        return Response(b'{"messageId": "m1"}', status_code=201) if written else None
+
+    async def produce():
+        raise ConnectionResetError("connection lost during COMMIT")
+
+    if written:
+        response = await idempotency.run_once(
+            keyed_request(store), PRINCIPAL, b"{}", produce, recover
+        )
+        assert (response.status_code, response.body) == (201, b'{"messageId": "m1"}')
+        assert len(store.finished) == 1 and store.released == []
+    else:
+        with pytest.raises(ConnectionResetError):
+            await idempotency.run_once(keyed_request(store), PRINCIPAL, b"{}", produce, recover)
+        assert store.finished == [] and len(store.released) == 1
+
+
+async def test_a_write_that_cannot_be_looked_for_keeps_its_key_claimed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The database still away: neither looked for nor released; the retry's pending
+    claim looks for it first, once the database is back."""
+    monkeypatch.setattr(idempotency, "RELEASE_RETRY_DELAYS", (0.0, 0.0, 0.0))
+    store = Keys(IdempotencyClaim(state="new", resource_id="m1"))
+    looks = []
+
+    async def recover(request, principal, resource_id):
+        looks.append(resource_id)
+        raise ConnectionRefusedError("the database is away")
+
+    async def produce():
+        raise ConnectionResetError("connection lost during COMMIT")
+
+    with pytest.raises(ConnectionResetError):
+        await idempotency.run_once(keyed_request(store), PRINCIPAL, b"{}", produce, recover)
+    assert looks == ["m1"] * 4 and store.released == [] and store.finished == []
+
+
+async def test_a_write_the_database_refused_is_not_looked_for() -> None:
+    """A statement PostgreSQL cancelled (the statement timeout) was rolled back: the
+    key goes at once."""
+    import asyncpg
+
+    store = Keys(IdempotencyClaim(state="new", resource_id="m1"))
+
+    async def recover(request, principal, resource_id):
+        raise AssertionError("a refused write is not looked for")
+
+    async def produce():
+        raise asyncpg.QueryCanceledError("canceling statement due to statement timeout")
+
+    with pytest.raises(asyncpg.QueryCanceledError):
+        await idempotency.run_once(keyed_request(store), PRINCIPAL, b"{}", produce, recover)
+    assert len(store.released) == 1

@@ -46,6 +46,7 @@ from airia_server.domain.auth import Principal
 from airia_server.domain.maintenance import IDEMPOTENCY_KEY_TTL_SECONDS as KEY_TTL_SECONDS
 from airia_server.errors import BadRequest, Conflict, ValidationFailed
 from airia_server.ids import new_id, parse_id
+from airia_server.storage.outages import Outage, outage_of
 from airia_server.timeutil import format_us, now_us
 
 log = logging.getLogger("airia_server.idempotency")
@@ -196,13 +197,27 @@ async def run_once(
     request.scope[_RESOURCE_ID] = claim.resource_id
     try:
         response = await produce()
-    except BaseException:
-        # A request taken over that was not dead, only slow (or its server's clock was
-        # off), may have written its resource meanwhile, and this one then failed on
-        # the same id: that is the answer, and the key stays taken.
-        done = await written(claimed_at) if claim.taken_over else None
-        if done is not None:
-            return done
+    except BaseException as exc:
+        # Was it written all the same? A request taken over that was not dead, only
+        # slow (or its server's clock was off), may have written its resource
+        # meanwhile, and this one then failed on the same id. And a connection cut
+        # during a commit loses the answer, not the write: released, the key let the
+        # retry write a second copy. What the key names is the answer, if it is there.
+        if claim.taken_over or _maybe_written(exc):
+            # Looked for as the release is tried (see `_release`): the pool's next
+            # connections may be as dead as the one that failed.
+            for delay in (*RELEASE_RETRY_DELAYS, None):
+                try:
+                    done = await written(claimed_at)
+                    break
+                except Exception:
+                    if delay is None:
+                        # Not to be looked for now (the database still away): the key
+                        # stays claimed, and the retry looks first (a pending claim does).
+                        raise exc from None
+                await asyncio.sleep(delay)
+            if done is not None:
+                return done
         await _release(store, principal.tenant_id, key, claimed_at)
         raise
     if 200 <= response.status_code < 300:
@@ -213,6 +228,17 @@ async def run_once(
     else:
         await _release(store, principal.tenant_id, key, claimed_at)
     return response
+
+
+def _maybe_written(exc: BaseException) -> bool:
+    """Whether `exc` leaves the request's write unknown: the database or the network
+    failed under it (a connection lost, a timeout), rather than refusing it."""
+    outage = outage_of(exc)
+    if outage is not None:
+        # Refused and rolled back for sure: a deadlock, the statement timeout, a
+        # standby, a missing schema, a full disk. Away: the connection went.
+        return outage is Outage.AWAY
+    return isinstance(exc, (OSError, TimeoutError, asyncio.TimeoutError))
 
 
 RELEASE_RETRY_DELAYS = (0.05, 0.25, 1.0)
