@@ -82,7 +82,7 @@ def create_app(settings: Settings | None = None) -> AiriaApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: AiriaApp) -> AsyncIterator[None]:
-        store = open_store(settings)
+        store = open_store(settings, serving=True)
         await store.start()
         hub = open_hub(settings)
         await hub.start()

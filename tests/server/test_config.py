@@ -234,3 +234,17 @@ def test_a_missing_public_key_file_stops_the_start_whatever_the_algorithm(
     monkeypatch.setenv("AIRIA_JWT_PUBLIC_KEY", str(tmp_path / "missing.pem"))
     with pytest.raises(ValidationError, match=r"cannot read .*missing\.pem"):
         load_settings()
+
+
+def test_only_the_server_s_statements_have_the_statement_timeout() -> None:
+    """The server's requests are given up after it; the commands (an export counting
+    and sorting every row, an import's last pass over a large database) are not."""
+    from airia_server.config import Settings
+    from airia_server.storage import open_store
+
+    settings = Settings(
+        database_url="postgresql://postgres@127.0.0.1:5432/x",
+        database_statement_timeout_seconds=2.5,
+    )
+    assert open_store(settings, serving=True)._timeouts == {"statement_timeout": "2500"}
+    assert open_store(settings)._timeouts == {}

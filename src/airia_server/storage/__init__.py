@@ -7,8 +7,11 @@ from airia_server.storage.base import Store
 from airia_server.storage.blobs import BlobStore, FilesystemBlobStore, PostgresBlobStore
 
 
-def open_store(settings: Settings) -> Store:
-    """The store named by `AIRIA_DATABASE_URL` (not started yet)."""
+def open_store(settings: Settings, *, serving: bool = False) -> Store:
+    """The store named by `AIRIA_DATABASE_URL` (not started yet). `serving`: for the
+    server's requests, whose statements PostgreSQL gives up after
+    `AIRIA_DATABASE_STATEMENT_TIMEOUT_SECONDS`; the commands (an export's counts and
+    sorts over every row, an import's last pass) may take longer, and have none."""
     if settings.is_postgres:
         from airia_server.storage.postgres import PostgresStore
 
@@ -17,7 +20,7 @@ def open_store(settings: Settings) -> Store:
             min_pool=settings.database_pool_min,
             max_pool=settings.database_pool_max,
             connect_timeout=settings.database_connect_timeout_seconds,
-            statement_timeout=settings.database_statement_timeout_seconds,
+            statement_timeout=settings.database_statement_timeout_seconds if serving else None,
         )
     from airia_server.storage.sqlite import SqliteStore
 

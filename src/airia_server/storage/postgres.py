@@ -197,7 +197,7 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
         min_pool: int = 2,
         max_pool: int = 10,
         connect_timeout: float = 5.0,
-        statement_timeout: float = 30.0,
+        statement_timeout: float | None = None,
     ) -> None:
         self.dsn = dsn
         # asyncpg's default is 60 s: a host that accepts TCP and never answers held
@@ -207,8 +207,13 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
         # up is rolled back before the error comes, so a 503 means "not done", and a
         # retry with the same Idempotency-Key does it once. (A client-side timeout
         # left the statement running: waiting on a lock, it committed after the 503,
-        # and the retry wrote a second copy.) Migrations' own connection has none.
-        self._statement_timeout_ms = str(max(1, round(statement_timeout * 1000)))
+        # and the retry wrote a second copy.) None: no limit (the commands, and
+        # migrations' own connection).
+        self._timeouts = (
+            {"statement_timeout": str(max(1, round(statement_timeout * 1000)))}
+            if statement_timeout is not None
+            else {}
+        )
         self._min_pool = min_pool
         self._max_pool = max_pool
         self._pool: FairPool | None = None
@@ -231,7 +236,7 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
             max_size=self._max_pool,
             server_settings={
                 "application_name": "airia-server",
-                "statement_timeout": self._statement_timeout_ms,
+                **self._timeouts,
             },
             reset=_keep_session,
             connect=_connect,
@@ -255,7 +260,7 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
             server_settings={
                 "application_name": "airia-server-batch",
                 "plan_cache_mode": "force_custom_plan",
-                "statement_timeout": self._statement_timeout_ms,
+                **self._timeouts,
             },
             reset=_keep_session,
             connect=_connect,
