@@ -35,6 +35,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -50,6 +51,7 @@ from airia_server.storage.outages import Outage, outage_of
 from airia_server.timeutil import format_us, now_us
 
 log = logging.getLogger("airia_server.idempotency")
+T = TypeVar("T")
 
 HEADER = "idempotency-key"
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -204,18 +206,12 @@ async def run_once(
         # during a commit loses the answer, not the write: released, the key let the
         # retry write a second copy. What the key names is the answer, if it is there.
         if claim.taken_over or _maybe_written(exc):
-            # Looked for as the release is tried (see `_release`): the pool's next
-            # connections may be as dead as the one that failed.
-            for delay in (*RELEASE_RETRY_DELAYS, None):
-                try:
-                    done = await written(claimed_at)
-                    break
-                except Exception:
-                    if delay is None:
-                        # Not to be looked for now (the database still away): the key
-                        # stays claimed, and the retry looks first (a pending claim does).
-                        raise exc from None
-                await asyncio.sleep(delay)
+            try:
+                done = await _tried(lambda: written(claimed_at))
+            except Exception:
+                # Not to be looked for now (the database still away): the key stays
+                # claimed, and the retry looks first (a pending claim does).
+                raise exc from None
             if done is not None:
                 return done
         await _release(store, principal.tenant_id, key, claimed_at)
@@ -253,20 +249,27 @@ async def _release(store, tenant_id: str, key: str, claimed_at: str) -> None:
     answered every retry 409 "still running" for `ABANDONED_SECONDS` (10 minutes),
     as if its server had died. If every attempt fails, it is so all the same, and
     logged; the request's own error is what the caller is told."""
-    for delay in (*RELEASE_RETRY_DELAYS, None):
+    try:
+        await _tried(lambda: store.release_idempotency_key(tenant_id, key, claimed_at))
+    except Exception as exc:
+        log.warning(
+            "could not release an Idempotency-Key of a failed request (%s: %s); "
+            "its retries wait until it is taken over",
+            type(exc).__name__,
+            exc,
+        )
+
+
+async def _tried(attempt: Callable[[], Awaitable[T]]) -> T:
+    """`attempt()`, tried again after each of `RELEASE_RETRY_DELAYS` while it raises
+    (the pool's next connections may be as dead as the one that failed a request);
+    the last attempt's error is raised."""
+    for delay in RELEASE_RETRY_DELAYS:
         try:
-            await store.release_idempotency_key(tenant_id, key, claimed_at)
-            return
-        except Exception as exc:
-            if delay is None:
-                log.warning(
-                    "could not release an Idempotency-Key of a failed request (%s: %s); "
-                    "its retries wait until it is taken over",
-                    type(exc).__name__,
-                    exc,
-                )
-                return
-        await asyncio.sleep(delay)
+            return await attempt()
+        except Exception:
+            await asyncio.sleep(delay)
+    return await attempt()
 
 
 def _earlier_spellings(
