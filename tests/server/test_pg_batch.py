@@ -1,5 +1,5 @@
-"""PostgreSQL group commit (`BatchedStatement`): concurrent calls of one statement share
-a round trip and a commit, and each still gets its own outcome."""
+"""PostgreSQL batching (`BatchedRows`): concurrent calls of one statement share a
+round trip (and, for a write, a commit), and each still gets its own outcome."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 import backends
 from airia_server.storage.base import WriterStats
-from airia_server.storage.pg_batch import BatchedRows, BatchedStatement
+from airia_server.storage.pg_batch import BatchedRows
 from airia_server.storage.pg_pool import FairPool
 
 INSERT = "INSERT INTO items (id, note) VALUES ($1, $2)"
@@ -35,97 +35,18 @@ async def stored(pool: FairPool) -> dict[int, str]:
     return dict(await pool.fetch("SELECT id, note FROM items ORDER BY id"))
 
 
-async def test_concurrent_calls_share_commits_and_all_land(pool: FairPool) -> None:
-    stats = WriterStats()
-    insert = BatchedStatement(pool, INSERT, stats)
-    await asyncio.gather(*(insert.run(i, f"note {i}") for i in range(200)))
-    assert await stored(pool) == {i: f"note {i}" for i in range(200)}
-    assert stats.ops == 200
-    assert stats.batches < 200 // 2  # queued together, committed together
-    await insert.close()
-
-
-async def test_a_batch_is_limited_in_size(pool: FairPool) -> None:
-    stats = WriterStats()
-    insert = BatchedStatement(pool, INSERT, stats, max_batch=16)
-    await asyncio.gather(*(insert.run(i, "x") for i in range(64)))
-    assert (stats.ops, stats.batches) == (64, 4)
-    await insert.close()
-
-
-async def test_one_failing_call_fails_alone(pool: FairPool) -> None:
-    await pool.execute(INSERT, 3, "already there")
-    stats = WriterStats()
-    insert = BatchedStatement(pool, INSERT, stats)
-    outcomes = await asyncio.gather(
-        *(insert.run(i, f"note {i}") for i in range(6)), return_exceptions=True
-    )
-    assert [type(o) for o in outcomes] == [type(None)] * 3 + [asyncpg.UniqueViolationError] + [
-        type(None)
-    ] * 2
-    assert await stored(pool) == {0: "note 0", 1: "note 1", 2: "note 2", 3: "already there"} | {
-        4: "note 4",
-        5: "note 5",
-    }
-    await insert.close()
-
-
-async def test_a_call_sees_the_calls_before_it_in_its_batch(pool: FairPool) -> None:
-    """Two calls for one key in one batch: the second is the duplicate, not the first."""
-    insert = BatchedStatement(pool, INSERT, WriterStats())
-    first, second = await asyncio.gather(
-        insert.run(1, "first"), insert.run(1, "second"), return_exceptions=True
-    )
-    assert first is None
-    assert isinstance(second, asyncpg.UniqueViolationError)
-    assert await stored(pool) == {1: "first"}
-    await insert.close()
-
-
 class BrokenPool:
     """A pool whose connection breaks during every batch: PostgreSQL may or may not
-    have committed it."""
+    have committed it. It counts the calls run alone."""
 
     def __init__(self) -> None:
         self.alone = 0
 
-    async def executemany(self, sql: str, args: list[Any]) -> None:
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
         raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle")
 
-    async def execute(self, sql: str, *args: Any) -> str:
+    async def fetchrow(self, sql: str, *args: Any) -> Any:
         self.alone += 1
-        return "INSERT 0 1"
-
-
-async def test_a_batch_of_unknown_outcome_fails_every_call_and_is_not_replayed() -> None:
-    """Running the calls again could write twice what was committed: each fails."""
-    broken = BrokenPool()
-    insert = BatchedStatement(broken, INSERT, WriterStats())  # type: ignore[arg-type]
-    outcomes = await asyncio.gather(*(insert.run(i, "x") for i in range(3)), return_exceptions=True)
-    assert all(isinstance(o, asyncpg.ConnectionDoesNotExistError) for o in outcomes)
-    assert broken.alone == 0
-    await insert.close()
-
-
-async def test_a_caller_that_goes_away_does_not_undo_its_write(pool: FairPool) -> None:
-    insert = BatchedStatement(pool, INSERT, WriterStats())
-    blocker = insert.run(1, "first batch")  # in flight while the next call queues
-    waiting = asyncio.ensure_future(insert.run(2, "queued"))
-    await asyncio.sleep(0)
-    waiting.cancel()
-    await blocker
-    await insert.close()
-    assert await stored(pool) == {1: "first batch", 2: "queued"}
-
-
-async def test_close_finishes_what_is_queued_then_refuses(pool: FairPool) -> None:
-    insert = BatchedStatement(pool, INSERT, WriterStats())
-    queued = [insert.run(i, "x") for i in range(5)]
-    await insert.close()
-    assert all(f.done() and f.exception() is None for f in queued)
-    assert len(await stored(pool)) == 5
-    with pytest.raises(RuntimeError, match="closed"):
-        await insert.run(9, "late")
 
 
 # --- reads --------------------------------------------------------------------------
@@ -254,26 +175,82 @@ async def test_a_refused_write_batch_runs_each_call_alone(pool: FairPool) -> Non
     await add.close()
 
 
-async def test_a_write_batch_of_unknown_outcome_is_not_replayed() -> None:
-    class Broken(BrokenPool):
-        async def fetch(self, sql: str, *args: Any) -> list[Any]:
-            raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle")
-
-        async def fetchrow(self, sql: str, *args: Any) -> Any:
-            self.alone += 1
-
-    broken = Broken()
-    add = BatchedRows(
-        broken,  # type: ignore[arg-type]
+def adder(pool: FairPool, stats: WriterStats | None = None, *, max_batch: int = 256) -> BatchedRows:
+    return BatchedRows(
+        pool,
         ADD,
         single=ADD_ONE,
-        single_pool=broken,  # type: ignore[arg-type]
-        stats=WriterStats(),
+        single_pool=pool,
+        stats=stats or WriterStats(),
+        max_batch=max_batch,
     )
-    rows = await asyncio.gather(*(add.get(i, "x") for i in range(3)), return_exceptions=True)
-    assert all(isinstance(r, asyncpg.ConnectionDoesNotExistError) for r in rows)
-    assert broken.alone == 0
+
+
+async def test_concurrent_writes_share_commits_and_all_land(pool: FairPool) -> None:
+    stats = WriterStats()
+    add = adder(pool, stats)
+    await asyncio.gather(*(add.get(i, f"note {i}") for i in range(200)))
+    assert await stored(pool) == {i: f"note {i}" for i in range(200)}
+    assert stats.ops == 200
+    assert stats.batches < 200 // 2  # queued together, committed together
     await add.close()
+
+
+async def test_a_batch_is_limited_in_size(pool: FairPool) -> None:
+    stats = WriterStats()
+    add = adder(pool, stats, max_batch=16)
+    await asyncio.gather(*(add.get(i, "x") for i in range(1, 65)))
+    assert (stats.ops, stats.batches) == (64, 4)
+    await add.close()
+
+
+async def test_a_call_sees_the_calls_before_it_in_its_batch(pool: FairPool) -> None:
+    """Two calls for one key in one batch: the second is the duplicate, not the first."""
+    add = adder(pool)
+    blocker = add.get(9, "in flight")
+    await asyncio.sleep(0)  # it goes alone; the next calls queue behind it, together
+    first, second = await asyncio.gather(
+        add.get(1, "first"), add.get(1, "second"), return_exceptions=True
+    )
+    await blocker
+    assert tuple(first) == (5,)
+    assert isinstance(second, asyncpg.UniqueViolationError)
+    assert await stored(pool) == {1: "first", 9: "in flight"}
+    await add.close()
+
+
+async def test_a_write_batch_of_unknown_outcome_is_not_replayed() -> None:
+    """Running the calls again could write twice what was committed: each fails."""
+    broken = BrokenPool()
+    add = adder(broken)  # type: ignore[arg-type]
+    blocker = add.get(0, "x")
+    await asyncio.sleep(0)  # it goes alone, as the single statement
+    rows = await asyncio.gather(*(add.get(i, "x") for i in range(1, 4)), return_exceptions=True)
+    await blocker
+    assert all(isinstance(r, asyncpg.ConnectionDoesNotExistError) for r in rows)
+    assert broken.alone == 1  # the first call only, none of the batch
+    await add.close()
+
+
+async def test_a_caller_that_goes_away_does_not_undo_its_write(pool: FairPool) -> None:
+    add = adder(pool)
+    blocker = add.get(1, "first batch")  # in flight while the next call queues
+    waiting = asyncio.ensure_future(add.get(2, "queued"))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    await blocker
+    await add.close()
+    assert await stored(pool) == {1: "first batch", 2: "queued"}
+
+
+async def test_close_finishes_what_is_queued_then_refuses(pool: FairPool) -> None:
+    add = adder(pool)
+    queued = [add.get(i, "x") for i in range(5)]
+    await add.close()
+    assert all(f.done() and f.exception() is None for f in queued)
+    assert len(await stored(pool)) == 5
+    with pytest.raises(RuntimeError, match="closed"):
+        await add.get(9, "late")
 
 
 async def test_a_drain_cut_short_fails_its_calls_instead_of_leaving_them_waiting() -> None:

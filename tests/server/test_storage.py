@@ -271,6 +271,63 @@ async def test_feed_counts_keep_their_totals_when_they_move_to_slots(
         await backends.drop_database(url)
 
 
+async def test_feed_counts_keep_their_totals_when_their_triggers_run_per_statement(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PostgreSQL's migration 13 counts per statement: the counts the row triggers
+    made still stand, and batched creates (several tenants and users in one
+    statement), shares, unshares and deletes after it keep them exact."""
+    from airia_server.storage import postgres as postgres_storage
+
+    backends.require(backends.postgres_problem())
+    url = await backends.create_database()
+    every = postgres_migrations()
+    monkeypatch.setattr(postgres_storage, "migrations", lambda: [m for m in every if m[0] < 13])
+    old = PostgresStore(url)
+    try:
+        await old.start()
+        before = [make_record(user=f"u{i % 2}") for i in range(4)]
+        await asyncio.gather(*(create(old, record) for record in before))
+        await old.close()
+
+        monkeypatch.setattr(postgres_storage, "migrations", lambda: every)
+        store = PostgresStore(url)
+        await store.start()
+        try:
+
+            async def totals(tenant: str = "t1") -> list[int]:
+                whole = await store.feed(query(user_id=None, tenant_id=tenant))
+                users = [await store.feed(query(user_id=u, tenant_id=tenant)) for u in USERS]
+                return [whole.total_count] + [page.total_count for page in users]
+
+            USERS = ("u0", "u1", "u2")
+            assert await totals() == [4, 2, 2, 0]
+            after = [make_record(tenant=f"t{1 + i % 2}", user=f"u{i % 3}") for i in range(12)]
+            await asyncio.gather(*(create(store, record) for record in after))
+            assert await totals() == [4 + 6, 2 + 2, 2 + 2, 2]
+            assert await totals("t2") == [6, 2, 2, 2]
+            shared = before[0]
+            await store.put_participant(
+                "t1", shared.id, "u2", "Viewer", "u0", "now", only_existing=False
+            )
+            assert await totals() == [10, 4, 4, 3]
+            await store.remove_participant("t1", shared.id, "u2", "now")
+            assert await totals() == [10, 4, 4, 2]
+            await store.put_participant(
+                "t1", shared.id, "u2", "Viewer", "u0", "now", only_existing=False
+            )
+            results = await asyncio.gather(
+                *(store.delete_conversation("t1", r.id, "now") for r in (shared, before[1]))
+            )
+            assert all(result is not None for result in results)
+            assert await totals() == [8, 3, 3, 2]
+            assert await totals("t2") == [6, 2, 2, 2]
+        finally:
+            await store.close()
+    finally:
+        await backends.drop_database(url)
+
+
 @contextlib.asynccontextmanager
 async def pg_instances(count: int) -> AsyncIterator[list[PostgresStore]]:
     """`count` started PostgresStores (as many server instances) over one new database,

@@ -2,31 +2,25 @@
 
 Each query on its own is a round trip, and asyncpg's and PostgreSQL's work per
 query (the pool, the protocol, parse and bind, a write's commit and its WAL
-flush) is most of what a simple request costs. Both batchers here queue the
-calls made while a batch is in flight, and run the queue as the next batch when
+flush) is most of what a simple request costs. The batcher here queues the
+calls made while a batch is in flight, and runs the queue as the next batch when
 it lands. Nothing is held back waiting for company: a call made while nothing
 is in flight goes at once, alone. And nothing is answered from an earlier
 query: a call only ever joins a batch that has not started yet, so it sees every
 write committed before it was made.
 
-- `BatchedStatement` (writes) runs a batch with asyncpg's `executemany`: one
-  round trip, one implicit transaction, one commit. asyncpg makes `executemany`
-  atomic, so a batch is committed whole or not at all, and a caller's future
-  resolves only after the COMMIT, with `synchronous_commit` on: a returned write
-  is as durable as one made alone. One failing call does not spoil the others:
-  when PostgreSQL refuses a batch (and so rolled it back), each call of it runs
-  again alone and gets its own outcome. When the outcome is not known (the
-  connection broke), every call fails with that error and nothing is replayed.
-  Only statements whose calls are independent of each other belong here: the
-  calls of a batch run in the order they came, in one transaction, and a call
-  sees what the calls before it wrote.
-
-- `BatchedRows` (reads, and writes that answer with a row) runs a batch as one
-  statement that joins the calls' arguments, as arrays, with the tables
-  (`unnest(...) WITH ORDINALITY`): each row comes back with the position of the
-  call it answers, so every caller gets the row for exactly its arguments,
-  tenant and all, or None. A write through it commits as `BatchedStatement`'s
-  do.
+`BatchedRows` runs a batch as one statement that joins the calls' arguments, as
+arrays, with the tables (`unnest(...) WITH ORDINALITY`): each row comes back with
+the position of the call it answers, so every caller gets the row for exactly its
+arguments, tenant and all, or None. A batch of writes is one statement, so one
+implicit transaction and one commit: it is committed whole or not at all, and a
+caller's future resolves only after the COMMIT, with `synchronous_commit` on: a
+returned write is as durable as one made alone. One failing call does not spoil
+the others: when PostgreSQL refuses a batch (and so rolled it back), each call of
+it runs again alone and gets its own outcome. When the outcome is not known (the
+connection broke), every call fails with that error and nothing is replayed. So
+a statement belongs here only if, over a batch, it gives each call the outcome it
+would have had alone, in the order the calls came (or is refused).
 """
 
 from __future__ import annotations
@@ -34,9 +28,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from abc import abstractmethod
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 
@@ -46,8 +39,6 @@ from airia_server.storage.outages import outage_of
 from airia_server.storage.pg_pool import FairPool
 
 log = logging.getLogger("airia_server.storage")
-
-R = TypeVar("R")
 
 REFUSED = (
     asyncpg.DataError,  # 22: a value the column cannot take
@@ -60,39 +51,6 @@ REFUSED = (
 """Errors with which PostgreSQL refuses a statement for what it was asked to do, and
 rolls its transaction back. Any other error (a broken connection, a shutdown, a
 timeout) leaves it unknown whether the batch was committed."""
-
-
-class _Batcher(BatchQueue[Sequence[Any], R]):
-    """Calls of one statement queue while a batch is in flight; `_run` runs a batch.
-    A writer's batches are counted in `stats`."""
-
-    def __init__(self, pool: FairPool, sql: str, max_batch: int, stats: WriterStats | None) -> None:
-        super().__init__(max_batch)
-        self._pool = pool
-        self._sql = sql
-        self._stats = stats
-
-    async def _drain(self) -> None:
-        while self._pending:
-            batch = self._next_batch()
-            started = time.perf_counter()
-            try:
-                outcomes = await self._run([args for args, _ in batch])
-            finally:
-                if self._stats is not None:
-                    self._stats.record(len(batch), time.perf_counter() - started)
-            self._settle(
-                [
-                    (future, None, outcome)
-                    if isinstance(outcome, Exception)
-                    else (future, outcome, None)
-                    for (_, future), outcome in zip(batch, outcomes, strict=True)
-                ]
-            )
-
-    @abstractmethod
-    async def _run(self, batch: list[Sequence[Any]]) -> list[Any]:
-        """The outcome of each call of the batch: its result, or its exception."""
 
 
 def _log_failed(size: int, kind: str, exc: Exception) -> None:
@@ -108,45 +66,7 @@ def _log_failed(size: int, kind: str, exc: Exception) -> None:
     )
 
 
-class BatchedStatement(_Batcher[None]):
-    """A write statement; `run(*args)` resolves once its call is committed."""
-
-    def __init__(
-        self,
-        pool: FairPool,
-        sql: str,
-        stats: WriterStats,
-        *,
-        max_batch: int = 128,
-    ) -> None:
-        super().__init__(pool, sql, max_batch, stats)
-
-    def run(self, *args: Any) -> asyncio.Future[None]:
-        return self.submit(args)
-
-    async def _run(self, batch: list[Sequence[Any]]) -> list[Any]:
-        try:
-            await self._pool.executemany(self._sql, batch)
-        except REFUSED as exc:
-            # PostgreSQL refused the batch and rolled it back: nothing of it is
-            # written. Alone, each call gets the outcome it would have had.
-            if len(batch) == 1:
-                return [exc]
-            return [await self._alone(args) for args in batch]
-        except Exception as exc:  # the outcome is not known: fail every call with it
-            _log_failed(len(batch), "writes", exc)
-            return [exc] * len(batch)
-        return [None] * len(batch)
-
-    async def _alone(self, args: Sequence[Any]) -> Exception | None:
-        try:
-            await self._pool.execute(self._sql, *args)
-        except Exception as exc:
-            return exc
-        return None
-
-
-class BatchedRows(_Batcher[Any]):
+class BatchedRows(BatchQueue[Sequence[Any], Any]):
     """A statement over arrays: `get(*args)` resolves to the row for those arguments,
     or None.
 
@@ -175,14 +95,36 @@ class BatchedRows(_Batcher[Any]):
         stats: WriterStats | None = None,
         max_batch: int = 256,
     ) -> None:
-        super().__init__(pool, sql, max_batch, stats)
+        super().__init__(max_batch)
+        self._pool = pool
+        self._sql = sql
         self._single = single
         self._single_pool = single_pool
+        self._stats = stats
 
     def get(self, *args: Any) -> asyncio.Future[Any]:
         return self.submit(args)
 
+    async def _drain(self) -> None:
+        while self._pending:
+            batch = self._next_batch()
+            started = time.perf_counter()
+            try:
+                outcomes = await self._run([args for args, _ in batch])
+            finally:
+                if self._stats is not None:
+                    self._stats.record(len(batch), time.perf_counter() - started)
+            self._settle(
+                [
+                    (future, None, outcome)
+                    if isinstance(outcome, Exception)
+                    else (future, outcome, None)
+                    for (_, future), outcome in zip(batch, outcomes, strict=True)
+                ]
+            )
+
     async def _run(self, batch: list[Sequence[Any]]) -> list[Any]:
+        """The outcome of each call of the batch: its row (or None), or its exception."""
         if len(batch) == 1:
             return [await self._one(batch[0])]
         columns = [list(part) for part in zip(*batch, strict=True)]

@@ -37,7 +37,7 @@ from airia_server.storage.base import (
 )
 from airia_server.storage.feed_sql import FeedSql
 from airia_server.storage.outages import DatabaseUnavailable, Outage
-from airia_server.storage.pg_batch import BatchedRows, BatchedStatement
+from airia_server.storage.pg_batch import BatchedRows
 from airia_server.storage.pg_pool import FairPool
 from airia_server.storage.postgres_attachments import AttachmentsMixin
 from airia_server.storage.postgres_housekeeping import IdempotencyMixin, LifecycleMixin
@@ -100,14 +100,32 @@ _DELETE_CONVERSATION = (
 )
 
 
-# The conversation and its Owner together, one statement. Creates are batched
-# (`BatchedStatement`): concurrent ones share a round trip and a commit.
+# The conversation and its Owner together, one statement. Parameters: the
+# conversation's columns, then the Owner's participant id.
 _CREATE_CONVERSATION = (
     f"WITH c AS (INSERT INTO conversations ({CONVERSATION_COLUMNS}) "
     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id) "
     "INSERT INTO conversation_participants (conversation_id, user_id, id, tenant_id, "
     "role, shared_at, shared_by_user_id, conv_updated_at, conv_created_at) "
     "SELECT c.id, $3, $14, $2, 'Owner', $12, $3, $13, $12 FROM c"
+)
+# The same for a batch of creates (`BatchedRows`), each parameter an array with one
+# element per conversation: concurrent creates share a round trip, a commit, and the
+# feed counters' triggers, which run once per statement (migration 0013).
+_CREATE_CONVERSATIONS = (
+    "WITH k AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], "
+    "$5::text[], $6::text[], $7::boolean[], $8::text[], $9::text[], $10::bigint[], "
+    "$11::bigint[], $12::text[], $13::text[], $14::text[]) WITH ORDINALITY AS k(id, "
+    "tenant_id, user_id, title, deployment_id, data_source_files, is_bookmarked, "
+    "last_execution_status, last_execution_id, message_count, last_sequence, created_at, "
+    "updated_at, owner_id, i)), "
+    f"c AS (INSERT INTO conversations ({CONVERSATION_COLUMNS}) "
+    f"SELECT {CONVERSATION_COLUMNS} FROM k ORDER BY i RETURNING id), "
+    "o AS (INSERT INTO conversation_participants (conversation_id, user_id, id, tenant_id, "
+    "role, shared_at, shared_by_user_id, conv_updated_at, conv_created_at) "
+    "SELECT k.id, k.user_id, k.owner_id, k.tenant_id, 'Owner', k.created_at, k.user_id, "
+    "k.updated_at, k.created_at FROM k JOIN c ON c.id = k.id ORDER BY k.i) "
+    "SELECT k.i FROM k JOIN c ON c.id = k.id"
 )
 
 # A conversation by id within a tenant, and with it the role of a user in it: reads
@@ -135,9 +153,9 @@ _GET_CONVERSATIONS_FOR = (
 )
 
 
-BATCHERS = 3
-"""Batched statements over arrays (appends, the two reads by id): the connections
-each instance opens for them, besides its pool."""
+BATCHERS = 4
+"""Batched statements over arrays (creates, appends, the two reads by id): the
+connections each instance opens for them, besides its pool."""
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -219,7 +237,7 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
         self._pool: FairPool | None = None
         self._batch_pool: FairPool | None = None
         self._write_stats = WriterStats()
-        self._create: BatchedStatement | None = None
+        self._create: BatchedRows | None = None
         self._get: BatchedRows | None = None
         self._get_for: BatchedRows | None = None
         self._add_messages_batch: BatchedRows | None = None
@@ -250,9 +268,7 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
         # small joins a batch's keys by scanning the whole table, and goes on doing
         # so after it has grown, until autovacuum's next ANALYZE. Here that took an
         # append batch from 1 ms to 48 ms after 85,000 creates. Planning a batch's
-        # statement costs 0.1-0.4 ms of PostgreSQL's time, once per batch. Creates
-        # stay on the pool: their batch is one plain INSERT per row (executemany),
-        # with nothing to choose, which would be planned again for every row here.
+        # statement costs 0.1-0.4 ms of PostgreSQL's time, once per batch.
         batch_pool = await asyncpg.create_pool(
             self.dsn,
             min_size=1,
@@ -267,8 +283,14 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
             timeout=self._connect_timeout,
         )
         self._batch_pool = FairPool(batch_pool, BATCHERS)
-        self._create = BatchedStatement(self._pool, _CREATE_CONVERSATION, self._write_stats)
         batched, single = self._batch_pool, self._pool
+        self._create = BatchedRows(
+            batched,
+            _CREATE_CONVERSATIONS,
+            single=_CREATE_CONVERSATION,
+            single_pool=single,
+            stats=self._write_stats,
+        )
         self._get = BatchedRows(
             batched, _GET_CONVERSATIONS, single=_GET_CONVERSATION, single_pool=single
         )
@@ -426,7 +448,7 @@ class PostgresStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, Lifecycle
     async def create_conversation(self, record: ConversationRecord, owner_id: str) -> None:
         if self._create is None:
             raise RuntimeError("the store is not started")
-        await self._create.run(
+        await self._create.get(
             record.id,
             record.tenant_id,
             record.user_id,

@@ -1,0 +1,5 @@
+-- PostgreSQL's 0013 keeps the feed's counters with triggers that run once per
+-- statement rather than once per row, so that a batch of creates made as one
+-- statement pays for them once. SQLite has only row triggers, and its creates are
+-- one statement each: its counters stay as 0007 made them. This file keeps the two
+-- backends' schema versions in step.
