@@ -227,6 +227,27 @@ def test_missing_credentials_exit_2(run, monkeypatch):
     code, _, err = run("conversations", "list")
     assert code == 2
     assert err.startswith("error: Authentication required")
+    assert "--api-key" in err and "--token" in err and "bearer_token" not in err
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (["--api-key", "k", "--token", "t"], "error: Cannot provide both --api-key and --token."),
+        (["--token", "t\x01"], "error: --token must not "),
+        (["--api-key", "k\x01"], "error: --api-key must not "),
+        (
+            ["--base-url", "localhost/api_key"],
+            "error: --base-url 'localhost/api_key' is not a usable base URL",
+        ),
+    ],
+)
+def test_credential_errors_name_the_options(run, server: FakeServer, options, expected):
+    """The SDK names its parameters (`bearer_token`); the command line names its own
+    options, and leaves what the user typed as it was."""
+    code, out, err = run(*options, "conversations", "list")
+    assert (code, out) == (2, "") and server.requests == []
+    assert err.startswith(expected), err
 
 
 @pytest.mark.parametrize("where", ["option", "environment"])

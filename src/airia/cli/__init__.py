@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -28,6 +29,21 @@ from ._output import (
 
 # Tests replace this to send through an httpx.MockTransport.
 client_factory: Callable[..., AiriaClient] = AiriaClient
+
+
+_PARAMETER_OR_QUOTE = re.compile(
+    r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|\b(api_key|bearer_token|base_url)\b"
+)
+_FLAGS = {"api_key": "--api-key", "bearer_token": "--token", "base_url": "--base-url"}
+
+
+def _as_flags(message: str) -> str:
+    """The SDK's message about its constructor's arguments, naming this command's
+    options instead (`bearer_token` is `--token` here); a quoted value is left as it
+    is."""
+    return _PARAMETER_OR_QUOTE.sub(
+        lambda m: _FLAGS[m.group(1)] if m.group(1) else m.group(0), message
+    )
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -198,7 +214,7 @@ def _main(argv: Sequence[str] | None) -> int:
             base_url=args.base_url, api_key=args.api_key, bearer_token=args.token
         )
     except ValueError as exc:
-        print(f"error: {visible(str(exc))}", file=sys.stderr)
+        print(f"error: {visible(_as_flags(str(exc)))}", file=sys.stderr)
         return 2
     with client:
         try:
