@@ -93,7 +93,7 @@ def _components(services: Any) -> list[str]:
     if stats is not None:
         out += _gauge(
             "airia_db_write_batches_total",
-            "Commits of write batches (SQLite: every write; PostgreSQL: creates).",
+            "Commits of write batches (SQLite: every write; PostgreSQL: creates and appends).",
             stats.batches,
             "counter",
         )
@@ -119,6 +119,18 @@ def _components(services: Any) -> list[str]:
         out += _gauge("airia_db_pool_connections", "PostgreSQL connections open.", pool.get_size())
         out += _gauge(
             "airia_db_pool_idle_connections", "PostgreSQL connections idle.", pool.get_idle_size()
+        )
+    batch_pool = getattr(services.store, "_batch_pool", None)
+    if batch_pool is not None:
+        out += _gauge(
+            "airia_db_batch_pool_connections",
+            "PostgreSQL connections open for the batched statements.",
+            batch_pool.get_size(),
+        )
+        out += _gauge(
+            "airia_db_batch_pool_idle_connections",
+            "PostgreSQL connections for the batched statements, idle.",
+            batch_pool.get_idle_size(),
         )
     return out
 

@@ -79,6 +79,10 @@ async def test_counts_and_histograms_follow_the_load(server: LiveServer) -> None
         name.startswith(("airia_db_write_batches_total", "airia_db_pool_connections"))
         for name in after
     )
+    if "airia_db_pool_connections" in after:  # PostgreSQL: both pools are shown
+        assert 1 <= after["airia_db_pool_connections"] <= 10
+        assert 1 <= after["airia_db_batch_pool_connections"] <= 4
+        assert 0 <= after["airia_db_batch_pool_idle_connections"] <= 4
     # Every write batch is in the batch duration histogram, once.
     batches = after["airia_db_write_batches_total"]
     assert batches - before["airia_db_write_batches_total"] >= 1
