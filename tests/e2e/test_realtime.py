@@ -201,6 +201,16 @@ async def test_bad_after_is_refused(
     assert await refused_status(with_query(created["websocketUrl"], after=after)) == 403
 
 
+@pytest.mark.parametrize("query", ["ticket=%FF", "ticket={ticket}&after=%ED%A0%80"])
+async def test_a_query_that_is_not_utf8_is_refused_with_400(
+    server: LiveServer, ahttp: httpx.AsyncClient, user_id: str, query: str
+) -> None:
+    """As on every HTTP route: the bytes are not text, whatever the ticket."""
+    created = await create(ahttp, server.headers(), user_id)
+    base, ticket = created["websocketUrl"].split("?ticket=")
+    assert await refused_status(f"{base}?{query.format(ticket=ticket)}") == 400
+
+
 @pytest.mark.parametrize(
     "ticket", ["a.%C3%A9", "%C3%A9.%C3%A9", "a.b%00"], ids=["utf8-sig", "utf8-both", "nul"]
 )

@@ -177,9 +177,10 @@ class RequestContextMiddleware:
                     send, 400, "NUL characters are not allowed in URLs", scope["path"], cid_header
                 )
                 return
-            if scope["type"] == "http" and not _utf8_query(scope.get("query_string", b"")):
+            if not _utf8_query(scope.get("query_string", b"")):
                 # Decoded leniently, `%FF` would become U+FFFD and match stored text that
-                # holds one; a JSON body that is not UTF-8 is refused as well.
+                # holds one; a JSON body that is not UTF-8 is refused as well. A socket's
+                # upgrade gets the same answer (its `ticket` and `after` are ASCII).
                 scope[STATUS] = 400
                 await _send_problem(
                     send,
@@ -188,6 +189,7 @@ class RequestContextMiddleware:
                     scope["path"],
                     cid_header,
                     "Percent-encode the UTF-8 bytes of each character (%C3%A9 for é)",
+                    scope=scope,
                 )
                 return
             await self.app(scope, receive, send)
