@@ -49,6 +49,7 @@ import msgspec  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
 from airia_server.config import (  # noqa: E402
+    MAX_RETENTION_DAYS,
     ConfigFileError,
     Settings,
     describe,
@@ -341,8 +342,11 @@ async def _keys(store, args: argparse.Namespace) -> int:
 
 async def _retention(store, settings: Settings, args: argparse.Namespace) -> int:
     if args.retention == "set":
-        if args.days is not None and args.days < 1:
-            print("airia-server: --days must be at least 1 (or use --forever)", file=sys.stderr)
+        if args.days is not None and not 1 <= args.days <= MAX_RETENTION_DAYS:
+            print(
+                f"airia-server: --days must be from 1 to {MAX_RETENTION_DAYS:,} (or use --forever)",
+                file=sys.stderr,
+            )
             return 2
         await store.set_retention(args.tenant, None if args.forever else args.days)
         days = f"{args.days} day" + ("" if args.days == 1 else "s")

@@ -55,6 +55,11 @@ def _origin(text: str) -> str:
     return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
 
 
+MAX_RETENTION_DAYS = 1_000_000
+"""The longest retention a policy may name (about 2,700 years; longer is "for ever"):
+what every backend's integer column holds, and a cut-off date can be written as."""
+
+
 class Settings(BaseSettings):
     """Every setting, from (highest first) command-line flags, `AIRIA_*` environment
     variables, a TOML config file (`--config` or `AIRIA_CONFIG_FILE`), then defaults."""
@@ -157,7 +162,7 @@ class Settings(BaseSettings):
     """Unreferenced blobs untouched this long are deleted (on start, periodically, and
     right after a conversation is deleted)."""
 
-    retention_days: int = Field(0, ge=0)
+    retention_days: int = Field(0, ge=0, le=MAX_RETENTION_DAYS)
     """Default for tenants without their own policy: delete conversations untouched this
     many days (0 keeps them for ever). Per tenant: `airia-server retention set`."""
     maintenance_interval_seconds: float = Field(60.0, ge=1)

@@ -78,7 +78,7 @@ from typing import IO, Annotated, Any, Literal, NamedTuple, Protocol
 
 import msgspec
 
-from airia_server.config import mask_url
+from airia_server.config import MAX_RETENTION_DAYS, mask_url
 from airia_server.storage.blobs import BlobStore, PostgresBlobStore, StagedUpload
 from airia_server.timeutil import utcnow_iso
 
@@ -135,7 +135,7 @@ class ApiKeyLine(_Line, tag="api_key"):
 
 class TenantSettingLine(_Line, tag="tenant_setting"):
     tenant_id: str
-    retention_days: int | None
+    retention_days: Annotated[int, msgspec.Meta(ge=0, le=MAX_RETENTION_DAYS)] | None
     """Days an untouched conversation is kept; None: for ever."""
 
 

@@ -709,6 +709,22 @@ def test_an_import_stops_at_a_line_with_a_value_the_server_never_writes(
     assert stored == ["first"]
 
 
+@pytest.mark.parametrize("days", ["0", "-3", "1000001", "99999999999999999999"])
+def test_a_retention_policy_out_of_range_is_refused(
+    tmp_path: Path, target_url: str, days: str
+) -> None:
+    """From 1 to 1,000,000 days, or --forever. A number beyond what the column holds was
+    a traceback (SQLite) and stored nothing; the answer is now a usage error."""
+    env = server_env(target_url, tmp_path)
+    result = run_cli(env, "retention", "set", "--tenant", "t1", "--days", days)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert "--days must be from 1 to 1,000,000" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "t1" not in run_cli(env, "retention", "show").stdout
+    most = run_cli(env, "retention", "set", "--tenant", "t1", "--days", "1000000")
+    assert most.returncode == 0, most.stderr
+
+
 def blob_line(tenant: str, sha256: str, size: int, content: bytes) -> str:
     return json.dumps(
         {
@@ -929,6 +945,11 @@ def _counter(rows: list[dict], name: str, value: int) -> int:
     return 2
 
 
+def _retention(rows: list[dict], days: int) -> int:
+    rows.insert(1, {"kind": "tenant_setting", "tenantId": "t1", "retentionDays": days})
+    return 2
+
+
 def _message_position(rows: list[dict], position: int) -> int:
     rows[2]["position"] = position
     return 3
@@ -958,6 +979,7 @@ def _event(rows: list[dict], sequence: int) -> int:
         (lambda rows: _counter(rows, "lastSequence", BIGINT_MAX), "lastSequence"),
         (lambda rows: _counter(rows, "messageCount", BIGINT_MAX), "messageCount"),
         (lambda rows: _counter(rows, "lastSequence", -1), "lastSequence"),
+        (lambda rows: _retention(rows, 10**12), "retentionDays"),
     ],
     ids=[
         "size-differs",
@@ -973,6 +995,7 @@ def _event(rows: list[dict], sequence: int) -> int:
         "last-sequence-full",
         "message-count-full",
         "last-sequence-negative",
+        "retention-overflows",
     ],
 )
 def test_an_import_stops_at_a_line_whose_references_or_sizes_would_break_the_server(
@@ -981,7 +1004,8 @@ def test_an_import_stops_at_a_line_whose_references_or_sizes_would_break_the_ser
     """Each was imported (exit 0) and stored: an attachment whose Content-Length was not
     its blob's size (or negative), a message without its conversation, a message or event
     above its conversation's counter or a counter with no room left (the server's next
-    write was a 500). A number beyond a bigint was a traceback on SQLite. It is damage,
+    write was a 500). A number beyond a bigint was a traceback on SQLite, and so was a
+    retention in days beyond what a policy can name. It is damage,
     like a line that does not decode: the import stops there, naming the line (exit 1),
     and stores nothing of it."""
     rows = hand_made_export()

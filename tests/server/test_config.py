@@ -160,8 +160,9 @@ def test_a_public_url_is_kept_with_its_scheme_in_lower_case(
             {"AIRIA_JWT_ALGORITHM": "ES256", "AIRIA_JWT_PUBLIC_KEY": "-----BEGIN PUBLIC KEY-----x"},
             "not a ES256 public key",
         ),
+        ({"AIRIA_RETENTION_DAYS": "1000001"}, "less than or equal to 1000000"),
     ],
-    ids=["log-level", "redis-url", "pool-bounds", "key-file", "key-text"],
+    ids=["log-level", "redis-url", "pool-bounds", "key-file", "key-text", "retention"],
 )
 def test_settings_that_would_fail_later_stop_the_start(
     monkeypatch: pytest.MonkeyPatch, settings: dict[str, str], says: str
