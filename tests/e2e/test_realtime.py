@@ -198,7 +198,9 @@ async def test_bad_after_is_refused(
     server: LiveServer, ahttp: httpx.AsyncClient, user_id: str, after: str
 ) -> None:
     created = await create(ahttp, server.headers(), user_id)
-    assert await refused_status(with_query(created["websocketUrl"], after=after)) == 403
+    assert await refused_status(with_query(created["websocketUrl"], after=after)) == 422
+    # A bad ticket is refused as one, whatever `after` holds.
+    assert await refused_status(with_query(created["websocketUrl"], after=after, ticket="x")) == 403
 
 
 @pytest.mark.parametrize("query", ["ticket=%FF", "ticket={ticket}&after=%ED%A0%80"])

@@ -715,7 +715,12 @@ async def test_an_after_that_is_not_a_sequence_is_refused(
     with pytest.raises(InvalidStatus) as refused:
         async with open_ws(with_query(url, after=after)):
             pass
-    assert refused.value.response.status_code == 403
+    # The ticket is good: the answer names what to fix, not "get a fresh URL".
+    answer = refused.value.response
+    assert answer.status_code == 422
+    problem = json.loads(answer.body)
+    assert problem["message"] == "Invalid value for 'after'"
+    assert problem["errors"] == [{"field": "after", "message": "not a sequence number"}]
 
 
 async def test_a_binary_frame_is_answered_with_an_error(

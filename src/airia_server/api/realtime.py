@@ -40,7 +40,7 @@ from airia_server.api.schemas import UserId
 from airia_server.domain import access
 from airia_server.domain.auth import Authenticator
 from airia_server.domain.tickets import InvalidTicket, TicketClaims
-from airia_server.errors import Forbidden, UpgradeRequired
+from airia_server.errors import Forbidden, UpgradeRequired, ValidationFailed
 from airia_server.ids import parse_id
 from airia_server.realtime.hub import LiveEvent, LocalHub, Subscription, encode_event
 from airia_server.storage.base import ConversationRecord, EventRecord, Store
@@ -122,6 +122,17 @@ def _refused() -> Forbidden:
     )
 
 
+def _bad_after() -> ValidationFailed:
+    """A resume point that is not a sequence: the ticket is good, so the client is
+    told what to fix rather than to fetch a fresh URL (422, as for a query value of
+    any HTTP route)."""
+    return ValidationFailed(
+        "Invalid value for 'after'",
+        "after is the sequence of the last event received, in ASCII digits (after=42)",
+        errors=[{"field": "after", "message": "not a sequence number"}],
+    )
+
+
 class _Closed(Exception):
     """The socket was closed while events were being sent to it."""
 
@@ -135,19 +146,20 @@ async def conversation_socket(websocket: WebSocket) -> None:
         if conversation_id is None:
             raise InvalidTicket("unknown conversation")
         claims = svc.tickets.verify(ticket, conversation_id)
-        after = None
-        if after_raw not in (None, ""):
-            if not is_ascii_digits(after_raw):
-                raise InvalidTicket(f"after={after_raw[:20]!r} is not a sequence")
-            # Past 18 digits (leading zeros aside) no sequence can be reached (they are
-            # 64-bit): such a number is past the end like any other, not converted whole.
-            digits = after_raw.lstrip("0") or "0"
-            after = int(digits) if len(digits) <= 18 else _PAST_ANY_SEQUENCE
         if claims.key_id is not None and not await svc.auth.key_active(claims.key_id):
             raise InvalidTicket("the ticket's API key was revoked")
     except InvalidTicket as exc:
         log.info("websocket refused: %s", exc)
         raise _refused() from None
+    after = None
+    if after_raw not in (None, ""):
+        if not is_ascii_digits(after_raw):
+            log.info("websocket refused: after=%r is not a sequence", after_raw[:20])
+            raise _bad_after()
+        # Past 18 digits (leading zeros aside) no sequence can be reached (they are
+        # 64-bit): such a number is past the end like any other, not converted whole.
+        digits = after_raw.lstrip("0") or "0"
+        after = int(digits) if len(digits) <= 18 else _PAST_ANY_SEQUENCE
 
     owner = f"{claims.tenant_id}:{claims.user_id}" if claims.user_id else ""
     if owner and svc.hub.sockets_of(owner) >= svc.settings.ws_max_sockets_per_user:
