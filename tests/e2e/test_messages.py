@@ -171,6 +171,20 @@ def test_bad_message_is_422_and_nothing_is_stored(
     assert get_conversation(http, server.headers(), cid)["messages"] == []
 
 
+def test_an_empty_text_is_a_message_taken_as_sent(
+    server: LiveServer, http: httpx.Client, user_id: str
+) -> None:
+    """Text is taken as sent, empty or blank (an agent may answer nothing); only a
+    message with neither text nor images is refused (above)."""
+    cid = create(http, server.headers(), user_id)["conversationId"]
+    for text in ("", "   "):
+        body = {"message": text, "role": "assistant"}
+        sent = http.post(f"{COLLECTION}/{cid}/messages", json=body, headers=server.headers())
+        assert sent.status_code == 201, sent.text
+    stored = get_conversation(http, server.headers(), cid)["messages"]
+    assert [(m["message"], m["role"]) for m in stored] == [("", "assistant"), ("   ", "assistant")]
+
+
 def test_message_to_unknown_conversation_is_404(server: LiveServer, http: httpx.Client) -> None:
     for cid in (UNKNOWN_UUID, "your_conversation_id"):
         response = http.post(
