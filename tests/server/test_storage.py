@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import inspect
 import json
 import sqlite3
@@ -18,7 +19,9 @@ import pytest
 
 import backends
 import sqlite_files
+from airia_server.domain.lifecycle import apply_retention
 from airia_server.ids import new_id
+from airia_server.realtime.hub import LocalHub
 from airia_server.storage import LATEST_MIGRATION
 from airia_server.storage.base import (
     ApiKeyRecord,
@@ -1000,6 +1003,59 @@ async def test_feed_sorts_titles_by_code_point_whatever_the_databases_collation(
         ascending, descending = await titles_by_title(store)
         assert ascending == sorted(CODE_POINT_TITLES)
         assert descending == sorted(CODE_POINT_TITLES, reverse=True)
+    finally:
+        await store.close()
+        await backends.drop_database(url)
+
+
+def _epoch_us(year: int) -> int:
+    moment = datetime.datetime(year, 6, 1, tzinfo=datetime.timezone.utc)
+    return (moment - datetime.datetime.fromtimestamp(0, datetime.timezone.utc)) // (
+        datetime.timedelta(microseconds=1)
+    )
+
+
+async def retention_reaches_back_only_as_far_as_it_says(store) -> None:
+    """A retention of up to 1,000,000 days (allowed) reaches before year 1: nothing is
+    that old, and nothing goes. Short of it, what is older than the cut-off goes."""
+    recent, ancient = make_record(), make_record(at_us=_epoch_us(500))
+    for record in (recent, ancient):
+        await create(store, record)
+    hub = LocalHub()
+    assert await apply_retention(store, hub, 1_000_000) == 0
+    await store.set_retention("t1", 900_000)
+    assert await apply_retention(store, hub, 0) == 0
+    await store.set_retention("t1", 600_000)  # back to about year 383
+    assert await apply_retention(store, hub, 0) == 0
+    await store.set_retention("t1", 500_000)  # back to about year 657
+    assert await apply_retention(store, hub, 0) == 1
+    assert await store.get_conversation("t1", ancient.id) is None
+    assert await store.get_conversation("t1", recent.id) is not None
+
+
+async def test_a_retention_reaching_before_year_one_deletes_nothing(store) -> None:
+    await retention_reaches_back_only_as_far_as_it_says(store)
+
+
+async def test_a_retention_reaching_before_year_one_deletes_nothing_whatever_the_collation() -> (
+    None
+):
+    """Such a cut-off was written with a minus sign ('-712-12-30T...'), which a collation
+    that skips punctuation sorts after '2026-...': every conversation of the tenant was
+    deleted."""
+    backends.require(backends.postgres_problem())
+    try:
+        url = await backends.create_database(
+            "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US-u-ka-shifted' "
+            "LOCALE 'C.UTF-8'"
+        )
+    except asyncpg.PostgresError as exc:
+        pytest.skip(f"SKIPPED BACKEND: this PostgreSQL makes no ICU database ({exc})")
+    store = PostgresStore(url)
+    try:
+        await store.start()
+        assert await store.pool.fetchval("SELECT '-712-01-01' > '2026-01-01'")  # the trap
+        await retention_reaches_back_only_as_far_as_it_says(store)
     finally:
         await store.close()
         await backends.drop_database(url)

@@ -19,6 +19,11 @@ from airia_server.timeutil import format_us, now_us, utcnow_iso
 
 log = logging.getLogger("airia_server.lifecycle")
 _BATCH = 200
+_DAY_US = 86_400 * 1_000_000
+_EARLIEST_STAMP_US = -62_135_596_800 * 1_000_000
+"""0001-01-01T00:00:00Z: no stored time is older. A cut-off before it would be written
+with a minus sign, which a database's collation may sort after every year (ICU's
+and glibc's language collations skip punctuation), so that everything looked stale."""
 
 
 class ErasureReport(msgspec.Struct):
@@ -47,7 +52,10 @@ async def apply_retention(store: Store, hub: LocalHub, default_days: int) -> int
         days = policies.get(tenant_id, default_days) if tenant_id in policies else default_days
         if not days:
             continue
-        cutoff = format_us(now_us() - days * 86_400 * 1_000_000)
+        cutoff_us = now_us() - days * _DAY_US
+        if cutoff_us < _EARLIEST_STAMP_US:
+            continue  # further back than any time can be: nothing is that old
+        cutoff = format_us(cutoff_us)
         while ids := await store.stale_conversations(tenant_id, cutoff, _BATCH):
             for conversation_id in ids:
                 deleted += await _delete(store, hub, tenant_id, conversation_id)
