@@ -50,6 +50,8 @@ from .logs import configure_logging, set_correlation_id
 
 USER_AGENT = f"airia-conversations-python/{__version__}"
 _REDACTED = "[REDACTED]"
+MIN_REDACTED = 8
+"""The shortest key or token looked for in error texts to be redacted."""
 # Marks a download request: its query string is the credential, kept out of logs.
 _SIGNED_URL = "airia_signed_url"
 # Holds a streamed body (an upload) that a retry must send again from its start.
@@ -395,8 +397,11 @@ class BaseClient:
     # -- responses and errors --------------------------------------------------
 
     def _redact(self, text: str) -> str:
+        """`text` without the key or token in it. One shorter than `MIN_REDACTED` is
+        no credential this server issues, and could be any word's letters: replacing
+        it would garble the text (``Invalid API [REDACTED]ey``) and hide nothing."""
         for secret in (self.api_key, self.bearer_token):
-            if secret:
+            if secret and len(secret) >= MIN_REDACTED:
                 text = text.replace(secret, _REDACTED)
         return text
 

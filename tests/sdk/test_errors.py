@@ -8,6 +8,7 @@ import pytest
 
 from airia import (
     AiriaAPIError,
+    AiriaClient,
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
@@ -126,6 +127,16 @@ def test_secret_echoed_by_server_is_redacted(client, server: FakeServer):
     # Nor in the parsed body, which code logs as often as the message.
     assert info.value.body == {"message": "bad key [REDACTED]"}
     assert API_KEY not in info.value.detailed_message
+
+
+def test_a_key_too_short_to_be_one_is_not_redacted_out_of_every_word(server: FakeServer):
+    """A one-letter key would turn every `k` of the message into [REDACTED]."""
+    server.script(httpx.Response(401, json={"message": "Invalid API key k"}))
+    http = httpx.Client(transport=httpx.MockTransport(server))
+    with AiriaClient(base_url="http://testserver/", api_key="k", http_client=http) as client:
+        with pytest.raises(AuthenticationError) as info:
+            client.create_conversation(user_id="u")
+    assert info.value.message == "Invalid API key k"
 
 
 def test_connection_error(api, server: FakeServer):
