@@ -132,9 +132,13 @@ def resolve_base_url(base_url: str | None) -> str:
     then fail (after its retries) naming a URL with no host in it.
     """
     url = base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
-    parts = urlsplit(url)
+    source = "base_url" if base_url else BASE_URL_ENV
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (a port that is not a number in 0-65535 raises here)
+    except ValueError as exc:  # a bracketed host that is no IPv6 address, a bad port
+        raise ValueError(f"{source} {url!r} is not a usable base URL: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        source = "base_url" if base_url else BASE_URL_ENV
         raise ValueError(
             f"{source} {url!r} is not a usable base URL: it needs http:// or https:// "
             "and a host (e.g. http://localhost:8000/)"

@@ -240,6 +240,8 @@ def test_missing_credentials_exit_2(run, monkeypatch):
             ["--base-url", "localhost/api_key"],
             "error: --base-url 'localhost/api_key' is not a usable base URL",
         ),
+        (["--base-url", "http://h:abc/"], "error: --base-url 'http://h:abc/' is not a usable"),
+        (["--correlation-id", "é"], "error: --correlation-id must be"),
     ],
 )
 def test_credential_errors_name_the_options(run, server: FakeServer, options, expected):

@@ -78,6 +78,23 @@ def test_a_base_url_without_scheme_or_host_is_refused_at_construction(cls, url, 
         cls(api_key="k")
 
 
+@pytest.mark.parametrize("cls", [AiriaClient, AiriaAsyncClient])
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://h:abc/", "Port could not be cast"),
+        ("http://h:99999/", "Port out of range"),
+        ("http://[::1/", "Invalid IPv6 URL"),
+    ],
+)
+def test_a_base_url_with_a_bad_port_or_address_is_refused_at_construction(cls, url, says):
+    """A port that is not a number was httpx's InvalidURL at the first call (a traceback
+    from the CLI); one out of range failed to connect, naming no cause."""
+    with pytest.raises(ValueError, match=says) as caught:
+        cls(api_key="k", base_url=url)
+    assert str(caught.value).startswith(f"base_url {url!r} is not a usable base URL: ")
+
+
 def test_base_url_with_path_prefix_is_kept(server: FakeServer):
     http = httpx.Client(transport=httpx.MockTransport(server))
     client = AiriaClient(base_url="http://testserver/airia", api_key="k", http_client=http)

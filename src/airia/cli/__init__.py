@@ -32,14 +32,21 @@ client_factory: Callable[..., AiriaClient] = AiriaClient
 
 
 _PARAMETER_OR_QUOTE = re.compile(
-    r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|\b(api_key|bearer_token|base_url)\b"
+    r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|"
+    r"\b(api_key|bearer_token|base_url|correlation_id|idempotency_key)\b"
 )
-_FLAGS = {"api_key": "--api-key", "bearer_token": "--token", "base_url": "--base-url"}
+_FLAGS = {
+    "api_key": "--api-key",
+    "bearer_token": "--token",
+    "base_url": "--base-url",
+    "correlation_id": "--correlation-id",
+    "idempotency_key": "--idempotency-key",
+}
 
 
 def _as_flags(message: str) -> str:
-    """The SDK's message about its constructor's arguments, naming this command's
-    options instead (`bearer_token` is `--token` here); a quoted value is left as it
+    """The SDK's message about an argument it cannot send, naming this command's
+    option instead (`bearer_token` is `--token` here); a quoted value is left as it
     is."""
     return _PARAMETER_OR_QUOTE.sub(
         lambda m: _FLAGS[m.group(1)] if m.group(1) else m.group(0), message
@@ -226,7 +233,7 @@ def _main(argv: Sequence[str] | None) -> int:
             print(f"error: {visible(str(exc))}", file=sys.stderr)
             return exc.status
         except ValueError as exc:  # an argument the SDK cannot send (a header value)
-            print(f"error: {visible(str(exc))}", file=sys.stderr)
+            print(f"error: {visible(_as_flags(str(exc)))}", file=sys.stderr)
             return 2
         except BrokenPipeError:
             raise
