@@ -203,19 +203,20 @@ async def test_bad_after_is_refused(
     assert await refused_status(with_query(created["websocketUrl"], after=after, ticket="x")) == 403
 
 
-@pytest.mark.parametrize("query", ["ticket=%FF", "ticket={ticket}&after=%ED%A0%80"])
+@pytest.mark.parametrize(
+    "query", ["ticket=%FF", "ticket={ticket}&after=%ED%A0%80", "ticket={ticket}%00"]
+)
 async def test_a_query_that_is_not_utf8_is_refused_with_400(
     server: LiveServer, ahttp: httpx.AsyncClient, user_id: str, query: str
 ) -> None:
-    """As on every HTTP route: the bytes are not text, whatever the ticket."""
+    """As on every HTTP route: the bytes are not text (or hold a NUL, which no text the
+    server stores can), whatever the ticket."""
     created = await create(ahttp, server.headers(), user_id)
     base, ticket = created["websocketUrl"].split("?ticket=")
     assert await refused_status(f"{base}?{query.format(ticket=ticket)}") == 400
 
 
-@pytest.mark.parametrize(
-    "ticket", ["a.%C3%A9", "%C3%A9.%C3%A9", "a.b%00"], ids=["utf8-sig", "utf8-both", "nul"]
-)
+@pytest.mark.parametrize("ticket", ["a.%C3%A9", "%C3%A9.%C3%A9"], ids=["utf8-sig", "utf8-both"])
 async def test_non_ascii_ticket_is_refused_not_crashed(
     server: LiveServer, ahttp: httpx.AsyncClient, user_id: str, ticket: str
 ) -> None:

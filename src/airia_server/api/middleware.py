@@ -168,13 +168,17 @@ class RequestContextMiddleware:
                     scope=scope,
                 )
                 return
-            if scope["type"] == "http" and (
-                b"%00" in scope.get("raw_path", b"") or b"%00" in scope.get("query_string", b"")
-            ):
-                # No stored text can hold a NUL; refuse it before it reaches a query.
+            if b"%00" in scope.get("raw_path", b"") or b"%00" in scope.get("query_string", b""):
+                # No stored text can hold a NUL; refuse it before it reaches a query (a
+                # socket's upgrade too, as docs/api.md says of every URL).
                 scope[STATUS] = 400
                 await _send_problem(
-                    send, 400, "NUL characters are not allowed in URLs", scope["path"], cid_header
+                    send,
+                    400,
+                    "NUL characters are not allowed in URLs",
+                    scope["path"],
+                    cid_header,
+                    scope=scope,
                 )
                 return
             if not _utf8_query(scope.get("query_string", b"")):
