@@ -1296,8 +1296,10 @@ def _import_command(settings: Any, path: str) -> int:
         print(line)
     if summary.stopped is not None:
         print(
-            f"airia-server: {summary.stopped}: the file is cut short or damaged there; "
-            "every line before it is imported (run the import again with the whole file)",
+            f"airia-server: {summary.stopped}: the import stops at this line, which is "
+            "cut short or holds what the server never writes; every line before it is "
+            "imported (mend the file, or take the whole one, and import it again: what "
+            "is in already is skipped)",
             file=sys.stderr,
         )
         return 1
