@@ -56,8 +56,9 @@ def _origin(text: str) -> str:
 
 
 MAX_RETENTION_DAYS = 1_000_000
-"""The longest retention a policy may name (about 2,700 years; longer is "for ever"):
-what every backend's integer column holds, and a cut-off date can be written as."""
+"""The longest retention a policy may name (about 2,700 years; longer is "for ever"),
+well within every backend's integer column. One that reaches back before year 1
+deletes nothing (`domain.lifecycle.apply_retention`)."""
 
 
 class Settings(BaseSettings):
