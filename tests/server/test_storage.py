@@ -1395,10 +1395,15 @@ async def test_the_sweep_leaves_held_content_alone_until_an_attachment_dates_it(
     now = format_us(now_us)
     await store.touch_blob(record.tenant_id, sha, 10, now, format_us(now_us + 600_000_000))
     no_grace = format_us(now_us + 1_000_000)  # everything last used before "now + 1 s"
-    assert await store.sweep_blobs(no_grace) == []
+    forgotten: list[tuple[str, str]] = []
+
+    def forget(tenant_id: str, sha256: str) -> None:
+        forgotten.append((tenant_id, sha256))
+
+    assert await store.sweep_blobs(no_grace, forget) == []
     # A second upload of the same content does not shorten the first one's hold.
     await store.touch_blob(record.tenant_id, sha, 10, now, format_us(now_us + 1))
-    assert await store.sweep_blobs(no_grace) == []
+    assert await store.sweep_blobs(no_grace, forget) == []
 
     attachment = AttachmentRecord(
         id=new_id(),
@@ -1412,11 +1417,58 @@ async def test_the_sweep_leaves_held_content_alone_until_an_attachment_dates_it(
         created_at=now,
     )
     assert await store.add_attachment(attachment) == attachment
-    assert await store.sweep_blobs(no_grace) == []  # referenced
+    assert await store.sweep_blobs(no_grace, forget) == []  # referenced
     # Once nothing refers to it, the grace period counts from the attachment, not
     # from the end of the hold.
     assert await store.delete_conversation(record.tenant_id, record.id, now) is not None
-    assert await store.sweep_blobs(no_grace) == [(record.tenant_id, sha)]
+    assert forgotten == []
+    assert await store.sweep_blobs(no_grace, forget) == [(record.tenant_id, sha)]
+    assert forgotten == [(record.tenant_id, sha)]
+
+
+def _blob_rows_seen_from_outside(store, tenant_id: str, sha256: str) -> int:
+    """The blob's rows, as another connection sees them (what is committed)."""
+    if isinstance(store, PostgresStore):
+        sql = f"SELECT count(*) FROM blobs WHERE tenant_id = '{tenant_id}' AND sha256 = '{sha256}'"
+        return backends.fetch_sync(store.dsn, sql)[0]
+    with sqlite_files.connect(store.path) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM blobs WHERE tenant_id = ? AND sha256 = ?", (tenant_id, sha256)
+        ).fetchone()[0]
+
+
+async def test_the_sweep_deletes_a_blobs_bytes_before_its_rows_deletion_commits(store) -> None:
+    """Deleted after the commit, the bytes could go from under an upload of the same
+    content made in between: its touch made the row again, it found the bytes still
+    there and kept them, then they went (an answered upload whose download was 500).
+    Before it, that upload waits for the commit, finds no bytes, and stores them."""
+    sha = "cd" * 32
+    then = format_us(BASE_US)
+    await store.touch_blob("t1", sha, 10, then, then)
+    seen: list[int] = []
+
+    def forget(tenant_id: str, sha256: str) -> None:
+        seen.append(_blob_rows_seen_from_outside(store, tenant_id, sha256))
+
+    assert await store.sweep_blobs(format_us(BASE_US + 1), forget) == [("t1", sha)]
+    assert seen == [1]  # the row's deletion was not committed yet
+    assert _blob_rows_seen_from_outside(store, "t1", sha) == 0
+
+
+async def test_the_sweep_deletes_chunks_with_their_rows_in_one_statement() -> None:
+    """PostgreSQL's database blob store: no `forget`; rows and chunks go together."""
+    async with pg_instances(1) as (store,):
+        then = format_us(BASE_US)
+        for sha in ("ef" * 32, "01" * 32):
+            await store.touch_blob("t1", sha, 1, then, then)
+            await store.pool.execute(
+                "INSERT INTO blob_chunks (tenant_id, sha256, seq, data) VALUES ('t1', $1, 0, 'x')",
+                sha,
+            )
+        await store.touch_blob("t1", "01" * 32, 1, then, format_us(BASE_US + 10**9))  # held
+        assert await store.sweep_blobs(format_us(BASE_US + 1), None) == [("t1", "ef" * 32)]
+        chunks = await store.pool.fetch("SELECT sha256 FROM blob_chunks ORDER BY sha256")
+        assert [row[0] for row in chunks] == ["01" * 32]
 
 
 async def test_the_sweep_deletes_the_staging_files_uploads_cut_off_by_a_crash_left(

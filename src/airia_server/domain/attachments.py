@@ -161,9 +161,7 @@ class AttachmentService:
     async def sweep(self, grace: float | None = None) -> int:
         """Delete the bytes of blobs nothing references any longer."""
         cutoff = format_us(now_us() - int((self.sweep_grace if grace is None else grace) * 1e6))
-        gone = await self.store.sweep_blobs(cutoff)
-        for tenant_id, sha256 in gone:
-            await self.blobs.delete(tenant_id, sha256)
+        gone = await self.store.sweep_blobs(cutoff, self.blobs.forget)
         if gone:
             log.info("deleted %d unreferenced blobs", len(gone))
         staged = await asyncio.to_thread(

@@ -8,6 +8,7 @@ conversation's log in the same transaction, with the next gap-free `sequence`.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
 import msgspec
@@ -491,9 +492,16 @@ class Store(Protocol):
     async def forget_user(self, tenant_id: str, user_id: str) -> int:
         """Remove the user's participation and read positions in others' conversations."""
 
-    async def sweep_blobs(self, unused_before: str) -> list[tuple[str, str]]:
-        """Forget blobs no attachment references and nobody touched since `unused_before`;
-        the (tenant, sha256) whose content the caller must now delete."""
+    async def sweep_blobs(
+        self, unused_before: str, forget: Callable[[str, str], None] | None
+    ) -> list[tuple[str, str]]:
+        """Delete the blobs no attachment references and nobody touched since
+        `unused_before`, bytes and all; their (tenant, sha256). The bytes go before the
+        rows' deletion commits: an upload of the same content meanwhile waits for it
+        (its `touch_blob` needs the row) and stores them again, and a crash half-way
+        leaves the rows for the next sweep. `forget(tenant, sha256)` deletes a blob's
+        file; with None, the bytes are the database's (`blob_chunks`), deleted with the
+        rows in one statement."""
 
     async def events_after(
         self, conversation_id: str, after: int, limit: int

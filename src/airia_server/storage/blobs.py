@@ -16,7 +16,7 @@ import errno
 import hashlib
 import os
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -64,7 +64,10 @@ class BlobStore(Protocol):
         """Raise MissingBlob unless all `size` bytes of the blob are there: called before
         a response starts, since one found wanting half way can only be cut off."""
 
-    async def delete(self, tenant_id: str, sha256: str) -> None: ...
+    forget: Callable[[str, str], None] | None
+    """Delete a blob's bytes (a file), for the store's sweep, which calls it before the
+    deletion of the blob's row commits (`Store.sweep_blobs`); None where the bytes are
+    rows beside it, which the sweep deletes in the same statement."""
 
     async def exists(self, tenant_id: str, sha256: str) -> bool: ...
 
@@ -136,7 +139,7 @@ class FilesystemBlobStore:
         if length < size:  # cut short (a copy that did not finish): as good as missing
             raise MissingBlob(f"{path} (holds {length} of {size} bytes)")
 
-    async def delete(self, tenant_id: str, sha256: str) -> None:
+    def forget(self, tenant_id: str, sha256: str) -> None:
         self._path(tenant_id, sha256).unlink(missing_ok=True)
 
     async def exists(self, tenant_id: str, sha256: str) -> bool:
@@ -147,6 +150,7 @@ class PostgresBlobStore:
     """Blob bytes in `blob_chunks` (1 MiB rows), so every instance reads every file."""
 
     chunk_size = 1024 * 1024
+    forget = None  # the sweep deletes a blob's chunks with its row
 
     def __init__(self, pool_owner, staging_dir: Path | None = None) -> None:
         self._owner = pool_owner  # the PostgresStore, whose pool is opened at start
@@ -216,11 +220,6 @@ class PostgresBlobStore:
     def _where(tenant_id: str, sha256: str, seq: int | None = None) -> str:
         chunk = "" if seq is None else f" seq {seq}"
         return f"blob_chunks tenant {tenant_id!r} sha256 {sha256}{chunk}"
-
-    async def delete(self, tenant_id: str, sha256: str) -> None:
-        await self._owner.pool.execute(
-            "DELETE FROM blob_chunks WHERE tenant_id = $1 AND sha256 = $2", tenant_id, sha256
-        )
 
     async def exists(self, tenant_id: str, sha256: str) -> bool:
         found = await self._owner.pool.fetchval(

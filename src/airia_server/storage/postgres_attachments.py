@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import asyncpg
 
 from airia_server.storage.base import (
@@ -19,6 +21,19 @@ from airia_server.storage.rows import (
 _FIND_IDENTITY = (
     f"SELECT {IDENTITY_COLUMNS} FROM external_identities WHERE tenant_id = $1 AND "
     "external_system = $2 AND external_channel_id = $3 AND external_thread_id = $4"
+)
+
+
+_SWEEP = (
+    "DELETE FROM blobs WHERE last_used_at < $1 AND NOT EXISTS (SELECT 1 FROM "
+    "attachments a WHERE a.tenant_id = blobs.tenant_id AND a.sha256 = blobs.sha256) "
+    "RETURNING tenant_id, sha256"
+)
+# With the bytes in `blob_chunks`: rows and chunks in one statement, so one commit.
+_SWEEP_WITH_CHUNKS = (
+    f"WITH gone AS ({_SWEEP}), c AS (DELETE FROM blob_chunks USING gone "
+    "WHERE blob_chunks.tenant_id = gone.tenant_id AND blob_chunks.sha256 = gone.sha256) "
+    "SELECT tenant_id, sha256 FROM gone"
 )
 
 
@@ -142,11 +157,16 @@ class AttachmentsMixin:
         )
         return {row[0] for row in rows}
 
-    async def sweep_blobs(self, unused_before: str) -> list[tuple[str, str]]:
-        rows = await self.pool.fetch(
-            "DELETE FROM blobs WHERE last_used_at < $1 AND NOT EXISTS (SELECT 1 FROM "
-            "attachments a WHERE a.tenant_id = blobs.tenant_id AND a.sha256 = blobs.sha256) "
-            "RETURNING tenant_id, sha256",
-            unused_before,
-        )
+    async def sweep_blobs(
+        self, unused_before: str, forget: Callable[[str, str], None] | None
+    ) -> list[tuple[str, str]]:
+        # The rows stay locked until the commit, after their bytes are gone: an upload
+        # of the same content waits in `touch_blob`, then finds no bytes and stores them.
+        async with self.pool.acquire() as conn, conn.transaction():
+            if forget is None:
+                rows = await conn.fetch(_SWEEP_WITH_CHUNKS, unused_before)
+            else:
+                rows = await conn.fetch(_SWEEP, unused_before)
+                for tenant_id, sha256 in rows:
+                    forget(tenant_id, sha256)
         return [(row[0], row[1]) for row in rows]

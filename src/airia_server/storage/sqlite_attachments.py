@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 
 from airia_server.storage.base import (
     AttachmentRecord,
@@ -174,7 +175,12 @@ class AttachmentsMixin:
         )
         return {row[0] for row in rows}
 
-    async def sweep_blobs(self, unused_before: str) -> list[tuple[str, str]]:
+    async def sweep_blobs(
+        self, unused_before: str, forget: Callable[[str, str], None] | None
+    ) -> list[tuple[str, str]]:
+        if forget is None:
+            raise ValueError("SQLite keeps blob bytes in files: the sweep needs `forget`")
+
         def op(conn: sqlite3.Connection) -> list[tuple[str, str]]:
             rows = conn.execute(
                 "DELETE FROM blobs WHERE last_used_at < ? AND NOT EXISTS (SELECT 1 FROM "
@@ -182,6 +188,10 @@ class AttachmentsMixin:
                 "RETURNING tenant_id, sha256",
                 (unused_before,),
             ).fetchall()
+            # In the writer, before the commit: the next write (an upload's touch of the
+            # same content) comes after the files are gone, and stores them again.
+            for tenant_id, sha256 in rows:
+                forget(tenant_id, sha256)
             return [(row[0], row[1]) for row in rows]
 
         return await self._write(op)
