@@ -9,7 +9,7 @@ import inspect
 import json
 import sqlite3
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -237,41 +237,56 @@ async def test_the_event_log_keeps_every_event_when_it_moves_to_arrival_order(
         )
 
 
-async def test_feed_counts_keep_their_totals_when_they_move_to_slots(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """PostgreSQL's migration 9 spreads each counter over slots: the counts made before
-    it still stand, and creates and deletes after it keep them exact."""
+@contextlib.asynccontextmanager
+async def pg_upgraded_at(
+    version: int, monkeypatch: pytest.MonkeyPatch, before: Callable[[PostgresStore], Awaitable[Any]]
+) -> AsyncIterator[PostgresStore]:
+    """A new PostgreSQL database, migrated short of `version`, written to by `before`,
+    then opened by a store with every migration (the database dropped on the way out)."""
     from airia_server.storage import postgres as postgres_storage
 
     backends.require(backends.postgres_problem())
     url = await backends.create_database()
     every = postgres_migrations()
-    monkeypatch.setattr(postgres_storage, "migrations", lambda: [m for m in every if m[0] < 9])
+    monkeypatch.setattr(
+        postgres_storage, "migrations", lambda: [m for m in every if m[0] < version]
+    )
     old = PostgresStore(url)
     try:
         await old.start()
-        before = [make_record(user=f"u{i % 2}") for i in range(5)]
-        for record in before:
-            await create(old, record)
+        await before(old)
         await old.close()
-
         monkeypatch.setattr(postgres_storage, "migrations", lambda: every)
         store = PostgresStore(url)
         await store.start()
         try:
-            assert (await store.feed(query(user_id=None))).total_count == 5
-            assert (await store.feed(query(user_id="u0"))).total_count == 3
-            await create(store, make_record(user="u0"))
-            await store.delete_conversation("t1", before[0].id, "now")  # made before
-            await store.delete_conversation("t1", before[1].id, "now")
-            assert (await store.feed(query(user_id=None))).total_count == 4
-            assert (await store.feed(query(user_id="u0"))).total_count == 3
-            assert (await store.feed(query(user_id="u1"))).total_count == 1
+            yield store
         finally:
             await store.close()
     finally:
         await backends.drop_database(url)
+
+
+async def test_feed_counts_keep_their_totals_when_they_move_to_slots(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PostgreSQL's migration 9 spreads each counter over slots: the counts made before
+    it still stand, and creates and deletes after it keep them exact."""
+    before = [make_record(user=f"u{i % 2}") for i in range(5)]
+
+    async def write(old: PostgresStore) -> None:
+        for record in before:
+            await create(old, record)
+
+    async with pg_upgraded_at(9, monkeypatch, write) as store:
+        assert (await store.feed(query(user_id=None))).total_count == 5
+        assert (await store.feed(query(user_id="u0"))).total_count == 3
+        await create(store, make_record(user="u0"))
+        await store.delete_conversation("t1", before[0].id, "now")  # made before
+        await store.delete_conversation("t1", before[1].id, "now")
+        assert (await store.feed(query(user_id=None))).total_count == 4
+        assert (await store.feed(query(user_id="u0"))).total_count == 3
+        assert (await store.feed(query(user_id="u1"))).total_count == 1
 
 
 async def test_feed_counts_keep_their_totals_when_their_triggers_run_per_statement(
@@ -280,55 +295,40 @@ async def test_feed_counts_keep_their_totals_when_their_triggers_run_per_stateme
     """PostgreSQL's migration 13 counts per statement: the counts the row triggers
     made still stand, and batched creates (several tenants and users in one
     statement), shares, unshares and deletes after it keep them exact."""
-    from airia_server.storage import postgres as postgres_storage
+    before = [make_record(user=f"u{i % 2}") for i in range(4)]
 
-    backends.require(backends.postgres_problem())
-    url = await backends.create_database()
-    every = postgres_migrations()
-    monkeypatch.setattr(postgres_storage, "migrations", lambda: [m for m in every if m[0] < 13])
-    old = PostgresStore(url)
-    try:
-        await old.start()
-        before = [make_record(user=f"u{i % 2}") for i in range(4)]
+    async def write(old: PostgresStore) -> None:
         await asyncio.gather(*(create(old, record) for record in before))
-        await old.close()
 
-        monkeypatch.setattr(postgres_storage, "migrations", lambda: every)
-        store = PostgresStore(url)
-        await store.start()
-        try:
+    async with pg_upgraded_at(13, monkeypatch, write) as store:
 
-            async def totals(tenant: str = "t1") -> list[int]:
-                whole = await store.feed(query(user_id=None, tenant_id=tenant))
-                users = [await store.feed(query(user_id=u, tenant_id=tenant)) for u in USERS]
-                return [whole.total_count] + [page.total_count for page in users]
+        async def totals(tenant: str = "t1") -> list[int]:
+            whole = await store.feed(query(user_id=None, tenant_id=tenant))
+            users = [await store.feed(query(user_id=u, tenant_id=tenant)) for u in USERS]
+            return [whole.total_count] + [page.total_count for page in users]
 
-            USERS = ("u0", "u1", "u2")
-            assert await totals() == [4, 2, 2, 0]
-            after = [make_record(tenant=f"t{1 + i % 2}", user=f"u{i % 3}") for i in range(12)]
-            await asyncio.gather(*(create(store, record) for record in after))
-            assert await totals() == [4 + 6, 2 + 2, 2 + 2, 2]
-            assert await totals("t2") == [6, 2, 2, 2]
-            shared = before[0]
-            await store.put_participant(
-                "t1", shared.id, "u2", "Viewer", "u0", "now", only_existing=False
-            )
-            assert await totals() == [10, 4, 4, 3]
-            await store.remove_participant("t1", shared.id, "u2", "now")
-            assert await totals() == [10, 4, 4, 2]
-            await store.put_participant(
-                "t1", shared.id, "u2", "Viewer", "u0", "now", only_existing=False
-            )
-            results = await asyncio.gather(
-                *(store.delete_conversation("t1", r.id, "now") for r in (shared, before[1]))
-            )
-            assert all(result is not None for result in results)
-            assert await totals() == [8, 3, 3, 2]
-            assert await totals("t2") == [6, 2, 2, 2]
-        finally:
-            await store.close()
-    finally:
-        await backends.drop_database(url)
+        USERS = ("u0", "u1", "u2")
+        assert await totals() == [4, 2, 2, 0]
+        after = [make_record(tenant=f"t{1 + i % 2}", user=f"u{i % 3}") for i in range(12)]
+        await asyncio.gather(*(create(store, record) for record in after))
+        assert await totals() == [4 + 6, 2 + 2, 2 + 2, 2]
+        assert await totals("t2") == [6, 2, 2, 2]
+        shared = before[0]
+        await store.put_participant(
+            "t1", shared.id, "u2", "Viewer", "u0", "now", only_existing=False
+        )
+        assert await totals() == [10, 4, 4, 3]
+        await store.remove_participant("t1", shared.id, "u2", "now")
+        assert await totals() == [10, 4, 4, 2]
+        await store.put_participant(
+            "t1", shared.id, "u2", "Viewer", "u0", "now", only_existing=False
+        )
+        results = await asyncio.gather(
+            *(store.delete_conversation("t1", r.id, "now") for r in (shared, before[1]))
+        )
+        assert all(result is not None for result in results)
+        assert await totals() == [8, 3, 3, 2]
+        assert await totals("t2") == [6, 2, 2, 2]
 
 
 @contextlib.asynccontextmanager
@@ -983,19 +983,29 @@ async def test_feed_sorts_titles_by_code_point(store) -> None:
     assert descending == sorted(CODE_POINT_TITLES, reverse=True)
 
 
-async def test_feed_sorts_titles_by_code_point_whatever_the_databases_collation() -> None:
-    """A PostgreSQL database made with a language's collation sorts 'apple' before
-    'Banana'; the feed still sorts as SQLite does, so both backends agree."""
+@contextlib.asynccontextmanager
+async def icu_store(locale: str) -> AsyncIterator[PostgresStore]:
+    """A started store on a new PostgreSQL database whose collation is ICU's `locale`."""
     backends.require(backends.postgres_problem())
     try:
         url = await backends.create_database(
-            "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+            f"TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE '{locale}' LOCALE 'C.UTF-8'"
         )
     except asyncpg.PostgresError as exc:
         pytest.skip(f"SKIPPED BACKEND: this PostgreSQL makes no ICU database ({exc})")
     store = PostgresStore(url)
     try:
         await store.start()
+        yield store
+    finally:
+        await store.close()
+        await backends.drop_database(url)
+
+
+async def test_feed_sorts_titles_by_code_point_whatever_the_databases_collation() -> None:
+    """A PostgreSQL database made with a language's collation sorts 'apple' before
+    'Banana'; the feed still sorts as SQLite does, so both backends agree."""
+    async with icu_store("en-US") as store:
         collation = await store.pool.fetchval(
             "SELECT daticulocale FROM pg_database WHERE datname = current_database()"
         )
@@ -1003,9 +1013,6 @@ async def test_feed_sorts_titles_by_code_point_whatever_the_databases_collation(
         ascending, descending = await titles_by_title(store)
         assert ascending == sorted(CODE_POINT_TITLES)
         assert descending == sorted(CODE_POINT_TITLES, reverse=True)
-    finally:
-        await store.close()
-        await backends.drop_database(url)
 
 
 def _epoch_us(year: int) -> int:
@@ -1043,22 +1050,9 @@ async def test_a_retention_reaching_before_year_one_deletes_nothing_whatever_the
     """Such a cut-off was written with a minus sign ('-712-12-30T...'), which a collation
     that skips punctuation sorts after '2026-...': every conversation of the tenant was
     deleted."""
-    backends.require(backends.postgres_problem())
-    try:
-        url = await backends.create_database(
-            "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US-u-ka-shifted' "
-            "LOCALE 'C.UTF-8'"
-        )
-    except asyncpg.PostgresError as exc:
-        pytest.skip(f"SKIPPED BACKEND: this PostgreSQL makes no ICU database ({exc})")
-    store = PostgresStore(url)
-    try:
-        await store.start()
+    async with icu_store("en-US-u-ka-shifted") as store:
         assert await store.pool.fetchval("SELECT '-712-01-01' > '2026-01-01'")  # the trap
         await retention_reaches_back_only_as_far_as_it_says(store)
-    finally:
-        await store.close()
-        await backends.drop_database(url)
 
 
 async def test_feed_sorts_by_time(store, feed_records: list[ConversationRecord]) -> None:
