@@ -53,13 +53,12 @@ rolls its transaction back. Any other error (a broken connection, a shutdown, a
 timeout) leaves it unknown whether the batch was committed."""
 
 
-def _log_failed(size: int, kind: str, exc: Exception) -> None:
+def _log_failed(size: int, exc: Exception) -> None:
     """One line for an outage (the database away, a statement timed out), which every
     batch of it would repeat; a traceback for anything else, which may be a bug."""
     log.warning(
-        "a batch of %d %s failed: %s: %s",
+        "a batch of %d calls failed: %s: %s",
         size,
-        kind,
         type(exc).__name__,
         str(exc)[:300],
         exc_info=outage_of(exc) is None,
@@ -133,7 +132,7 @@ class BatchedRows(BatchQueue[Sequence[Any], Any]):
         except REFUSED:
             return [await self._one(args) for args in batch]
         except Exception as exc:
-            _log_failed(len(batch), "calls", exc)
+            _log_failed(len(batch), exc)
             return [exc] * len(batch)
         found: list[Any] = [None] * len(batch)
         for row in rows:
