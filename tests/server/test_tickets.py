@@ -128,3 +128,39 @@ def test_a_secret_longer_than_blake2s_takes_still_signs(signer: TicketSigner) ->
     assert long.verify(ticket, CONVERSATION).user_id is None
     with pytest.raises(InvalidTicket):
         signer.verify(ticket, CONVERSATION)
+
+
+@pytest.mark.parametrize(
+    ("scheme", "headers", "server", "expected"),
+    [
+        ("http", [(b"host", b"chat.example:8080")], ("10.0.0.5", 8000), "ws://chat.example:8080"),
+        ("https", [(b"host", b"chat.example")], ("10.0.0.5", 8000), "wss://chat.example"),
+        # HTTP/1.0 may send no Host: the address the request came to
+        ("http", [], ("10.0.0.5", 8000), "ws://10.0.0.5:8000"),
+        ("http", [], ("::1", 8000), "ws://[::1]:8000"),
+    ],
+)
+def test_websocket_url_without_a_public_url_follows_the_request(
+    scheme: str, headers: list, server: tuple, expected: str
+) -> None:
+    """Scheme (https after a trusted proxy's X-Forwarded-Proto) and Host come from the
+    request's scope."""
+    from starlette.requests import Request
+
+    from airia_server.api.deps import websocket_url
+    from airia_server.domain.auth import Principal
+
+    services = SimpleNamespace(ws_base_url=None, tickets=TicketSigner(KEY, 60))
+    scope = {
+        "type": "http",
+        "scheme": scheme,
+        "path": "/v1/Conversations",
+        "query_string": b"",
+        "headers": [(b"x-api-key", b"k"), *headers],
+        "server": server,
+        "app": SimpleNamespace(services=services),
+    }
+    url = websocket_url(Request(scope), Principal("t1", "api_key"), CONVERSATION)
+    assert url.startswith(f"{expected}/v1/Conversations/{CONVERSATION}/ws?ticket="), url
+    ticket = url.partition("ticket=")[2]
+    assert services.tickets.verify(ticket, CONVERSATION).tenant_id == "t1"
