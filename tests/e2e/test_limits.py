@@ -375,6 +375,31 @@ def test_sockets_per_user_over_the_limit_are_refused(
         stack.close()
 
 
+def test_sockets_of_users_whose_tenant_and_name_join_alike_are_counted_apart(
+    http: httpx.Client, limited: LiveServer
+) -> None:
+    """User `b:c` of tenant `…a` and user `c` of tenant `…a:b`: joined with ':' both
+    read the same, and one's open sockets refused the other's."""
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    first = limited.bearer(mint_jwt("b:c", tenant))
+    second = limited.bearer(mint_jwt("c", f"{tenant}:b"))
+
+    def url(headers: dict[str, str], user: str) -> str:
+        created = http.post(COLLECTION, json={"userId": user}, headers=headers)
+        assert created.status_code == 201, created.text
+        return created.json()["websocketUrl"]
+
+    stack = contextlib.ExitStack()
+    try:
+        for _ in range(SOCKETS_PER_USER):
+            assert isinstance(_open(stack, url(first, "b:c")), ClientConnection)
+        assert _open(stack, url(first, "b:c")) == 403
+        assert isinstance(_open(stack, url(second, "c")), ClientConnection)
+        TESTED.append("sockets of users whose tenant:user read alike: counted apart")
+    finally:
+        stack.close()
+
+
 # --- rate limits ----------------------------------------------------------------------
 
 

@@ -38,7 +38,7 @@ from airia_server.api.bodies import nested_too_deeply
 from airia_server.api.deps import Services, services
 from airia_server.api.schemas import UserId
 from airia_server.domain import access
-from airia_server.domain.auth import Authenticator
+from airia_server.domain.auth import Authenticator, user_key
 from airia_server.domain.tickets import InvalidTicket, TicketClaims
 from airia_server.errors import Forbidden, UpgradeRequired, ValidationFailed
 from airia_server.ids import parse_id
@@ -161,7 +161,7 @@ async def conversation_socket(websocket: WebSocket) -> None:
         digits = after_raw.lstrip("0") or "0"
         after = int(digits) if len(digits) <= 18 else _PAST_ANY_SEQUENCE
 
-    owner = f"{claims.tenant_id}:{claims.user_id}" if claims.user_id else ""
+    owner = user_key(claims.tenant_id, claims.user_id) if claims.user_id else ""
     if owner and svc.hub.sockets_of(owner) >= svc.settings.ws_max_sockets_per_user:
         log.info("websocket refused: %s has too many open sockets", claims.user_id)
         raise Forbidden(

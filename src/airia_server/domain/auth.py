@@ -35,6 +35,13 @@ class Principal:
         return self.kind == "api_key"
 
 
+def user_key(tenant_id: str, user_id: str) -> str:
+    """One user of one tenant as a single string (a counter's key), never the same for
+    two: the tenant's length leads, so a ':' in either part cannot make `a` and `b:c`
+    read as `a:b` and `c`."""
+    return f"{len(tenant_id)}:{tenant_id}:{user_id}"
+
+
 def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 

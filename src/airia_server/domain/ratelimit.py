@@ -12,7 +12,7 @@ import time
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
-from airia_server.domain.auth import Principal
+from airia_server.domain.auth import Principal, user_key
 from airia_server.errors import AppError
 
 log = logging.getLogger("airia_server.ratelimit")
@@ -49,7 +49,8 @@ class RateLimiter:
         if principal.is_api_key:
             limit, bucket = self.per_key, f"key:{principal.key_id}"
         else:
-            limit, bucket = self.per_user, f"user:{principal.tenant_id}:{principal.user_id}"
+            user = user_key(principal.tenant_id, principal.user_id)  # type: ignore[arg-type]
+            limit, bucket = self.per_user, f"user:{user}"
         if limit <= 0:
             return
         now = time.time()
