@@ -850,3 +850,138 @@ def test_a_keyed_update_keeps_no_copy_of_the_messages(
                 (secret,),
             ).fetchone()[0]
     assert kept == 0
+
+
+def _kept(server: LiveServer, text: str) -> int:
+    """Keys whose kept answer holds `text`."""
+    url = server.env["AIRIA_DATABASE_URL"]
+    if url.startswith("postgresql"):
+        return backends.fetch_sync(
+            url,
+            "SELECT count(*) FROM idempotency_keys "
+            f"WHERE position('{text}' in convert_from(response, 'UTF8')) > 0",
+        )[0]
+    with sqlite_files.connect(server.db_path) as db:
+        return db.execute(
+            "SELECT count(*) FROM idempotency_keys WHERE instr(CAST(response AS TEXT), ?)",
+            (text,),
+        ).fetchone()[0]
+
+
+@pytest.mark.parametrize("how", ["delete", "erase-user"])
+def test_a_deleted_conversation_takes_its_create_and_upload_answers_with_it(
+    http: httpx.Client, server: LiveServer, how: str
+) -> None:
+    """A keyed create's answer holds the title and the files named, an upload's the
+    file's name; kept for the key's 24 hours, a replay handed them back after the
+    conversation was deleted or its user erased. Deleting the conversation now turns
+    those answers into the 410 of a request done once and deleted since."""
+    user, secret = fresh_user(), f"SECRET-{uuid.uuid4().hex}"
+    body = {"userId": user, "title": secret, "dataSourceFiles": {"d": [f"{secret}.pdf"]}}
+    create_key = keyed(server, str(uuid.uuid4()))
+    created = http.post(COLLECTION, json=body, headers=create_key)
+    assert created.status_code == 201, created.text
+    cid = created.json()["conversationId"]
+    upload = {"base64Content": "aGk=", "fileName": f"{secret}.txt", "contentType": "text/plain"}
+    upload_key = keyed(server, str(uuid.uuid4()))
+    path = f"{COLLECTION}/{cid}/agent-attachments/base64"
+    assert http.post(path, json=upload, headers=upload_key).status_code == 200
+    assert http.post(COLLECTION, json=body, headers=create_key).status_code == 201  # replayed
+    assert _kept(server, secret) == 2
+
+    if how == "delete":
+        assert http.delete(f"{COLLECTION}/{cid}", headers=server.headers()).status_code == 204
+    else:
+        erased = server.cli("erase-user", "--tenant", "default", "--user", user, "--json")
+        assert erased.returncode == 0, erased.stderr
+    assert _kept(server, secret) == 0
+    for url, sent, headers in ((COLLECTION, body, create_key), (path, upload, upload_key)):
+        again = http.post(url, json=sent, headers=headers)
+        assert assert_problem(again, 410)["title"] == "Gone", again.text
+        assert secret not in again.text
+    assert feed_ids(http, server, user) == []  # and nothing was made again
+
+
+@pytest.mark.parametrize("change", ["removed", "made Viewer"])
+def test_an_upload_replays_even_after_access_ended(
+    http: httpx.Client, server: LiveServer, change: str
+) -> None:
+    """As every keyed write: an upload's retry after its caller was removed or demoted
+    is answered as the upload was (the access check ran before the key's and answered
+    404 or 403, as if it had not been done). A new upload is refused as before."""
+    owner, collaborator = fresh_user(), fresh_user()
+    cid = shared_conversation(http, server, owner, collaborator)
+    as_collaborator = server.bearer(mint_jwt(collaborator))
+    b64 = {"base64Content": "aGk=", "fileName": "a.txt", "contentType": "text/plain"}
+    b64_path = f"{COLLECTION}/{cid}/agent-attachments/base64"
+    b64_key = {**as_collaborator, "Idempotency-Key": str(uuid.uuid4())}
+    mp_path = f"{COLLECTION}/{cid}/agent-attachments"
+    mp_key = {
+        **as_collaborator,
+        "Idempotency-Key": str(uuid.uuid4()),
+        "Content-Type": "multipart/form-data; boundary=idemaccess",
+    }
+    files = {"file": ("b.txt", b"other bytes", "text/plain")}
+    first_b64 = http.post(b64_path, json=b64, headers=b64_key)
+    first_mp = http.post(mp_path, files=files, headers=mp_key)
+    assert first_b64.status_code == first_mp.status_code == 200, (first_b64.text, first_mp.text)
+
+    if change == "removed":
+        gone = http.delete(
+            f"{COLLECTION}/{cid}/participants/{collaborator}", headers=server.headers()
+        )
+        refusal = 404
+    else:
+        gone = http.put(
+            f"{COLLECTION}/{cid}/participants/{collaborator}/role",
+            json={"role": "Viewer"},
+            headers=server.headers(),
+        )
+        refusal = 403
+    assert gone.status_code == 200, gone.text
+    again_b64 = http.post(b64_path, json=b64, headers=b64_key)
+    again_mp = http.post(mp_path, files=files, headers=mp_key)
+    for first, again in ((first_b64, again_b64), (first_mp, again_mp)):
+        assert again.status_code == 200, again.text
+        assert again.headers["idempotent-replayed"] == "true"
+        assert again.json()["blobId"] == first.json()["blobId"]
+    fresh = {**b64_key, "Idempotency-Key": str(uuid.uuid4())}
+    assert_problem(http.post(b64_path, json=b64, headers=fresh), refusal)
+    assert_problem(http.post(b64_path, json=b64, headers=as_collaborator), refusal)
+    listed = http.get(f"{COLLECTION}/{cid}/attachments", headers=server.headers()).json()
+    assert len(listed) == 2, listed
+
+
+def _ticket_expiry(websocket_url: str) -> int:
+    payload = websocket_url.partition("ticket=")[2].partition(".")[0]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))[4]
+
+
+def test_a_replay_carries_links_signed_anew(http: httpx.Client, server: LiveServer) -> None:
+    """A create's `websocketUrl` and an upload's `url` expire (an hour by default) while
+    their key lives 24 hours: a replay kept them as first signed, and a retry after the
+    hour got links that answered 403. They are signed again for each replay."""
+    key = keyed(server, str(uuid.uuid4()))
+    first = http.post(COLLECTION, json={"userId": fresh_user()}, headers=key)
+    assert first.status_code == 201, first.text
+    cid = first.json()["conversationId"]
+    upload = {"base64Content": "aGk=", "fileName": "a.txt", "contentType": "text/plain"}
+    upload_key = keyed(server, str(uuid.uuid4()))
+    path = f"{COLLECTION}/{cid}/agent-attachments/base64"
+    uploaded = http.post(path, json=upload, headers=upload_key)
+    assert uploaded.status_code == 200, uploaded.text
+    time.sleep(1.1)  # expiries are whole seconds
+
+    again = http.post(COLLECTION, json={"userId": first.json()["userId"]}, headers=key)
+    assert again.headers["idempotent-replayed"] == "true"
+    renewed = again.json().pop("websocketUrl")
+    assert {**again.json(), "websocketUrl": None} == {**first.json(), "websocketUrl": None}
+    assert _ticket_expiry(renewed) > _ticket_expiry(first.json()["websocketUrl"])
+    with connect(renewed, open_timeout=TIMEOUT, close_timeout=2):
+        pass
+    uploaded_again = http.post(path, json=upload, headers=upload_key)
+    assert uploaded_again.headers["idempotent-replayed"] == "true"
+    url, first_url = uploaded_again.json()["url"], uploaded.json()["url"]
+    assert int(httpx.URL(url).params["expires"]) > int(httpx.URL(first_url).params["expires"])
+    assert {**uploaded_again.json(), "url": None} == {**uploaded.json(), "url": None}
+    assert http.get(url).content == b"hi"

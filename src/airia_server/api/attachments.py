@@ -19,12 +19,14 @@ from starlette.routing import Route
 from airia_server.api.bodies import read_json, stream_body
 from airia_server.api.common import json_response
 from airia_server.api.deps import current_principal, services
-from airia_server.api.idempotency import resource_id, run_once
+from airia_server.api.idempotency import HEADER, resource_id, run_once
 from airia_server.api.schemas import Attachment, Base64UploadRequest
 from airia_server.domain.auth import Principal
 from airia_server.errors import (
     AppError,
     BadRequest,
+    Forbidden,
+    NotFound,
     PayloadTooLarge,
     UnsupportedMediaType,
     ValidationFailed,
@@ -98,13 +100,24 @@ def _source(value: str | None) -> str:
     return value
 
 
-def attachment_view(request: Request, record: AttachmentRecord) -> Attachment:
+def _content_url(request: Request, attachment_id: str) -> str:
+    """The attachment's download link, signed from now."""
     svc = services(request)
     base = (svc.http_base_url or str(request.base_url)).rstrip("/")
-    query = svc.attachments.signed_query(record.id)
+    query = svc.attachments.signed_query(attachment_id)
+    return f"{base}/v1/attachments/{attachment_id}/content?{query}"
+
+
+def _renew_url(request: Request, principal: Principal, answer: dict) -> None:
+    """A replayed upload's `url`, signed from now (see `api.idempotency`)."""
+    if isinstance(answer.get("blobId"), str) and "url" in answer:
+        answer["url"] = _content_url(request, answer["blobId"])
+
+
+def attachment_view(request: Request, record: AttachmentRecord) -> Attachment:
     return Attachment(
         blob_id=record.id,
-        url=f"{base}/v1/attachments/{record.id}/content?{query}",
+        url=_content_url(request, record.id),
         conversation_id=record.conversation_id,
         file_name=record.file_name,
         content_type=record.content_type,
@@ -181,9 +194,7 @@ class _FormReader:
 async def upload_multipart(request: Request) -> Response:
     principal = await current_principal(request)
     svc = services(request)
-    conversation_id = await svc.attachments.check_upload(
-        principal, request.path_params["conversation_id"]
-    )
+    conversation_id, refused = await _may_upload(request, principal)
     limit = svc.settings.max_upload_bytes
     media, params = parse_options_header(request.headers.get("content-type", ""))
     boundary = params.get(b"boundary")
@@ -235,15 +246,29 @@ async def upload_multipart(request: Request) -> Response:
         clean_file_name(form.file_name),
         form.file_type,
         source,
+        refused,
     )
+
+
+async def _may_upload(request: Request, principal: Principal) -> tuple[str, AppError | None]:
+    """The conversation's id, checked before a byte of the body is read; and, for a
+    request with an Idempotency-Key that may not upload, why not. Such a request reads
+    its body all the same: it may retry an upload done before the caller's access
+    ended or the conversation went, and is then answered as that upload was (as every
+    keyed write is); a new one is refused with that error (`_keep`)."""
+    raw = request.path_params["conversation_id"]
+    try:
+        return await services(request).attachments.check_upload(principal, raw), None
+    except (NotFound, Forbidden) as refused:
+        if HEADER not in request.headers:
+            raise
+        return parse_id(raw) or raw, refused
 
 
 async def upload_base64(request: Request) -> Response:
     principal = await current_principal(request)
     svc = services(request)
-    conversation_id = await svc.attachments.check_upload(
-        principal, request.path_params["conversation_id"]
-    )
+    conversation_id, refused = await _may_upload(request, principal)
     limit = svc.settings.max_upload_bytes
     body_limit = (limit + 2) // 3 * 4 + _MULTIPART_OVERHEAD
     try:
@@ -273,6 +298,7 @@ async def upload_base64(request: Request) -> Response:
         clean_file_name(body.file_name),
         body.content_type,
         body.source,
+        refused,
     )
 
 
@@ -284,8 +310,10 @@ async def _keep(
     file_name: str,
     content_type: str | None,
     source: str,
+    refused: AppError | None = None,
 ) -> Response:
-    """Store a received upload, once per Idempotency-Key, and describe it."""
+    """Store a received upload, once per Idempotency-Key, and describe it; `refused`:
+    why the caller may not upload, the answer unless it is a retry (`_may_upload`)."""
     svc = services(request)
     content_type = clean_content_type(content_type, file_name)
     fingerprint = "\0".join(
@@ -293,6 +321,8 @@ async def _keep(
     ).encode()
 
     async def produce() -> Response:
+        if refused is not None:
+            raise refused
         record = await svc.attachments.store_upload(
             principal,
             conversation_id,
@@ -305,7 +335,9 @@ async def _keep(
         return json_response(attachment_view(request, record))
 
     try:
-        return await run_once(request, principal, fingerprint, produce, _recover_upload)
+        return await run_once(
+            request, principal, fingerprint, produce, _recover_upload, refresh=_renew_url
+        )
     finally:
         staged.discard()  # a replay never used it; a store consumed it already
 

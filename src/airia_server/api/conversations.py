@@ -126,6 +126,12 @@ def _created(request: Request, principal: Principal, record: ConversationRecord)
     )
 
 
+def _renew_websocket_url(request: Request, principal: Principal, answer: dict) -> None:
+    """A replayed create's `websocketUrl`, with a ticket of today (see `api.idempotency`)."""
+    if isinstance(answer.get("conversationId"), str) and "websocketUrl" in answer:
+        answer["websocketUrl"] = websocket_url(request, principal, answer["conversationId"])
+
+
 async def _recover_created(
     request: Request, principal: Principal, conversation_id: str
 ) -> Response | None:
@@ -272,11 +278,13 @@ async def empty_id(request: Request) -> Response:
     raise conversation_not_found("")
 
 
+_create = idempotent(create_conversation, _recover_created, refresh=_renew_websocket_url)
+
 routes = [
-    resource("/v1/Conversations", POST=idempotent(create_conversation, _recover_created)),
+    resource("/v1/Conversations", POST=_create),
     resource(
         "/v1/Conversations/",
-        POST=idempotent(create_conversation, _recover_created),
+        POST=_create,
         GET=empty_id,
         PUT=empty_id,
         DELETE=empty_id,

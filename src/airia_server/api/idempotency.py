@@ -11,7 +11,9 @@ request replays the stored response; with a different request it is 422; while
 the first is still running, 409 with Retry-After. A request that fails releases
 its key, so the client can retry it as it was. An answer that holds what must be
 erasable (a conversation's update answers with its messages) is not stored: only
-its status, and a replay answers with the resource as it is now (`current`).
+its status, and a replay answers with the resource as it is now (`current`). A
+create's or an upload's kept answer goes when its conversation is deleted (the store
+turns it into a 410), and a replay's links are signed anew (`refresh`).
 
 A server may die between a request's write and the key's finish. So the key names,
 from its first claim, the id of the resource its request creates (`resource_id`,
@@ -62,6 +64,10 @@ the resource; None if there is no such resource (the request never committed).""
 Current = Callable[[Request, Principal], Awaitable[Response]]
 """The answer a replay gets, made from the resource as it is now (see `idempotent`)."""
 
+Refresh = Callable[[Request, Principal, dict], None]
+"""Renews, in a kept answer's JSON, the links that expire (a `websocketUrl`'s ticket, a
+download's signature): a retry an hour later gets links it can open."""
+
 _RESOURCE_ID = "airia.resource_id"
 
 
@@ -104,6 +110,21 @@ def _replayed(response: Response) -> Response:
     return _stored(response.status_code, bytes(response.body))
 
 
+def _renewed(
+    request: Request, principal: Principal, status: int, body: bytes, refresh: Refresh | None
+) -> Response:
+    """A kept answer, replayed with its links renewed (a success's, that is JSON)."""
+    if refresh is not None and 200 <= status < 300 and body:
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            answer = None
+        if isinstance(answer, dict):
+            refresh(request, principal, answer)
+            body = json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()
+    return _stored(status, body)
+
+
 async def run_once(
     request: Request,
     principal: Principal,
@@ -112,10 +133,12 @@ async def run_once(
     recover: Recover | None = None,
     earlier_fingerprint: bytes | None = None,
     current: Current | None = None,
+    refresh: Refresh | None = None,
 ) -> Response:
     """`earlier_fingerprint`: the request as earlier versions fingerprinted it, where
     that differs (the raw body, for JSON). `current`: the answer is not kept, only its
-    status; a replay gets `current`'s (see `idempotent`)."""
+    status; a replay gets `current`'s (see `idempotent`). `refresh`: renews the links of
+    a replayed answer."""
     given = key = _key(request)
     if key is None:
         return await produce()
@@ -157,11 +180,11 @@ async def run_once(
         if earlier is not None:  # answered by the version before an upgrade
             status, body = earlier
             await store.finish_idempotency_key(principal.tenant_id, key, claimed_at, status, body)
-            return _stored(status, body)
+            return _renewed(request, principal, status, body, refresh)
     if claim.state == "replay":
         if current is not None:
             return _replayed(await current(request, principal))
-        return _stored(claim.status or 200, claim.response or b"")
+        return _renewed(request, principal, claim.status or 200, claim.response or b"", refresh)
     if claim.state == "mismatch":
         raise ValidationFailed(
             "Idempotency-Key reused for a different request",
@@ -335,7 +358,11 @@ def _json_fingerprint(body: bytes) -> bytes:
 
 
 def idempotent(
-    handler: Endpoint, recover: Recover | None = None, *, current: Current | None = None
+    handler: Endpoint,
+    recover: Recover | None = None,
+    *,
+    current: Current | None = None,
+    refresh: Refresh | None = None,
 ) -> Endpoint:
     """For JSON POSTs, PUTs and DELETEs: the body (a DELETE's is empty) is read, within
     the size limit, to fingerprint the request; `recover` rebuilds a create's answer
@@ -362,6 +389,7 @@ def idempotent(
             recover,
             earlier_fingerprint=body,
             current=current,
+            refresh=refresh,
         )
 
     wrapper.__name__ = handler.__name__

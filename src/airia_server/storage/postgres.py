@@ -91,6 +91,13 @@ _DELETE_CONVERSATION = (
     "AND (i.resource_id = $1 OR EXISTS (SELECT 1 FROM messages m WHERE m.id = i.resource_id "
     "AND m.conversation_id = $1) OR EXISTS (SELECT 1 FROM attachments a "
     "WHERE a.id = i.resource_id AND a.conversation_id = $1)) RETURNING 1), "
+    # Finished keys of its create and uploads: their kept answers hold what the delete
+    # takes away (a title, the files named, a file's name). A retry is told the work
+    # was done and deleted since.
+    "f AS (UPDATE idempotency_keys i SET status = $3, response = $4 "
+    "WHERE i.resource_id IN (SELECT id FROM gone UNION ALL SELECT a.id FROM attachments a "
+    "WHERE a.conversation_id IN (SELECT id FROM gone)) AND i.tenant_id = $2 "
+    "AND i.status IS NOT NULL RETURNING 1), "
     + ", ".join(
         f"d_{table} AS (DELETE FROM {table} WHERE conversation_id IN (SELECT id FROM gone) "
         "RETURNING 1)"

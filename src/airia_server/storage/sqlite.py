@@ -520,6 +520,15 @@ class SqliteStore(MessagesMixin, AttachmentsMixin, IdempotencyMixin, LifecycleMi
                     "id": conversation_id,
                 },
             )
+            # Finished keys of its create and uploads: their kept answers hold what the
+            # delete takes away (a title, the files named, a file's name). A retry is
+            # told the work was done and deleted since.
+            conn.execute(
+                "UPDATE idempotency_keys SET status = ?, response = ? WHERE resource_id IN "
+                "(SELECT ? UNION ALL SELECT id FROM attachments WHERE conversation_id = ?) "
+                "AND tenant_id = ?",
+                (GONE_STATUS, GONE_RESPONSE, conversation_id, conversation_id, tenant_id),
+            )
             removed = 0
             for table in _OWNED_TABLES:
                 removed = conn.execute(
