@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     """Signs WebSocket tickets. When unset, one is generated and kept in the database,
     so every instance over the same database shares it."""
 
+    metrics_token: SecretStr | None = None
+    """When set, `GET /metrics` answers only `Authorization: Bearer <this>` (its counts
+    are every tenant's traffic); unset, anyone who reaches it."""
+
     api_key_cache_seconds: float = Field(0.0, ge=0, le=300)
     """Remember valid API keys this long (saves a database read per request; a
     revocation then takes up to this long to take effect). 0: check every request."""
@@ -182,7 +186,7 @@ class Settings(BaseSettings):
     def _no_placeholder_secrets(self) -> Settings:
         if self.environment == "development":
             return self
-        for name in ("jwt_secret", "secret_key", "bootstrap_api_key"):
+        for name in ("jwt_secret", "secret_key", "bootstrap_api_key", "metrics_token"):
             value = getattr(self, name)
             if value is None:
                 continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import importlib.util
 from collections.abc import Awaitable
 from pathlib import Path
@@ -15,6 +16,7 @@ from starlette.staticfiles import StaticFiles
 
 from airia_server.api.deps import services
 from airia_server.api.openapi import openapi_document
+from airia_server.errors import Unauthorized
 from airia_server.storage import LATEST_MIGRATION, Store
 from airia_server.storage.outages import DatabaseUnavailable, Outage, outage_of
 
@@ -137,10 +139,23 @@ async def _database_checks(store: Store) -> dict[str, str]:
 
 
 async def metrics(request: Request) -> Response:
-    """Prometheus text format."""
+    """Prometheus text format; behind `AIRIA_METRICS_TOKEN` when it is set."""
     app = request.app
+    svc = getattr(app.state, "services", None)
+    token = svc.settings.metrics_token if svc is not None else None
+    if token is not None:
+        given = request.headers.get("authorization", "")
+        scheme, _, credential = given.partition(" ")
+        expected = token.get_secret_value().encode()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            credential.strip().encode(), expected
+        ):
+            raise Unauthorized(
+                "Metrics need the metrics token",
+                "Send Authorization: Bearer <AIRIA_METRICS_TOKEN>",
+            )
     return Response(
-        app.metrics.render(getattr(app.state, "services", None)),
+        app.metrics.render(svc),
         media_type="text/plain; version=0.0.4; charset=utf-8",
     )
 
