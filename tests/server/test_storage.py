@@ -411,6 +411,44 @@ async def test_get_is_scoped_to_the_tenant(store) -> None:
     assert await store.get_conversation("t1", new_id()) is None
 
 
+async def test_sharing_with_the_role_held_already_changes_nothing(store) -> None:
+    """Sharing again, or setting the role a participant has, stored and broadcast a
+    `participant.updated` saying what was already so, and moved the conversation up
+    its users' feeds. Now it answers the participant as is."""
+    record = make_record(tenant="t1")
+    await create(store, record)
+    added = await store.put_participant(
+        "t1", record.id, "u2", "Viewer", "u1", "2030-01-01T00:00:00.000000Z", only_existing=False
+    )
+    assert added is not None and added[1] is not None
+    before = await store.get_conversation("t1", record.id)
+    for only_existing in (False, True):
+        again = await store.put_participant(
+            "t1",
+            record.id,
+            "u2",
+            "Viewer",
+            "u3",
+            "2031-01-01T00:00:00.000000Z",
+            only_existing=only_existing,
+        )
+        assert again == (added[0], None)
+    assert await store.get_conversation("t1", record.id) == before
+    events = await store.events_after(record.id, 0, 10)
+    assert [e.type for e in events] == ["participant.added"]
+    changed = await store.put_participant(
+        "t1",
+        record.id,
+        "u2",
+        "Collaborator",
+        "u1",
+        "2032-01-01T00:00:00.000000Z",
+        only_existing=True,
+    )
+    assert changed is not None and changed[1].type == "participant.updated"
+    assert changed[1].sequence == before.last_sequence + 1
+
+
 async def test_reads_made_together_each_get_their_own_answer(store) -> None:
     """However a backend answers concurrent reads (PostgreSQL batches them into one
     query), each gets the answer for its own tenant and user."""

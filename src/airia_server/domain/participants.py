@@ -57,7 +57,8 @@ class ParticipantService:
                 )
             raise conversation_not_found(conversation_id)
         participant, event = result
-        await self.hub.publish(event)
+        if event is not None:  # None: the user had that role already
+            await self.hub.publish(event)
         return participant
 
     async def remove(

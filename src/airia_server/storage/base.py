@@ -382,10 +382,12 @@ class Store(Protocol):
         now: str,
         *,
         only_existing: bool,
-    ) -> tuple[ParticipantRecord, EventRecord] | None:
+    ) -> tuple[ParticipantRecord, EventRecord | None] | None:
         """Add or change a participant (`participant.added` / `.updated`). None if the
         conversation is gone, or with `only_existing` if the user is no participant.
-        Raises LastOwner when it would demote the last Owner."""
+        A participant who has the role already is left as is: no event (None), and
+        the conversation's `updatedAt` stays. Raises LastOwner when it would demote
+        the last Owner."""
 
     async def remove_participant(
         self, tenant_id: str, conversation_id: str, user_id: str, now: str

@@ -346,7 +346,7 @@ class MessagesMixin:
         now: str,
         *,
         only_existing: bool,
-    ) -> tuple[ParticipantRecord, EventRecord] | None:
+    ) -> tuple[ParticipantRecord, EventRecord | None] | None:
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 bumped = await _bump(conn, tenant_id, conversation_id, now)
@@ -360,6 +360,8 @@ class MessagesMixin:
                 )
                 if current is None and only_existing:
                     raise _Rollback
+                if current is not None and current[4] == role:
+                    raise _Unchanged(participant_row(current))
                 if current is not None and current[4] == "Owner" and role != "Owner":
                     await _require_another_owner(conn, conversation_id, user_id)
                 if current is None:
@@ -406,6 +408,8 @@ class MessagesMixin:
                 await append(conn, event)
         except _Rollback:
             return None
+        except _Unchanged as unchanged:  # the conversation's time and sequence undone
+            return unchanged.participant, None
         return record, event
 
     async def remove_participant(
@@ -442,6 +446,13 @@ class MessagesMixin:
 
 class _Rollback(Exception):
     """Undo the transaction (and the sequence it took) and answer 'not found'."""
+
+
+class _Unchanged(Exception):
+    """Undo the transaction: the participant has the role asked for already."""
+
+    def __init__(self, participant: ParticipantRecord) -> None:
+        self.participant = participant
 
 
 async def _require_another_owner(conn, conversation_id: str, user_id: str) -> None:

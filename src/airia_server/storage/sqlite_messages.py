@@ -314,8 +314,8 @@ class MessagesMixin:
         now: str,
         *,
         only_existing: bool,
-    ) -> tuple[ParticipantRecord, EventRecord] | None:
-        def op(conn: sqlite3.Connection) -> tuple[ParticipantRecord, EventRecord] | None:
+    ) -> tuple[ParticipantRecord, EventRecord | None] | None:
+        def op(conn: sqlite3.Connection) -> tuple[ParticipantRecord, EventRecord | None] | None:
             current = conn.execute(
                 f"SELECT {PARTICIPANT_COLUMNS} FROM conversation_participants "
                 "WHERE conversation_id = ? AND user_id = ? AND tenant_id = ?",
@@ -323,6 +323,8 @@ class MessagesMixin:
             ).fetchone()
             if current is None and only_existing:
                 return None
+            if current is not None and current[4] == role:
+                return participant_row(current), None  # nothing to change, nor to tell
             if current is not None and current[4] == "Owner" and role != "Owner":
                 _require_another_owner(conn, conversation_id, user_id)
             bumped = _bump(conn, tenant_id, conversation_id, now)
