@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -164,3 +165,30 @@ def test_websocket_url_without_a_public_url_follows_the_request(
     assert url.startswith(f"{expected}/v1/Conversations/{CONVERSATION}/ws?ticket="), url
     ticket = url.partition("ticket=")[2]
     assert services.tickets.verify(ticket, CONVERSATION).tenant_id == "t1"
+
+
+def test_a_ticket_ends_with_the_bearer_token_it_was_minted_for() -> None:
+    """A token with a minute left got an hour's ticket: the socket it opened outlived
+    the credential by 59 minutes. The ticket now ends when the token does."""
+    from starlette.requests import Request
+
+    from airia_server.api.deps import websocket_url_and_expiry
+    from airia_server.domain.auth import Principal
+    from airia_server.timeutil import format_us
+
+    signer = TicketSigner(KEY, 3600)
+    services = SimpleNamespace(ws_base_url="ws://h", tickets=signer)
+    request = Request({"type": "http", "headers": [], "app": SimpleNamespace(services=services)})
+    soon = int(time.time()) + 60
+    for principal, expiry in (
+        (Principal("t1", "bearer", "u1", expires=soon + 0.5), soon),
+        (Principal("t1", "bearer", "u1", expires=soon + 7200), None),
+        (Principal("t1", "api_key", key_id="k1"), None),
+    ):
+        url, expires_at = websocket_url_and_expiry(request, principal, CONVERSATION)
+        claims = signer.verify(url.partition("ticket=")[2], CONVERSATION)
+        if expiry is None:
+            assert claims.expires >= soon + 3600 - 60
+        else:
+            assert claims.expires == expiry
+        assert expires_at == format_us(claims.expires * 1_000_000)

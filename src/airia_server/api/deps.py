@@ -107,7 +107,11 @@ def _websocket_url(
             host = f"[{server[0]}]:{server[1]}" if ":" in server[0] else f"{server[0]}:{server[1]}"
         base = f"{scheme}://{host}"
     ticket, expires = svc.tickets.mint(
-        principal.tenant_id, conversation_id, principal.user_id, principal.key_id
+        principal.tenant_id,
+        conversation_id,
+        principal.user_id,
+        principal.key_id,
+        principal.expires,
     )
     return f"{base}/v1/Conversations/{conversation_id}/ws?ticket={ticket}", expires
 

@@ -29,6 +29,9 @@ class Principal:
     user_id: str | None = None
     """The JWT's `sub`; None for an API key, which acts for any user of its tenant."""
     key_id: str | None = None
+    expires: float | None = None
+    """The bearer token's `exp` (Unix seconds): a WebSocket ticket minted for it ends
+    then too, not later. None for an API key, which lasts until it is revoked."""
 
     @property
     def is_api_key(self) -> bool:
@@ -189,7 +192,7 @@ class Authenticator:
             expires = float(claims["exp"])  # PyJWT checked it is a number in the future
         except (OverflowError, TypeError, ValueError):
             raise Unauthorized("Invalid token", "The token's 'exp' is out of range") from None
-        principal = Principal(tenant_id=tenant, kind="bearer", user_id=sub)
+        principal = Principal(tenant_id=tenant, kind="bearer", user_id=sub, expires=expires)
         if len(self._token_cache) >= _TOKEN_CACHE_MAX:
             self._token_cache.clear()
         self._token_cache[token] = (principal, expires)

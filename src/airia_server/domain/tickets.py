@@ -63,9 +63,13 @@ class TicketSigner:
         conversation_id: str,
         user_id: str | None,
         key_id: str | None = None,
+        not_after: float | None = None,
     ) -> tuple[str, int]:
-        """A ticket and its expiry (Unix seconds)."""
+        """A ticket and its expiry (Unix seconds): the TTL from now, or `not_after` (the
+        expiry of the bearer token it is minted for) when that comes first."""
         expires = int(time.time()) + self.ttl_seconds
+        if not_after is not None and not_after < expires:
+            expires = int(not_after)
         claims = TicketClaims(1, tenant_id, conversation_id, user_id, expires, key_id)
         payload = urlsafe.encode(msgspec.json.encode(claims))
         return f"{payload}.{self._sign(payload)}", expires
