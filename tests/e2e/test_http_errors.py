@@ -166,7 +166,9 @@ def test_a_transfer_coding_other_than_chunked_alone_is_501(
     status, headers, body = exchange(server, raw)  # read until the server closes
     assert status.startswith(b"HTTP/1.1 501 "), (status, body)
     assert headers[b"content-type"] == b"application/problem+json"
-    assert json.loads(body)["message"] == "Transfer coding not supported"
+    problem = json.loads(body)
+    assert problem["message"] == "Transfer coding not supported"
+    assert problem["title"] == "Not Implemented", problem  # it was "Error"
 
 
 def test_a_client_that_half_closes_after_its_request_gets_the_answer(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+from http import HTTPStatus
 
 import msgspec
 import redis.exceptions
@@ -43,6 +44,17 @@ _TITLES = {
 }
 
 
+def _title(status: int) -> str:
+    """RFC 9110's name of the status (the newer ones where Python's are older)."""
+    title = _TITLES.get(status)
+    if title is None:
+        try:
+            title = HTTPStatus(status).phrase
+        except ValueError:
+            title = "Error"
+    return title
+
+
 def problem_body(
     status: int,
     message: str,
@@ -58,7 +70,7 @@ def problem_body(
     body = msgspec.to_builtins(
         Problem(
             type=PROBLEM_TYPE,
-            title=_TITLES.get(status, "Error"),
+            title=_title(status),
             status=status,
             detail=detail,
             message=message,
