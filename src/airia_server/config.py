@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import sys
@@ -59,6 +60,20 @@ MAX_RETENTION_DAYS = 1_000_000
 """The longest retention a policy may name (about 2,700 years; longer is "for ever"),
 well within every backend's integer column. One that reaches back before year 1
 deletes nothing (`domain.lifecycle.apply_retention`)."""
+
+
+_HOST_NAME = re.compile(
+    r"(?=.{1,253}\.?$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+)
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 class Settings(BaseSettings):
@@ -197,6 +212,22 @@ class Settings(BaseSettings):
                     "set a real secret in production"
                 )
         return self
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        """An IP address or a host name to listen on ("" and 0.0.0.0 are every IPv4
+        address, :: every address): anything else was a traceback from the server's
+        start (`nonsense..host` failed the IDNA codec there)."""
+        if value == "" or _is_ip(value):
+            return value
+        try:
+            ascii_name = value.encode("idna").decode("ascii")
+        except UnicodeError:
+            ascii_name = ""
+        if not _HOST_NAME.fullmatch(ascii_name):
+            raise ValueError(f"{value[:100]!r} is not an IP address or a host name")
+        return value
 
     @field_validator("public_url")
     @classmethod

@@ -249,3 +249,22 @@ def test_only_the_server_s_statements_have_the_statement_timeout() -> None:
     )
     assert open_store(settings, serving=True)._timeouts == {"statement_timeout": "2500"}
     assert open_store(settings)._timeouts == {}
+
+
+@pytest.mark.parametrize("value", ["nonsense..host", "a b", "-x", "h_st", "x" * 64, "::g"])
+def test_a_host_that_is_no_address_nor_name_names_the_setting(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """It was a traceback from the server's start (the IDNA codec, or getaddrinfo)."""
+    monkeypatch.setenv("AIRIA_HOST", value)
+    with pytest.raises(ValidationError) as info:
+        load_settings()
+    assert info.value.errors()[0]["loc"] == ("host",)
+
+
+@pytest.mark.parametrize(
+    "value", ["", "0.0.0.0", "::", "::1", "127.0.0.1", "localhost", "chat.example.com", "bücher.de"]
+)
+def test_addresses_and_host_names_are_hosts(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("AIRIA_HOST", value)
+    assert load_settings().host == value

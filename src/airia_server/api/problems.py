@@ -178,7 +178,7 @@ def problem_for(exc: Exception, method: str, path: str) -> Response | None:
         elif exc.status_code == 405:
             message, detail = "Method not allowed", f"{method} is not allowed on {path}"
         else:
-            message = exc.detail or _TITLES.get(exc.status_code, "Error")
+            message = exc.detail or _title(exc.status_code)
             detail = message
         return problem_response(exc.status_code, message, detail, path, exc.headers)
     return None
