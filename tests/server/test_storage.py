@@ -1563,6 +1563,23 @@ async def test_an_abandoned_idempotency_claim_is_taken_over_and_its_late_finish_
     assert (await store.claim_idempotency_key("t1", "k", "h", t2, t0, t2)).state == "replay"
 
 
+async def test_a_delete_between_a_write_and_its_keys_finish_keeps_the_410(store) -> None:
+    """The create commits, the conversation is deleted (its unfinished key becomes the
+    410 of a thing done and deleted since), and then the create's finish arrives: it
+    wrote its answer, title and all, over the 410, and a retry got it back."""
+    record = make_record(tenant="t1")
+    now = format_us(BASE_US)
+    long_ago = format_us(BASE_US - 86_400_000_000)
+    claim = await store.claim_idempotency_key("t1", "k", "h", now, long_ago, long_ago, record.id)
+    assert (claim.state, claim.resource_id) == ("new", record.id)
+    await create(store, record)
+    assert await store.delete_conversation("t1", record.id, now) is not None
+    await store.finish_idempotency_key("t1", "k", now, 201, b'{"title": "secret"}')
+    replay = await store.claim_idempotency_key("t1", "k", "h", now, long_ago, long_ago, "r2")
+    assert (replay.state, replay.status) == ("replay", 410)
+    assert b"secret" not in (replay.response or b"")
+
+
 async def test_an_idempotency_key_names_its_resource_from_first_claim_to_takeover(
     store,
 ) -> None:

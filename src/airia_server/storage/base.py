@@ -457,7 +457,8 @@ class Store(Protocol):
         self, tenant_id: str, key: str, claimed_at: str, status: int, response: bytes
     ) -> None:
         """Keep the response of the claim made at `claimed_at` (a claim taken over
-        since is not touched)."""
+        since is not touched, nor one a delete of its resource finished already with
+        a 410)."""
 
     async def release_idempotency_key(self, tenant_id: str, key: str, claimed_at: str) -> None:
         """Forget the claim made at `claimed_at`, whose request failed, so a retry may

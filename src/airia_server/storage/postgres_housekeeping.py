@@ -73,7 +73,9 @@ class IdempotencyMixin:
     ) -> None:
         await self.pool.execute(
             "UPDATE idempotency_keys SET status = $1, response = $2 "
-            "WHERE tenant_id = $3 AND key = $4 AND created_at = $5",
+            # Still unfinished: a delete of what it made may have turned it into a
+            # 410 meanwhile, which stands.
+            "WHERE tenant_id = $3 AND key = $4 AND created_at = $5 AND status IS NULL",
             status,
             response,
             tenant_id,

@@ -62,7 +62,9 @@ class IdempotencyMixin:
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "UPDATE idempotency_keys SET status = ?, response = ? "
-                "WHERE tenant_id = ? AND key = ? AND created_at = ?",
+                # Still unfinished: a delete of what it made may have turned it into
+                # a 410 meanwhile, which stands.
+                "WHERE tenant_id = ? AND key = ? AND created_at = ? AND status IS NULL",
                 (status, response, tenant_id, key, claimed_at),
             )
 
