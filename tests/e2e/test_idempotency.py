@@ -908,7 +908,9 @@ def test_an_upload_replays_even_after_access_ended(
 ) -> None:
     """As every keyed write: an upload's retry after its caller was removed or demoted
     is answered as the upload was (the access check ran before the key's and answered
-    404 or 403, as if it had not been done). A new upload is refused as before."""
+    404 or 403, as if it had not been done), its link as first signed: a fresh one
+    would let them download past their access. A new upload is refused as before,
+    before its body is read (a malformed one is not 422)."""
     owner, collaborator = fresh_user(), fresh_user()
     cid = shared_conversation(http, server, owner, collaborator)
     as_collaborator = server.bearer(mint_jwt(collaborator))
@@ -944,10 +946,12 @@ def test_an_upload_replays_even_after_access_ended(
     for first, again in ((first_b64, again_b64), (first_mp, again_mp)):
         assert again.status_code == 200, again.text
         assert again.headers["idempotent-replayed"] == "true"
-        assert again.json()["blobId"] == first.json()["blobId"]
+        assert again.json() == first.json()  # the link too: not signed anew
     fresh = {**b64_key, "Idempotency-Key": str(uuid.uuid4())}
     assert_problem(http.post(b64_path, json=b64, headers=fresh), refusal)
     assert_problem(http.post(b64_path, json=b64, headers=as_collaborator), refusal)
+    malformed = {**b64, "base64Content": "!!!"}
+    assert_problem(http.post(b64_path, json=malformed, headers=fresh), refusal)
     listed = http.get(f"{COLLECTION}/{cid}/attachments", headers=server.headers()).json()
     assert len(listed) == 2, listed
 

@@ -19,7 +19,7 @@ from starlette.routing import Route
 from airia_server.api.bodies import read_json, stream_body
 from airia_server.api.common import json_response
 from airia_server.api.deps import current_principal, services
-from airia_server.api.idempotency import HEADER, resource_id, run_once
+from airia_server.api.idempotency import may_be_retry, resource_id, run_once
 from airia_server.api.schemas import Attachment, Base64UploadRequest
 from airia_server.domain.auth import Principal
 from airia_server.errors import (
@@ -251,16 +251,16 @@ async def upload_multipart(request: Request) -> Response:
 
 
 async def _may_upload(request: Request, principal: Principal) -> tuple[str, AppError | None]:
-    """The conversation's id, checked before a byte of the body is read; and, for a
-    request with an Idempotency-Key that may not upload, why not. Such a request reads
-    its body all the same: it may retry an upload done before the caller's access
-    ended or the conversation went, and is then answered as that upload was (as every
-    keyed write is); a new one is refused with that error (`_keep`)."""
+    """The conversation's id, checked before a byte of the body is read; and, for the
+    retry of an earlier upload (an Idempotency-Key its caller used) that may not upload
+    now, why not. That retry reads its body all the same, to be answered as the upload
+    was, as every keyed write is, after the caller's access ended or the conversation
+    went (`_keep`); any other upload is refused at once."""
     raw = request.path_params["conversation_id"]
     try:
         return await services(request).attachments.check_upload(principal, raw), None
     except (NotFound, Forbidden) as refused:
-        if HEADER not in request.headers:
+        if not await may_be_retry(request, principal):
             raise
         return parse_id(raw) or raw, refused
 
@@ -335,8 +335,11 @@ async def _keep(
         return json_response(attachment_view(request, record))
 
     try:
+        # The link of a replay is signed anew for a caller who may still read the
+        # conversation; one who may not keeps the link first handed out, to expire.
+        renew = _renew_url if refused is None else None
         return await run_once(
-            request, principal, fingerprint, produce, _recover_upload, refresh=_renew_url
+            request, principal, fingerprint, produce, _recover_upload, refresh=renew
         )
     finally:
         staged.discard()  # a replay never used it; a store consumed it already

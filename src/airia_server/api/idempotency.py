@@ -147,11 +147,8 @@ async def run_once(
     for part in (request.method, _canonical_path(request)):
         digest.update(part.encode() + b"\0")
     digest.update(fingerprint)
-    # The caller's own: an API key's, or a bearer user's (never another's to replay).
-    # The caller's length first: a user id may hold ":" (user "a" with key "b:c" and
-    # user "a:b" with key "c" must not share one).
-    caller = (principal.user_id if principal.user_id is not None else principal.key_id) or ""
-    key = f"{principal.kind}:{len(caller)}:{caller}:{key}"
+    caller = _caller(principal)
+    key = _callers_key(principal, key)
     now = now_us()
     claimed_at = format_us(now)
     expired_before = format_us(now - KEY_TTL_SECONDS * 1_000_000)
@@ -247,6 +244,31 @@ async def run_once(
     else:
         await _release(store, principal.tenant_id, key, claimed_at)
     return response
+
+
+def _caller(principal: Principal) -> str:
+    return (principal.user_id if principal.user_id is not None else principal.key_id) or ""
+
+
+def _callers_key(principal: Principal, given: str) -> str:
+    """The key as kept: the caller's own, an API key's or a bearer user's (never
+    another's to replay). The caller's length first: a user id may hold ":" (user "a"
+    with key "b:c" and user "a:b" with key "c" must not share one)."""
+    caller = _caller(principal)
+    return f"{principal.kind}:{len(caller)}:{caller}:{given}"
+
+
+async def may_be_retry(request: Request, principal: Principal) -> bool:
+    """Whether the request carries an Idempotency-Key this caller used in the last 24
+    hours: a request refused before its body is read (an upload its caller may no
+    longer make) reads it only then, to be answered as its first try was."""
+    given = _key(request)
+    if given is None:
+        return False
+    expired_before = format_us(now_us() - KEY_TTL_SECONDS * 1_000_000)
+    return await services(request).store.idempotency_key_held(
+        principal.tenant_id, _callers_key(principal, given), expired_before
+    )
 
 
 def _maybe_written(exc: BaseException) -> bool:

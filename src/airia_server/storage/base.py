@@ -460,6 +460,9 @@ class Store(Protocol):
         since is not touched, nor one a delete of its resource finished already with
         a 410)."""
 
+    async def idempotency_key_held(self, tenant_id: str, key: str, expired_before: str) -> bool:
+        """Whether the key is claimed (finished or not) since `expired_before`."""
+
     async def release_idempotency_key(self, tenant_id: str, key: str, claimed_at: str) -> None:
         """Forget the claim made at `claimed_at`, whose request failed, so a retry may
         run it again."""

@@ -99,6 +99,15 @@ class IdempotencyMixin:
         )
         return (row[0], bytes(row[1])) if row else None
 
+    async def idempotency_key_held(self, tenant_id: str, key: str, expired_before: str) -> bool:
+        row = await self.pool.fetchrow(
+            "SELECT 1 FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND created_at >= $3",
+            tenant_id,
+            key,
+            expired_before,
+        )
+        return row is not None
+
     async def release_idempotency_key(self, tenant_id: str, key: str, claimed_at: str) -> None:
         await self.pool.execute(
             "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 "

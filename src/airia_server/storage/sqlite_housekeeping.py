@@ -87,6 +87,18 @@ class IdempotencyMixin:
         )
         return (row[0], row[1]) if row else None
 
+    async def idempotency_key_held(self, tenant_id: str, key: str, expired_before: str) -> bool:
+        row = (
+            self._read()
+            .execute(
+                "SELECT 1 FROM idempotency_keys WHERE tenant_id = ? AND key = ? "
+                "AND created_at >= ?",
+                (tenant_id, key, expired_before),
+            )
+            .fetchone()
+        )
+        return row is not None
+
     async def release_idempotency_key(self, tenant_id: str, key: str, claimed_at: str) -> None:
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(
