@@ -7,6 +7,7 @@ import asyncio
 import importlib.util
 import logging
 import os
+import socket
 import sqlite3
 import sys
 from collections.abc import Sequence
@@ -180,6 +181,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"airia-server: invalid setting AIRIA_BLOB_DIR: {problem}", file=sys.stderr)
         return 2
+    problem = host_problem(settings.host)
+    if problem is not None:
+        named = "--host" if args.host is not None else "AIRIA_HOST"
+        print(f"airia-server: cannot listen on {named}={settings.host}: {problem}", file=sys.stderr)
+        return 2
     # Migrate once here, so many workers do not race to do it.
     asyncio.run(open_store(settings).migrate())
     if settings.secret_key is None:
@@ -225,6 +231,27 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         os.environ["AIRIA_CONFIG_FILE"] = str(args.config)  # for worker processes
     server.serve(settings, args.workers, overrides)
     return 0
+
+
+def host_problem(host: str) -> str | None:
+    """Why the server could not listen on `host`, found before it migrates and says it
+    is ready (a name that does not resolve, an address not of this machine); None if
+    it can. The port is uvicorn's to take, and to report taken."""
+    try:
+        found = socket.getaddrinfo(
+            host or None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except (socket.gaierror, UnicodeError) as exc:
+        return str(getattr(exc, "strerror", None) or exc)
+    error: OSError | None = None
+    for family, kind, proto, _, address in found:
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                probe.bind(address)
+            return None
+        except OSError as exc:
+            error = exc
+    return str(error.strerror if error is not None and error.strerror else error)
 
 
 def blob_dir_problem(settings: Settings) -> str | None:

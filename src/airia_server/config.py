@@ -216,16 +216,18 @@ class Settings(BaseSettings):
     @field_validator("host")
     @classmethod
     def _host(cls, value: str) -> str:
-        """An IP address or a host name to listen on ("" and 0.0.0.0 are every IPv4
-        address, :: every address): anything else was a traceback from the server's
-        start (`nonsense..host` failed the IDNA codec there)."""
+        """An IP address or a host name to listen on (0.0.0.0 is every IPv4 address,
+        :: and "" every address): anything else was a traceback from the server's start
+        (`nonsense..host` failed the IDNA codec there). A name whose last label is all
+        digits is none (RFC 1123, 2.1): `256.1.1.1` and `999999` are bad addresses."""
         if value == "" or _is_ip(value):
             return value
         try:
             ascii_name = value.encode("idna").decode("ascii")
         except UnicodeError:
             ascii_name = ""
-        if not _HOST_NAME.fullmatch(ascii_name):
+        last = ascii_name.rstrip(".").rpartition(".")[2]
+        if not _HOST_NAME.fullmatch(ascii_name) or last.isdigit():
             raise ValueError(f"{value[:100]!r} is not an IP address or a host name")
         return value
 
@@ -247,6 +249,21 @@ class Settings(BaseSettings):
         except ValueError:
             raise ValueError(f"{parts.netloc!r} has an invalid port") from None
         return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _metrics_token(cls, value: object) -> object:
+        """Empty (an unset variable of a compose file) is unset: /metrics open, as the
+        docs say. A token must fit an Authorization header as sent: printable ASCII
+        without spaces (with one, it could never match)."""
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, str):
+            if not value.strip():
+                return None
+            if not (value.isascii() and value.isprintable()) or any(c.isspace() for c in value):
+                raise ValueError("use printable ASCII without spaces")
+        return value
 
     @field_validator("blob_dir", mode="before")
     @classmethod

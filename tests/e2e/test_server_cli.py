@@ -378,3 +378,24 @@ def test_a_read_only_database_never_served_says_what_serve_needs(
     finally:
         backends.alter_database_sync(url, "ALTER DATABASE {name} RESET ALL")
         backends.drop_database_sync(url)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "named"),
+    [
+        ("env", "no-such-host.invalid", "AIRIA_HOST"),  # does not resolve
+        ("flag", "192.0.2.1", "--host"),  # TEST-NET-1: no address of this machine
+    ],
+)
+def test_a_host_it_cannot_listen_on_is_one_line_before_it_starts(
+    env: dict[str, str], setting: str, value: str, named: str
+) -> None:
+    """It migrated, said it was ready, and then uvicorn logged an error and exited 3."""
+    if setting == "env":
+        result = run_cli({**env, "AIRIA_HOST": value}, "serve", "--port", "0")
+    else:
+        result = run_cli(env, "serve", "--host", value, "--port", "0")
+    assert result.returncode == 2, result.stderr
+    assert f"cannot listen on {named}={value}" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "ready" not in result.stderr
+    assert not db_path(env).exists()  # stopped before migrating

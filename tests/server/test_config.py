@@ -251,7 +251,10 @@ def test_only_the_server_s_statements_have_the_statement_timeout() -> None:
     assert open_store(settings)._timeouts == {}
 
 
-@pytest.mark.parametrize("value", ["nonsense..host", "a b", "-x", "h_st", "x" * 64, "::g"])
+@pytest.mark.parametrize(
+    "value",
+    ["nonsense..host", "a b", "-x", "h_st", "x" * 64, "::g", "256.1.1.1", "999999", "1.2.3"],
+)
 def test_a_host_that_is_no_address_nor_name_names_the_setting(
     monkeypatch: pytest.MonkeyPatch, value: str
 ) -> None:

@@ -6,6 +6,9 @@ import asyncio
 import itertools
 import json
 
+import pytest
+from pydantic import ValidationError
+
 from airia_server.app import create_app
 from airia_server.config import Settings
 
@@ -78,6 +81,25 @@ def test_metrics_behind_a_token_answer_only_that_token(tmp_path) -> None:
     for status, headers, body in answers[:4]:
         assert status == 401, body
         assert headers[b"content-type"] == b"application/problem+json"
+        assert headers[b"www-authenticate"] == b'Bearer realm="metrics"'  # not X-API-KEY
         assert "AIRIA_METRICS_TOKEN" in json.loads(body)["detail"]
     for status, _, body in answers[4:]:
         assert status == 200 and b"airia_http_requests_total" in body, body
+
+
+def test_an_empty_metrics_token_is_no_token(tmp_path) -> None:
+    """An empty variable (a compose file's unset one) left /metrics closed to all but
+    an empty `Bearer`; it is unset, as the docs say."""
+    answers = _serve(
+        tmp_path,
+        [("/metrics", []), ("/metrics", [(b"authorization", b"Bearer")])],
+        metrics_token=" ",
+    )
+    assert [status for status, _, _ in answers] == [200, 200]
+
+
+@pytest.mark.parametrize("token", ["with space" * 4, "tab\t" * 8, "é" * 32])
+def test_a_metrics_token_no_header_can_carry_is_refused(token: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        Settings(metrics_token=token)
+    assert info.value.errors()[0]["loc"] == ("metrics_token",)

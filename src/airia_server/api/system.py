@@ -150,10 +150,12 @@ async def metrics(request: Request) -> Response:
         if scheme.lower() != "bearer" or not hmac.compare_digest(
             credential.strip().encode(), expected
         ):
-            raise Unauthorized(
+            error = Unauthorized(
                 "Metrics need the metrics token",
                 "Send Authorization: Bearer <AIRIA_METRICS_TOKEN>",
             )
+            error.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'  # no API key here
+            raise error
     return Response(
         app.metrics.render(svc),
         media_type="text/plain; version=0.0.4; charset=utf-8",
