@@ -102,3 +102,28 @@ async def test_an_upload_onto_a_read_only_disk_says_attachment_storage_is_not_wr
     assert "Attachment storage is not writable" in detail and "Read-only" in detail
     assert "database" not in detail and "Redis" not in detail
     assert "retry-after" not in response.headers
+
+
+@pytest.mark.parametrize(("scheme", "link"), [("wss", "https"), ("ws", "http")])
+async def test_a_link_is_http_whatever_scheme_a_proxy_named(
+    tmp_path: Path, scheme: str, link: str
+) -> None:
+    """A trusted proxy's `X-Forwarded-Proto: wss` on an HTTP request made the download
+    links `wss://…`, which no HTTP client opens."""
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
+        bootstrap_api_key="key",
+        blob_dir=tmp_path / "blobs",
+        host="0.0.0.0",  # no public URL: links follow the request
+    )
+    app = create_app(settings)
+
+    async def proxied(scope, receive, send) -> None:
+        await app({**scope, "scheme": scheme} if scope["type"] == "http" else scope, receive, send)
+
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=proxied)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            uploaded = await upload(http, await conversation(http), "base64")
+    assert uploaded.status_code == 200, uploaded.text
+    assert uploaded.json()["url"].startswith(f"{link}://testserver/v1/attachments/")

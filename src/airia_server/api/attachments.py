@@ -104,6 +104,8 @@ def _content_url(request: Request, attachment_id: str) -> str:
     """The attachment's download link, signed from now."""
     svc = services(request)
     base = (svc.http_base_url or str(request.base_url)).rstrip("/")
+    if base.startswith("ws"):  # a proxy's `X-Forwarded-Proto: wss` on an HTTP request
+        base = "http" + base[2:]
     query = svc.attachments.signed_query(attachment_id)
     return f"{base}/v1/attachments/{attachment_id}/content?{query}"
 
