@@ -43,11 +43,22 @@ _HOST_DETAIL = (
 )
 
 
+def _reseed() -> None:
+    global _process_part
+    _process_part = os.urandom(8).hex()
+
+
+_process_part = ""
+_reseed()
+os.register_at_fork(after_in_child=_reseed)
+
+
 def new_correlation_id() -> str:
-    """32 random hex digits. Random, not a counter behind a per-process prefix, which
-    cost no system call but told every caller how many requests (other tenants'
-    included) the process had answered between two of theirs."""
-    return os.urandom(16).hex()
+    """32 hex digits: 16 naming this process (chosen at start, and again in a forked
+    child: an operator tells the workers of `serve --workers` apart by them), then 16
+    random ones. Not a counter, which told every caller how many requests (other
+    tenants' included) the process had answered between two of theirs."""
+    return _process_part + os.urandom(8).hex()
 
 
 def correlation_id_from(raw: bytes | None) -> str:
