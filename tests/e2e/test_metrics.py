@@ -8,6 +8,8 @@ import re
 import httpx
 import pytest
 
+from airia_server.storage.postgres import BATCHERS
+
 from .support import LiveServer
 
 pytestmark = pytest.mark.e2e
@@ -81,8 +83,8 @@ async def test_counts_and_histograms_follow_the_load(server: LiveServer) -> None
     )
     if "airia_db_pool_connections" in after:  # PostgreSQL: both pools are shown
         assert 1 <= after["airia_db_pool_connections"] <= 10
-        assert 1 <= after["airia_db_batch_pool_connections"] <= 4
-        assert 0 <= after["airia_db_batch_pool_idle_connections"] <= 4
+        assert 1 <= after["airia_db_batch_pool_connections"] <= BATCHERS
+        assert 0 <= after["airia_db_batch_pool_idle_connections"] <= BATCHERS
     # Every write batch is in the batch duration histogram, once.
     batches = after["airia_db_write_batches_total"]
     assert batches - before["airia_db_write_batches_total"] >= 1

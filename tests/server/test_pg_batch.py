@@ -115,11 +115,12 @@ async def test_a_lookup_alone_runs_the_single_statement(pool: FairPool) -> None:
     await lookup.close()
 
 
-async def test_a_lookup_never_joins_a_query_already_made(pool: FairPool) -> None:
+@pytest.mark.parametrize("lanes", [1, 2])
+async def test_a_lookup_never_joins_a_query_already_made(pool: FairPool, lanes: int) -> None:
     """A lookup made after a write committed sees it, even with an older query still
-    in flight: it waits for that one and goes in the next."""
+    in flight: it goes in the next query (at once, with a lane free; else after it)."""
     counting = CountingPool(pool)
-    lookup = lookup_on(counting)
+    lookup = BatchedRows(counting, LOOKUP, single=LOOKUP_ONE, single_pool=counting, lanes=lanes)
     counting.gate.clear()
     early = lookup.get(7, "")
     await asyncio.sleep(0.01)  # the first query is on its way
@@ -130,6 +131,40 @@ async def test_a_lookup_never_joins_a_query_already_made(pool: FairPool) -> None
     assert tuple(await late) == ("written",)
     assert counting.batches + counting.singles == 2
     await lookup.close()
+
+
+@pytest.mark.parametrize(("lanes", "queries"), [(1, (1, 1, 1, 2)), (2, (1, 2, 2, 3))])
+async def test_a_read_with_a_free_lane_does_not_wait_for_a_batch_in_flight(
+    pool: FairPool, lanes: int, queries: tuple[int, ...]
+) -> None:
+    """With two lanes, reads made while a batch is in flight go at once as another;
+    with both in flight the next wait, together, for the first to come back. One lane
+    (the writes) runs one batch at a time. `close` waits for every lane."""
+    for i, note in enumerate(["a1", "a2"], 1):
+        await pool.execute(INSERT, i, note)
+    counting = CountingPool(pool)
+    lookup = BatchedRows(counting, LOOKUP, single=LOOKUP_ONE, single_pool=counting, lanes=lanes)
+    counting.gate.clear()  # every query is held until the gate opens
+    made = []
+    first = [lookup.get(1, "a")]
+    await asyncio.sleep(0.01)
+    made.append(counting.batches + counting.singles)
+    second = [lookup.get(2, "a"), lookup.get(9, "a")]
+    await asyncio.sleep(0.01)
+    made.append(counting.batches + counting.singles)
+    third = [lookup.get(1, "a"), lookup.get(2, "b")]
+    await asyncio.sleep(0.01)
+    made.append(counting.batches + counting.singles)
+    closing = asyncio.ensure_future(lookup.close())
+    await asyncio.sleep(0.01)
+    assert not closing.done()
+    counting.gate.set()
+    await closing
+    made.append(counting.batches + counting.singles)
+    assert tuple(made) == queries
+    rows = [await f for f in (*first, *second, *third)]
+    assert [tuple(r) if r else None for r in rows] == [("a1",), ("a2",), None, ("a1",), None]
+    assert not lookup.busy
 
 
 async def test_a_failing_lookup_fails_alone(pool: FairPool) -> None:
@@ -267,8 +302,9 @@ async def test_a_drain_cut_short_fails_its_calls_instead_of_leaving_them_waiting
     running = [add.get(i, "x") for i in range(2)]
     await asyncio.sleep(0.01)  # the batch of two is in flight
     queued = add.get(9, "x")
-    assert add._draining is not None
-    add._draining.cancel()
+    assert len(add._flights) == 1
+    for task in add._flights:
+        task.cancel()
     await asyncio.sleep(0.01)
     for future in (*running, queued):
         assert future.done()

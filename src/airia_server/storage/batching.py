@@ -1,13 +1,17 @@
-"""The queue behind both backends' group commits and the Redis fan-out's outbox:
-calls wait while a batch is in flight, and one task drains them, a batch at a
-time.
+"""The queue behind both backends' group commits, the PostgreSQL reads by id and
+the Redis fan-out's outbox: calls wait while a batch is in flight, and a task
+drains them, a batch at a time.
 
-`BatchQueue.submit` queues an item and starts the draining task if none runs;
-a subclass's `_drain` takes batches with `_next_batch` until the queue is empty,
-and settles each item's future. If the task dies half-way (cancelled at
-shutdown), every call still waiting, in the batch it held or in the queue,
-fails rather than hanging (unless the subclass's `_drain` has settled it
-otherwise on its way out, as the outbox does).
+`BatchQueue.submit` queues an item and starts a draining task if fewer than
+`lanes` run; a subclass's `_drain` takes batches with `_next_batch` until the
+queue is empty, and settles each item's future. With one lane (the writers and
+the outbox) batches run one after another, in the order their items came. With
+more (reads, whose order among themselves does not matter), an item queued while
+every running lane has its batch in flight starts another lane, so the queue is
+not left waiting for one round trip while the next could be on its way. If a
+task dies half-way (cancelled at shutdown), every call still waiting, in the
+batch it held or in the queue, fails rather than hanging (unless the subclass's
+`_drain` has settled it otherwise on its way out, as the outbox does).
 """
 
 from __future__ import annotations
@@ -23,11 +27,14 @@ R = TypeVar("R")
 class BatchQueue(ABC, Generic[Item, R]):
     closed_message = "the store is closed"
 
-    def __init__(self, max_batch: int) -> None:
+    def __init__(self, max_batch: int, *, lanes: int = 1) -> None:
+        if lanes < 1:
+            raise ValueError("a batch queue needs at least one lane")
         self._max_batch = max_batch
+        self._lanes = lanes
         self._pending: list[tuple[Item, asyncio.Future[R]]] = []
-        self._in_flight: list[tuple[Item, asyncio.Future[R]]] = []
-        self._draining: asyncio.Task[None] | None = None
+        # The batch each draining task has in flight (empty while it takes the next).
+        self._flights: dict[asyncio.Task[None], list[tuple[Item, asyncio.Future[R]]]] = {}
         self._closed = False
 
     def submit(self, item: Item) -> asyncio.Future[R]:
@@ -38,29 +45,39 @@ class BatchQueue(ABC, Generic[Item, R]):
             future.set_exception(RuntimeError(self.closed_message))
             return future
         self._pending.append((item, future))
-        if self._draining is None:
-            self._draining = loop.create_task(self._drain_all())
+        # A lane that has not taken its batch yet takes this item with it; only when
+        # every lane has its batch in flight does another start.
+        if len(self._flights) < self._lanes and all(self._flights.values()):
+            task = loop.create_task(self._drain_all())
+            self._flights[task] = []
         return future
 
     @property
     def busy(self) -> bool:
         """A batch is in flight or queued."""
-        return self._draining is not None
+        return bool(self._flights)
 
     @property
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def _in_flight(self) -> list[tuple[Item, asyncio.Future[R]]]:
+        """The items of every batch in flight."""
+        return [entry for flight in self._flights.values() for entry in flight]
+
     async def close(self) -> None:
         """Finish every item already queued, then refuse new ones."""
         self._closed = True
-        if self._draining is not None:
-            await asyncio.shield(self._draining)
+        while self._flights:
+            await asyncio.shield(asyncio.gather(*self._flights, return_exceptions=True))
 
     def _next_batch(self) -> list[tuple[Item, asyncio.Future[R]]]:
         batch = self._pending[: self._max_batch]
         del self._pending[: self._max_batch]
-        self._in_flight = batch
+        task = asyncio.current_task()
+        assert task is not None
+        self._flights[task] = batch
         return batch
 
     @staticmethod
@@ -75,18 +92,19 @@ class BatchQueue(ABC, Generic[Item, R]):
                 future.set_result(result)
 
     async def _drain_all(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
         try:
             await self._drain()
         except BaseException as exc:
             failure = exc if isinstance(exc, Exception) else RuntimeError(self.closed_message)
-            for _, future in self._in_flight + self._pending:
+            for _, future in self._flights.get(task, []) + self._pending:
                 if not future.done():
                     future.set_exception(failure)
             self._pending.clear()
             raise
         finally:
-            self._in_flight = []
-            self._draining = None
+            self._flights.pop(task, None)
 
     @abstractmethod
     async def _drain(self) -> None:

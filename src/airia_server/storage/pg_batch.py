@@ -81,7 +81,9 @@ class BatchedRows(BatchQueue[Sequence[Any], Any]):
     a batch is committed whole, durably, before any of its calls resolves, or not
     at all; when PostgreSQL refuses a batch, each call runs again alone, and when
     the outcome is not known, every call fails with that error (see the module's
-    docstring). `stats` counts a writer's batches.
+    docstring). `stats` counts a writer's batches. A read may have `lanes` batches
+    in flight at once (see `BatchQueue`); a write keeps to one, so that its batches
+    commit in the order their calls came.
     """
 
     def __init__(
@@ -93,8 +95,9 @@ class BatchedRows(BatchQueue[Sequence[Any], Any]):
         single_pool: FairPool,
         stats: WriterStats | None = None,
         max_batch: int = 256,
+        lanes: int = 1,
     ) -> None:
-        super().__init__(max_batch)
+        super().__init__(max_batch, lanes=lanes)
         self._pool = pool
         self._sql = sql
         self._single = single
