@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route, Router, WebSocketRoute
 
-from airia_server.api.common import resource
+from airia_server.api.common import query_params, resource
 from airia_server.api.routing import SegmentRouter
 
 
@@ -126,3 +126,22 @@ def test_routes_the_table_cannot_hold_still_work_through_starlette():
 def test_the_root_path_is_not_part_of_the_route():
     status, body = _call(_router(), "GET", "/v1/Conversations/abc", root_path="/api")
     assert status == 200 and b"'conversation_id': 'abc'" in body
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"PageSize=5&pagesize=7",  # the last of one name, whatever its case
+        b"filter=&userId",  # blank values are kept
+        b"filter=%E2%9C%93+x&userId=a%2Bb",
+        b"a=1;b=2",
+        b"&&PageNumber=2&",
+        b"filter=%ZZ",
+        b"filter=\xe9t\xe9",  # raw bytes past ASCII, read as latin-1
+    ],
+)
+def test_query_params_are_starlettes_by_lower_cased_name(raw: bytes) -> None:
+    request = Request({"type": "http", "query_string": raw, "headers": []})
+    expected = {key.lower(): value for key, value in request.query_params.items()}
+    assert query_params(request) == expected
