@@ -4,10 +4,11 @@ Each query on its own is a round trip, and asyncpg's and PostgreSQL's work per
 query (the pool, the protocol, parse and bind, a write's commit and its WAL
 flush) is most of what a simple request costs. The batcher here queues the
 calls made while a batch is in flight, and runs the queue as the next batch when
-it lands. Nothing is held back waiting for company: a call made while nothing
-is in flight goes at once, alone. And nothing is answered from an earlier
-query: a call only ever joins a batch that has not started yet, so it sees every
-write committed before it was made.
+it lands (a read, with a second lane free, at once as another batch: see
+`BatchQueue`). Nothing is held back waiting for company: a call made while
+nothing is in flight goes at once, alone. And nothing is answered from an
+earlier query: a call only ever joins a batch that has not started yet, so it
+sees every write committed before it was made.
 
 `BatchedRows` runs a batch as one statement that joins the calls' arguments, as
 arrays, with the tables (`unnest(...) WITH ORDINALITY`): each row comes back with
