@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast bench bench-realtime bench-scale profile lint format clean
+.PHONY: help install run test test-fast bench bench-rounds bench-realtime bench-scale profile lint format clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -57,6 +57,9 @@ test-newest: ## The whole test suite again, on Python 3.13 (PYTHON_NEWEST) in .v
 
 bench: $(STAMP) ## Load-test the server against a plain Starlette hello (needs wrk)
 	$(BIN)/python bench/run.py
+
+bench-rounds: $(STAMP) ## make bench three times; each row judged by its median over the runs
+	$(BIN)/python bench/rounds.py
 
 bench-realtime: $(STAMP) ## WebSocket delivery latency (1, 100, 1,000 sockets) and idle-socket memory
 	$(BIN)/python bench/realtime.py
