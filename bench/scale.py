@@ -6,7 +6,8 @@
 
 Databases are built once with bulk inserts (executemany in big transactions) and
 kept under bench/results/data/ (not committed); a file's name carries a hash of
-the server's SQLite migrations, so a schema change builds new ones. The schema
+the server's SQLite migrations and DATA_VERSION, so a schema change or a change
+to what is built builds new ones. The schema
 comes from the server's own migrations (SqliteStore.migrate); the rows are what
 the server writes: a conversation and its Owner participant row (with its copy
 of the conversation's times), as SqliteStore.create_conversation does, and for
@@ -20,7 +21,7 @@ column it does not know.
 | scale-10000 | 10,000 conversations, all of `feed-user` |
 | scale-1000000 | 1,000,000 conversations: 10,000 of `feed-user` (every 100th),     |
 |               | 100 each of 9,900 other users                                    |
-| scale-messages | 1,000 conversations of 10 messages, 1 of 100,000 messages |
+| scale-messages | 1,000 conversations of 10 messages, 1 of 1,000, 1 of 100,000 |
 
 Each server run gets a fresh copy of a database (writes would change it), is
 pinned to the server CPU, and wrk to the other, as in run.py. Figures are
@@ -66,6 +67,13 @@ FEED_USER = "feed-user"
 FEED_CONVERSATIONS = 10_000
 SMALL_MESSAGES, SMALL_CONVERSATIONS = 10, 1000
 BIG_MESSAGES = 100_000
+CAPPED_MESSAGES = 1_000
+"""The server's default `AIRIA_CONVERSATION_MESSAGES_LIMIT`: a conversation's GET carries
+its newest 1,000 messages at most, so one of 1,000 and one of 100,000 answer with as
+many, and any difference in cost is the stored size's."""
+DATA_VERSION = "2"
+"""Part of a database file's name with the migrations' hash: a new version of what the
+builder writes builds new files."""
 MESSAGE_TEXT = "A benchmark message of about sixty characters, plain text."
 
 
@@ -82,7 +90,7 @@ def _store_module(src: Path | None):
 
 def schema_hash(src: Path | None) -> str:
     mod = _store_module(src)
-    text = "".join(f"{v}{n}{sql}" for v, n, sql in mod.migrations())
+    text = DATA_VERSION + "".join(f"{v}{n}{sql}" for v, n, sql in mod.migrations())
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
@@ -244,6 +252,7 @@ def build(path: Path, kind: str, src: Path | None, batch: int = 50_000) -> float
 
     if kind == "messages":
         insert(conversations(SMALL_CONVERSATIONS, lambda i: "msg-user", SMALL_MESSAGES))
+        insert(conversations(1, lambda i: "msg-user", CAPPED_MESSAGES, start_us=t0 + 5 * 10**8))
         insert(conversations(1, lambda i: "msg-user", BIG_MESSAGES, start_us=t0 + 10**9))
     else:
         n = int(kind)
@@ -528,9 +537,12 @@ class Runner:
                 "SELECT id FROM conversations WHERE message_count = ?", (SMALL_MESSAGES,)
             )
         ]
-        big = conn.execute(
-            "SELECT id FROM conversations WHERE message_count = ?", (BIG_MESSAGES,)
-        ).fetchone()[0]
+        big, capped = (
+            conn.execute(
+                "SELECT id FROM conversations WHERE message_count = ?", (count,)
+            ).fetchone()[0]
+            for count in (BIG_MESSAGES, CAPPED_MESSAGES)
+        )
         conn.close()
         points: list[Point] = []
         srv = self.server(pristine, "scale-messages")
@@ -571,8 +583,8 @@ class Runner:
                     {"path": base + f"&cursor={cursor}"},
                 ),
                 # A feed page's unread counts, with nothing marked read: page 2 holds
-                # conversations of 10 messages, page 1 also the one of 100,000 (the
-                # newest).
+                # conversations of 10 messages, page 1 also the ones of 100,000 and of
+                # 1,000 (the newest two).
                 (
                     srv,
                     Point(
@@ -590,16 +602,44 @@ class Runner:
                 (
                     srv,
                     Point(
-                        "messages", "GET by id (all messages)", f"{SMALL_MESSAGES}", SMALL_MESSAGES
+                        "messages",
+                        "GET by id (its messages, 1,000 at most)",
+                        f"{SMALL_MESSAGES}",
+                        SMALL_MESSAGES,
                     ),
                     {"script": get_small},
                 ),
                 (
                     srv,
                     Point(
-                        "messages", "GET by id (all messages)", f"{BIG_MESSAGES:,}", BIG_MESSAGES
+                        "messages",
+                        "GET by id (its messages, 1,000 at most)",
+                        f"{BIG_MESSAGES:,}",
+                        BIG_MESSAGES,
                     ),
                     {"path": f"/v1/Conversations/{big}", "connections": 1, "timeout_s": 60},
+                ),
+                # The same answer (the newest 1,000 messages) from a conversation of
+                # 1,000 and from one of 100,000: the stored size's own cost.
+                (
+                    srv,
+                    Point(
+                        "messages",
+                        "GET by id (newest 1,000 returned)",
+                        f"{CAPPED_MESSAGES:,}",
+                        CAPPED_MESSAGES,
+                    ),
+                    {"path": f"/v1/Conversations/{capped}"},
+                ),
+                (
+                    srv,
+                    Point(
+                        "messages",
+                        "GET by id (newest 1,000 returned)",
+                        f"{BIG_MESSAGES:,}",
+                        BIG_MESSAGES,
+                    ),
+                    {"path": f"/v1/Conversations/{big}"},
                 ),
                 (
                     srv,
