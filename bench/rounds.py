@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import RESULTS, short_of
+from run import RESULTS, short_of, target_text
 
 HERE = Path(__file__).resolve().parent
 
@@ -49,6 +49,16 @@ class Row:
     to_baseline: list[float] = field(default_factory=list)
     p99_over_p50: list[float] = field(default_factory=list)
     runs_with_errors: int = 0
+    server: str = ""
+    old_target: str | None = None
+
+    @property
+    def has_target(self) -> bool:
+        return (
+            self.target_ratio is not None
+            or self.p99_factor is not None
+            or self.target_vs_baseline is not None
+        )
 
     @property
     def missed(self) -> list[str]:
@@ -92,6 +102,8 @@ def collect(runs: list[dict]) -> list[Row]:
                 Row(
                     name=result["name"],
                     label=result["label"],
+                    server=result["server"],
+                    old_target=result.get("old_target"),
                     target_ratio=result.get("target_ratio"),
                     p99_factor=result.get("p99_factor"),
                     baseline=result.get("baseline"),
@@ -124,15 +136,8 @@ def markdown(rows: list[Row], runs: list[dict]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for row in rows:
-        targets = []
-        if row.target_ratio is not None:
-            targets.append(f"≥ {row.target_ratio:g}x hello")
-        if row.p99_factor is not None:
-            targets.append(f"p99 ≤ {row.p99_factor:g}x p50")
-        if row.target_vs_baseline is not None:
-            targets.append(f"≥ {row.target_vs_baseline:g}x {row.baseline}")
         if not row.judged:
-            verdict = "—" if not targets else "no figure"
+            verdict = "no figure" if row.has_target else "—"
         else:
             verdict = "MISSED: " + "; ".join(row.missed) if row.missed else "yes"
         if row.runs_with_errors:
@@ -141,7 +146,7 @@ def markdown(rows: list[Row], runs: list[dict]) -> str:
         lines.append(
             f"| {row.label} | {_figures(row.to_hello, 'x')} | "
             f"{_figures(row.to_baseline, baseline_unit)} | {_figures(row.p99_over_p50, '')} | "
-            f"{', '.join(targets) or '—'} | {verdict} |"
+            f"{target_text(row) if row.has_target else '—'} | {verdict} |"
         )
     floors = [
         "/".join(f"{r['rps']:,.0f}" for r in run["results"] if r["server"] == "hello")

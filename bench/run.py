@@ -38,6 +38,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -1004,7 +1005,8 @@ def fmt_ms(value: float) -> str:
     return f"{value * 1000:.0f} µs" if value < 1 else f"{value:.2f} ms"
 
 
-def target_text(m: Measurement) -> str:
+def target_text(m: Any) -> str:
+    """The targets of a row: a Measurement, or a row of bench/rounds.py."""
     if m.server == HELLO:
         return "floor"
     parts = []
