@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import RESULTS, short_of, target_text
+from run import RESULTS, has_target, short_of, target_text
 
 HERE = Path(__file__).resolve().parent
 
@@ -54,11 +54,7 @@ class Row:
 
     @property
     def has_target(self) -> bool:
-        return (
-            self.target_ratio is not None
-            or self.p99_factor is not None
-            or self.target_vs_baseline is not None
-        )
+        return has_target(self)
 
     @property
     def missed(self) -> list[str]:

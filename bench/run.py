@@ -132,11 +132,7 @@ class Measurement:
 
     @property
     def has_target(self) -> bool:
-        return (
-            self.target_ratio is not None
-            or self.p99_factor is not None
-            or self.target_vs_baseline is not None
-        )
+        return has_target(self)
 
     def judge_baseline(self, others: dict[str, Measurement]) -> None:
         if self.baseline is None:
@@ -1003,6 +999,12 @@ SERVERS = {
 
 def fmt_ms(value: float) -> str:
     return f"{value * 1000:.0f} µs" if value < 1 else f"{value:.2f} ms"
+
+
+def has_target(m: Any) -> bool:
+    """A row (a Measurement, or a row of bench/rounds.py) has something to be judged by."""
+    targets = (m.target_ratio, m.p99_factor, m.target_vs_baseline)
+    return any(target is not None for target in targets)
 
 
 def target_text(m: Any) -> str:
